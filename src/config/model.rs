@@ -1,0 +1,404 @@
+//! The typed, validated configuration (SPEC §3). Everything downstream reads these
+//! types; nothing re-parses strings from the file.
+
+use super::decode::Pos;
+use http::header::{HeaderName, HeaderValue};
+use http::Method;
+use ipnet::IpNet;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub log: LogConfig,
+    pub admin: Option<AdminConfig>,
+    pub metrics: Option<MetricsConfig>,
+    pub listeners: Vec<ListenerConfig>,
+    pub pools: Vec<PoolConfig>,
+    pub routes: Vec<RouteConfig>,
+    pub tcp_services: Vec<TcpServiceConfig>,
+    pub cluster: Option<ClusterConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub threads: usize,
+    pub pid_file: PathBuf,
+    pub upgrade_sock: PathBuf,
+    pub user: Option<String>,
+    pub group: Option<String>,
+    pub grace_period: Duration,
+    pub shutdown_timeout: Duration,
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            threads: 0,
+            pid_file: "/run/switchyard/switchyard.pid".into(),
+            upgrade_sock: "/run/switchyard/upgrade.sock".into(),
+            user: None,
+            group: None,
+            grace_period: Duration::from_secs(30),
+            shutdown_timeout: Duration::from_secs(10),
+            trusted_proxies: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    Stdout,
+    Stderr,
+    Off,
+    File(PathBuf),
+}
+
+#[derive(Debug, Clone)]
+pub struct LogConfig {
+    pub level: log::LevelFilter,
+    pub access_log: AccessLogTarget,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            level: log::LevelFilter::Info,
+            access_log: AccessLogTarget::Stdout,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub listen: SocketAddr,
+    pub tokens: Vec<String>,
+    pub allow: Vec<IpNet>,
+    pub state_file: PathBuf,
+    pub pos: Pos,
+}
+
+#[derive(Debug, Clone)]
+pub struct MetricsConfig {
+    pub listen: SocketAddr,
+    pub pos: Pos,
+}
+
+#[derive(Debug, Clone)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub listen: SocketAddr,
+    pub http2: bool,
+    pub tls: Option<TlsConfig>,
+    pub pos: Pos,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub certificates: Vec<CertificateFiles>,
+    pub acme: Option<AcmeConfig>,
+    pub client_ca_file: Option<PathBuf>,
+    pub client_auth: ClientAuth,
+    pub min_version: TlsVersion,
+}
+
+#[derive(Debug, Clone)]
+pub struct CertificateFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub pos: Pos,
+    pub path: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct AcmeConfig {
+    pub email: String,
+    pub directory: String,
+    pub domains: Vec<String>,
+    pub storage: PathBuf,
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientAuth {
+    None,
+    Optional,
+    Require,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsVersion {
+    Tls12,
+    Tls13,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Algorithm {
+    RoundRobin,
+    LeastConn,
+    IpHash,
+    ConsistentHash,
+    Random,
+}
+
+impl Algorithm {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::RoundRobin => "round_robin",
+            Algorithm::LeastConn => "least_conn",
+            Algorithm::IpHash => "ip_hash",
+            Algorithm::ConsistentHash => "consistent_hash",
+            Algorithm::Random => "random",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    ClientIp,
+    Uri,
+    Path,
+    Header(HeaderName),
+    Cookie(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct BackendConfig {
+    /// As written (`host:port`): the backend's name in the API, metrics and logs.
+    pub address: String,
+    pub addr: SocketAddr,
+    pub weight: u32,
+    pub backup: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct DnsDiscovery {
+    pub name: String,
+    pub port: u16,
+    pub interval: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthKind {
+    Http,
+    Tcp,
+    Postgres,
+    Mysql,
+    None,
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthCheckConfig {
+    /// `None` = the default for how the pool is used (SPEC §3).
+    pub kind: Option<HealthKind>,
+    pub path: String,
+    pub host: Option<String>,
+    pub expect_status: (u16, u16),
+    pub user: Option<String>,
+    pub database: Option<String>,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub healthy_threshold: u32,
+    pub unhealthy_threshold: u32,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        HealthCheckConfig {
+            kind: None,
+            path: "/".into(),
+            host: None,
+            expect_status: (200, 399),
+            user: None,
+            database: None,
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_secs(2),
+            healthy_threshold: 2,
+            unhealthy_threshold: 3,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct CircuitBreakerConfig {
+    pub failure_threshold: u32,
+    pub on_5xx: bool,
+    pub open_for: Duration,
+    pub half_open_requests: u32,
+    pub max_connections: u32,
+}
+
+impl Default for CircuitBreakerConfig {
+    fn default() -> Self {
+        CircuitBreakerConfig {
+            failure_threshold: 5,
+            on_5xx: true,
+            open_for: Duration::from_secs(30),
+            half_open_requests: 3,
+            max_connections: 0,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StickyConfig {
+    pub cookie: String,
+    pub ttl: Option<Duration>,
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct Timeouts {
+    pub connect: Duration,
+    pub read: Duration,
+    pub write: Duration,
+    pub idle: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts {
+            connect: Duration::from_secs(3),
+            read: Duration::from_secs(60),
+            write: Duration::from_secs(60),
+            idle: Duration::from_secs(90),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpstreamProtocol {
+    Http1,
+    H2,
+    H2c,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamTls {
+    pub sni: Option<String>,
+    pub verify: bool,
+    pub ca_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    pub protocol: UpstreamProtocol,
+    pub tls: Option<UpstreamTls>,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            protocol: UpstreamProtocol::Http1,
+            tls: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub name: String,
+    pub algorithm: Algorithm,
+    pub hash_key: HashKey,
+    pub backends: Vec<BackendConfig>,
+    pub discovery: Option<DnsDiscovery>,
+    pub health_check: Option<HealthCheckConfig>,
+    pub circuit_breaker: Option<CircuitBreakerConfig>,
+    pub sticky: Option<StickyConfig>,
+    pub retries: u32,
+    pub timeouts: Timeouts,
+    pub upstream: UpstreamConfig,
+    pub pos: Pos,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RateLimitKey {
+    ClientIp,
+    Header(HeaderName),
+    Route,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RateLimitAlgorithm {
+    TokenBucket,
+    SlidingWindow,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    Local,
+    Cluster,
+}
+
+#[derive(Debug, Clone)]
+pub struct RateLimitConfig {
+    pub rate: u32,
+    pub burst: u32,
+    pub key: RateLimitKey,
+    pub algorithm: RateLimitAlgorithm,
+    pub scope: Scope,
+    pub pos: Pos,
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct HeaderEdits {
+    pub set: Vec<(HeaderName, HeaderValue)>,
+    pub add: Vec<(HeaderName, HeaderValue)>,
+    pub remove: Vec<HeaderName>,
+}
+
+impl HeaderEdits {
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty() && self.add.is_empty() && self.remove.is_empty()
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub name: String,
+    /// Empty = every HTTP listener.
+    pub listeners: Vec<String>,
+    pub hosts: Vec<String>,
+    pub path_prefix: Option<String>,
+    pub methods: Vec<Method>,
+    pub headers: Vec<(HeaderName, String)>,
+    /// `None` only for a route that always redirects to HTTPS.
+    pub pool: Option<String>,
+    pub strip_prefix: bool,
+    pub redirect_https: bool,
+    pub allow: Vec<IpNet>,
+    pub deny: Vec<IpNet>,
+    pub rate_limit: Option<RateLimitConfig>,
+    pub request_headers: HeaderEdits,
+    pub response_headers: HeaderEdits,
+    pub security_headers: bool,
+    pub pos: Pos,
+    pub pool_pos: Pos,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TcpProtocol {
+    Tcp,
+    Postgres,
+    Mysql,
+}
+
+#[derive(Debug, Clone)]
+pub struct TcpServiceConfig {
+    pub name: String,
+    pub listen: SocketAddr,
+    pub protocol: TcpProtocol,
+    pub pool: String,
+    pub idle_timeout: Duration,
+    pub pos: Pos,
+    pub listen_pos: Pos,
+    pub pool_pos: Pos,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    pub redis: String,
+    pub pos: Pos,
+}

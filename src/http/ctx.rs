@@ -1,0 +1,48 @@
+//! Per-request state carried between the proxy hooks.
+
+use crate::pool::InFlight;
+use crate::runtime::Runtime;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+pub struct RequestCtx {
+    pub start: Instant,
+    /// The configuration snapshot this request uses from start to end.
+    pub runtime: Option<Arc<Runtime>>,
+    pub request_id: String,
+    pub peer_ip: Option<IpAddr>,
+    pub client_ip: Option<IpAddr>,
+    pub route: Option<usize>,
+    pub pool: Option<usize>,
+    pub backend: Option<usize>,
+    /// Backends tried so far (connect failures move on to one not in here).
+    pub tried: Vec<usize>,
+    pub in_flight: Option<InFlight>,
+    /// The status to answer with when every attempt failed to connect.
+    pub connect_failure: Option<u16>,
+}
+
+impl RequestCtx {
+    pub fn new() -> Self {
+        RequestCtx {
+            start: Instant::now(),
+            runtime: None,
+            request_id: String::new(),
+            peer_ip: None,
+            client_ip: None,
+            route: None,
+            pool: None,
+            backend: None,
+            tried: Vec::new(),
+            in_flight: None,
+            connect_failure: None,
+        }
+    }
+}
+
+impl Default for RequestCtx {
+    fn default() -> Self {
+        Self::new()
+    }
+}

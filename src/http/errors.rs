@@ -1,0 +1,94 @@
+//! Error and redirect answers written by Switchyard itself: short text/plain bodies,
+//! always with X-Request-Id (SPEC §4, §9), and the mapping from proxy errors to codes.
+
+use super::headers::X_REQUEST_ID;
+use pingora::http::ResponseHeader;
+use pingora::{Error, ErrorSource, ErrorType};
+use pingora_proxy::Session;
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        400 => "bad request",
+        403 => "forbidden",
+        404 => "no route for this request",
+        429 => "too many requests",
+        500 => "internal error",
+        502 => "backend failed",
+        503 => "no backend available",
+        504 => "backend timed out",
+        _ => "error",
+    }
+}
+
+/// Writes a complete error answer.
+pub async fn respond(session: &mut Session, status: u16, request_id: &str) -> pingora::Result<()> {
+    let body = format!("{status} {}\n", reason(status));
+    let mut resp = ResponseHeader::build(status, Some(4))?;
+    resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+    resp.insert_header(X_REQUEST_ID, request_id)?;
+    send(session, resp, Some(body)).await
+}
+
+/// 308 to the https:// URL of this request.
+pub async fn redirect(session: &mut Session, location: &str, request_id: &str) -> pingora::Result<()> {
+    let mut resp = ResponseHeader::build(308, Some(4))?;
+    resp.insert_header(http::header::LOCATION, location)?;
+    resp.insert_header(http::header::CONTENT_LENGTH, 0)?;
+    resp.insert_header(X_REQUEST_ID, request_id)?;
+    send(session, resp, None).await
+}
+
+async fn send(session: &mut Session, resp: ResponseHeader, body: Option<String>) -> pingora::Result<()> {
+    let end = body.is_none() || session.req_header().method == http::Method::HEAD;
+    session.write_response_header(Box::new(resp), end).await?;
+    if !end {
+        if let Some(body) = body {
+            session.write_response_body(Some(body.into()), true).await?;
+        }
+    }
+    Ok(())
+}
+
+/// The status a failed proxy attempt answers with; 0 when the client is gone.
+pub fn status_for(e: &Error) -> u16 {
+    match e.etype() {
+        ErrorType::HTTPStatus(code) => *code,
+        ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+            if e.esource() == &ErrorSource::Upstream =>
+        {
+            504
+        }
+        _ => match e.esource() {
+            ErrorSource::Upstream => 502,
+            ErrorSource::Downstream => match e.etype() {
+                ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                _ => 400,
+            },
+            ErrorSource::Internal | ErrorSource::Unset => 500,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timeouts_are_504_and_connect_errors_502() {
+        let mut e = Error::new(ErrorType::ReadTimedout);
+        e.set_esource(ErrorSource::Upstream);
+        assert_eq!(status_for(&e), 504);
+        let mut e = Error::new(ErrorType::ConnectRefused);
+        e.set_esource(ErrorSource::Upstream);
+        assert_eq!(status_for(&e), 502);
+        assert_eq!(status_for(&Error::new(ErrorType::HTTPStatus(503))), 503);
+    }
+
+    #[test]
+    fn bodies_are_short() {
+        for s in [400, 403, 404, 429, 500, 502, 503, 504] {
+            assert!(format!("{s} {}\n", reason(s)).len() < 1024);
+        }
+    }
+}

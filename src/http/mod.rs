@@ -1,0 +1,7 @@
+//! The HTTP side: the `ProxyHttp` dispatcher and the request-level helpers it calls.
+
+pub mod ctx;
+pub mod errors;
+pub mod headers;
+pub mod proxy;
+pub mod upstream;

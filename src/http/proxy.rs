@@ -1,0 +1,238 @@
+//! The `ProxyHttp` implementation: a thin dispatcher from Pingora's hooks to routing,
+//! access control, selection, header rules, errors and the access log.
+
+use super::ctx::RequestCtx;
+use super::errors;
+use super::headers::{self, Forwarded};
+use super::upstream;
+use crate::limits::canonical;
+use crate::observe::access_log::{self, AccessLog, HttpEntry};
+use crate::routing::{self, RequestFacts};
+use crate::runtime::SharedRuntime;
+use async_trait::async_trait;
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorType, Result};
+use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use std::sync::Arc;
+
+pub struct Proxy {
+    /// Index of the listener this service serves (routes filter on it).
+    pub listener: usize,
+    pub tls: bool,
+    pub runtime: SharedRuntime,
+    pub access_log: Arc<AccessLog>,
+}
+
+impl Proxy {
+    /// Routes the request and answers it here when no backend is needed (404, 403,
+    /// redirect). Returns true when a response was written.
+    async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let rt = self.runtime.load_full();
+        ctx.runtime = Some(rt.clone());
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| canonical(a.ip()));
+        let req = session.req_header();
+        ctx.peer_ip = peer;
+        ctx.client_ip = peer.map(|p| headers::client_ip(p, &req.headers, &rt.trusted_proxies));
+        ctx.request_id = match req.headers.get(headers::X_REQUEST_ID) {
+            Some(id) if headers::valid_request_id(id.as_bytes()) => {
+                String::from_utf8_lossy(id.as_bytes()).into_owned()
+            }
+            _ => headers::new_request_id(),
+        };
+        let facts = RequestFacts {
+            listener: self.listener,
+            host: headers::request_host(req),
+            path: req.uri.path(),
+            method: &req.method,
+            headers: &req.headers,
+        };
+        let found = rt.table.find(&facts);
+        ctx.route = found;
+        let Some(route) = found.map(|i| &rt.routes[i]) else {
+            errors::respond(session, 404, &ctx.request_id).await?;
+            return Ok(true);
+        };
+        ctx.pool = route.pool;
+        if ctx.client_ip.is_some_and(|ip| !route.acl.permits(ip)) {
+            errors::respond(session, 403, &ctx.request_id).await?;
+            return Ok(true);
+        }
+        if route.redirect_https && !self.tls {
+            let location = https_location(session.req_header(), rt.https_port);
+            errors::redirect(session, &location, &ctx.request_id).await?;
+            return Ok(true);
+        }
+        if route.pool.is_none() {
+            errors::respond(session, 404, &ctx.request_id).await?;
+            return Ok(true);
+        }
+        Ok(false)
+    }
+}
+
+/// `https://host[:port]/path?query`; the port only when it is not 443.
+fn https_location(req: &RequestHeader, port: u16) -> String {
+    let host = headers::request_host(req);
+    let path = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let host = if host.contains(':') { format!("[{host}]") } else { host.to_string() };
+    if port == 443 {
+        format!("https://{host}{path}")
+    } else {
+        format!("https://{host}:{port}{path}")
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Proxy {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        self.admit(session, ctx).await
+    }
+
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        let rt = ctx
+            .runtime
+            .clone()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no runtime for request"))?;
+        let pool = ctx
+            .pool
+            .and_then(|p| rt.pools.get(p))
+            .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(404), "route has no pool"))?;
+        match upstream::choose(pool, session, ctx) {
+            Some(backend) => Ok(Box::new(upstream::peer(pool, &backend, session.is_upgrade_req()))),
+            None => {
+                let status = ctx.connect_failure.unwrap_or(503);
+                Err(Error::explain(ErrorType::HTTPStatus(status), "no usable backend"))
+            }
+        }
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        // Nothing was sent yet, so another backend may take it.
+        ctx.connect_failure = Some(errors::status_for(&e).max(502));
+        let retries = ctx
+            .runtime
+            .as_ref()
+            .and_then(|rt| ctx.pool.and_then(|p| rt.pools.get(p)))
+            .map(|p| p.retries as usize)
+            .unwrap_or(0);
+        if ctx.tried.len() <= retries {
+            e.set_retry(true);
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let Some(route) = ctx.runtime.as_ref().and_then(|rt| ctx.route.map(|r| &rt.routes[r])) else {
+            return Ok(());
+        };
+        if let Some(prefix) = &route.strip {
+            let original = session.req_header().uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+            let stripped = routing::strip_prefix(prefix, original);
+            let uri = stripped
+                .parse::<http::Uri>()
+                .map_err(|e| Error::because(ErrorType::InternalError, "strip_prefix", e))?;
+            upstream_request.set_uri(uri);
+        }
+        if let (Some(peer), Some(client)) = (ctx.peer_ip, ctx.client_ip) {
+            let fwd = Forwarded {
+                peer,
+                client,
+                tls: self.tls,
+                request_id: &ctx.request_id,
+            };
+            headers::add_forwarding(upstream_request, &fwd)?;
+        }
+        headers::apply_edits(upstream_request, &route.request_headers)
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        upstream_response.insert_header(headers::X_REQUEST_ID, ctx.request_id.as_str())?;
+        let Some(route) = ctx.runtime.as_ref().and_then(|rt| ctx.route.map(|r| &rt.routes[r])) else {
+            return Ok(());
+        };
+        if route.security_headers {
+            headers::add_security_headers(upstream_response, self.tls)?;
+        }
+        headers::apply_edits(upstream_response, &route.response_headers)
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        let code = errors::status_for(e);
+        if code > 0 && session.response_written().is_none() {
+            if ctx.request_id.is_empty() {
+                ctx.request_id = headers::new_request_id();
+            }
+            if let Err(err) = errors::respond(session, code, &ctx.request_id).await {
+                log::debug!("could not send the {code} answer: {err}");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        ctx.in_flight = None;
+        if !self.access_log.enabled() {
+            return;
+        }
+        let rt = ctx.runtime.as_ref();
+        let route = rt.and_then(|rt| ctx.route.map(|r| rt.routes[r].name.as_str()));
+        let pool = rt.and_then(|rt| ctx.pool.map(|p| &rt.pools[p]));
+        let backend = pool.and_then(|p| ctx.backend.map(|b| p.backends[b].address.as_str()));
+        let req = session.req_header();
+        let entry = HttpEntry {
+            ts: access_log::timestamp(),
+            request_id: &ctx.request_id,
+            client_ip: ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            method: req.method.as_str(),
+            host: req
+                .headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .or_else(|| req.uri.host())
+                .unwrap_or(""),
+            path: req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+            status: session.response_written().map(|r| r.status.as_u16()).unwrap_or(0),
+            duration_ms: access_log::millis(ctx.start.elapsed()),
+            route: route.unwrap_or(""),
+            pool: pool.map(|p| p.name.as_str()).unwrap_or(""),
+            backend: backend.unwrap_or(""),
+            bytes_sent: session.body_bytes_sent(),
+            protocol: match req.version {
+                http::Version::HTTP_10 => "HTTP/1.0",
+                http::Version::HTTP_2 => "HTTP/2",
+                _ => "HTTP/1.1",
+            },
+            tls: self.tls,
+        };
+        self.access_log.write(&entry);
+    }
+}

@@ -1,0 +1,120 @@
+//! Choosing the backend for a request and describing the connection to it.
+
+use super::ctx::RequestCtx;
+use crate::config::{HashKey, UpstreamProtocol};
+use crate::pool::{Backend, InFlight, Pool};
+use pingora::protocols::ALPN;
+use pingora::upstreams::peer::HttpPeer;
+use pingora_proxy::Session;
+use std::net::IpAddr;
+use std::sync::Arc;
+
+/// The bytes the pool hashes: client IP for ip_hash, the configured key for
+/// consistent_hash (a missing header or cookie falls back to the client IP).
+fn hash_input<'a>(pool: &Pool, session: &'a Session, ip_buf: &'a mut [u8; 16], client: Option<IpAddr>) -> &'a [u8] {
+    let ip_bytes = |buf: &'a mut [u8; 16]| -> &'a [u8] {
+        match client {
+            Some(IpAddr::V4(v4)) => {
+                buf[..4].copy_from_slice(&v4.octets());
+                &buf[..4]
+            }
+            Some(IpAddr::V6(v6)) => {
+                *buf = v6.octets();
+                &buf[..]
+            }
+            None => &buf[..0],
+        }
+    };
+    let req = session.req_header();
+    match (&pool.algorithm, &pool.hash_key) {
+        (crate::config::Algorithm::ConsistentHash, HashKey::Uri) => req
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().as_bytes())
+            .unwrap_or(b"/"),
+        (crate::config::Algorithm::ConsistentHash, HashKey::Path) => req.uri.path().as_bytes(),
+        (crate::config::Algorithm::ConsistentHash, HashKey::Header(name)) => match req.headers.get(name) {
+            Some(v) => v.as_bytes(),
+            None => ip_bytes(ip_buf),
+        },
+        (crate::config::Algorithm::ConsistentHash, HashKey::Cookie(name)) => {
+            match cookie_value(req.headers.get_all(http::header::COOKIE).iter(), name) {
+                Some(v) => v,
+                None => ip_bytes(ip_buf),
+            }
+        }
+        _ => ip_bytes(ip_buf),
+    }
+}
+
+/// The value of cookie `name` across all Cookie header lines.
+pub fn cookie_value<'a>(lines: impl Iterator<Item = &'a http::HeaderValue>, name: &str) -> Option<&'a [u8]> {
+    lines
+        .flat_map(|line| line.as_bytes().split(|b| *b == b';'))
+        .find_map(|pair| {
+            let pair = pair.trim_ascii();
+            let eq = pair.iter().position(|b| *b == b'=')?;
+            (pair[..eq].trim_ascii() == name.as_bytes()).then(|| pair[eq + 1..].trim_ascii())
+        })
+}
+
+/// Selects a backend not tried yet and records it in the context.
+pub fn choose(pool: &Pool, session: &Session, ctx: &mut RequestCtx) -> Option<Arc<Backend>> {
+    let mut ip_buf = [0u8; 16];
+    let key = hash_input(pool, session, &mut ip_buf, ctx.client_ip);
+    let idx = pool.select(key, &ctx.tried)?;
+    let backend = pool.backends[idx].clone();
+    ctx.tried.push(idx);
+    ctx.backend = Some(idx);
+    // Replacing the guard releases the previous (failed) backend's count.
+    ctx.in_flight = Some(InFlight::new(backend.clone()));
+    Some(backend)
+}
+
+/// The connection settings for `backend` (timeouts, TLS, HTTP version).
+pub fn peer(pool: &Pool, backend: &Backend, websocket: bool) -> HttpPeer {
+    let tls = pool.upstream.tls.as_ref();
+    let sni = tls
+        .and_then(|t| t.sni.clone())
+        .unwrap_or_else(|| host_of(&backend.address).to_string());
+    let mut peer = HttpPeer::new(backend.addr, tls.is_some(), sni);
+    let o = &mut peer.options;
+    o.connection_timeout = Some(pool.timeouts.connect);
+    o.read_timeout = Some(pool.timeouts.read);
+    o.write_timeout = Some(pool.timeouts.write);
+    o.idle_timeout = Some(pool.timeouts.idle);
+    if let Some(t) = tls {
+        o.verify_cert = t.verify;
+        o.verify_hostname = t.verify;
+    }
+    o.alpn = match (pool.upstream.protocol, websocket) {
+        (_, true) | (UpstreamProtocol::Http1, _) => ALPN::H1,
+        (UpstreamProtocol::H2 | UpstreamProtocol::H2c, false) => ALPN::H2,
+    };
+    peer
+}
+
+/// `host` of `host:port` (an IP literal gives no useful SNI, but is harmless).
+fn host_of(address: &str) -> &str {
+    match address.rsplit_once(':') {
+        Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),
+        None => address,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    #[test]
+    fn cookie_lookup() {
+        let lines = [
+            HeaderValue::from_static("a=1; session=abc"),
+            HeaderValue::from_static("b=2"),
+        ];
+        assert_eq!(cookie_value(lines.iter(), "session"), Some(&b"abc"[..]));
+        assert_eq!(cookie_value(lines.iter(), "b"), Some(&b"2"[..]));
+        assert_eq!(cookie_value(lines.iter(), "sess"), None);
+    }
+}

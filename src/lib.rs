@@ -1,0 +1,12 @@
+//! Switchyard: an L4/L7 load balancer and reverse proxy on Pingora.
+//! The module tree follows DESIGN.md.
+
+pub mod cli;
+pub mod config;
+pub mod http;
+pub mod limits;
+pub mod observe;
+pub mod pool;
+pub mod routing;
+pub mod runtime;
+pub mod server;

@@ -1,0 +1,66 @@
+//! Per-route client access control: CIDR `deny` (checked first) and `allow` lists.
+
+use ipnet::IpNet;
+use std::net::IpAddr;
+
+#[derive(Debug, Clone, Default)]
+pub struct Acl {
+    allow: Vec<IpNet>,
+    deny: Vec<IpNet>,
+}
+
+impl Acl {
+    pub fn new(allow: &[IpNet], deny: &[IpNet]) -> Self {
+        Acl {
+            allow: allow.to_vec(),
+            deny: deny.to_vec(),
+        }
+    }
+
+    /// `deny` wins; a non-empty `allow` admits only its members.
+    pub fn permits(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        if self.deny.iter().any(|n| n.contains(&ip)) {
+            return false;
+        }
+        self.allow.is_empty() || self.allow.iter().any(|n| n.contains(&ip))
+    }
+}
+
+/// IPv4-mapped IPv6 addresses (dual-stack sockets) compare as IPv4.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+        v4 => v4,
+    }
+}
+
+pub fn contains_any(nets: &[IpNet], ip: IpAddr) -> bool {
+    let ip = canonical(ip);
+    nets.iter().any(|n| n.contains(&ip))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn nets(s: &[&str]) -> Vec<IpNet> {
+        s.iter().filter_map(|n| n.parse().ok()).collect()
+    }
+
+    #[test]
+    fn deny_before_allow() {
+        let acl = Acl::new(&nets(&["10.0.0.0/8"]), &nets(&["10.1.0.0/16"]));
+        assert!(acl.permits("10.2.3.4".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]))));
+        assert!(!acl.permits(IpAddr::from([10, 1, 2, 3])));
+        assert!(!acl.permits(IpAddr::from([192, 168, 1, 1])));
+        assert!(Acl::default().permits(IpAddr::from([1, 2, 3, 4])));
+    }
+
+    #[test]
+    fn mapped_v6_is_v4() {
+        let acl = Acl::new(&[], &nets(&["127.0.0.0/8"]));
+        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        assert!(!acl.permits(mapped));
+    }
+}

@@ -1,0 +1,128 @@
+//! The JSON access log (SPEC §7): one line per request, formatted on the request path
+//! and handed to a writer thread through a bounded queue, so a slow disk or a full pipe
+//! never blocks a request (lines are dropped and counted instead).
+
+use crate::config::AccessLogTarget;
+use once_cell::sync::OnceCell;
+use serde::Serialize;
+use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::time::{Duration, SystemTime};
+
+const QUEUE_LINES: usize = 16 * 1024;
+
+#[derive(Serialize)]
+pub struct HttpEntry<'a> {
+    pub ts: String,
+    pub request_id: &'a str,
+    pub client_ip: String,
+    pub method: &'a str,
+    pub host: &'a str,
+    pub path: &'a str,
+    pub status: u16,
+    pub duration_ms: f64,
+    pub route: &'a str,
+    pub pool: &'a str,
+    pub backend: &'a str,
+    pub bytes_sent: usize,
+    pub protocol: &'a str,
+    pub tls: bool,
+}
+
+pub fn timestamp() -> String {
+    humantime::format_rfc3339_millis(SystemTime::now()).to_string()
+}
+
+/// Milliseconds with microsecond precision.
+pub fn millis(d: Duration) -> f64 {
+    (d.as_micros() as f64) / 1000.0
+}
+
+pub struct AccessLog {
+    target: AccessLogTarget,
+    /// Started on first use, so the thread exists in the daemonised child.
+    queue: OnceCell<SyncSender<Vec<u8>>>,
+    dropped: AtomicU64,
+}
+
+impl AccessLog {
+    pub fn new(target: AccessLogTarget) -> Self {
+        AccessLog {
+            target,
+            queue: OnceCell::new(),
+            dropped: AtomicU64::new(0),
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.target != AccessLogTarget::Off
+    }
+
+    pub fn write<T: Serialize>(&self, entry: &T) {
+        if !self.enabled() {
+            return;
+        }
+        let mut line = Vec::with_capacity(320);
+        if serde_json::to_writer(&mut line, entry).is_err() {
+            return;
+        }
+        line.push(b'\n');
+        let queue = self.queue.get_or_init(|| start_writer(self.target.clone()));
+        match queue.try_send(line) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                let n = self.dropped.fetch_add(1, Ordering::Relaxed);
+                if n.is_power_of_two() {
+                    log::warn!("access log cannot keep up: {} lines dropped so far", n + 1);
+                }
+            }
+        }
+    }
+}
+
+fn open(target: &AccessLogTarget) -> std::io::Result<Box<dyn Write + Send>> {
+    Ok(match target {
+        AccessLogTarget::Stdout => Box::new(std::io::stdout()),
+        AccessLogTarget::Stderr => Box::new(std::io::stderr()),
+        AccessLogTarget::File(path) => Box::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?,
+        ),
+        AccessLogTarget::Off => Box::new(std::io::sink()),
+    })
+}
+
+fn start_writer(target: AccessLogTarget) -> SyncSender<Vec<u8>> {
+    let (tx, rx) = sync_channel::<Vec<u8>>(QUEUE_LINES);
+    let spawned = std::thread::Builder::new()
+        .name("access-log".into())
+        .spawn(move || writer_loop(target, rx));
+    if let Err(e) = spawned {
+        log::error!("cannot start the access log writer: {e}");
+    }
+    tx
+}
+
+fn writer_loop(target: AccessLogTarget, rx: Receiver<Vec<u8>>) {
+    let mut out = match open(&target) {
+        Ok(w) => std::io::BufWriter::with_capacity(64 * 1024, w),
+        Err(e) => {
+            log::error!("cannot open the access log {target:?}: {e}");
+            return;
+        }
+    };
+    while let Ok(line) = rx.recv() {
+        let mut ok = out.write_all(&line).is_ok();
+        // Batch whatever is already queued, then flush once.
+        while let Ok(more) = rx.try_recv() {
+            ok &= out.write_all(&more).is_ok();
+        }
+        ok &= out.flush().is_ok();
+        if !ok {
+            log::warn!("access log write failed");
+        }
+    }
+}

@@ -1,0 +1,168 @@
+//! Process wiring: load the configuration, set up logging, build Pingora's `Server` and
+//! one proxy service per listener, then run (SPEC §1, §2).
+
+use crate::cli::Cli;
+use crate::config::{self, Config, Diagnostic, ListenerConfig, TlsVersion};
+use crate::http::proxy::Proxy;
+use crate::observe::access_log::AccessLog;
+use crate::runtime::{self, Runtime, SharedRuntime};
+use pingora::apps::HttpServerOptions;
+use pingora::listeners::tls::TlsSettings;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::Server;
+use pingora::tls::ssl::SslVersion;
+use pingora_proxy::ProxyServiceBuilder;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Runs the command line; returns the exit code (it does not return when serving).
+pub fn main(cli: &Cli) -> i32 {
+    let path = cli.config_path();
+    let loaded = match config::load(&path) {
+        Ok(l) => l,
+        Err(errors) => {
+            report_invalid(&path, &errors);
+            return 1;
+        }
+    };
+    init_logging(loaded.config.log.level);
+    if cli.test {
+        for w in &loaded.warnings {
+            eprintln!("warning: {w}");
+        }
+        eprintln!("switchyard: the configuration file {} is valid", path.display());
+        return 0;
+    }
+    for w in &loaded.warnings {
+        log::warn!("{w}");
+    }
+    match serve(cli, loaded.config) {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("switchyard: {e}");
+            1
+        }
+    }
+}
+
+fn report_invalid(path: &Path, errors: &[Diagnostic]) {
+    for e in errors {
+        eprintln!("{e}");
+    }
+    eprintln!(
+        "switchyard: the configuration file {} is invalid ({} error{})",
+        path.display(),
+        errors.len(),
+        if errors.len() == 1 { "" } else { "s" }
+    );
+}
+
+/// `$SWITCHYARD_LOG` overrides `log.level`; process logs go to stderr.
+fn init_logging(configured: log::LevelFilter) {
+    let from_env = std::env::var("SWITCHYARD_LOG").ok();
+    let level = from_env
+        .as_deref()
+        .and_then(config::parse::parse_level)
+        .unwrap_or(configured);
+    let mut builder = env_logger::Builder::new();
+    builder.filter_level(level).target(env_logger::Target::Stderr);
+    // Pingora logs every downstream hiccup at error/warn; keep them but not its debug chatter.
+    if level > log::LevelFilter::Info {
+        builder.filter_module("pingora_core", log::LevelFilter::Info);
+    }
+    let _ = builder.try_init();
+    if let Some(v) = from_env.filter(|v| config::parse::parse_level(v).is_none()) {
+        log::warn!("SWITCHYARD_LOG={v:?} is not a log level (error, warn, info, debug, trace); using {configured}");
+    }
+}
+
+fn server_conf(cli: &Cli, c: &Config) -> ServerConf {
+    let threads = if c.server.threads == 0 {
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    } else {
+        c.server.threads
+    };
+    ServerConf {
+        threads,
+        daemon: cli.daemon,
+        pid_file: c.server.pid_file.display().to_string(),
+        upgrade_sock: c.server.upgrade_sock.display().to_string(),
+        user: c.server.user.clone(),
+        group: c.server.group.clone(),
+        grace_period_seconds: Some(c.server.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(c.server.shutdown_timeout.as_secs()),
+        ..ServerConf::default()
+    }
+}
+
+fn serve(cli: &Cli, config: Config) -> Result<(), String> {
+    let opt = Opt {
+        upgrade: cli.upgrade,
+        daemon: cli.daemon,
+        ..Opt::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(Some(opt), server_conf(cli, &config));
+    server.bootstrap();
+
+    let runtime = runtime::shared(Runtime::build(&config));
+    let access_log = Arc::new(AccessLog::new(config.log.access_log.clone()));
+    for (index, listener) in config.listeners.iter().enumerate() {
+        add_listener(&mut server, index, listener, &runtime, &access_log)?;
+    }
+    log::info!(
+        "switchyard {} starting: {} listener(s), {} route(s), {} pool(s)",
+        env!("CARGO_PKG_VERSION"),
+        config.listeners.len(),
+        config.routes.len(),
+        config.pools.len()
+    );
+    server.run_forever();
+}
+
+fn add_listener(
+    server: &mut Server,
+    index: usize,
+    l: &ListenerConfig,
+    runtime: &SharedRuntime,
+    access_log: &Arc<AccessLog>,
+) -> Result<(), String> {
+    let proxy = Proxy {
+        listener: index,
+        tls: l.tls.is_some(),
+        runtime: runtime.clone(),
+        access_log: access_log.clone(),
+    };
+    let mut options = HttpServerOptions::default();
+    options.h2c = l.http2 && l.tls.is_none();
+    let mut service = ProxyServiceBuilder::new(&server.configuration, proxy)
+        .name(format!("listener {}", l.name))
+        .server_options(options)
+        .build();
+    let addr = l.listen.to_string();
+    match &l.tls {
+        None => service.add_tcp(&addr),
+        Some(tls) => {
+            let first = tls
+                .certificates
+                .first()
+                .ok_or_else(|| format!("listener {}: no certificate to serve", l.name))?;
+            let mut settings = TlsSettings::intermediate(
+                &first.cert_file.display().to_string(),
+                &first.key_file.display().to_string(),
+            )
+            .map_err(|e| format!("listener {}: {e}", l.name))?;
+            if l.http2 {
+                settings.enable_h2();
+            }
+            if tls.min_version == TlsVersion::Tls13 {
+                settings
+                    .set_min_proto_version(Some(SslVersion::TLS1_3))
+                    .map_err(|e| format!("listener {}: {e}", l.name))?;
+            }
+            service
+                .add_tls_with_settings(&addr, None, settings)
+        }
+    }
+    server.add_service(service);
+    Ok(())
+}

@@ -60,7 +60,9 @@ mod tests {
     #[test]
     fn mapped_v6_is_v4() {
         let acl = Acl::new(&[], &nets(&["127.0.0.0/8"]));
-        let mapped: IpAddr = "::ffff:127.0.0.1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let mapped: IpAddr = "::ffff:127.0.0.1"
+            .parse()
+            .unwrap_or(IpAddr::from([0, 0, 0, 0]));
         assert!(!acl.permits(mapped));
     }
 }

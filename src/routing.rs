@@ -49,7 +49,10 @@ impl Matcher {
     fn matches(&self, r: &RequestFacts) -> bool {
         (self.listeners.is_empty() || self.listeners.contains(&r.listener))
             && (self.hosts.is_empty() || self.hosts.iter().any(|h| h.matches(r.host)))
-            && self.prefix.as_deref().is_none_or(|p| prefix_matches(p, r.path))
+            && self
+                .prefix
+                .as_deref()
+                .is_none_or(|p| prefix_matches(p, r.path))
             && (self.methods.is_empty() || self.methods.contains(r.method))
             && self.headers.iter().all(|(name, want)| {
                 r.headers
@@ -92,7 +95,11 @@ impl RouteTable {
         let matchers = routes
             .iter()
             .map(|r| Matcher {
-                listeners: r.listeners.iter().filter_map(|l| listener_index(l)).collect(),
+                listeners: r
+                    .listeners
+                    .iter()
+                    .filter_map(|l| listener_index(l))
+                    .collect(),
                 hosts: r
                     .hosts
                     .iter()

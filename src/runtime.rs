@@ -48,10 +48,7 @@ impl Runtime {
             .map(|r| Route {
                 name: r.name.clone(),
                 pool: r.pool.as_deref().and_then(pool_index),
-                strip: r
-                    .path_prefix
-                    .clone()
-                    .filter(|p| r.strip_prefix && p != "/"),
+                strip: r.path_prefix.clone().filter(|p| r.strip_prefix && p != "/"),
                 redirect_https: r.redirect_https,
                 acl: Acl::new(&r.allow, &r.deny),
                 request_headers: r.request_headers.clone(),
@@ -62,7 +59,11 @@ impl Runtime {
         Runtime {
             table: RouteTable::compile(&config.routes, listener_index),
             routes,
-            pools: config.pools.iter().map(|p| Arc::new(Pool::new(p))).collect(),
+            pools: config
+                .pools
+                .iter()
+                .map(|p| Arc::new(Pool::new(p)))
+                .collect(),
             listeners: config
                 .listeners
                 .iter()

@@ -30,7 +30,10 @@ pub fn main(cli: &Cli) -> i32 {
         for w in &loaded.warnings {
             eprintln!("warning: {w}");
         }
-        eprintln!("switchyard: the configuration file {} is valid", path.display());
+        eprintln!(
+            "switchyard: the configuration file {} is valid",
+            path.display()
+        );
         return 0;
     }
     for w in &loaded.warnings {
@@ -65,7 +68,9 @@ fn init_logging(configured: log::LevelFilter) {
         .and_then(config::parse::parse_level)
         .unwrap_or(configured);
     let mut builder = env_logger::Builder::new();
-    builder.filter_level(level).target(env_logger::Target::Stderr);
+    builder
+        .filter_level(level)
+        .target(env_logger::Target::Stderr);
     // Pingora logs every downstream hiccup at error/warn; keep them but not its debug chatter.
     if level > log::LevelFilter::Info {
         builder.filter_module("pingora_core", log::LevelFilter::Info);
@@ -78,7 +83,9 @@ fn init_logging(configured: log::LevelFilter) {
 
 fn server_conf(cli: &Cli, c: &Config) -> ServerConf {
     let threads = if c.server.threads == 0 {
-        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
     } else {
         c.server.threads
     };
@@ -159,8 +166,7 @@ fn add_listener(
                     .set_min_proto_version(Some(SslVersion::TLS1_3))
                     .map_err(|e| format!("listener {}: {e}", l.name))?;
             }
-            service
-                .add_tls_with_settings(&addr, None, settings)
+            service.add_tls_with_settings(&addr, None, settings)
         }
     }
     server.add_service(service);

@@ -19,7 +19,11 @@ pub struct Diagnostic {
 impl fmt::Display for Diagnostic {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         if self.path.is_empty() {
-            write!(f, "{}:{}:{}: {}", self.file, self.line, self.column, self.message)
+            write!(
+                f,
+                "{}:{}:{}: {}",
+                self.file, self.line, self.column, self.message
+            )
         } else {
             write!(
                 f,
@@ -85,7 +89,8 @@ impl<'e> Decoder<'e> {
     }
 
     pub fn warn(&mut self, pos: Pos, path: &str, message: impl Into<String>) {
-        self.warnings.push(self.diagnostic(pos, path, message.into()));
+        self.warnings
+            .push(self.diagnostic(pos, path, message.into()));
     }
 
     fn diagnostic(&self, pos: Pos, path: &str, message: String) -> Diagnostic {

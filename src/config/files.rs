@@ -35,7 +35,10 @@ fn read(path: &Path) -> Result<Vec<u8>, String> {
 }
 
 /// A certificate chain and its key; the key must belong to the first certificate.
-pub fn load_pair(cert_file: &Path, key_file: &Path) -> Result<(Vec<X509>, PKey<pingora::tls::pkey::Private>), String> {
+pub fn load_pair(
+    cert_file: &Path,
+    key_file: &Path,
+) -> Result<(Vec<X509>, PKey<pingora::tls::pkey::Private>), String> {
     let chain = X509::stack_from_pem(&read(cert_file)?)
         .map_err(|e| format!("{} is not a PEM certificate: {e}", cert_file.display()))?;
     let leaf = chain

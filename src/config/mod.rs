@@ -85,11 +85,31 @@ fn describe_load_error(e: &LoadError) -> (Pos, String, String) {
                 format!("duplicate key {:?}", inner.key.as_str()),
             )
         }
-        LoadError::TopLevelMustBeMapping(m) => (at(m), String::new(), "the top level must be a mapping".into()),
-        LoadError::UnexpectedAnchor(m) => (at(m), String::new(), "YAML anchors and aliases are not supported".into()),
+        LoadError::TopLevelMustBeMapping(m) => (
+            at(m),
+            String::new(),
+            "the top level must be a mapping".into(),
+        ),
+        LoadError::UnexpectedAnchor(m) => (
+            at(m),
+            String::new(),
+            "YAML anchors and aliases are not supported".into(),
+        ),
         LoadError::UnexpectedTag(m) => (at(m), String::new(), "YAML tags are not supported".into()),
-        LoadError::MappingKeyMustBeScalar(m) => (at(m), String::new(), "mapping keys must be plain strings".into()),
-        LoadError::ScanError(m, err) => (at(m), String::new(), format!("invalid YAML: {}", err.info())),
-        other => (Pos::default(), String::new(), format!("invalid YAML: {other}")),
+        LoadError::MappingKeyMustBeScalar(m) => (
+            at(m),
+            String::new(),
+            "mapping keys must be plain strings".into(),
+        ),
+        LoadError::ScanError(m, err) => (
+            at(m),
+            String::new(),
+            format!("invalid YAML: {}", err.info()),
+        ),
+        other => (
+            Pos::default(),
+            String::new(),
+            format!("invalid YAML: {other}"),
+        ),
     }
 }

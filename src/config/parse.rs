@@ -20,7 +20,10 @@ pub fn read_config(d: &mut Decoder, root: &Node) -> Option<Config> {
         .get("server")
         .and_then(|n| read_server(d, n))
         .unwrap_or_default();
-    let log = top.get("log").and_then(|n| read_log(d, n)).unwrap_or_default();
+    let log = top
+        .get("log")
+        .and_then(|n| read_log(d, n))
+        .unwrap_or_default();
     let admin = top.get("admin").and_then(|n| read_admin(d, n));
     let metrics = top.get("metrics").and_then(|n| read_metrics(d, n));
     let listeners = top
@@ -99,7 +102,12 @@ fn cidr_list(d: &mut Decoder, m: &mut Map, key: &'static str) -> Vec<IpNet> {
     m.get(key)
         .map(|n| {
             d.list(n, &path, false, |d, n, p| {
-                d.parse(n, p, "a CIDR such as 10.0.0.0/8 or an IP address", parse_cidr)
+                d.parse(
+                    n,
+                    p,
+                    "a CIDR such as 10.0.0.0/8 or an IP address",
+                    parse_cidr,
+                )
             })
         })
         .unwrap_or_default()
@@ -146,7 +154,12 @@ fn get_with<T>(
 
 fn duration(d: &mut Decoder, m: &mut Map, key: &'static str, default: Duration) -> Duration {
     get_with(d, m, key, |d, n, p| {
-        d.parse(n, p, "a duration such as 250ms, 5s, 2m or 1h", parse_duration)
+        d.parse(
+            n,
+            p,
+            "a duration such as 250ms, 5s, 2m or 1h",
+            parse_duration,
+        )
     })
     .unwrap_or(default)
 }
@@ -155,13 +168,24 @@ fn boolean(d: &mut Decoder, m: &mut Map, key: &'static str, default: bool) -> bo
     get_with(d, m, key, |d, n, p| d.bool(n, p)).unwrap_or(default)
 }
 
-fn bounded(d: &mut Decoder, m: &mut Map, key: &'static str, default: u32, min: u32, max: u32) -> u32 {
+fn bounded(
+    d: &mut Decoder,
+    m: &mut Map,
+    key: &'static str,
+    default: u32,
+    min: u32,
+    max: u32,
+) -> u32 {
     get_with(d, m, key, |d, n, p| {
         let s = d.scalar(n, p, "a whole number")?;
         match s.text.parse::<u32>() {
             Ok(v) if (min..=max).contains(&v) => Some(v),
             _ => {
-                d.error(s.pos, p, format!("{:?} is not a whole number from {min} to {max}", s.text));
+                d.error(
+                    s.pos,
+                    p,
+                    format!("{:?} is not a whole number from {min} to {max}", s.text),
+                );
                 None
             }
         }
@@ -217,7 +241,12 @@ fn read_server(d: &mut Decoder, node: &Node) -> Option<ServerConfig> {
 fn read_log(d: &mut Decoder, node: &Node) -> Option<LogConfig> {
     let mut m = d.map(node, "log")?;
     let level = get_with(d, &mut m, "level", |d, n, p| {
-        d.parse(n, p, "one of error | warn | info | debug | trace", parse_level)
+        d.parse(
+            n,
+            p,
+            "one of error | warn | info | debug | trace",
+            parse_level,
+        )
     })
     .unwrap_or(log::LevelFilter::Info);
     let access_log = get_with(d, &mut m, "access_log", |d, n, p| {
@@ -227,7 +256,11 @@ fn read_log(d: &mut Decoder, node: &Node) -> Option<LogConfig> {
             "stderr" => AccessLogTarget::Stderr,
             "off" => AccessLogTarget::Off,
             "" => {
-                d.error(Pos::default(), p, "expected stdout | stderr | off | a file path");
+                d.error(
+                    Pos::default(),
+                    p,
+                    "expected stdout | stderr | off | a file path",
+                );
                 return None;
             }
             path => AccessLogTarget::File(path.into()),
@@ -288,8 +321,8 @@ fn read_admin(d: &mut Decoder, node: &Node) -> Option<AdminConfig> {
     if !allow_given {
         allow = vec!["127.0.0.0/8".parse().ok()?, "::1/128".parse().ok()?];
     }
-    let state_file =
-        opt_path(d, &mut m, "state_file").unwrap_or_else(|| "/var/lib/switchyard/state.json".into());
+    let state_file = opt_path(d, &mut m, "state_file")
+        .unwrap_or_else(|| "/var/lib/switchyard/state.json".into());
     if let Some((addr, lpos)) = listen {
         if tokens.is_empty() && !addr.ip().is_loopback() {
             d.error(
@@ -301,7 +334,11 @@ fn read_admin(d: &mut Decoder, node: &Node) -> Option<AdminConfig> {
     }
     for (i, t) in tokens.iter().enumerate() {
         if t.is_empty() {
-            d.error(pos, &format!("admin.tokens[{i}]"), "a token must not be empty");
+            d.error(
+                pos,
+                &format!("admin.tokens[{i}]"),
+                "a token must not be empty",
+            );
         }
     }
     m.finish(d, |_| None);
@@ -332,7 +369,9 @@ fn read_listener(d: &mut Decoder, node: &Node, path: &str) -> Option<ListenerCon
     let listen = listen_addr(d, &mut m, "listen");
     let tls = get_with(d, &mut m, "tls", read_tls);
     let http2 = boolean(d, &mut m, "http2", tls.is_some());
-    m.finish(d, |k| matches!(k, "http3" | "quic" | "alt_svc").then_some(HTTP3));
+    m.finish(d, |k| {
+        matches!(k, "http3" | "quic" | "alt_svc").then_some(HTTP3)
+    });
     Some(ListenerConfig {
         name: name?,
         listen: listen?.0,
@@ -379,7 +418,11 @@ fn read_tls(d: &mut Decoder, node: &Node, path: &str) -> Option<TlsConfig> {
         default_auth,
     );
     if client_auth != ClientAuth::None && client_ca_file.is_none() {
-        d.error(m.key_pos("client_auth"), &m.child("client_auth"), "needs client_ca_file");
+        d.error(
+            m.key_pos("client_auth"),
+            &m.child("client_auth"),
+            "needs client_ca_file",
+        );
     }
     let min_version = choice(
         d,
@@ -408,9 +451,14 @@ fn read_acme(d: &mut Decoder, node: &Node, path: &str) -> Option<AcmeConfig> {
         .unwrap_or_else(|| "https://acme-v02.api.letsencrypt.org/directory".into());
     let domains = name_list(d, &mut m, "domains", false);
     if domains.is_empty() {
-        d.error(m.pos, &m.child("domains"), "at least one domain is required");
+        d.error(
+            m.pos,
+            &m.child("domains"),
+            "at least one domain is required",
+        );
     }
-    let storage = opt_path(d, &mut m, "storage").unwrap_or_else(|| "/var/lib/switchyard/acme".into());
+    let storage =
+        opt_path(d, &mut m, "storage").unwrap_or_else(|| "/var/lib/switchyard/acme".into());
     let ca_file = opt_path(d, &mut m, "ca_file");
     m.finish(d, |_| None);
     Some(AcmeConfig {
@@ -427,12 +475,8 @@ fn read_backend(d: &mut Decoder, node: &Node, path: &str) -> Option<BackendConfi
     let addr_path = m.child("address");
     let address = match m.get("address") {
         Some(n) => d.scalar(n, &addr_path, "host:port").and_then(|s| {
-            let resolved = parse_host_port(&s.text).and_then(|_| {
-                s.text
-                    .to_socket_addrs()
-                    .ok()
-                    .and_then(|mut it| it.next())
-            });
+            let resolved = parse_host_port(&s.text)
+                .and_then(|_| s.text.to_socket_addrs().ok().and_then(|mut it| it.next()));
             match (parse_host_port(&s.text), resolved) {
                 (Some(_), Some(addr)) => Some((s.text, addr)),
                 (Some(_), None) => {
@@ -481,27 +525,43 @@ fn read_pool(d: &mut Decoder, node: &Node, path: &str) -> Option<PoolConfig> {
     );
     let hash_key_pos = m.key_pos("hash_key");
     let hash_key = get_with(d, &mut m, "hash_key", |d, n, p| {
-        d.parse(n, p, "client_ip | uri | path | header:NAME | cookie:NAME", parse_hash_key)
+        d.parse(
+            n,
+            p,
+            "client_ip | uri | path | header:NAME | cookie:NAME",
+            parse_hash_key,
+        )
     });
     if hash_key.is_some() && algorithm != Algorithm::ConsistentHash {
         d.warn(
             hash_key_pos,
             &m.child("hash_key"),
-            format!("ignored: algorithm {} does not use a hash key", algorithm.as_str()),
+            format!(
+                "ignored: algorithm {} does not use a hash key",
+                algorithm.as_str()
+            ),
         );
     }
-    let backends = get_with(d, &mut m, "backends", |d, n, p| Some(d.list(n, p, false, read_backend)))
-        .unwrap_or_default();
+    let backends = get_with(d, &mut m, "backends", |d, n, p| {
+        Some(d.list(n, p, false, read_backend))
+    })
+    .unwrap_or_default();
     let discovery = get_with(d, &mut m, "discovery", read_discovery);
     let health_check = get_with(d, &mut m, "health_check", read_health_check);
     let circuit_breaker = get_with(d, &mut m, "circuit_breaker", read_circuit_breaker);
     let sticky = get_with(d, &mut m, "sticky", |d, n, p| {
         let mut s = d.map(n, p)?;
         let cookie = opt_string(d, &mut s, "cookie").unwrap_or_else(|| "SWITCHYARD_STICKY".into());
-        if !cookie.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        if !cookie
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
             || cookie.is_empty()
         {
-            d.error(s.key_pos("cookie"), &s.child("cookie"), format!("{cookie:?} is not a valid cookie name"));
+            d.error(
+                s.key_pos("cookie"),
+                &s.child("cookie"),
+                format!("{cookie:?} is not a valid cookie name"),
+            );
         }
         let ttl = get_with(d, &mut s, "ttl", |d, n, p| {
             d.parse(n, p, "a duration such as 30m or 1h", parse_duration)
@@ -525,7 +585,11 @@ fn read_pool(d: &mut Decoder, node: &Node, path: &str) -> Option<PoolConfig> {
     .unwrap_or_default();
     let upstream = get_with(d, &mut m, "upstream", read_upstream).unwrap_or_default();
     if backends.is_empty() && discovery.is_none() {
-        d.error(m.key_pos("backends"), &m.child("backends"), "a pool needs at least one backend or a discovery source");
+        d.error(
+            m.key_pos("backends"),
+            &m.child("backends"),
+            "a pool needs at least one backend or a discovery source",
+        );
     }
     m.finish(d, |_| None);
     Some(PoolConfig {
@@ -571,7 +635,9 @@ fn read_discovery(d: &mut Decoder, node: &Node, path: &str) -> Option<DnsDiscove
         let mut s = d.map(n, p)?;
         let name = required_string(d, &mut s, "name");
         let port = get_with(d, &mut s, "port", |d, n, p| {
-            d.parse(n, p, "a port number 1-65535", |v| v.parse::<u16>().ok().filter(|p| *p > 0))
+            d.parse(n, p, "a port number 1-65535", |v| {
+                v.parse::<u16>().ok().filter(|p| *p > 0)
+            })
         });
         if port.is_none() && s.get("port").is_none() {
             d.error(s.pos, &s.child("port"), "is required");
@@ -592,21 +658,35 @@ fn read_health_check(d: &mut Decoder, node: &Node, path: &str) -> Option<HealthC
     let mut m = d.map(node, path)?;
     let def = HealthCheckConfig::default();
     let kind = get_with(d, &mut m, "kind", |d, n, p| {
-        d.parse(n, p, "one of http | tcp | postgres | mysql | none", |s| match s {
-            "http" => Some(HealthKind::Http),
-            "tcp" => Some(HealthKind::Tcp),
-            "postgres" => Some(HealthKind::Postgres),
-            "mysql" => Some(HealthKind::Mysql),
-            "none" => Some(HealthKind::None),
-            _ => None,
-        })
+        d.parse(
+            n,
+            p,
+            "one of http | tcp | postgres | mysql | none",
+            |s| match s {
+                "http" => Some(HealthKind::Http),
+                "tcp" => Some(HealthKind::Tcp),
+                "postgres" => Some(HealthKind::Postgres),
+                "mysql" => Some(HealthKind::Mysql),
+                "none" => Some(HealthKind::None),
+                _ => None,
+            },
+        )
     });
     let hc_path = opt_string(d, &mut m, "path").unwrap_or(def.path);
     if !hc_path.starts_with('/') {
-        d.error(m.key_pos("path"), &m.child("path"), format!("{hc_path:?} must start with /"));
+        d.error(
+            m.key_pos("path"),
+            &m.child("path"),
+            format!("{hc_path:?} must start with /"),
+        );
     }
     let expect_status = get_with(d, &mut m, "expect_status", |d, n, p| {
-        d.parse(n, p, "a status \"N\" or range \"N-M\" (100-599)", parse_status_range)
+        d.parse(
+            n,
+            p,
+            "a status \"N\" or range \"N-M\" (100-599)",
+            parse_status_range,
+        )
     })
     .unwrap_or(def.expect_status);
     let hc = HealthCheckConfig {
@@ -618,11 +698,29 @@ fn read_health_check(d: &mut Decoder, node: &Node, path: &str) -> Option<HealthC
         database: opt_string(d, &mut m, "database"),
         interval: duration(d, &mut m, "interval", def.interval),
         timeout: duration(d, &mut m, "timeout", def.timeout),
-        healthy_threshold: bounded(d, &mut m, "healthy_threshold", def.healthy_threshold, 1, 100),
-        unhealthy_threshold: bounded(d, &mut m, "unhealthy_threshold", def.unhealthy_threshold, 1, 100),
+        healthy_threshold: bounded(
+            d,
+            &mut m,
+            "healthy_threshold",
+            def.healthy_threshold,
+            1,
+            100,
+        ),
+        unhealthy_threshold: bounded(
+            d,
+            &mut m,
+            "unhealthy_threshold",
+            def.unhealthy_threshold,
+            1,
+            100,
+        ),
     };
     if hc.interval.is_zero() {
-        d.error(m.key_pos("interval"), &m.child("interval"), "must be greater than 0");
+        d.error(
+            m.key_pos("interval"),
+            &m.child("interval"),
+            "must be greater than 0",
+        );
     }
     m.finish(d, |_| None);
     Some(hc)
@@ -644,11 +742,32 @@ fn read_circuit_breaker(d: &mut Decoder, node: &Node, path: &str) -> Option<Circ
     let mut m = d.map(node, path)?;
     let def = CircuitBreakerConfig::default();
     let cb = CircuitBreakerConfig {
-        failure_threshold: bounded(d, &mut m, "failure_threshold", def.failure_threshold, 1, 1_000_000),
+        failure_threshold: bounded(
+            d,
+            &mut m,
+            "failure_threshold",
+            def.failure_threshold,
+            1,
+            1_000_000,
+        ),
         on_5xx: boolean(d, &mut m, "on_5xx", def.on_5xx),
         open_for: duration(d, &mut m, "open_for", def.open_for),
-        half_open_requests: bounded(d, &mut m, "half_open_requests", def.half_open_requests, 1, 1_000_000),
-        max_connections: bounded(d, &mut m, "max_connections", def.max_connections, 0, u32::MAX),
+        half_open_requests: bounded(
+            d,
+            &mut m,
+            "half_open_requests",
+            def.half_open_requests,
+            1,
+            1_000_000,
+        ),
+        max_connections: bounded(
+            d,
+            &mut m,
+            "max_connections",
+            def.max_connections,
+            0,
+            u32::MAX,
+        ),
     };
     m.finish(d, |_| None);
     Some(cb)
@@ -678,10 +797,18 @@ fn read_upstream(d: &mut Decoder, node: &Node, path: &str) -> Option<UpstreamCon
         Some(v)
     });
     if protocol == UpstreamProtocol::H2c && tls.is_some() {
-        d.error(m.key_pos("tls"), &m.child("tls"), "h2c is cleartext HTTP/2: use protocol h2 with tls");
+        d.error(
+            m.key_pos("tls"),
+            &m.child("tls"),
+            "h2c is cleartext HTTP/2: use protocol h2 with tls",
+        );
     }
     if protocol == UpstreamProtocol::H2 && tls.is_none() {
-        d.error(m.key_pos("protocol"), &m.child("protocol"), "h2 needs upstream.tls; use h2c for cleartext HTTP/2");
+        d.error(
+            m.key_pos("protocol"),
+            &m.child("protocol"),
+            "h2 needs upstream.tls; use h2c for cleartext HTTP/2",
+        );
     }
     m.finish(d, |k| matches!(k, "http3" | "quic").then_some(HTTP3));
     Some(UpstreamConfig { protocol, tls })
@@ -691,7 +818,9 @@ fn read_header_edits(d: &mut Decoder, node: &Node, path: &str) -> Option<HeaderE
     let mut m = d.map(node, path)?;
     let pairs = |d: &mut Decoder, m: &mut Map, key: &'static str| {
         let p = m.child(key);
-        let Some(n) = m.get(key) else { return Vec::new() };
+        let Some(n) = m.get(key) else {
+            return Vec::new();
+        };
         let Some(map) = n.as_mapping() else {
             d.error(Pos::of(n.span()), &p, "expected a mapping of header: value");
             return Vec::new();
@@ -701,15 +830,24 @@ fn read_header_edits(d: &mut Decoder, node: &Node, path: &str) -> Option<HeaderE
             let kp = format!("{p}.{}", k.as_str());
             let name = parse_header_name(k.as_str());
             if name.is_none() {
-                d.error(Pos::of(k.span()), &kp, format!("{:?} is not a valid header name", k.as_str()));
+                d.error(
+                    Pos::of(k.span()),
+                    &kp,
+                    format!("{:?} is not a valid header name", k.as_str()),
+                );
             }
-            let value = d
-                .scalar(v, &kp, "a header value")
-                .and_then(|s| match HeaderValue::from_str(&s.text) {
-                    Ok(v) => Some(v),
-                    Err(_) => {
-                        d.error(s.pos, &kp, format!("{:?} is not a valid header value", s.text));
-                        None
+            let value =
+                d.scalar(v, &kp, "a header value").and_then(|s| {
+                    match HeaderValue::from_str(&s.text) {
+                        Ok(v) => Some(v),
+                        Err(_) => {
+                            d.error(
+                                s.pos,
+                                &kp,
+                                format!("{:?} is not a valid header value", s.text),
+                            );
+                            None
+                        }
                     }
                 });
             if let (Some(n), Some(v)) = (name, value) {
@@ -822,7 +960,11 @@ fn read_route(d: &mut Decoder, node: &Node, path: &str) -> Option<RouteConfig> {
             let kp = format!("{p}.{}", k.as_str());
             let name = parse_header_name(k.as_str());
             if name.is_none() {
-                d.error(Pos::of(k.span()), &kp, format!("{:?} is not a valid header name", k.as_str()));
+                d.error(
+                    Pos::of(k.span()),
+                    &kp,
+                    format!("{:?} is not a valid header name", k.as_str()),
+                );
             }
             if let (Some(name), Some(value)) = (name, d.string(v, &kp)) {
                 out.push((name, value));
@@ -836,16 +978,26 @@ fn read_route(d: &mut Decoder, node: &Node, path: &str) -> Option<RouteConfig> {
     let strip_prefix = boolean(d, &mut m, "strip_prefix", false);
     let redirect_https = boolean(d, &mut m, "redirect_https", false);
     if pool.is_none() && !redirect_https {
-        d.error(pos, &m.child("pool"), "is required (unless redirect_https is true)");
+        d.error(
+            pos,
+            &m.child("pool"),
+            "is required (unless redirect_https is true)",
+        );
     }
     let allow = cidr_list(d, &mut m, "allow");
     let deny = cidr_list(d, &mut m, "deny");
     let rate_limit = get_with(d, &mut m, "rate_limit", read_rate_limit);
-    let request_headers = get_with(d, &mut m, "request_headers", read_header_edits).unwrap_or_default();
-    let response_headers = get_with(d, &mut m, "response_headers", read_header_edits).unwrap_or_default();
+    let request_headers =
+        get_with(d, &mut m, "request_headers", read_header_edits).unwrap_or_default();
+    let response_headers =
+        get_with(d, &mut m, "response_headers", read_header_edits).unwrap_or_default();
     let security_headers = boolean(d, &mut m, "security_headers", false);
     if strip_prefix && path_prefix.is_none() {
-        d.warn(m.key_pos("strip_prefix"), &m.child("strip_prefix"), "has no effect without path_prefix");
+        d.warn(
+            m.key_pos("strip_prefix"),
+            &m.child("strip_prefix"),
+            "has no effect without path_prefix",
+        );
     }
     m.finish(d, |_| None);
     Some(RouteConfig {

@@ -10,7 +10,11 @@ pub fn check(d: &mut Decoder, c: &Config) {
     unique(d, "listeners", c.listeners.iter().map(|l| (&l.name, l.pos)));
     unique(d, "pools", c.pools.iter().map(|p| (&p.name, p.pos)));
     unique(d, "routes", c.routes.iter().map(|r| (&r.name, r.pos)));
-    unique(d, "tcp_services", c.tcp_services.iter().map(|t| (&t.name, t.pos)));
+    unique(
+        d,
+        "tcp_services",
+        c.tcp_services.iter().map(|t| (&t.name, t.pos)),
+    );
     references(d, c);
     ports(d, c);
     backends(d, c);
@@ -37,7 +41,11 @@ fn references(d: &mut Decoder, c: &Config) {
     for (i, r) in c.routes.iter().enumerate() {
         if let Some(pool) = &r.pool {
             if !pool_names.contains(&pool.as_str()) {
-                d.error(r.pool_pos, &format!("routes[{i}].pool"), format!("no pool named {pool:?}"));
+                d.error(
+                    r.pool_pos,
+                    &format!("routes[{i}].pool"),
+                    format!("no pool named {pool:?}"),
+                );
             }
         }
         for (j, l) in r.listeners.iter().enumerate() {
@@ -52,8 +60,16 @@ fn references(d: &mut Decoder, c: &Config) {
     }
     for (i, t) in c.tcp_services.iter().enumerate() {
         if !pool_names.contains(&t.pool.as_str()) {
-            d.error(t.pool_pos, &format!("tcp_services[{i}].pool"), format!("no pool named {:?}", t.pool));
-        } else if c.routes.iter().any(|r| r.pool.as_deref() == Some(t.pool.as_str())) {
+            d.error(
+                t.pool_pos,
+                &format!("tcp_services[{i}].pool"),
+                format!("no pool named {:?}", t.pool),
+            );
+        } else if c
+            .routes
+            .iter()
+            .any(|r| r.pool.as_deref() == Some(t.pool.as_str()))
+        {
             d.error(
                 t.pool_pos,
                 &format!("tcp_services[{i}].pool"),
@@ -71,7 +87,11 @@ fn ports(d: &mut Decoder, c: &Config) {
     let mut taken: Vec<(SocketAddr, String)> = Vec::new();
     for (i, l) in c.listeners.iter().enumerate() {
         if let Some((_, owner)) = taken.iter().find(|(a, _)| overlaps(a, &l.listen)) {
-            d.error(l.pos, &format!("listeners[{i}].listen"), format!("{} is already used by {owner}", l.listen));
+            d.error(
+                l.pos,
+                &format!("listeners[{i}].listen"),
+                format!("{} is already used by {owner}", l.listen),
+            );
         }
         taken.push((l.listen, format!("listener {:?}", l.name)));
     }
@@ -87,7 +107,9 @@ fn ports(d: &mut Decoder, c: &Config) {
     }
     let extra = [
         c.admin.as_ref().map(|a| (a.listen, a.pos, "admin.listen")),
-        c.metrics.as_ref().map(|m| (m.listen, m.pos, "metrics.listen")),
+        c.metrics
+            .as_ref()
+            .map(|m| (m.listen, m.pos, "metrics.listen")),
     ];
     for (addr, pos, path) in extra.into_iter().flatten() {
         if let Some((_, owner)) = taken.iter().find(|(a, _)| overlaps(a, &addr)) {
@@ -149,7 +171,10 @@ fn not_built_yet(d: &mut Decoder, c: &Config) {
             (p.circuit_breaker.is_some(), "circuit_breaker"),
             (p.sticky.is_some(), "sticky"),
             (p.discovery.is_some(), "discovery"),
-            (p.upstream.tls.as_ref().is_some_and(|t| t.ca_file.is_some()), "upstream.tls.ca_file"),
+            (
+                p.upstream.tls.as_ref().is_some_and(|t| t.ca_file.is_some()),
+                "upstream.tls.ca_file",
+            ),
         ];
         for (present, key) in keys {
             if present {

@@ -31,7 +31,11 @@ pub async fn respond(session: &mut Session, status: u16, request_id: &str) -> pi
 }
 
 /// 308 to the https:// URL of this request.
-pub async fn redirect(session: &mut Session, location: &str, request_id: &str) -> pingora::Result<()> {
+pub async fn redirect(
+    session: &mut Session,
+    location: &str,
+    request_id: &str,
+) -> pingora::Result<()> {
     let mut resp = ResponseHeader::build(308, Some(4))?;
     resp.insert_header(http::header::LOCATION, location)?;
     resp.insert_header(http::header::CONTENT_LENGTH, 0)?;
@@ -39,7 +43,11 @@ pub async fn redirect(session: &mut Session, location: &str, request_id: &str) -
     send(session, resp, None).await
 }
 
-async fn send(session: &mut Session, resp: ResponseHeader, body: Option<String>) -> pingora::Result<()> {
+async fn send(
+    session: &mut Session,
+    resp: ResponseHeader,
+    body: Option<String>,
+) -> pingora::Result<()> {
     let end = body.is_none() || session.req_header().method == http::Method::HEAD;
     session.write_response_header(Box::new(resp), end).await?;
     if !end {
@@ -76,12 +84,9 @@ mod tests {
 
     #[test]
     fn timeouts_are_504_and_connect_errors_502() {
-        let mut e = Error::new(ErrorType::ReadTimedout);
-        e.set_esource(ErrorSource::Upstream);
-        assert_eq!(status_for(&e), 504);
-        let mut e = Error::new(ErrorType::ConnectRefused);
-        e.set_esource(ErrorSource::Upstream);
-        assert_eq!(status_for(&e), 502);
+        assert_eq!(status_for(&Error::new_up(ErrorType::ReadTimedout)), 504);
+        assert_eq!(status_for(&Error::new_up(ErrorType::ConnectRefused)), 502);
+        assert_eq!(status_for(&Error::new_down(ErrorType::ConnectionClosed)), 0);
         assert_eq!(status_for(&Error::new(ErrorType::HTTPStatus(503))), 503);
     }
 

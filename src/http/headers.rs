@@ -61,7 +61,11 @@ pub fn request_host(req: &RequestHeader) -> &str {
     let raw = req
         .uri
         .host()
-        .or_else(|| req.headers.get(http::header::HOST).and_then(|h| h.to_str().ok()))
+        .or_else(|| {
+            req.headers
+                .get(http::header::HOST)
+                .and_then(|h| h.to_str().ok())
+        })
         .unwrap_or("");
     strip_port(raw)
 }
@@ -103,12 +107,11 @@ pub fn add_forwarding(req: &mut RequestHeader, f: &Forwarded) -> pingora::Result
     req.insert_header(X_FORWARDED_FOR, xff)?;
     req.insert_header("x-real-ip", f.client.to_string())?;
     req.insert_header("x-forwarded-proto", if f.tls { "https" } else { "http" })?;
-    if let Some(host) = req
-        .headers
-        .get(http::header::HOST)
-        .cloned()
-        .or_else(|| req.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()))
-    {
+    if let Some(host) = req.headers.get(http::header::HOST).cloned().or_else(|| {
+        req.uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    }) {
         req.insert_header("x-forwarded-host", host.clone())?;
         if req.headers.get(http::header::HOST).is_none() {
             req.insert_header(http::header::HOST, host)?;
@@ -193,12 +196,18 @@ mod tests {
     fn client_ip_behind_trusted_proxies() {
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap_or_default()];
         let mut h = HeaderMap::new();
-        h.insert(X_FORWARDED_FOR, HeaderValue::from_static("1.1.1.1, 2.2.2.2, 10.0.0.5"));
+        h.insert(
+            X_FORWARDED_FOR,
+            HeaderValue::from_static("1.1.1.1, 2.2.2.2, 10.0.0.5"),
+        );
         assert_eq!(client_ip(ip("10.0.0.1"), &h, &trusted), ip("2.2.2.2"));
         // an untrusted peer's header is ignored
         assert_eq!(client_ip(ip("3.3.3.3"), &h, &trusted), ip("3.3.3.3"));
         // no header: the peer
-        assert_eq!(client_ip(ip("10.0.0.1"), &HeaderMap::new(), &trusted), ip("10.0.0.1"));
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), &HeaderMap::new(), &trusted),
+            ip("10.0.0.1")
+        );
     }
 
     #[test]

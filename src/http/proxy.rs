@@ -78,7 +78,11 @@ impl Proxy {
 fn https_location(req: &RequestHeader, port: u16) -> String {
     let host = headers::request_host(req);
     let path = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let host = if host.contains(':') { format!("[{host}]") } else { host.to_string() };
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
     if port == 443 {
         format!("https://{host}{path}")
     } else {
@@ -98,7 +102,11 @@ impl ProxyHttp for Proxy {
         self.admit(session, ctx).await
     }
 
-    async fn upstream_peer(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
         let rt = ctx
             .runtime
             .clone()
@@ -108,10 +116,17 @@ impl ProxyHttp for Proxy {
             .and_then(|p| rt.pools.get(p))
             .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(404), "route has no pool"))?;
         match upstream::choose(pool, session, ctx) {
-            Some(backend) => Ok(Box::new(upstream::peer(pool, &backend, session.is_upgrade_req()))),
+            Some(backend) => Ok(Box::new(upstream::peer(
+                pool,
+                &backend,
+                session.is_upgrade_req(),
+            ))),
             None => {
                 let status = ctx.connect_failure.unwrap_or(503);
-                Err(Error::explain(ErrorType::HTTPStatus(status), "no usable backend"))
+                Err(Error::explain(
+                    ErrorType::HTTPStatus(status),
+                    "no usable backend",
+                ))
             }
         }
     }
@@ -143,11 +158,20 @@ impl ProxyHttp for Proxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let Some(route) = ctx.runtime.as_ref().and_then(|rt| ctx.route.map(|r| &rt.routes[r])) else {
+        let Some(route) = ctx
+            .runtime
+            .as_ref()
+            .and_then(|rt| ctx.route.map(|r| &rt.routes[r]))
+        else {
             return Ok(());
         };
         if let Some(prefix) = &route.strip {
-            let original = session.req_header().uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+            let original = session
+                .req_header()
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/");
             let stripped = routing::strip_prefix(prefix, original);
             let uri = stripped
                 .parse::<http::Uri>()
@@ -173,7 +197,11 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         upstream_response.insert_header(headers::X_REQUEST_ID, ctx.request_id.as_str())?;
-        let Some(route) = ctx.runtime.as_ref().and_then(|rt| ctx.route.map(|r| &rt.routes[r])) else {
+        let Some(route) = ctx
+            .runtime
+            .as_ref()
+            .and_then(|rt| ctx.route.map(|r| &rt.routes[r]))
+        else {
             return Ok(());
         };
         if route.security_headers {
@@ -182,7 +210,12 @@ impl ProxyHttp for Proxy {
         headers::apply_edits(upstream_response, &route.response_headers)
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
         let code = errors::status_for(e);
         if code > 0 && session.response_written().is_none() {
             if ctx.request_id.is_empty() {
@@ -220,7 +253,10 @@ impl ProxyHttp for Proxy {
                 .or_else(|| req.uri.host())
                 .unwrap_or(""),
             path: req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
-            status: session.response_written().map(|r| r.status.as_u16()).unwrap_or(0),
+            status: session
+                .response_written()
+                .map(|r| r.status.as_u16())
+                .unwrap_or(0),
             duration_ms: access_log::millis(ctx.start.elapsed()),
             route: route.unwrap_or(""),
             pool: pool.map(|p| p.name.as_str()).unwrap_or(""),

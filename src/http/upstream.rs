@@ -11,7 +11,12 @@ use std::sync::Arc;
 
 /// The bytes the pool hashes: client IP for ip_hash, the configured key for
 /// consistent_hash (a missing header or cookie falls back to the client IP).
-fn hash_input<'a>(pool: &Pool, session: &'a Session, ip_buf: &'a mut [u8; 16], client: Option<IpAddr>) -> &'a [u8] {
+fn hash_input<'a>(
+    pool: &Pool,
+    session: &'a Session,
+    ip_buf: &'a mut [u8; 16],
+    client: Option<IpAddr>,
+) -> &'a [u8] {
     let ip_bytes = |buf: &'a mut [u8; 16]| -> &'a [u8] {
         match client {
             Some(IpAddr::V4(v4)) => {
@@ -33,10 +38,12 @@ fn hash_input<'a>(pool: &Pool, session: &'a Session, ip_buf: &'a mut [u8; 16], c
             .map(|p| p.as_str().as_bytes())
             .unwrap_or(b"/"),
         (crate::config::Algorithm::ConsistentHash, HashKey::Path) => req.uri.path().as_bytes(),
-        (crate::config::Algorithm::ConsistentHash, HashKey::Header(name)) => match req.headers.get(name) {
-            Some(v) => v.as_bytes(),
-            None => ip_bytes(ip_buf),
-        },
+        (crate::config::Algorithm::ConsistentHash, HashKey::Header(name)) => {
+            match req.headers.get(name) {
+                Some(v) => v.as_bytes(),
+                None => ip_bytes(ip_buf),
+            }
+        }
         (crate::config::Algorithm::ConsistentHash, HashKey::Cookie(name)) => {
             match cookie_value(req.headers.get_all(http::header::COOKIE).iter(), name) {
                 Some(v) => v,
@@ -48,7 +55,10 @@ fn hash_input<'a>(pool: &Pool, session: &'a Session, ip_buf: &'a mut [u8; 16], c
 }
 
 /// The value of cookie `name` across all Cookie header lines.
-pub fn cookie_value<'a>(lines: impl Iterator<Item = &'a http::HeaderValue>, name: &str) -> Option<&'a [u8]> {
+pub fn cookie_value<'a>(
+    lines: impl Iterator<Item = &'a http::HeaderValue>,
+    name: &str,
+) -> Option<&'a [u8]> {
     lines
         .flat_map(|line| line.as_bytes().split(|b| *b == b';'))
         .find_map(|pair| {

@@ -105,7 +105,11 @@ pub struct Pool {
 
 impl Pool {
     pub fn new(c: &PoolConfig) -> Self {
-        let backends: Vec<Arc<Backend>> = c.backends.iter().map(|b| Arc::new(Backend::new(b))).collect();
+        let backends: Vec<Arc<Backend>> = c
+            .backends
+            .iter()
+            .map(|b| Arc::new(Backend::new(b)))
+            .collect();
         Pool {
             name: c.name.clone(),
             algorithm: c.algorithm,
@@ -119,26 +123,21 @@ impl Pool {
         }
     }
 
-    /// Picks a usable backend not in `tried` (indices into `backends`): primaries first,
-    /// backups only while no primary is usable at all.
+    /// Picks a usable backend not in `tried` (indices into `backends`): primaries first;
+    /// backups only while no primary is left for this request (all unusable, or all
+    /// already failed to connect).
     pub fn select(&self, key: &[u8], tried: &[usize]) -> Option<usize> {
-        let in_flight = |tier: &Tier, i: usize| self.backends[tier.members[i]].in_flight();
-        for tier in [&self.primaries, &self.backups] {
-            let any_usable = tier.members.iter().any(|m| self.backends[*m].usable());
-            if !any_usable {
-                continue;
-            }
-            let usable = |i: usize| {
-                let m = tier.members[i];
-                self.backends[m].usable() && !tried.contains(&m)
-            };
-            // Usable primaries that were all tried already: retries stay in this tier.
-            return tier
-                .selector
-                .pick(key, usable, |i| in_flight(tier, i))
-                .map(|i| tier.members[i]);
-        }
-        None
+        [&self.primaries, &self.backups]
+            .into_iter()
+            .find_map(|tier| {
+                let usable = |i: usize| {
+                    let m = tier.members[i];
+                    self.backends[m].usable() && !tried.contains(&m)
+                };
+                tier.selector
+                    .pick(key, usable, |i| self.backends[tier.members[i]].in_flight())
+                    .map(|i| tier.members[i])
+            })
     }
 }
 
@@ -193,6 +192,12 @@ mod tests {
         let second = p.select(b"", &[first]).unwrap_or(9);
         assert_ne!(first, second);
         assert_eq!(p.select(b"", &[0, 1, 2]), None);
+    }
+
+    #[test]
+    fn backup_takes_the_retry_when_every_primary_failed() {
+        let p = pool(&[false, true]);
+        assert_eq!(p.select(b"", &[0]), Some(1));
     }
 
     #[test]

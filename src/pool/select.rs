@@ -44,7 +44,11 @@ impl Selector {
         let weights: Vec<u32> = backends.iter().map(|(_, w)| *w).collect();
         let ring = (algorithm == Algorithm::ConsistentHash && !backends.is_empty()).then(|| {
             let buckets: Vec<Bucket> = backends.iter().map(|(a, w)| Bucket::new(*a, *w)).collect();
-            let index = backends.iter().enumerate().map(|(i, (a, _))| (*a, i)).collect();
+            let index = backends
+                .iter()
+                .enumerate()
+                .map(|(i, (a, _))| (*a, i))
+                .collect();
             (Continuum::new(&buckets), index)
         });
         Selector {
@@ -73,7 +77,9 @@ impl Selector {
                 let start = self.cursor.fetch_add(1, Ordering::Relaxed);
                 self.walk_schedule(start, &usable)
             }
-            Algorithm::Random => self.walk_schedule(fastrand::usize(..self.schedule.len()), &usable),
+            Algorithm::Random => {
+                self.walk_schedule(fastrand::usize(..self.schedule.len()), &usable)
+            }
             Algorithm::IpHash => self.walk_schedule(hash(key) as usize, &usable),
             Algorithm::ConsistentHash => {
                 let (ring, index) = self.ring.as_ref()?;
@@ -96,7 +102,8 @@ impl Selector {
                     // load_i / w_i < load_b / w_b, cross-multiplied; ties keep the
                     // earlier one in rotating order, so equal loads go round robin.
                     let better = best.is_none_or(|(b, b_load)| {
-                        (load as u64) * (self.weights[b] as u64) < (b_load as u64) * (self.weights[i] as u64)
+                        (load as u64) * (self.weights[b] as u64)
+                            < (b_load as u64) * (self.weights[i] as u64)
                     });
                     if better {
                         best = Some((i, load));

@@ -1,0 +1,476 @@
+//! End-to-end test harness: real backend servers on 127.0.0.1 and the real switchyard
+//! binary started on free ports with a YAML written to a temporary directory.
+//! Every wait is bounded; every process is killed on drop.
+#![allow(dead_code)]
+
+use serde_json::Value;
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_switchyard");
+
+/// A port that was free a moment ago (the OS picks it).
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free port")
+}
+
+/// A port with nothing listening (bound once, then closed).
+pub fn closed_port() -> u16 {
+    free_port()
+}
+
+/// What a backend saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    /// Lower-case names; repeated headers keep every value in order.
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == &name.to_ascii_lowercase())
+            .map(|(_, v)| v.as_str())
+    }
+    pub fn header_all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == &name.to_ascii_lowercase())
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+}
+
+/// How a backend answers.
+#[derive(Clone)]
+pub struct Behaviour {
+    pub status: u16,
+    pub delay: Duration,
+    pub extra_headers: Vec<(String, String)>,
+}
+
+impl Default for Behaviour {
+    fn default() -> Self {
+        Behaviour {
+            status: 200,
+            delay: Duration::ZERO,
+            extra_headers: Vec::new(),
+        }
+    }
+}
+
+/// A small HTTP/1.1 server on its own thread: answers `backend NAME` with an
+/// `X-Backend: NAME` header, records every request and counts connections.
+pub struct Backend {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    pub connections: Arc<AtomicUsize>,
+    pub behaviour: Arc<Mutex<Behaviour>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Backend {
+    pub fn start(name: &str) -> Backend {
+        Self::start_with(name, Behaviour::default())
+    }
+
+    pub fn start_with(name: &str, behaviour: Behaviour) -> Backend {
+        let listener = StdListener::bind("127.0.0.1:0").expect("bind backend");
+        let addr = listener.local_addr().expect("backend addr");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let b = Backend {
+            name: name.to_string(),
+            addr,
+            seen: Arc::default(),
+            connections: Arc::default(),
+            behaviour: Arc::new(Mutex::new(behaviour)),
+            stop: Arc::default(),
+        };
+        let (seen, conns, beh, stop, name) = (
+            b.seen.clone(),
+            b.connections.clone(),
+            b.behaviour.clone(),
+            b.stop.clone(),
+            b.name.clone(),
+        );
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        conns.fetch_add(1, Ordering::Relaxed);
+                        let (seen, beh, name, stop) =
+                            (seen.clone(), beh.clone(), name.clone(), stop.clone());
+                        std::thread::spawn(move || serve(stream, &name, &seen, &beh, &stop));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        b
+    }
+
+    pub fn address(&self) -> String {
+        self.addr.to_string()
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().map(|s| s.len()).unwrap_or(0)
+    }
+
+    pub fn last(&self) -> Option<Seen> {
+        self.seen.lock().ok().and_then(|s| s.last().cloned())
+    }
+
+    pub fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::Relaxed)
+    }
+
+    pub fn set(&self, behaviour: Behaviour) {
+        if let Ok(mut b) = self.behaviour.lock() {
+            *b = behaviour;
+        }
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+fn serve(
+    mut stream: TcpStream,
+    name: &str,
+    seen: &Mutex<Vec<Seen>>,
+    behaviour: &Mutex<Behaviour>,
+    stop: &std::sync::atomic::AtomicBool,
+) {
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let mut idle = 0;
+    loop {
+        if stop.load(Ordering::Relaxed) || idle > 300 {
+            return;
+        }
+        let Some(head_end) = buf.windows(4).position(|w| w == b"\r\n\r\n").map(|p| p + 4) else {
+            match stream.read(&mut chunk) {
+                Ok(0) => return,
+                Ok(n) => {
+                    idle = 0;
+                    buf.extend_from_slice(&chunk[..n]);
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    idle += 1;
+                }
+                Err(_) => return,
+            }
+            continue;
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+        let mut lines = head.split("\r\n");
+        let mut first = lines.next().unwrap_or("").split(' ');
+        let method = first.next().unwrap_or("").to_string();
+        let path = first.next().unwrap_or("").to_string();
+        let headers: Vec<(String, String)> = lines
+            .filter(|l| !l.is_empty())
+            .filter_map(|l| l.split_once(':'))
+            .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+            .collect();
+        let length: usize = headers
+            .iter()
+            .find(|(n, _)| n == "content-length")
+            .and_then(|(_, v)| v.parse().ok())
+            .unwrap_or(0);
+        while buf.len() < head_end + length {
+            match stream.read(&mut chunk) {
+                Ok(0) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) => {}
+                Err(_) => return,
+            }
+        }
+        let body = buf[head_end..head_end + length].to_vec();
+        buf.drain(..head_end + length);
+        let b = behaviour.lock().map(|b| b.clone()).unwrap_or_default();
+        if let Ok(mut s) = seen.lock() {
+            s.push(Seen {
+                method: method.clone(),
+                path: path.clone(),
+                headers,
+                body,
+            });
+        }
+        if !b.delay.is_zero() {
+            std::thread::sleep(b.delay);
+        }
+        let text = format!("backend {name}\n");
+        let mut resp = format!(
+            "HTTP/1.1 {} X\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nX-Backend: {name}\r\n",
+            b.status,
+            text.len()
+        );
+        for (n, v) in &b.extra_headers {
+            resp.push_str(&format!("{n}: {v}\r\n"));
+        }
+        resp.push_str("\r\n");
+        resp.push_str(&text);
+        if stream.write_all(resp.as_bytes()).is_err() {
+            return;
+        }
+    }
+}
+
+/// A running switchyard process with its config and logs in a temporary directory.
+pub struct Switchyard {
+    pub child: Child,
+    pub dir: tempfile::TempDir,
+    pub config_path: PathBuf,
+    pub access_log: PathBuf,
+    pub stderr_path: PathBuf,
+}
+
+/// Writes `yaml` to a temp dir; `{dir}` in it is replaced by that directory.
+pub fn write_config(yaml: &str) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let yaml = yaml.replace("{dir}", &dir.path().display().to_string());
+    let path = dir.path().join("switchyard.yaml");
+    std::fs::write(&path, yaml).expect("write config");
+    (dir, path)
+}
+
+/// Standard `server:` and `log:` sections for tests: files in `{dir}`, access log to a file.
+pub const TEST_SERVER: &str = "
+server:
+  threads: 1
+  pid_file: {dir}/switchyard.pid
+  upgrade_sock: {dir}/upgrade.sock
+  grace_period: 1s
+  shutdown_timeout: 1s
+log:
+  level: info
+  access_log: {dir}/access.log
+";
+
+impl Switchyard {
+    /// Starts switchyard with `yaml` (prefix it with TEST_SERVER) and waits until every
+    /// port in `ports` accepts connections (10 s at most).
+    pub fn start(yaml: &str, ports: &[u16]) -> Switchyard {
+        Self::start_with_env(yaml, ports, &[])
+    }
+
+    pub fn start_with_env(yaml: &str, ports: &[u16], env: &[(&str, &str)]) -> Switchyard {
+        let (dir, config_path) = write_config(yaml);
+        let stderr_path = dir.path().join("stderr.log");
+        let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+        let mut cmd = Command::new(BIN);
+        cmd.arg("-c")
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(stderr);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let child = cmd.spawn().expect("start switchyard");
+        let mut s = Switchyard {
+            child,
+            access_log: dir.path().join("access.log"),
+            dir,
+            config_path,
+            stderr_path,
+        };
+        for port in ports {
+            if !wait_for_port(*port, Duration::from_secs(10)) {
+                let _ = s.child.kill();
+                panic!(
+                    "switchyard did not listen on {port}; stderr:\n{}",
+                    s.stderr()
+                );
+            }
+            if let Ok(Some(status)) = s.child.try_wait() {
+                panic!("switchyard exited with {status}; stderr:\n{}", s.stderr());
+            }
+        }
+        s
+    }
+
+    pub fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr_path).unwrap_or_default()
+    }
+
+    /// The access log's JSON lines, waiting (2 s at most) until at least `n` are there.
+    pub fn access_entries(&self, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let entries: Vec<Value> = std::fs::read_to_string(&self.access_log)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            if entries.len() >= n || Instant::now() > deadline {
+                return entries;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Switchyard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn wait_for_port(port: u16, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    false
+}
+
+/// Runs `switchyard -t -c FILE` (plus `extra` args) on `yaml`.
+pub fn check_config(yaml: &str) -> (Output, PathBuf, tempfile::TempDir) {
+    check_config_env(yaml, &[])
+}
+
+pub fn check_config_env(yaml: &str, env: &[(&str, &str)]) -> (Output, PathBuf, tempfile::TempDir) {
+    let (dir, path) = write_config(yaml);
+    let mut cmd = Command::new(BIN);
+    cmd.arg("-t").arg("-c").arg(&path);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = cmd.output().expect("run switchyard -t");
+    (out, path, dir)
+}
+
+/// A simple HTTP response as a client saw it.
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HashMap<String, Vec<String>>,
+    pub body: String,
+}
+
+impl Reply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .and_then(|v| v.first())
+            .map(|s| s.as_str())
+    }
+}
+
+/// A blocking HTTP/1.1 client with keep-alive off: one request per connection.
+pub fn get(port: u16, path: &str) -> Reply {
+    request(port, "GET", path, &[], b"")
+}
+
+pub fn request(
+    port: u16,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Reply {
+    let mut raw = format!("{method} {path} HTTP/1.1\r\n");
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        raw.push_str("Host: localhost\r\n");
+    }
+    for (n, v) in headers {
+        raw.push_str(&format!("{n}: {v}\r\n"));
+    }
+    if !body.is_empty() {
+        raw.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    raw.push_str("Connection: close\r\n\r\n");
+    let mut bytes = raw.into_bytes();
+    bytes.extend_from_slice(body);
+    let text = raw_exchange(port, &bytes);
+    parse_reply(&text).unwrap_or_else(|| panic!("no HTTP reply from 127.0.0.1:{port}: {text:?}"))
+}
+
+/// Sends raw bytes and reads until the server closes (5 s at most).
+pub fn raw_exchange(port: u16, bytes: &[u8]) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = s.write_all(bytes);
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&chunk[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).to_string()
+}
+
+pub fn parse_reply(text: &str) -> Option<Reply> {
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split(' ').nth(1)?.parse().ok()?;
+    let mut headers: HashMap<String, Vec<String>> = HashMap::new();
+    for l in lines {
+        if let Some((n, v)) = l.split_once(':') {
+            headers
+                .entry(n.trim().to_ascii_lowercase())
+                .or_default()
+                .push(v.trim().to_string());
+        }
+    }
+    Some(Reply {
+        status,
+        headers,
+        body: body.to_string(),
+    })
+}
+
+/// Counts of `X-Backend` over `n` GETs of `path`.
+pub fn spread(port: u16, path: &str, n: usize) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for _ in 0..n {
+        let r = get(port, path);
+        *counts
+            .entry(r.header("x-backend").unwrap_or("none").to_string())
+            .or_insert(0) += 1;
+    }
+    counts
+}
+
+pub fn path_exists(p: &Path) -> bool {
+    p.exists()
+}

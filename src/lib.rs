@@ -6,6 +6,7 @@ pub mod config;
 pub mod http;
 pub mod limits;
 pub mod observe;
+pub mod ops;
 pub mod pool;
 pub mod routing;
 pub mod runtime;

@@ -2,8 +2,9 @@
 //! state, per-route actions. Held in an `ArcSwap` so a reload swaps it atomically and
 //! every request works on one consistent snapshot.
 
-use crate::config::{Config, HeaderEdits};
+use crate::config::{Config, HeaderEdits, HealthKind, PoolConfig, TcpProtocol};
 use crate::limits::Acl;
+use crate::observe::access_log::AccessLog;
 use crate::pool::Pool;
 use crate::routing::RouteTable;
 use arc_swap::ArcSwap;
@@ -36,10 +37,20 @@ pub struct Runtime {
     pub trusted_proxies: Vec<IpNet>,
     /// Port for `redirect_https`: the first TLS listener's, or 443.
     pub https_port: u16,
+    pub access_log: Arc<AccessLog>,
+}
+
+/// Equal pool definitions, ignoring where in the file they are written.
+fn same_definition(a: &PoolConfig, b: &PoolConfig) -> bool {
+    let mut a = a.clone();
+    a.pos = b.pos;
+    format!("{a:?}") == format!("{b:?}")
 }
 
 impl Runtime {
-    pub fn build(config: &Config) -> Runtime {
+    /// Builds the running state; pools whose definition is unchanged from `previous` are
+    /// kept as they are, with their health, circuit and in-flight state.
+    pub fn build(config: &Config, previous: Option<&Runtime>) -> Runtime {
         let listener_index = |name: &str| config.listeners.iter().position(|l| l.name == name);
         let pool_index = |name: &str| config.pools.iter().position(|p| p.name == name);
         let routes = config
@@ -62,7 +73,17 @@ impl Runtime {
             pools: config
                 .pools
                 .iter()
-                .map(|p| Arc::new(Pool::new(p)))
+                .map(|p| {
+                    let kept = previous.and_then(|old| {
+                        old.pools
+                            .iter()
+                            .find(|o| o.name == p.name && same_definition(&o.definition, p))
+                    });
+                    match kept {
+                        Some(pool) => pool.clone(),
+                        None => Arc::new(Pool::new(p, default_check(config, &p.name))),
+                    }
+                })
                 .collect(),
             listeners: config
                 .listeners
@@ -79,7 +100,20 @@ impl Runtime {
                 .find(|l| l.tls.is_some())
                 .map(|l| l.listen.port())
                 .unwrap_or(443),
+            access_log: match previous {
+                Some(old) if old.access_log.target() == &config.log.access_log => old.access_log.clone(),
+                _ => Arc::new(AccessLog::new(config.log.access_log.clone())),
+            },
         }
+    }
+}
+
+/// postgres / mysql for a pool behind a tcp_service of that protocol, else tcp.
+fn default_check(config: &Config, pool: &str) -> HealthKind {
+    match config.tcp_services.iter().find(|t| t.pool == pool).map(|t| t.protocol) {
+        Some(TcpProtocol::Postgres) => HealthKind::Postgres,
+        Some(TcpProtocol::Mysql) => HealthKind::Mysql,
+        _ => HealthKind::Tcp,
     }
 }
 

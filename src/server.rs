@@ -4,16 +4,17 @@
 use crate::cli::Cli;
 use crate::config::{self, Config, Diagnostic, ListenerConfig, TlsVersion};
 use crate::http::proxy::Proxy;
-use crate::observe::access_log::AccessLog;
+use crate::ops::pool_tasks::PoolTasks;
+use crate::ops::reload::{Reloader, SighupService};
 use crate::runtime::{self, Runtime, SharedRuntime};
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::Server;
+use pingora::services::background::background_service;
 use pingora::tls::ssl::SslVersion;
 use pingora_proxy::ProxyServiceBuilder;
 use std::path::Path;
-use std::sync::Arc;
 
 /// Runs the command line; returns the exit code (it does not return when serving).
 pub fn main(cli: &Cli) -> i32 {
@@ -39,7 +40,7 @@ pub fn main(cli: &Cli) -> i32 {
     for w in &loaded.warnings {
         log::warn!("{w}");
     }
-    match serve(cli, loaded.config) {
+    match serve(cli, &path, loaded.config) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("switchyard: {e}");
@@ -62,23 +63,30 @@ fn report_invalid(path: &Path, errors: &[Diagnostic]) {
 
 /// `$SWITCHYARD_LOG` overrides `log.level`; process logs go to stderr.
 fn init_logging(configured: log::LevelFilter) {
-    let from_env = std::env::var("SWITCHYARD_LOG").ok();
-    let level = from_env
-        .as_deref()
-        .and_then(config::parse::parse_level)
-        .unwrap_or(configured);
     let mut builder = env_logger::Builder::new();
+    // Everything passes the logger's own filter; `log::set_max_level` decides, so a
+    // reload can change the level.
     builder
-        .filter_level(level)
+        .filter_level(log::LevelFilter::Trace)
+        .filter_module("pingora_core", log::LevelFilter::Info)
+        .filter_module("pingora_proxy", log::LevelFilter::Info)
         .target(env_logger::Target::Stderr);
-    // Pingora logs every downstream hiccup at error/warn; keep them but not its debug chatter.
-    if level > log::LevelFilter::Info {
-        builder.filter_module("pingora_core", log::LevelFilter::Info);
-    }
     let _ = builder.try_init();
-    if let Some(v) = from_env.filter(|v| config::parse::parse_level(v).is_none()) {
-        log::warn!("SWITCHYARD_LOG={v:?} is not a log level (error, warn, info, debug, trace); using {configured}");
+    apply_log_level(configured);
+    if let Ok(v) = std::env::var("SWITCHYARD_LOG") {
+        if config::parse::parse_level(&v).is_none() {
+            log::warn!("SWITCHYARD_LOG={v:?} is not a log level (error, warn, info, debug, trace); using {configured}");
+        }
     }
+}
+
+/// Sets the process log level: `$SWITCHYARD_LOG` when valid, else `configured`.
+pub fn apply_log_level(configured: log::LevelFilter) {
+    let level = std::env::var("SWITCHYARD_LOG")
+        .ok()
+        .and_then(|v| config::parse::parse_level(&v))
+        .unwrap_or(configured);
+    log::set_max_level(level);
 }
 
 fn server_conf(cli: &Cli, c: &Config) -> ServerConf {
@@ -102,7 +110,7 @@ fn server_conf(cli: &Cli, c: &Config) -> ServerConf {
     }
 }
 
-fn serve(cli: &Cli, config: Config) -> Result<(), String> {
+fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), String> {
     let opt = Opt {
         upgrade: cli.upgrade,
         daemon: cli.daemon,
@@ -111,11 +119,19 @@ fn serve(cli: &Cli, config: Config) -> Result<(), String> {
     let mut server = Server::new_with_opt_and_conf(Some(opt), server_conf(cli, &config));
     server.bootstrap();
 
-    let runtime = runtime::shared(Runtime::build(&config));
-    let access_log = Arc::new(AccessLog::new(config.log.access_log.clone()));
+    let runtime = runtime::shared(Runtime::build(&config, None));
     for (index, listener) in config.listeners.iter().enumerate() {
-        add_listener(&mut server, index, listener, &runtime, &access_log)?;
+        add_listener(&mut server, index, listener, &runtime)?;
     }
+    let (reloader, reloaded) = Reloader::new(path.to_path_buf(), runtime.clone(), &config);
+    server.add_service(background_service(
+        "pool tasks",
+        PoolTasks {
+            runtime: runtime.clone(),
+            reloaded,
+        },
+    ));
+    server.add_service(background_service("reload on SIGHUP", SighupService(reloader)));
     log::info!(
         "switchyard {} starting: {} listener(s), {} route(s), {} pool(s)",
         env!("CARGO_PKG_VERSION"),
@@ -131,13 +147,11 @@ fn add_listener(
     index: usize,
     l: &ListenerConfig,
     runtime: &SharedRuntime,
-    access_log: &Arc<AccessLog>,
 ) -> Result<(), String> {
     let proxy = Proxy {
         listener: index,
         tls: l.tls.is_some(),
         runtime: runtime.clone(),
-        access_log: access_log.clone(),
     };
     let mut options = HttpServerOptions::default();
     options.h2c = l.http2 && l.tls.is_none();

@@ -1,6 +1,6 @@
 //! Per-request state carried between the proxy hooks.
 
-use crate::pool::InFlight;
+use crate::pool::{InFlight, Members};
 use crate::runtime::Runtime;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -15,12 +15,18 @@ pub struct RequestCtx {
     pub client_ip: Option<IpAddr>,
     pub route: Option<usize>,
     pub pool: Option<usize>,
+    /// The pool membership snapshot `backend` and `tried` index into.
+    pub members: Option<Arc<Members>>,
     pub backend: Option<usize>,
     /// Backends tried so far (connect failures move on to one not in here).
     pub tried: Vec<usize>,
     pub in_flight: Option<InFlight>,
     /// The status to answer with when every attempt failed to connect.
     pub connect_failure: Option<u16>,
+    /// Whether the current attempt's outcome was fed to the circuit breaker.
+    pub outcome_recorded: bool,
+    /// A `Set-Cookie` value for the response (a new sticky assignment).
+    pub set_cookie: Option<String>,
 }
 
 impl RequestCtx {
@@ -33,10 +39,13 @@ impl RequestCtx {
             client_ip: None,
             route: None,
             pool: None,
+            members: None,
             backend: None,
             tried: Vec::new(),
             in_flight: None,
             connect_failure: None,
+            outcome_recorded: false,
+            set_cookie: None,
         }
     }
 }

@@ -6,7 +6,7 @@ use super::errors;
 use super::headers::{self, Forwarded};
 use super::upstream;
 use crate::limits::canonical;
-use crate::observe::access_log::{self, AccessLog, HttpEntry};
+use crate::observe::access_log::{self, HttpEntry};
 use crate::routing::{self, RequestFacts};
 use crate::runtime::SharedRuntime;
 use async_trait::async_trait;
@@ -14,14 +14,12 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
-use std::sync::Arc;
 
 pub struct Proxy {
     /// Index of the listener this service serves (routes filter on it).
     pub listener: usize,
     pub tls: bool,
     pub runtime: SharedRuntime,
-    pub access_log: Arc<AccessLog>,
 }
 
 impl Proxy {
@@ -115,7 +113,7 @@ impl ProxyHttp for Proxy {
             .pool
             .and_then(|p| rt.pools.get(p))
             .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(404), "route has no pool"))?;
-        match upstream::choose(pool, session, ctx) {
+        match upstream::choose(pool, session, ctx, self.tls) {
             Some(backend) => Ok(Box::new(upstream::peer(
                 pool,
                 &backend,
@@ -138,6 +136,7 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
+        upstream::record_outcome(ctx, false);
         // Nothing was sent yet, so another backend may take it.
         ctx.connect_failure = Some(errors::status_for(&e).max(502));
         let retries = ctx
@@ -190,6 +189,21 @@ impl ProxyHttp for Proxy {
         headers::apply_edits(upstream_request, &route.request_headers)
     }
 
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let on_5xx = ctx
+            .runtime
+            .as_ref()
+            .and_then(|rt| ctx.pool.and_then(|p| rt.pools.get(p)))
+            .is_some_and(|p| p.on_5xx);
+        upstream::record_outcome(ctx, !(on_5xx && upstream_response.status.is_server_error()));
+        Ok(())
+    }
+
     async fn response_filter(
         &self,
         _session: &mut Session,
@@ -197,6 +211,9 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         upstream_response.insert_header(headers::X_REQUEST_ID, ctx.request_id.as_str())?;
+        if let Some(cookie) = ctx.set_cookie.take() {
+            upstream_response.append_header(http::header::SET_COOKIE, cookie)?;
+        }
         let Some(route) = ctx
             .runtime
             .as_ref()
@@ -231,15 +248,25 @@ impl ProxyHttp for Proxy {
         }
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        // A timeout or reset after connecting is a failure; a finished exchange whose
+        // response header was not seen (e.g. an upgrade) counts as a success.
+        let upstream_failed = e.is_some_and(|e| e.esource() == &pingora::ErrorSource::Upstream);
+        upstream::record_outcome(ctx, !upstream_failed);
         ctx.in_flight = None;
-        if !self.access_log.enabled() {
+        let Some(access_log) = ctx.runtime.as_ref().map(|rt| rt.access_log.clone()) else {
+            return;
+        };
+        if !access_log.enabled() {
             return;
         }
         let rt = ctx.runtime.as_ref();
         let route = rt.and_then(|rt| ctx.route.map(|r| rt.routes[r].name.as_str()));
         let pool = rt.and_then(|rt| ctx.pool.map(|p| &rt.pools[p]));
-        let backend = pool.and_then(|p| ctx.backend.map(|b| p.backends[b].address.as_str()));
+        let backend = ctx
+            .members
+            .as_ref()
+            .and_then(|m| ctx.backend.map(|b| m.backends[b].address.as_str()));
         let req = session.req_header();
         let entry = HttpEntry {
             ts: access_log::timestamp(),
@@ -269,6 +296,6 @@ impl ProxyHttp for Proxy {
             },
             tls: self.tls,
         };
-        self.access_log.write(&entry);
+        access_log.write(&entry);
     }
 }

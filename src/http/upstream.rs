@@ -68,17 +68,46 @@ pub fn cookie_value<'a>(
         })
 }
 
-/// Selects a backend not tried yet and records it in the context.
-pub fn choose(pool: &Pool, session: &Session, ctx: &mut RequestCtx) -> Option<Arc<Backend>> {
+/// Selects a backend not tried yet (the sticky one when the cookie names a usable
+/// backend), claims an in-flight slot on it and records it in the context.
+pub fn choose(pool: &Pool, session: &Session, ctx: &mut RequestCtx, tls: bool) -> Option<Arc<Backend>> {
+    let members = ctx.members.get_or_insert_with(|| pool.members()).clone();
     let mut ip_buf = [0u8; 16];
     let key = hash_input(pool, session, &mut ip_buf, ctx.client_ip);
-    let idx = pool.select(key, &ctx.tried)?;
-    let backend = pool.backends[idx].clone();
-    ctx.tried.push(idx);
-    ctx.backend = Some(idx);
-    // Replacing the guard releases the previous (failed) backend's count.
-    ctx.in_flight = Some(InFlight::new(backend.clone()));
-    Some(backend)
+    let cookie = pool.sticky.as_ref().and_then(|s| {
+        cookie_value(session.req_header().headers.get_all(http::header::COOKIE).iter(), &s.cookie)
+    });
+    // A slot can fill between selection and claim: try the next candidate, boundedly.
+    for _ in 0..members.backends.len().max(1) {
+        let idx = cookie
+            .and_then(|c| members.sticky_target(c, &ctx.tried))
+            .or_else(|| members.select(key, &ctx.tried))?;
+        ctx.tried.push(idx);
+        let backend = &members.backends[idx];
+        // Replacing the guard releases the previous (failed) attempt's slot.
+        ctx.in_flight = None;
+        let Some(guard) = InFlight::acquire(backend) else { continue };
+        ctx.in_flight = Some(guard);
+        ctx.backend = Some(idx);
+        ctx.outcome_recorded = false;
+        ctx.set_cookie = match (&pool.sticky, members.sticky_of.get(idx)) {
+            (Some(s), Some(value)) if cookie != Some(value.as_bytes()) => Some(s.set_cookie(value, tls)),
+            _ => None,
+        };
+        return Some(backend.clone());
+    }
+    None
+}
+
+/// Feeds the chosen backend's circuit breaker once per attempt.
+pub fn record_outcome(ctx: &mut RequestCtx, success: bool) {
+    if ctx.outcome_recorded {
+        return;
+    }
+    if let (Some(members), Some(idx)) = (&ctx.members, ctx.backend) {
+        members.backends[idx].record(success);
+        ctx.outcome_recorded = true;
+    }
 }
 
 /// The connection settings for `backend` (timeouts, TLS, HTTP version).

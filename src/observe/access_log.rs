@@ -55,6 +55,10 @@ impl AccessLog {
         }
     }
 
+    pub fn target(&self) -> &AccessLogTarget {
+        &self.target
+    }
+
     pub fn enabled(&self) -> bool {
         self.target != AccessLogTarget::Off
     }

@@ -1,17 +1,31 @@
-//! A backend pool: its backends with their live state (health, drain, in-flight count),
-//! selection across primaries and backups, and the upstream peer settings.
+//! A backend pool: its members with their live state (health, circuit, drain, in-flight
+//! count), selection across primaries and backups, stickiness, and the upstream settings.
+//! Membership (static + discovered + admin changes) is swapped atomically; a request keeps
+//! the `Members` snapshot it started with.
 
+pub mod circuit;
+pub mod discovery;
+pub mod health;
 pub mod select;
+pub mod sticky;
 
-use crate::config::{Algorithm, BackendConfig, HashKey, PoolConfig, Timeouts, UpstreamConfig};
+use crate::config::{
+    Algorithm, BackendConfig, CircuitBreakerConfig, HashKey, HealthCheckConfig, HealthKind, PoolConfig,
+    Timeouts, UpstreamConfig,
+};
+use arc_swap::ArcSwap;
+use circuit::{Breaker, CircuitState};
 use select::Selector;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use sticky::Sticky;
 
 /// One backend and the state every part of Switchyard reads it from.
 pub struct Backend {
-    /// `host:port` as configured: the name in logs, the API and metrics.
+    /// `host:port` as configured (or `ip:port` when discovered): the name in logs,
+    /// the API and metrics.
     pub address: String,
     pub addr: SocketAddr,
     pub weight: u32,
@@ -19,10 +33,13 @@ pub struct Backend {
     healthy: AtomicBool,
     draining: AtomicBool,
     in_flight: AtomicUsize,
+    /// 0 = unlimited.
+    max_connections: usize,
+    pub breaker: Option<Breaker>,
 }
 
 impl Backend {
-    fn new(c: &BackendConfig) -> Self {
+    fn new(c: &BackendConfig, breaker: Option<&CircuitBreakerConfig>) -> Self {
         Backend {
             address: c.address.clone(),
             addr: c.addr,
@@ -31,16 +48,38 @@ impl Backend {
             healthy: AtomicBool::new(true),
             draining: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
+            max_connections: breaker.map(|b| b.max_connections as usize).unwrap_or(0),
+            breaker: breaker.map(Breaker::new),
         }
     }
 
-    /// May take new requests: healthy and not draining.
+    /// May take a new request: healthy, not draining, circuit admitting, not full.
     pub fn usable(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed) && !self.draining.load(Ordering::Relaxed)
+        self.available() && !self.full()
     }
 
-    pub fn set_healthy(&self, healthy: bool) {
-        self.healthy.store(healthy, Ordering::Relaxed);
+    /// Healthy, not draining and the circuit admits (capacity aside).
+    pub fn available(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+            && !self.draining.load(Ordering::Relaxed)
+            && self.breaker.as_ref().is_none_or(|b| b.may_admit())
+    }
+
+    fn full(&self) -> bool {
+        self.max_connections > 0 && self.in_flight.load(Ordering::Relaxed) >= self.max_connections
+    }
+
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Sets health; returns the previous value.
+    pub fn set_healthy(&self, healthy: bool) -> bool {
+        self.healthy.swap(healthy, Ordering::Relaxed)
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     /// A draining backend gets no new requests; in-flight ones finish.
@@ -51,35 +90,59 @@ impl Backend {
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
     }
+
+    pub fn circuit(&self) -> CircuitState {
+        self.breaker.as_ref().map(|b| b.state()).unwrap_or(CircuitState::Closed)
+    }
+
+    /// Feeds the circuit breaker with one attempt's outcome.
+    pub fn record(&self, success: bool) {
+        if let Some(b) = &self.breaker {
+            if success {
+                b.record_success()
+            } else {
+                b.record_failure()
+            }
+        }
+    }
 }
 
 /// Counts a request against its backend until dropped (errors included).
 pub struct InFlight(Arc<Backend>);
 
 impl InFlight {
-    pub fn new(backend: Arc<Backend>) -> Self {
-        backend.in_flight.fetch_add(1, Ordering::Relaxed);
-        InFlight(backend)
+    /// Claims a slot; `None` when the backend filled up or its circuit stopped admitting
+    /// since it was selected.
+    pub fn acquire(backend: &Arc<Backend>) -> Option<Self> {
+        let n = backend.in_flight.fetch_add(1, Ordering::AcqRel);
+        let guard = InFlight(backend.clone());
+        if backend.max_connections > 0 && n >= backend.max_connections {
+            return None;
+        }
+        if let Some(b) = &backend.breaker {
+            if !b.admit() {
+                return None;
+            }
+        }
+        Some(guard)
     }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
 struct Tier {
-    /// Indices into `Pool::backends`.
+    /// Indices into `Members::backends`.
     members: Vec<usize>,
     selector: Selector,
 }
 
 impl Tier {
     fn new(algorithm: Algorithm, backends: &[Arc<Backend>], backup: bool) -> Self {
-        let members: Vec<usize> = (0..backends.len())
-            .filter(|i| backends[*i].backup == backup)
-            .collect();
+        let members: Vec<usize> = (0..backends.len()).filter(|i| backends[*i].backup == backup).collect();
         let weighted: Vec<(SocketAddr, u32)> = members
             .iter()
             .map(|i| (backends[*i].addr, backends[*i].weight))
@@ -91,53 +154,143 @@ impl Tier {
     }
 }
 
-pub struct Pool {
-    pub name: String,
-    pub algorithm: Algorithm,
-    pub hash_key: HashKey,
+/// One membership snapshot: the backends and the selection structures over them.
+pub struct Members {
     pub backends: Vec<Arc<Backend>>,
     primaries: Tier,
     backups: Tier,
-    pub retries: u32,
-    pub timeouts: Timeouts,
-    pub upstream: UpstreamConfig,
+    /// Sticky cookie value → backend index.
+    sticky_values: HashMap<String, usize>,
+    /// Backend index → its sticky cookie value.
+    pub sticky_of: Vec<String>,
 }
 
-impl Pool {
-    pub fn new(c: &PoolConfig) -> Self {
-        let backends: Vec<Arc<Backend>> = c
-            .backends
-            .iter()
-            .map(|b| Arc::new(Backend::new(b)))
-            .collect();
-        Pool {
-            name: c.name.clone(),
-            algorithm: c.algorithm,
-            hash_key: c.hash_key.clone(),
-            primaries: Tier::new(c.algorithm, &backends, false),
-            backups: Tier::new(c.algorithm, &backends, true),
-            backends,
-            retries: c.retries,
-            timeouts: c.timeouts,
-            upstream: c.upstream.clone(),
-        }
-    }
-
+impl Members {
     /// Picks a usable backend not in `tried` (indices into `backends`): primaries first;
     /// backups only while no primary is left for this request (all unusable, or all
     /// already failed to connect).
     pub fn select(&self, key: &[u8], tried: &[usize]) -> Option<usize> {
-        [&self.primaries, &self.backups]
+        [&self.primaries, &self.backups].into_iter().find_map(|tier| {
+            let usable = |i: usize| {
+                let m = tier.members[i];
+                self.backends[m].usable() && !tried.contains(&m)
+            };
+            tier.selector
+                .pick(key, usable, |i| self.backends[tier.members[i]].in_flight())
+                .map(|i| tier.members[i])
+        })
+    }
+
+    /// The backend a sticky cookie names, if it exists and may take the request.
+    pub fn sticky_target(&self, value: &[u8], tried: &[usize]) -> Option<usize> {
+        let value = std::str::from_utf8(value).ok()?;
+        let idx = *self.sticky_values.get(value)?;
+        (self.backends[idx].usable() && !tried.contains(&idx)).then_some(idx)
+    }
+
+    /// The index of the backend named `address`.
+    pub fn find(&self, address: &str) -> Option<usize> {
+        self.backends.iter().position(|b| b.address == address)
+    }
+}
+
+pub struct Pool {
+    pub name: String,
+    pub algorithm: Algorithm,
+    pub hash_key: HashKey,
+    pub retries: u32,
+    pub timeouts: Timeouts,
+    pub upstream: UpstreamConfig,
+    pub circuit_breaker: Option<CircuitBreakerConfig>,
+    pub on_5xx: bool,
+    pub health_check: Option<HealthCheckConfig>,
+    /// The check that runs: the configured kind, else the default for how the pool is used.
+    pub health_kind: HealthKind,
+    pub sticky: Option<Sticky>,
+    /// The configuration this pool was built from (a reload keeps the pool, and its
+    /// state, when this is unchanged).
+    pub definition: PoolConfig,
+    members: ArcSwap<Members>,
+    /// Backends found by discovery, merged with the static ones on every change.
+    discovered: Mutex<Vec<BackendConfig>>,
+}
+
+impl Pool {
+    /// `default_check` applies when the pool's health_check names no kind.
+    pub fn new(c: &PoolConfig, default_check: HealthKind) -> Self {
+        let sticky = c.sticky.as_ref().map(|s| Sticky::new(&c.name, s));
+        let pool = Pool {
+            name: c.name.clone(),
+            algorithm: c.algorithm,
+            hash_key: c.hash_key.clone(),
+            retries: c.retries,
+            timeouts: c.timeouts,
+            upstream: c.upstream.clone(),
+            circuit_breaker: c.circuit_breaker.clone(),
+            on_5xx: c.circuit_breaker.as_ref().is_some_and(|b| b.on_5xx),
+            health_check: c.health_check.clone(),
+            health_kind: c.health_check.as_ref().and_then(|h| h.kind).unwrap_or(default_check),
+            sticky,
+            definition: c.clone(),
+            members: ArcSwap::from_pointee(Members {
+                backends: Vec::new(),
+                primaries: Tier::new(c.algorithm, &[], false),
+                backups: Tier::new(c.algorithm, &[], true),
+                sticky_values: HashMap::new(),
+                sticky_of: Vec::new(),
+            }),
+            discovered: Mutex::new(Vec::new()),
+        };
+        pool.rebuild();
+        pool
+    }
+
+    /// The current membership snapshot.
+    pub fn members(&self) -> Arc<Members> {
+        self.members.load_full()
+    }
+
+    /// Replaces the discovered backends (DNS); static ones always stay.
+    pub fn set_discovered(&self, found: Vec<BackendConfig>) {
+        if let Ok(mut d) = self.discovered.lock() {
+            *d = found;
+        }
+        self.rebuild();
+    }
+
+    /// Rebuilds the membership from static + discovered backends, keeping the live state
+    /// of every backend whose address, weight and role are unchanged.
+    fn rebuild(&self) {
+        let old = self.members.load_full();
+        let discovered = self.discovered.lock().map(|d| d.clone()).unwrap_or_default();
+        let mut specs: Vec<&BackendConfig> = self.definition.backends.iter().collect();
+        for d in &discovered {
+            if !specs.iter().any(|s| s.addr == d.addr) {
+                specs.push(d);
+            }
+        }
+        let backends: Vec<Arc<Backend>> = specs
             .into_iter()
-            .find_map(|tier| {
-                let usable = |i: usize| {
-                    let m = tier.members[i];
-                    self.backends[m].usable() && !tried.contains(&m)
-                };
-                tier.selector
-                    .pick(key, usable, |i| self.backends[tier.members[i]].in_flight())
-                    .map(|i| tier.members[i])
+            .map(|spec| {
+                old.backends
+                    .iter()
+                    .find(|b| b.address == spec.address && b.weight == spec.weight && b.backup == spec.backup)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::new(Backend::new(spec, self.circuit_breaker.as_ref())))
             })
+            .collect();
+        let sticky_of: Vec<String> = match &self.sticky {
+            Some(s) => backends.iter().map(|b| s.value_for(&b.address)).collect(),
+            None => Vec::new(),
+        };
+        let members = Members {
+            primaries: Tier::new(self.algorithm, &backends, false),
+            backups: Tier::new(self.algorithm, &backends, true),
+            sticky_values: sticky_of.iter().enumerate().map(|(i, v)| (v.clone(), i)).collect(),
+            sticky_of,
+            backends,
+        };
+        self.members.store(Arc::new(members));
     }
 }
 
@@ -145,7 +298,7 @@ impl Pool {
 mod tests {
     use super::*;
 
-    fn pool(backups: &[bool]) -> Pool {
+    fn pool_with(backups: &[bool], breaker: Option<CircuitBreakerConfig>) -> Pool {
         let backends = backups
             .iter()
             .enumerate()
@@ -163,49 +316,81 @@ mod tests {
             backends,
             discovery: None,
             health_check: None,
-            circuit_breaker: None,
+            circuit_breaker: breaker,
             sticky: None,
             retries: 1,
             timeouts: Timeouts::default(),
             upstream: UpstreamConfig::default(),
             pos: Default::default(),
-        })
+        }, HealthKind::Tcp)
+    }
+
+    fn pool(backups: &[bool]) -> Pool {
+        pool_with(backups, None)
     }
 
     #[test]
     fn backups_only_when_no_primary_is_usable() {
         let p = pool(&[false, true]);
+        let m = p.members();
         for _ in 0..5 {
-            assert_eq!(p.select(b"", &[]), Some(0));
+            assert_eq!(m.select(b"", &[]), Some(0));
         }
-        p.backends[0].set_healthy(false);
-        assert_eq!(p.select(b"", &[]), Some(1));
-        p.backends[0].set_healthy(true);
-        p.backends[0].set_draining(true);
-        assert_eq!(p.select(b"", &[]), Some(1));
+        m.backends[0].set_healthy(false);
+        assert_eq!(m.select(b"", &[]), Some(1));
+        m.backends[0].set_healthy(true);
+        m.backends[0].set_draining(true);
+        assert_eq!(m.select(b"", &[]), Some(1));
     }
 
     #[test]
     fn retries_avoid_tried_backends() {
         let p = pool(&[false, false, false]);
-        let first = p.select(b"", &[]).unwrap_or(9);
-        let second = p.select(b"", &[first]).unwrap_or(9);
+        let m = p.members();
+        let first = m.select(b"", &[]).unwrap_or(9);
+        let second = m.select(b"", &[first]).unwrap_or(9);
         assert_ne!(first, second);
-        assert_eq!(p.select(b"", &[0, 1, 2]), None);
+        assert_eq!(m.select(b"", &[0, 1, 2]), None);
     }
 
     #[test]
     fn backup_takes_the_retry_when_every_primary_failed() {
         let p = pool(&[false, true]);
-        assert_eq!(p.select(b"", &[0]), Some(1));
+        assert_eq!(p.members().select(b"", &[0]), Some(1));
     }
 
     #[test]
-    fn in_flight_guard_counts() {
-        let p = pool(&[false]);
-        let g = InFlight::new(p.backends[0].clone());
-        assert_eq!(p.backends[0].in_flight(), 1);
-        drop(g);
-        assert_eq!(p.backends[0].in_flight(), 0);
+    fn max_connections_skips_full_backends() {
+        let p = pool_with(
+            &[false, false],
+            Some(CircuitBreakerConfig {
+                max_connections: 1,
+                ..Default::default()
+            }),
+        );
+        let m = p.members();
+        let g0 = InFlight::acquire(&m.backends[0]);
+        assert!(g0.is_some());
+        assert_eq!(m.select(b"", &[]), Some(1));
+        let g1 = InFlight::acquire(&m.backends[1]);
+        assert!(g1.is_some());
+        assert_eq!(m.select(b"", &[]), None);
+        drop(g0);
+        assert_eq!(m.select(b"", &[]), Some(0));
+    }
+
+    #[test]
+    fn rebuild_keeps_backend_state() {
+        let p = pool(&[false, false]);
+        p.members().backends[0].set_healthy(false);
+        p.set_discovered(vec![BackendConfig {
+            address: "127.0.0.1:9100".into(),
+            addr: SocketAddr::from(([127, 0, 0, 1], 9100)),
+            weight: 1,
+            backup: false,
+        }]);
+        let m = p.members();
+        assert_eq!(m.backends.len(), 3);
+        assert!(!m.backends[0].healthy());
     }
 }

@@ -1,0 +1,5 @@
+//! Process operations: configuration reload and the background tasks that keep pools
+//! up to date (health checks, discovery).
+
+pub mod pool_tasks;
+pub mod reload;

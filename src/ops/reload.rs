@@ -1,0 +1,111 @@
+//! Configuration reload (SIGHUP, and later the admin API): parse and validate the file,
+//! build the new runtime completely (keeping unchanged pools and their state), then swap
+//! it in atomically. An invalid file changes nothing; every error is logged.
+
+use crate::config::{self, Config, Diagnostic};
+use crate::runtime::{Runtime, SharedRuntime};
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tokio::sync::watch;
+
+pub struct Reloader {
+    pub path: PathBuf,
+    pub runtime: SharedRuntime,
+    /// Listener addresses bound at startup: a change needs an upgrade.
+    pub bound: Vec<(String, std::net::SocketAddr)>,
+    pub notify: watch::Sender<u64>,
+}
+
+impl Reloader {
+    pub fn new(path: PathBuf, runtime: SharedRuntime, config: &Config) -> (Arc<Self>, watch::Receiver<u64>) {
+        let (notify, rx) = watch::channel(0);
+        let bound = config.listeners.iter().map(|l| (l.name.clone(), l.listen)).collect();
+        (
+            Arc::new(Reloader {
+                path,
+                runtime,
+                bound,
+                notify,
+            }),
+            rx,
+        )
+    }
+
+    /// Re-reads the file and swaps the runtime; on failure returns every error.
+    pub fn reload(&self) -> Result<(), Vec<Diagnostic>> {
+        let loaded = match config::load(&self.path) {
+            Ok(l) => l,
+            Err(errors) => {
+                for e in &errors {
+                    log::error!("reload rejected: {e}");
+                }
+                log::error!(
+                    "reload of {} rejected ({} errors); the running configuration is unchanged",
+                    self.path.display(),
+                    errors.len()
+                );
+                return Err(errors);
+            }
+        };
+        for w in &loaded.warnings {
+            log::warn!("{w}");
+        }
+        for l in &loaded.config.listeners {
+            match self.bound.iter().find(|(name, _)| name == &l.name) {
+                Some((_, addr)) if *addr == l.listen => {}
+                Some((_, addr)) => log::warn!(
+                    "reload: listener {} moves from {addr} to {}: this needs an upgrade (switchyard -u, then SIGQUIT); it keeps serving on {addr} until then",
+                    l.name,
+                    l.listen
+                ),
+                None => log::warn!(
+                    "reload: new listener {} on {} needs an upgrade (switchyard -u, then SIGQUIT) before it serves",
+                    l.name,
+                    l.listen
+                ),
+            }
+        }
+        let old = self.runtime.load_full();
+        let new = Runtime::build(&loaded.config, Some(&old));
+        crate::server::apply_log_level(loaded.config.log.level);
+        self.runtime.store(Arc::new(new));
+        self.notify.send_modify(|g| *g += 1);
+        log::info!(
+            "reloaded {}: {} route(s), {} pool(s)",
+            self.path.display(),
+            loaded.config.routes.len(),
+            loaded.config.pools.len()
+        );
+        Ok(())
+    }
+}
+
+/// Reloads on every SIGHUP.
+pub struct SighupService(pub Arc<Reloader>);
+
+#[async_trait]
+impl BackgroundService for SighupService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("cannot watch SIGHUP, reload by signal is off: {e}");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                got = hup.recv() => {
+                    if got.is_none() { return }
+                    log::info!("SIGHUP: reloading {}", self.0.path.display());
+                    let _ = self.0.reload();
+                }
+            }
+        }
+    }
+}

@@ -168,6 +168,7 @@ mod tests {
             retries: 1,
             timeouts: Timeouts::default(),
             upstream: UpstreamConfig::default(),
+            path: "pools[0]".into(),
             pos: Default::default(),
         })
     }

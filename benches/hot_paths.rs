@@ -45,11 +45,21 @@ fn bench_routing(c: &mut Criterion) {
 }
 
 fn bench_selection(c: &mut Criterion) {
-    for algorithm in ["round_robin", "least_conn", "ip_hash", "consistent_hash", "random"] {
+    for algorithm in [
+        "round_robin",
+        "least_conn",
+        "ip_hash",
+        "consistent_hash",
+        "random",
+    ] {
         let yaml = format!(
             "pools:\n  - name: p\n    algorithm: {algorithm}\n    backends:\n{}",
             (0..10)
-                .map(|i| format!("      - {{address: '127.0.0.1:{}', weight: {}}}\n", 9000 + i, 1 + i))
+                .map(|i| format!(
+                    "      - {{address: '127.0.0.1:{}', weight: {}}}\n",
+                    9000 + i,
+                    1 + i
+                ))
                 .collect::<String>()
         );
         let rt = Runtime::build(&config(&yaml), None);

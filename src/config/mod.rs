@@ -11,6 +11,7 @@ pub use decode::Diagnostic;
 pub use model::*;
 
 use decode::{Decoder, Pos};
+use marked_yaml::types::{MarkedScalarNode, Node};
 use marked_yaml::{parse_yaml_with_options, LoadError, LoaderOptions};
 use std::path::Path;
 
@@ -44,9 +45,29 @@ pub fn parse_str(
 ) -> Result<Loaded, Vec<Diagnostic>> {
     let mut d = Decoder::new(file, env);
     let text = if text.trim().is_empty() { "{}" } else { text };
-    let options = LoaderOptions::default().error_on_duplicate_keys(true);
-    let root = match parse_yaml_with_options(0, text, options) {
+    let strict = LoaderOptions::default().error_on_duplicate_keys(true);
+    let root = match parse_yaml_with_options(0, text, strict) {
         Ok(root) => root,
+        Err(LoadError::DuplicateKey(dup)) => {
+            // Report it with its full key path, then go on with the rest of the file
+            // (duplicates allowed) so that every other error is reported too.
+            let Ok(root) = parse_yaml_with_options(0, text, LoaderOptions::default()) else {
+                d.error(
+                    pos_of(&dup.key),
+                    dup.key.as_str(),
+                    format!("duplicate key {:?}", dup.key.as_str()),
+                );
+                return Err(d.errors);
+            };
+            let path =
+                key_path(&root, "", &dup.prev_key).unwrap_or_else(|| dup.key.as_str().to_string());
+            d.error(
+                pos_of(&dup.key),
+                &path,
+                format!("duplicate key {:?}", dup.key.as_str()),
+            );
+            root
+        }
         Err(e) => {
             let (pos, path, message) = describe_load_error(&e);
             d.error(pos, &path, message);
@@ -55,9 +76,8 @@ pub fn parse_str(
     };
     let config = parse::read_config(&mut d, &root);
     if let Some(c) = &config {
-        if d.errors.is_empty() {
-            validate::check(&mut d, c);
-        }
+        // Reference checks run on what did parse, so they are reported with value errors.
+        validate::check(&mut d, c);
         if d.errors.is_empty() && open_files {
             files::check(&mut d, c);
         }
@@ -68,6 +88,35 @@ pub fn parse_str(
             warnings: d.warnings,
         }),
         _ => Err(d.errors),
+    }
+}
+
+fn pos_of(key: &MarkedScalarNode) -> Pos {
+    Pos::of(key.span())
+}
+
+/// The key path (`pools[0].algorithm`) of the mapping key written at `key`'s position.
+fn key_path(node: &Node, path: &str, key: &MarkedScalarNode) -> Option<String> {
+    let join = |k: &str| {
+        if path.is_empty() {
+            k.to_string()
+        } else {
+            format!("{path}.{k}")
+        }
+    };
+    match node {
+        Node::Mapping(m) => m.iter().find_map(|(k, v)| {
+            if k.as_str() == key.as_str() && pos_of(k) == pos_of(key) {
+                Some(join(k.as_str()))
+            } else {
+                key_path(v, &join(k.as_str()), key)
+            }
+        }),
+        Node::Sequence(s) => s
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| key_path(v, &format!("{path}[{i}]"), key)),
+        Node::Scalar(_) => None,
     }
 }
 

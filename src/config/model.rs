@@ -93,6 +93,8 @@ pub struct ListenerConfig {
     pub listen: SocketAddr,
     pub http2: bool,
     pub tls: Option<TlsConfig>,
+    /// Key path of this entry, e.g. `pools[2]` (reported in cross-reference errors).
+    pub path: String,
     pub pos: Pos,
 }
 
@@ -310,6 +312,8 @@ pub struct PoolConfig {
     pub retries: u32,
     pub timeouts: Timeouts,
     pub upstream: UpstreamConfig,
+    /// Key path of this entry, e.g. `pools[2]` (reported in cross-reference errors).
+    pub path: String,
     pub pos: Pos,
 }
 
@@ -374,6 +378,8 @@ pub struct RouteConfig {
     pub request_headers: HeaderEdits,
     pub response_headers: HeaderEdits,
     pub security_headers: bool,
+    /// Key path of this entry, e.g. `pools[2]` (reported in cross-reference errors).
+    pub path: String,
     pub pos: Pos,
     pub pool_pos: Pos,
 }
@@ -392,6 +398,8 @@ pub struct TcpServiceConfig {
     pub protocol: TcpProtocol,
     pub pool: String,
     pub idle_timeout: Duration,
+    /// Key path of this entry, e.g. `pools[2]` (reported in cross-reference errors).
+    pub path: String,
     pub pos: Pos,
     pub listen_pos: Pos,
     pub pool_pos: Pos,

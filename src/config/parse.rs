@@ -373,6 +373,7 @@ fn read_listener(d: &mut Decoder, node: &Node, path: &str) -> Option<ListenerCon
         matches!(k, "http3" | "quic" | "alt_svc").then_some(HTTP3)
     });
     Some(ListenerConfig {
+        path: path.to_string(),
         name: name?,
         listen: listen?.0,
         http2,
@@ -584,7 +585,11 @@ fn read_pool(d: &mut Decoder, node: &Node, path: &str) -> Option<PoolConfig> {
     })
     .unwrap_or_default();
     let upstream = get_with(d, &mut m, "upstream", read_upstream).unwrap_or_default();
-    if backends.is_empty() && discovery.is_none() {
+    let written_backends = m
+        .get("backends")
+        .and_then(|n| n.as_sequence())
+        .map_or(0, |s| s.len());
+    if written_backends == 0 && discovery.is_none() {
         d.error(
             m.key_pos("backends"),
             &m.child("backends"),
@@ -593,6 +598,7 @@ fn read_pool(d: &mut Decoder, node: &Node, path: &str) -> Option<PoolConfig> {
     }
     m.finish(d, |_| None);
     Some(PoolConfig {
+        path: path.to_string(),
         name: name?,
         algorithm,
         hash_key: hash_key.unwrap_or(HashKey::ClientIp),
@@ -1001,6 +1007,7 @@ fn read_route(d: &mut Decoder, node: &Node, path: &str) -> Option<RouteConfig> {
     }
     m.finish(d, |_| None);
     Some(RouteConfig {
+        path: path.to_string(),
         name: name?,
         listeners,
         hosts,
@@ -1065,6 +1072,7 @@ fn read_tcp_service(d: &mut Decoder, node: &Node, path: &str) -> Option<TcpServi
     m.finish(d, |_| None);
     let (listen, listen_pos) = listen?;
     Some(TcpServiceConfig {
+        path: path.to_string(),
         name: name?,
         listen,
         protocol,

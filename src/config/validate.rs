@@ -7,14 +7,10 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 
 pub fn check(d: &mut Decoder, c: &Config) {
-    unique(d, "listeners", c.listeners.iter().map(|l| (&l.name, l.pos)));
-    unique(d, "pools", c.pools.iter().map(|p| (&p.name, p.pos)));
-    unique(d, "routes", c.routes.iter().map(|r| (&r.name, r.pos)));
-    unique(
-        d,
-        "tcp_services",
-        c.tcp_services.iter().map(|t| (&t.name, t.pos)),
-    );
+    unique(d, c.listeners.iter().map(|l| (&l.name, l.pos, &l.path)));
+    unique(d, c.pools.iter().map(|p| (&p.name, p.pos, &p.path)));
+    unique(d, c.routes.iter().map(|r| (&r.name, r.pos, &r.path)));
+    unique(d, c.tcp_services.iter().map(|t| (&t.name, t.pos, &t.path)));
     references(d, c);
     ports(d, c);
     backends(d, c);
@@ -22,15 +18,14 @@ pub fn check(d: &mut Decoder, c: &Config) {
 }
 
 /// A duplicate name is reported at its second occurrence.
-fn unique<'a>(d: &mut Decoder, section: &str, names: impl Iterator<Item = (&'a String, Pos)>) {
-    let mut seen: HashMap<&str, usize> = HashMap::new();
-    for (i, (name, pos)) in names.enumerate() {
-        if let Some(first) = seen.insert(name, i) {
-            d.error(
-                pos,
-                &format!("{section}[{i}].name"),
-                format!("duplicate name {name:?} (first used by {section}[{first}])"),
-            );
+fn unique<'a>(d: &mut Decoder, entries: impl Iterator<Item = (&'a String, Pos, &'a String)>) {
+    let mut seen: HashMap<&str, &str> = HashMap::new();
+    for (name, pos, path) in entries {
+        if let Some(first) = seen.get(name.as_str()) {
+            let message = format!("duplicate name {name:?} (first used by {first})");
+            d.error(pos, &format!("{path}.name"), message);
+        } else {
+            seen.insert(name, path);
         }
     }
 }
@@ -38,43 +33,34 @@ fn unique<'a>(d: &mut Decoder, section: &str, names: impl Iterator<Item = (&'a S
 fn references(d: &mut Decoder, c: &Config) {
     let pool_names: Vec<&str> = c.pools.iter().map(|p| p.name.as_str()).collect();
     let listener_names: Vec<&str> = c.listeners.iter().map(|l| l.name.as_str()).collect();
-    for (i, r) in c.routes.iter().enumerate() {
+    for r in &c.routes {
         if let Some(pool) = &r.pool {
             if !pool_names.contains(&pool.as_str()) {
-                d.error(
-                    r.pool_pos,
-                    &format!("routes[{i}].pool"),
-                    format!("no pool named {pool:?}"),
-                );
+                let path = format!("{}.pool", r.path);
+                d.error(r.pool_pos, &path, format!("no pool named {pool:?}"));
             }
         }
         for (j, l) in r.listeners.iter().enumerate() {
             if !listener_names.contains(&l.as_str()) {
-                d.error(
-                    r.pos,
-                    &format!("routes[{i}].listeners[{j}]"),
-                    format!("no listener named {l:?}"),
-                );
+                let path = format!("{}.listeners[{j}]", r.path);
+                d.error(r.pos, &path, format!("no listener named {l:?}"));
             }
         }
     }
-    for (i, t) in c.tcp_services.iter().enumerate() {
-        if !pool_names.contains(&t.pool.as_str()) {
-            d.error(
-                t.pool_pos,
-                &format!("tcp_services[{i}].pool"),
-                format!("no pool named {:?}", t.pool),
-            );
-        } else if c
+    for t in &c.tcp_services {
+        let path = format!("{}.pool", t.path);
+        let used_by_routes = c
             .routes
             .iter()
-            .any(|r| r.pool.as_deref() == Some(t.pool.as_str()))
-        {
-            d.error(
-                t.pool_pos,
-                &format!("tcp_services[{i}].pool"),
-                format!("pool {:?} is used by routes too; a pool serves HTTP routes or TCP services, not both", t.pool),
+            .any(|r| r.pool.as_deref() == Some(t.pool.as_str()));
+        if !pool_names.contains(&t.pool.as_str()) {
+            d.error(t.pool_pos, &path, format!("no pool named {:?}", t.pool));
+        } else if used_by_routes {
+            let message = format!(
+                "pool {:?} is used by routes too; a pool serves HTTP routes or TCP services, not both",
+                t.pool
             );
+            d.error(t.pool_pos, &path, message);
         }
     }
 }
@@ -85,21 +71,21 @@ fn overlaps(a: &SocketAddr, b: &SocketAddr) -> bool {
 
 fn ports(d: &mut Decoder, c: &Config) {
     let mut taken: Vec<(SocketAddr, String)> = Vec::new();
-    for (i, l) in c.listeners.iter().enumerate() {
+    for l in &c.listeners {
         if let Some((_, owner)) = taken.iter().find(|(a, _)| overlaps(a, &l.listen)) {
             d.error(
                 l.pos,
-                &format!("listeners[{i}].listen"),
+                &format!("{}.listen", l.path),
                 format!("{} is already used by {owner}", l.listen),
             );
         }
         taken.push((l.listen, format!("listener {:?}", l.name)));
     }
-    for (i, t) in c.tcp_services.iter().enumerate() {
+    for t in &c.tcp_services {
         if let Some((_, owner)) = taken.iter().find(|(a, _)| overlaps(a, &t.listen)) {
             d.error(
                 t.listen_pos,
-                &format!("tcp_services[{i}].listen"),
+                &format!("{}.listen", t.path),
                 format!("port {} is already used by {owner}", t.listen.port()),
             );
         }
@@ -120,13 +106,13 @@ fn ports(d: &mut Decoder, c: &Config) {
 }
 
 fn backends(d: &mut Decoder, c: &Config) {
-    for (i, p) in c.pools.iter().enumerate() {
+    for p in &c.pools {
         let mut seen: Vec<&str> = Vec::new();
         for (j, b) in p.backends.iter().enumerate() {
             if seen.contains(&b.address.as_str()) {
                 d.error(
                     p.pos,
-                    &format!("pools[{i}].backends[{j}].address"),
+                    &format!("{}.backends[{j}].address", p.path),
                     format!("duplicate backend {:?}", b.address),
                 );
             }
@@ -148,24 +134,24 @@ fn not_built_yet(d: &mut Decoder, c: &Config) {
     if let Some(cl) = &c.cluster {
         d.warn(cl.pos, "cluster", soon);
     }
-    for (i, l) in c.listeners.iter().enumerate() {
+    for l in &c.listeners {
         if let Some(tls) = &l.tls {
             if tls.acme.is_some() {
-                d.warn(l.pos, &format!("listeners[{i}].tls.acme"), soon);
+                d.warn(l.pos, &format!("{}.tls.acme", l.path), soon);
             }
             if tls.client_ca_file.is_some() {
-                d.warn(l.pos, &format!("listeners[{i}].tls.client_ca_file"), soon);
+                d.warn(l.pos, &format!("{}.tls.client_ca_file", l.path), soon);
             }
             if tls.certificates.len() > 1 {
                 d.warn(
                     l.pos,
-                    &format!("listeners[{i}].tls.certificates"),
+                    &format!("{}.tls.certificates", l.path),
                     "SNI selection is not implemented yet: only the first certificate is served",
                 );
             }
         }
     }
-    for (i, p) in c.pools.iter().enumerate() {
+    for p in &c.pools {
         let keys = [
             (p.health_check.is_some(), "health_check"),
             (p.circuit_breaker.is_some(), "circuit_breaker"),
@@ -178,16 +164,16 @@ fn not_built_yet(d: &mut Decoder, c: &Config) {
         ];
         for (present, key) in keys {
             if present {
-                d.warn(p.pos, &format!("pools[{i}].{key}"), soon);
+                d.warn(p.pos, &format!("{}.{key}", p.path), soon);
             }
         }
     }
-    for (i, r) in c.routes.iter().enumerate() {
+    for r in &c.routes {
         if let Some(rl) = &r.rate_limit {
-            d.warn(rl.pos, &format!("routes[{i}].rate_limit"), soon);
+            d.warn(rl.pos, &format!("{}.rate_limit", r.path), soon);
         }
     }
-    for (i, t) in c.tcp_services.iter().enumerate() {
-        d.warn(t.pos, &format!("tcp_services[{i}]"), soon);
+    for t in &c.tcp_services {
+        d.warn(t.pos, &t.path, soon);
     }
 }

@@ -12,6 +12,7 @@ fn reason(status: u16) -> &'static str {
         403 => "forbidden",
         404 => "no route for this request",
         429 => "too many requests",
+        431 => "request header fields too large",
         500 => "internal error",
         502 => "backend failed",
         503 => "no backend available",
@@ -92,7 +93,7 @@ mod tests {
 
     #[test]
     fn bodies_are_short() {
-        for s in [400, 403, 404, 429, 500, 502, 503, 504] {
+        for s in [400, 403, 404, 429, 431, 500, 502, 503, 504] {
             assert!(format!("{s} {}\n", reason(s)).len() < 1024);
         }
     }

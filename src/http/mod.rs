@@ -2,6 +2,7 @@
 
 pub mod ctx;
 pub mod errors;
+pub mod guard;
 pub mod headers;
 pub mod proxy;
 pub mod upstream;

@@ -3,6 +3,7 @@
 
 use super::ctx::RequestCtx;
 use super::errors;
+use super::guard;
 use super::headers::{self, Forwarded};
 use super::upstream;
 use crate::limits::canonical;
@@ -34,13 +35,19 @@ impl Proxy {
             .map(|a| canonical(a.ip()));
         let req = session.req_header();
         ctx.peer_ip = peer;
-        ctx.client_ip = peer.map(|p| headers::client_ip(p, &req.headers, &rt.trusted_proxies));
         ctx.request_id = match req.headers.get(headers::X_REQUEST_ID) {
             Some(id) if headers::valid_request_id(id.as_bytes()) => {
                 String::from_utf8_lossy(id.as_bytes()).into_owned()
             }
             _ => headers::new_request_id(),
         };
+        if let Some(status) = guard::refuse(session) {
+            session.set_keepalive(None);
+            errors::respond(session, status, &ctx.request_id).await?;
+            return Ok(true);
+        }
+        let req = session.req_header();
+        ctx.client_ip = peer.map(|p| headers::client_ip(p, &req.headers, &rt.trusted_proxies));
         let facts = RequestFacts {
             listener: self.listener,
             host: headers::request_host(req),

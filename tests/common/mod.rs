@@ -474,3 +474,103 @@ pub fn spread(port: u16, path: &str, n: usize) -> HashMap<String, usize> {
 pub fn path_exists(p: &Path) -> bool {
     p.exists()
 }
+
+/// A self-signed EC P-256 certificate for `localhost`, `example.com` and 127.0.0.1,
+/// valid until 2126 (a test fixture; clients in these tests do not verify it).
+pub const TLS_TEST_CERT_PEM: &str = "-----BEGIN CERTIFICATE-----
+MIIBpzCCAU6gAwIBAgIUPl3j5UDxn4FWtZ2ZKKZthJ1tI6EwCgYIKoZIzj0EAwIw
+FDESMBAGA1UEAwwJbG9jYWxob3N0MCAXDTI2MTEyMzEyNTAwMFoYDzIxMjYxMDMw
+MTI1MDAwWjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwWTATBgcqhkjOPQIBBggqhkjO
+PQMBBwNCAAQBtTpGDQlxTJZKUEc1qzi8sR1ERrhyRMVsS0nPJtw1fEGPliRA4W2E
+uNAKzqDuqNhsSBU6WbO0NiGAPmv0kMHyo3wwejAdBgNVHQ4EFgQUMcVCLc2Sfdxd
+aRrhHidyTA7fV4UwHwYDVR0jBBgwFoAUMcVCLc2SfdxdaRrhHidyTA7fV4UwDwYD
+VR0TAQH/BAUwAwEB/zAnBgNVHREEIDAegglsb2NhbGhvc3SCC2V4YW1wbGUuY29t
+hwR/AAABMAoGCCqGSM49BAMCA0cAMEQCIH7M0OArcXjMIgswpmS92u2ytE23BuQQ
+LFSyGRCFqwm/AiAHRkYY5aUs/JW+Zab6TnbTPTg8H14XNBMFEKDuZnXd7g==
+-----END CERTIFICATE-----
+";
+
+/// The private key of `TLS_TEST_CERT_PEM`.
+pub const TLS_TEST_KEY_PEM: &str = "-----BEGIN PRIVATE KEY-----
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgJD5Xk+ne1wweZMX4
+1lnwvh9XoLwyF6qWAjlMDG66+g+hRANCAAQBtTpGDQlxTJZKUEc1qzi8sR1ERrhy
+RMVsS0nPJtw1fEGPliRA4W2EuNAKzqDuqNhsSBU6WbO0NiGAPmv0kMHy
+-----END PRIVATE KEY-----
+";
+
+/// Writes the test certificate and key into a new temporary directory; returns the
+/// directory (keep it alive) and the two paths as strings for a YAML file.
+pub fn tls_test_cert_files() -> (tempfile::TempDir, String, String) {
+    let dir = tempfile::tempdir().expect("tempdir for certificates");
+    let cert = dir.path().join("cert.pem");
+    let key = dir.path().join("key.pem");
+    std::fs::write(&cert, TLS_TEST_CERT_PEM).expect("write cert");
+    std::fs::write(&key, TLS_TEST_KEY_PEM).expect("write key");
+    (dir, cert.display().to_string(), key.display().to_string())
+}
+
+/// One HTTP/1.1 request over TLS (certificate not verified, SNI `localhost`),
+/// keep-alive off; reads until the server closes (5 s at most).
+pub fn tls_request(port: u16, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+    use pingora::tls::ssl::{SslConnector, SslMethod, SslVerifyMode};
+    let mut builder = SslConnector::builder(SslMethod::tls()).expect("ssl connector");
+    builder.set_verify(SslVerifyMode::NONE);
+    let connector = builder.build();
+    let tcp = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    let _ = tcp.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut s = connector
+        .connect("localhost", tcp)
+        .expect("TLS handshake with switchyard");
+    let mut raw = format!("{method} {path} HTTP/1.1\r\n");
+    if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+        raw.push_str("Host: localhost\r\n");
+    }
+    for (n, v) in headers {
+        raw.push_str(&format!("{n}: {v}\r\n"));
+    }
+    raw.push_str("Connection: close\r\n\r\n");
+    s.write_all(raw.as_bytes()).expect("write over TLS");
+    let mut out = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => out.extend_from_slice(&chunk[..n]),
+        }
+    }
+    let text = String::from_utf8_lossy(&out).to_string();
+    parse_reply(&text).unwrap_or_else(|| panic!("no HTTP reply over TLS from {port}: {text:?}"))
+}
+
+/// A port for a switchyard listener that no other caller in this process gets and that
+/// sits below the ephemeral range, so backends (`bind(0)`) and client sockets never take
+/// it between the choice and switchyard's bind. Checked free when handed out.
+pub fn listen_port() -> u16 {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    static SEED: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let low: usize = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|n| n.parse().ok()))
+        .unwrap_or(32768);
+    let span = low.saturating_sub(2048).min(12000);
+    if span < 1000 {
+        return free_port();
+    }
+    let start = low - span;
+    let seed = *SEED.get_or_init(|| {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() as usize)
+            .unwrap_or(0);
+        (std::process::id() as usize).wrapping_mul(7919) ^ nanos
+    });
+    for _ in 0..span {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = (start + (seed.wrapping_add(n)) % span) as u16;
+        if StdListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    free_port()
+}

@@ -1,0 +1,513 @@
+//! The JSON access log end to end (SPEC §7): one line per request with exactly the
+//! documented fields, and the `log.access_log` targets (file, stdout, stderr, off).
+mod common;
+use common::*;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::process::{Child, Command};
+use std::time::{Duration, Instant};
+
+const FIELDS: [&str; 14] = [
+    "ts",
+    "request_id",
+    "client_ip",
+    "method",
+    "host",
+    "path",
+    "status",
+    "duration_ms",
+    "route",
+    "pool",
+    "backend",
+    "bytes_sent",
+    "protocol",
+    "tls",
+];
+
+/// `2026-11-22T10:30:45.123Z`: RFC 3339, UTC, milliseconds.
+fn is_rfc3339_utc_millis(ts: &str) -> bool {
+    let b = ts.as_bytes();
+    let digits = |r: std::ops::Range<usize>| r.into_iter().all(|i| b[i].is_ascii_digit());
+    b.len() == 24
+        && digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && b[10] == b'T'
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19)
+        && b[19] == b'.'
+        && digits(20..23)
+        && b[23] == b'Z'
+}
+
+fn assert_exact_fields(e: &Value) {
+    let obj = e.as_object().expect("a JSON object per line");
+    let mut keys: Vec<&str> = obj.keys().map(|k| k.as_str()).collect();
+    keys.sort_unstable();
+    let mut want = FIELDS.to_vec();
+    want.sort_unstable();
+    assert_eq!(keys, want, "fields of {e}");
+    let ts = e["ts"].as_str().unwrap_or("");
+    assert!(is_rfc3339_utc_millis(ts), "ts {ts:?}");
+    assert!(e["status"].is_u64(), "status is a number: {e}");
+    assert!(e["duration_ms"].is_number(), "duration_ms is a number: {e}");
+    assert!(e["duration_ms"].as_f64().unwrap_or(-1.0) >= 0.0, "{e}");
+    assert!(e["bytes_sent"].is_u64(), "bytes_sent is a number: {e}");
+    assert!(e["tls"].is_boolean(), "tls is a boolean: {e}");
+    for k in [
+        "request_id",
+        "client_ip",
+        "method",
+        "host",
+        "path",
+        "route",
+        "pool",
+        "backend",
+        "protocol",
+    ] {
+        assert!(e[k].is_string(), "{k} is a string: {e}");
+    }
+}
+
+fn web(port: u16, b: &Backend, routes: &str) -> String {
+    format!(
+        "{TEST_SERVER}
+listeners:
+  - name: web
+    listen: 127.0.0.1:{port}
+pools:
+  - name: web
+    backends:
+      - address: {}
+routes:
+{routes}",
+        b.address()
+    )
+}
+
+const API_ROUTE: &str = "  - name: api
+    host: api.example.com
+    pool: web
+";
+
+#[test]
+fn a_request_writes_one_line_with_exactly_the_spec_fields() {
+    let b = Backend::start("a");
+    let port = listen_port();
+    let sy = Switchyard::start(&web(port, &b, API_ROUTE), &[port]);
+    let r = request(
+        port,
+        "GET",
+        "/v1/users?x=1&y=2",
+        &[("Host", "api.example.com")],
+        b"",
+    );
+    assert_eq!(r.status, 200);
+    let entries = sy.access_entries(1);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let e = &entries[0];
+    assert_exact_fields(e);
+    assert_eq!(e["request_id"], r.header("x-request-id").unwrap_or("?"));
+    assert_eq!(e["client_ip"], "127.0.0.1");
+    assert_eq!(e["method"], "GET");
+    assert_eq!(e["host"], "api.example.com");
+    assert_eq!(e["path"], "/v1/users?x=1&y=2");
+    assert_eq!(e["status"], 200);
+    assert_eq!(e["route"], "api");
+    assert_eq!(e["pool"], "web");
+    assert_eq!(e["backend"], b.address().as_str());
+    assert_eq!(e["bytes_sent"], r.body.len());
+    assert_eq!(e["bytes_sent"], "backend a\n".len());
+    assert_eq!(e["protocol"], "HTTP/1.1");
+    assert_eq!(e["tls"], false);
+}
+
+#[test]
+fn a_post_is_logged_with_its_method_and_status() {
+    let b = Backend::start_with(
+        "a",
+        Behaviour {
+            status: 201,
+            ..Behaviour::default()
+        },
+    );
+    let port = listen_port();
+    let sy = Switchyard::start(&web(port, &b, API_ROUTE), &[port]);
+    let r = request(
+        port,
+        "POST",
+        "/items",
+        &[("Host", "api.example.com"), ("X-Request-Id", "post-1")],
+        b"{\"k\":1}",
+    );
+    assert_eq!(r.status, 201);
+    let entries = sy.access_entries(1);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let e = &entries[0];
+    assert_exact_fields(e);
+    assert_eq!(e["request_id"], "post-1");
+    assert_eq!(e["method"], "POST");
+    assert_eq!(e["status"], 201);
+    assert_eq!(e["path"], "/items");
+}
+
+#[test]
+fn an_http_10_request_is_logged_as_http_10() {
+    let b = Backend::start("a");
+    let port = listen_port();
+    let sy = Switchyard::start(&web(port, &b, API_ROUTE), &[port]);
+    let text = raw_exchange(
+        port,
+        b"GET /old?q=1 HTTP/1.0\r\nHost: api.example.com\r\n\r\n",
+    );
+    let r = parse_reply(&text).unwrap_or_else(|| panic!("no reply: {text:?}"));
+    assert_eq!(r.status, 200, "{r:?}");
+    let entries = sy.access_entries(1);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let e = &entries[0];
+    assert_exact_fields(e);
+    assert_eq!(e["protocol"], "HTTP/1.0");
+    assert_eq!(e["path"], "/old?q=1");
+    assert_eq!(e["request_id"], r.header("x-request-id").unwrap_or("?"));
+}
+
+#[test]
+fn an_unmatched_request_has_empty_route_and_pool() {
+    let b = Backend::start("a");
+    let port = listen_port();
+    let sy = Switchyard::start(&web(port, &b, API_ROUTE), &[port]);
+    let r = request(port, "GET", "/nowhere?z=1", &[("Host", "other.test")], b"");
+    assert_eq!(r.status, 404);
+    let entries = sy.access_entries(1);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let e = &entries[0];
+    assert_exact_fields(e);
+    assert_eq!(e["status"], 404);
+    assert_eq!(e["route"], "");
+    assert_eq!(e["pool"], "");
+    assert_eq!(e["host"], "other.test");
+    assert_eq!(e["path"], "/nowhere?z=1");
+    assert_eq!(e["request_id"], r.header("x-request-id").unwrap_or("?"));
+    assert_eq!(e["bytes_sent"], r.body.len());
+}
+
+#[test]
+fn every_request_writes_exactly_one_line() {
+    let b = Backend::start("a");
+    let port = listen_port();
+    let sy = Switchyard::start(&web(port, &b, API_ROUTE), &[port]);
+    let mut ids = Vec::new();
+    for (host, path) in [
+        ("api.example.com", "/1"),
+        ("other.test", "/2"),
+        ("api.example.com", "/3"),
+        ("api.example.com", "/4"),
+        ("other.test", "/5"),
+    ] {
+        let r = request(port, "GET", path, &[("Host", host)], b"");
+        ids.push(r.header("x-request-id").unwrap_or("?").to_string());
+    }
+    let entries = sy.access_entries(5);
+    // Bounded settle: a duplicate line would show up here.
+    std::thread::sleep(Duration::from_millis(200));
+    let entries_later = sy.access_entries(5);
+    assert_eq!(entries.len(), 5, "{entries:?}");
+    assert_eq!(entries_later.len(), 5, "{entries_later:?}");
+    let logged: Vec<String> = entries
+        .iter()
+        .map(|e| e["request_id"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(logged, ids, "one line per request, in order");
+    let statuses: Vec<u64> = entries
+        .iter()
+        .map(|e| e["status"].as_u64().unwrap_or(0))
+        .collect();
+    assert_eq!(statuses, vec![200, 404, 200, 200, 404]);
+}
+
+#[test]
+fn errors_are_logged_with_their_status_route_and_pool() {
+    let b = Backend::start("a");
+    let port = listen_port();
+    let dead = dead_port();
+    let yaml = format!(
+        "{TEST_SERVER}
+listeners:
+  - name: web
+    listen: 127.0.0.1:{port}
+pools:
+  - name: dead
+    retries: 0
+    health_check: {{ kind: none }}
+    backends:
+      - address: 127.0.0.1:{dead}
+  - name: web
+    backends:
+      - address: {}
+routes:
+  - name: broken
+    path_prefix: /broken
+    pool: dead
+  - name: guarded
+    pool: web
+    deny: [127.0.0.0/8]
+",
+        b.address()
+    );
+    let sy = Switchyard::start(&yaml, &[port]);
+    let r502 = get(port, "/broken");
+    assert_eq!(r502.status, 502);
+    let r403 = get(port, "/other");
+    assert_eq!(r403.status, 403);
+    let entries = sy.access_entries(2);
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    for e in &entries {
+        assert_exact_fields(e);
+    }
+    assert_eq!(entries[0]["status"], 502);
+    assert_eq!(entries[0]["route"], "broken");
+    assert_eq!(entries[0]["pool"], "dead");
+    assert_eq!(
+        entries[0]["request_id"],
+        r502.header("x-request-id").unwrap_or("?")
+    );
+    assert_eq!(entries[1]["status"], 403);
+    assert_eq!(entries[1]["route"], "guarded");
+    assert_eq!(
+        entries[1]["request_id"],
+        r403.header("x-request-id").unwrap_or("?")
+    );
+    assert_eq!(b.count(), 0);
+}
+
+#[test]
+fn client_ip_behind_a_trusted_proxy_is_the_forwarded_client() {
+    let b = Backend::start("a");
+    let port = listen_port();
+    let yaml = web(port, &b, "  - name: all\n    pool: web\n").replace(
+        "  shutdown_timeout: 1s\n",
+        "  shutdown_timeout: 1s\n  trusted_proxies: [127.0.0.1/32]\n",
+    );
+    assert!(
+        yaml.contains("trusted_proxies"),
+        "TEST_SERVER changed shape"
+    );
+    let sy = Switchyard::start(&yaml, &[port]);
+    let r = request(port, "GET", "/", &[("X-Forwarded-For", "203.0.113.9")], b"");
+    assert_eq!(r.status, 200);
+    let entries = sy.access_entries(1);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0]["client_ip"], "203.0.113.9");
+}
+
+#[test]
+fn a_tls_request_is_logged_with_tls_true() {
+    let b = Backend::start("a");
+    let port = listen_port();
+    let (_certs, cert, key) = tls_test_cert_files();
+    let yaml = format!(
+        "{TEST_SERVER}
+listeners:
+  - name: secure
+    listen: 127.0.0.1:{port}
+    tls:
+      certificates:
+        - cert_file: {cert}
+          key_file: {key}
+pools:
+  - name: web
+    backends:
+      - address: {}
+routes:
+  - name: all
+    pool: web
+",
+        b.address()
+    );
+    let sy = Switchyard::start(&yaml, &[port]);
+    let r = tls_request(port, "GET", "/t", &[("Host", "example.com")]);
+    assert_eq!(r.status, 200);
+    let entries = sy.access_entries(1);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let e = &entries[0];
+    assert_exact_fields(e);
+    assert_eq!(e["tls"], true);
+    assert_eq!(e["protocol"], "HTTP/1.1");
+    assert_eq!(e["request_id"], r.header("x-request-id").unwrap_or("?"));
+}
+
+/// A switchyard whose stdout and stderr both go to files, for the non-file targets.
+struct Captured {
+    child: Child,
+    dir: tempfile::TempDir,
+    stdout: PathBuf,
+    stderr: PathBuf,
+}
+
+impl Captured {
+    fn start(yaml: &str, port: u16) -> Captured {
+        let (dir, config) = write_config(yaml);
+        let stdout = dir.path().join("stdout.log");
+        let stderr = dir.path().join("stderr.log");
+        let child = Command::new(BIN)
+            .arg("-c")
+            .arg(&config)
+            .stdout(std::fs::File::create(&stdout).expect("stdout file"))
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"))
+            .spawn()
+            .expect("start switchyard");
+        let c = Captured {
+            child,
+            dir,
+            stdout,
+            stderr,
+        };
+        assert!(
+            wait_for_port(port, Duration::from_secs(10)),
+            "switchyard did not listen on {port}: {}",
+            c.read(&c.stderr)
+        );
+        c
+    }
+
+    fn read(&self, p: &PathBuf) -> String {
+        std::fs::read_to_string(p).unwrap_or_default()
+    }
+
+    /// JSON lines carrying a `request_id` in `p`, waiting (2 s at most) for `n`.
+    fn json_lines(&self, p: &PathBuf, n: usize) -> Vec<Value> {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            let lines: Vec<Value> = self
+                .read(p)
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .filter(|v| v.get("request_id").is_some())
+                .collect();
+            if lines.len() >= n || Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Captured {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A config whose `log:` section is `log` (TEST_SERVER's server part, no access-log file).
+fn with_log(port: u16, b: &Backend, log: &str) -> String {
+    let server = TEST_SERVER
+        .split("log:")
+        .next()
+        .expect("TEST_SERVER has a server section")
+        .to_string();
+    format!(
+        "{server}{log}
+listeners:
+  - name: web
+    listen: 127.0.0.1:{port}
+pools:
+  - name: web
+    backends:
+      - address: {}
+routes:
+  - name: all
+    pool: web
+",
+        b.address()
+    )
+}
+
+#[test]
+fn access_log_stderr_writes_lines_to_stderr() {
+    let b = Backend::start("a");
+    let port = listen_port();
+    let p = Captured::start(
+        &with_log(port, &b, "log:\n  level: info\n  access_log: stderr\n"),
+        port,
+    );
+    let r = get(port, "/to-stderr");
+    assert_eq!(r.status, 200);
+    let lines = p.json_lines(&p.stderr, 1);
+    assert_eq!(lines.len(), 1, "stderr: {}", p.read(&p.stderr));
+    assert_exact_fields(&lines[0]);
+    assert_eq!(lines[0]["path"], "/to-stderr");
+    assert_eq!(
+        lines[0]["request_id"],
+        r.header("x-request-id").unwrap_or("?")
+    );
+    assert!(p.json_lines(&p.stdout, 0).is_empty(), "nothing on stdout");
+}
+
+#[test]
+fn access_log_defaults_to_stdout() {
+    let b = Backend::start("a");
+    let port = listen_port();
+    let p = Captured::start(&with_log(port, &b, "log:\n  level: info\n"), port);
+    let r = get(port, "/to-stdout");
+    assert_eq!(r.status, 200);
+    let lines = p.json_lines(&p.stdout, 1);
+    assert_eq!(lines.len(), 1, "stdout: {}", p.read(&p.stdout));
+    assert_exact_fields(&lines[0]);
+    assert_eq!(lines[0]["path"], "/to-stdout");
+    assert_eq!(
+        lines[0]["request_id"],
+        r.header("x-request-id").unwrap_or("?")
+    );
+}
+
+#[test]
+fn access_log_off_writes_nothing() {
+    let b = Backend::start("a");
+    let port = listen_port();
+    let p = Captured::start(
+        &with_log(port, &b, "log:\n  level: info\n  access_log: off\n"),
+        port,
+    );
+    let mut ids = Vec::new();
+    for path in ["/a", "/b?c=d", "/c"] {
+        let r = get(port, path);
+        assert_eq!(r.status, 200);
+        ids.push(r.header("x-request-id").unwrap_or("?").to_string());
+    }
+    assert_eq!(get(port, "/").status, 200);
+    // Bounded wait for lines that must not come.
+    std::thread::sleep(Duration::from_millis(500));
+    let out = p.read(&p.stdout);
+    let err = p.read(&p.stderr);
+    assert!(p.json_lines(&p.stdout, 0).is_empty(), "stdout: {out}");
+    assert!(p.json_lines(&p.stderr, 0).is_empty(), "stderr: {err}");
+    for id in &ids {
+        assert!(
+            !out.contains(id.as_str()) && !err.contains(id.as_str()),
+            "request {id} was logged"
+        );
+    }
+    let files: Vec<String> = std::fs::read_dir(p.dir.path())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().to_string())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert!(
+        files.iter().all(|f| !f.contains("access")),
+        "no access log file: {files:?}"
+    );
+}
+
+/// A port nothing listens on: like `closed_port()`, but outside the ephemeral range so
+/// a backend started meanwhile (`bind(0)`) cannot take it.
+fn dead_port() -> u16 {
+    listen_port()
+}

@@ -44,6 +44,7 @@ pub struct Runtime {
 fn same_definition(a: &PoolConfig, b: &PoolConfig) -> bool {
     let mut a = a.clone();
     a.pos = b.pos;
+    a.path.clone_from(&b.path);
     format!("{a:?}") == format!("{b:?}")
 }
 

@@ -152,20 +152,16 @@ fn not_built_yet(d: &mut Decoder, c: &Config) {
         }
     }
     for p in &c.pools {
-        let keys = [
-            (p.health_check.is_some(), "health_check"),
-            (p.circuit_breaker.is_some(), "circuit_breaker"),
-            (p.sticky.is_some(), "sticky"),
-            (p.discovery.is_some(), "discovery"),
-            (
-                p.upstream.tls.as_ref().is_some_and(|t| t.ca_file.is_some()),
-                "upstream.tls.ca_file",
-            ),
-        ];
-        for (present, key) in keys {
-            if present {
-                d.warn(p.pos, &format!("{}.{key}", p.path), soon);
-            }
+        let kind = p.health_check.as_ref().and_then(|h| h.kind);
+        if matches!(kind, Some(HealthKind::Postgres | HealthKind::Mysql)) {
+            d.warn(
+                p.pos,
+                &format!("{}.health_check.kind", p.path),
+                "the protocol check is not implemented yet: a TCP connect check runs instead",
+            );
+        }
+        if p.upstream.tls.as_ref().is_some_and(|t| t.ca_file.is_some()) {
+            d.warn(p.pos, &format!("{}.upstream.tls.ca_file", p.path), soon);
         }
     }
     for r in &c.routes {

@@ -3,6 +3,7 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, Method};
+use switchyard::admin::state::StateStore;
 use switchyard::config::{parse_str, Config};
 use switchyard::routing::RequestFacts;
 use switchyard::runtime::Runtime;
@@ -29,7 +30,7 @@ fn route_yaml() -> String {
 }
 
 fn bench_routing(c: &mut Criterion) {
-    let rt = Runtime::build(&config(&route_yaml()), None);
+    let rt = Runtime::build(&config(&route_yaml()), None, &StateStore::open(None).unwrap_or_else(|e| panic!("{e}")));
     let headers = HeaderMap::new();
     let method = Method::GET;
     let facts = RequestFacts {
@@ -62,7 +63,7 @@ fn bench_selection(c: &mut Criterion) {
                 ))
                 .collect::<String>()
         );
-        let rt = Runtime::build(&config(&yaml), None);
+        let rt = Runtime::build(&config(&yaml), None, &StateStore::open(None).unwrap_or_else(|e| panic!("{e}")));
         let members = rt.pools[0].members();
         c.bench_function(&format!("select_{algorithm}_10_backends"), |b| {
             b.iter(|| black_box(members.select(black_box(b"203.0.113.7"), &[])))

@@ -1,6 +1,7 @@
 //! Switchyard: an L4/L7 load balancer and reverse proxy on Pingora.
 //! The module tree follows DESIGN.md.
 
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod http;

@@ -2,9 +2,11 @@
 //! state, per-route actions. Held in an `ArcSwap` so a reload swaps it atomically and
 //! every request works on one consistent snapshot.
 
+use crate::admin::state::StateStore;
 use crate::config::{Config, HeaderEdits, HealthKind, PoolConfig, TcpProtocol};
 use crate::limits::Acl;
 use crate::observe::access_log::AccessLog;
+use crate::observe::metrics::RouteMetrics;
 use crate::pool::Pool;
 use crate::routing::RouteTable;
 use arc_swap::ArcSwap;
@@ -22,6 +24,7 @@ pub struct Route {
     pub request_headers: HeaderEdits,
     pub response_headers: HeaderEdits,
     pub security_headers: bool,
+    pub metrics: RouteMetrics,
 }
 
 pub struct ListenerInfo {
@@ -38,6 +41,10 @@ pub struct Runtime {
     /// Port for `redirect_https`: the first TLS listener's, or 443.
     pub https_port: u16,
     pub access_log: Arc<AccessLog>,
+    /// Requests that matched no route (`route=""`, `pool=""`).
+    pub unrouted_metrics: RouteMetrics,
+    /// The configuration this runtime was built from (the API shows it).
+    pub config: Arc<Config>,
 }
 
 /// Equal pool definitions, ignoring where in the file they are written.
@@ -50,8 +57,9 @@ fn same_definition(a: &PoolConfig, b: &PoolConfig) -> bool {
 
 impl Runtime {
     /// Builds the running state; pools whose definition is unchanged from `previous` are
-    /// kept as they are, with their health, circuit and in-flight state.
-    pub fn build(config: &Config, previous: Option<&Runtime>) -> Runtime {
+    /// kept as they are, with their health, circuit and in-flight state; new pools get
+    /// their admin overlay from `state`.
+    pub fn build(config: &Config, previous: Option<&Runtime>, state: &StateStore) -> Runtime {
         let listener_index = |name: &str| config.listeners.iter().position(|l| l.name == name);
         let pool_index = |name: &str| config.pools.iter().position(|p| p.name == name);
         let routes = config
@@ -66,6 +74,7 @@ impl Runtime {
                 request_headers: r.request_headers.clone(),
                 response_headers: r.response_headers.clone(),
                 security_headers: r.security_headers,
+                metrics: RouteMetrics::new(&r.name, r.pool.as_deref().unwrap_or("")),
             })
             .collect();
         Runtime {
@@ -82,7 +91,7 @@ impl Runtime {
                     });
                     match kept {
                         Some(pool) => pool.clone(),
-                        None => Arc::new(Pool::new(p, default_check(config, &p.name))),
+                        None => Arc::new(Pool::new(p, default_check(config, &p.name), state.pool(&p.name))),
                     }
                 })
                 .collect(),
@@ -105,6 +114,8 @@ impl Runtime {
                 Some(old) if old.access_log.target() == &config.log.access_log => old.access_log.clone(),
                 _ => Arc::new(AccessLog::new(config.log.access_log.clone())),
             },
+            unrouted_metrics: RouteMetrics::new("", ""),
+            config: Arc::new(config.clone()),
         }
     }
 }

@@ -4,13 +4,22 @@
 use crate::cli::Cli;
 use crate::config::{self, Config, Diagnostic, ListenerConfig, TlsVersion};
 use crate::http::proxy::Proxy;
+use crate::admin::api::Api;
+use crate::admin::state::StateStore;
+use crate::admin::{AdminApp, MetricsApp};
+use crate::observe::metrics;
 use crate::ops::pool_tasks::PoolTasks;
+use crate::ops::shutdown::Signals;
 use crate::ops::reload::{Reloader, SighupService};
 use crate::runtime::{self, Runtime, SharedRuntime};
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::server::Server;
+use pingora::apps::http_app::HttpServer;
+use pingora::server::{RunArgs, Server};
+use pingora::services::listening::Service;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 use pingora::services::background::background_service;
 use pingora::tls::ssl::SslVersion;
 use pingora_proxy::ProxyServiceBuilder;
@@ -119,11 +128,33 @@ fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), String> {
     let mut server = Server::new_with_opt_and_conf(Some(opt), server_conf(cli, &config));
     server.bootstrap();
 
-    let runtime = runtime::shared(Runtime::build(&config, None));
+    let state = Arc::new(StateStore::open(config.admin.as_ref().map(|a| a.state_file.clone()))?);
+    let runtime = runtime::shared(Runtime::build(&config, None, &state));
     for (index, listener) in config.listeners.iter().enumerate() {
         add_listener(&mut server, index, listener, &runtime)?;
     }
-    let (reloader, reloaded) = Reloader::new(path.to_path_buf(), runtime.clone(), &config);
+    let (reloader, reloaded) = Reloader::new(path.to_path_buf(), runtime.clone(), &config, state.clone());
+    let ready = Arc::new(AtomicBool::new(true));
+    if let Some(admin) = &config.admin {
+        let api = Api {
+            admin: admin.clone(),
+            runtime: runtime.clone(),
+            reloader: reloader.clone(),
+            state: state.clone(),
+            ready: ready.clone(),
+        };
+        let mut service = Service::new("admin".to_string(), HttpServer::new_app(AdminApp(api)));
+        service.add_tcp(&admin.listen.to_string());
+        service.threads = Some(1);
+        server.add_service(service);
+    }
+    if let Some(m) = &config.metrics {
+        metrics::register_pools(runtime.clone());
+        let mut service = Service::new("metrics".to_string(), HttpServer::new_app(MetricsApp));
+        service.add_tcp(&m.listen.to_string());
+        service.threads = Some(1);
+        server.add_service(service);
+    }
     server.add_service(background_service(
         "pool tasks",
         PoolTasks {
@@ -139,7 +170,13 @@ fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), String> {
         config.routes.len(),
         config.pools.len()
     );
-    server.run_forever();
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Signals {
+            ready,
+            shutdown_timeout: config.server.shutdown_timeout,
+        }),
+    });
+    Ok(())
 }
 
 fn add_listener(

@@ -125,12 +125,6 @@ fn backends(d: &mut Decoder, c: &Config) {
 /// loudly instead of silently doing nothing.
 fn not_built_yet(d: &mut Decoder, c: &Config) {
     let soon = "is accepted but not implemented in this version yet; it has no effect";
-    if let Some(a) = &c.admin {
-        d.warn(a.pos, "admin", soon);
-    }
-    if let Some(m) = &c.metrics {
-        d.warn(m.pos, "metrics", soon);
-    }
     if let Some(cl) = &c.cluster {
         d.warn(cl.pos, "cluster", soon);
     }

@@ -3,8 +3,16 @@
 use crate::pool::{InFlight, Members};
 use crate::runtime::Runtime;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
+
+/// Requests between `new_ctx` and the end of `logging`, for graceful shutdown.
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+pub fn requests_in_flight() -> usize {
+    IN_FLIGHT.load(Ordering::Relaxed)
+}
 
 pub struct RequestCtx {
     pub start: Instant,
@@ -31,6 +39,7 @@ pub struct RequestCtx {
 
 impl RequestCtx {
     pub fn new() -> Self {
+        IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
         RequestCtx {
             start: Instant::now(),
             runtime: None,
@@ -47,6 +56,12 @@ impl RequestCtx {
             outcome_recorded: false,
             set_cookie: None,
         }
+    }
+}
+
+impl Drop for RequestCtx {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

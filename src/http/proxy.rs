@@ -7,7 +7,7 @@ use super::guard;
 use super::headers::{self, Forwarded};
 use super::upstream;
 use crate::limits::canonical;
-use crate::observe::access_log::{self, HttpEntry};
+use crate::observe::access_log;
 use crate::routing::{self, RequestFacts};
 use crate::runtime::SharedRuntime;
 use async_trait::async_trait;
@@ -261,48 +261,15 @@ impl ProxyHttp for Proxy {
         let upstream_failed = e.is_some_and(|e| e.esource() == &pingora::ErrorSource::Upstream);
         upstream::record_outcome(ctx, !upstream_failed);
         ctx.in_flight = None;
-        let Some(access_log) = ctx.runtime.as_ref().map(|rt| rt.access_log.clone()) else {
-            return;
-        };
-        if !access_log.enabled() {
-            return;
+        let Some(rt) = ctx.runtime.clone() else { return };
+        let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
+        if status > 0 {
+            let metrics = ctx.route.map_or(&rt.unrouted_metrics, |r| &rt.routes[r].metrics);
+            metrics.observe(&session.req_header().method, status, ctx.start.elapsed());
         }
-        let rt = ctx.runtime.as_ref();
-        let route = rt.and_then(|rt| ctx.route.map(|r| rt.routes[r].name.as_str()));
-        let pool = rt.and_then(|rt| ctx.pool.map(|p| &rt.pools[p]));
-        let backend = ctx
-            .members
-            .as_ref()
-            .and_then(|m| ctx.backend.map(|b| m.backends[b].address.as_str()));
-        let req = session.req_header();
-        let entry = HttpEntry {
-            ts: access_log::timestamp(),
-            request_id: &ctx.request_id,
-            client_ip: ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
-            method: req.method.as_str(),
-            host: req
-                .headers
-                .get(http::header::HOST)
-                .and_then(|h| h.to_str().ok())
-                .or_else(|| req.uri.host())
-                .unwrap_or(""),
-            path: req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
-            status: session
-                .response_written()
-                .map(|r| r.status.as_u16())
-                .unwrap_or(0),
-            duration_ms: access_log::millis(ctx.start.elapsed()),
-            route: route.unwrap_or(""),
-            pool: pool.map(|p| p.name.as_str()).unwrap_or(""),
-            backend: backend.unwrap_or(""),
-            bytes_sent: session.body_bytes_sent(),
-            protocol: match req.version {
-                http::Version::HTTP_10 => "HTTP/1.0",
-                http::Version::HTTP_2 => "HTTP/2",
-                _ => "HTTP/1.1",
-            },
-            tls: self.tls,
-        };
-        access_log.write(&entry);
+        if rt.access_log.enabled() {
+            let entry = access_log::http_entry(session, ctx, &rt, status, self.tls);
+            rt.access_log.write(&entry);
+        }
     }
 }

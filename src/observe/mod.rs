@@ -1,3 +1,4 @@
-//! Observability: the JSON access log (metrics come with the metrics service).
+//! Observability: the JSON access log and Prometheus metrics.
 
 pub mod access_log;
+pub mod metrics;

@@ -1,8 +1,10 @@
-//! Configuration reload (SIGHUP, and later the admin API): parse and validate the file,
+//! Configuration reload (SIGHUP and `POST /api/v1/reload`): parse and validate the file,
 //! build the new runtime completely (keeping unchanged pools and their state), then swap
 //! it in atomically. An invalid file changes nothing; every error is logged.
 
+use crate::admin::state::StateStore;
 use crate::config::{self, Config, Diagnostic};
+use crate::observe::metrics::METRICS;
 use crate::runtime::{Runtime, SharedRuntime};
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
@@ -17,10 +19,16 @@ pub struct Reloader {
     /// Listener addresses bound at startup: a change needs an upgrade.
     pub bound: Vec<(String, std::net::SocketAddr)>,
     pub notify: watch::Sender<u64>,
+    pub state: Arc<StateStore>,
 }
 
 impl Reloader {
-    pub fn new(path: PathBuf, runtime: SharedRuntime, config: &Config) -> (Arc<Self>, watch::Receiver<u64>) {
+    pub fn new(
+        path: PathBuf,
+        runtime: SharedRuntime,
+        config: &Config,
+        state: Arc<StateStore>,
+    ) -> (Arc<Self>, watch::Receiver<u64>) {
         let (notify, rx) = watch::channel(0);
         let bound = config.listeners.iter().map(|l| (l.name.clone(), l.listen)).collect();
         (
@@ -29,6 +37,7 @@ impl Reloader {
                 runtime,
                 bound,
                 notify,
+                state,
             }),
             rx,
         )
@@ -36,6 +45,13 @@ impl Reloader {
 
     /// Re-reads the file and swaps the runtime; on failure returns every error.
     pub fn reload(&self) -> Result<(), Vec<Diagnostic>> {
+        let result = self.try_reload();
+        let outcome = if result.is_ok() { "success" } else { "failure" };
+        METRICS.config_reloads.with_label_values(&[outcome]).inc();
+        result
+    }
+
+    fn try_reload(&self) -> Result<(), Vec<Diagnostic>> {
         let loaded = match config::load(&self.path) {
             Ok(l) => l,
             Err(errors) => {
@@ -69,7 +85,7 @@ impl Reloader {
             }
         }
         let old = self.runtime.load_full();
-        let new = Runtime::build(&loaded.config, Some(&old));
+        let new = Runtime::build(&loaded.config, Some(&old), &self.state);
         crate::server::apply_log_level(loaded.config.log.level);
         self.runtime.store(Arc::new(new));
         self.notify.send_modify(|g| *g += 1);

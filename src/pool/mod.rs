@@ -18,7 +18,8 @@ use circuit::{Breaker, CircuitState};
 use select::Selector;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use crate::admin::state::PoolOverlay;
 use std::sync::{Arc, Mutex};
 use sticky::Sticky;
 
@@ -36,6 +37,8 @@ pub struct Backend {
     /// 0 = unlimited.
     max_connections: usize,
     pub breaker: Option<Breaker>,
+    succeeded: AtomicU64,
+    failed: AtomicU64,
 }
 
 impl Backend {
@@ -50,6 +53,8 @@ impl Backend {
             in_flight: AtomicUsize::new(0),
             max_connections: breaker.map(|b| b.max_connections as usize).unwrap_or(0),
             breaker: breaker.map(Breaker::new),
+            succeeded: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
         }
     }
 
@@ -95,8 +100,15 @@ impl Backend {
         self.breaker.as_ref().map(|b| b.state()).unwrap_or(CircuitState::Closed)
     }
 
-    /// Feeds the circuit breaker with one attempt's outcome.
+    /// Requests sent here so far: (succeeded, failed).
+    pub fn outcomes(&self) -> (u64, u64) {
+        (self.succeeded.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed))
+    }
+
+    /// Counts one attempt's outcome and feeds the circuit breaker with it.
     pub fn record(&self, success: bool) {
+        let counter = if success { &self.succeeded } else { &self.failed };
+        counter.fetch_add(1, Ordering::Relaxed);
         if let Some(b) = &self.breaker {
             if success {
                 b.record_success()
@@ -213,11 +225,14 @@ pub struct Pool {
     members: ArcSwap<Members>,
     /// Backends found by discovery, merged with the static ones on every change.
     discovered: Mutex<Vec<BackendConfig>>,
+    /// Changes made through the admin API (added, re-weighted, drained, deleted).
+    overlay: Mutex<PoolOverlay>,
 }
 
 impl Pool {
-    /// `default_check` applies when the pool's health_check names no kind.
-    pub fn new(c: &PoolConfig, default_check: HealthKind) -> Self {
+    /// `default_check` applies when the pool's health_check names no kind; `overlay`
+    /// holds the admin API's changes to this pool.
+    pub fn new(c: &PoolConfig, default_check: HealthKind, overlay: PoolOverlay) -> Self {
         let sticky = c.sticky.as_ref().map(|s| Sticky::new(&c.name, s));
         let pool = Pool {
             name: c.name.clone(),
@@ -240,6 +255,7 @@ impl Pool {
                 sticky_of: Vec::new(),
             }),
             discovered: Mutex::new(Vec::new()),
+            overlay: Mutex::new(overlay),
         };
         pool.rebuild();
         pool
@@ -258,19 +274,50 @@ impl Pool {
         self.rebuild();
     }
 
-    /// Rebuilds the membership from static + discovered backends, keeping the live state
-    /// of every backend whose address, weight and role are unchanged.
+    /// Replaces the admin API's changes to this pool.
+    pub fn set_overlay(&self, overlay: PoolOverlay) {
+        if let Ok(mut o) = self.overlay.lock() {
+            *o = overlay;
+        }
+        self.rebuild();
+    }
+
+    /// Rebuilds the membership from static + admin-added + discovered backends, keeping
+    /// the live state of every backend whose address, weight and role are unchanged.
     fn rebuild(&self) {
         let old = self.members.load_full();
         let discovered = self.discovered.lock().map(|d| d.clone()).unwrap_or_default();
-        let mut specs: Vec<&BackendConfig> = self.definition.backends.iter().collect();
-        for d in &discovered {
+        let overlay = self.overlay.lock().map(|o| o.clone()).unwrap_or_default();
+        let mut specs: Vec<BackendConfig> = Vec::new();
+        for b in &self.definition.backends {
+            if overlay.deleted.contains(&b.address) {
+                continue;
+            }
+            let mut b = b.clone();
+            if let Some(w) = overlay.weights.get(&b.address) {
+                b.weight = *w;
+            }
+            specs.push(b);
+        }
+        for a in &overlay.added {
+            match crate::admin::api::parse_backend_address(&a.address) {
+                Some(addr) if !specs.iter().any(|s| s.address == a.address) => specs.push(BackendConfig {
+                    address: a.address.clone(),
+                    addr,
+                    weight: a.weight,
+                    backup: false,
+                }),
+                Some(_) => {}
+                None => log::warn!("pool {}: admin-added backend {} does not resolve; skipped", self.name, a.address),
+            }
+        }
+        for d in discovered {
             if !specs.iter().any(|s| s.addr == d.addr) {
                 specs.push(d);
             }
         }
         let backends: Vec<Arc<Backend>> = specs
-            .into_iter()
+            .iter()
             .map(|spec| {
                 old.backends
                     .iter()
@@ -279,6 +326,9 @@ impl Pool {
                     .unwrap_or_else(|| Arc::new(Backend::new(spec, self.circuit_breaker.as_ref())))
             })
             .collect();
+        for b in &backends {
+            b.set_draining(overlay.draining.contains(&b.address));
+        }
         let sticky_of: Vec<String> = match &self.sticky {
             Some(s) => backends.iter().map(|b| s.value_for(&b.address)).collect(),
             None => Vec::new(),
@@ -323,7 +373,7 @@ mod tests {
             upstream: UpstreamConfig::default(),
             path: "pools[0]".into(),
             pos: Default::default(),
-        }, HealthKind::Tcp)
+        }, HealthKind::Tcp, PoolOverlay::default())
     }
 
     fn pool(backups: &[bool]) -> Pool {

@@ -1,0 +1,333 @@
+//! The admin REST API (SPEC §5): request routing, authentication (bearer tokens compared
+//! in constant time, CIDR allowlist), input validation and the JSON shapes.
+
+use super::state::{AddedBackend, StateStore};
+use super::view;
+use crate::config::AdminConfig;
+use crate::limits::contains_any;
+use crate::ops::reload::Reloader;
+use crate::pool::Pool;
+use crate::runtime::SharedRuntime;
+use http::{Method, StatusCode};
+use serde_json::{json, Value};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+const DASHBOARD: &str = include_str!("dashboard/index.html");
+const OPENAPI: &str = include_str!("openapi.json");
+/// Request bodies are tiny JSON objects.
+pub const MAX_BODY: usize = 64 * 1024;
+
+pub struct Reply {
+    pub status: StatusCode,
+    pub content_type: &'static str,
+    pub body: Vec<u8>,
+}
+
+fn json_reply(status: StatusCode, value: Value) -> Reply {
+    Reply {
+        status,
+        content_type: "application/json",
+        body: serde_json::to_vec(&value).unwrap_or_default(),
+    }
+}
+
+fn error(status: StatusCode, message: &str) -> Reply {
+    json_reply(status, json!({ "error": message }))
+}
+
+fn bad_field(field: &str, message: &str) -> Reply {
+    json_reply(StatusCode::BAD_REQUEST, json!({ "error": message, "field": field }))
+}
+
+pub struct Api {
+    pub admin: AdminConfig,
+    pub runtime: SharedRuntime,
+    pub reloader: Arc<Reloader>,
+    pub state: Arc<StateStore>,
+    /// False once SIGTERM began the shutdown (/readyz answers 503).
+    pub ready: Arc<AtomicBool>,
+}
+
+/// One parsed request.
+pub struct Request<'a> {
+    pub method: &'a Method,
+    pub path: &'a str,
+    pub client: Option<IpAddr>,
+    pub authorization: Option<&'a [u8]>,
+    pub body: &'a [u8],
+}
+
+impl Api {
+    fn authorized(&self, header: Option<&[u8]>) -> bool {
+        if self.admin.tokens.is_empty() {
+            return true;
+        }
+        let Some(token) = header.and_then(|h| h.strip_prefix(b"Bearer ")) else {
+            return false;
+        };
+        // Every token is compared, in constant time, whatever matches.
+        self.admin
+            .tokens
+            .iter()
+            .fold(false, |ok, t| ok | bool::from(t.as_bytes().ct_eq(token)))
+    }
+
+    pub async fn handle(&self, r: &Request<'_>) -> Reply {
+        if !r.client.is_some_and(|ip| contains_any(&self.admin.allow, ip)) {
+            return error(StatusCode::FORBIDDEN, "client address not in admin.allow");
+        }
+        let segments: Vec<&str> = r.path.trim_start_matches('/').split('/').collect();
+        match (r.method, segments.as_slice()) {
+            (&Method::GET, [""]) => Reply {
+                status: StatusCode::OK,
+                content_type: "text/html; charset=utf-8",
+                body: DASHBOARD.as_bytes().to_vec(),
+            },
+            (&Method::GET, ["healthz"]) => json_reply(StatusCode::OK, json!({"status": "ok"})),
+            (&Method::GET, ["readyz"]) => {
+                if self.ready.load(Ordering::Relaxed) {
+                    json_reply(StatusCode::OK, json!({"status": "ready"}))
+                } else {
+                    json_reply(StatusCode::SERVICE_UNAVAILABLE, json!({"status": "draining"}))
+                }
+            }
+            (_, ["api", ..]) if !self.authorized(r.authorization) => Reply {
+                status: StatusCode::UNAUTHORIZED,
+                content_type: "application/json",
+                body: br#"{"error":"a valid bearer token is required"}"#.to_vec(),
+            },
+            (_, ["api", "v1", rest @ ..]) => self.api_v1(r, rest).await,
+            _ => error(StatusCode::NOT_FOUND, "not found"),
+        }
+    }
+
+    async fn api_v1(&self, r: &Request<'_>, rest: &[&str]) -> Reply {
+        let m = r.method;
+        match rest {
+            ["pools"] if m == Method::GET => {
+                let rt = self.runtime.load();
+                json_reply(StatusCode::OK, json!({"pools": rt.pools.iter().map(|p| view::pool(p)).collect::<Vec<_>>()}))
+            }
+            ["pools", name] if m == Method::GET => match self.pool(name) {
+                Some(p) => json_reply(StatusCode::OK, view::pool(&p)),
+                None => error(StatusCode::NOT_FOUND, "no such pool"),
+            },
+            ["pools", name, "backends"] if m == Method::POST => self.add_backend(name, r.body),
+            ["pools", name, "backends", address] if m == Method::PATCH => self.patch_backend(name, address, r.body),
+            ["pools", name, "backends", address] if m == Method::DELETE => self.delete_backend(name, address),
+            ["reload"] if m == Method::POST => match self.reloader.reload() {
+                Ok(()) => json_reply(StatusCode::OK, json!({"status": "ok"})),
+                Err(errors) => json_reply(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    json!({"errors": errors.iter().map(|e| e.to_string()).collect::<Vec<_>>()}),
+                ),
+            },
+            ["config"] if m == Method::GET => {
+                json_reply(StatusCode::OK, view::config(&self.runtime.load().config))
+            }
+            ["openapi.json"] if m == Method::GET => Reply {
+                status: StatusCode::OK,
+                content_type: "application/json",
+                body: OPENAPI.as_bytes().to_vec(),
+            },
+            ["pools"] | ["pools", _] | ["pools", _, "backends"] | ["pools", _, "backends", _] | ["reload"]
+            | ["config"] | ["openapi.json"] => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+            _ => error(StatusCode::NOT_FOUND, "not found"),
+        }
+    }
+
+    fn pool(&self, name: &str) -> Option<Arc<Pool>> {
+        let name = percent_decode(name)?;
+        self.runtime.load().pools.iter().find(|p| p.name == name).cloned()
+    }
+
+    fn add_backend(&self, pool_name: &str, body: &[u8]) -> Reply {
+        let Some(pool) = self.pool(pool_name) else {
+            return error(StatusCode::NOT_FOUND, "no such pool");
+        };
+        let v: Value = match serde_json::from_slice(body) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => return bad_field("body", "expected a JSON object like {\"address\":\"10.0.0.5:8080\",\"weight\":1}"),
+        };
+        if let Some(unknown) = v.as_object().and_then(|o| o.keys().find(|k| *k != "address" && *k != "weight")) {
+            return bad_field(unknown, "unknown field");
+        }
+        let Some(address) = v.get("address").and_then(|a| a.as_str()) else {
+            return bad_field("address", "required: \"host:port\"");
+        };
+        if parse_backend_address(address).is_none() {
+            return bad_field("address", "not a resolvable host:port");
+        }
+        let weight = match v.get("weight") {
+            None => 1,
+            Some(w) => match w.as_u64() {
+                Some(w @ 1..=1000) => w as u32,
+                _ => return bad_field("weight", "must be a whole number from 1 to 1000"),
+            },
+        };
+        if pool.members().find(address).is_some() {
+            return error(StatusCode::CONFLICT, "backend already in the pool");
+        }
+        let updated = self.state.update(&pool.name, |o| {
+            o.deleted.remove(address);
+            o.draining.remove(address);
+            if pool.definition.backends.iter().any(|b| b.address == address) {
+                o.weights.insert(address.to_string(), weight);
+            } else {
+                o.added.retain(|a| a.address != address);
+                o.added.push(AddedBackend {
+                    address: address.to_string(),
+                    weight,
+                });
+            }
+        });
+        match updated {
+            Ok(overlay) => {
+                pool.set_overlay(overlay);
+                self.backend_reply(&pool, address, StatusCode::CREATED)
+            }
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+        }
+    }
+
+    fn patch_backend(&self, pool_name: &str, raw_address: &str, body: &[u8]) -> Reply {
+        let Some(pool) = self.pool(pool_name) else {
+            return error(StatusCode::NOT_FOUND, "no such pool");
+        };
+        let Some(address) = percent_decode(raw_address) else {
+            return bad_field("address", "bad percent-encoding");
+        };
+        if pool.members().find(&address).is_none() {
+            return error(StatusCode::NOT_FOUND, "no such backend in this pool");
+        }
+        let v: Value = match serde_json::from_slice(body) {
+            Ok(v @ Value::Object(_)) => v,
+            _ => return bad_field("body", "expected a JSON object like {\"weight\":5} or {\"draining\":true}"),
+        };
+        if let Some(unknown) = v.as_object().and_then(|o| o.keys().find(|k| *k != "weight" && *k != "draining")) {
+            return bad_field(unknown, "unknown field");
+        }
+        let weight = match v.get("weight") {
+            None => None,
+            Some(w) => match w.as_u64() {
+                Some(w @ 1..=1000) => Some(w as u32),
+                _ => return bad_field("weight", "must be a whole number from 1 to 1000"),
+            },
+        };
+        let draining = match v.get("draining") {
+            None => None,
+            Some(Value::Bool(b)) => Some(*b),
+            Some(_) => return bad_field("draining", "must be true or false"),
+        };
+        if weight.is_none() && draining.is_none() {
+            return bad_field("body", "nothing to change: give weight and/or draining");
+        }
+        let is_static = pool.definition.backends.iter().any(|b| b.address == address);
+        let updated = self.state.update(&pool.name, |o| {
+            if let Some(w) = weight {
+                match o.added.iter_mut().find(|a| a.address == address) {
+                    Some(added) => added.weight = w,
+                    None if is_static => {
+                        o.weights.insert(address.clone(), w);
+                    }
+                    // A discovered backend: its weight is the discovery's.
+                    None => {}
+                }
+            }
+            match draining {
+                Some(true) => {
+                    o.draining.insert(address.clone());
+                }
+                Some(false) => {
+                    o.draining.remove(&address);
+                }
+                None => {}
+            }
+        });
+        match updated {
+            Ok(overlay) => {
+                pool.set_overlay(overlay);
+                self.backend_reply(&pool, &address, StatusCode::OK)
+            }
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+        }
+    }
+
+    fn delete_backend(&self, pool_name: &str, raw_address: &str) -> Reply {
+        let Some(pool) = self.pool(pool_name) else {
+            return error(StatusCode::NOT_FOUND, "no such pool");
+        };
+        let Some(address) = percent_decode(raw_address) else {
+            return bad_field("address", "bad percent-encoding");
+        };
+        if pool.members().find(&address).is_none() {
+            return error(StatusCode::NOT_FOUND, "no such backend in this pool");
+        }
+        let is_static = pool.definition.backends.iter().any(|b| b.address == address);
+        let updated = self.state.update(&pool.name, |o| {
+            o.added.retain(|a| a.address != address);
+            o.weights.remove(&address);
+            o.draining.remove(&address);
+            if is_static {
+                o.deleted.insert(address.clone());
+            }
+        });
+        match updated {
+            Ok(overlay) => {
+                pool.set_overlay(overlay);
+                Reply {
+                    status: StatusCode::NO_CONTENT,
+                    content_type: "application/json",
+                    body: Vec::new(),
+                }
+            }
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+        }
+    }
+
+    fn backend_reply(&self, pool: &Pool, address: &str, status: StatusCode) -> Reply {
+        let members = pool.members();
+        match members.find(address) {
+            Some(i) => json_reply(status, view::backend(&members.backends[i])),
+            None => error(StatusCode::INTERNAL_SERVER_ERROR, "backend vanished"),
+        }
+    }
+}
+
+/// `host:port` resolved once; `None` when malformed or unresolvable.
+pub fn parse_backend_address(address: &str) -> Option<SocketAddr> {
+    let (host, port) = address.rsplit_once(':')?;
+    if host.is_empty() || port.parse::<u16>().ok()? == 0 {
+        return None;
+    }
+    address.to_socket_addrs().ok()?.next()
+}
+
+/// Decodes `%XX` escapes (a percent-encoded `host:port` works too).
+pub fn percent_decode(s: &str) -> Option<String> {
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .ok()
+        .map(|c| c.into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_percent_escapes() {
+        assert_eq!(percent_decode("127.0.0.1%3A8080").as_deref(), Some("127.0.0.1:8080"));
+        assert_eq!(percent_decode("plain").as_deref(), Some("plain"));
+    }
+
+    #[test]
+    fn backend_addresses() {
+        assert!(parse_backend_address("127.0.0.1:80").is_some());
+        assert!(parse_backend_address("127.0.0.1").is_none());
+        assert!(parse_backend_address("127.0.0.1:0").is_none());
+    }
+}

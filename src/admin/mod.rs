@@ -1,0 +1,83 @@
+//! The admin listener (its own Pingora service): the REST API, the dashboard page and
+//! the overlay of API changes persisted in `admin.state_file`.
+
+pub mod api;
+pub mod state;
+pub mod view;
+
+use async_trait::async_trait;
+use http::Response;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+
+pub struct AdminApp(pub api::Api);
+
+/// Reads the request body, `None` when it exceeds `limit`.
+pub async fn read_body(session: &mut ServerSession, limit: usize) -> Option<Vec<u8>> {
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                body.extend_from_slice(&chunk);
+                if body.len() > limit {
+                    return None;
+                }
+            }
+            Ok(None) => return Some(body),
+            Err(_) => return Some(body),
+        }
+    }
+}
+
+pub fn respond(status: http::StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    let mut builder = Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_LENGTH, body.len())
+        .header(http::header::CACHE_CONTROL, "no-store");
+    if !body.is_empty() {
+        builder = builder.header(http::header::CONTENT_TYPE, content_type);
+    }
+    builder.body(body).unwrap_or_else(|_| Response::new(Vec::new()))
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let Some(body) = read_body(session, api::MAX_BODY).await else {
+            return respond(
+                http::StatusCode::PAYLOAD_TOO_LARGE,
+                "application/json",
+                br#"{"error":"request body too large","field":"body"}"#.to_vec(),
+            );
+        };
+        let client = session.client_addr().and_then(|a| a.as_inet()).map(|a| crate::limits::canonical(a.ip()));
+        let req = session.req_header();
+        let authorization = req.headers.get(http::header::AUTHORIZATION).map(|v| v.as_bytes());
+        let request = api::Request {
+            method: &req.method,
+            path: req.uri.path(),
+            client,
+            authorization,
+            body: &body,
+        };
+        let reply = self.0.handle(&request).await;
+        respond(reply.status, reply.content_type, reply.body)
+    }
+}
+
+/// GET /metrics on the metrics listener.
+pub struct MetricsApp;
+
+#[async_trait]
+impl ServeHttp for MetricsApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        if session.req_header().uri.path() != "/metrics" {
+            return respond(http::StatusCode::NOT_FOUND, "text/plain", b"not found; try /metrics\n".to_vec());
+        }
+        respond(
+            http::StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            crate::observe::metrics::render(),
+        )
+    }
+}

@@ -5,7 +5,7 @@ use crate::cli::Cli;
 use crate::config::{self, Config, Diagnostic, ListenerConfig, TlsVersion};
 use crate::http::proxy::Proxy;
 use crate::ops::pool_tasks::PoolTasks;
-use crate::ops::reload::{Reloader, SighupService};
+use crate::ops::reload::{Reloader, SighupService, Sigusr1Service};
 use crate::runtime::{self, Runtime, SharedRuntime};
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
@@ -132,6 +132,7 @@ fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), String> {
         },
     ));
     server.add_service(background_service("reload on SIGHUP", SighupService(reloader)));
+    server.add_service(background_service("reopen logs on SIGUSR1", Sigusr1Service));
     log::info!(
         "switchyard {} starting: {} listener(s), {} route(s), {} pool(s)",
         env!("CARGO_PKG_VERSION"),

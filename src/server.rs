@@ -9,8 +9,8 @@ use crate::admin::state::StateStore;
 use crate::admin::{AdminApp, MetricsApp};
 use crate::observe::metrics;
 use crate::ops::pool_tasks::PoolTasks;
+use crate::ops::reload::{Reloader, SighupService, Sigusr1Service};
 use crate::ops::shutdown::Signals;
-use crate::ops::reload::{Reloader, SighupService};
 use crate::runtime::{self, Runtime, SharedRuntime};
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
@@ -163,6 +163,7 @@ fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), String> {
         },
     ));
     server.add_service(background_service("reload on SIGHUP", SighupService(reloader)));
+    server.add_service(background_service("reopen logs on SIGUSR1", Sigusr1Service));
     log::info!(
         "switchyard {} starting: {} listener(s), {} route(s), {} pool(s)",
         env!("CARGO_PKG_VERSION"),

@@ -9,6 +9,14 @@ use once_cell::sync::OnceCell;
 use serde::Serialize;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Bumped by SIGUSR1: writers reopen their file before writing the next line.
+static REOPEN: AtomicU64 = AtomicU64::new(0);
+
+/// Asks every access-log writer to reopen its file (logrotate's postrotate).
+pub fn reopen_files() {
+    REOPEN.fetch_add(1, Ordering::Relaxed);
+}
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::time::{Duration, SystemTime};
 
@@ -154,6 +162,7 @@ fn start_writer(target: AccessLogTarget) -> SyncSender<Vec<u8>> {
 }
 
 fn writer_loop(target: AccessLogTarget, rx: Receiver<Vec<u8>>) {
+    let mut generation = REOPEN.load(Ordering::Relaxed);
     let mut out = match open(&target) {
         Ok(w) => std::io::BufWriter::with_capacity(64 * 1024, w),
         Err(e) => {
@@ -162,6 +171,15 @@ fn writer_loop(target: AccessLogTarget, rx: Receiver<Vec<u8>>) {
         }
     };
     while let Ok(line) = rx.recv() {
+        let wanted = REOPEN.load(Ordering::Relaxed);
+        if wanted != generation {
+            generation = wanted;
+            let _ = out.flush();
+            match open(&target) {
+                Ok(w) => out = std::io::BufWriter::with_capacity(64 * 1024, w),
+                Err(e) => log::error!("cannot reopen the access log {target:?}: {e}"),
+            }
+        }
         let mut ok = out.write_all(&line).is_ok();
         // Batch whatever is already queued, then flush once.
         while let Ok(more) = rx.try_recv() {

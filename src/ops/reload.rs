@@ -125,3 +125,30 @@ impl BackgroundService for SighupService {
         }
     }
 }
+
+/// Reopens the access-log file on every SIGUSR1 (for logrotate).
+pub struct Sigusr1Service;
+
+#[async_trait]
+impl BackgroundService for Sigusr1Service {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut usr1 = match signal(SignalKind::user_defined1()) {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("cannot watch SIGUSR1, access-log reopen by signal is off: {e}");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                got = usr1.recv() => {
+                    if got.is_none() { return }
+                    log::info!("SIGUSR1: reopening the access log");
+                    crate::observe::access_log::reopen_files();
+                }
+            }
+        }
+    }
+}

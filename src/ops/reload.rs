@@ -20,9 +20,17 @@ pub struct Reloader {
 }
 
 impl Reloader {
-    pub fn new(path: PathBuf, runtime: SharedRuntime, config: &Config) -> (Arc<Self>, watch::Receiver<u64>) {
+    pub fn new(
+        path: PathBuf,
+        runtime: SharedRuntime,
+        config: &Config,
+    ) -> (Arc<Self>, watch::Receiver<u64>) {
         let (notify, rx) = watch::channel(0);
-        let bound = config.listeners.iter().map(|l| (l.name.clone(), l.listen)).collect();
+        let bound = config
+            .listeners
+            .iter()
+            .map(|l| (l.name.clone(), l.listen))
+            .collect();
         (
             Arc::new(Reloader {
                 path,

@@ -30,7 +30,11 @@ fn route_yaml() -> String {
 }
 
 fn bench_routing(c: &mut Criterion) {
-    let rt = Runtime::build(&config(&route_yaml()), None, &StateStore::open(None).unwrap_or_else(|e| panic!("{e}")));
+    let rt = Runtime::build(
+        &config(&route_yaml()),
+        None,
+        &StateStore::open(None).unwrap_or_else(|e| panic!("{e}")),
+    );
     let headers = HeaderMap::new();
     let method = Method::GET;
     let facts = RequestFacts {
@@ -63,7 +67,11 @@ fn bench_selection(c: &mut Criterion) {
                 ))
                 .collect::<String>()
         );
-        let rt = Runtime::build(&config(&yaml), None, &StateStore::open(None).unwrap_or_else(|e| panic!("{e}")));
+        let rt = Runtime::build(
+            &config(&yaml),
+            None,
+            &StateStore::open(None).unwrap_or_else(|e| panic!("{e}")),
+        );
         let members = rt.pools[0].members();
         c.bench_function(&format!("select_{algorithm}_10_backends"), |b| {
             b.iter(|| black_box(members.select(black_box(b"203.0.113.7"), &[])))

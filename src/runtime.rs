@@ -111,7 +111,9 @@ impl Runtime {
                 .map(|l| l.listen.port())
                 .unwrap_or(443),
             access_log: match previous {
-                Some(old) if old.access_log.target() == &config.log.access_log => old.access_log.clone(),
+                Some(old) if old.access_log.target() == &config.log.access_log => {
+                    old.access_log.clone()
+                }
                 _ => Arc::new(AccessLog::new(config.log.access_log.clone())),
             },
             unrouted_metrics: RouteMetrics::new("", ""),
@@ -122,7 +124,12 @@ impl Runtime {
 
 /// postgres / mysql for a pool behind a tcp_service of that protocol, else tcp.
 fn default_check(config: &Config, pool: &str) -> HealthKind {
-    match config.tcp_services.iter().find(|t| t.pool == pool).map(|t| t.protocol) {
+    match config
+        .tcp_services
+        .iter()
+        .find(|t| t.pool == pool)
+        .map(|t| t.protocol)
+    {
         Some(TcpProtocol::Postgres) => HealthKind::Postgres,
         Some(TcpProtocol::Mysql) => HealthKind::Mysql,
         _ => HealthKind::Tcp,

@@ -162,7 +162,10 @@ fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), String> {
             reloaded,
         },
     ));
-    server.add_service(background_service("reload on SIGHUP", SighupService(reloader)));
+    server.add_service(background_service(
+        "reload on SIGHUP",
+        SighupService(reloader),
+    ));
     server.add_service(background_service("reopen logs on SIGUSR1", Sigusr1Service));
     log::info!(
         "switchyard {} starting: {} listener(s), {} route(s), {} pool(s)",

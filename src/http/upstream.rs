@@ -70,12 +70,24 @@ pub fn cookie_value<'a>(
 
 /// Selects a backend not tried yet (the sticky one when the cookie names a usable
 /// backend), claims an in-flight slot on it and records it in the context.
-pub fn choose(pool: &Pool, session: &Session, ctx: &mut RequestCtx, tls: bool) -> Option<Arc<Backend>> {
+pub fn choose(
+    pool: &Pool,
+    session: &Session,
+    ctx: &mut RequestCtx,
+    tls: bool,
+) -> Option<Arc<Backend>> {
     let members = ctx.members.get_or_insert_with(|| pool.members()).clone();
     let mut ip_buf = [0u8; 16];
     let key = hash_input(pool, session, &mut ip_buf, ctx.client_ip);
     let cookie = pool.sticky.as_ref().and_then(|s| {
-        cookie_value(session.req_header().headers.get_all(http::header::COOKIE).iter(), &s.cookie)
+        cookie_value(
+            session
+                .req_header()
+                .headers
+                .get_all(http::header::COOKIE)
+                .iter(),
+            &s.cookie,
+        )
     });
     // A slot can fill between selection and claim: try the next candidate, boundedly.
     for _ in 0..members.backends.len().max(1) {
@@ -86,12 +98,16 @@ pub fn choose(pool: &Pool, session: &Session, ctx: &mut RequestCtx, tls: bool) -
         let backend = &members.backends[idx];
         // Replacing the guard releases the previous (failed) attempt's slot.
         ctx.in_flight = None;
-        let Some(guard) = InFlight::acquire(backend) else { continue };
+        let Some(guard) = InFlight::acquire(backend) else {
+            continue;
+        };
         ctx.in_flight = Some(guard);
         ctx.backend = Some(idx);
         ctx.outcome_recorded = false;
         ctx.set_cookie = match (&pool.sticky, members.sticky_of.get(idx)) {
-            (Some(s), Some(value)) if cookie != Some(value.as_bytes()) => Some(s.set_cookie(value, tls)),
+            (Some(s), Some(value)) if cookie != Some(value.as_bytes()) => {
+                Some(s.set_cookie(value, tls))
+            }
             _ => None,
         };
         return Some(backend.clone());

@@ -46,7 +46,10 @@ impl BackgroundService for PoolTasks {
 fn spawn_for(pool: &Arc<Pool>) -> Vec<JoinHandle<()>> {
     let mut tasks = Vec::new();
     if pool.health_kind != HealthKind::None {
-        tasks.push(tokio::spawn(health::run(Arc::downgrade(pool), pool.health_kind)));
+        tasks.push(tokio::spawn(health::run(
+            Arc::downgrade(pool),
+            pool.health_kind,
+        )));
     }
     if let Some(d) = pool.definition.discovery.clone() {
         tasks.push(tokio::spawn(discovery::run(Arc::downgrade(pool), d)));

@@ -30,7 +30,11 @@ impl Reloader {
         state: Arc<StateStore>,
     ) -> (Arc<Self>, watch::Receiver<u64>) {
         let (notify, rx) = watch::channel(0);
-        let bound = config.listeners.iter().map(|l| (l.name.clone(), l.listen)).collect();
+        let bound = config
+            .listeners
+            .iter()
+            .map(|l| (l.name.clone(), l.listen))
+            .collect();
         (
             Arc::new(Reloader {
                 path,

@@ -67,7 +67,8 @@ impl Breaker {
     }
 
     fn open_expired(&self) -> bool {
-        now_ms().saturating_sub(self.opened_at_ms.load(Ordering::Acquire)) >= self.open_for.as_millis() as u64
+        now_ms().saturating_sub(self.opened_at_ms.load(Ordering::Acquire))
+            >= self.open_for.as_millis() as u64
     }
 
     /// Could a request go here now? (No side effect; see `admit`.)
@@ -75,7 +76,9 @@ impl Breaker {
         match self.state() {
             CircuitState::Closed => true,
             CircuitState::Open => false,
-            CircuitState::HalfOpen => self.trials_admitted.load(Ordering::Acquire) < self.half_open_requests,
+            CircuitState::HalfOpen => {
+                self.trials_admitted.load(Ordering::Acquire) < self.half_open_requests
+            }
         }
     }
 
@@ -112,7 +115,8 @@ impl Breaker {
                 let ok = self.trials_succeeded.fetch_add(1, Ordering::AcqRel) + 1;
                 if ok >= self.half_open_requests {
                     self.consecutive_failures.store(0, Ordering::Release);
-                    self.state.store(CircuitState::Closed as u8, Ordering::Release);
+                    self.state
+                        .store(CircuitState::Closed as u8, Ordering::Release);
                 }
             }
             _ => {}
@@ -135,7 +139,11 @@ impl Breaker {
     fn open(&self) {
         self.opened_at_ms.store(now_ms(), Ordering::Release);
         self.consecutive_failures.store(0, Ordering::Release);
-        self.state.store(CircuitState::Open as u8, Ordering::Release);
+        // The next half-open round starts with every trial slot free.
+        self.trials_admitted.store(0, Ordering::Release);
+        self.trials_succeeded.store(0, Ordering::Release);
+        self.state
+            .store(CircuitState::Open as u8, Ordering::Release);
     }
 }
 
@@ -183,6 +191,20 @@ mod tests {
         assert!(!b.admit());
         b.record_success();
         assert_eq!(b.state(), CircuitState::HalfOpen);
+        b.record_success();
+        assert_eq!(b.state(), CircuitState::Closed);
+    }
+
+    #[test]
+    fn a_failed_round_leaves_the_next_round_its_trials() {
+        let b = breaker(1, 30, 1);
+        b.record_failure();
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(b.admit());
+        b.record_failure();
+        std::thread::sleep(Duration::from_millis(40));
+        assert!(b.may_admit());
+        assert!(b.admit());
         b.record_success();
         assert_eq!(b.state(), CircuitState::Closed);
     }

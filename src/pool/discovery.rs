@@ -20,7 +20,9 @@ impl ServiceDiscovery for Dns {
     async fn discover(&self) -> pingora::Result<(BTreeSet<LbBackend>, HashMap<u64, bool>)> {
         let addrs = tokio::net::lookup_host((self.name.as_str(), self.port))
             .await
-            .map_err(|e| pingora::Error::because(pingora::ErrorType::ConnectNoRoute, "dns lookup", e))?;
+            .map_err(|e| {
+                pingora::Error::because(pingora::ErrorType::ConnectNoRoute, "dns lookup", e)
+            })?;
         let mut set = BTreeSet::new();
         for a in addrs {
             set.insert(LbBackend::new(&a.to_string())?);
@@ -55,13 +57,24 @@ pub async fn run(pool: Weak<super::Pool>, d: DnsDiscovery) {
                 let names: Vec<String> = backends.iter().map(|b| b.address.clone()).collect();
                 if names != last {
                     if let Some(p) = pool.upgrade() {
-                        log::info!("discovery: pool {} {}:{} -> {:?}", p.name, d.name, d.port, names);
+                        log::info!(
+                            "discovery: pool {} {}:{} -> {:?}",
+                            p.name,
+                            d.name,
+                            d.port,
+                            names
+                        );
                         p.set_discovered(backends);
                     }
                     last = names;
                 }
             }
-            Err(e) => log::warn!("discovery: {}:{} lookup failed, keeping {:?}: {e}", d.name, d.port, last),
+            Err(e) => log::warn!(
+                "discovery: {}:{} lookup failed, keeping {:?}: {e}",
+                d.name,
+                d.port,
+                last
+            ),
         }
         tokio::time::sleep(d.interval).await;
     }

@@ -14,7 +14,12 @@ use std::time::Duration;
 type Checker = Arc<dyn HealthCheck + Send + Sync>;
 
 /// The check for one backend of `pool`, or `None` for `kind: none`.
-fn checker(pool: &Pool, hc: &HealthCheckConfig, kind: HealthKind, backend: &Backend) -> Option<Checker> {
+fn checker(
+    pool: &Pool,
+    hc: &HealthCheckConfig,
+    kind: HealthKind,
+    backend: &Backend,
+) -> Option<Checker> {
     match kind {
         HealthKind::None => None,
         HealthKind::Http => {
@@ -26,7 +31,11 @@ fn checker(pool: &Pool, hc: &HealthCheckConfig, kind: HealthKind, backend: &Back
                 check.peer_template.options.verify_cert = t.verify;
                 check.peer_template.options.verify_hostname = t.verify;
             }
-            check.req.set_uri(hc.path.parse().unwrap_or_else(|_| http::Uri::from_static("/")));
+            check.req.set_uri(
+                hc.path
+                    .parse()
+                    .unwrap_or_else(|_| http::Uri::from_static("/")),
+            );
             check.peer_template.options.connection_timeout = Some(hc.timeout);
             check.peer_template.options.read_timeout = Some(hc.timeout);
             let (lo, hi) = hc.expect_status;
@@ -107,7 +116,13 @@ pub async fn run(pool: Weak<Pool>, kind: HealthKind) {
     }
 }
 
-fn apply(pool: &str, backend: &Backend, hc: &HealthCheckConfig, streak: &mut Streak, result: Result<(), String>) {
+fn apply(
+    pool: &str,
+    backend: &Backend,
+    hc: &HealthCheckConfig,
+    streak: &mut Streak,
+    result: Result<(), String>,
+) {
     match result {
         Ok(()) => {
             streak.ok += 1;

@@ -10,8 +10,8 @@ pub mod select;
 pub mod sticky;
 
 use crate::config::{
-    Algorithm, BackendConfig, CircuitBreakerConfig, HashKey, HealthCheckConfig, HealthKind, PoolConfig,
-    Timeouts, UpstreamConfig,
+    Algorithm, BackendConfig, CircuitBreakerConfig, HashKey, HealthCheckConfig, HealthKind,
+    PoolConfig, Timeouts, UpstreamConfig,
 };
 use arc_swap::ArcSwap;
 use circuit::{Breaker, CircuitState};
@@ -97,7 +97,10 @@ impl Backend {
     }
 
     pub fn circuit(&self) -> CircuitState {
-        self.breaker.as_ref().map(|b| b.state()).unwrap_or(CircuitState::Closed)
+        self.breaker
+            .as_ref()
+            .map(|b| b.state())
+            .unwrap_or(CircuitState::Closed)
     }
 
     /// Requests sent here so far: (succeeded, failed).
@@ -154,7 +157,9 @@ struct Tier {
 
 impl Tier {
     fn new(algorithm: Algorithm, backends: &[Arc<Backend>], backup: bool) -> Self {
-        let members: Vec<usize> = (0..backends.len()).filter(|i| backends[*i].backup == backup).collect();
+        let members: Vec<usize> = (0..backends.len())
+            .filter(|i| backends[*i].backup == backup)
+            .collect();
         let weighted: Vec<(SocketAddr, u32)> = members
             .iter()
             .map(|i| (backends[*i].addr, backends[*i].weight))
@@ -182,15 +187,17 @@ impl Members {
     /// backups only while no primary is left for this request (all unusable, or all
     /// already failed to connect).
     pub fn select(&self, key: &[u8], tried: &[usize]) -> Option<usize> {
-        [&self.primaries, &self.backups].into_iter().find_map(|tier| {
-            let usable = |i: usize| {
-                let m = tier.members[i];
-                self.backends[m].usable() && !tried.contains(&m)
-            };
-            tier.selector
-                .pick(key, usable, |i| self.backends[tier.members[i]].in_flight())
-                .map(|i| tier.members[i])
-        })
+        [&self.primaries, &self.backups]
+            .into_iter()
+            .find_map(|tier| {
+                let usable = |i: usize| {
+                    let m = tier.members[i];
+                    self.backends[m].usable() && !tried.contains(&m)
+                };
+                tier.selector
+                    .pick(key, usable, |i| self.backends[tier.members[i]].in_flight())
+                    .map(|i| tier.members[i])
+            })
     }
 
     /// The backend a sticky cookie names, if it exists and may take the request.
@@ -244,7 +251,11 @@ impl Pool {
             circuit_breaker: c.circuit_breaker.clone(),
             on_5xx: c.circuit_breaker.as_ref().is_some_and(|b| b.on_5xx),
             health_check: c.health_check.clone(),
-            health_kind: c.health_check.as_ref().and_then(|h| h.kind).unwrap_or(default_check),
+            health_kind: c
+                .health_check
+                .as_ref()
+                .and_then(|h| h.kind)
+                .unwrap_or(default_check),
             sticky,
             definition: c.clone(),
             members: ArcSwap::from_pointee(Members {
@@ -286,6 +297,7 @@ impl Pool {
     /// the live state of every backend whose address, weight and role are unchanged.
     fn rebuild(&self) {
         let old = self.members.load_full();
+<<<<<<< HEAD
         let discovered = self.discovered.lock().map(|d| d.clone()).unwrap_or_default();
         let overlay = self.overlay.lock().map(|o| o.clone()).unwrap_or_default();
         let mut specs: Vec<BackendConfig> = Vec::new();
@@ -312,6 +324,15 @@ impl Pool {
             }
         }
         for d in discovered {
+=======
+        let discovered = self
+            .discovered
+            .lock()
+            .map(|d| d.clone())
+            .unwrap_or_default();
+        let mut specs: Vec<&BackendConfig> = self.definition.backends.iter().collect();
+        for d in &discovered {
+>>>>>>> main
             if !specs.iter().any(|s| s.addr == d.addr) {
                 specs.push(d);
             }
@@ -321,7 +342,11 @@ impl Pool {
             .map(|spec| {
                 old.backends
                     .iter()
-                    .find(|b| b.address == spec.address && b.weight == spec.weight && b.backup == spec.backup)
+                    .find(|b| {
+                        b.address == spec.address
+                            && b.weight == spec.weight
+                            && b.backup == spec.backup
+                    })
                     .cloned()
                     .unwrap_or_else(|| Arc::new(Backend::new(spec, self.circuit_breaker.as_ref())))
             })
@@ -336,7 +361,11 @@ impl Pool {
         let members = Members {
             primaries: Tier::new(self.algorithm, &backends, false),
             backups: Tier::new(self.algorithm, &backends, true),
-            sticky_values: sticky_of.iter().enumerate().map(|(i, v)| (v.clone(), i)).collect(),
+            sticky_values: sticky_of
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (v.clone(), i))
+                .collect(),
             sticky_of,
             backends,
         };
@@ -359,6 +388,7 @@ mod tests {
                 backup: *b,
             })
             .collect();
+<<<<<<< HEAD
         Pool::new(&PoolConfig {
             name: "p".into(),
             algorithm: Algorithm::RoundRobin,
@@ -374,6 +404,26 @@ mod tests {
             path: "pools[0]".into(),
             pos: Default::default(),
         }, HealthKind::Tcp, PoolOverlay::default())
+=======
+        Pool::new(
+            &PoolConfig {
+                name: "p".into(),
+                algorithm: Algorithm::RoundRobin,
+                hash_key: HashKey::ClientIp,
+                backends,
+                discovery: None,
+                health_check: None,
+                circuit_breaker: breaker,
+                sticky: None,
+                retries: 1,
+                timeouts: Timeouts::default(),
+                upstream: UpstreamConfig::default(),
+                path: "pools[0]".into(),
+                pos: Default::default(),
+            },
+            HealthKind::Tcp,
+        )
+>>>>>>> main
     }
 
     fn pool(backups: &[bool]) -> Pool {

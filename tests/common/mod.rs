@@ -574,3 +574,200 @@ pub fn listen_port() -> u16 {
     }
     free_port()
 }
+
+impl Backend {
+    /// Starts a backend on `port` of 127.0.0.1 (e.g. to restart one that was dropped),
+    /// retrying the bind for up to 2 s while the old listener goes away.
+    pub fn start_on(name: &str, port: u16) -> Backend {
+        Self::start_on_with(name, port, Behaviour::default())
+    }
+
+    pub fn start_on_with(name: &str, port: u16, behaviour: Behaviour) -> Backend {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let listener = loop {
+            match StdListener::bind(("127.0.0.1", port)) {
+                Ok(l) => break l,
+                Err(e) if Instant::now() >= deadline => {
+                    panic!("cannot bind backend {name} on 127.0.0.1:{port}: {e}")
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        let addr = listener.local_addr().expect("backend addr");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let b = Backend {
+            name: name.to_string(),
+            addr,
+            seen: Arc::default(),
+            connections: Arc::default(),
+            behaviour: Arc::new(Mutex::new(behaviour)),
+            stop: Arc::default(),
+        };
+        let (seen, conns, beh, stop, name) = (
+            b.seen.clone(),
+            b.connections.clone(),
+            b.behaviour.clone(),
+            b.stop.clone(),
+            b.name.clone(),
+        );
+        std::thread::spawn(move || {
+            while !stop.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        conns.fetch_add(1, Ordering::Relaxed);
+                        let (seen, beh, name, stop) =
+                            (seen.clone(), beh.clone(), name.clone(), stop.clone());
+                        std::thread::spawn(move || serve(stream, &name, &seen, &beh, &stop));
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        b
+    }
+
+    /// The paths of every request this backend saw, in order.
+    pub fn paths(&self) -> Vec<String> {
+        self.seen
+            .lock()
+            .map(|s| s.iter().map(|r| r.path.clone()).collect())
+            .unwrap_or_default()
+    }
+}
+
+impl Switchyard {
+    /// Sends `signal` (e.g. "-HUP") to the process with kill(1).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([signal, &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill {signal} {} failed", self.pid());
+    }
+
+    /// Replaces the configuration file (`{dir}` is replaced as in `write_config`).
+    pub fn rewrite_config(&self, yaml: &str) {
+        let yaml = yaml.replace("{dir}", &self.dir.path().display().to_string());
+        let tmp = self.dir.path().join("switchyard.yaml.new");
+        std::fs::write(&tmp, yaml).expect("write new config");
+        std::fs::rename(&tmp, &self.config_path).expect("replace config");
+    }
+
+    /// How many times `needle` occurs in stderr so far.
+    pub fn stderr_count(&self, needle: &str) -> usize {
+        self.stderr().matches(needle).count()
+    }
+
+    /// Waits (bounded by `limit`) until `needle` occurs at least `count` times in stderr.
+    pub fn wait_stderr(&self, needle: &str, count: usize, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.stderr_count(needle) >= count {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+/// A backend that dies like a killed process: `kill()` closes its listener and every
+/// open connection at once (no window in which new connections are still accepted).
+/// Answers every request `200 backend NAME` with `X-Backend: NAME`, keeping connections
+/// alive; request bodies are not expected.
+pub struct KillableBackend {
+    pub name: String,
+    pub addr: SocketAddr,
+    requests: Arc<AtomicUsize>,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl KillableBackend {
+    /// Listens on `port` of 127.0.0.1 (retrying the bind for up to 2 s).
+    pub fn start_on(name: &str, port: u16) -> KillableBackend {
+        let deadline = Instant::now() + Duration::from_secs(2);
+        let listener = loop {
+            match StdListener::bind(("127.0.0.1", port)) {
+                Ok(l) => break l,
+                Err(e) if Instant::now() >= deadline => {
+                    panic!("cannot bind backend {name} on 127.0.0.1:{port}: {e}")
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(20)),
+            }
+        };
+        listener.set_nonblocking(true).expect("nonblocking");
+        let addr = listener.local_addr().expect("backend addr");
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .expect("backend runtime");
+        let requests: Arc<AtomicUsize> = Arc::default();
+        let (count, label) = (requests.clone(), name.to_string());
+        rt.spawn(async move {
+            let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
+            loop {
+                match listener.accept().await {
+                    Ok((stream, _)) => {
+                        tokio::spawn(serve_killable(stream, label.clone(), count.clone()));
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                }
+            }
+        });
+        KillableBackend {
+            name: name.to_string(),
+            addr,
+            requests,
+            rt: Some(rt),
+        }
+    }
+
+    pub fn address(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Requests answered so far.
+    pub fn count(&self) -> usize {
+        self.requests.load(Ordering::Relaxed)
+    }
+
+    /// Closes the listener and every connection now.
+    pub fn kill(&mut self) {
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_timeout(Duration::from_secs(1));
+        }
+    }
+}
+
+impl Drop for KillableBackend {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+async fn serve_killable(mut stream: tokio::net::TcpStream, name: String, count: Arc<AtomicUsize>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf: Vec<u8> = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            buf.drain(..end + 4);
+            count.fetch_add(1, Ordering::Relaxed);
+            let body = format!("backend {name}\n");
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nX-Backend: {name}\r\n\r\n{body}",
+                body.len()
+            );
+            if stream.write_all(resp.as_bytes()).await.is_err() {
+                return;
+            }
+        }
+        match stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}

@@ -91,7 +91,11 @@ impl Runtime {
                     });
                     match kept {
                         Some(pool) => pool.clone(),
-                        None => Arc::new(Pool::new(p, default_check(config, &p.name), state.pool(&p.name))),
+                        None => Arc::new(Pool::new(
+                            p,
+                            default_check(config, &p.name),
+                            state.pool(&p.name),
+                        )),
                     }
                 })
                 .collect(),

@@ -1,29 +1,29 @@
 //! Process wiring: load the configuration, set up logging, build Pingora's `Server` and
 //! one proxy service per listener, then run (SPEC §1, §2).
 
-use crate::cli::Cli;
-use crate::config::{self, Config, Diagnostic, ListenerConfig, TlsVersion};
-use crate::http::proxy::Proxy;
 use crate::admin::api::Api;
 use crate::admin::state::StateStore;
 use crate::admin::{AdminApp, MetricsApp};
+use crate::cli::Cli;
+use crate::config::{self, Config, Diagnostic, ListenerConfig, TlsVersion};
+use crate::http::proxy::Proxy;
 use crate::observe::metrics;
 use crate::ops::pool_tasks::PoolTasks;
 use crate::ops::reload::{Reloader, SighupService, Sigusr1Service};
 use crate::ops::shutdown::Signals;
 use crate::runtime::{self, Runtime, SharedRuntime};
+use pingora::apps::http_app::HttpServer;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::{Opt, ServerConf};
-use pingora::apps::http_app::HttpServer;
 use pingora::server::{RunArgs, Server};
-use pingora::services::listening::Service;
-use std::sync::atomic::AtomicBool;
-use std::sync::Arc;
 use pingora::services::background::background_service;
+use pingora::services::listening::Service;
 use pingora::tls::ssl::SslVersion;
 use pingora_proxy::ProxyServiceBuilder;
 use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
 
 /// Runs the command line; returns the exit code (it does not return when serving).
 pub fn main(cli: &Cli) -> i32 {
@@ -128,12 +128,15 @@ fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), String> {
     let mut server = Server::new_with_opt_and_conf(Some(opt), server_conf(cli, &config));
     server.bootstrap();
 
-    let state = Arc::new(StateStore::open(config.admin.as_ref().map(|a| a.state_file.clone()))?);
+    let state = Arc::new(StateStore::open(
+        config.admin.as_ref().map(|a| a.state_file.clone()),
+    )?);
     let runtime = runtime::shared(Runtime::build(&config, None, &state));
     for (index, listener) in config.listeners.iter().enumerate() {
         add_listener(&mut server, index, listener, &runtime)?;
     }
-    let (reloader, reloaded) = Reloader::new(path.to_path_buf(), runtime.clone(), &config, state.clone());
+    let (reloader, reloaded) =
+        Reloader::new(path.to_path_buf(), runtime.clone(), &config, state.clone());
     let ready = Arc::new(AtomicBool::new(true));
     if let Some(admin) = &config.admin {
         let api = Api {

@@ -39,7 +39,10 @@ fn error(status: StatusCode, message: &str) -> Reply {
 }
 
 fn bad_field(field: &str, message: &str) -> Reply {
-    json_reply(StatusCode::BAD_REQUEST, json!({ "error": message, "field": field }))
+    json_reply(
+        StatusCode::BAD_REQUEST,
+        json!({ "error": message, "field": field }),
+    )
 }
 
 pub struct Api {
@@ -76,7 +79,10 @@ impl Api {
     }
 
     pub async fn handle(&self, r: &Request<'_>) -> Reply {
-        if !r.client.is_some_and(|ip| contains_any(&self.admin.allow, ip)) {
+        if !r
+            .client
+            .is_some_and(|ip| contains_any(&self.admin.allow, ip))
+        {
             return error(StatusCode::FORBIDDEN, "client address not in admin.allow");
         }
         let segments: Vec<&str> = r.path.trim_start_matches('/').split('/').collect();
@@ -91,7 +97,10 @@ impl Api {
                 if self.ready.load(Ordering::Relaxed) {
                     json_reply(StatusCode::OK, json!({"status": "ready"}))
                 } else {
-                    json_reply(StatusCode::SERVICE_UNAVAILABLE, json!({"status": "draining"}))
+                    json_reply(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        json!({"status": "draining"}),
+                    )
                 }
             }
             (_, ["api", ..]) if !self.authorized(r.authorization) => Reply {
@@ -109,15 +118,22 @@ impl Api {
         match rest {
             ["pools"] if m == Method::GET => {
                 let rt = self.runtime.load();
-                json_reply(StatusCode::OK, json!({"pools": rt.pools.iter().map(|p| view::pool(p)).collect::<Vec<_>>()}))
+                json_reply(
+                    StatusCode::OK,
+                    json!({"pools": rt.pools.iter().map(|p| view::pool(p)).collect::<Vec<_>>()}),
+                )
             }
             ["pools", name] if m == Method::GET => match self.pool(name) {
                 Some(p) => json_reply(StatusCode::OK, view::pool(&p)),
                 None => error(StatusCode::NOT_FOUND, "no such pool"),
             },
             ["pools", name, "backends"] if m == Method::POST => self.add_backend(name, r.body),
-            ["pools", name, "backends", address] if m == Method::PATCH => self.patch_backend(name, address, r.body),
-            ["pools", name, "backends", address] if m == Method::DELETE => self.delete_backend(name, address),
+            ["pools", name, "backends", address] if m == Method::PATCH => {
+                self.patch_backend(name, address, r.body)
+            }
+            ["pools", name, "backends", address] if m == Method::DELETE => {
+                self.delete_backend(name, address)
+            }
             ["reload"] if m == Method::POST => match self.reloader.reload() {
                 Ok(()) => json_reply(StatusCode::OK, json!({"status": "ok"})),
                 Err(errors) => json_reply(
@@ -133,15 +149,25 @@ impl Api {
                 content_type: "application/json",
                 body: OPENAPI.as_bytes().to_vec(),
             },
-            ["pools"] | ["pools", _] | ["pools", _, "backends"] | ["pools", _, "backends", _] | ["reload"]
-            | ["config"] | ["openapi.json"] => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
+            ["pools"]
+            | ["pools", _]
+            | ["pools", _, "backends"]
+            | ["pools", _, "backends", _]
+            | ["reload"]
+            | ["config"]
+            | ["openapi.json"] => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
             _ => error(StatusCode::NOT_FOUND, "not found"),
         }
     }
 
     fn pool(&self, name: &str) -> Option<Arc<Pool>> {
         let name = percent_decode(name)?;
-        self.runtime.load().pools.iter().find(|p| p.name == name).cloned()
+        self.runtime
+            .load()
+            .pools
+            .iter()
+            .find(|p| p.name == name)
+            .cloned()
     }
 
     fn add_backend(&self, pool_name: &str, body: &[u8]) -> Reply {
@@ -150,9 +176,17 @@ impl Api {
         };
         let v: Value = match serde_json::from_slice(body) {
             Ok(v @ Value::Object(_)) => v,
-            _ => return bad_field("body", "expected a JSON object like {\"address\":\"10.0.0.5:8080\",\"weight\":1}"),
+            _ => {
+                return bad_field(
+                    "body",
+                    "expected a JSON object like {\"address\":\"10.0.0.5:8080\",\"weight\":1}",
+                )
+            }
         };
-        if let Some(unknown) = v.as_object().and_then(|o| o.keys().find(|k| *k != "address" && *k != "weight")) {
+        if let Some(unknown) = v
+            .as_object()
+            .and_then(|o| o.keys().find(|k| *k != "address" && *k != "weight"))
+        {
             return bad_field(unknown, "unknown field");
         }
         let Some(address) = v.get("address").and_then(|a| a.as_str()) else {
@@ -174,7 +208,12 @@ impl Api {
         let updated = self.state.update(&pool.name, |o| {
             o.deleted.remove(address);
             o.draining.remove(address);
-            if pool.definition.backends.iter().any(|b| b.address == address) {
+            if pool
+                .definition
+                .backends
+                .iter()
+                .any(|b| b.address == address)
+            {
                 o.weights.insert(address.to_string(), weight);
             } else {
                 o.added.retain(|a| a.address != address);
@@ -205,9 +244,17 @@ impl Api {
         }
         let v: Value = match serde_json::from_slice(body) {
             Ok(v @ Value::Object(_)) => v,
-            _ => return bad_field("body", "expected a JSON object like {\"weight\":5} or {\"draining\":true}"),
+            _ => {
+                return bad_field(
+                    "body",
+                    "expected a JSON object like {\"weight\":5} or {\"draining\":true}",
+                )
+            }
         };
-        if let Some(unknown) = v.as_object().and_then(|o| o.keys().find(|k| *k != "weight" && *k != "draining")) {
+        if let Some(unknown) = v
+            .as_object()
+            .and_then(|o| o.keys().find(|k| *k != "weight" && *k != "draining"))
+        {
             return bad_field(unknown, "unknown field");
         }
         let weight = match v.get("weight") {
@@ -225,7 +272,11 @@ impl Api {
         if weight.is_none() && draining.is_none() {
             return bad_field("body", "nothing to change: give weight and/or draining");
         }
-        let is_static = pool.definition.backends.iter().any(|b| b.address == address);
+        let is_static = pool
+            .definition
+            .backends
+            .iter()
+            .any(|b| b.address == address);
         let updated = self.state.update(&pool.name, |o| {
             if let Some(w) = weight {
                 match o.added.iter_mut().find(|a| a.address == address) {
@@ -266,7 +317,11 @@ impl Api {
         if pool.members().find(&address).is_none() {
             return error(StatusCode::NOT_FOUND, "no such backend in this pool");
         }
-        let is_static = pool.definition.backends.iter().any(|b| b.address == address);
+        let is_static = pool
+            .definition
+            .backends
+            .iter()
+            .any(|b| b.address == address);
         let updated = self.state.update(&pool.name, |o| {
             o.added.retain(|a| a.address != address);
             o.weights.remove(&address);
@@ -320,7 +375,10 @@ mod tests {
 
     #[test]
     fn decodes_percent_escapes() {
-        assert_eq!(percent_decode("127.0.0.1%3A8080").as_deref(), Some("127.0.0.1:8080"));
+        assert_eq!(
+            percent_decode("127.0.0.1%3A8080").as_deref(),
+            Some("127.0.0.1:8080")
+        );
         assert_eq!(percent_decode("plain").as_deref(), Some("plain"));
     }
 

@@ -37,7 +37,9 @@ pub fn respond(status: http::StatusCode, content_type: &str, body: Vec<u8>) -> R
     if !body.is_empty() {
         builder = builder.header(http::header::CONTENT_TYPE, content_type);
     }
-    builder.body(body).unwrap_or_else(|_| Response::new(Vec::new()))
+    builder
+        .body(body)
+        .unwrap_or_else(|_| Response::new(Vec::new()))
 }
 
 #[async_trait]
@@ -50,9 +52,15 @@ impl ServeHttp for AdminApp {
                 br#"{"error":"request body too large","field":"body"}"#.to_vec(),
             );
         };
-        let client = session.client_addr().and_then(|a| a.as_inet()).map(|a| crate::limits::canonical(a.ip()));
+        let client = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| crate::limits::canonical(a.ip()));
         let req = session.req_header();
-        let authorization = req.headers.get(http::header::AUTHORIZATION).map(|v| v.as_bytes());
+        let authorization = req
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .map(|v| v.as_bytes());
         let request = api::Request {
             method: &req.method,
             path: req.uri.path(),
@@ -72,7 +80,11 @@ pub struct MetricsApp;
 impl ServeHttp for MetricsApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         if session.req_header().uri.path() != "/metrics" {
-            return respond(http::StatusCode::NOT_FOUND, "text/plain", b"not found; try /metrics\n".to_vec());
+            return respond(
+                http::StatusCode::NOT_FOUND,
+                "text/plain",
+                b"not found; try /metrics\n".to_vec(),
+            );
         }
         respond(
             http::StatusCode::OK,

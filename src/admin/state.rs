@@ -27,7 +27,10 @@ pub struct PoolOverlay {
 
 impl PoolOverlay {
     pub fn is_empty(&self) -> bool {
-        self.added.is_empty() && self.weights.is_empty() && self.draining.is_empty() && self.deleted.is_empty()
+        self.added.is_empty()
+            && self.weights.is_empty()
+            && self.draining.is_empty()
+            && self.deleted.is_empty()
     }
 }
 
@@ -48,8 +51,10 @@ impl StateStore {
     pub fn open(path: Option<PathBuf>) -> Result<Self, String> {
         let overlay = match &path {
             Some(p) if p.exists() => {
-                let text = std::fs::read_to_string(p).map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-                serde_json::from_str(&text).map_err(|e| format!("{} is not a valid state file: {e}", p.display()))?
+                let text = std::fs::read_to_string(p)
+                    .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
+                serde_json::from_str(&text)
+                    .map_err(|e| format!("{} is not a valid state file: {e}", p.display()))?
             }
             _ => Overlay::default(),
         };
@@ -68,8 +73,15 @@ impl StateStore {
 
     /// Applies `change` to pool `name`'s overlay and persists the whole overlay; the
     /// in-memory state changes only if the write succeeded.
-    pub fn update(&self, name: &str, change: impl FnOnce(&mut PoolOverlay)) -> Result<PoolOverlay, String> {
-        let mut guard = self.overlay.lock().map_err(|_| "state lock poisoned".to_string())?;
+    pub fn update(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut PoolOverlay),
+    ) -> Result<PoolOverlay, String> {
+        let mut guard = self
+            .overlay
+            .lock()
+            .map_err(|_| "state lock poisoned".to_string())?;
         let mut next = guard.clone();
         let entry = next.pools.entry(name.to_string()).or_default();
         change(entry);
@@ -87,10 +99,15 @@ impl StateStore {
 
 fn write_atomically(path: &Path, overlay: &Overlay) -> Result<(), String> {
     let text = serde_json::to_vec_pretty(overlay).map_err(|e| e.to_string())?;
-    let dir = path.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let tmp = dir.join(format!(
         ".{}.tmp-{}",
-        path.file_name().and_then(|n| n.to_str()).unwrap_or("state.json"),
+        path.file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("state.json"),
         std::process::id()
     ));
     let fail = |e: std::io::Error| format!("cannot write {}: {e}", path.display());

@@ -261,10 +261,17 @@ impl ProxyHttp for Proxy {
         let upstream_failed = e.is_some_and(|e| e.esource() == &pingora::ErrorSource::Upstream);
         upstream::record_outcome(ctx, !upstream_failed);
         ctx.in_flight = None;
-        let Some(rt) = ctx.runtime.clone() else { return };
-        let status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
+        let Some(rt) = ctx.runtime.clone() else {
+            return;
+        };
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(0);
         if status > 0 {
-            let metrics = ctx.route.map_or(&rt.unrouted_metrics, |r| &rt.routes[r].metrics);
+            let metrics = ctx
+                .route
+                .map_or(&rt.unrouted_metrics, |r| &rt.routes[r].metrics);
             metrics.observe(&session.req_header().method, status, ctx.start.elapsed());
         }
         if rt.access_log.enabled() {

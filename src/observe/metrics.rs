@@ -8,15 +8,15 @@ use once_cell::sync::{Lazy, OnceCell};
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use std::time::Duration;
 
 /// 100 µs … 30 s: the range a proxy's request latencies live in.
 const LATENCY_BUCKETS: &[f64] = &[
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-    30.0,
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0,
 ];
 
 pub struct Metrics {
@@ -32,7 +32,8 @@ pub struct Metrics {
 }
 
 fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
-    IntCounterVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("metric {name}: {e}"))
+    IntCounterVec::new(Opts::new(name, help), labels)
+        .unwrap_or_else(|e| panic!("metric {name}: {e}"))
 }
 
 fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
@@ -93,7 +94,11 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
         .unwrap_or_else(|e| panic!("gauge: {e}")),
         registry,
     };
-    let build = gauge_vec("switchyard_build_info", "Build information; always 1.", &["version"]);
+    let build = gauge_vec(
+        "switchyard_build_info",
+        "Build information; always 1.",
+        &["version"],
+    );
     build.with_label_values(&[env!("CARGO_PKG_VERSION")]).set(1);
     let collectors: Vec<Box<dyn Collector>> = vec![
         Box::new(m.http_requests.clone()),
@@ -118,10 +123,15 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
     m
 });
 
-const METHODS: [&str; 9] = ["GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE"];
+const METHODS: [&str; 9] = [
+    "GET", "HEAD", "POST", "PUT", "DELETE", "OPTIONS", "PATCH", "CONNECT", "TRACE",
+];
 
 fn method_index(m: &http::Method) -> usize {
-    METHODS.iter().position(|x| *x == m.as_str()).unwrap_or(METHODS.len())
+    METHODS
+        .iter()
+        .position(|x| *x == m.as_str())
+        .unwrap_or(METHODS.len())
 }
 
 fn method_label(i: usize) -> &'static str {
@@ -151,12 +161,16 @@ impl RouteMetrics {
         self.duration.observe(elapsed.as_secs_f64());
         let status = status.clamp(100, 599);
         let m = method_index(method);
-        let codes = self.by_method[m].get_or_init(|| (100..=599).map(|_| OnceCell::new()).collect());
+        let codes =
+            self.by_method[m].get_or_init(|| (100..=599).map(|_| OnceCell::new()).collect());
         codes[(status - 100) as usize]
             .get_or_init(|| {
-                METRICS
-                    .http_requests
-                    .with_label_values(&[&self.route, &self.pool, method_label(m), &status.to_string()])
+                METRICS.http_requests.with_label_values(&[
+                    &self.route,
+                    &self.pool,
+                    method_label(m),
+                    &status.to_string(),
+                ])
             })
             .inc();
     }
@@ -171,13 +185,27 @@ struct PoolCollector {
 impl PoolCollector {
     fn new(runtime: SharedRuntime) -> Self {
         let descs = [
-            ("switchyard_backend_up", "1 when the backend is healthy (active checks), else 0."),
-            ("switchyard_backend_active_requests", "Requests in flight to the backend."),
-            ("switchyard_backend_requests_total", "Requests sent to the backend by outcome."),
-            ("switchyard_circuit_breaker_state", "Circuit state: 0 closed, 1 open, 2 half_open."),
+            (
+                "switchyard_backend_up",
+                "1 when the backend is healthy (active checks), else 0.",
+            ),
+            (
+                "switchyard_backend_active_requests",
+                "Requests in flight to the backend.",
+            ),
+            (
+                "switchyard_backend_requests_total",
+                "Requests sent to the backend by outcome.",
+            ),
+            (
+                "switchyard_circuit_breaker_state",
+                "Circuit state: 0 closed, 1 open, 2 half_open.",
+            ),
         ]
         .iter()
-        .filter_map(|(n, h)| Desc::new(n.to_string(), h.to_string(), vec![], Default::default()).ok())
+        .filter_map(|(n, h)| {
+            Desc::new(n.to_string(), h.to_string(), vec![], Default::default()).ok()
+        })
         .collect();
         PoolCollector { runtime, descs }
     }
@@ -189,8 +217,16 @@ impl Collector for PoolCollector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let up = gauge_vec("switchyard_backend_up", "1 when the backend is healthy (active checks), else 0.", &["pool", "backend"]);
-        let active = gauge_vec("switchyard_backend_active_requests", "Requests in flight to the backend.", &["pool", "backend"]);
+        let up = gauge_vec(
+            "switchyard_backend_up",
+            "1 when the backend is healthy (active checks), else 0.",
+            &["pool", "backend"],
+        );
+        let active = gauge_vec(
+            "switchyard_backend_active_requests",
+            "Requests in flight to the backend.",
+            &["pool", "backend"],
+        );
         let total = counter_vec(
             "switchyard_backend_requests_total",
             "Requests sent to the backend by outcome.",
@@ -209,8 +245,12 @@ impl Collector for PoolCollector {
                 active.with_label_values(&labels).set(b.in_flight() as i64);
                 circuit.with_label_values(&labels).set(b.circuit() as i64);
                 let (ok, failed) = b.outcomes();
-                total.with_label_values(&[labels[0], labels[1], "success"]).inc_by(ok);
-                total.with_label_values(&[labels[0], labels[1], "failure"]).inc_by(failed);
+                total
+                    .with_label_values(&[labels[0], labels[1], "success"])
+                    .inc_by(ok);
+                total
+                    .with_label_values(&[labels[0], labels[1], "failure"])
+                    .inc_by(failed);
             }
         }
         let mut families = Vec::new();
@@ -224,7 +264,10 @@ impl Collector for PoolCollector {
 
 /// Adds the live pool view to the registry (once, at startup).
 pub fn register_pools(runtime: SharedRuntime) {
-    if let Err(e) = METRICS.registry.register(Box::new(PoolCollector::new(runtime))) {
+    if let Err(e) = METRICS
+        .registry
+        .register(Box::new(PoolCollector::new(runtime)))
+    {
         log::error!("metrics registration failed: {e}");
     }
 }

@@ -48,19 +48,21 @@ impl ShutdownSignalWatch for Signals {
 /// Exits 0 once nothing is in flight (after a short settle, so requests already
 /// accepted get counted) or when `limit` has passed.
 fn exit_when_idle(limit: Duration) {
-    let spawned = std::thread::Builder::new().name("shutdown".into()).spawn(move || {
-        let start = Instant::now();
-        std::thread::sleep(Duration::from_millis(200));
-        while requests_in_flight() > 0 && start.elapsed() < limit {
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        let left = requests_in_flight();
-        if left > 0 {
-            log::warn!("shutdown_timeout reached with {left} request(s) still in flight");
-        }
-        log::info!("stopped");
-        std::process::exit(0);
-    });
+    let spawned = std::thread::Builder::new()
+        .name("shutdown".into())
+        .spawn(move || {
+            let start = Instant::now();
+            std::thread::sleep(Duration::from_millis(200));
+            while requests_in_flight() > 0 && start.elapsed() < limit {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            let left = requests_in_flight();
+            if left > 0 {
+                log::warn!("shutdown_timeout reached with {left} request(s) still in flight");
+            }
+            log::info!("stopped");
+            std::process::exit(0);
+        });
     if let Err(e) = spawned {
         log::error!("cannot start the shutdown watcher: {e}");
     }

@@ -9,6 +9,7 @@ pub mod health;
 pub mod select;
 pub mod sticky;
 
+use crate::admin::state::PoolOverlay;
 use crate::config::{
     Algorithm, BackendConfig, CircuitBreakerConfig, HashKey, HealthCheckConfig, HealthKind,
     PoolConfig, Timeouts, UpstreamConfig,
@@ -19,7 +20,6 @@ use select::Selector;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use crate::admin::state::PoolOverlay;
 use std::sync::{Arc, Mutex};
 use sticky::Sticky;
 
@@ -105,12 +105,19 @@ impl Backend {
 
     /// Requests sent here so far: (succeeded, failed).
     pub fn outcomes(&self) -> (u64, u64) {
-        (self.succeeded.load(Ordering::Relaxed), self.failed.load(Ordering::Relaxed))
+        (
+            self.succeeded.load(Ordering::Relaxed),
+            self.failed.load(Ordering::Relaxed),
+        )
     }
 
     /// Counts one attempt's outcome and feeds the circuit breaker with it.
     pub fn record(&self, success: bool) {
-        let counter = if success { &self.succeeded } else { &self.failed };
+        let counter = if success {
+            &self.succeeded
+        } else {
+            &self.failed
+        };
         counter.fetch_add(1, Ordering::Relaxed);
         if let Some(b) = &self.breaker {
             if success {
@@ -297,8 +304,11 @@ impl Pool {
     /// the live state of every backend whose address, weight and role are unchanged.
     fn rebuild(&self) {
         let old = self.members.load_full();
-<<<<<<< HEAD
-        let discovered = self.discovered.lock().map(|d| d.clone()).unwrap_or_default();
+        let discovered = self
+            .discovered
+            .lock()
+            .map(|d| d.clone())
+            .unwrap_or_default();
         let overlay = self.overlay.lock().map(|o| o.clone()).unwrap_or_default();
         let mut specs: Vec<BackendConfig> = Vec::new();
         for b in &self.definition.backends {
@@ -313,26 +323,23 @@ impl Pool {
         }
         for a in &overlay.added {
             match crate::admin::api::parse_backend_address(&a.address) {
-                Some(addr) if !specs.iter().any(|s| s.address == a.address) => specs.push(BackendConfig {
-                    address: a.address.clone(),
-                    addr,
-                    weight: a.weight,
-                    backup: false,
-                }),
+                Some(addr) if !specs.iter().any(|s| s.address == a.address) => {
+                    specs.push(BackendConfig {
+                        address: a.address.clone(),
+                        addr,
+                        weight: a.weight,
+                        backup: false,
+                    })
+                }
                 Some(_) => {}
-                None => log::warn!("pool {}: admin-added backend {} does not resolve; skipped", self.name, a.address),
+                None => log::warn!(
+                    "pool {}: admin-added backend {} does not resolve; skipped",
+                    self.name,
+                    a.address
+                ),
             }
         }
         for d in discovered {
-=======
-        let discovered = self
-            .discovered
-            .lock()
-            .map(|d| d.clone())
-            .unwrap_or_default();
-        let mut specs: Vec<&BackendConfig> = self.definition.backends.iter().collect();
-        for d in &discovered {
->>>>>>> main
             if !specs.iter().any(|s| s.addr == d.addr) {
                 specs.push(d);
             }
@@ -388,23 +395,6 @@ mod tests {
                 backup: *b,
             })
             .collect();
-<<<<<<< HEAD
-        Pool::new(&PoolConfig {
-            name: "p".into(),
-            algorithm: Algorithm::RoundRobin,
-            hash_key: HashKey::ClientIp,
-            backends,
-            discovery: None,
-            health_check: None,
-            circuit_breaker: breaker,
-            sticky: None,
-            retries: 1,
-            timeouts: Timeouts::default(),
-            upstream: UpstreamConfig::default(),
-            path: "pools[0]".into(),
-            pos: Default::default(),
-        }, HealthKind::Tcp, PoolOverlay::default())
-=======
         Pool::new(
             &PoolConfig {
                 name: "p".into(),
@@ -422,8 +412,8 @@ mod tests {
                 pos: Default::default(),
             },
             HealthKind::Tcp,
+            PoolOverlay::default(),
         )
->>>>>>> main
     }
 
     fn pool(backups: &[bool]) -> Pool {

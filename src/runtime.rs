@@ -43,6 +43,8 @@ pub struct Runtime {
     pub access_log: Arc<AccessLog>,
     /// Requests that matched no route (`route=""`, `pool=""`).
     pub unrouted_metrics: RouteMetrics,
+    /// Request metrics are recorded only when a metrics listener is configured.
+    pub metrics_enabled: bool,
     /// The configuration this runtime was built from (the API shows it).
     pub config: Arc<Config>,
 }
@@ -121,6 +123,7 @@ impl Runtime {
                 _ => Arc::new(AccessLog::new(config.log.access_log.clone())),
             },
             unrouted_metrics: RouteMetrics::new("", ""),
+            metrics_enabled: config.metrics.is_some(),
             config: Arc::new(config.clone()),
         }
     }

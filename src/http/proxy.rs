@@ -268,7 +268,7 @@ impl ProxyHttp for Proxy {
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or(0);
-        if status > 0 {
+        if status > 0 && rt.metrics_enabled {
             let metrics = ctx
                 .route
                 .map_or(&rt.unrouted_metrics, |r| &rt.routes[r].metrics);

@@ -12,3 +12,4 @@ pub mod pool;
 pub mod routing;
 pub mod runtime;
 pub mod server;
+pub mod tcp;

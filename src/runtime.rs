@@ -27,6 +27,34 @@ pub struct Route {
     pub metrics: RouteMetrics,
 }
 
+/// Per-service metric handles, resolved once.
+pub struct TcpMetrics {
+    pub connections: prometheus::IntCounter,
+    pub active: prometheus::IntGauge,
+    pub rx: prometheus::IntCounter,
+    pub tx: prometheus::IntCounter,
+}
+
+impl TcpMetrics {
+    fn new(service: &str) -> Self {
+        let m = &crate::observe::metrics::METRICS;
+        TcpMetrics {
+            connections: m.tcp_connections.with_label_values(&[service]),
+            active: m.tcp_active.with_label_values(&[service]),
+            rx: m.tcp_bytes.with_label_values(&[service, "rx"]),
+            tx: m.tcp_bytes.with_label_values(&[service, "tx"]),
+        }
+    }
+}
+
+/// A tcp_service as running.
+pub struct TcpService {
+    pub name: String,
+    pub pool: usize,
+    pub idle_timeout: std::time::Duration,
+    pub metrics: TcpMetrics,
+}
+
 pub struct ListenerInfo {
     pub name: String,
     pub tls: bool,
@@ -36,6 +64,7 @@ pub struct Runtime {
     pub table: RouteTable,
     pub routes: Vec<Route>,
     pub pools: Vec<Arc<Pool>>,
+    pub tcp_services: Vec<TcpService>,
     pub listeners: Vec<ListenerInfo>,
     pub trusted_proxies: Vec<IpNet>,
     /// Port for `redirect_https`: the first TLS listener's, or 443.
@@ -99,6 +128,18 @@ impl Runtime {
                             state.pool(&p.name),
                         )),
                     }
+                })
+                .collect(),
+            tcp_services: config
+                .tcp_services
+                .iter()
+                .filter_map(|t| {
+                    Some(TcpService {
+                        name: t.name.clone(),
+                        pool: pool_index(&t.pool)?,
+                        idle_timeout: t.idle_timeout,
+                        metrics: TcpMetrics::new(&t.name),
+                    })
                 })
                 .collect(),
             listeners: config

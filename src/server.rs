@@ -12,6 +12,7 @@ use crate::ops::pool_tasks::PoolTasks;
 use crate::ops::reload::{Reloader, SighupService, Sigusr1Service};
 use crate::ops::shutdown::Signals;
 use crate::runtime::{self, Runtime, SharedRuntime};
+use crate::tcp::TcpProxy;
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::HttpServerOptions;
 use pingora::listeners::tls::TlsSettings;
@@ -135,6 +136,15 @@ fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), String> {
     for (index, listener) in config.listeners.iter().enumerate() {
         add_listener(&mut server, index, listener, &runtime)?;
     }
+    for t in &config.tcp_services {
+        let app = TcpProxy {
+            service: t.name.clone(),
+            runtime: runtime.clone(),
+        };
+        let mut service = Service::new(format!("tcp {}", t.name), app);
+        service.add_tcp(&t.listen.to_string());
+        server.add_service(service);
+    }
     let (reloader, reloaded) =
         Reloader::new(path.to_path_buf(), runtime.clone(), &config, state.clone());
     let ready = Arc::new(AtomicBool::new(true));
@@ -171,9 +181,10 @@ fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), String> {
     ));
     server.add_service(background_service("reopen logs on SIGUSR1", Sigusr1Service));
     log::info!(
-        "switchyard {} starting: {} listener(s), {} route(s), {} pool(s)",
+        "switchyard {} starting: {} listener(s), {} tcp service(s), {} route(s), {} pool(s)",
         env!("CARGO_PKG_VERSION"),
         config.listeners.len(),
+        config.tcp_services.len(),
         config.routes.len(),
         config.pools.len()
     );

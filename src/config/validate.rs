@@ -146,14 +146,6 @@ fn not_built_yet(d: &mut Decoder, c: &Config) {
         }
     }
     for p in &c.pools {
-        let kind = p.health_check.as_ref().and_then(|h| h.kind);
-        if matches!(kind, Some(HealthKind::Postgres | HealthKind::Mysql)) {
-            d.warn(
-                p.pos,
-                &format!("{}.health_check.kind", p.path),
-                "the protocol check is not implemented yet: a TCP connect check runs instead",
-            );
-        }
         if p.upstream.tls.as_ref().is_some_and(|t| t.ca_file.is_some()) {
             d.warn(p.pos, &format!("{}.upstream.tls.ca_file", p.path), soon);
         }
@@ -162,8 +154,5 @@ fn not_built_yet(d: &mut Decoder, c: &Config) {
         if let Some(rl) = &r.rate_limit {
             d.warn(rl.pos, &format!("{}.rate_limit", r.path), soon);
         }
-    }
-    for t in &c.tcp_services {
-        d.warn(t.pos, &t.path, soon);
     }
 }

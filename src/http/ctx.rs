@@ -1,20 +1,15 @@
 //! Per-request state carried between the proxy hooks.
 
+use crate::ops::shutdown::Work;
 use crate::pool::{InFlight, Members};
 use crate::runtime::Runtime;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Requests between `new_ctx` and the end of `logging`, for graceful shutdown.
-static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
-
-pub fn requests_in_flight() -> usize {
-    IN_FLIGHT.load(Ordering::Relaxed)
-}
-
 pub struct RequestCtx {
+    /// Keeps graceful shutdown waiting for this request.
+    _work: Work,
     pub start: Instant,
     /// The configuration snapshot this request uses from start to end.
     pub runtime: Option<Arc<Runtime>>,
@@ -39,8 +34,8 @@ pub struct RequestCtx {
 
 impl RequestCtx {
     pub fn new() -> Self {
-        IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
         RequestCtx {
+            _work: Work::start(),
             start: Instant::now(),
             runtime: None,
             request_id: String::new(),
@@ -56,12 +51,6 @@ impl RequestCtx {
             outcome_recorded: false,
             set_cookie: None,
         }
-    }
-}
-
-impl Drop for RequestCtx {
-    fn drop(&mut self) {
-        IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

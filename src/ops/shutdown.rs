@@ -1,16 +1,39 @@
 //! Shutdown signals on top of Pingora's: SIGQUIT (upgrade) and SIGTERM (graceful stop)
 //! first mark the process not ready (`/readyz` answers 503), then Pingora stops the
-//! listeners. On SIGTERM the process exits 0 as soon as no request is in flight, or
+//! listeners. On SIGTERM the process exits 0 as soon as no request or TCP session is in
+//! flight, or
 //! when `server.shutdown_timeout` has passed, instead of sitting out the whole grace
 //! period (which is meant for upgrades). SIGINT is Pingora's fast shutdown.
 
-use crate::http::ctx::requests_in_flight;
 use async_trait::async_trait;
 use pingora::server::{ShutdownSignal, ShutdownSignalWatch};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
+
+/// HTTP requests and TCP sessions in progress.
+static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+
+fn requests_in_flight() -> usize {
+    IN_FLIGHT.load(Ordering::Relaxed)
+}
+
+/// Counts one request or session as in flight until dropped.
+pub struct Work(());
+
+impl Work {
+    pub fn start() -> Self {
+        IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
+        Work(())
+    }
+}
+
+impl Drop for Work {
+    fn drop(&mut self) {
+        IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 pub struct Signals {
     pub ready: Arc<AtomicBool>,

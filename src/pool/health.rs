@@ -3,6 +3,7 @@
 //! backend after `unhealthy_threshold` consecutive failures or `healthy_threshold`
 //! consecutive successes, logging each transition once.
 
+use super::db_checks::{MysqlCheck, PostgresCheck};
 use super::{Backend, Pool};
 use crate::config::{HealthCheckConfig, HealthKind};
 use pingora::lb::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
@@ -52,8 +53,16 @@ fn checker(
             }));
             Some(Arc::new(check))
         }
-        // postgres and mysql checks come with the TCP services; until then they connect.
-        HealthKind::Tcp | HealthKind::Postgres | HealthKind::Mysql => {
+        HealthKind::Postgres => Some(Arc::new(PostgresCheck {
+            user: hc.user.clone(),
+            database: hc.database.clone(),
+            timeout: hc.timeout,
+        })),
+        HealthKind::Mysql => Some(Arc::new(MysqlCheck {
+            user: hc.user.clone(),
+            timeout: hc.timeout,
+        })),
+        HealthKind::Tcp => {
             let mut check = TcpHealthCheck::new();
             check.peer_template.options.connection_timeout = Some(hc.timeout);
             Some(Arc::from(check as Box<dyn HealthCheck + Send + Sync>))

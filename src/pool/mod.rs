@@ -4,6 +4,7 @@
 //! the `Members` snapshot it started with.
 
 pub mod circuit;
+pub mod db_checks;
 pub mod discovery;
 pub mod health;
 pub mod select;

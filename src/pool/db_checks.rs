@@ -1,0 +1,246 @@
+//! Protocol-aware health checks for database pools, as pingora-load-balancing
+//! `HealthCheck`s: PostgreSQL answers a StartupMessage; MySQL/MariaDB sends its
+//! handshake and gets a complete handshake response and COM_QUIT back, so no check ever
+//! counts as an aborted connection against `max_connect_errors`.
+
+use async_trait::async_trait;
+use pingora::lb::health_check::HealthCheck;
+use pingora::lb::Backend as LbBackend;
+use pingora::{Error, ErrorType, Result};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn fail(why: impl Into<String>) -> Box<Error> {
+    Error::explain(ErrorType::CustomCode("health check failed", 0), why.into())
+}
+
+async fn connect(target: &LbBackend, timeout: Duration) -> Result<TcpStream> {
+    let addr = target
+        .addr
+        .as_inet()
+        .copied()
+        .ok_or_else(|| fail("not an inet address"))?;
+    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => Ok(s),
+        Ok(Err(e)) => Err(fail(format!("connect: {e}"))),
+        Err(_) => Err(fail("connect timed out")),
+    }
+}
+
+/// PostgreSQL: a StartupMessage (protocol 3.0) for `user`/`database`. Without a
+/// configured user any protocol answer is healthy (an authentication request, or an
+/// error such as an unknown role); with one, authentication must succeed or be asked
+/// for. "Cannot connect now" (57P03: starting up or shutting down) is unhealthy either
+/// way. A standby in recovery accepts connections and is healthy.
+pub struct PostgresCheck {
+    pub user: Option<String>,
+    pub database: Option<String>,
+    pub timeout: Duration,
+}
+
+impl PostgresCheck {
+    fn startup_message(&self) -> Vec<u8> {
+        let user = self.user.as_deref().unwrap_or("switchyard_health");
+        let mut body = Vec::new();
+        body.extend_from_slice(&196608u32.to_be_bytes()); // protocol 3.0
+        for (k, v) in [
+            ("user", user),
+            ("database", self.database.as_deref().unwrap_or(user)),
+        ] {
+            body.extend_from_slice(k.as_bytes());
+            body.push(0);
+            body.extend_from_slice(v.as_bytes());
+            body.push(0);
+        }
+        body.extend_from_slice(b"application_name\0switchyard-health\0\0");
+        let mut msg = ((body.len() + 4) as u32).to_be_bytes().to_vec();
+        msg.extend_from_slice(&body);
+        msg
+    }
+
+    async fn probe(&self, target: &LbBackend) -> Result<()> {
+        let mut s = connect(target, self.timeout).await?;
+        s.write_all(&self.startup_message())
+            .await
+            .map_err(|e| fail(format!("write: {e}")))?;
+        let mut head = [0u8; 5];
+        s.read_exact(&mut head)
+            .await
+            .map_err(|e| fail(format!("no answer: {e}")))?;
+        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+        let mut body = vec![0u8; len.saturating_sub(4).min(8192)];
+        s.read_exact(&mut body)
+            .await
+            .map_err(|e| fail(format!("short answer: {e}")))?;
+        // Terminate politely whatever the answer was.
+        let _ = s.write_all(&[b'X', 0, 0, 0, 4]).await;
+        let _ = s.shutdown().await;
+        match head[0] {
+            b'R' => Ok(()),
+            b'E' => {
+                let code = error_field(&body, b'C').unwrap_or_default();
+                if code == "57P03" {
+                    Err(fail("server cannot accept connections now (57P03)"))
+                } else if self.user.is_some() {
+                    Err(fail(format!(
+                        "login refused: {}",
+                        error_field(&body, b'M').unwrap_or(code)
+                    )))
+                } else {
+                    Ok(())
+                }
+            }
+            other => Err(fail(format!("unexpected message type {:?}", other as char))),
+        }
+    }
+}
+
+/// A field (`C` code, `M` message) of an ErrorResponse body.
+fn error_field(body: &[u8], field: u8) -> Option<String> {
+    let mut rest = body;
+    while let Some((&kind, tail)) = rest.split_first() {
+        if kind == 0 {
+            break;
+        }
+        let end = tail.iter().position(|b| *b == 0)?;
+        if kind == field {
+            return Some(String::from_utf8_lossy(&tail[..end]).into_owned());
+        }
+        rest = &tail[end + 1..];
+    }
+    None
+}
+
+#[async_trait]
+impl HealthCheck for PostgresCheck {
+    async fn check(&self, target: &LbBackend) -> Result<()> {
+        match tokio::time::timeout(self.timeout, self.probe(target)).await {
+            Ok(r) => r,
+            Err(_) => Err(fail("no answer in time")),
+        }
+    }
+
+    fn health_threshold(&self, _success: bool) -> usize {
+        1
+    }
+}
+
+/// MySQL / MariaDB: needs the server's handshake (protocol 10; an error packet such as
+/// "host is blocked" is unhealthy), answers it with a handshake response for `user`
+/// (no password), reads the result and sends COM_QUIT. With a configured user the login
+/// must succeed; without one, any answer to the handshake is healthy.
+pub struct MysqlCheck {
+    pub user: Option<String>,
+    pub timeout: Duration,
+}
+
+async fn read_packet(s: &mut TcpStream) -> Result<(u8, Vec<u8>)> {
+    let mut head = [0u8; 4];
+    s.read_exact(&mut head)
+        .await
+        .map_err(|e| fail(format!("read: {e}")))?;
+    let len = u32::from_le_bytes([head[0], head[1], head[2], 0]) as usize;
+    let mut payload = vec![0u8; len.min(64 * 1024)];
+    s.read_exact(&mut payload)
+        .await
+        .map_err(|e| fail(format!("read: {e}")))?;
+    Ok((head[3], payload))
+}
+
+fn packet(seq: u8, payload: &[u8]) -> Vec<u8> {
+    let len = payload.len() as u32;
+    let mut p = vec![len as u8, (len >> 8) as u8, (len >> 16) as u8, seq];
+    p.extend_from_slice(payload);
+    p
+}
+
+impl MysqlCheck {
+    async fn probe(&self, target: &LbBackend) -> Result<()> {
+        let mut s = connect(target, self.timeout).await?;
+        let (seq, greeting) = read_packet(&mut s).await?;
+        match greeting.first() {
+            Some(0x0a) => {}
+            Some(0xff) => {
+                let msg =
+                    String::from_utf8_lossy(greeting.get(3..).unwrap_or_default()).into_owned();
+                return Err(fail(format!("server refused: {msg}")));
+            }
+            _ => return Err(fail("not a MySQL handshake")),
+        }
+        // HandshakeResponse41: CLIENT_LONG_PASSWORD | CLIENT_PROTOCOL_41 | CLIENT_SECURE_CONNECTION.
+        let caps: u32 = 0x0000_0001 | 0x0000_0200 | 0x0000_8000;
+        let mut resp = Vec::new();
+        resp.extend_from_slice(&caps.to_le_bytes());
+        resp.extend_from_slice(&(16u32 * 1024 * 1024).to_le_bytes());
+        resp.push(33); // utf8_general_ci
+        resp.extend_from_slice(&[0u8; 23]);
+        resp.extend_from_slice(
+            self.user
+                .as_deref()
+                .unwrap_or("switchyard_health")
+                .as_bytes(),
+        );
+        resp.push(0);
+        resp.push(0); // empty auth response
+        s.write_all(&packet(seq.wrapping_add(1), &resp))
+            .await
+            .map_err(|e| fail(format!("write: {e}")))?;
+        let answer = read_packet(&mut s).await.map(|(_, p)| p.first().copied());
+        // COM_QUIT: the session ends cleanly, never as an aborted connection.
+        let _ = s.write_all(&packet(0, &[0x01])).await;
+        let _ = s.shutdown().await;
+        match (answer, &self.user) {
+            (Ok(Some(0x00)), _) => Ok(()),
+            (Ok(_), None) => Ok(()),
+            (Ok(Some(0xfe)), Some(_)) => Err(fail(
+                "the health-check user needs a password-less native login",
+            )),
+            (Ok(_), Some(user)) => Err(fail(format!("login as {user} refused"))),
+            (Err(e), _) => Err(e),
+        }
+    }
+}
+
+#[async_trait]
+impl HealthCheck for MysqlCheck {
+    async fn check(&self, target: &LbBackend) -> Result<()> {
+        match tokio::time::timeout(self.timeout, self.probe(target)).await {
+            Ok(r) => r,
+            Err(_) => Err(fail("no answer in time")),
+        }
+    }
+
+    fn health_threshold(&self, _success: bool) -> usize {
+        1
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn startup_message_is_well_formed() {
+        let c = PostgresCheck {
+            user: Some("u".into()),
+            database: None,
+            timeout: Duration::from_secs(1),
+        };
+        let m = c.startup_message();
+        assert_eq!(
+            u32::from_be_bytes([m[0], m[1], m[2], m[3]]) as usize,
+            m.len()
+        );
+        assert_eq!(&m[4..8], &196608u32.to_be_bytes());
+        assert!(m.ends_with(b"\0\0"));
+    }
+
+    #[test]
+    fn error_fields() {
+        let body = b"SFATAL\0C57P03\0Mstarting up\0\0";
+        assert_eq!(error_field(body, b'C').as_deref(), Some("57P03"));
+        assert_eq!(error_field(body, b'M').as_deref(), Some("starting up"));
+        assert_eq!(error_field(body, b'X'), None);
+    }
+}

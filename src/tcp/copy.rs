@@ -1,0 +1,136 @@
+//! The byte pipe of an L4 session: both directions at once, half-close passed on (a
+//! client that shuts its write side still gets the server's remaining bytes), an idle
+//! timeout over both directions, and byte counts per direction.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+const BUFFER: usize = 64 * 1024;
+
+/// Counters shared by both directions of one session.
+#[derive(Default)]
+pub struct Traffic {
+    /// Bytes read from the client (and written to the backend).
+    pub rx: AtomicU64,
+    /// Bytes written to the client.
+    pub tx: AtomicU64,
+    /// Milliseconds since `start` at the last byte moved either way.
+    last_active_ms: AtomicU64,
+}
+
+/// How a session ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum End {
+    /// Both sides finished (each direction saw EOF and passed it on).
+    Closed,
+    Idle,
+    Error(String),
+}
+
+async fn pump<R, W>(
+    mut from: R,
+    mut to: W,
+    count: &AtomicU64,
+    traffic: &Traffic,
+    start: Instant,
+) -> Result<(), String>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let mut buf = vec![0u8; BUFFER];
+    loop {
+        let n = from.read(&mut buf).await.map_err(|e| e.to_string())?;
+        if n == 0 {
+            // Pass the half-close on; the other direction keeps flowing.
+            let _ = to.shutdown().await;
+            return Ok(());
+        }
+        to.write_all(&buf[..n]).await.map_err(|e| e.to_string())?;
+        count.fetch_add(n as u64, Ordering::Relaxed);
+        traffic
+            .last_active_ms
+            .store(start.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Copies both ways until both directions are done, an error, or `idle` passes with no
+/// byte moving in either direction.
+pub async fn bidirectional<C, B>(
+    client: C,
+    backend: B,
+    idle: Duration,
+    traffic: Arc<Traffic>,
+) -> End
+where
+    C: AsyncRead + AsyncWrite + Unpin + Send,
+    B: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    let start = Instant::now();
+    let (client_r, client_w) = tokio::io::split(client);
+    let (backend_r, backend_w) = tokio::io::split(backend);
+    let upstream = pump(client_r, backend_w, &traffic.rx, &traffic, start);
+    let downstream = pump(backend_r, client_w, &traffic.tx, &traffic, start);
+    let both = async {
+        let (a, b) = tokio::join!(upstream, downstream);
+        match (a, b) {
+            (Ok(()), Ok(())) => End::Closed,
+            (Err(e), _) | (_, Err(e)) => End::Error(e),
+        }
+    };
+    let watchdog = async {
+        loop {
+            let last = Duration::from_millis(traffic.last_active_ms.load(Ordering::Relaxed));
+            let quiet = start.elapsed().saturating_sub(last);
+            if quiet >= idle {
+                return End::Idle;
+            }
+            tokio::time::sleep(idle - quiet).await;
+        }
+    };
+    tokio::select! {
+        end = both => end,
+        end = watchdog => end,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn copies_both_ways_with_half_close() {
+        let (client, mut client_peer) = tokio::io::duplex(1024);
+        let (backend, mut backend_peer) = tokio::io::duplex(1024);
+        let traffic = Arc::new(Traffic::default());
+        let t = traffic.clone();
+        let session =
+            tokio::spawn(
+                async move { bidirectional(client, backend, Duration::from_secs(5), t).await },
+            );
+        client_peer.write_all(b"hello").await.unwrap_or(());
+        client_peer.shutdown().await.unwrap_or(());
+        let mut got = Vec::new();
+        backend_peer.read_to_end(&mut got).await.unwrap_or(0);
+        assert_eq!(got, b"hello");
+        // The backend answers after the client's half-close.
+        backend_peer.write_all(b"world!").await.unwrap_or(());
+        backend_peer.shutdown().await.unwrap_or(());
+        let mut back = Vec::new();
+        client_peer.read_to_end(&mut back).await.unwrap_or(0);
+        assert_eq!(back, b"world!");
+        assert_eq!(session.await.ok(), Some(End::Closed));
+        assert_eq!(traffic.rx.load(Ordering::Relaxed), 5);
+        assert_eq!(traffic.tx.load(Ordering::Relaxed), 6);
+    }
+
+    #[tokio::test]
+    async fn idle_sessions_end() {
+        let (client, _client_peer) = tokio::io::duplex(64);
+        let (backend, _backend_peer) = tokio::io::duplex(64);
+        let end = bidirectional(client, backend, Duration::from_millis(50), Arc::default()).await;
+        assert_eq!(end, End::Idle);
+    }
+}

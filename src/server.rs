@@ -5,7 +5,7 @@ use crate::admin::api::Api;
 use crate::admin::state::StateStore;
 use crate::admin::{AdminApp, MetricsApp};
 use crate::cli::Cli;
-use crate::config::{self, Config, Diagnostic, ListenerConfig, TlsVersion};
+use crate::config::{self, Config, Diagnostic, ListenerConfig};
 use crate::http::proxy::Proxy;
 use crate::observe::metrics;
 use crate::ops::pool_tasks::PoolTasks;
@@ -13,14 +13,13 @@ use crate::ops::reload::{Reloader, SighupService, Sigusr1Service};
 use crate::ops::shutdown::Signals;
 use crate::runtime::{self, Runtime, SharedRuntime};
 use crate::tcp::TcpProxy;
+use crate::tls::{self, store::CertStore};
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::HttpServerOptions;
-use pingora::listeners::tls::TlsSettings;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
-use pingora::tls::ssl::SslVersion;
 use pingora_proxy::ProxyServiceBuilder;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
@@ -133,8 +132,12 @@ fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), String> {
         config.admin.as_ref().map(|a| a.state_file.clone()),
     )?);
     let runtime = runtime::shared(Runtime::build(&config, None, &state));
+    let mut cert_stores = Vec::new();
     for (index, listener) in config.listeners.iter().enumerate() {
-        add_listener(&mut server, index, listener, &runtime)?;
+        if let Some(store) = add_listener(&mut server, index, listener, &runtime)? {
+            tls::publish_expiry(&listener.name, &store);
+            cert_stores.push((listener.name.clone(), store));
+        }
     }
     for t in &config.tcp_services {
         let app = TcpProxy {
@@ -145,8 +148,13 @@ fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), String> {
         service.add_tcp(&t.listen.to_string());
         server.add_service(service);
     }
-    let (reloader, reloaded) =
-        Reloader::new(path.to_path_buf(), runtime.clone(), &config, state.clone());
+    let (reloader, reloaded) = Reloader::new(
+        path.to_path_buf(),
+        runtime.clone(),
+        &config,
+        state.clone(),
+        cert_stores,
+    );
     let ready = Arc::new(AtomicBool::new(true));
     if let Some(admin) = &config.admin {
         let api = Api {
@@ -202,7 +210,7 @@ fn add_listener(
     index: usize,
     l: &ListenerConfig,
     runtime: &SharedRuntime,
-) -> Result<(), String> {
+) -> Result<Option<Arc<CertStore>>, String> {
     let proxy = Proxy {
         listener: index,
         tls: l.tls.is_some(),
@@ -215,29 +223,17 @@ fn add_listener(
         .server_options(options)
         .build();
     let addr = l.listen.to_string();
-    match &l.tls {
-        None => service.add_tcp(&addr),
-        Some(tls) => {
-            let first = tls
-                .certificates
-                .first()
-                .ok_or_else(|| format!("listener {}: no certificate to serve", l.name))?;
-            let mut settings = TlsSettings::intermediate(
-                &first.cert_file.display().to_string(),
-                &first.key_file.display().to_string(),
-            )
-            .map_err(|e| format!("listener {}: {e}", l.name))?;
-            if l.http2 {
-                settings.enable_h2();
-            }
-            if tls.min_version == TlsVersion::Tls13 {
-                settings
-                    .set_min_proto_version(Some(SslVersion::TLS1_3))
-                    .map_err(|e| format!("listener {}: {e}", l.name))?;
-            }
-            service.add_tls_with_settings(&addr, None, settings)
+    let store = match &l.tls {
+        None => {
+            service.add_tcp(&addr);
+            None
         }
-    }
+        Some(_) => {
+            let (settings, store) = tls::settings(l)?;
+            service.add_tls_with_settings(&addr, None, settings);
+            Some(store)
+        }
+    };
     server.add_service(service);
-    Ok(())
+    Ok(store)
 }

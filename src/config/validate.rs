@@ -133,21 +133,6 @@ fn not_built_yet(d: &mut Decoder, c: &Config) {
             if tls.acme.is_some() {
                 d.warn(l.pos, &format!("{}.tls.acme", l.path), soon);
             }
-            if tls.client_ca_file.is_some() {
-                d.warn(l.pos, &format!("{}.tls.client_ca_file", l.path), soon);
-            }
-            if tls.certificates.len() > 1 {
-                d.warn(
-                    l.pos,
-                    &format!("{}.tls.certificates", l.path),
-                    "SNI selection is not implemented yet: only the first certificate is served",
-                );
-            }
-        }
-    }
-    for p in &c.pools {
-        if p.upstream.tls.as_ref().is_some_and(|t| t.ca_file.is_some()) {
-            d.warn(p.pos, &format!("{}.upstream.tls.ca_file", p.path), soon);
         }
     }
     for r in &c.routes {

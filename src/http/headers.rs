@@ -121,6 +121,24 @@ pub fn add_forwarding(req: &mut RequestHeader, f: &Forwarded) -> pingora::Result
     Ok(())
 }
 
+/// `X-Client-Cert-Subject`: the verified client certificate's subject (mutual TLS);
+/// a client-sent value is always removed.
+pub fn set_client_cert_subject(
+    req: &mut RequestHeader,
+    session: &pingora_proxy::Session,
+) -> pingora::Result<()> {
+    const NAME: &str = "x-client-cert-subject";
+    req.remove_header(NAME);
+    let subject = session
+        .digest()
+        .and_then(|d| d.ssl_digest.as_ref())
+        .and_then(|s| s.extension.get::<crate::tls::ClientSubject>());
+    if let Some(subject) = subject {
+        req.insert_header(NAME, subject.0.as_str())?;
+    }
+    Ok(())
+}
+
 /// The header operations shared by requests and responses.
 pub trait EditableHeaders {
     fn set(&mut self, name: &HeaderName, value: &HeaderValue) -> pingora::Result<()>;

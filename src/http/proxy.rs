@@ -193,6 +193,7 @@ impl ProxyHttp for Proxy {
             };
             headers::add_forwarding(upstream_request, &fwd)?;
         }
+        headers::set_client_cert_subject(upstream_request, session)?;
         headers::apply_edits(upstream_request, &route.request_headers)
     }
 

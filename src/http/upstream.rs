@@ -141,6 +141,7 @@ pub fn peer(pool: &Pool, backend: &Backend, websocket: bool) -> HttpPeer {
     if let Some(t) = tls {
         o.verify_cert = t.verify;
         o.verify_hostname = t.verify;
+        o.ca.clone_from(&pool.upstream_ca);
     }
     o.alpn = match (pool.upstream.protocol, websocket) {
         (_, true) | (UpstreamProtocol::Http1, _) => ALPN::H1,

@@ -6,6 +6,7 @@ use crate::admin::state::StateStore;
 use crate::config::{self, Config, Diagnostic};
 use crate::observe::metrics::METRICS;
 use crate::runtime::{Runtime, SharedRuntime};
+use crate::tls::store::{CertStore, Certs};
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -20,6 +21,8 @@ pub struct Reloader {
     pub bound: Vec<(String, std::net::SocketAddr)>,
     pub notify: watch::Sender<u64>,
     pub state: Arc<StateStore>,
+    /// Each TLS listener's certificate store: a reload re-reads the files.
+    pub cert_stores: Vec<(String, Arc<CertStore>)>,
 }
 
 impl Reloader {
@@ -28,6 +31,7 @@ impl Reloader {
         runtime: SharedRuntime,
         config: &Config,
         state: Arc<StateStore>,
+        cert_stores: Vec<(String, Arc<CertStore>)>,
     ) -> (Arc<Self>, watch::Receiver<u64>) {
         let (notify, rx) = watch::channel(0);
         let bound = config
@@ -42,6 +46,7 @@ impl Reloader {
                 bound,
                 notify,
                 state,
+                cert_stores,
             }),
             rx,
         )
@@ -86,6 +91,27 @@ impl Reloader {
                     l.name,
                     l.listen
                 ),
+            }
+        }
+        // Certificates were already checked by `config::load`; re-read them into each
+        // listener's store (new contents at unchanged paths included).
+        for (name, store) in &self.cert_stores {
+            let files = loaded
+                .config
+                .listeners
+                .iter()
+                .find(|l| &l.name == name)
+                .and_then(|l| l.tls.as_ref());
+            if let Some(tls) = files {
+                match Certs::load(&tls.certificates) {
+                    Ok(certs) => {
+                        store.replace(certs);
+                        crate::tls::publish_expiry(name, store);
+                    }
+                    Err(e) => {
+                        log::error!("reload: listener {name} keeps its old certificates: {e}")
+                    }
+                }
             }
         }
         let old = self.runtime.load_full();

@@ -228,6 +228,8 @@ pub struct Pool {
     pub retries: u32,
     pub timeouts: Timeouts,
     pub upstream: UpstreamConfig,
+    /// Trust for upstream TLS (`upstream.tls.ca_file`), loaded once; `None` = system store.
+    pub upstream_ca: Option<Arc<Box<[openssl::x509::X509]>>>,
     pub circuit_breaker: Option<CircuitBreakerConfig>,
     pub on_5xx: bool,
     pub health_check: Option<HealthCheckConfig>,
@@ -256,6 +258,14 @@ impl Pool {
             retries: c.retries,
             timeouts: c.timeouts,
             upstream: c.upstream.clone(),
+            upstream_ca: c
+                .upstream
+                .tls
+                .as_ref()
+                .and_then(|t| t.ca_file.as_ref())
+                .and_then(|f| std::fs::read(f).ok())
+                .and_then(|pem| openssl::x509::X509::stack_from_pem(&pem).ok())
+                .map(|certs| Arc::new(certs.into_boxed_slice())),
             circuit_breaker: c.circuit_breaker.clone(),
             on_5xx: c.circuit_breaker.as_ref().is_some_and(|b| b.on_5xx),
             health_check: c.health_check.clone(),

@@ -1,0 +1,132 @@
+//! TLS termination: per-listener settings (SNI certificate selection from an in-memory
+//! store, minimum version, ALPN h2, mutual TLS) and certificate reload.
+
+pub mod store;
+
+use crate::config::{ClientAuth, ListenerConfig, TlsVersion};
+use async_trait::async_trait;
+use pingora::listeners::tls::TlsSettings;
+use pingora::listeners::TlsAccept;
+use pingora::protocols::tls::TlsRef;
+use pingora::tls::ext;
+use pingora::tls::ssl::{NameType, SslVerifyMode, SslVersion};
+use pingora::tls::x509::X509;
+use std::any::Any;
+use std::sync::Arc;
+use store::{CertStore, Certs};
+
+/// The verified subject of a client certificate (mutual TLS), attached to the
+/// connection and sent to backends as `X-Client-Cert-Subject`.
+pub struct ClientSubject(pub String);
+
+/// The SNI callback: picks the certificate for the requested name.
+pub struct Sni {
+    pub store: Arc<CertStore>,
+}
+
+#[async_trait]
+impl TlsAccept for Sni {
+    async fn certificate_callback(&self, ssl: &mut TlsRef) {
+        let certs = self.store.current();
+        let Some(c) = certs.pick(ssl.servername(NameType::HOST_NAME)) else {
+            log::warn!("TLS handshake without any certificate to offer");
+            return;
+        };
+        let Some(leaf) = c.chain.first() else { return };
+        let set = ext::ssl_use_certificate(ssl, leaf)
+            .and_then(|_| ext::ssl_use_private_key(ssl, &c.key))
+            .and_then(|_| {
+                c.chain[1..]
+                    .iter()
+                    .try_for_each(|ca| ext::ssl_add_chain_cert(ssl, ca))
+            });
+        if let Err(e) = set {
+            log::warn!("TLS: could not set the certificate for {:?}: {e}", c.names);
+        }
+    }
+
+    async fn handshake_complete_callback(
+        &self,
+        ssl: &TlsRef,
+    ) -> Option<Arc<dyn Any + Send + Sync>> {
+        let cert = ssl.peer_certificate()?;
+        if ssl.verify_result() != pingora::tls::x509::X509VerifyResult::OK {
+            return None;
+        }
+        Some(Arc::new(ClientSubject(subject_of(&cert))))
+    }
+}
+
+/// `CN=client,O=Example` from a certificate's subject, in certificate order.
+fn subject_of(cert: &X509) -> String {
+    cert.subject_name()
+        .entries()
+        .filter_map(|e| {
+            let key = e.object().nid().short_name().ok()?;
+            let value = e.data().to_string().ok()?;
+            Some(format!("{key}={value}"))
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Builds a TLS listener's settings and returns its certificate store (for reload).
+pub fn settings(l: &ListenerConfig) -> Result<(TlsSettings, Arc<CertStore>), String> {
+    let tls = l
+        .tls
+        .as_ref()
+        .ok_or_else(|| format!("listener {} has no tls section", l.name))?;
+    let certs = Certs::load(&tls.certificates)?;
+    if certs.list.is_empty() {
+        log::warn!(
+            "listener {}: no certificate files; handshakes fail until a certificate is installed",
+            l.name
+        );
+    }
+    let store = CertStore::new(certs);
+    let err = |e: pingora::BError| format!("listener {}: {e}", l.name);
+    let mut settings = TlsSettings::with_callbacks(Box::new(Sni {
+        store: store.clone(),
+    }))
+    .map_err(err)?;
+    let ossl = |e: pingora::tls::error::ErrorStack| format!("listener {}: {e}", l.name);
+    if tls.min_version == TlsVersion::Tls13 {
+        settings
+            .set_min_proto_version(Some(SslVersion::TLS1_3))
+            .map_err(ossl)?;
+    }
+    if l.http2 {
+        settings.enable_h2();
+    }
+    if let Some(ca) = &tls.client_ca_file {
+        let mode = match tls.client_auth {
+            ClientAuth::None => SslVerifyMode::NONE,
+            ClientAuth::Optional => SslVerifyMode::PEER,
+            ClientAuth::Require => SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT,
+        };
+        settings.set_verify(mode);
+        settings.set_ca_file(ca).map_err(ossl)?;
+        // The CA names sent to clients, so they pick the right certificate.
+        let pem = std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
+        let mut names = openssl::stack::Stack::new().map_err(ossl)?;
+        for c in X509::stack_from_pem(&pem).map_err(ossl)? {
+            names
+                .push(c.subject_name().to_owned().map_err(ossl)?)
+                .map_err(ossl)?;
+        }
+        settings.set_client_ca_list(names);
+    }
+    Ok((settings, store))
+}
+
+/// Sets `switchyard_tls_certificate_expiry_timestamp_seconds{listener,name}` for every
+/// certificate of a listener (name = its first DNS name).
+pub fn publish_expiry(listener: &str, store: &CertStore) {
+    let gauge = &crate::observe::metrics::METRICS.certificate_expiry;
+    for c in &store.current().list {
+        let name = c.names.first().map(|s| s.as_str()).unwrap_or("");
+        gauge
+            .with_label_values(&[listener, name])
+            .set(c.not_after as f64);
+    }
+}

@@ -1,0 +1,138 @@
+//! The certificate store behind a TLS listener's SNI callback: every configured
+//! certificate indexed by its DNS names (exact and `*.` wildcard SANs, else the CN), the
+//! first as the default for unknown or missing SNI. Held in an `ArcSwap` so a reload
+//! swaps in re-read files without touching open connections.
+
+use crate::config::files::load_pair;
+use crate::config::CertificateFiles;
+use arc_swap::ArcSwap;
+use pingora::tls::nid::Nid;
+use pingora::tls::pkey::{PKey, Private};
+use pingora::tls::x509::X509;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub struct Certified {
+    /// Leaf first, then the chain as it appears in the file.
+    pub chain: Vec<X509>,
+    pub key: PKey<Private>,
+    /// DNS names (lower case) the certificate answers for; `*.x` for wildcards.
+    pub names: Vec<String>,
+    /// Expiry as Unix seconds (for the expiry metric).
+    pub not_after: i64,
+}
+
+pub struct Certs {
+    pub list: Vec<Certified>,
+    exact: HashMap<String, usize>,
+    /// `.example.com` suffixes of `*.example.com` names.
+    wildcard: Vec<(String, usize)>,
+}
+
+impl Certs {
+    /// Loads every pair; any unreadable or mismatched pair is an error naming the file.
+    pub fn load(files: &[CertificateFiles]) -> Result<Certs, String> {
+        let mut list = Vec::new();
+        for f in files {
+            let (chain, key) = load_pair(&f.cert_file, &f.key_file)?;
+            let leaf = chain
+                .first()
+                .ok_or_else(|| format!("{} holds no certificate", f.cert_file.display()))?;
+            let names = dns_names(leaf);
+            let not_after = not_after_unix(leaf);
+            list.push(Certified {
+                chain,
+                key,
+                names,
+                not_after,
+            });
+        }
+        Ok(Certs::index(list))
+    }
+
+    fn index(list: Vec<Certified>) -> Certs {
+        let mut exact = HashMap::new();
+        let mut wildcard = Vec::new();
+        for (i, c) in list.iter().enumerate() {
+            for n in &c.names {
+                match n.strip_prefix('*') {
+                    Some(suffix) => wildcard.push((suffix.to_string(), i)),
+                    None => {
+                        exact.entry(n.clone()).or_insert(i);
+                    }
+                }
+            }
+        }
+        Certs {
+            list,
+            exact,
+            wildcard,
+        }
+    }
+
+    /// The certificate for `sni`: an exact name, else a wildcard covering one label,
+    /// else the first (default) certificate.
+    pub fn pick(&self, sni: Option<&str>) -> Option<&Certified> {
+        let idx = sni
+            .map(|s| s.trim_end_matches('.').to_ascii_lowercase())
+            .and_then(|name| {
+                self.exact.get(&name).copied().or_else(|| {
+                    let dot = name.find('.')?;
+                    let suffix = &name[dot..];
+                    self.wildcard
+                        .iter()
+                        .find(|(w, _)| w == suffix)
+                        .map(|(_, i)| *i)
+                })
+            })
+            .unwrap_or(0);
+        self.list.get(idx)
+    }
+}
+
+fn dns_names(cert: &X509) -> Vec<String> {
+    let mut names: Vec<String> = cert
+        .subject_alt_names()
+        .map(|sans| {
+            sans.iter()
+                .filter_map(|n| n.dnsname().map(|d| d.to_ascii_lowercase()))
+                .collect()
+        })
+        .unwrap_or_default();
+    if names.is_empty() {
+        if let Some(cn) = cert
+            .subject_name()
+            .entries_by_nid(Nid::COMMONNAME)
+            .next()
+            .and_then(|e| e.data().to_string().ok())
+        {
+            names.push(cn.to_ascii_lowercase());
+        }
+    }
+    names
+}
+
+fn not_after_unix(cert: &X509) -> i64 {
+    let epoch = openssl::asn1::Asn1Time::from_unix(0);
+    match epoch.and_then(|e| e.diff(cert.not_after())) {
+        Ok(d) => d.days as i64 * 86_400 + d.secs as i64,
+        Err(_) => 0,
+    }
+}
+
+/// A listener's certificates, swappable on reload.
+pub struct CertStore(ArcSwap<Certs>);
+
+impl CertStore {
+    pub fn new(certs: Certs) -> Arc<Self> {
+        Arc::new(CertStore(ArcSwap::from_pointee(certs)))
+    }
+
+    pub fn current(&self) -> Arc<Certs> {
+        self.0.load_full()
+    }
+
+    pub fn replace(&self, certs: Certs) {
+        self.0.store(Arc::new(certs));
+    }
+}

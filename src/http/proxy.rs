@@ -235,6 +235,15 @@ impl ProxyHttp for Proxy {
         headers::apply_edits(upstream_response, &route.response_headers)
     }
 
+    /// A client that goes away mid-request is routine, not an error worth a log line.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
+        e.esource() == &pingora::ErrorSource::Downstream
+            && matches!(
+                e.etype(),
+                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+            )
+    }
+
     async fn fail_to_proxy(
         &self,
         session: &mut Session,

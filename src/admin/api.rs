@@ -68,7 +68,11 @@ impl Api {
         if self.admin.tokens.is_empty() {
             return true;
         }
-        let Some(token) = header.and_then(|h| h.strip_prefix(b"Bearer ")) else {
+        // The scheme is case-insensitive (RFC 9110); only Bearer is accepted.
+        let Some(token) = header
+            .filter(|h| h.len() > 7 && h[..7].eq_ignore_ascii_case(b"bearer "))
+            .map(|h| &h[7..])
+        else {
             return false;
         };
         // Every token is compared, in constant time, whatever matches.

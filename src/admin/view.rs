@@ -9,7 +9,7 @@ pub fn backend(b: &Backend) -> Value {
     let (ok, failed) = b.outcomes();
     json!({
         "address": b.address,
-        "weight": b.weight,
+        "weight": b.weight(),
         "backup": b.backup,
         "healthy": b.healthy(),
         "circuit": b.circuit().as_str(),

@@ -143,7 +143,7 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        upstream::record_outcome(ctx, false);
+        upstream::record_outcome(ctx, false, false);
         // Nothing was sent yet, so another backend may take it.
         ctx.connect_failure = Some(errors::status_for(&e).max(502));
         let retries = ctx
@@ -208,7 +208,8 @@ impl ProxyHttp for Proxy {
             .as_ref()
             .and_then(|rt| ctx.pool.and_then(|p| rt.pools.get(p)))
             .is_some_and(|p| p.on_5xx);
-        upstream::record_outcome(ctx, !(on_5xx && upstream_response.status.is_server_error()));
+        let is_5xx = upstream_response.status.is_server_error();
+        upstream::record_outcome(ctx, !is_5xx, !(on_5xx && is_5xx));
         Ok(())
     }
 
@@ -233,6 +234,15 @@ impl ProxyHttp for Proxy {
             headers::add_security_headers(upstream_response, self.tls)?;
         }
         headers::apply_edits(upstream_response, &route.response_headers)
+    }
+
+    /// A client that goes away mid-request is routine, not an error worth a log line.
+    fn suppress_error_log(&self, _session: &Session, _ctx: &RequestCtx, e: &Error) -> bool {
+        e.esource() == &pingora::ErrorSource::Downstream
+            && matches!(
+                e.etype(),
+                ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
+            )
     }
 
     async fn fail_to_proxy(
@@ -260,7 +270,7 @@ impl ProxyHttp for Proxy {
         // A timeout or reset after connecting is a failure; a finished exchange whose
         // response header was not seen (e.g. an upgrade) counts as a success.
         let upstream_failed = e.is_some_and(|e| e.esource() == &pingora::ErrorSource::Upstream);
-        upstream::record_outcome(ctx, !upstream_failed);
+        upstream::record_outcome(ctx, !upstream_failed, !upstream_failed);
         ctx.in_flight = None;
         let Some(rt) = ctx.runtime.clone() else {
             return;

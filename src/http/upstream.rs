@@ -115,13 +115,14 @@ pub fn choose(
     None
 }
 
-/// Feeds the chosen backend's circuit breaker once per attempt.
-pub fn record_outcome(ctx: &mut RequestCtx, success: bool) {
+/// Counts the chosen backend's outcome once per attempt; `breaker_success` is what the
+/// circuit breaker sees (a 5xx fails it only with `on_5xx`).
+pub fn record_outcome(ctx: &mut RequestCtx, success: bool, breaker_success: bool) {
     if ctx.outcome_recorded {
         return;
     }
     if let (Some(members), Some(idx)) = (&ctx.members, ctx.backend) {
-        members.backends[idx].record(success);
+        members.backends[idx].record(success, breaker_success);
         ctx.outcome_recorded = true;
     }
 }

@@ -20,7 +20,7 @@ use circuit::{Breaker, CircuitState};
 use select::Selector;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use sticky::Sticky;
 
@@ -30,7 +30,8 @@ pub struct Backend {
     /// the API and metrics.
     pub address: String,
     pub addr: SocketAddr,
-    pub weight: u32,
+    /// Changed in place by the admin API (the backend keeps its live state).
+    weight: AtomicU32,
     pub backup: bool,
     healthy: AtomicBool,
     draining: AtomicBool,
@@ -47,7 +48,7 @@ impl Backend {
         Backend {
             address: c.address.clone(),
             addr: c.addr,
-            weight: c.weight,
+            weight: AtomicU32::new(c.weight),
             backup: c.backup,
             healthy: AtomicBool::new(true),
             draining: AtomicBool::new(false),
@@ -57,6 +58,10 @@ impl Backend {
             succeeded: AtomicU64::new(0),
             failed: AtomicU64::new(0),
         }
+    }
+
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
     }
 
     /// May take a new request: healthy, not draining, circuit admitting, not full.
@@ -112,8 +117,9 @@ impl Backend {
         )
     }
 
-    /// Counts one attempt's outcome and feeds the circuit breaker with it.
-    pub fn record(&self, success: bool) {
+    /// Counts one attempt's outcome (a 5xx answer is a failure) and feeds the circuit
+    /// breaker with what it counts (`breaker_success`: a 5xx fails it only with `on_5xx`).
+    pub fn record(&self, success: bool, breaker_success: bool) {
         let counter = if success {
             &self.succeeded
         } else {
@@ -121,7 +127,7 @@ impl Backend {
         };
         counter.fetch_add(1, Ordering::Relaxed);
         if let Some(b) = &self.breaker {
-            if success {
+            if breaker_success {
                 b.record_success()
             } else {
                 b.record_failure()
@@ -170,7 +176,7 @@ impl Tier {
             .collect();
         let weighted: Vec<(SocketAddr, u32)> = members
             .iter()
-            .map(|i| (backends[*i].addr, backends[*i].weight))
+            .map(|i| (backends[*i].addr, backends[*i].weight()))
             .collect();
         Tier {
             selector: Selector::new(algorithm, &weighted),
@@ -358,15 +364,19 @@ impl Pool {
         let backends: Vec<Arc<Backend>> = specs
             .iter()
             .map(|spec| {
-                old.backends
+                match old
+                    .backends
                     .iter()
-                    .find(|b| {
-                        b.address == spec.address
-                            && b.weight == spec.weight
-                            && b.backup == spec.backup
-                    })
-                    .cloned()
-                    .unwrap_or_else(|| Arc::new(Backend::new(spec, self.circuit_breaker.as_ref())))
+                    .find(|b| b.address == spec.address && b.backup == spec.backup)
+                {
+                    // Same backend: it keeps health, circuit and counters; a new weight
+                    // applies in place.
+                    Some(b) => {
+                        b.weight.store(spec.weight, Ordering::Relaxed);
+                        b.clone()
+                    }
+                    None => Arc::new(Backend::new(spec, self.circuit_breaker.as_ref())),
+                }
             })
             .collect();
         for b in &backends {

@@ -96,7 +96,7 @@ impl ServerApp for TcpProxy {
                     break;
                 }
                 Ok(Err(e)) => {
-                    backend.record(false);
+                    backend.record(false, false);
                     log::warn!(
                         "tcp {}: connect to {} failed: {e}",
                         svc.name,
@@ -104,7 +104,7 @@ impl ServerApp for TcpProxy {
                     );
                 }
                 Err(_) => {
-                    backend.record(false);
+                    backend.record(false, false);
                     log::warn!("tcp {}: connect to {} timed out", svc.name, backend.address);
                 }
             }
@@ -120,7 +120,8 @@ impl ServerApp for TcpProxy {
         let backend = &members.backends[idx];
         let traffic = Arc::new(Traffic::default());
         let end = copy::bidirectional(io, upstream, svc.idle_timeout, traffic.clone()).await;
-        backend.record(!matches!(end, End::Error(_)));
+        let ok = !matches!(end, End::Error(_));
+        backend.record(ok, ok);
         let (rx, tx) = (
             traffic.rx.load(Ordering::Relaxed),
             traffic.tx.load(Ordering::Relaxed),

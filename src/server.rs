@@ -116,7 +116,12 @@ fn server_conf(cli: &Cli, c: &Config) -> ServerConf {
         // Pingora stops its runtimes (cutting what still runs) after this: on SIGTERM
         // in-flight work must get its whole shutdown_timeout (ops::shutdown exits as
         // soon as it is done).
-        grace_period_seconds: Some(c.server.grace_period.max(c.server.shutdown_timeout).as_secs()),
+        grace_period_seconds: Some(
+            c.server
+                .grace_period
+                .max(c.server.shutdown_timeout)
+                .as_secs(),
+        ),
         graceful_shutdown_timeout_seconds: Some(c.server.shutdown_timeout.as_secs()),
         ..ServerConf::default()
     }

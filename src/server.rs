@@ -113,7 +113,15 @@ fn server_conf(cli: &Cli, c: &Config) -> ServerConf {
         upgrade_sock: c.server.upgrade_sock.display().to_string(),
         user: c.server.user.clone(),
         group: c.server.group.clone(),
-        grace_period_seconds: Some(c.server.grace_period.as_secs()),
+        // Pingora stops its runtimes (cutting what still runs) after this: on SIGTERM
+        // in-flight work must get its whole shutdown_timeout (ops::shutdown exits as
+        // soon as it is done).
+        grace_period_seconds: Some(
+            c.server
+                .grace_period
+                .max(c.server.shutdown_timeout)
+                .as_secs(),
+        ),
         graceful_shutdown_timeout_seconds: Some(c.server.shutdown_timeout.as_secs()),
         ..ServerConf::default()
     }
@@ -132,9 +140,10 @@ fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), String> {
         config.admin.as_ref().map(|a| a.state_file.clone()),
     )?);
     let runtime = runtime::shared(Runtime::build(&config, None, &state));
+    let ready = Arc::new(AtomicBool::new(true));
     let mut cert_stores = Vec::new();
     for (index, listener) in config.listeners.iter().enumerate() {
-        if let Some(store) = add_listener(&mut server, index, listener, &runtime)? {
+        if let Some(store) = add_listener(&mut server, index, listener, &runtime, &ready)? {
             tls::publish_expiry(&listener.name, &store);
             cert_stores.push((listener.name.clone(), store));
         }
@@ -155,7 +164,6 @@ fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), String> {
         state.clone(),
         cert_stores,
     );
-    let ready = Arc::new(AtomicBool::new(true));
     if let Some(admin) = &config.admin {
         let api = Api {
             admin: admin.clone(),
@@ -210,11 +218,13 @@ fn add_listener(
     index: usize,
     l: &ListenerConfig,
     runtime: &SharedRuntime,
+    ready: &Arc<AtomicBool>,
 ) -> Result<Option<Arc<CertStore>>, String> {
     let proxy = Proxy {
         listener: index,
         tls: l.tls.is_some(),
         runtime: runtime.clone(),
+        ready: ready.clone(),
     };
     let mut options = HttpServerOptions::default();
     options.h2c = l.http2 && l.tls.is_none();

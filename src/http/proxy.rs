@@ -15,12 +15,17 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 pub struct Proxy {
     /// Index of the listener this service serves (routes filter on it).
     pub listener: usize,
     pub tls: bool,
     pub runtime: SharedRuntime,
+    /// False from SIGQUIT/SIGTERM on: responses then close their connection, so
+    /// clients move to the new process instead of racing the old one's shutdown.
+    pub ready: Arc<AtomicBool>,
 }
 
 impl Proxy {
@@ -215,10 +220,13 @@ impl ProxyHttp for Proxy {
 
     async fn response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        if !self.ready.load(Ordering::Relaxed) {
+            session.set_keepalive(None);
+        }
         upstream_response.insert_header(headers::X_REQUEST_ID, ctx.request_id.as_str())?;
         if let Some(cookie) = ctx.set_cookie.take() {
             upstream_response.append_header(http::header::SET_COOKIE, cookie)?;

@@ -46,7 +46,7 @@ impl PostgresCheck {
         body.extend_from_slice(&196608u32.to_be_bytes()); // protocol 3.0
         for (k, v) in [
             ("user", user),
-            ("database", self.database.as_deref().unwrap_or(user)),
+            ("database", self.database.as_deref().unwrap_or("postgres")),
         ] {
             body.extend_from_slice(k.as_bytes());
             body.push(0);
@@ -64,20 +64,23 @@ impl PostgresCheck {
         s.write_all(&self.startup_message())
             .await
             .map_err(|e| fail(format!("write: {e}")))?;
-        let mut head = [0u8; 5];
-        s.read_exact(&mut head)
-            .await
-            .map_err(|e| fail(format!("no answer: {e}")))?;
-        let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
-        let mut body = vec![0u8; len.saturating_sub(4).min(8192)];
-        s.read_exact(&mut body)
-            .await
-            .map_err(|e| fail(format!("short answer: {e}")))?;
+        let (mut kind, mut body) = read_message(&mut s).await?;
+        // AuthenticationOk (R, code 0) is followed by the session start: keep reading
+        // until ReadyForQuery or an error (an unknown database, no free slots, ...).
+        let mut steps = 0;
+        while steps < 64
+            && ((kind == b'R' && body.get(..4) == Some(&[0u8, 0, 0, 0][..]))
+                || matches!(kind, b'S' | b'K' | b'N'))
+        {
+            (kind, body) = read_message(&mut s).await?;
+            steps += 1;
+        }
         // Terminate politely whatever the answer was.
         let _ = s.write_all(&[b'X', 0, 0, 0, 4]).await;
         let _ = s.shutdown().await;
-        match head[0] {
-            b'R' => Ok(()),
+        match kind {
+            // An authentication request, or a finished login (ReadyForQuery).
+            b'R' | b'Z' => Ok(()),
             b'E' => {
                 let code = error_field(&body, b'C').unwrap_or_default();
                 if code == "57P03" {
@@ -94,6 +97,20 @@ impl PostgresCheck {
             other => Err(fail(format!("unexpected message type {:?}", other as char))),
         }
     }
+}
+
+/// One backend message: its type byte and body.
+async fn read_message(s: &mut TcpStream) -> Result<(u8, Vec<u8>)> {
+    let mut head = [0u8; 5];
+    s.read_exact(&mut head)
+        .await
+        .map_err(|e| fail(format!("no answer: {e}")))?;
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    let mut body = vec![0u8; len.saturating_sub(4).min(64 * 1024)];
+    s.read_exact(&mut body)
+        .await
+        .map_err(|e| fail(format!("short answer: {e}")))?;
+    Ok((head[0], body))
 }
 
 /// A field (`C` code, `M` message) of an ErrorResponse body.

@@ -49,6 +49,9 @@ where
             return Ok(());
         }
         to.write_all(&buf[..n]).await.map_err(|e| e.to_string())?;
+        // Pingora's client stream buffers writes: a reply must leave now, not when the
+        // buffer fills (request/response protocols would stall).
+        to.flush().await.map_err(|e| e.to_string())?;
         count.fetch_add(n as u64, Ordering::Relaxed);
         traffic
             .last_active_ms
@@ -73,11 +76,11 @@ where
     let (backend_r, backend_w) = tokio::io::split(backend);
     let upstream = pump(client_r, backend_w, &traffic.rx, &traffic, start);
     let downstream = pump(backend_r, client_w, &traffic.tx, &traffic, start);
+    // An error (e.g. a reset) on either side ends the whole session at once.
     let both = async {
-        let (a, b) = tokio::join!(upstream, downstream);
-        match (a, b) {
-            (Ok(()), Ok(())) => End::Closed,
-            (Err(e), _) | (_, Err(e)) => End::Error(e),
+        match tokio::try_join!(upstream, downstream) {
+            Ok(_) => End::Closed,
+            Err(e) => End::Error(e),
         }
     };
     let watchdog = async {

@@ -1234,3 +1234,738 @@ pub fn run_tool(program: &str, args: &[&str], limit: Duration) -> Option<Output>
     };
     Some(out)
 }
+
+// ---------------------------------------------------------------------------------
+// L4 helpers: raw TCP servers, private PostgreSQL and MariaDB instances, metrics.
+// ---------------------------------------------------------------------------------
+
+/// A raw TCP server on 127.0.0.1 running `handler` on its own thread for every accepted
+/// connection. Dropping it closes the listener and shuts down every open connection.
+pub struct TcpServer {
+    pub addr: SocketAddr,
+    /// Connections accepted so far.
+    pub accepted: Arc<AtomicUsize>,
+    /// Connections whose handler has returned.
+    pub finished: Arc<AtomicUsize>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    /// Clones of the connections whose handler runs, to shut them down on drop.
+    open: Arc<Mutex<HashMap<usize, TcpStream>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl TcpServer {
+    pub fn start(handler: impl Fn(TcpStream) + Send + Sync + 'static) -> TcpServer {
+        let listener = StdListener::bind("127.0.0.1:0").expect("bind tcp server");
+        let addr = listener.local_addr().expect("tcp server addr");
+        listener.set_nonblocking(true).expect("nonblocking");
+        let handler = Arc::new(handler);
+        let accepted: Arc<AtomicUsize> = Arc::default();
+        let finished: Arc<AtomicUsize> = Arc::default();
+        let stop: Arc<std::sync::atomic::AtomicBool> = Arc::default();
+        let open: Arc<Mutex<HashMap<usize, TcpStream>>> = Arc::default();
+        let (acc, fin, st, op) = (
+            accepted.clone(),
+            finished.clone(),
+            stop.clone(),
+            open.clone(),
+        );
+        let thread = std::thread::spawn(move || {
+            while !st.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        let _ = stream.set_nonblocking(false);
+                        let id = acc.fetch_add(1, Ordering::Relaxed);
+                        if let (Ok(clone), Ok(mut list)) = (stream.try_clone(), op.lock()) {
+                            list.insert(id, clone);
+                        }
+                        let (h, fin, op) = (handler.clone(), fin.clone(), op.clone());
+                        std::thread::spawn(move || {
+                            h(stream);
+                            // The handler dropped its stream: close the socket for real.
+                            if let Ok(mut list) = op.lock() {
+                                list.remove(&id);
+                            }
+                            fin.fetch_add(1, Ordering::Relaxed);
+                        });
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        TcpServer {
+            addr,
+            accepted,
+            finished,
+            stop,
+            open,
+            thread: Some(thread),
+        }
+    }
+
+    /// Echoes every byte back; passes the client's half-close on once all is echoed.
+    pub fn echo() -> TcpServer {
+        Self::start(|mut s| {
+            let mut buf = vec![0u8; 64 * 1024];
+            loop {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => {
+                        if s.write_all(&buf[..n]).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            let _ = s.shutdown(std::net::Shutdown::Write);
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn address(&self) -> String {
+        self.addr.to_string()
+    }
+}
+
+impl Drop for TcpServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Ok(list) = self.open.lock() {
+            for s in list.values() {
+                let _ = s.shutdown(std::net::Shutdown::Both);
+            }
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// The value of the Prometheus series `name` whose labels include every one of
+/// `labels`, from switchyard's metrics listener on `port` (`None` if absent).
+pub fn metric(port: u16, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    let reply = get(port, "/metrics");
+    assert_eq!(reply.status, 200, "GET /metrics: {reply:?}");
+    reply.body.lines().find_map(|line| {
+        if line.starts_with('#') {
+            return None;
+        }
+        let (series, value) = line.rsplit_once(' ')?;
+        let (series_name, label_text) = match series.split_once('{') {
+            Some((n, rest)) => (n, rest.trim_end_matches('}')),
+            None => (series, ""),
+        };
+        if series_name != name {
+            return None;
+        }
+        let all = labels
+            .iter()
+            .all(|(k, v)| label_text.split(',').any(|kv| kv == format!("{k}=\"{v}\"")));
+        if all {
+            value.trim().parse().ok()
+        } else {
+            None
+        }
+    })
+}
+
+/// Polls `metric(...)` until it equals `want` (missing counts as 0), 10 s at most;
+/// returns the last value seen.
+pub fn wait_metric(port: u16, name: &str, labels: &[(&str, &str)], want: f64) -> f64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let v = metric(port, name, labels).unwrap_or(0.0);
+        if v == want || Instant::now() > deadline {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Sends `sig` (e.g. "-INT") to `pid` with kill(1); false if that failed.
+pub fn send_signal(pid: u32, sig: &str) -> bool {
+    Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .stderr(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false)
+}
+
+/// Waits for `child` to exit, `limit` at most; kills it (SIGKILL) if it has not.
+pub fn wait_or_kill(child: &mut Child, limit: Duration) {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// Runs `cmd` with its output captured, killing it after `limit`.
+pub fn run_bounded(cmd: &mut Command, limit: Duration) -> Result<Output, String> {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    let deadline = Instant::now() + limit;
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) => break,
+            Ok(None) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(10)),
+            _ => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(format!("{cmd:?} did not finish within {limit:?}"));
+            }
+        }
+    }
+    child
+        .wait_with_output()
+        .map_err(|e| format!("{cmd:?}: {e}"))
+}
+
+/// Like `run_bounded`, but only a zero exit counts: its trimmed stdout, else the error.
+pub fn run_ok(cmd: &mut Command, limit: Duration) -> Result<String, String> {
+    let out = run_bounded(cmd, limit)?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(format!(
+            "{cmd:?} exited with {}: {}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+/// The first of `names` found in `dirs` or on PATH.
+pub fn find_program(names: &[&str], dirs: &[&str]) -> Option<PathBuf> {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let mut all: Vec<PathBuf> = dirs.iter().map(PathBuf::from).collect();
+    all.extend(std::env::split_paths(&path));
+    for name in names {
+        for dir in &all {
+            let p = dir.join(name);
+            if p.is_file() {
+                return Some(p);
+            }
+        }
+    }
+    None
+}
+
+/// True when the tests run as root (the owner of /proc/self is the effective user).
+pub fn running_as_root() -> bool {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self")
+        .map(|m| m.uid() == 0)
+        .unwrap_or(false)
+}
+
+/// The uid and gid database servers run as when the tests run as root (nobody:nogroup).
+const UNPRIVILEGED: u32 = 65534;
+
+/// A command running `program` as an unprivileged user when the tests run as root
+/// (PostgreSQL refuses to run as root), else as the current user.
+fn unprivileged(program: &Path) -> Command {
+    if running_as_root() {
+        let mut cmd = Command::new("setpriv");
+        cmd.arg(format!("--reuid={UNPRIVILEGED}"))
+            .arg(format!("--regid={UNPRIVILEGED}"))
+            .arg("--clear-groups")
+            .arg("--")
+            .arg(program);
+        cmd
+    } else {
+        Command::new(program)
+    }
+}
+
+/// A temporary directory under /tmp that the unprivileged user can write to.
+fn shared_tempdir(prefix: &str) -> tempfile::TempDir {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in("/tmp")
+        .expect("tempdir under /tmp");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
+        .expect("chmod tempdir");
+    dir
+}
+
+/// A private PostgreSQL server on 127.0.0.1 (trust authentication, superuser
+/// `postgres`, role `switchyard_health` created), in a temporary directory, run as
+/// nobody when the tests run as root. Stopped and removed on drop.
+pub struct Postgres {
+    pub port: u16,
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Postgres {
+    /// The newest `/usr/lib/postgresql/*/bin` (or PATH) with the server binaries.
+    fn bin_dir() -> Option<PathBuf> {
+        let mut dirs: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+            .map(|rd| {
+                rd.filter_map(|e| e.ok())
+                    .map(|e| e.path().join("bin"))
+                    .collect()
+            })
+            .unwrap_or_default();
+        dirs.sort_by_key(|d| {
+            d.parent()
+                .and_then(|p| p.file_name())
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.parse::<u32>().ok())
+                .unwrap_or(0)
+        });
+        let complete = |d: &Path| {
+            ["initdb", "postgres", "psql", "pg_isready"]
+                .iter()
+                .all(|b| d.join(b).is_file())
+        };
+        if let Some(d) = dirs.into_iter().rev().find(|d| complete(d)) {
+            return Some(d);
+        }
+        find_program(&["initdb"], &[])
+            .and_then(|p| p.parent().map(Path::to_path_buf))
+            .filter(|d| complete(d))
+    }
+
+    /// Starts an instance, or prints a SKIP line and returns `None` when PostgreSQL is
+    /// not installed (CI installs the `postgresql` package).
+    pub fn start() -> Option<Postgres> {
+        let Some(bin) = Self::bin_dir() else {
+            eprintln!("SKIP: PostgreSQL server binaries not found (apt-get install postgresql)");
+            return None;
+        };
+        if running_as_root() && find_program(&["setpriv"], &["/usr/bin", "/bin"]).is_none() {
+            eprintln!("SKIP: running as root and setpriv (util-linux) is missing");
+            return None;
+        }
+        let dir = shared_tempdir("switchyard-pg-");
+        let data = dir.path().join("data");
+        run_ok(
+            unprivileged(&bin.join("initdb"))
+                .arg("-D")
+                .arg(&data)
+                .args(["--auth=trust", "-U", "postgres", "-N", "-E", "UTF8"])
+                .arg("--locale=C"),
+            Duration::from_secs(120),
+        )
+        .unwrap_or_else(|e| panic!("initdb failed: {e}"));
+        let mut pg = Postgres {
+            port: listen_port(),
+            bin,
+            dir,
+            child: None,
+        };
+        pg.launch();
+        pg.psql(pg.port, "CREATE ROLE switchyard_health LOGIN")
+            .unwrap_or_else(|e| panic!("create role: {e}"));
+        Some(pg)
+    }
+
+    /// Starts the server process (again) and waits until it accepts queries (60 s at most).
+    fn launch(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("postgres.log"))
+            .expect("postgres log file");
+        let log2 = log.try_clone().expect("log file");
+        let child = unprivileged(&self.bin.join("postgres"))
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .arg("-p")
+            .arg(self.port.to_string())
+            .arg("-k")
+            .arg(self.dir.path())
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
+            .args(["-c", "shared_buffers=16MB", "-c", "max_connections=60"])
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log2)
+            .spawn()
+            .expect("start postgres");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("postgres exited with {status}; log:\n{}", self.log());
+            }
+            let ready = run_bounded(
+                Command::new(self.bin.join("pg_isready"))
+                    .args(["-h", "127.0.0.1", "-t", "2", "-p"])
+                    .arg(self.port.to_string()),
+                Duration::from_secs(5),
+            )
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+            if ready && self.psql(self.port, "SELECT 1").is_ok() {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("postgres on {} not ready; log:\n{}", self.port, self.log());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default()
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Runs `sql` with psql as `postgres` against 127.0.0.1:`port` (this instance or a
+    /// proxy in front of it); the unaligned, tuples-only output.
+    pub fn psql(&self, port: u16, sql: &str) -> Result<String, String> {
+        psql_at(&self.bin, port, sql, &[])
+    }
+
+    /// Like `psql`, but started in the background with `PGAPPNAME=app` (stopped on drop).
+    pub fn psql_background(&self, port: u16, sql: &str, app: &str) -> ChildGuard {
+        let child = Command::new(self.bin.join("psql"))
+            .args([
+                "-X",
+                "-w",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-d",
+                "postgres",
+            ])
+            .arg("-p")
+            .arg(port.to_string())
+            .args(["-Atc", sql])
+            .env("PGCONNECT_TIMEOUT", "5")
+            .env("PGAPPNAME", app)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start psql");
+        ChildGuard(child)
+    }
+
+    /// Puts `line` first in pg_hba.conf (first match wins) and reloads the server.
+    pub fn prepend_hba(&self, line: &str) {
+        let path = self.dir.path().join("data").join("pg_hba.conf");
+        let old = std::fs::read_to_string(&path).expect("read pg_hba.conf");
+        std::fs::write(&path, format!("{line}\n{old}")).expect("write pg_hba.conf");
+        self.psql(self.port, "SELECT pg_reload_conf()")
+            .unwrap_or_else(|e| panic!("reload: {e}"));
+    }
+
+    /// Fast shutdown (SIGINT), waiting for the server to exit (SIGKILL after 20 s).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            send_signal(child.id(), "-CONT");
+            send_signal(child.id(), "-INT");
+            wait_or_kill(&mut child, Duration::from_secs(20));
+        }
+    }
+
+    /// Starts the stopped server again on the same port and data directory.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+
+    /// Freezes the server (SIGSTOP): the kernel still accepts TCP connections for it,
+    /// but nothing answers the protocol.
+    pub fn freeze(&self) {
+        if let Some(pid) = self.pid() {
+            assert!(send_signal(pid, "-STOP"), "SIGSTOP postgres");
+        }
+    }
+
+    pub fn thaw(&self) {
+        if let Some(pid) = self.pid() {
+            assert!(send_signal(pid, "-CONT"), "SIGCONT postgres");
+        }
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn psql_at(bin: &Path, port: u16, sql: &str, env: &[(&str, &str)]) -> Result<String, String> {
+    let mut cmd = Command::new(bin.join("psql"));
+    cmd.args([
+        "-X",
+        "-w",
+        "-h",
+        "127.0.0.1",
+        "-U",
+        "postgres",
+        "-d",
+        "postgres",
+    ])
+    .arg("-p")
+    .arg(port.to_string())
+    .args(["-v", "ON_ERROR_STOP=1", "-Atc", sql])
+    .env("PGCONNECT_TIMEOUT", "5");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    run_ok(&mut cmd, Duration::from_secs(20))
+}
+
+/// A private MariaDB server on 127.0.0.1 with `--max-connect-errors=5`, root without
+/// a password over TCP and a password-less `switchyard_health@'%'`, in a temporary
+/// directory. Stopped and removed on drop.
+pub struct Mariadb {
+    pub port: u16,
+    server: PathBuf,
+    client: PathBuf,
+    admin: PathBuf,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Mariadb {
+    /// Starts an instance, or prints a SKIP line and returns `None` when MariaDB is not
+    /// installed (CI installs `mariadb-server` and `mariadb-client`).
+    pub fn start() -> Option<Mariadb> {
+        let sbin = ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"];
+        let found = (
+            find_program(&["mariadbd", "mysqld"], &sbin),
+            find_program(&["mariadb-install-db", "mysql_install_db"], &sbin),
+            find_program(&["mariadb", "mysql"], &sbin),
+            find_program(&["mariadb-admin", "mysqladmin"], &sbin),
+        );
+        let (Some(server), Some(install), Some(client), Some(admin)) = found else {
+            eprintln!(
+                "SKIP: MariaDB binaries not found (apt-get install mariadb-server mariadb-client)"
+            );
+            return None;
+        };
+        let dir = shared_tempdir("switchyard-mdb-");
+        let mut cmd = Command::new(&install);
+        cmd.arg("--no-defaults")
+            .arg(format!("--datadir={}", dir.path().join("data").display()))
+            .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
+            .arg(format!("--tmpdir={}", dir.path().display()));
+        if running_as_root() {
+            cmd.arg("--user=root");
+        }
+        run_ok(&mut cmd, Duration::from_secs(180))
+            .unwrap_or_else(|e| panic!("mariadb-install-db failed: {e}"));
+        let mut db = Mariadb {
+            port: listen_port(),
+            server,
+            client,
+            admin,
+            dir,
+            child: None,
+        };
+        db.launch();
+        // Set up over the unix socket: root may log in over TCP from 127.0.0.1, the
+        // health-check user from anywhere, both without a password.
+        let setup = "CREATE USER IF NOT EXISTS root@'127.0.0.1'; \
+             GRANT ALL ON *.* TO root@'127.0.0.1' WITH GRANT OPTION; \
+             CREATE USER switchyard_health@'%'; FLUSH PRIVILEGES;";
+        run_ok(
+            Command::new(&db.client)
+                .arg("--no-defaults")
+                .arg(format!("--socket={}", db.socket().display()))
+                .args(["-uroot", "-e", setup]),
+            Duration::from_secs(30),
+        )
+        .unwrap_or_else(|e| panic!("mariadb setup failed: {e}; log:\n{}", db.log()));
+        Some(db)
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.dir.path().join("mysqld.sock")
+    }
+
+    /// Starts mariadbd (again) and waits until it answers a ping (60 s at most).
+    fn launch(&mut self) {
+        let d = self.dir.path();
+        let mut cmd = Command::new(&self.server);
+        cmd.arg("--no-defaults")
+            .arg(format!("--datadir={}", d.join("data").display()))
+            .arg(format!("--port={}", self.port))
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--socket={}", self.socket().display()))
+            .arg(format!("--pid-file={}", d.join("mysqld.pid").display()))
+            .arg(format!("--log-error={}", d.join("error.log").display()))
+            .arg(format!("--tmpdir={}", d.display()))
+            .args([
+                "--skip-log-bin",
+                "--max-connect-errors=5",
+                "--skip-name-resolve",
+            ])
+            .args(["--innodb-buffer-pool-size=32M", "--max-connections=200"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if running_as_root() {
+            cmd.arg("--user=root");
+        }
+        self.child = Some(cmd.spawn().expect("start mariadbd"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("mariadbd exited with {status}; log:\n{}", self.log());
+            }
+            let ok = run_bounded(
+                Command::new(&self.admin)
+                    .args(["--no-defaults", "--protocol=tcp", "-h127.0.0.1", "-uroot"])
+                    .arg(format!("-P{}", self.port))
+                    .args(["--connect-timeout=2", "ping"]),
+                Duration::from_secs(5),
+            )
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+            if ok {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("mariadbd on {} not ready; log:\n{}", self.port, self.log());
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+
+    /// Runs `sql` as root over TCP against 127.0.0.1:`port` (this server or a proxy in
+    /// front of it); tab-separated rows without column names.
+    pub fn query(&self, port: u16, sql: &str) -> Result<String, String> {
+        run_ok(
+            Command::new(&self.client)
+                .args([
+                    "--no-defaults",
+                    "--protocol=tcp",
+                    "-h",
+                    "127.0.0.1",
+                    "-uroot",
+                ])
+                .arg(format!("-P{port}"))
+                .args(["--connect-timeout=5", "-N", "-B", "-e", sql]),
+            Duration::from_secs(20),
+        )
+    }
+
+    /// A global status counter of this server (e.g. `Connections`, `Aborted_connects`).
+    pub fn status(&self, name: &str) -> u64 {
+        let out = self
+            .query(self.port, &format!("SHOW GLOBAL STATUS LIKE '{name}'"))
+            .unwrap_or_else(|e| panic!("status {name}: {e}"));
+        out.split_whitespace()
+            .nth(1)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no status {name} in {out:?}"))
+    }
+
+    /// Graceful shutdown (SIGTERM), waiting for the server to exit (SIGKILL after 30 s).
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            send_signal(child.id(), "-TERM");
+            wait_or_kill(&mut child, Duration::from_secs(30));
+        }
+    }
+
+    /// Starts the stopped server again on the same port and data directory.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+}
+
+impl Drop for Mariadb {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// True once something listens on 127.0.0.1:`port` (or the IPv4/IPv6 wildcard),
+/// judged from /proc/net/tcp{,6} without connecting to it.
+pub fn is_listening(port: u16) -> bool {
+    let hex = format!(":{port:04X}");
+    ["/proc/net/tcp", "/proc/net/tcp6"].iter().any(|file| {
+        std::fs::read_to_string(file)
+            .unwrap_or_default()
+            .lines()
+            .skip(1)
+            .any(|line| {
+                let cols: Vec<&str> = line.split_whitespace().collect();
+                cols.len() > 3
+                    && cols[1].ends_with(&hex)
+                    && cols[3] == "0A"
+                    && (cols[1].starts_with("0100007F")
+                        || cols[1].starts_with("00000000")
+                        || cols[1].starts_with("00000000000000000000000000000000"))
+            })
+    })
+}
+
+impl Switchyard {
+    /// Like `start`, but waits for the ports to be listening without connecting to
+    /// them (for TCP services, where a probe connection would be a proxied session).
+    pub fn start_without_probe(yaml: &str, ports: &[u16]) -> Switchyard {
+        let (dir, config_path) = write_config(yaml);
+        let stderr_path = dir.path().join("stderr.log");
+        let stderr = std::fs::File::create(&stderr_path).expect("stderr file");
+        let child = Command::new(BIN)
+            .arg("-c")
+            .arg(&config_path)
+            .stdout(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .expect("start switchyard");
+        let mut s = Switchyard {
+            child,
+            access_log: dir.path().join("access.log"),
+            dir,
+            config_path,
+            stderr_path,
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !ports.iter().all(|p| is_listening(*p)) {
+            if let Ok(Some(status)) = s.child.try_wait() {
+                panic!("switchyard exited with {status}; stderr:\n{}", s.stderr());
+            }
+            if Instant::now() > deadline {
+                let _ = s.child.kill();
+                panic!(
+                    "switchyard did not listen on all of {ports:?}; stderr:\n{}",
+                    s.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        s
+    }
+}

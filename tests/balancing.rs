@@ -414,7 +414,8 @@ fn backup_takes_the_traffic_when_every_primary_is_down() {
 fn upstream_connections_are_kept_alive() {
     let b = Backend::start("a");
     let port = free_port();
-    let yaml = config(port, "", "", &[(b.address(), "")]);
+    // No health check, so every connection the backend counts is the proxy's.
+    let yaml = config(port, "", "    health_check: {kind: none}", &[(b.address(), "")]);
     let _sy = Switchyard::start(&yaml, &[port]);
     for _ in 0..20 {
         assert_eq!(get(port, "/").status, 200);

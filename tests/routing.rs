@@ -276,8 +276,8 @@ fn no_matching_route_is_404_and_no_backend_is_contacted() {
     assert_eq!(hit(port, "only.test", "/elsewhere").0, 404);
     assert_eq!(hit(port, "other.test", "/only").0, 404);
     assert_eq!(hit(port, "localhost", "/").0, 404);
+    // No request reached the backend (its TCP health check may connect, but sends none).
     assert_eq!(a.count(), 0);
-    assert_eq!(a.connection_count(), 0);
     assert_eq!(hit(port, "only.test", "/only/x").0, 200);
 }
 
@@ -433,7 +433,6 @@ fn redirect_https_without_tls_listener_uses_port_443() {
     assert_eq!(r.status, 308, "{r:?}");
     assert_eq!(r.header("location"), Some("https://example.com/form"));
     assert_eq!(a.count(), 0, "a redirect never contacts the backend");
-    assert_eq!(a.connection_count(), 0);
 }
 
 #[test]

@@ -415,7 +415,12 @@ fn upstream_connections_are_kept_alive() {
     let b = Backend::start("a");
     let port = free_port();
     // No health check, so every connection the backend counts is the proxy's.
-    let yaml = config(port, "", "    health_check: {kind: none}", &[(b.address(), "")]);
+    let yaml = config(
+        port,
+        "",
+        "    health_check: {kind: none}",
+        &[(b.address(), "")],
+    );
     let _sy = Switchyard::start(&yaml, &[port]);
     for _ in 0..20 {
         assert_eq!(get(port, "/").status, 200);

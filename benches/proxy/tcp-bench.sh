@@ -45,7 +45,7 @@ YAML
 cat > "$work/haproxy.cfg" <<CFG
 global
   nbthread 1
-  maxconn 20000
+  maxconn 4000
 defaults
   mode tcp
   timeout connect 3s

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# TLS termination: Switchyard against nginx on the same machine, both proxying to the same
+# nginx backend (return 200), one worker each pinned to CPU 1, client on CPU 0.
+# Measures full TLS handshakes per second (openssl s_time -new, TLS 1.3, P-256 cert) and
+# HTTP/2 requests per second over TLS (h2load). Interleaved repetitions, median ratios.
+# Needs: nginx-light, nghttp2-client (h2load), openssl, a release build.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BIN=${BIN:-$PWD/target/release/switchyard}
+REPS=${REPS:-3}
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj /CN=bench.test \
+  -addext subjectAltName=DNS:bench.test -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
+
+cat > "$work/backend.conf" <<CONF
+worker_processes 1; daemon off; pid $work/be.pid; error_log $work/be.err;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000;
+  server { listen 127.0.0.1:19301; location / { return 200 "ok"; } } }
+CONF
+taskset -c 0 nginx -c "$work/backend.conf" -p "$work" & pids+=($!)
+cat > "$work/nginx.conf" <<CONF
+worker_processes 1; daemon off; pid $work/ng.pid; error_log $work/ng.err;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000; ssl_protocols TLSv1.2 TLSv1.3;
+  upstream be { server 127.0.0.1:19301; keepalive 128; }
+  server { listen 127.0.0.1:19443 ssl http2; ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem;
+    location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+CONF
+cat > "$work/sy.yaml" <<YAML
+server: {threads: 1, pid_file: $work/sy.pid, upgrade_sock: $work/sy.sock, grace_period: 1s, shutdown_timeout: 1s}
+log: {level: warn, access_log: "off"}
+listeners:
+  - {name: tls, listen: 127.0.0.1:18443, tls: {certificates: [{cert_file: $work/cert.pem, key_file: $work/key.pem}]}}
+pools: [{name: be, backends: [{address: 127.0.0.1:19301}], health_check: {kind: none}}]
+routes: [{name: all, pool: be}]
+YAML
+sleep 0.5
+handshakes() { taskset -c 0 openssl s_time -connect "127.0.0.1:$1" -new -time 5 -tls1_3 2>/dev/null \
+  | awk '/connections in [0-9.]+s/ {print $1/$4; exit}' | sed 's/s;//'; }
+h2rps() { taskset -c 0 h2load -n 60000 -c 16 -m 10 "https://127.0.0.1:$1/" 2>/dev/null | awk '/^finished in/ {print $4; exit}'; }
+echo "rep target handshakes_per_s h2_req_per_s"
+for rep in $(seq 1 "$REPS"); do
+  for target in switchyard nginx; do
+    if [ "$target" = switchyard ]; then taskset -c 1 "$BIN" -c "$work/sy.yaml" 2>"$work/sy.err" & p=$!; port=18443
+    else taskset -c 1 nginx -c "$work/nginx.conf" -p "$work" & p=$!; port=19443; fi
+    sleep 1
+    echo "$rep $target $(handshakes $port) $(h2rps $port)"
+    kill "$p"; wait "$p" 2>/dev/null || true
+  done
+done | tee "$work/results.txt"
+python3 - "$work/results.txt" <<'PY'
+import sys, statistics
+by = {}
+for l in open(sys.argv[1]):
+    f = l.split()
+    if f and f[0].isdigit(): by.setdefault(f[0], {})[f[1]] = (float(f[2]), float(f[3]))
+hs = statistics.median(v["switchyard"][0] / v["nginx"][0] for v in by.values())
+h2 = statistics.median(v["switchyard"][1] / v["nginx"][1] for v in by.values())
+print(f"RATIO switchyard_vs_nginx_tls_handshakes={hs:.3f} switchyard_vs_nginx_h2_rps={h2:.3f}")
+PY

@@ -3,7 +3,7 @@
 
 use crate::admin::api::Api;
 use crate::admin::state::StateStore;
-use crate::admin::{AdminApp, MetricsApp};
+use crate::admin::AdminApp;
 use crate::cli::Cli;
 use crate::config::{self, Config, Diagnostic, ListenerConfig};
 use crate::http::proxy::Proxy;
@@ -179,7 +179,10 @@ fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), String> {
     }
     if let Some(m) = &config.metrics {
         metrics::register_pools(runtime.clone());
-        let mut service = Service::new("metrics".to_string(), HttpServer::new_app(MetricsApp));
+        let mut service = Service::new(
+            "metrics".to_string(),
+            HttpServer::new_app(metrics::MetricsApp),
+        );
         service.add_tcp(&m.listen.to_string());
         service.threads = Some(1);
         server.add_service(service);

@@ -178,33 +178,23 @@ impl Api {
         let Some(pool) = self.pool(pool_name) else {
             return error(StatusCode::NOT_FOUND, "no such pool");
         };
-        let v: Value = match serde_json::from_slice(body) {
-            Ok(v @ Value::Object(_)) => v,
-            _ => {
-                return bad_field(
-                    "body",
-                    "expected a JSON object like {\"address\":\"10.0.0.5:8080\",\"weight\":1}",
-                )
-            }
+        let v = match json_body(
+            body,
+            &["address", "weight"],
+            "{\"address\":\"10.0.0.5:8080\",\"weight\":1}",
+        ) {
+            Ok(v) => v,
+            Err(reply) => return reply,
         };
-        if let Some(unknown) = v
-            .as_object()
-            .and_then(|o| o.keys().find(|k| *k != "address" && *k != "weight"))
-        {
-            return bad_field(unknown, "unknown field");
-        }
         let Some(address) = v.get("address").and_then(|a| a.as_str()) else {
             return bad_field("address", "required: \"host:port\"");
         };
         if parse_backend_address(address).is_none() {
             return bad_field("address", "not a resolvable host:port");
         }
-        let weight = match v.get("weight") {
-            None => 1,
-            Some(w) => match w.as_u64() {
-                Some(w @ 1..=1000) => w as u32,
-                _ => return bad_field("weight", "must be a whole number from 1 to 1000"),
-            },
+        let weight = match weight_field(&v) {
+            Ok(w) => w.unwrap_or(1),
+            Err(reply) => return reply,
         };
         if pool.members().find(address).is_some() {
             return error(StatusCode::CONFLICT, "backend already in the pool");
@@ -246,27 +236,17 @@ impl Api {
         if pool.members().find(&address).is_none() {
             return error(StatusCode::NOT_FOUND, "no such backend in this pool");
         }
-        let v: Value = match serde_json::from_slice(body) {
-            Ok(v @ Value::Object(_)) => v,
-            _ => {
-                return bad_field(
-                    "body",
-                    "expected a JSON object like {\"weight\":5} or {\"draining\":true}",
-                )
-            }
+        let v = match json_body(
+            body,
+            &["weight", "draining"],
+            "{\"weight\":5} or {\"draining\":true}",
+        ) {
+            Ok(v) => v,
+            Err(reply) => return reply,
         };
-        if let Some(unknown) = v
-            .as_object()
-            .and_then(|o| o.keys().find(|k| *k != "weight" && *k != "draining"))
-        {
-            return bad_field(unknown, "unknown field");
-        }
-        let weight = match v.get("weight") {
-            None => None,
-            Some(w) => match w.as_u64() {
-                Some(w @ 1..=1000) => Some(w as u32),
-                _ => return bad_field("weight", "must be a whole number from 1 to 1000"),
-            },
+        let weight = match weight_field(&v) {
+            Ok(w) => w,
+            Err(reply) => return reply,
         };
         let draining = match v.get("draining") {
             None => None,
@@ -353,6 +333,37 @@ impl Api {
             Some(i) => json_reply(status, view::backend(&members.backends[i])),
             None => error(StatusCode::INTERNAL_SERVER_ERROR, "backend vanished"),
         }
+    }
+}
+
+/// The request body as a JSON object with only `allowed` keys.
+fn json_body(body: &[u8], allowed: &[&str], example: &str) -> Result<Value, Reply> {
+    let v: Value = match serde_json::from_slice(body) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => {
+            return Err(bad_field(
+                "body",
+                &format!("expected a JSON object like {example}"),
+            ))
+        }
+    };
+    let unknown = v
+        .as_object()
+        .and_then(|o| o.keys().find(|k| !allowed.contains(&k.as_str())));
+    match unknown {
+        Some(k) => Err(bad_field(k, "unknown field")),
+        None => Ok(v),
+    }
+}
+
+/// An optional `weight` from 1 to 1000.
+fn weight_field(v: &Value) -> Result<Option<u32>, Reply> {
+    match v.get("weight") {
+        None => Ok(None),
+        Some(w) => match w.as_u64() {
+            Some(w @ 1..=1000) => Ok(Some(w as u32)),
+            _ => Err(bad_field("weight", "must be a whole number from 1 to 1000")),
+        },
     }
 }
 

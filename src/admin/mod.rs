@@ -72,24 +72,3 @@ impl ServeHttp for AdminApp {
         respond(reply.status, reply.content_type, reply.body)
     }
 }
-
-/// GET /metrics on the metrics listener.
-pub struct MetricsApp;
-
-#[async_trait]
-impl ServeHttp for MetricsApp {
-    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        if session.req_header().uri.path() != "/metrics" {
-            return respond(
-                http::StatusCode::NOT_FOUND,
-                "text/plain",
-                b"not found; try /metrics\n".to_vec(),
-            );
-        }
-        respond(
-            http::StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            crate::observe::metrics::render(),
-        )
-    }
-}

@@ -54,6 +54,20 @@ impl RequestCtx {
     }
 }
 
+impl RequestCtx {
+    /// The matched route in this request's runtime snapshot.
+    pub fn route(&self) -> Option<&crate::runtime::Route> {
+        let rt = self.runtime.as_ref()?;
+        rt.routes.get(self.route?)
+    }
+
+    /// The matched route's pool in this request's runtime snapshot.
+    pub fn pool(&self) -> Option<&Arc<crate::pool::Pool>> {
+        let rt = self.runtime.as_ref()?;
+        rt.pools.get(self.pool?)
+    }
+}
+
 impl Default for RequestCtx {
     fn default() -> Self {
         Self::new()

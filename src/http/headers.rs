@@ -146,29 +146,25 @@ pub trait EditableHeaders {
     fn remove(&mut self, name: &HeaderName);
 }
 
-impl EditableHeaders for RequestHeader {
-    fn set(&mut self, name: &HeaderName, value: &HeaderValue) -> pingora::Result<()> {
-        self.insert_header(name.clone(), value.clone())
-    }
-    fn add(&mut self, name: &HeaderName, value: &HeaderValue) -> pingora::Result<()> {
-        self.append_header(name.clone(), value.clone()).map(|_| ())
-    }
-    fn remove(&mut self, name: &HeaderName) {
-        self.remove_header(name);
-    }
+/// Request and response headers share these methods but no trait in Pingora.
+macro_rules! editable {
+    ($t:ty) => {
+        impl EditableHeaders for $t {
+            fn set(&mut self, name: &HeaderName, value: &HeaderValue) -> pingora::Result<()> {
+                self.insert_header(name.clone(), value.clone())
+            }
+            fn add(&mut self, name: &HeaderName, value: &HeaderValue) -> pingora::Result<()> {
+                self.append_header(name.clone(), value.clone()).map(|_| ())
+            }
+            fn remove(&mut self, name: &HeaderName) {
+                self.remove_header(name);
+            }
+        }
+    };
 }
 
-impl EditableHeaders for ResponseHeader {
-    fn set(&mut self, name: &HeaderName, value: &HeaderValue) -> pingora::Result<()> {
-        self.insert_header(name.clone(), value.clone())
-    }
-    fn add(&mut self, name: &HeaderName, value: &HeaderValue) -> pingora::Result<()> {
-        self.append_header(name.clone(), value.clone()).map(|_| ())
-    }
-    fn remove(&mut self, name: &HeaderName) {
-        self.remove_header(name);
-    }
-}
+editable!(RequestHeader);
+editable!(ResponseHeader);
 
 /// `remove` drops, then `set` replaces, then `add` appends one more line.
 pub fn apply_edits(h: &mut impl EditableHeaders, edits: &HeaderEdits) -> pingora::Result<()> {

@@ -117,17 +117,13 @@ impl ProxyHttp for Proxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let rt = ctx
-            .runtime
-            .clone()
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, "no runtime for request"))?;
         let pool = ctx
-            .pool
-            .and_then(|p| rt.pools.get(p))
+            .pool()
+            .cloned()
             .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(404), "route has no pool"))?;
-        match upstream::choose(pool, session, ctx, self.tls) {
+        match upstream::choose(&pool, session, ctx, self.tls) {
             Some(backend) => Ok(Box::new(upstream::peer(
-                pool,
+                &pool,
                 &backend,
                 session.is_upgrade_req(),
             ))),
@@ -151,12 +147,7 @@ impl ProxyHttp for Proxy {
         upstream::record_outcome(ctx, false, false);
         // Nothing was sent yet, so another backend may take it.
         ctx.connect_failure = Some(errors::status_for(&e).max(502));
-        let retries = ctx
-            .runtime
-            .as_ref()
-            .and_then(|rt| ctx.pool.and_then(|p| rt.pools.get(p)))
-            .map(|p| p.retries as usize)
-            .unwrap_or(0);
+        let retries = ctx.pool().map(|p| p.retries as usize).unwrap_or(0);
         if ctx.tried.len() <= retries {
             e.set_retry(true);
         }
@@ -169,11 +160,7 @@ impl ProxyHttp for Proxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let Some(route) = ctx
-            .runtime
-            .as_ref()
-            .and_then(|rt| ctx.route.map(|r| &rt.routes[r]))
-        else {
+        let Some(route) = ctx.route() else {
             return Ok(());
         };
         if let Some(prefix) = &route.strip {
@@ -208,11 +195,7 @@ impl ProxyHttp for Proxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        let on_5xx = ctx
-            .runtime
-            .as_ref()
-            .and_then(|rt| ctx.pool.and_then(|p| rt.pools.get(p)))
-            .is_some_and(|p| p.on_5xx);
+        let on_5xx = ctx.pool().is_some_and(|p| p.on_5xx);
         let is_5xx = upstream_response.status.is_server_error();
         upstream::record_outcome(ctx, !is_5xx, !(on_5xx && is_5xx));
         Ok(())
@@ -231,11 +214,7 @@ impl ProxyHttp for Proxy {
         if let Some(cookie) = ctx.set_cookie.take() {
             upstream_response.append_header(http::header::SET_COOKIE, cookie)?;
         }
-        let Some(route) = ctx
-            .runtime
-            .as_ref()
-            .and_then(|rt| ctx.route.map(|r| &rt.routes[r]))
-        else {
+        let Some(route) = ctx.route() else {
             return Ok(());
         };
         if route.security_headers {

@@ -4,7 +4,11 @@
 //! gauges and counters are read from the live pool state at scrape time.
 
 use crate::runtime::SharedRuntime;
+use async_trait::async_trait;
+use http::Response;
 use once_cell::sync::{Lazy, OnceCell};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
 use prometheus::{
@@ -279,4 +283,25 @@ pub fn render() -> Vec<u8> {
         log::error!("metrics encoding failed: {e}");
     }
     out
+}
+
+/// GET /metrics on the metrics listener.
+pub struct MetricsApp;
+
+#[async_trait]
+impl ServeHttp for MetricsApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        if session.req_header().uri.path() != "/metrics" {
+            return crate::admin::respond(
+                http::StatusCode::NOT_FOUND,
+                "text/plain",
+                b"not found; try /metrics\n".to_vec(),
+            );
+        }
+        crate::admin::respond(
+            http::StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            render(),
+        )
+    }
 }

@@ -3,7 +3,9 @@
 //! every request works on one consistent snapshot.
 
 use crate::admin::state::StateStore;
+use crate::config::RateLimitConfig;
 use crate::config::{Config, HeaderEdits, HealthKind, PoolConfig, TcpProtocol};
+use crate::limits::rate::RateLimiter;
 use crate::limits::Acl;
 use crate::observe::access_log::AccessLog;
 use crate::observe::metrics::RouteMetrics;
@@ -25,6 +27,7 @@ pub struct Route {
     pub response_headers: HeaderEdits,
     pub security_headers: bool,
     pub metrics: RouteMetrics,
+    pub rate_limit: Option<Arc<RateLimiter>>,
 }
 
 /// Per-service metric handles, resolved once.
@@ -78,6 +81,11 @@ pub struct Runtime {
     pub config: Arc<Config>,
 }
 
+fn same_limit(a: &RateLimitConfig, b: &RateLimitConfig) -> bool {
+    (a.rate, a.burst, &a.key, a.algorithm, a.scope)
+        == (b.rate, b.burst, &b.key, b.algorithm, b.scope)
+}
+
 /// Equal pool definitions, ignoring where in the file they are written.
 fn same_definition(a: &PoolConfig, b: &PoolConfig) -> bool {
     let mut a = a.clone();
@@ -106,6 +114,14 @@ impl Runtime {
                 response_headers: r.response_headers.clone(),
                 security_headers: r.security_headers,
                 metrics: RouteMetrics::new(&r.name, r.pool.as_deref().unwrap_or("")),
+                // An unchanged limit keeps its state (buckets) across a reload.
+                rate_limit: r.rate_limit.as_ref().map(|c| {
+                    previous
+                        .and_then(|old| old.routes.iter().find(|o| o.name == r.name))
+                        .and_then(|o| o.rate_limit.clone())
+                        .filter(|l| same_limit(&l.config, c))
+                        .unwrap_or_else(|| Arc::new(RateLimiter::new(c)))
+                }),
             })
             .collect();
         Runtime {

@@ -8,7 +8,7 @@ use crate::cli::Cli;
 use crate::config::{self, Config, Diagnostic, ListenerConfig};
 use crate::http::proxy::Proxy;
 use crate::observe::metrics;
-use crate::ops::pool_tasks::PoolTasks;
+use crate::ops::pool_tasks::{LimiterJanitor, PoolTasks};
 use crate::ops::reload::{Reloader, SighupService, Sigusr1Service};
 use crate::ops::shutdown::Signals;
 use crate::runtime::{self, Runtime, SharedRuntime};
@@ -192,6 +192,12 @@ fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), String> {
         PoolTasks {
             runtime: runtime.clone(),
             reloaded,
+        },
+    ));
+    server.add_service(background_service(
+        "rate-limit cleanup",
+        LimiterJanitor {
+            runtime: runtime.clone(),
         },
     ));
     server.add_service(background_service(

@@ -136,8 +136,12 @@ fn not_built_yet(d: &mut Decoder, c: &Config) {
         }
     }
     for r in &c.routes {
-        if let Some(rl) = &r.rate_limit {
-            d.warn(rl.pos, &format!("{}.rate_limit", r.path), soon);
+        if let Some(rl) = r.rate_limit.as_ref().filter(|l| l.scope == Scope::Cluster) {
+            d.warn(
+                rl.pos,
+                &format!("{}.rate_limit.scope", r.path),
+                "cluster scope is not implemented yet: this limit applies per instance",
+            );
         }
     }
 }

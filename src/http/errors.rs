@@ -23,8 +23,29 @@ fn reason(status: u16) -> &'static str {
 
 /// Writes a complete error answer.
 pub async fn respond(session: &mut Session, status: u16, request_id: &str) -> pingora::Result<()> {
+    respond_with(session, status, request_id, None).await
+}
+
+/// 429 with `Retry-After` in whole seconds.
+pub async fn too_many(
+    session: &mut Session,
+    retry_after: u64,
+    request_id: &str,
+) -> pingora::Result<()> {
+    respond_with(session, 429, request_id, Some(retry_after)).await
+}
+
+async fn respond_with(
+    session: &mut Session,
+    status: u16,
+    request_id: &str,
+    retry_after: Option<u64>,
+) -> pingora::Result<()> {
     let body = format!("{status} {}\n", reason(status));
-    let mut resp = ResponseHeader::build(status, Some(4))?;
+    let mut resp = ResponseHeader::build(status, Some(5))?;
+    if let Some(secs) = retry_after {
+        resp.insert_header(http::header::RETRY_AFTER, secs)?;
+    }
     resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
     resp.insert_header(X_REQUEST_ID, request_id)?;

@@ -7,6 +7,7 @@ use super::guard;
 use super::headers::{self, Forwarded};
 use super::upstream;
 use crate::limits::canonical;
+use crate::limits::rate::Key;
 use crate::observe::access_log;
 use crate::routing::{self, RequestFacts};
 use crate::runtime::SharedRuntime;
@@ -70,6 +71,18 @@ impl Proxy {
         if ctx.client_ip.is_some_and(|ip| !route.acl.permits(ip)) {
             errors::respond(session, 403, &ctx.request_id).await?;
             return Ok(true);
+        }
+        if let Some(limit) = &route.rate_limit {
+            let key = Key::for_request(
+                &limit.config.key,
+                ctx.client_ip,
+                &session.req_header().headers,
+            );
+            if let Err(retry_after) = limit.check(key) {
+                route.metrics.rate_limited();
+                errors::too_many(session, retry_after, &ctx.request_id).await?;
+                return Ok(true);
+            }
         }
         if route.redirect_https && !self.tls {
             let location = https_location(session.req_header(), rt.https_port);

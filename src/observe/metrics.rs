@@ -145,6 +145,7 @@ fn method_label(i: usize) -> &'static str {
 /// The handles for one (route, pool) pair: the histogram, and counters per method and
 /// status code created on first use.
 pub struct RouteMetrics {
+    rate_limited: IntCounter,
     route: String,
     pool: String,
     duration: Histogram,
@@ -154,11 +155,17 @@ pub struct RouteMetrics {
 impl RouteMetrics {
     pub fn new(route: &str, pool: &str) -> Self {
         RouteMetrics {
+            rate_limited: METRICS.rate_limited.with_label_values(&[route]),
             route: route.to_string(),
             pool: pool.to_string(),
             duration: METRICS.http_duration.with_label_values(&[route, pool]),
             by_method: Default::default(),
         }
+    }
+
+    /// One request answered 429.
+    pub fn rate_limited(&self) {
+        self.rate_limited.inc();
     }
 
     pub fn observe(&self, method: &http::Method, status: u16, elapsed: Duration) {

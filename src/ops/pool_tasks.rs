@@ -1,6 +1,6 @@
-//! A Pingora background service (so it runs after daemonising) that gives every pool of
-//! the current runtime its health-check and discovery loops, and picks up the pools of
-//! each new runtime after a reload. A loop ends by itself once its pool is gone.
+//! Pingora background services (so they run after daemonising) for the runtime's state:
+//! every pool's health-check and discovery loops, following reloads (a loop ends by
+//! itself once its pool is gone), and the rate limiters' idle-key cleanup.
 
 use crate::config::HealthKind;
 use crate::pool::{discovery, health, Pool};
@@ -55,4 +55,28 @@ fn spawn_for(pool: &Arc<Pool>) -> Vec<JoinHandle<()>> {
         tasks.push(tokio::spawn(discovery::run(Arc::downgrade(pool), d)));
     }
     tasks
+}
+
+/// Once a second, drops rate-limit keys that are back to a full allowance, which bounds
+/// the limiters' memory by the keys active within their refill window.
+pub struct LimiterJanitor {
+    pub runtime: SharedRuntime,
+}
+
+#[async_trait]
+impl BackgroundService for LimiterJanitor {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                _ = tick.tick() => {
+                    let rt = self.runtime.load();
+                    for limit in rt.routes.iter().filter_map(|r| r.rate_limit.as_ref()) {
+                        limit.forget_idle();
+                    }
+                }
+            }
+        }
+    }
 }

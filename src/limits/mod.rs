@@ -1,4 +1,7 @@
-//! Per-route client access control: CIDR `deny` (checked first) and `allow` lists.
+//! Per-route client limits: CIDR `deny` (checked first) and `allow` lists here, rate
+//! limits in `rate`.
+
+pub mod rate;
 
 use ipnet::IpNet;
 use std::net::IpAddr;

@@ -7,8 +7,9 @@ use crate::admin::AdminApp;
 use crate::cli::Cli;
 use crate::config::{self, Config, Diagnostic, ListenerConfig};
 use crate::http::proxy::Proxy;
+use crate::limits::cluster::{Cluster, CLUSTER};
 use crate::observe::metrics;
-use crate::ops::pool_tasks::{LimiterJanitor, PoolTasks};
+use crate::ops::pool_tasks::{ClusterLink, LimiterJanitor, PoolTasks};
 use crate::ops::reload::{Reloader, SighupService, Sigusr1Service};
 use crate::ops::shutdown::Signals;
 use crate::runtime::{self, Runtime, SharedRuntime};
@@ -194,6 +195,11 @@ fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), String> {
             reloaded,
         },
     ));
+    if let Some(cluster) = &config.cluster {
+        let link = Cluster::new(&cluster.redis);
+        let _ = CLUSTER.set(link.clone());
+        server.add_service(background_service("cluster link", ClusterLink(link)));
+    }
     server.add_service(background_service(
         "rate-limit cleanup",
         LimiterJanitor {

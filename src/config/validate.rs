@@ -126,7 +126,11 @@ fn backends(d: &mut Decoder, c: &Config) {
 fn not_built_yet(d: &mut Decoder, c: &Config) {
     let soon = "is accepted but not implemented in this version yet; it has no effect";
     if let Some(cl) = &c.cluster {
-        d.warn(cl.pos, "cluster", soon);
+        d.warn(
+            cl.pos,
+            "cluster",
+            "only rate limits with scope: cluster use Redis in this version; admin API changes are not shared yet",
+        );
     }
     for l in &c.listeners {
         if let Some(tls) = &l.tls {
@@ -136,12 +140,14 @@ fn not_built_yet(d: &mut Decoder, c: &Config) {
         }
     }
     for r in &c.routes {
-        if let Some(rl) = r.rate_limit.as_ref().filter(|l| l.scope == Scope::Cluster) {
-            d.warn(
-                rl.pos,
-                &format!("{}.rate_limit.scope", r.path),
-                "cluster scope is not implemented yet: this limit applies per instance",
-            );
+        if let Some(rl) = r.rate_limit.as_ref() {
+            if rl.scope == Scope::Cluster && c.cluster.is_none() {
+                d.error(
+                    rl.pos,
+                    &format!("{}.rate_limit.scope", r.path),
+                    "scope: cluster needs a cluster.redis section",
+                );
+            }
         }
     }
 }

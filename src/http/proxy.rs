@@ -78,7 +78,7 @@ impl Proxy {
                 ctx.client_ip,
                 &session.req_header().headers,
             );
-            if let Err(retry_after) = limit.check(key) {
+            if let Err(retry_after) = limit.check(&route.name, key).await {
                 route.metrics.rate_limited();
                 errors::too_many(session, retry_after, &ctx.request_id).await?;
                 return Ok(true);

@@ -1,6 +1,7 @@
 //! Per-route client limits: CIDR `deny` (checked first) and `allow` lists here, rate
 //! limits in `rate`.
 
+pub mod cluster;
 pub mod rate;
 
 use ipnet::IpNet;

@@ -1,11 +1,13 @@
-//! Per-route rate limits (SPEC §3 rate_limit, §9), local to this process:
+//! Per-route rate limits (SPEC §3 rate_limit, §9); `scope: cluster` goes through
+//! `cluster` and falls back to the local limiter here:
 //! `token_bucket` is governor's keyed GCRA (a bucket of `burst` refilled at `rate`/s,
 //! exact per key); `sliding_window` admits at most `rate` requests in any rolling second
 //! per key (a log of the last `rate` admission times). Keys idle for longer than the
 //! refill window are dropped once a second, so memory is bounded by the keys active in
 //! that window; past `MAX_KEYS` new keys share one overflow bucket instead of growing.
 
-use crate::config::{RateLimitAlgorithm, RateLimitConfig, RateLimitKey};
+use super::cluster::CLUSTER;
+use crate::config::{RateLimitAlgorithm, RateLimitConfig, RateLimitKey, Scope};
 use dashmap::DashMap;
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
@@ -92,7 +94,21 @@ impl RateLimiter {
     }
 
     /// `Ok` to admit; `Err(seconds)` for `Retry-After` (whole seconds, at least 1).
-    pub fn check(&self, key: Key) -> Result<(), u64> {
+    /// `scope: cluster` asks Redis first and falls back to the local limiter.
+    pub async fn check(&self, route: &str, key: Key) -> Result<(), u64> {
+        if self.config.scope == Scope::Cluster {
+            if let Some(cluster) = CLUSTER.get() {
+                let c = &self.config;
+                let name = redis_key(route, &key);
+                if let Some(answer) = cluster.check(&name, c.rate, c.burst, c.algorithm).await {
+                    return answer;
+                }
+            }
+        }
+        self.check_local(key)
+    }
+
+    fn check_local(&self, key: Key) -> Result<(), u64> {
         let key = if self.len() >= MAX_KEYS && !self.knows(&key) {
             Key::Overflow
         } else {
@@ -161,6 +177,18 @@ impl RateLimiter {
     }
 }
 
+/// The Redis key of a limit: route and key, header values hashed to bound the size.
+fn redis_key(route: &str, key: &Key) -> String {
+    match key {
+        Key::Ip(ip) => format!("switchyard:rl:{route}:ip:{ip}"),
+        Key::Header(v) => format!(
+            "switchyard:rl:{route}:h:{:016x}",
+            crate::pool::select::hash(v)
+        ),
+        Key::Route | Key::Overflow => format!("switchyard:rl:{route}:route"),
+    }
+}
+
 fn retry_after(wait: Duration) -> u64 {
     wait.as_secs_f64().ceil().max(1.0) as u64
 }
@@ -168,7 +196,6 @@ fn retry_after(wait: Duration) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::Scope;
 
     fn limiter(rate: u32, burst: u32, algorithm: RateLimitAlgorithm) -> RateLimiter {
         RateLimiter::new(&RateLimitConfig {
@@ -188,26 +215,26 @@ mod tests {
     #[test]
     fn token_bucket_admits_exactly_burst_then_refuses() {
         let l = limiter(1, 5, RateLimitAlgorithm::TokenBucket);
-        let admitted = (0..10).filter(|_| l.check(ip(1)).is_ok()).count();
+        let admitted = (0..10).filter(|_| l.check_local(ip(1)).is_ok()).count();
         assert_eq!(admitted, 5);
-        assert_eq!(l.check(ip(1)), Err(1));
+        assert_eq!(l.check_local(ip(1)), Err(1));
         // Keys are independent.
-        assert!(l.check(ip(2)).is_ok());
+        assert!(l.check_local(ip(2)).is_ok());
     }
 
     #[test]
     fn sliding_window_admits_rate_per_second() {
         let l = limiter(3, 3, RateLimitAlgorithm::SlidingWindow);
-        let admitted = (0..10).filter(|_| l.check(ip(1)).is_ok()).count();
+        let admitted = (0..10).filter(|_| l.check_local(ip(1)).is_ok()).count();
         assert_eq!(admitted, 3);
-        assert_eq!(l.check(ip(1)), Err(1));
+        assert_eq!(l.check_local(ip(1)), Err(1));
     }
 
     #[test]
     fn idle_keys_are_forgotten() {
         let l = limiter(1000, 1, RateLimitAlgorithm::SlidingWindow);
         for n in 0..50 {
-            let _ = l.check(ip(n));
+            let _ = l.check_local(ip(n));
         }
         assert_eq!(l.tracked_keys(), 50);
         std::thread::sleep(Duration::from_millis(1100));

@@ -80,3 +80,16 @@ impl BackgroundService for LimiterJanitor {
         }
     }
 }
+
+/// Keeps the Redis link of `scope: cluster` rate limits up.
+pub struct ClusterLink(pub Arc<crate::limits::cluster::Cluster>);
+
+#[async_trait]
+impl BackgroundService for ClusterLink {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        tokio::select! {
+            _ = shutdown.changed() => {}
+            _ = self.0.connect_forever() => {}
+        }
+    }
+}

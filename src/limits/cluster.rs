@@ -1,0 +1,172 @@
+//! Rate limits shared by every instance through Redis (`scope: cluster`): one script
+//! call per request (token bucket or sliding window kept in Redis, timed by Redis's own
+//! clock so instances' clocks don't matter), bounded by a 20 ms timeout. While Redis is
+//! unreachable or slow, each instance falls back to its local limiter and says so once;
+//! it goes back to Redis by itself when Redis answers again.
+
+use crate::config::RateLimitAlgorithm;
+use arc_swap::ArcSwapOption;
+use once_cell::sync::OnceCell;
+use redis::aio::ConnectionManager;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// At most this much is added to a request by Redis.
+pub const TIMEOUT: Duration = Duration::from_millis(20);
+/// After a failure, Redis is not asked again for this long (requests use local limits).
+const BACKOFF: Duration = Duration::from_secs(1);
+
+const SCRIPT: &str = r#"
+local now_t = redis.call('TIME')
+local now = tonumber(now_t[1]) * 1000 + math.floor(tonumber(now_t[2]) / 1000)
+local rate = tonumber(ARGV[1])
+local burst = tonumber(ARGV[2])
+if ARGV[3] == 'sliding' then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 1000)
+  local n = redis.call('ZCARD', KEYS[1])
+  if n < rate then
+    redis.call('ZADD', KEYS[1], now, now .. ':' .. ARGV[4])
+    redis.call('PEXPIRE', KEYS[1], 1100)
+    return {1, 0}
+  end
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  return {0, 1000 - (now - tonumber(oldest[2]))}
+end
+local b = redis.call('HMGET', KEYS[1], 't', 'ts')
+local tokens = tonumber(b[1])
+local ts = tonumber(b[2])
+if tokens == nil then tokens = burst; ts = now end
+tokens = math.min(burst, tokens + (now - ts) * rate / 1000)
+local allowed = 0
+local wait = 0
+if tokens >= 1 then
+  tokens = tokens - 1
+  allowed = 1
+else
+  wait = math.ceil((1 - tokens) * 1000 / rate)
+end
+redis.call('HSET', KEYS[1], 't', tostring(tokens), 'ts', now)
+redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
+return {allowed, wait}
+"#;
+
+pub struct Cluster {
+    pub url: String,
+    link: ArcSwapOption<ConnectionManager>,
+    script: redis::Script,
+    /// Milliseconds since `start` until which Redis is skipped after a failure.
+    skip_until_ms: AtomicU64,
+    start: Instant,
+    degraded: AtomicBool,
+    sequence: AtomicU64,
+}
+
+/// Set at startup when `cluster.redis` is configured (one Redis per process; a changed
+/// URL needs a restart or upgrade).
+pub static CLUSTER: OnceCell<Arc<Cluster>> = OnceCell::new();
+
+impl Cluster {
+    pub fn new(url: &str) -> Arc<Self> {
+        Arc::new(Cluster {
+            url: url.to_string(),
+            link: ArcSwapOption::empty(),
+            script: redis::Script::new(SCRIPT),
+            skip_until_ms: AtomicU64::new(0),
+            start: Instant::now(),
+            degraded: AtomicBool::new(false),
+            sequence: AtomicU64::new(0),
+        })
+    }
+
+    /// Connects (and keeps trying every second) until connected; the connection
+    /// manager reconnects by itself afterwards. Run from a background service.
+    pub async fn connect_forever(self: &Arc<Self>) {
+        let client = match redis::Client::open(self.url.as_str()) {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("cluster.redis {}: {e}; limits stay local", self.url);
+                return;
+            }
+        };
+        loop {
+            let config = redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(Duration::from_secs(1)))
+                .set_response_timeout(Some(Duration::from_secs(1)));
+            match ConnectionManager::new_with_config(client.clone(), config).await {
+                Ok(m) => {
+                    self.link.store(Some(Arc::new(m)));
+                    log::info!("cluster: connected to Redis at {}", self.url);
+                    return;
+                }
+                Err(e) => {
+                    if !self.degraded.swap(true, Ordering::Relaxed) {
+                        log::warn!("cluster: Redis at {} unreachable ({e}); rate limits are local until it answers", self.url);
+                    }
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.start.elapsed().as_millis() as u64
+    }
+
+    /// `Some(Ok(()))` admitted, `Some(Err(secs))` refused, `None` when Redis could not
+    /// decide in time (the caller applies its local limit).
+    pub async fn check(
+        &self,
+        key: &str,
+        rate: u32,
+        burst: u32,
+        algorithm: RateLimitAlgorithm,
+    ) -> Option<Result<(), u64>> {
+        if self.now_ms() < self.skip_until_ms.load(Ordering::Relaxed) {
+            return None;
+        }
+        let link = self.link.load_full()?;
+        let mut conn = (*link).clone();
+        let mode = match algorithm {
+            RateLimitAlgorithm::TokenBucket => "bucket",
+            RateLimitAlgorithm::SlidingWindow => "sliding",
+        };
+        let seq = self.sequence.fetch_add(1, Ordering::Relaxed);
+        let mut call = self.script.key(key);
+        call.arg(rate)
+            .arg(burst)
+            .arg(mode)
+            .arg(format!("{}-{seq}", std::process::id()));
+        let answer: Result<redis::RedisResult<(i64, i64)>, _> =
+            tokio::time::timeout(TIMEOUT, call.invoke_async(&mut conn)).await;
+        match answer {
+            Ok(Ok((allowed, wait_ms))) => {
+                if self.degraded.swap(false, Ordering::Relaxed) {
+                    log::info!(
+                        "cluster: Redis at {} answers again; rate limits are shared",
+                        self.url
+                    );
+                }
+                Some(if allowed == 1 {
+                    Ok(())
+                } else {
+                    Err(((wait_ms.max(1) as u64).div_ceil(1000)).max(1))
+                })
+            }
+            failed => {
+                self.skip_until_ms.store(
+                    self.now_ms() + BACKOFF.as_millis() as u64,
+                    Ordering::Relaxed,
+                );
+                if !self.degraded.swap(true, Ordering::Relaxed) {
+                    let why = match failed {
+                        Ok(Err(e)) => e.to_string(),
+                        _ => format!("no answer within {TIMEOUT:?}"),
+                    };
+                    log::warn!("cluster: Redis at {} failed ({why}); rate limits are local until it answers", self.url);
+                }
+                None
+            }
+        }
+    }
+}

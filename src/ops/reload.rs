@@ -175,8 +175,9 @@ impl BackgroundService for Sigusr1Service {
                 _ = shutdown.changed() => return,
                 got = usr1.recv() => {
                     if got.is_none() { return }
-                    log::info!("SIGUSR1: reopening the access log");
+                    // Reopen first: lines of requests after this log line go to the new file.
                     crate::observe::access_log::reopen_files();
+                    log::info!("SIGUSR1: reopening the access log");
                 }
             }
         }

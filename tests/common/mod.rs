@@ -1969,3 +1969,233 @@ impl Switchyard {
         s
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Rate-limit helpers: a keep-alive HTTP/1.1 client, process memory, a private Redis.
+// ---------------------------------------------------------------------------------------
+
+/// One persistent HTTP/1.1 connection to 127.0.0.1:`port` for sequential requests
+/// (5 s read timeout). It reconnects when the server closed the connection after a
+/// complete response (`Connection: close` or EOF before the next request is written).
+pub struct HttpConn {
+    pub port: u16,
+    conn: Option<TcpStream>,
+    /// Connections opened so far.
+    pub connects: usize,
+}
+
+impl HttpConn {
+    pub fn new(port: u16) -> HttpConn {
+        HttpConn {
+            port,
+            conn: None,
+            connects: 0,
+        }
+    }
+
+    /// Sends `GET path` with `headers` and reads the response (Content-Length bodies).
+    pub fn get(&mut self, path: &str, headers: &[(&str, &str)]) -> Result<Reply, String> {
+        if let Some(c) = &self.conn {
+            // Drop a connection the server closed while it was idle.
+            let _ = c.set_nonblocking(true);
+            let mut b = [0u8; 1];
+            let gone =
+                !matches!(c.peek(&mut b), Err(ref e) if e.kind() == std::io::ErrorKind::WouldBlock);
+            let _ = c.set_nonblocking(false);
+            if gone {
+                self.conn = None;
+            }
+        }
+        if self.conn.is_none() {
+            let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+            let c = TcpStream::connect_timeout(&addr, Duration::from_secs(2))
+                .map_err(|e| format!("connect: {e}"))?;
+            let _ = c.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = c.set_write_timeout(Some(Duration::from_secs(5)));
+            let _ = c.set_nodelay(true);
+            self.conn = Some(c);
+            self.connects += 1;
+        }
+        let c = self.conn.as_mut().expect("connection");
+        let mut raw = format!("GET {path} HTTP/1.1\r\n");
+        if !headers.iter().any(|(n, _)| n.eq_ignore_ascii_case("host")) {
+            raw.push_str("Host: localhost\r\n");
+        }
+        for (n, v) in headers {
+            raw.push_str(&format!("{n}: {v}\r\n"));
+        }
+        raw.push_str("\r\n");
+        if let Err(e) = c.write_all(raw.as_bytes()) {
+            self.conn = None;
+            return Err(format!("write: {e}"));
+        }
+        match read_one_reply(c) {
+            Ok(reply) => {
+                let close = reply
+                    .header("connection")
+                    .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+                if close {
+                    self.conn = None;
+                }
+                Ok(reply)
+            }
+            Err(e) => {
+                self.conn = None;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// Reads one HTTP/1.1 response with a Content-Length body (or none) from `c`, 5 s at most.
+fn read_one_reply(c: &mut TcpStream) -> Result<Reply, String> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end + 4]).to_string();
+            let reply = parse_reply(&head).ok_or_else(|| format!("bad reply head {head:?}"))?;
+            let length: usize = reply
+                .header("content-length")
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0);
+            if buf.len() >= end + 4 + length {
+                let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + length]).to_string();
+                return Ok(Reply { body, ..reply });
+            }
+        }
+        if Instant::now() > deadline {
+            return Err(format!(
+                "timed out; got {:?}",
+                String::from_utf8_lossy(&buf)
+            ));
+        }
+        match c.read(&mut chunk) {
+            Ok(0) => {
+                return Err(format!(
+                    "connection closed; got {:?}",
+                    String::from_utf8_lossy(&buf)
+                ))
+            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            Err(e) => return Err(format!("read: {e}")),
+        }
+    }
+}
+
+/// The resident set size of process `pid` in KiB (VmRSS in /proc/PID/status).
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+}
+
+/// A private Redis server on 127.0.0.1 (`--save '' --appendonly no`), in a temporary
+/// directory; stopped on drop.
+pub struct Redis {
+    pub port: u16,
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl Redis {
+    /// Starts an instance, or prints a SKIP line and returns `None` when redis-server is
+    /// not installed (CI installs `redis-server`).
+    pub fn start() -> Option<Redis> {
+        let dirs = ["/usr/bin", "/usr/local/bin", "/usr/sbin"];
+        let Some(bin) = find_program(&["redis-server"], &dirs) else {
+            eprintln!("SKIP: redis-server not found (apt-get install redis-server)");
+            return None;
+        };
+        let mut r = Redis {
+            port: listen_port(),
+            bin,
+            dir: tempfile::tempdir().expect("tempdir for redis"),
+            child: None,
+        };
+        r.launch();
+        Some(r)
+    }
+
+    /// Starts the server (again) on the same port and waits until it answers PING
+    /// (10 s at most).
+    pub fn launch(&mut self) {
+        let log = std::fs::File::create(self.dir.path().join("redis.log")).expect("redis log");
+        let child = Command::new(&self.bin)
+            .arg("--port")
+            .arg(self.port.to_string())
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start redis-server");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("redis-server exited with {status}; log:\n{}", self.log());
+            }
+            if self.command(&["PING"]).is_ok_and(|r| r == "+PONG") {
+                return;
+            }
+            if Instant::now() > deadline {
+                panic!("redis on {} not ready; log:\n{}", self.port, self.log());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
+    }
+
+    /// Sends one command (RESP) and returns the first line of the answer (2 s timeouts).
+    pub fn command(&self, args: &[&str]) -> Result<String, String> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
+        let mut s =
+            TcpStream::connect_timeout(&addr, Duration::from_secs(2)).map_err(|e| e.to_string())?;
+        let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+        let mut req = format!("*{}\r\n", args.len());
+        for a in args {
+            req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
+        }
+        s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
+        let mut out = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while !out.ends_with(b"\r\n") {
+            match s.read(&mut chunk) {
+                Ok(0) => break,
+                Ok(n) => out.extend_from_slice(&chunk[..n]),
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+        let text = String::from_utf8_lossy(&out).to_string();
+        Ok(text.lines().next().unwrap_or("").to_string())
+    }
+
+    /// Stops the server (SIGKILL, like a crash) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}

@@ -2161,7 +2161,9 @@ impl Redis {
         std::fs::read_to_string(self.dir.path().join("redis.log")).unwrap_or_default()
     }
 
-    /// Sends one command (RESP) and returns the first line of the answer (2 s timeouts).
+    /// Sends one command (RESP) and returns the answer: a status, error or integer line
+    /// as sent (`+PONG`, `-ERR …`, `:1`), or a bulk string's content (`(nil)` for none).
+    /// Arrays are not supported. 2 s timeouts.
     pub fn command(&self, args: &[&str]) -> Result<String, String> {
         let addr = SocketAddr::from(([127, 0, 0, 1], self.port));
         let mut s =
@@ -2172,17 +2174,65 @@ impl Redis {
             req.push_str(&format!("${}\r\n{a}\r\n", a.len()));
         }
         s.write_all(req.as_bytes()).map_err(|e| e.to_string())?;
-        let mut out = Vec::new();
-        let mut chunk = [0u8; 1024];
-        while !out.ends_with(b"\r\n") {
+        let mut out: Vec<u8> = Vec::new();
+        let mut chunk = [0u8; 4096];
+        let deadline = Instant::now() + Duration::from_secs(2);
+        loop {
+            if let Some(end) = out.windows(2).position(|w| w == b"\r\n") {
+                let line = String::from_utf8_lossy(&out[..end]).to_string();
+                match line.strip_prefix('$') {
+                    None => return Ok(line),
+                    Some(len) => {
+                        let len: i64 = len.parse().map_err(|_| format!("bad reply {line:?}"))?;
+                        if len < 0 {
+                            return Ok("(nil)".to_string());
+                        }
+                        let len = len as usize;
+                        if out.len() >= end + 2 + len {
+                            return Ok(
+                                String::from_utf8_lossy(&out[end + 2..end + 2 + len]).to_string()
+                            );
+                        }
+                    }
+                }
+            }
+            if Instant::now() > deadline {
+                return Err(format!(
+                    "no complete reply: {:?}",
+                    String::from_utf8_lossy(&out)
+                ));
+            }
             match s.read(&mut chunk) {
-                Ok(0) => break,
+                Ok(0) => return Err("connection closed".to_string()),
                 Ok(n) => out.extend_from_slice(&chunk[..n]),
                 Err(e) => return Err(e.to_string()),
             }
         }
-        let text = String::from_utf8_lossy(&out).to_string();
-        Ok(text.lines().next().unwrap_or("").to_string())
+    }
+
+    /// A field of `INFO section` (e.g. `connected_clients` in `clients`), if present.
+    pub fn info(&self, section: &str, field: &str) -> Option<String> {
+        let text = self.command(&["INFO", section]).ok()?;
+        text.lines()
+            .find_map(|l| l.strip_prefix(&format!("{field}:")))
+            .map(|v| v.trim().to_string())
+    }
+
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(|c| c.id())
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open, nothing answers.
+    pub fn freeze(&self) {
+        if let Some(pid) = self.pid() {
+            assert!(send_signal(pid, "-STOP"), "SIGSTOP redis");
+        }
+    }
+
+    pub fn thaw(&self) {
+        if let Some(pid) = self.pid() {
+            assert!(send_signal(pid, "-CONT"), "SIGCONT redis");
+        }
     }
 
     /// Stops the server (SIGKILL, like a crash) and waits for it.

@@ -1,0 +1,448 @@
+//! Cluster-wide rate limits (SPEC §3 `rate_limit.scope: cluster`, `cluster.redis`):
+//! two Switchyard instances sharing one private Redis hold one combined limit; with
+//! Redis gone each falls back to its local limit without an error or a hang, and the
+//! shared limit resumes once Redis is back. Skipped when redis-server is not installed.
+mod common;
+use common::*;
+use std::time::{Duration, Instant};
+
+/// One instance: listener on `port`, `cluster.redis: url`, pool `p` with backend `b`,
+/// and `routes` (a YAML list body).
+fn config(port: u16, url: &str, b: &Backend, routes: &str) -> String {
+    format!(
+        "{TEST_SERVER}
+cluster:
+  redis: {url}
+listeners:
+  - name: web
+    listen: 127.0.0.1:{port}
+pools:
+  - name: p
+    backends:
+      - address: {}
+routes:
+{routes}",
+        b.address()
+    )
+}
+
+/// A route `name` on path prefix `prefix` with `rate_limit: {limit, scope: cluster}`.
+fn route(name: &str, prefix: &str, limit: &str) -> String {
+    format!(
+        "  - name: {name}\n    pool: p\n    path_prefix: {prefix}\n    \
+         rate_limit: {{ {limit}, scope: cluster }}\n"
+    )
+}
+
+/// Two instances A and B with the same routes, both connected to `redis`.
+fn start_pair(redis: &Redis, b: &Backend, routes: &str) -> (Switchyard, u16, Switchyard, u16) {
+    let pair = start_pair_unchecked(redis, b, routes);
+    wait_for_clients(redis, 2, &[&pair.0, &pair.2]);
+    pair
+}
+
+/// Two instances A and B with the same routes, configured with `redis` (whether it
+/// runs or not).
+fn start_pair_unchecked(
+    redis: &Redis,
+    b: &Backend,
+    routes: &str,
+) -> (Switchyard, u16, Switchyard, u16) {
+    let (pa, pb) = (listen_port(), listen_port());
+    let a = Switchyard::start(&config(pa, &redis.url(), b, routes), &[pa]);
+    let bb = Switchyard::start(&config(pb, &redis.url(), b, routes), &[pb]);
+    (a, pa, bb, pb)
+}
+
+/// Waits (15 s at most) until Redis has `n` clients besides the one asking.
+fn wait_for_clients(redis: &Redis, n: usize, instances: &[&Switchyard]) {
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let clients: usize = redis
+            .info("clients", "connected_clients")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if clients > n {
+            return;
+        }
+        if Instant::now() > deadline {
+            let logs: Vec<String> = instances.iter().map(|s| s.stderr()).collect();
+            panic!("only {clients} Redis clients (want {n} + this test); stderr:\n{logs:#?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// What a paced run of requests saw.
+struct Run {
+    /// Per instance (A, B): statuses in order.
+    statuses: [Vec<u16>; 2],
+    /// From the first request sent to the last one answered.
+    duration: Duration,
+    /// The longest wait for an answer (printed, not asserted).
+    slowest: Duration,
+}
+
+impl Run {
+    fn admitted(&self, i: usize) -> usize {
+        self.statuses[i].iter().filter(|s| **s == 200).count()
+    }
+    fn total_admitted(&self) -> usize {
+        self.admitted(0) + self.admitted(1)
+    }
+}
+
+/// Sends `n` GETs of `path` evenly over `over`, alternating instances A and B (one
+/// keep-alive connection each). Every request must be answered (5 s read timeout) with
+/// 200 or 429, never anything else.
+fn paced(ports: [u16; 2], path: &str, n: usize, over: Duration) -> Run {
+    let mut conns = [HttpConn::new(ports[0]), HttpConn::new(ports[1])];
+    let mut statuses: [Vec<u16>; 2] = [Vec::new(), Vec::new()];
+    let step = over / n as u32;
+    let mut slowest = Duration::ZERO;
+    let start = Instant::now();
+    for i in 0..n {
+        if let Some(d) = (start + step * i as u32).checked_duration_since(Instant::now()) {
+            std::thread::sleep(d);
+        }
+        let which = i % 2;
+        let sent = Instant::now();
+        let r = conns[which]
+            .get(path, &[])
+            .unwrap_or_else(|e| panic!("request {i} to instance {which} got no answer: {e}"));
+        assert!(
+            r.status == 200 || r.status == 429,
+            "request {i} to instance {which}: {} {:?}",
+            r.status,
+            r.body
+        );
+        if r.status == 429 {
+            let retry = r.header("retry-after").and_then(|v| v.parse::<u64>().ok());
+            assert!(
+                retry.is_some_and(|s| s >= 1),
+                "429 without Retry-After in whole seconds: {r:?}"
+            );
+        }
+        slowest = slowest.max(sent.elapsed());
+        statuses[which].push(r.status);
+    }
+    Run {
+        statuses,
+        duration: start.elapsed(),
+        slowest,
+    }
+}
+
+/// `burst + rate × seconds`: what a token bucket admits under steady overload.
+fn expected(rate: u32, burst: u32, d: Duration) -> f64 {
+    burst as f64 + rate as f64 * d.as_secs_f64()
+}
+
+fn assert_within_10_percent(got: usize, want: f64, what: &str) {
+    let err = (got as f64 - want).abs() / want;
+    assert!(
+        err <= 0.10,
+        "{what}: admitted {got}, want {want:.1} ± 10 % (off by {:.1} %)",
+        err * 100.0
+    );
+}
+
+#[test]
+fn two_instances_sharing_redis_hold_one_combined_limit() {
+    let Some(redis) = Redis::start() else { return };
+    let b = Backend::start("a");
+    let routes = format!(
+        "{}{}",
+        route("lim", "/lim", "rate: 20, burst: 20, key: route"),
+        route(
+            "keyed",
+            "/keyed",
+            "rate: 5, key: \"header:X-Api-Key\", algorithm: sliding_window"
+        )
+    );
+    let (a, pa, bb, pb) = start_pair(&redis, &b, &routes);
+
+    // 200 requests in 3 s alternating A and B: one bucket of 20 refilled at 20/s in all,
+    // not one per instance (which would admit about twice as many).
+    let run = paced([pa, pb], "/lim", 200, Duration::from_secs(3));
+    let want = expected(20, 20, run.duration);
+    eprintln!(
+        "combined: A admitted {}, B admitted {} in {:.2?} (want {want:.1} in all)",
+        run.admitted(0),
+        run.admitted(1),
+        run.duration
+    );
+    assert_within_10_percent(run.total_admitted(), want, "two instances, one limit");
+    assert!(
+        run.admitted(0) > 0 && run.admitted(1) > 0,
+        "both instances admit their share"
+    );
+    assert_eq!(
+        b.count(),
+        run.total_admitted(),
+        "only admitted requests are proxied"
+    );
+
+    // Per-key sliding window across instances: exactly `rate` per key in a second.
+    for key in ["key-1", "key-2"] {
+        let mut conns = [HttpConn::new(pa), HttpConn::new(pb)];
+        let statuses: Vec<u16> = (0..10)
+            .map(|i| {
+                conns[i % 2]
+                    .get("/keyed", &[("X-Api-Key", key)])
+                    .unwrap_or_else(|e| panic!("{key} request {i}: {e}"))
+                    .status
+            })
+            .collect();
+        let admitted = statuses.iter().filter(|s| **s == 200).count();
+        assert_eq!(
+            admitted, 5,
+            "{key}: 5 per rolling second over A and B: {statuses:?}"
+        );
+        assert!(
+            statuses[5..].iter().all(|s| *s == 429),
+            "{key}: {statuses:?}"
+        );
+    }
+    drop((a, bb));
+}
+
+#[test]
+fn redis_down_falls_back_to_local_limits_and_recovers() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let b = Backend::start("a");
+    let routes = format!(
+        "{}{}",
+        route("lim", "/lim", "rate: 10, burst: 10, key: route"),
+        route("probe", "/probe", "rate: 1000, key: route")
+    );
+    let (a, pa, bb, pb) = start_pair(&redis, &b, &routes);
+    let ports = [pa, pb];
+
+    // Shared while Redis is up.
+    let run = paced(ports, "/lim", 100, Duration::from_secs(2));
+    let shared = expected(10, 10, run.duration);
+    assert_within_10_percent(run.total_admitted(), shared, "Redis up");
+
+    // Redis dies: every request is still answered (200 or 429, checked in `paced`),
+    // each instance now limiting on its own.
+    redis.stop();
+    let run = paced(ports, "/lim", 200, Duration::from_secs(3));
+    let local = expected(10, 10, run.duration);
+    eprintln!(
+        "Redis down: A admitted {}, B admitted {} in {:.2?} (local limit {local:.1} each)",
+        run.admitted(0),
+        run.admitted(1),
+        run.duration
+    );
+    assert_local_limits(&run, local, "Redis down");
+    // The loss of Redis is logged.
+    for (s, name) in [(&a, "A"), (&bb, "B")] {
+        let log = s.stderr();
+        assert!(
+            log.lines()
+                .any(|l| l.contains(&redis.port.to_string()) && l.contains("WARN")),
+            "instance {name} logged no warning about Redis; stderr:\n{log}"
+        );
+    }
+
+    // Redis is back (empty, same port): once both instances use it again the limit is
+    // shared again. Probe traffic on another route drives the reconnection.
+    redis.launch();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        probe_for(ports, Duration::from_millis(200));
+        let clients: usize = redis
+            .info("clients", "connected_clients")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        if clients > 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the instances did not reconnect to Redis within 20 s; stderr A:\n{}\nB:\n{}",
+            a.stderr(),
+            bb.stderr()
+        );
+    }
+    // Past the fallback backoff, with the probe still going through both instances.
+    probe_for(ports, Duration::from_millis(1500));
+    let run = paced(ports, "/lim", 200, Duration::from_secs(3));
+    let want = expected(10, 10, run.duration);
+    eprintln!(
+        "Redis back: A admitted {}, B admitted {} in {:.2?} (want {want:.1} in all)",
+        run.admitted(0),
+        run.admitted(1),
+        run.duration
+    );
+    assert_within_10_percent(run.total_admitted(), want, "Redis restarted");
+}
+
+/// Sends `/probe` through both instances every 100 ms for `d` (drives reconnection and
+/// lets the fallback backoff pass without touching the measured route).
+fn probe_for(ports: [u16; 2], d: Duration) {
+    let mut probes = [HttpConn::new(ports[0]), HttpConn::new(ports[1])];
+    let until = Instant::now() + d;
+    while Instant::now() < until {
+        for c in probes.iter_mut() {
+            let r = c.get("/probe", &[]).expect("probe request answered");
+            assert_eq!(r.status, 200, "probe: {r:?}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Per instance: admitted about its own local limit `local` (requests kept flowing, the
+/// local limit applied).
+fn assert_local_limits(run: &Run, local: f64, what: &str) {
+    for (i, name) in ["A", "B"].iter().enumerate() {
+        let got = run.admitted(i);
+        assert!(
+            got as f64 <= local * 1.1 + 1.0,
+            "{what}: instance {name} admitted {got}, over its local limit {local:.1}"
+        );
+        assert!(
+            got as f64 >= local * 0.5,
+            "{what}: instance {name} admitted only {got} (local limit {local:.1}): \
+             requests must keep flowing"
+        );
+        assert!(
+            run.statuses[i].contains(&429),
+            "{what}: instance {name}: the local limit applies"
+        );
+    }
+}
+
+#[test]
+fn a_frozen_redis_neither_hangs_nor_fails_requests() {
+    let Some(redis) = Redis::start() else { return };
+    let b = Backend::start("a");
+    let routes = format!(
+        "{}{}",
+        route("lim", "/lim", "rate: 10, burst: 10, key: route"),
+        route("probe", "/probe", "rate: 1000, key: route")
+    );
+    let (_a, pa, _b, pb) = start_pair(&redis, &b, &routes);
+    let ports = [pa, pb];
+
+    // SIGSTOP: the connections stay open and nothing answers. Every request is still
+    // answered (200 or 429 within the client's 5 s timeout), under the local limits.
+    redis.freeze();
+    let run = paced(ports, "/lim", 200, Duration::from_secs(3));
+    let local = expected(10, 10, run.duration);
+    eprintln!(
+        "Redis frozen: A admitted {}, B admitted {} in {:.2?}, slowest answer {:.2?}",
+        run.admitted(0),
+        run.admitted(1),
+        run.duration,
+        run.slowest
+    );
+    assert_local_limits(&run, local, "Redis frozen");
+
+    redis.thaw();
+    probe_for(ports, Duration::from_millis(2500));
+    let run = paced(ports, "/lim", 200, Duration::from_secs(3));
+    let want = expected(10, 10, run.duration);
+    eprintln!(
+        "Redis thawed: A admitted {}, B admitted {} in {:.2?} (want {want:.1} in all)",
+        run.admitted(0),
+        run.admitted(1),
+        run.duration
+    );
+    assert_within_10_percent(run.total_admitted(), want, "Redis thawed");
+}
+
+#[test]
+fn instances_started_while_redis_is_down_share_the_limit_once_it_is_up() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    redis.stop();
+    let b = Backend::start("a");
+    let routes = format!(
+        "{}{}",
+        route("lim", "/lim", "rate: 10, burst: 10, key: route"),
+        route("probe", "/probe", "rate: 1000, key: route")
+    );
+    let (a, pa, bb, pb) = start_pair_unchecked(&redis, &b, &routes);
+    let ports = [pa, pb];
+
+    let run = paced(ports, "/lim", 100, Duration::from_secs(2));
+    assert_local_limits(&run, expected(10, 10, run.duration), "no Redis yet");
+
+    redis.launch();
+    wait_for_clients(&redis, 2, &[&a, &bb]);
+    probe_for(ports, Duration::from_millis(1500));
+    let run = paced(ports, "/lim", 200, Duration::from_secs(3));
+    let want = expected(10, 10, run.duration);
+    eprintln!(
+        "Redis up late: A admitted {}, B admitted {} in {:.2?} (want {want:.1} in all)",
+        run.admitted(0),
+        run.admitted(1),
+        run.duration
+    );
+    assert_within_10_percent(run.total_admitted(), want, "Redis came up after the start");
+}
+
+#[test]
+fn a_reload_that_changes_cluster_redis_is_applied_or_logged() {
+    let Some(r1) = Redis::start() else { return };
+    let Some(r2) = Redis::start() else { return };
+    let b = Backend::start("a");
+    let (port, mport) = (listen_port(), listen_port());
+    let routes = route("lim", "/lim", "rate: 100, key: route");
+    let with_metrics = |url: &str| {
+        config(port, url, &b, &routes).replace(
+            "\nlisteners:\n",
+            &format!("\nmetrics:\n  listen: 127.0.0.1:{mport}\nlisteners:\n"),
+        )
+    };
+    let sy = Switchyard::start(&with_metrics(&r1.url()), &[port, mport]);
+    wait_for_clients(&r1, 1, &[&sy]);
+    let key = "switchyard:rl:lim:route";
+    assert_eq!(get(port, "/lim").status, 200);
+    assert_eq!(
+        r1.command(&["EXISTS", key]).as_deref(),
+        Ok(":1"),
+        "limit kept in Redis 1"
+    );
+
+    let logged_before = sy.stderr().len();
+    sy.rewrite_config(&with_metrics(&r2.url()));
+    sy.signal("-HUP");
+    let reloads = wait_metric(
+        mport,
+        "switchyard_config_reloads_total",
+        &[("result", "success")],
+        1.0,
+    );
+    assert_eq!(reloads, 1.0, "reload applied; stderr:\n{}", sy.stderr());
+
+    // Either the new Redis is used from now on (allowing a few seconds to connect)...
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut applied = false;
+    while Instant::now() < deadline && !applied {
+        let _ = get(port, "/lim");
+        applied = r2.command(&["EXISTS", key]).as_deref() == Ok(":1");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // ...or the reload says that the change needs a restart or an upgrade, as a
+    // listener address change does (SPEC §2).
+    let log = sy.stderr();
+    let after = &log[logged_before.min(log.len())..];
+    let logged = after.lines().any(|l| {
+        let l = l.to_ascii_lowercase();
+        (l.contains("cluster") || l.contains("redis"))
+            && (l.contains("restart") || l.contains("upgrade"))
+    });
+    assert!(
+        applied || logged,
+        "cluster.redis changed from {} to {} on SIGHUP: the new Redis is not used and \
+         nothing says the change needs a restart; stderr after the reload:\n{after}",
+        r1.url(),
+        r2.url()
+    );
+}

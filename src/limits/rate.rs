@@ -4,7 +4,9 @@
 //! exact per key); `sliding_window` admits at most `rate` requests in any rolling second
 //! per key (a log of the last `rate` admission times). Keys idle for longer than the
 //! refill window are dropped once a second, so memory is bounded by the keys active in
-//! that window; past `MAX_KEYS` new keys share one overflow bucket instead of growing.
+//! that window; past `MAX_KEYS` keys the limiter stops growing: new sliding-window keys,
+//! and every token-bucket key (governor's store cannot be queried), share one overflow
+//! bucket until idle keys are dropped.
 
 use super::cluster::CLUSTER;
 use crate::config::{RateLimitAlgorithm, RateLimitConfig, RateLimitKey, Scope};
@@ -146,7 +148,9 @@ impl RateLimiter {
 
     fn knows(&self, key: &Key) -> bool {
         match &self.algorithm {
-            // governor keeps no public lookup: at the cap, only the overflow bucket grows.
+            // governor's store has no lookup: at the cap every token-bucket key shares
+            // the overflow bucket until idle keys have been dropped (a flood of more than
+            // MAX_KEYS keys within the refill window degrades to one shared limit).
             Algorithm::Token(_) => false,
             Algorithm::Sliding { admitted, .. } => admitted.contains_key(key),
         }

@@ -114,6 +114,17 @@ impl Reloader {
                 }
             }
         }
+        let redis_now = crate::limits::cluster::CLUSTER
+            .get()
+            .map(|c| c.url.as_str());
+        let redis_wanted = loaded.config.cluster.as_ref().map(|c| c.redis.as_str());
+        if redis_now != redis_wanted {
+            log::warn!(
+                "reload: cluster.redis changes from {} to {}: this needs a restart or an upgrade (switchyard -u, then SIGQUIT); until then rate limits keep using the old setting",
+                redis_now.unwrap_or("none"),
+                redis_wanted.unwrap_or("none")
+            );
+        }
         let old = self.runtime.load_full();
         let new = Runtime::build(&loaded.config, Some(&old), &self.state);
         crate::server::apply_log_level(loaded.config.log.level);

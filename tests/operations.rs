@@ -768,7 +768,7 @@ fn sigusr1_reopens_the_access_log_after_a_rename() {
     std::fs::rename(&log, &rotated).expect("rotate the access log");
     sy.signal("-USR1");
     assert!(
-        sy.wait_stderr("SIGUSR1", 1, Duration::from_secs(5)),
+        sy.wait_stderr("SIGUSR1: reopening", 1, Duration::from_secs(5)),
         "SIGUSR1 was not logged; stderr:\n{}",
         sy.stderr()
     );

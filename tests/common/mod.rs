@@ -1144,6 +1144,11 @@ pub fn tls_send_request(
 
 /// Reads one HTTP/1.1 response with a Content-Length body (keep-alive safe), 5 s at most.
 pub fn tls_read_reply(s: &mut TlsStream) -> Result<Reply, String> {
+    read_reply(s)
+}
+
+/// Reads one HTTP/1.1 response with a Content-Length body (or none) from any stream.
+pub fn read_reply(s: &mut impl Read) -> Result<Reply, String> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 8192];
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -2049,39 +2054,7 @@ impl HttpConn {
 
 /// Reads one HTTP/1.1 response with a Content-Length body (or none) from `c`, 5 s at most.
 fn read_one_reply(c: &mut TcpStream) -> Result<Reply, String> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 8192];
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let head = String::from_utf8_lossy(&buf[..end + 4]).to_string();
-            let reply = parse_reply(&head).ok_or_else(|| format!("bad reply head {head:?}"))?;
-            let length: usize = reply
-                .header("content-length")
-                .and_then(|v| v.parse().ok())
-                .unwrap_or(0);
-            if buf.len() >= end + 4 + length {
-                let body = String::from_utf8_lossy(&buf[end + 4..end + 4 + length]).to_string();
-                return Ok(Reply { body, ..reply });
-            }
-        }
-        if Instant::now() > deadline {
-            return Err(format!(
-                "timed out; got {:?}",
-                String::from_utf8_lossy(&buf)
-            ));
-        }
-        match c.read(&mut chunk) {
-            Ok(0) => {
-                return Err(format!(
-                    "connection closed; got {:?}",
-                    String::from_utf8_lossy(&buf)
-                ))
-            }
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) => return Err(format!("read: {e}")),
-        }
-    }
+    read_reply(c)
 }
 
 /// The resident set size of process `pid` in KiB (VmRSS in /proc/PID/status).

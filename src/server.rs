@@ -9,9 +9,9 @@ use crate::config::{self, Config, Diagnostic, ListenerConfig};
 use crate::http::proxy::Proxy;
 use crate::limits::cluster::{Cluster, CLUSTER};
 use crate::observe::metrics;
-use crate::ops::pool_tasks::{ClusterLink, LimiterJanitor, PoolTasks};
-use crate::ops::reload::{Reloader, SighupService, Sigusr1Service};
+use crate::ops::reload::{on_sighup, on_sigusr1, Reloader};
 use crate::ops::shutdown::Signals;
+use crate::ops::tasks::{ClusterLink, LimiterJanitor, PoolTasks};
 use crate::runtime::{self, Runtime, SharedRuntime};
 use crate::tcp::TcpProxy;
 use crate::tls::{self, store::CertStore};
@@ -206,11 +206,8 @@ fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), String> {
             runtime: runtime.clone(),
         },
     ));
-    server.add_service(background_service(
-        "reload on SIGHUP",
-        SighupService(reloader),
-    ));
-    server.add_service(background_service("reopen logs on SIGUSR1", Sigusr1Service));
+    server.add_service(background_service("reload on SIGHUP", on_sighup(reloader)));
+    server.add_service(background_service("reopen logs on SIGUSR1", on_sigusr1()));
     log::info!(
         "switchyard {} starting: {} listener(s), {} tcp service(s), {} route(s), {} pool(s)",
         env!("CARGO_PKG_VERSION"),

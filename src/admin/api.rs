@@ -3,6 +3,7 @@
 
 use super::state::{AddedBackend, StateStore};
 use super::view;
+use crate::config::parse::resolve_backend;
 use crate::config::AdminConfig;
 use crate::limits::contains_any;
 use crate::ops::reload::Reloader;
@@ -10,7 +11,7 @@ use crate::pool::Pool;
 use crate::runtime::SharedRuntime;
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
@@ -189,7 +190,7 @@ impl Api {
         let Some(address) = v.get("address").and_then(|a| a.as_str()) else {
             return bad_field("address", "required: \"host:port\"");
         };
-        if parse_backend_address(address).is_none() {
+        if resolve_backend(address).is_err() {
             return bad_field("address", "not a resolvable host:port");
         }
         let weight = match weight_field(&v) {
@@ -367,15 +368,6 @@ fn weight_field(v: &Value) -> Result<Option<u32>, Reply> {
     }
 }
 
-/// `host:port` resolved once; `None` when malformed or unresolvable.
-pub fn parse_backend_address(address: &str) -> Option<SocketAddr> {
-    let (host, port) = address.rsplit_once(':')?;
-    if host.is_empty() || port.parse::<u16>().ok()? == 0 {
-        return None;
-    }
-    address.to_socket_addrs().ok()?.next()
-}
-
 /// Decodes `%XX` escapes (a percent-encoded `host:port` works too).
 pub fn percent_decode(s: &str) -> Option<String> {
     percent_encoding::percent_decode_str(s)
@@ -395,12 +387,5 @@ mod tests {
             Some("127.0.0.1:8080")
         );
         assert_eq!(percent_decode("plain").as_deref(), Some("plain"));
-    }
-
-    #[test]
-    fn backend_addresses() {
-        assert!(parse_backend_address("127.0.0.1:80").is_some());
-        assert!(parse_backend_address("127.0.0.1").is_none());
-        assert!(parse_backend_address("127.0.0.1:0").is_none());
     }
 }

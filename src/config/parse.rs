@@ -86,6 +86,16 @@ fn parse_host_port(s: &str) -> Option<(String, u16)> {
     (valid_name && port != 0).then_some((host, port))
 }
 
+/// A backend address: `host:port`, resolved once (the first address). The config file
+/// and the admin API both go through here.
+pub fn resolve_backend(s: &str) -> Result<SocketAddr, String> {
+    parse_host_port(s).ok_or_else(|| format!("{s:?} is not host:port"))?;
+    s.to_socket_addrs()
+        .ok()
+        .and_then(|mut it| it.next())
+        .ok_or_else(|| format!("{s:?} does not resolve"))
+}
+
 /// A listen address: an IP literal and a port (names would bind unpredictably).
 fn parse_listen(s: &str) -> Option<SocketAddr> {
     s.parse::<SocketAddr>().ok().filter(|a| a.port() != 0)
@@ -475,21 +485,16 @@ fn read_backend(d: &mut Decoder, node: &Node, path: &str) -> Option<BackendConfi
     let mut m = d.map(node, path)?;
     let addr_path = m.child("address");
     let address = match m.get("address") {
-        Some(n) => d.scalar(n, &addr_path, "host:port").and_then(|s| {
-            let resolved = parse_host_port(&s.text)
-                .and_then(|_| s.text.to_socket_addrs().ok().and_then(|mut it| it.next()));
-            match (parse_host_port(&s.text), resolved) {
-                (Some(_), Some(addr)) => Some((s.text, addr)),
-                (Some(_), None) => {
-                    d.error(s.pos, &addr_path, format!("{:?} does not resolve", s.text));
-                    None
-                }
-                (None, _) => {
-                    d.error(s.pos, &addr_path, format!("{:?} is not host:port", s.text));
-                    None
-                }
-            }
-        }),
+        Some(n) => {
+            d.scalar(n, &addr_path, "host:port")
+                .and_then(|s| match resolve_backend(&s.text) {
+                    Ok(addr) => Some((s.text, addr)),
+                    Err(e) => {
+                        d.error(s.pos, &addr_path, e);
+                        None
+                    }
+                })
+        }
         None => {
             d.error(m.pos, &addr_path, "is required");
             None
@@ -1121,6 +1126,8 @@ mod tests {
         assert!(parse_host_port("10.0.0.1").is_none());
         assert!(parse_host_port("10.0.0.1:0").is_none());
         assert!(parse_host_port("a b:80").is_none());
+        assert!(resolve_backend("127.0.0.1:80").is_ok());
+        assert!(resolve_backend("127.0.0.1").is_err());
     }
 
     #[test]

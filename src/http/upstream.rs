@@ -2,6 +2,7 @@
 
 use super::ctx::RequestCtx;
 use crate::config::{HashKey, UpstreamProtocol};
+use crate::pool::select::ip_key;
 use crate::pool::{Backend, InFlight, Pool};
 use pingora::protocols::ALPN;
 use pingora::upstreams::peer::HttpPeer;
@@ -17,19 +18,7 @@ fn hash_input<'a>(
     ip_buf: &'a mut [u8; 16],
     client: Option<IpAddr>,
 ) -> &'a [u8] {
-    let ip_bytes = |buf: &'a mut [u8; 16]| -> &'a [u8] {
-        match client {
-            Some(IpAddr::V4(v4)) => {
-                buf[..4].copy_from_slice(&v4.octets());
-                &buf[..4]
-            }
-            Some(IpAddr::V6(v6)) => {
-                *buf = v6.octets();
-                &buf[..]
-            }
-            None => &buf[..0],
-        }
-    };
+    let ip_bytes = |buf: &'a mut [u8; 16]| ip_key(client, buf);
     let req = session.req_header();
     match (&pool.algorithm, &pool.hash_key) {
         (crate::config::Algorithm::ConsistentHash, HashKey::Uri) => req

@@ -1,6 +1,6 @@
 //! Process operations: configuration reload, signals and shutdown, and the background
 //! tasks that keep pools up to date (health checks, discovery).
 
-pub mod pool_tasks;
 pub mod reload;
 pub mod shutdown;
+pub mod tasks;

@@ -12,6 +12,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use std::path::PathBuf;
 use std::sync::Arc;
+use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
 
 pub struct Reloader {
@@ -140,57 +141,57 @@ impl Reloader {
     }
 }
 
-/// Reloads on every SIGHUP.
-pub struct SighupService(pub Arc<Reloader>);
+/// Runs `action` on every delivery of `signal` until shutdown (SIGHUP reloads, SIGUSR1
+/// reopens the access log).
+pub struct OnSignal<F> {
+    pub signal: SignalKind,
+    pub name: &'static str,
+    pub action: F,
+}
 
 #[async_trait]
-impl BackgroundService for SighupService {
+impl<F: Fn() + Send + Sync> BackgroundService for OnSignal<F> {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut hup = match signal(SignalKind::hangup()) {
+        let mut deliveries = match signal(self.signal) {
             Ok(s) => s,
             Err(e) => {
-                log::error!("cannot watch SIGHUP, reload by signal is off: {e}");
+                log::error!("cannot watch {}: {e}; that signal does nothing", self.name);
                 return;
             }
         };
         loop {
             tokio::select! {
                 _ = shutdown.changed() => return,
-                got = hup.recv() => {
+                got = deliveries.recv() => {
                     if got.is_none() { return }
-                    log::info!("SIGHUP: reloading {}", self.0.path.display());
-                    let _ = self.0.reload();
+                    (self.action)();
                 }
             }
         }
     }
 }
 
-/// Reopens the access-log file on every SIGUSR1 (for logrotate).
-pub struct Sigusr1Service;
+/// SIGHUP: reload the configuration file.
+pub fn on_sighup(reloader: Arc<Reloader>) -> OnSignal<impl Fn() + Send + Sync> {
+    OnSignal {
+        signal: SignalKind::hangup(),
+        name: "SIGHUP",
+        action: move || {
+            log::info!("SIGHUP: reloading {}", reloader.path.display());
+            let _ = reloader.reload();
+        },
+    }
+}
 
-#[async_trait]
-impl BackgroundService for Sigusr1Service {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut usr1 = match signal(SignalKind::user_defined1()) {
-            Ok(s) => s,
-            Err(e) => {
-                log::error!("cannot watch SIGUSR1, access-log reopen by signal is off: {e}");
-                return;
-            }
-        };
-        loop {
-            tokio::select! {
-                _ = shutdown.changed() => return,
-                got = usr1.recv() => {
-                    if got.is_none() { return }
-                    // Reopen first: lines of requests after this log line go to the new file.
-                    crate::observe::access_log::reopen_files();
-                    log::info!("SIGUSR1: reopening the access log");
-                }
-            }
-        }
+/// SIGUSR1: reopen the access-log file (for logrotate).
+pub fn on_sigusr1() -> OnSignal<impl Fn() + Send + Sync> {
+    OnSignal {
+        signal: SignalKind::user_defined1(),
+        name: "SIGUSR1",
+        action: || {
+            // Reopen first: lines of requests after this log line go to the new file.
+            crate::observe::access_log::reopen_files();
+            log::info!("SIGUSR1: reopening the access log");
+        },
     }
 }

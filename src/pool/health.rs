@@ -10,7 +10,6 @@ use pingora::lb::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
 use pingora::lb::Backend as LbBackend;
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
-use std::time::Duration;
 
 type Checker = Arc<dyn HealthCheck + Send + Sync>;
 
@@ -98,7 +97,8 @@ pub async fn run(pool: Weak<Pool>, kind: HealthKind) {
             };
             let target = LbBackend::new(&backend.addr.to_string());
             let backend = backend.clone();
-            let limit = hc.timeout + Duration::from_millis(500);
+            // The whole check, whatever its kind, gets `timeout`.
+            let limit = hc.timeout;
             round.spawn(async move {
                 let result = match target {
                     Ok(t) => match tokio::time::timeout(limit, check.check(&t)).await {

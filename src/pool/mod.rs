@@ -339,7 +339,7 @@ impl Pool {
             specs.push(b);
         }
         for a in &overlay.added {
-            match crate::admin::api::parse_backend_address(&a.address) {
+            match crate::config::parse::resolve_backend(&a.address).ok() {
                 Some(addr) if !specs.iter().any(|s| s.address == a.address) => {
                     specs.push(BackendConfig {
                         address: a.address.clone(),

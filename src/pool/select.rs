@@ -6,7 +6,7 @@
 use crate::config::Algorithm;
 use pingora_ketama::{Bucket, Continuum};
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// nginx's smooth weighted round robin, unrolled into one period (length = sum of
@@ -125,6 +125,21 @@ impl Selector {
             .map(|step| self.schedule[(start + step) % len] as usize)
             .find(|i| usable(*i))
             .or_else(|| (0..self.weights.len()).find(|i| usable(*i)))
+    }
+}
+
+/// The client IP as hash input (4 or 16 bytes; empty when unknown), without allocating.
+pub fn ip_key(ip: Option<IpAddr>, buf: &mut [u8; 16]) -> &[u8] {
+    match ip {
+        Some(IpAddr::V4(v4)) => {
+            buf[..4].copy_from_slice(&v4.octets());
+            &buf[..4]
+        }
+        Some(IpAddr::V6(v6)) => {
+            *buf = v6.octets();
+            &buf[..]
+        }
+        None => &buf[..0],
     }
 }
 

@@ -9,6 +9,7 @@ pub mod copy;
 use crate::limits::canonical;
 use crate::observe::access_log::{millis, timestamp};
 use crate::ops::shutdown::Work;
+use crate::pool::select::ip_key;
 use crate::pool::InFlight;
 use crate::runtime::SharedRuntime;
 use async_trait::async_trait;
@@ -64,18 +65,8 @@ impl ServerApp for TcpProxy {
         let _active = Active::new(&svc.metrics.active);
 
         let members = pool.members();
-        let mut key = [0u8; 16];
-        let key: &[u8] = match client {
-            Some(IpAddr::V4(v4)) => {
-                key[..4].copy_from_slice(&v4.octets());
-                &key[..4]
-            }
-            Some(IpAddr::V6(v6)) => {
-                key = v6.octets();
-                &key[..]
-            }
-            None => &key[..0],
-        };
+        let mut key_buf = [0u8; 16];
+        let key = ip_key(client, &mut key_buf);
         let mut tried: Vec<usize> = Vec::new();
         let mut connected = None;
         for _ in 0..=pool.retries {

@@ -90,6 +90,11 @@ impl Backend {
 
     pub fn start_with(name: &str, behaviour: Behaviour) -> Backend {
         let listener = StdListener::bind("127.0.0.1:0").expect("bind backend");
+        Self::serve_on(name, listener, behaviour)
+    }
+
+    /// Serves requests on `listener` until dropped.
+    fn serve_on(name: &str, listener: StdListener, behaviour: Behaviour) -> Backend {
         let addr = listener.local_addr().expect("backend addr");
         listener.set_nonblocking(true).expect("nonblocking");
         let b = Backend {
@@ -593,37 +598,7 @@ impl Backend {
                 Err(_) => std::thread::sleep(Duration::from_millis(20)),
             }
         };
-        let addr = listener.local_addr().expect("backend addr");
-        listener.set_nonblocking(true).expect("nonblocking");
-        let b = Backend {
-            name: name.to_string(),
-            addr,
-            seen: Arc::default(),
-            connections: Arc::default(),
-            behaviour: Arc::new(Mutex::new(behaviour)),
-            stop: Arc::default(),
-        };
-        let (seen, conns, beh, stop, name) = (
-            b.seen.clone(),
-            b.connections.clone(),
-            b.behaviour.clone(),
-            b.stop.clone(),
-            b.name.clone(),
-        );
-        std::thread::spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                match listener.accept() {
-                    Ok((stream, _)) => {
-                        conns.fetch_add(1, Ordering::Relaxed);
-                        let (seen, beh, name, stop) =
-                            (seen.clone(), beh.clone(), name.clone(), stop.clone());
-                        std::thread::spawn(move || serve(stream, &name, &seen, &beh, &stop));
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
-                }
-            }
-        });
-        b
+        Self::serve_on(name, listener, behaviour)
     }
 
     /// The paths of every request this backend saw, in order.

@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
+pub mod durable;
 pub mod http;
 pub mod limits;
 pub mod observe;

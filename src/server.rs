@@ -14,6 +14,7 @@ use crate::ops::shutdown::Signals;
 use crate::ops::tasks::{ClusterLink, LimiterJanitor, PoolTasks};
 use crate::runtime::{self, Runtime, SharedRuntime};
 use crate::tcp::TcpProxy;
+use crate::tls::acme::AcmeService;
 use crate::tls::{self, store::CertStore};
 use pingora::apps::http_app::HttpServer;
 use pingora::apps::HttpServerOptions;
@@ -145,6 +146,13 @@ fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), String> {
     let mut cert_stores = Vec::new();
     for (index, listener) in config.listeners.iter().enumerate() {
         if let Some(store) = add_listener(&mut server, index, listener, &runtime, &ready)? {
+            if let Some(acme) = listener.tls.as_ref().and_then(|t| t.acme.as_ref()) {
+                let service = AcmeService::prepare(&listener.name, acme, &store)?;
+                server.add_service(background_service(
+                    &format!("acme {}", listener.name),
+                    service,
+                ));
+            }
             tls::publish_expiry(&listener.name, &store);
             cert_stores.push((listener.name.clone(), store));
         }

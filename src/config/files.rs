@@ -20,6 +20,11 @@ pub fn check(d: &mut Decoder, c: &Config) {
                 d.error(l.pos, &format!("listeners[{i}].tls.client_ca_file"), e);
             }
         }
+        if let Some(ca) = tls.acme.as_ref().and_then(|a| a.ca_file.as_ref()) {
+            if let Err(e) = load_ca(ca) {
+                d.error(l.pos, &format!("listeners[{i}].tls.acme.ca_file"), e);
+            }
+        }
     }
     for (i, p) in c.pools.iter().enumerate() {
         if let Some(ca) = p.upstream.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {

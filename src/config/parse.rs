@@ -460,13 +460,29 @@ fn read_acme(d: &mut Decoder, node: &Node, path: &str) -> Option<AcmeConfig> {
     let email = required_string(d, &mut m, "email");
     let directory = opt_string(d, &mut m, "directory")
         .unwrap_or_else(|| "https://acme-v02.api.letsencrypt.org/directory".into());
-    let domains = name_list(d, &mut m, "domains", false);
+    let domains: Vec<String> = name_list(d, &mut m, "domains", false)
+        .into_iter()
+        .map(|n| n.to_ascii_lowercase())
+        .collect();
     if domains.is_empty() {
         d.error(
             m.pos,
             &m.child("domains"),
             "at least one domain is required",
         );
+    }
+    for (i, name) in domains.iter().enumerate() {
+        let problem = if name.starts_with("*.") {
+            Some("wildcard names need the DNS-01 challenge, which Switchyard does not do; list each name")
+        } else if !is_dns_name(name) {
+            Some("not a DNS name (letters, digits, '-' and '.')")
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            let pos = m.key_pos("domains");
+            d.error(pos, &format!("{}[{i}]", m.child("domains")), problem);
+        }
     }
     let storage =
         opt_path(d, &mut m, "storage").unwrap_or_else(|| "/var/lib/switchyard/acme".into());
@@ -479,6 +495,17 @@ fn read_acme(d: &mut Decoder, node: &Node, path: &str) -> Option<AcmeConfig> {
         storage,
         ca_file,
     })
+}
+
+fn is_dns_name(name: &str) -> bool {
+    name.contains('.')
+        && name.len() <= 253
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
 }
 
 fn read_backend(d: &mut Decoder, node: &Node, path: &str) -> Option<BackendConfig> {

@@ -14,7 +14,22 @@ pub fn check(d: &mut Decoder, c: &Config) {
     references(d, c);
     ports(d, c);
     backends(d, c);
+    acme(d, c);
     not_built_yet(d, c);
+}
+
+/// HTTP-01 is the only challenge: the CA must reach a plaintext listener on port 80.
+fn acme(d: &mut Decoder, c: &Config) {
+    let plaintext = c.listeners.iter().any(|l| l.tls.is_none());
+    for l in &c.listeners {
+        if l.tls.as_ref().is_some_and(|t| t.acme.is_some()) && !plaintext {
+            d.error(
+                l.pos,
+                &format!("{}.tls.acme", l.path),
+                "needs a plaintext listener (port 80 for a public CA) to answer HTTP-01 challenges",
+            );
+        }
+    }
 }
 
 /// A duplicate name is reported at its second occurrence.
@@ -124,20 +139,12 @@ fn backends(d: &mut Decoder, c: &Config) {
 /// Keys that parse and validate now but whose behaviour a later release builds: say so
 /// loudly instead of silently doing nothing.
 fn not_built_yet(d: &mut Decoder, c: &Config) {
-    let soon = "is accepted but not implemented in this version yet; it has no effect";
     if let Some(cl) = &c.cluster {
         d.warn(
             cl.pos,
             "cluster",
             "only rate limits with scope: cluster use Redis in this version; admin API changes are not shared yet",
         );
-    }
-    for l in &c.listeners {
-        if let Some(tls) = &l.tls {
-            if tls.acme.is_some() {
-                d.warn(l.pos, &format!("{}.tls.acme", l.path), soon);
-            }
-        }
     }
     for r in &c.routes {
         if let Some(rl) = r.rate_limit.as_ref() {

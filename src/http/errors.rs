@@ -52,6 +52,15 @@ async fn respond_with(
     send(session, resp, Some(body)).await
 }
 
+/// 200 with a text/plain body Switchyard answers itself (ACME HTTP-01 key authorizations).
+pub async fn text(session: &mut Session, body: String, request_id: &str) -> pingora::Result<()> {
+    let mut resp = ResponseHeader::build(200, Some(3))?;
+    resp.insert_header(http::header::CONTENT_TYPE, "text/plain")?;
+    resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
+    resp.insert_header(X_REQUEST_ID, request_id)?;
+    send(session, resp, Some(body)).await
+}
+
 /// 308 to the https:// URL of this request.
 pub async fn redirect(
     session: &mut Session,

@@ -10,6 +10,7 @@ use crate::limits::canonical;
 use crate::limits::rate::Key;
 use crate::observe::access_log;
 use crate::routing::{self, RequestFacts};
+use crate::tls::acme;
 use crate::runtime::SharedRuntime;
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -51,6 +52,13 @@ impl Proxy {
             session.set_keepalive(None);
             errors::respond(session, status, &ctx.request_id).await?;
             return Ok(true);
+        }
+        // The CA validates from anywhere, for a host no route may know.
+        if !self.tls {
+            if let Some(answer) = acme::challenge::answer(session.req_header().uri.path()) {
+                errors::text(session, answer, &ctx.request_id).await?;
+                return Ok(true);
+            }
         }
         let req = session.req_header();
         ctx.client_ip = peer.map(|p| headers::client_ip(p, &req.headers, &rt.trusted_proxies));

@@ -6,7 +6,7 @@ use crate::admin::state::StateStore;
 use crate::config::{self, Config, Diagnostic};
 use crate::observe::metrics::METRICS;
 use crate::runtime::{Runtime, SharedRuntime};
-use crate::tls::store::{CertStore, Certs};
+use crate::tls::store::{CertStore, Certified};
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -104,9 +104,9 @@ impl Reloader {
                 .find(|l| &l.name == name)
                 .and_then(|l| l.tls.as_ref());
             if let Some(tls) = files {
-                match Certs::load(&tls.certificates) {
-                    Ok(certs) => {
-                        store.replace(certs);
+                match Certified::load_files(&tls.certificates) {
+                    Ok(files) => {
+                        store.set_files(files);
                         crate::tls::publish_expiry(name, store);
                     }
                     Err(e) => {

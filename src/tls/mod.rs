@@ -1,6 +1,7 @@
 //! TLS termination: per-listener settings (SNI certificate selection from an in-memory
-//! store, minimum version, ALPN h2, mutual TLS) and certificate reload.
+//! store, minimum version, ALPN h2, mutual TLS), certificate reload and ACME.
 
+pub mod acme;
 pub mod store;
 
 use crate::config::{ClientAuth, ListenerConfig, TlsVersion};
@@ -13,7 +14,7 @@ use pingora::tls::ssl::{NameType, SslVerifyMode, SslVersion};
 use pingora::tls::x509::X509;
 use std::any::Any;
 use std::sync::Arc;
-use store::{CertStore, Certs};
+use store::{CertStore, Certified};
 
 /// The verified subject of a client certificate (mutual TLS), attached to the
 /// connection and sent to backends as `X-Client-Cert-Subject`.
@@ -76,14 +77,7 @@ pub fn settings(l: &ListenerConfig) -> Result<(TlsSettings, Arc<CertStore>), Str
         .tls
         .as_ref()
         .ok_or_else(|| format!("listener {} has no tls section", l.name))?;
-    let certs = Certs::load(&tls.certificates)?;
-    if certs.list.is_empty() {
-        log::warn!(
-            "listener {}: no certificate files; handshakes fail until a certificate is installed",
-            l.name
-        );
-    }
-    let store = CertStore::new(certs);
+    let store = CertStore::new(Certified::load_files(&tls.certificates)?);
     let err = |e: pingora::BError| format!("listener {}: {e}", l.name);
     let mut settings = TlsSettings::with_callbacks(Box::new(Sni {
         store: store.clone(),

@@ -1,7 +1,8 @@
 //! The certificate store behind a TLS listener's SNI callback: every configured
 //! certificate indexed by its DNS names (exact and `*.` wildcard SANs, else the CN), the
 //! first as the default for unknown or missing SNI. Held in an `ArcSwap` so a reload
-//! swaps in re-read files without touching open connections.
+//! (re-read files) or an ACME renewal swaps certificates without touching open
+//! connections.
 
 use crate::config::files::load_pair;
 use crate::config::CertificateFiles;
@@ -10,8 +11,9 @@ use pingora::tls::nid::Nid;
 use pingora::tls::pkey::{PKey, Private};
 use pingora::tls::x509::X509;
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+#[derive(Clone)]
 pub struct Certified {
     /// Leaf first, then the chain as it appears in the file.
     pub chain: Vec<X509>,
@@ -29,26 +31,32 @@ pub struct Certs {
     wildcard: Vec<(String, usize)>,
 }
 
-impl Certs {
-    /// Loads every pair; any unreadable or mismatched pair is an error naming the file.
-    pub fn load(files: &[CertificateFiles]) -> Result<Certs, String> {
-        let mut list = Vec::new();
-        for f in files {
-            let (chain, key) = load_pair(&f.cert_file, &f.key_file)?;
-            let leaf = chain
-                .first()
-                .ok_or_else(|| format!("{} holds no certificate", f.cert_file.display()))?;
-            let names = dns_names(leaf);
-            let not_after = not_after_unix(leaf);
-            list.push(Certified {
-                chain,
-                key,
-                names,
-                not_after,
-            });
-        }
-        Ok(Certs::index(list))
+impl Certified {
+    /// A chain (leaf first) and the leaf's key; `None` for an empty chain.
+    pub fn new(chain: Vec<X509>, key: PKey<Private>) -> Option<Certified> {
+        let leaf = chain.first()?;
+        Some(Certified {
+            names: dns_names(leaf),
+            not_after: not_after_unix(leaf),
+            chain,
+            key,
+        })
     }
+
+    /// Loads every pair; any unreadable or mismatched pair is an error naming the file.
+    pub fn load_files(files: &[CertificateFiles]) -> Result<Vec<Certified>, String> {
+        files
+            .iter()
+            .map(|f| {
+                let (chain, key) = load_pair(&f.cert_file, &f.key_file)?;
+                Certified::new(chain, key)
+                    .ok_or_else(|| format!("{} holds no certificate", f.cert_file.display()))
+            })
+            .collect()
+    }
+}
+
+impl Certs {
 
     fn index(list: Vec<Certified>) -> Certs {
         let mut exact = HashMap::new();
@@ -120,19 +128,43 @@ fn not_after_unix(cert: &X509) -> i64 {
     }
 }
 
-/// A listener's certificates, swappable on reload.
-pub struct CertStore(ArcSwap<Certs>);
+/// A listener's certificates: those from files (first = default) then, with `acme`, the
+/// ACME one. Both parts change rarely (reload, renewal), so they are kept behind a
+/// mutex and published to handshakes as one swapped `Certs`.
+pub struct CertStore {
+    current: ArcSwap<Certs>,
+    parts: Mutex<(Vec<Certified>, Option<Certified>)>,
+}
 
 impl CertStore {
-    pub fn new(certs: Certs) -> Arc<Self> {
-        Arc::new(CertStore(ArcSwap::from_pointee(certs)))
+    pub fn new(files: Vec<Certified>) -> Arc<Self> {
+        Arc::new(CertStore {
+            current: ArcSwap::from_pointee(Certs::index(files.clone())),
+            parts: Mutex::new((files, None)),
+        })
     }
 
     pub fn current(&self) -> Arc<Certs> {
-        self.0.load_full()
+        self.current.load_full()
     }
 
-    pub fn replace(&self, certs: Certs) {
-        self.0.store(Arc::new(certs));
+    /// Replaces the file certificates (reload), keeping the ACME one.
+    pub fn set_files(&self, files: Vec<Certified>) {
+        self.update(|parts| parts.0 = files);
+    }
+
+    /// Installs (or replaces) the ACME certificate.
+    pub fn set_acme(&self, cert: Certified) {
+        self.update(|parts| parts.1 = Some(cert));
+    }
+
+    fn update(&self, change: impl FnOnce(&mut (Vec<Certified>, Option<Certified>))) {
+        let Ok(mut parts) = self.parts.lock() else {
+            return;
+        };
+        change(&mut parts);
+        let mut list = parts.0.clone();
+        list.extend(parts.1.clone());
+        self.current.store(Arc::new(Certs::index(list)));
     }
 }

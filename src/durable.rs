@@ -56,7 +56,9 @@ mod tests {
         let mode = std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o777);
         // A fresh temporary file gets `mode`; rename keeps it.
         assert_eq!(mode.ok(), Some(0o600));
-        let leftovers = std::fs::read_dir(dir.path()).map(|d| d.count()).unwrap_or(0);
+        let leftovers = std::fs::read_dir(dir.path())
+            .map(|d| d.count())
+            .unwrap_or(0);
         assert_eq!(leftovers, 1, "no temporary file is left behind");
     }
 

@@ -57,7 +57,6 @@ impl Certified {
 }
 
 impl Certs {
-
     fn index(list: Vec<Certified>) -> Certs {
         let mut exact = HashMap::new();
         let mut wildcard = Vec::new();

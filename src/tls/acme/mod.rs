@@ -189,7 +189,10 @@ mod tests {
     fn renewal_is_due_thirty_days_before_expiry() {
         let day = 86_400;
         assert_eq!(until_due(None, 1_000), Duration::ZERO);
-        assert_eq!(until_due(Some(1_000 + 31 * day), 1_000), Duration::from_secs(day as u64));
+        assert_eq!(
+            until_due(Some(1_000 + 31 * day), 1_000),
+            Duration::from_secs(day as u64)
+        );
         assert_eq!(until_due(Some(1_000 + 30 * day), 1_000), Duration::ZERO);
         assert_eq!(until_due(Some(1_000 + 10 * day), 1_000), Duration::ZERO);
     }

@@ -6,8 +6,8 @@ use super::challenge;
 use super::storage::Storage;
 use crate::config::AcmeConfig;
 use instant_acme::{
-    Account, AccountBuilder, AuthorizationStatus, ChallengeType, Identifier, NewAccount,
-    NewOrder, OrderStatus, RetryPolicy,
+    Account, AccountBuilder, AuthorizationStatus, ChallengeType, Identifier, NewAccount, NewOrder,
+    OrderStatus, RetryPolicy,
 };
 use std::time::Duration;
 
@@ -100,7 +100,11 @@ async fn account(cfg: &AcmeConfig, storage: &Storage) -> Result<Account, String>
         .await
         .map_err(|e| format!("creating an account at {}: {e}", cfg.directory))?;
     storage.save_account(&cfg.directory, credentials)?;
-    log::info!("ACME: created an account at {} for {}", cfg.directory, cfg.email);
+    log::info!(
+        "ACME: created an account at {} for {}",
+        cfg.directory,
+        cfg.email
+    );
     Ok(account)
 }
 

@@ -170,8 +170,8 @@ mod tests {
     #[test]
     fn stored_certificate_must_cover_the_domains() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let storage = Storage::open(&dir.path().join("acme"), &domains())
-            .unwrap_or_else(|e| panic!("{e}"));
+        let storage =
+            Storage::open(&dir.path().join("acme"), &domains()).unwrap_or_else(|e| panic!("{e}"));
         assert!(matches!(storage.certificate(&domains()), Ok(None)));
         let p = placeholder(&domains()).unwrap_or_else(|e| panic!("{e}"));
         let chain = String::from_utf8(p.chain[0].to_pem().unwrap_or_default()).unwrap_or_default();

@@ -1,0 +1,543 @@
+//! ACME end to end (SPEC §3 listeners.tls.acme, §9) against a real Pebble, Let's
+//! Encrypt's ACME test server, with pebble-challtestsrv as its DNS (every name resolves
+//! to 127.0.0.1) and its HTTP-01 validation pointed at Switchyard's plaintext listener:
+//! first certificate, restart reusing it, renewal of a certificate inside the 30-day
+//! window under steady requests, CA unreachable, and configuration errors.
+mod common;
+use common::*;
+use openssl::x509::X509;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const DOMAINS: [&str; 2] = ["switchyard.test", "www.switchyard.test"];
+
+/// Pebble (ACME directory on HTTPS, management API) plus its DNS server.
+struct Pebble {
+    acme_port: u16,
+    management_port: u16,
+    /// The CA of Pebble's own HTTPS certificate (not of the certificates it issues).
+    https_ca: X509,
+    https_ca_file: String,
+    children: Vec<Child>,
+    dir: tempfile::TempDir,
+}
+
+impl Pebble {
+    /// Starts Pebble validating HTTP-01 on 127.0.0.1:`http_port`, or prints SKIP and
+    /// returns `None` when pebble is not installed (CI installs the `pebble` package).
+    fn start(http_port: u16) -> Option<Pebble> {
+        let dirs = ["/usr/bin", "/usr/local/bin"];
+        let (Some(pebble), Some(dns)) = (
+            find_program(&["pebble"], &dirs),
+            find_program(&["pebble-challtestsrv"], &dirs),
+        ) else {
+            eprintln!("SKIP: pebble not found (apt-get install pebble)");
+            return None;
+        };
+        let dir = tempfile::tempdir().expect("tempdir for pebble");
+        let ca = TestCa::new("Pebble HTTPS Test CA");
+        let https_ca_file = ca.write(dir.path(), "pebble-https-ca.pem");
+        let (cert, key) = ca.issue(
+            &[("CN", "localhost")],
+            &["DNS:localhost", "IP:127.0.0.1"],
+            CertUse::Server,
+        );
+        let (cert_file, key_file) = write_pair(dir.path(), "pebble", &cert, &[], &key);
+        let (acme_port, management_port, dns_port, dns_management_port, tls_port) = (
+            listen_port(),
+            listen_port(),
+            listen_port(),
+            listen_port(),
+            listen_port(),
+        );
+        let config = serde_json::json!({ "pebble": {
+            "listenAddress": format!("127.0.0.1:{acme_port}"),
+            "managementListenAddress": format!("127.0.0.1:{management_port}"),
+            "certificate": cert_file,
+            "privateKey": key_file,
+            "httpPort": http_port,
+            "tlsPort": tls_port,
+            "ocspResponderURL": "",
+            "externalAccountBindingRequired": false,
+        }});
+        let config_file = dir.path().join("pebble.json");
+        std::fs::write(&config_file, config.to_string()).expect("write pebble config");
+        let log = |name: &str| std::fs::File::create(dir.path().join(name)).expect("log file");
+        let dns_server = Command::new(dns)
+            .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
+            .args(["-dns01", &format!("127.0.0.1:{dns_port}")])
+            .args(["-management", &format!("127.0.0.1:{dns_management_port}")])
+            .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
+            .stdout(log("challtestsrv.log"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start pebble-challtestsrv");
+        let acme = Command::new(pebble)
+            .arg("-config")
+            .arg(&config_file)
+            .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")])
+            // Validate at once, accept every nonce, and never reuse an authorization:
+            // each order really asks Switchyard for its HTTP-01 answers.
+            .env("PEBBLE_VA_NOSLEEP", "1")
+            .env("PEBBLE_WFE_NONCEREJECT", "0")
+            .env("PEBBLE_AUTHZREUSE", "0")
+            .stdout(log("pebble.log"))
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start pebble");
+        let p = Pebble {
+            acme_port,
+            management_port,
+            https_ca: ca.cert.clone(),
+            https_ca_file,
+            children: vec![dns_server, acme],
+            dir,
+        };
+        for port in [acme_port, management_port] {
+            assert!(
+                wait_for_port(port, Duration::from_secs(10)),
+                "pebble did not listen on {port}; log:\n{}",
+                p.log()
+            );
+        }
+        Some(p)
+    }
+
+    fn directory(&self) -> String {
+        format!("https://127.0.0.1:{}/dir", self.acme_port)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("pebble.log")).unwrap_or_default()
+    }
+
+    /// Pebble's issuing root (made fresh at each start; served by its management API).
+    fn root(&self) -> X509 {
+        let client = TlsClient {
+            ca: Some(self.https_ca.clone()),
+            ..TlsClient::default()
+        };
+        let reply = client
+            .get(self.management_port, "/roots/0", &[])
+            .expect("GET pebble /roots/0");
+        X509::from_pem(reply.body.as_bytes()).expect("pebble root PEM")
+    }
+
+    fn stop(&mut self) {
+        for c in &mut self.children {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Pebble {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A config with a plaintext listener on `http` (where the CA validates), an ACME
+/// listener on `https`, both routing to `backend`, and metrics on `metrics`. `ca_file: None` leaves the trust
+/// to the system store ($SSL_CERT_FILE).
+fn acme_config(
+    (http, https, metrics): (u16, u16, u16),
+    directory: &str,
+    storage: &Path,
+    ca_file: Option<&str>,
+    backend: &str,
+) -> String {
+    let ca_line = ca_file
+        .map(|f| format!("        ca_file: {f}\n"))
+        .unwrap_or_default();
+    format!(
+        "{TEST_SERVER}
+metrics:
+  listen: 127.0.0.1:{metrics}
+listeners:
+  - name: web
+    listen: 127.0.0.1:{http}
+  - name: websecure
+    listen: 127.0.0.1:{https}
+    tls:
+      acme:
+        email: ops@switchyard.test
+        directory: {directory}
+        domains: [{domains}]
+        storage: {storage}
+{ca_line}pools:
+  - name: app
+    health_check: {{ kind: none }}
+    backends:
+      - address: {backend}
+routes:
+  - name: all
+    pool: app
+",
+        domains = DOMAINS.join(", "),
+        storage = storage.display()
+    )
+}
+
+/// The leaf certificate served for `domain` (no verification).
+fn served(port: u16, domain: &str) -> Option<X509> {
+    TlsClient::sni(domain)
+        .connect(port)
+        .ok()
+        .map(|s| served_cert(&s))
+}
+
+/// Handshake for `domain` verifying the chain against `root` (and the name).
+fn verifies(port: u16, domain: &str, root: &X509) -> Result<X509, String> {
+    let client = TlsClient {
+        sni: Some(domain.to_string()),
+        ca: Some(root.clone()),
+        ..TlsClient::default()
+    };
+    client.connect(port).map(|s| served_cert(&s))
+}
+
+fn dns_sans(cert: &X509) -> Vec<String> {
+    cert.subject_alt_names()
+        .map(|names| {
+            names
+                .iter()
+                .filter_map(|n| n.dnsname().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Polls (every 200 ms, `limit` at most) until `done` returns Some.
+fn wait_for<T>(limit: Duration, mut done: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(v) = done() {
+            return Some(v);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    None
+}
+
+/// Writes a certificate for DOMAINS from a private CA, expiring in `days`, where
+/// Switchyard keeps its ACME certificate (as if an earlier run had obtained it).
+fn store_certificate(storage: &Path, days: u32) -> X509 {
+    let ca = TestCa::new("Earlier ACME CA");
+    let key = new_key();
+    let mut b = X509::builder().expect("builder");
+    b.set_version(2).expect("version");
+    let mut name = openssl::x509::X509NameBuilder::new().expect("name");
+    name.append_entry_by_text("CN", DOMAINS[0]).expect("cn");
+    let name = name.build();
+    b.set_subject_name(&name).expect("subject");
+    b.set_issuer_name(ca.cert.subject_name()).expect("issuer");
+    b.set_pubkey(&key).expect("pubkey");
+    let serial = openssl::bn::BigNum::from_u32(7)
+        .and_then(|n| n.to_asn1_integer())
+        .expect("serial");
+    b.set_serial_number(&serial).expect("serial");
+    b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).expect("now"))
+        .expect("not before");
+    b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(days).expect("later"))
+        .expect("not after");
+    let mut san = openssl::x509::extension::SubjectAlternativeName::new();
+    for d in DOMAINS {
+        san.dns(d);
+    }
+    let san = san
+        .build(&b.x509v3_context(Some(&ca.cert), None))
+        .expect("san");
+    b.append_extension(san).expect("san");
+    b.sign(&ca.key, openssl::hash::MessageDigest::sha256())
+        .expect("sign");
+    let cert = b.build();
+    std::fs::create_dir_all(storage).expect("storage dir");
+    let mut chain = cert.to_pem().expect("pem");
+    chain.extend(ca.cert.to_pem().expect("ca pem"));
+    std::fs::write(storage.join(format!("{}.crt", DOMAINS[0])), chain).expect("write crt");
+    std::fs::write(
+        storage.join(format!("{}.key", DOMAINS[0])),
+        key.private_key_to_pem_pkcs8().expect("key pem"),
+    )
+    .expect("write key");
+    cert
+}
+
+fn not_after_unix(cert: &X509) -> i64 {
+    let epoch = openssl::asn1::Asn1Time::from_unix(0).expect("epoch");
+    let d = epoch.diff(cert.not_after()).expect("diff");
+    d.days as i64 * 86_400 + d.secs as i64
+}
+
+fn storage_dir(root: &tempfile::TempDir) -> PathBuf {
+    root.path().join("acme")
+}
+
+#[test]
+fn obtains_a_certificate_and_reuses_it_after_a_restart() {
+    let (http, https) = (listen_port(), listen_port());
+    let Some(mut pebble) = Pebble::start(http) else {
+        return;
+    };
+    let backend = Backend::start("app");
+    let state = tempfile::tempdir().expect("tempdir");
+    let storage = storage_dir(&state);
+    let config = acme_config(
+        (http, https, listen_port()),
+        &pebble.directory(),
+        &storage,
+        Some(&pebble.https_ca_file),
+        &backend.address(),
+    );
+    let sy = Switchyard::start(&config, &[http, https]);
+    let root = pebble.root();
+    let issued = wait_for(Duration::from_secs(60), || {
+        verifies(https, DOMAINS[1], &root).ok()
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no certificate from Pebble within 60 s; switchyard:\n{}\npebble:\n{}",
+            sy.stderr(),
+            pebble.log()
+        )
+    });
+    let mut sans = dns_sans(&issued);
+    sans.sort();
+    assert_eq!(sans, DOMAINS.to_vec(), "the certificate names every domain");
+    assert!(
+        sy.stderr().contains("self-signed placeholder"),
+        "until then a placeholder served, and the log says why:\n{}",
+        sy.stderr()
+    );
+    verifies(https, DOMAINS[0], &root).expect("the first domain verifies too");
+    let reply = TlsClient::sni(DOMAINS[0])
+        .get(https, "/hello", &[])
+        .expect("HTTPS request");
+    assert_eq!(reply.status, 200, "{reply:?}");
+    assert_eq!(backend.count(), 1, "the request reached the backend");
+
+    use std::os::unix::fs::PermissionsExt;
+    let key_mode = std::fs::metadata(storage.join("switchyard.test.key"))
+        .map(|m| m.permissions().mode() & 0o777)
+        .expect("stored key");
+    assert_eq!(
+        key_mode, 0o600,
+        "the private key is readable by its owner only"
+    );
+    let account_mode = std::fs::metadata(storage.join("account.json"))
+        .map(|m| m.permissions().mode() & 0o777)
+        .expect("stored account");
+    assert_eq!(account_mode, 0o600);
+    drop(sy);
+
+    // Without the CA, a restart serves the stored certificate and orders nothing.
+    pebble.stop();
+    let again = Switchyard::start(&config, &[http, https]);
+    let served_again = served(https, DOMAINS[0]).expect("handshake after restart");
+    assert_eq!(fingerprint(&served_again), fingerprint(&issued));
+    std::thread::sleep(Duration::from_secs(2));
+    let log = again.stderr();
+    assert!(log.contains("serving the stored ACME certificate"), "{log}");
+    assert!(
+        !log.contains("ACME order"),
+        "no order was attempted:\n{log}"
+    );
+}
+
+#[test]
+fn renews_a_certificate_inside_the_30_day_window_under_steady_requests() {
+    let (http, https) = (listen_port(), listen_port());
+    let Some(pebble) = Pebble::start(http) else {
+        return;
+    };
+    let backend = Backend::start("app");
+    let state = tempfile::tempdir().expect("tempdir");
+    let storage = storage_dir(&state);
+    let old = store_certificate(&storage, 10);
+    // No ca_file: Pebble's HTTPS CA is trusted through $SSL_CERT_FILE.
+    let metrics = listen_port();
+    let config = acme_config(
+        (http, https, metrics),
+        &pebble.directory(),
+        &storage,
+        None,
+        &backend.address(),
+    );
+    let sy = Switchyard::start_with_env(
+        &config,
+        &[http, https, metrics],
+        &[("SSL_CERT_FILE", pebble.https_ca_file.as_str())],
+    );
+    let expiry = || {
+        metric(
+            metrics,
+            "switchyard_tls_certificate_expiry_timestamp_seconds",
+            &[("listener", "websecure"), ("name", DOMAINS[0])],
+        )
+    };
+    assert_eq!(
+        expiry(),
+        Some(not_after_unix(&old) as f64),
+        "the stored certificate's expiry"
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let load = {
+        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(90);
+            while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                match TlsClient::sni(DOMAINS[0]).get(https, "/", &[]) {
+                    Ok(r) if r.status == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        })
+    };
+    let root = pebble.root();
+    let renewed = wait_for(Duration::from_secs(60), || {
+        verifies(https, DOMAINS[0], &root).ok()
+    });
+    stop.store(true, Ordering::Relaxed);
+    let _ = load.join();
+    let renewed = renewed.unwrap_or_else(|| {
+        panic!(
+            "not renewed within 60 s; switchyard:\n{}\npebble:\n{}",
+            sy.stderr(),
+            pebble.log()
+        )
+    });
+    assert_ne!(fingerprint(&renewed), fingerprint(&old));
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "no request failed during the renewal ({} succeeded)",
+        ok.load(Ordering::Relaxed)
+    );
+    assert!(ok.load(Ordering::Relaxed) > 0);
+    eprintln!(
+        "renewal: {} requests succeeded, {} failed",
+        ok.load(Ordering::Relaxed),
+        failed.load(Ordering::Relaxed)
+    );
+    assert_eq!(
+        expiry(),
+        Some(not_after_unix(&renewed) as f64),
+        "the expiry metric follows the renewal"
+    );
+    let stored = std::fs::read(storage.join("switchyard.test.crt")).expect("stored chain");
+    let stored = X509::stack_from_pem(&stored).expect("stored PEM");
+    assert_eq!(
+        fingerprint(&stored[0]),
+        fingerprint(&renewed),
+        "the renewed certificate replaced the stored one"
+    );
+    assert!(stored.len() >= 2, "the full chain is stored and served");
+}
+
+#[test]
+fn an_unreachable_ca_keeps_the_current_certificate_and_logs_why() {
+    let (http, https) = (listen_port(), listen_port());
+    let backend = Backend::start("app");
+    let state = tempfile::tempdir().expect("tempdir");
+    let storage = storage_dir(&state);
+    let old = store_certificate(&storage, 10);
+    let directory = format!("https://127.0.0.1:{}/dir", closed_port());
+    let config = acme_config(
+        (http, https, listen_port()),
+        &directory,
+        &storage,
+        None,
+        &backend.address(),
+    );
+    let sy = Switchyard::start(&config, &[http, https]);
+    let logged = wait_for(Duration::from_secs(20), || {
+        sy.stderr()
+            .contains("ACME order for switchyard.test")
+            .then_some(())
+    });
+    assert!(logged.is_some(), "the failure is logged:\n{}", sy.stderr());
+    assert!(sy
+        .stderr()
+        .contains("the current certificate keeps serving"));
+    let served_now = served(https, DOMAINS[0]).expect("handshake");
+    assert_eq!(fingerprint(&served_now), fingerprint(&old));
+    let reply = TlsClient::sni(DOMAINS[0])
+        .get(https, "/", &[])
+        .expect("HTTPS request");
+    assert_eq!(reply.status, 200);
+}
+
+#[test]
+fn without_any_certificate_a_self_signed_placeholder_serves() {
+    let (http, https) = (listen_port(), listen_port());
+    let backend = Backend::start("app");
+    let state = tempfile::tempdir().expect("tempdir");
+    let directory = format!("https://127.0.0.1:{}/dir", closed_port());
+    let config = acme_config(
+        (http, https, listen_port()),
+        &directory,
+        &storage_dir(&state),
+        None,
+        &backend.address(),
+    );
+    let sy = Switchyard::start(&config, &[http, https]);
+    let cert = served(https, DOMAINS[1]).expect("handshake with the placeholder");
+    assert_eq!(
+        cert.issuer_name().to_der().ok(),
+        cert.subject_name().to_der().ok(),
+        "self-signed"
+    );
+    let mut sans = dns_sans(&cert);
+    sans.sort();
+    assert_eq!(sans, DOMAINS.to_vec());
+    assert!(
+        sy.stderr().contains("self-signed placeholder"),
+        "{}",
+        sy.stderr()
+    );
+}
+
+#[test]
+fn acme_configuration_errors_are_reported() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let storage = storage_dir(&state);
+    let good = acme_config(
+        (listen_port(), listen_port(), listen_port()),
+        "https://127.0.0.1:1/dir",
+        &storage,
+        None,
+        "127.0.0.1:9",
+    );
+    let wildcard = good.replace("[switchyard.test,", "[\"*.switchyard.test\",");
+    let (out, _, _) = check_config(&wildcard);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("listeners[1].tls.acme.domains[0]") && err.contains("DNS-01"),
+        "{err}"
+    );
+
+    // No plaintext listener: the CA could never validate.
+    let web = good.find("  - name: web").expect("web listener");
+    let secure = good.find("  - name: websecure").expect("tls listener");
+    let only_tls = format!("{}{}", &good[..web], &good[secure..]);
+    let (out, _, _) = check_config(&only_tls);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("listeners[0].tls.acme") && err.contains("plaintext listener"),
+        "{err}"
+    );
+
+    let (out, _, _) = check_config(&good);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -115,7 +115,7 @@ pub struct CertificateFiles {
     pub path: String,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AcmeConfig {
     pub email: String,
     pub directory: String,

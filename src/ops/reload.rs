@@ -3,7 +3,7 @@
 //! it in atomically. An invalid file changes nothing; every error is logged.
 
 use crate::admin::state::StateStore;
-use crate::config::{self, Config, Diagnostic};
+use crate::config::{self, AcmeConfig, Config, Diagnostic, ListenerConfig};
 use crate::observe::metrics::METRICS;
 use crate::runtime::{Runtime, SharedRuntime};
 use crate::tls::store::{CertStore, Certified};
@@ -18,12 +18,17 @@ use tokio::sync::watch;
 pub struct Reloader {
     pub path: PathBuf,
     pub runtime: SharedRuntime,
-    /// Listener addresses bound at startup: a change needs an upgrade.
-    pub bound: Vec<(String, std::net::SocketAddr)>,
+    /// Listener addresses bound at startup, and their ACME settings (the ACME service
+    /// is started with the listener): a change of either needs an upgrade.
+    pub bound: Vec<(String, std::net::SocketAddr, Option<AcmeConfig>)>,
     pub notify: watch::Sender<u64>,
     pub state: Arc<StateStore>,
     /// Each TLS listener's certificate store: a reload re-reads the files.
     pub cert_stores: Vec<(String, Arc<CertStore>)>,
+}
+
+fn acme_of(l: &ListenerConfig) -> Option<AcmeConfig> {
+    l.tls.as_ref().and_then(|t| t.acme.clone())
 }
 
 impl Reloader {
@@ -38,7 +43,7 @@ impl Reloader {
         let bound = config
             .listeners
             .iter()
-            .map(|l| (l.name.clone(), l.listen))
+            .map(|l| (l.name.clone(), l.listen, acme_of(l)))
             .collect();
         (
             Arc::new(Reloader {
@@ -80,9 +85,16 @@ impl Reloader {
             log::warn!("{w}");
         }
         for l in &loaded.config.listeners {
-            match self.bound.iter().find(|(name, _)| name == &l.name) {
-                Some((_, addr)) if *addr == l.listen => {}
-                Some((_, addr)) => log::warn!(
+            match self.bound.iter().find(|(name, _, _)| name == &l.name) {
+                Some((_, addr, acme)) if *addr == l.listen => {
+                    if *acme != acme_of(l) {
+                        log::warn!(
+                            "reload: listener {}'s tls.acme changed: this needs an upgrade (switchyard -u, then SIGQUIT); ACME keeps its old settings until then",
+                            l.name
+                        );
+                    }
+                }
+                Some((_, addr, _)) => log::warn!(
                     "reload: listener {} moves from {addr} to {}: this needs an upgrade (switchyard -u, then SIGQUIT); it keeps serving on {addr} until then",
                     l.name,
                     l.listen

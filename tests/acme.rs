@@ -372,15 +372,16 @@ fn renews_a_certificate_inside_the_30_day_window_under_steady_requests() {
         &[http, https, metrics],
         &[("SSL_CERT_FILE", pebble.https_ca_file.as_str())],
     );
-    let expiry = || {
+    // One series per certificate, named by its first DNS name.
+    let expiry = |cert: &X509| {
         metric(
             metrics,
             "switchyard_tls_certificate_expiry_timestamp_seconds",
-            &[("listener", "websecure"), ("name", DOMAINS[0])],
+            &[("listener", "websecure"), ("name", &dns_sans(cert)[0])],
         )
     };
     assert_eq!(
-        expiry(),
+        expiry(&old),
         Some(not_after_unix(&old) as f64),
         "the stored certificate's expiry"
     );
@@ -420,15 +421,28 @@ fn renews_a_certificate_inside_the_30_day_window_under_steady_requests() {
     );
     assert!(ok.load(Ordering::Relaxed) > 0);
     eprintln!(
-        "renewal: {} requests succeeded, {} failed",
+        "renewal: {} requests succeeded, {} failed; new SANs {:?}",
         ok.load(Ordering::Relaxed),
-        failed.load(Ordering::Relaxed)
+        failed.load(Ordering::Relaxed),
+        dns_sans(&renewed)
     );
-    assert_eq!(
-        expiry(),
-        Some(not_after_unix(&renewed) as f64),
-        "the expiry metric follows the renewal"
+    // The gauge is set just after the new certificate starts serving.
+    let want = Some(not_after_unix(&renewed) as f64);
+    let followed = wait_for(Duration::from_secs(2), || {
+        (expiry(&renewed) == want).then_some(())
+    });
+    assert!(
+        followed.is_some(),
+        "the expiry metric follows the renewal: {:?} != {want:?}",
+        expiry(&renewed)
     );
+    if dns_sans(&renewed)[0] != dns_sans(&old)[0] {
+        assert_eq!(
+            expiry(&old),
+            None,
+            "the replaced certificate's series is gone"
+        );
+    }
     let stored = std::fs::read(storage.join("switchyard.test.crt")).expect("stored chain");
     let stored = X509::stack_from_pem(&stored).expect("stored PEM");
     assert_eq!(

@@ -6,6 +6,7 @@ pub mod store;
 
 use crate::config::{ClientAuth, ListenerConfig, TlsVersion};
 use async_trait::async_trait;
+use once_cell::sync::Lazy;
 use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::TlsAccept;
 use pingora::protocols::tls::TlsRef;
@@ -13,7 +14,8 @@ use pingora::tls::ext;
 use pingora::tls::ssl::{NameType, SslVerifyMode, SslVersion};
 use pingora::tls::x509::X509;
 use std::any::Any;
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use store::{CertStore, Certified};
 
 /// The verified subject of a client certificate (mutual TLS), attached to the
@@ -114,13 +116,26 @@ pub fn settings(l: &ListenerConfig) -> Result<(TlsSettings, Arc<CertStore>), Str
 }
 
 /// Sets `switchyard_tls_certificate_expiry_timestamp_seconds{listener,name}` for every
-/// certificate of a listener (name = its first DNS name).
+/// certificate of a listener (name = its first DNS name), and drops the series of names
+/// the listener no longer serves (a renewed certificate may list its names differently).
 pub fn publish_expiry(listener: &str, store: &CertStore) {
+    static PUBLISHED: Lazy<Mutex<HashMap<String, Vec<String>>>> = Lazy::new(Default::default);
     let gauge = &crate::observe::metrics::METRICS.certificate_expiry;
-    for c in &store.current().list {
-        let name = c.names.first().map(|s| s.as_str()).unwrap_or("");
+    let certs = store.current();
+    let names: Vec<String> = certs
+        .list
+        .iter()
+        .map(|c| c.names.first().cloned().unwrap_or_default())
+        .collect();
+    for (c, name) in certs.list.iter().zip(&names) {
         gauge
             .with_label_values(&[listener, name])
             .set(c.not_after as f64);
+    }
+    if let Ok(mut published) = PUBLISHED.lock() {
+        let before = published.insert(listener.to_string(), names.clone());
+        for gone in before.iter().flatten().filter(|n| !names.contains(n)) {
+            let _ = gauge.remove_label_values(&[listener, gone]);
+        }
     }
 }

@@ -44,8 +44,7 @@ impl AcmeService {
         config: &AcmeConfig,
         store: &Arc<CertStore>,
     ) -> Result<AcmeService, String> {
-        let storage = storage::Storage::open(&config.storage, &config.domains)
-            .map_err(|e| format!("listener {listener}: acme.storage: {e}"))?;
+        let storage = storage::Storage::new(&config.storage, &config.domains);
         let domains = config.domains.join(", ");
         let mut stored_expiry = None;
         match storage.certificate(&config.domains) {

@@ -31,17 +31,22 @@ struct StoredAccount {
 }
 
 impl Storage {
-    /// Creates `dir` (0700) when missing.
-    pub fn open(dir: &Path, domains: &[String]) -> Result<Storage, String> {
+    pub fn new(dir: &Path, domains: &[String]) -> Storage {
+        Storage {
+            dir: dir.to_path_buf(),
+            name: domains.first().cloned().unwrap_or_default(),
+        }
+    }
+
+    /// Creates the directory (0700) when missing. Only the writers call it: they run in
+    /// the background service, after `server.user` took over, so the directory belongs
+    /// to the user that writes into it.
+    fn ensure_dir(&self) -> Result<(), String> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
-            .create(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-        Ok(Storage {
-            dir: dir.to_path_buf(),
-            name: domains.first().cloned().unwrap_or_default(),
-        })
+            .create(&self.dir)
+            .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))
     }
 
     fn account_path(&self) -> PathBuf {
@@ -82,6 +87,7 @@ impl Storage {
             credentials,
         };
         let text = serde_json::to_vec_pretty(&stored).map_err(|e| e.to_string())?;
+        self.ensure_dir()?;
         write_atomically(&self.account_path(), &text, 0o600)
     }
 
@@ -104,6 +110,7 @@ impl Storage {
     /// Key first, so a crash between the two leaves a key the old chain does not match
     /// (refused at the next start, which orders anew) rather than a silent mismatch.
     pub fn save_certificate(&self, chain_pem: &str, key_pem: &str) -> Result<(), String> {
+        self.ensure_dir()?;
         write_atomically(&self.key_path(), key_pem.as_bytes(), 0o600)?;
         write_atomically(&self.cert_path(), chain_pem.as_bytes(), 0o644)
     }
@@ -170,8 +177,7 @@ mod tests {
     #[test]
     fn stored_certificate_must_cover_the_domains() {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
-        let storage =
-            Storage::open(&dir.path().join("acme"), &domains()).unwrap_or_else(|e| panic!("{e}"));
+        let storage = Storage::new(&dir.path().join("acme"), &domains());
         assert!(matches!(storage.certificate(&domains()), Ok(None)));
         let p = placeholder(&domains()).unwrap_or_else(|e| panic!("{e}"));
         let chain = String::from_utf8(p.chain[0].to_pem().unwrap_or_default()).unwrap_or_default();

@@ -140,8 +140,9 @@ impl Drop for Pebble {
     }
 }
 
-/// A config with a plaintext listener on `http` (where the CA validates), an ACME
-/// listener on `https`, both routing to `backend`, and metrics on `metrics`. `ca_file: None` leaves the trust
+/// A config with a plaintext listener on `http` (where the CA validates, and every
+/// other request is redirected to HTTPS), an ACME listener on `https` routing to
+/// `backend`, and metrics on `metrics`. `ca_file: None` leaves the trust
 /// to the system store ($SSL_CERT_FILE).
 fn acme_config(
     (http, https, metrics): (u16, u16, u16),
@@ -176,6 +177,7 @@ listeners:
 routes:
   - name: all
     pool: app
+    redirect_https: true          # challenges are answered before this
 ",
         domains = DOMAINS.join(", "),
         storage = storage.display()

@@ -125,13 +125,6 @@ fn backends(d: &mut Decoder, c: &Config) {
 /// loudly instead of silently doing nothing.
 fn not_built_yet(d: &mut Decoder, c: &Config) {
     let soon = "is accepted but not implemented in this version yet; it has no effect";
-    if let Some(cl) = &c.cluster {
-        d.warn(
-            cl.pos,
-            "cluster",
-            "only rate limits with scope: cluster use Redis in this version; admin API changes are not shared yet",
-        );
-    }
     for l in &c.listeners {
         if let Some(tls) = &l.tls {
             if tls.acme.is_some() {

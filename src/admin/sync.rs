@@ -182,6 +182,8 @@ impl AdminSync {
         let mut versions = self.catch_up(&mut conn).await?;
         on_ready();
         let mut ping = tokio::time::interval(RETRY);
+        // False once the reloader is gone (its channel would then answer at once).
+        let mut reloads = true;
         loop {
             tokio::select! {
                 message = messages.next() => match message {
@@ -189,11 +191,10 @@ impl AdminSync {
                     None => return Err("the subscription connection closed".into()),
                 },
                 _ = self.state.changed() => self.push_unpublished(&mut conn, &mut versions).await?,
-                changed = reloaded.changed() => {
-                    if changed.is_ok() {
-                        self.reapply();
-                    }
-                }
+                changed = reloaded.changed(), if reloads => match changed {
+                    Ok(()) => self.reapply(),
+                    Err(_) => reloads = false,
+                },
                 _ = ping.tick() => {
                     let _: String = bounded(redis::cmd("PING").query_async(&mut conn)).await?;
                 }

@@ -70,6 +70,8 @@ pub struct Runtime {
     pub tcp_services: Vec<TcpService>,
     pub listeners: Vec<ListenerInfo>,
     pub trusted_proxies: Vec<IpNet>,
+    /// `server.deny`: refused on every HTTP listener and tcp_service before routing.
+    pub deny: Acl,
     /// Port for `redirect_https`: the first TLS listener's, or 443.
     pub https_port: u16,
     pub access_log: Arc<AccessLog>,
@@ -167,6 +169,7 @@ impl Runtime {
                 })
                 .collect(),
             trusted_proxies: config.server.trusted_proxies.clone(),
+            deny: Acl::deny_only(&config.server.deny),
             https_port: config
                 .listeners
                 .iter()

@@ -3,6 +3,7 @@
 
 use crate::admin::api::Api;
 use crate::admin::state::StateStore;
+use crate::admin::sync::AdminSync;
 use crate::admin::AdminApp;
 use crate::cli::Cli;
 use crate::config::{self, Config, Diagnostic, ListenerConfig};
@@ -196,6 +197,20 @@ fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), String> {
         service.threads = Some(1);
         server.add_service(service);
     }
+    if let Some(cluster) = &config.cluster {
+        let link = Cluster::new(&cluster.redis);
+        let _ = CLUSTER.set(link.clone());
+        server.add_service(background_service("cluster link", ClusterLink(link)));
+        server.add_service(background_service(
+            "admin sync",
+            AdminSync::new(
+                &cluster.redis,
+                state.clone(),
+                runtime.clone(),
+                reloaded.clone(),
+            ),
+        ));
+    }
     server.add_service(background_service(
         "pool tasks",
         PoolTasks {
@@ -203,11 +218,6 @@ fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), String> {
             reloaded,
         },
     ));
-    if let Some(cluster) = &config.cluster {
-        let link = Cluster::new(&cluster.redis);
-        let _ = CLUSTER.set(link.clone());
-        server.add_service(background_service("cluster link", ClusterLink(link)));
-    }
     server.add_service(background_service(
         "rate-limit cleanup",
         LimiterJanitor {

@@ -1,10 +1,18 @@
-//! Cluster-wide rate limits (SPEC §3 `rate_limit.scope: cluster`, `cluster.redis`):
-//! two Switchyard instances sharing one private Redis hold one combined limit; with
-//! Redis gone each falls back to its local limit without an error or a hang, and the
-//! shared limit resumes once Redis is back. Skipped when redis-server is not installed.
+//! State shared by several instances through `cluster.redis` (SPEC §3, §5):
+//! cluster-wide rate limits (two Switchyard instances sharing one private Redis hold
+//! one combined limit; with Redis gone each falls back to its local limit without an
+//! error or a hang, and the shared limit resumes once Redis is back) and admin API
+//! changes (made on one instance, applied by every other within a second, picked up by
+//! an instance that starts later, and not lost while Redis is down). Skipped when
+//! redis-server is not installed.
 mod common;
 use common::*;
+use serde_json::Value;
 use std::time::{Duration, Instant};
+
+/// Redis connections one instance keeps: the rate limits' link, and the admin sync's
+/// command and subscription connections.
+const CONNECTIONS_PER_INSTANCE: usize = 3;
 
 /// One instance: listener on `port`, `cluster.redis: url`, pool `p` with backend `b`,
 /// and `routes` (a YAML list body).
@@ -54,20 +62,22 @@ fn start_pair_unchecked(
     (a, pa, bb, pb)
 }
 
-/// Waits (15 s at most) until Redis has `n` clients besides the one asking.
+/// Waits (15 s at most) until every connection of `n` instances is open in Redis
+/// (besides the one asking).
 fn wait_for_clients(redis: &Redis, n: usize, instances: &[&Switchyard]) {
+    let want = n * CONNECTIONS_PER_INSTANCE;
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let clients: usize = redis
             .info("clients", "connected_clients")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        if clients > n {
+        if clients > want {
             return;
         }
         if Instant::now() > deadline {
             let logs: Vec<String> = instances.iter().map(|s| s.stderr()).collect();
-            panic!("only {clients} Redis clients (want {n} + this test); stderr:\n{logs:#?}");
+            panic!("only {clients} Redis clients (want {want} + this test); stderr:\n{logs:#?}");
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -258,7 +268,7 @@ fn redis_down_falls_back_to_local_limits_and_recovers() {
             .info("clients", "connected_clients")
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
-        if clients > 2 {
+        if clients > 2 * CONNECTIONS_PER_INSTANCE {
             break;
         }
         assert!(
@@ -445,4 +455,316 @@ fn a_reload_that_changes_cluster_redis_is_applied_or_logged() {
         r1.url(),
         r2.url()
     );
+}
+
+// ------------------------------------------------------------ admin API changes
+
+/// The longest an admin change may take to reach another instance (issue #9).
+const PROPAGATION: Duration = Duration::from_secs(1);
+
+/// One instance for the admin-sync tests: listener `port`, admin API on loopback
+/// `admin` (no token needed there) with its own state file, pool `p` over `backends`.
+fn sync_config(port: u16, admin: u16, url: &str, backends: &[&Backend]) -> String {
+    let list: String = backends
+        .iter()
+        .map(|b| format!("      - address: {}\n", b.address()))
+        .collect();
+    format!(
+        "{TEST_SERVER}
+cluster:
+  redis: {url}
+admin:
+  listen: 127.0.0.1:{admin}
+  state_file: {{dir}}/state.json
+listeners:
+  - name: web
+    listen: 127.0.0.1:{port}
+pools:
+  - name: p
+    backends:
+{list}routes:
+  - name: all
+    pool: p
+"
+    )
+}
+
+/// A running instance with its listener and admin ports.
+struct Instance {
+    sy: Switchyard,
+    port: u16,
+    admin: u16,
+}
+
+impl Instance {
+    /// Starts an instance (ports up); does not wait for Redis.
+    fn start(redis: &Redis, backends: &[&Backend]) -> Instance {
+        let (port, admin) = (listen_port(), listen_port());
+        let sy = Switchyard::start(
+            &sync_config(port, admin, &redis.url(), backends),
+            &[port, admin],
+        );
+        Instance { sy, port, admin }
+    }
+
+    /// Waits (10 s at most) until the admin sync has connected `times` times in all.
+    fn wait_synced(&self, times: usize) {
+        assert!(
+            self.sy.wait_stderr(
+                "admin sync: connected to Redis",
+                times,
+                Duration::from_secs(10)
+            ),
+            "the admin sync did not connect; stderr:\n{}",
+            self.sy.stderr()
+        );
+    }
+
+    fn admin(&self, method: &str, path: &str, body: &str) -> Reply {
+        let headers: &[(&str, &str)] = if body.is_empty() {
+            &[]
+        } else {
+            &[("Content-Type", "application/json")]
+        };
+        request(self.admin, method, path, headers, body.as_bytes())
+    }
+
+    /// `GET /api/v1/pools/p` as JSON.
+    fn pool(&self) -> Value {
+        let r = self.admin("GET", "/api/v1/pools/p", "");
+        assert_eq!(r.status, 200, "GET pool p: {r:?}");
+        serde_json::from_str(&r.body).unwrap_or_else(|e| panic!("not JSON ({e}): {r:?}"))
+    }
+
+    /// Polls the pool every 50 ms (3 s at most) until `ready` holds; returns how long
+    /// that took, `None` if it never did.
+    fn wait_pool(&self, ready: impl Fn(&Value) -> bool) -> Option<Duration> {
+        let start = Instant::now();
+        for _ in 0..60 {
+            if ready(&self.pool()) {
+                return Some(start.elapsed());
+            }
+            if start.elapsed() > Duration::from_secs(3) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// `X-Backend` of `n` requests through the listener (each asserted 200).
+    fn served_by(&self, n: usize) -> Vec<String> {
+        (0..n)
+            .map(|i| {
+                let r = get(self.port, "/");
+                assert_eq!(r.status, 200, "request {i}: {r:?}");
+                r.header("x-backend").unwrap_or("none").to_string()
+            })
+            .collect()
+    }
+}
+
+/// The backend `address` of a POOL, if there.
+fn backend_in(pool: &Value, address: &str) -> Option<Value> {
+    pool["backends"]
+        .as_array()?
+        .iter()
+        .find(|b| b["address"] == address)
+        .cloned()
+}
+
+fn is_draining(pool: &Value, address: &str) -> bool {
+    backend_in(pool, address).is_some_and(|b| b["draining"] == true)
+}
+
+fn drain(i: &Instance, address: &str) {
+    let r = i.admin(
+        "PATCH",
+        &format!("/api/v1/pools/p/backends/{address}"),
+        r#"{"draining":true}"#,
+    );
+    assert_eq!(r.status, 200, "drain {address}: {r:?}");
+}
+
+#[test]
+fn a_drain_on_one_instance_reaches_the_others_within_a_second() {
+    let Some(redis) = Redis::start() else { return };
+    let (b1, b2) = (Backend::start("b1"), Backend::start("b2"));
+    let a = Instance::start(&redis, &[&b1, &b2]);
+    let b = Instance::start(&redis, &[&b1, &b2]);
+    a.wait_synced(1);
+    b.wait_synced(1);
+    let target = b1.address();
+    assert!(!is_draining(&b.pool(), &target), "nothing drained yet");
+    let mut before = b.served_by(4);
+    before.sort();
+    before.dedup();
+    assert_eq!(before, ["b1", "b2"], "B balances over both backends");
+
+    drain(&a, &target);
+    let seen = b.wait_pool(|p| is_draining(p, &target));
+    let Some(delay) = seen else {
+        panic!(
+            "B never showed {target} draining; A stderr:\n{}\nB stderr:\n{}",
+            a.sy.stderr(),
+            b.sy.stderr()
+        );
+    };
+    eprintln!("drain made on A seen on B after {delay:?}");
+    assert!(
+        delay <= PROPAGATION,
+        "B showed the drain after {delay:?}, more than {PROPAGATION:?}"
+    );
+    // B's traffic follows: nothing new reaches the drained backend.
+    let b1_before = b1.count();
+    assert!(
+        b.served_by(10).iter().all(|n| n == "b2"),
+        "B still sends traffic to the drained backend"
+    );
+    assert_eq!(
+        b1.count(),
+        b1_before,
+        "the drained backend got new requests"
+    );
+    // B keeps the change in its own state file, as for its own API changes.
+    let state = std::fs::read_to_string(b.sy.dir.path().join("state.json")).unwrap_or_default();
+    assert!(
+        state.contains(&target),
+        "B's state file does not hold the drain: {state:?}"
+    );
+
+    // An instance started after the change has it as soon as it is up.
+    let c = Instance::start(&redis, &[&b1, &b2]);
+    let up = Instant::now();
+    let seen = c.wait_pool(|p| is_draining(p, &target));
+    assert!(
+        seen.is_some(),
+        "C never showed {target} draining; stderr:\n{}",
+        c.sy.stderr()
+    );
+    let delay = up.elapsed();
+    eprintln!("C, started after the drain, showed it {delay:?} after its ports were up");
+    assert!(
+        delay <= PROPAGATION,
+        "C showed the drain {delay:?} after starting, more than {PROPAGATION:?}"
+    );
+    assert!(
+        c.served_by(6).iter().all(|n| n == "b2"),
+        "C sends traffic to the drained backend"
+    );
+    drop((a, b, c));
+}
+
+#[test]
+fn a_backend_added_and_deleted_on_one_instance_is_added_and_deleted_on_another() {
+    let Some(redis) = Redis::start() else { return };
+    let (b1, extra) = (Backend::start("b1"), Backend::start("extra"));
+    let a = Instance::start(&redis, &[&b1]);
+    let b = Instance::start(&redis, &[&b1]);
+    a.wait_synced(1);
+    b.wait_synced(1);
+    let address = extra.address();
+
+    let r = b.admin(
+        "POST",
+        "/api/v1/pools/p/backends",
+        &format!(r#"{{"address":"{address}","weight":1}}"#),
+    );
+    assert_eq!(r.status, 201, "add on B: {r:?}");
+    let added = a.wait_pool(|p| backend_in(p, &address).is_some());
+    let Some(delay) = added else {
+        panic!(
+            "A never showed the backend added on B; stderr A:\n{}\nB:\n{}",
+            a.sy.stderr(),
+            b.sy.stderr()
+        );
+    };
+    assert!(delay <= PROPAGATION, "added on A after {delay:?}");
+    assert_eq!(
+        backend_in(&a.pool(), &address).map(|b| b["weight"].clone()),
+        Some(Value::from(1)),
+        "the weight given on B"
+    );
+    let mut names = a.served_by(6);
+    names.sort();
+    names.dedup();
+    assert_eq!(
+        names,
+        ["b1", "extra"],
+        "A sends traffic to the added backend"
+    );
+
+    let r = b.admin("DELETE", &format!("/api/v1/pools/p/backends/{address}"), "");
+    assert_eq!(r.status, 204, "delete on B: {r:?}");
+    let gone = a.wait_pool(|p| backend_in(p, &address).is_none());
+    let Some(delay) = gone else {
+        panic!(
+            "A still shows the backend deleted on B; stderr A:\n{}",
+            a.sy.stderr()
+        );
+    };
+    assert!(delay <= PROPAGATION, "deleted on A after {delay:?}");
+    let extra_before = extra.count();
+    assert!(a.served_by(6).iter().all(|n| n == "b1"));
+    assert_eq!(
+        extra.count(),
+        extra_before,
+        "the deleted backend got requests"
+    );
+    drop((a, b));
+}
+
+#[test]
+fn a_change_made_while_redis_is_down_is_shared_once_it_is_back() {
+    let Some(mut redis) = Redis::start() else {
+        return;
+    };
+    let (b1, b2) = (Backend::start("b1"), Backend::start("b2"));
+    let a = Instance::start(&redis, &[&b1, &b2]);
+    let b = Instance::start(&redis, &[&b1, &b2]);
+    a.wait_synced(1);
+    b.wait_synced(1);
+    let target = b1.address();
+
+    redis.stop();
+    let lost = "admin sync: Redis at";
+    for i in [&a, &b] {
+        assert!(
+            i.sy.wait_stderr(lost, 1, Duration::from_secs(5)),
+            "no warning that Redis went away; stderr:\n{}",
+            i.sy.stderr()
+        );
+    }
+    // The API keeps working on its own instance.
+    drain(&a, &target);
+    assert!(is_draining(&a.pool(), &target));
+    // Several reconnection attempts pass; the loss is logged once.
+    std::thread::sleep(Duration::from_millis(2500));
+
+    // Redis comes back empty: A's change is not overwritten by B's older state, and B
+    // gets it.
+    redis.launch();
+    a.wait_synced(2);
+    b.wait_synced(2);
+    let seen = b.wait_pool(|p| is_draining(p, &target));
+    assert!(
+        seen.is_some(),
+        "B never got the drain made on A while Redis was down; stderr A:\n{}\nB:\n{}",
+        a.sy.stderr(),
+        b.sy.stderr()
+    );
+    assert!(
+        is_draining(&a.pool(), &target),
+        "A lost its own change when Redis came back; stderr:\n{}",
+        a.sy.stderr()
+    );
+    for (i, name) in [(&a, "A"), (&b, "B")] {
+        let log = i.sy.stderr();
+        let warnings = log
+            .lines()
+            .filter(|l| l.contains("WARN") && l.contains(lost))
+            .count();
+        assert_eq!(warnings, 1, "{name}: one warning for one outage:\n{log}");
+    }
+    drop((a, b));
 }

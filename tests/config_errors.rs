@@ -444,6 +444,53 @@ fn bad_cidr_in_trusted_proxies_is_an_error() {
     );
 }
 
+/// `server.deny` (an extension of SPEC §3) is read like a route's `deny`: the same
+/// message for the same bad value, at the value's position.
+#[test]
+fn bad_cidr_in_server_deny_is_an_error_like_in_a_route_deny() {
+    let yaml = format!(
+        "server:
+  deny: [10.0.0.0/8, 10.0.0.0/33]
+{}",
+        valid_config()
+    );
+    let (out, path, _dir) = check_config(&yaml);
+    let server = error_line(
+        &out,
+        &path,
+        locate(&yaml, "10.0.0.0/33", 0),
+        "server.deny[1]",
+    );
+
+    let yaml = format!("{}\n    deny: [10.0.0.0/33]\n", valid_config().trim_end());
+    let (out, path, _dir) = check_config(&yaml);
+    let route = error_line(
+        &out,
+        &path,
+        locate(&yaml, "10.0.0.0/33", 0),
+        "routes[0].deny[0]",
+    );
+    let message = |line: &str, key: &str| {
+        line.split_once(&format!(" {key}: "))
+            .map(|(_, m)| m.to_string())
+            .unwrap_or_else(|| panic!("no message after {key} in {line:?}"))
+    };
+    assert_eq!(
+        message(&server, "server.deny[1]"),
+        message(&route, "routes[0].deny[0]"),
+        "the same message as a route's deny"
+    );
+
+    let yaml = format!(
+        "server:
+  deny: [10.0.0.0/8, \"2001:db8::/32\", 192.0.2.7]
+{}",
+        valid_config()
+    );
+    let (out, _path, _dir) = check_config(&yaml);
+    assert_valid(&out);
+}
+
 #[test]
 fn duration_without_a_unit_is_an_error() {
     let yaml = format!(

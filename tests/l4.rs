@@ -826,6 +826,52 @@ fn tcp_refused_backend_closes_the_client_and_the_proxy_keeps_running() {
     assert_eq!(&back, b"still here");
 }
 
+/// `server.deny` (an extension of SPEC §3): a denied client's connection is closed at
+/// once and never reaches a backend; a client not in the list is proxied.
+#[test]
+fn tcp_server_deny_closes_a_denied_connection() {
+    let with_deny = |port: u16, backend: &TcpServer, deny: &str| {
+        let (svc, pl) = tcp_service(port, "echo", &[backend.address()], NO_CHECK);
+        let yaml = config(None, &svc, &pl).replacen(
+            "  shutdown_timeout: 1s\n",
+            &format!("  shutdown_timeout: 1s\n  deny: [{deny}]\n"),
+            1,
+        );
+        assert!(yaml.contains("  deny: ["), "TEST_SERVER changed shape");
+        Switchyard::start_without_probe(&yaml, &[port])
+    };
+
+    let echo = TcpServer::echo();
+    let port = listen_port();
+    let sy = with_deny(port, &echo, "127.0.0.0/8");
+    let mut s = connect(port);
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = s.write_all(b"hello");
+    let mut buf = [0u8; 16];
+    match s.read(&mut buf) {
+        Ok(0) => {}
+        Err(e) if !matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+        other => panic!(
+            "the denied connection was not closed: {other:?}; stderr:\n{}",
+            sy.stderr()
+        ),
+    }
+    assert_eq!(
+        echo.accepted.load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "a denied client reached the backend"
+    );
+
+    let echo2 = TcpServer::echo();
+    let port2 = listen_port();
+    let _sy2 = with_deny(port2, &echo2, "10.0.0.0/8");
+    let mut s = connect(port2);
+    s.write_all(b"hello").expect("write");
+    let mut back = [0u8; 5];
+    s.read_exact(&mut back).expect("echo through the service");
+    assert_eq!(&back, b"hello");
+}
+
 #[test]
 fn tcp_session_log_line_and_metrics_count_bytes() {
     const SENT: usize = 12_345;

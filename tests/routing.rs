@@ -1,5 +1,6 @@
 //! Routing end to end (SPEC §3 routes, §4, §9): listeners, hosts, path prefixes,
-//! methods, headers, file order, strip_prefix, allow/deny and redirect_https.
+//! methods, headers, file order, strip_prefix, allow/deny, the global `server.deny` and
+//! redirect_https.
 mod common;
 use common::*;
 
@@ -412,6 +413,47 @@ fn acl_uses_the_peer_when_it_is_not_a_trusted_proxy() {
         "XFF must not unlock a denied peer"
     );
     assert_eq!(b.count(), 0);
+}
+
+/// A config with `server.deny: [deny]` and one route on `/app` to pool `a`.
+fn server_deny_config(port: u16, a: &Backend, deny: &str) -> String {
+    let yaml = config(
+        port,
+        &[a],
+        "  - name: app\n    pool: a\n    path_prefix: /app\n",
+    );
+    let with_deny = yaml.replacen(
+        "  shutdown_timeout: 1s\n",
+        &format!("  shutdown_timeout: 1s\n  deny: [{deny}]\n"),
+        1,
+    );
+    assert!(with_deny.contains("  deny: ["), "TEST_SERVER changed shape");
+    with_deny
+}
+
+#[test]
+fn server_deny_answers_403_on_every_path_before_routing() {
+    let a = Backend::start("a");
+    let port = listen_port();
+    let _sy = Switchyard::start(&server_deny_config(port, &a, "127.0.0.0/8"), &[port]);
+    let r = get(port, "/app/x");
+    assert_eq!(r.status, 403, "{r:?}");
+    assert!(r.body.contains("forbidden"), "{r:?}");
+    assert!(r.header("x-request-id").is_some(), "{r:?}");
+    // Refused before routing: a path no route matches is 403 too, not 404.
+    assert_eq!(get(port, "/nowhere").status, 403);
+    assert_eq!(a.count(), 0, "a denied client never reaches a backend");
+
+    // A list the client is not in changes nothing.
+    let b = Backend::start("a");
+    let port2 = listen_port();
+    let _sy2 = Switchyard::start(
+        &server_deny_config(port2, &b, "10.0.0.0/8, \"2001:db8::/32\""),
+        &[port2],
+    );
+    assert_eq!(get(port2, "/app/x").status, 200);
+    assert_eq!(get(port2, "/nowhere").status, 404);
+    assert_eq!(b.count(), 1);
 }
 
 #[test]

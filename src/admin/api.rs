@@ -200,29 +200,30 @@ impl Api {
         if pool.members().find(address).is_some() {
             return error(StatusCode::CONFLICT, "backend already in the pool");
         }
-        let updated = self.state.update(&pool.name, |o| {
-            o.deleted.remove(address);
-            o.draining.remove(address);
-            if pool
-                .definition
-                .backends
-                .iter()
-                .any(|b| b.address == address)
-            {
-                o.weights.insert(address.to_string(), weight);
-            } else {
-                o.added.retain(|a| a.address != address);
-                o.added.push(AddedBackend {
-                    address: address.to_string(),
-                    weight,
-                });
-            }
-        });
+        let updated = self.state.update(
+            &pool.name,
+            |o| {
+                o.deleted.remove(address);
+                o.draining.remove(address);
+                if pool
+                    .definition
+                    .backends
+                    .iter()
+                    .any(|b| b.address == address)
+                {
+                    o.weights.insert(address.to_string(), weight);
+                } else {
+                    o.added.retain(|a| a.address != address);
+                    o.added.push(AddedBackend {
+                        address: address.to_string(),
+                        weight,
+                    });
+                }
+            },
+            |overlay| pool.set_overlay(overlay.clone()),
+        );
         match updated {
-            Ok(overlay) => {
-                pool.set_overlay(overlay);
-                self.backend_reply(&pool, address, StatusCode::CREATED)
-            }
+            Ok(_) => self.backend_reply(&pool, address, StatusCode::CREATED),
             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
         }
     }
@@ -262,32 +263,33 @@ impl Api {
             .backends
             .iter()
             .any(|b| b.address == address);
-        let updated = self.state.update(&pool.name, |o| {
-            if let Some(w) = weight {
-                match o.added.iter_mut().find(|a| a.address == address) {
-                    Some(added) => added.weight = w,
-                    None if is_static => {
-                        o.weights.insert(address.clone(), w);
+        let updated = self.state.update(
+            &pool.name,
+            |o| {
+                if let Some(w) = weight {
+                    match o.added.iter_mut().find(|a| a.address == address) {
+                        Some(added) => added.weight = w,
+                        None if is_static => {
+                            o.weights.insert(address.clone(), w);
+                        }
+                        // A discovered backend: its weight is the discovery's.
+                        None => {}
                     }
-                    // A discovered backend: its weight is the discovery's.
+                }
+                match draining {
+                    Some(true) => {
+                        o.draining.insert(address.clone());
+                    }
+                    Some(false) => {
+                        o.draining.remove(&address);
+                    }
                     None => {}
                 }
-            }
-            match draining {
-                Some(true) => {
-                    o.draining.insert(address.clone());
-                }
-                Some(false) => {
-                    o.draining.remove(&address);
-                }
-                None => {}
-            }
-        });
+            },
+            |overlay| pool.set_overlay(overlay.clone()),
+        );
         match updated {
-            Ok(overlay) => {
-                pool.set_overlay(overlay);
-                self.backend_reply(&pool, &address, StatusCode::OK)
-            }
+            Ok(_) => self.backend_reply(&pool, &address, StatusCode::OK),
             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
         }
     }
@@ -307,23 +309,24 @@ impl Api {
             .backends
             .iter()
             .any(|b| b.address == address);
-        let updated = self.state.update(&pool.name, |o| {
-            o.added.retain(|a| a.address != address);
-            o.weights.remove(&address);
-            o.draining.remove(&address);
-            if is_static {
-                o.deleted.insert(address.clone());
-            }
-        });
-        match updated {
-            Ok(overlay) => {
-                pool.set_overlay(overlay);
-                Reply {
-                    status: StatusCode::NO_CONTENT,
-                    content_type: "application/json",
-                    body: Vec::new(),
+        let updated = self.state.update(
+            &pool.name,
+            |o| {
+                o.added.retain(|a| a.address != address);
+                o.weights.remove(&address);
+                o.draining.remove(&address);
+                if is_static {
+                    o.deleted.insert(address.clone());
                 }
-            }
+            },
+            |overlay| pool.set_overlay(overlay.clone()),
+        );
+        match updated {
+            Ok(_) => Reply {
+                status: StatusCode::NO_CONTENT,
+                content_type: "application/json",
+                body: Vec::new(),
+            },
             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
         }
     }

@@ -1,8 +1,10 @@
 //! The admin listener (its own Pingora service): the REST API, the dashboard page and
-//! the overlay of API changes persisted in `admin.state_file`.
+//! the overlay of API changes persisted in `admin.state_file` and shared through
+//! `cluster.redis`.
 
 pub mod api;
 pub mod state;
+pub mod sync;
 pub mod view;
 
 use async_trait::async_trait;

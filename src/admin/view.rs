@@ -64,6 +64,7 @@ pub fn config(c: &Config) -> Value {
             "grace_period": secs(c.server.grace_period),
             "shutdown_timeout": secs(c.server.shutdown_timeout),
             "trusted_proxies": strings(&c.server.trusted_proxies),
+            "deny": strings(&c.server.deny),
         },
         "log": {
             "level": c.log.level.to_string().to_lowercase(),

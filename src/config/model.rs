@@ -32,6 +32,9 @@ pub struct ServerConfig {
     pub grace_period: Duration,
     pub shutdown_timeout: Duration,
     pub trusted_proxies: Vec<IpNet>,
+    /// Clients refused on every HTTP listener (403) and tcp_service (closed), before
+    /// routing (an extension of SPEC §3).
+    pub deny: Vec<IpNet>,
 }
 
 impl Default for ServerConfig {
@@ -45,6 +48,7 @@ impl Default for ServerConfig {
             grace_period: Duration::from_secs(30),
             shutdown_timeout: Duration::from_secs(10),
             trusted_proxies: Vec::new(),
+            deny: Vec::new(),
         }
     }
 }

@@ -243,6 +243,7 @@ fn read_server(d: &mut Decoder, node: &Node) -> Option<ServerConfig> {
         grace_period: duration(d, &mut m, "grace_period", def.grace_period),
         shutdown_timeout: duration(d, &mut m, "shutdown_timeout", def.shutdown_timeout),
         trusted_proxies: cidr_list(d, &mut m, "trusted_proxies"),
+        deny: cidr_list(d, &mut m, "deny"),
     };
     m.finish(d, |_| None);
     Some(s)

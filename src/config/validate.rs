@@ -1,5 +1,5 @@
 //! Checks across sections: unique names, references between routes, pools, listeners
-//! and tcp_services, port clashes; plus warnings for keys whose behaviour is not built.
+//! and tcp_services, port clashes, what ACME and cluster-scope limits need.
 
 use super::decode::{Decoder, Pos};
 use super::model::*;
@@ -15,7 +15,7 @@ pub fn check(d: &mut Decoder, c: &Config) {
     ports(d, c);
     backends(d, c);
     acme(d, c);
-    not_built_yet(d, c);
+    cluster_scope(d, c);
 }
 
 /// HTTP-01 is the only challenge: the CA must reach a plaintext listener on port 80.
@@ -136,16 +136,8 @@ fn backends(d: &mut Decoder, c: &Config) {
     }
 }
 
-/// Keys that parse and validate now but whose behaviour a later release builds: say so
-/// loudly instead of silently doing nothing.
-fn not_built_yet(d: &mut Decoder, c: &Config) {
-    if let Some(cl) = &c.cluster {
-        d.warn(
-            cl.pos,
-            "cluster",
-            "only rate limits with scope: cluster use Redis in this version; admin API changes are not shared yet",
-        );
-    }
+/// `scope: cluster` needs somewhere to share the counts.
+fn cluster_scope(d: &mut Decoder, c: &Config) {
     for r in &c.routes {
         if let Some(rl) = r.rate_limit.as_ref() {
             if rl.scope == Scope::Cluster && c.cluster.is_none() {

@@ -62,6 +62,10 @@ impl Proxy {
         }
         let req = session.req_header();
         ctx.client_ip = peer.map(|p| headers::client_ip(p, &req.headers, &rt.trusted_proxies));
+        if rt.deny.refuses(ctx.client_ip) {
+            errors::respond(session, 403, &ctx.request_id).await?;
+            return Ok(true);
+        }
         let facts = RequestFacts {
             listener: self.listener,
             host: headers::request_host(req),

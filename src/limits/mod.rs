@@ -1,5 +1,5 @@
-//! Per-route client limits: CIDR `deny` (checked first) and `allow` lists here, rate
-//! limits in `rate`.
+//! Client limits: CIDR `deny` (checked first) and `allow` lists per route and the global
+//! `server.deny` here, rate limits in `rate` and `cluster`.
 
 pub mod cluster;
 pub mod rate;
@@ -19,6 +19,17 @@ impl Acl {
             allow: allow.to_vec(),
             deny: deny.to_vec(),
         }
+    }
+
+    /// `server.deny`: refuses its members, admits everyone else.
+    pub fn deny_only(deny: &[IpNet]) -> Self {
+        Acl::new(&[], deny)
+    }
+
+    /// Whether a connection from `client` (if known) must be refused at once, before
+    /// routing: HTTP answers 403, a tcp_service closes the connection.
+    pub fn refuses(&self, client: Option<IpAddr>) -> bool {
+        client.is_some_and(|ip| !self.permits(ip))
     }
 
     /// `deny` wins; a non-empty `allow` admits only its members.
@@ -59,6 +70,15 @@ mod tests {
         assert!(!acl.permits(IpAddr::from([10, 1, 2, 3])));
         assert!(!acl.permits(IpAddr::from([192, 168, 1, 1])));
         assert!(Acl::default().permits(IpAddr::from([1, 2, 3, 4])));
+    }
+
+    #[test]
+    fn deny_only_refuses_its_members_and_no_one_else() {
+        let deny = Acl::deny_only(&nets(&["127.0.0.0/8"]));
+        assert!(deny.refuses(Some(IpAddr::from([127, 0, 0, 1]))));
+        assert!(!deny.refuses(Some(IpAddr::from([10, 0, 0, 1]))));
+        assert!(!deny.refuses(None), "an unknown peer is not refused");
+        assert!(!Acl::deny_only(&[]).refuses(Some(IpAddr::from([127, 0, 0, 1]))));
     }
 
     #[test]

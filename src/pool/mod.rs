@@ -309,7 +309,12 @@ impl Pool {
         self.rebuild();
     }
 
-    /// Replaces the admin API's changes to this pool.
+    /// The admin API's changes to this pool, as applied.
+    pub fn overlay(&self) -> PoolOverlay {
+        self.overlay.lock().map(|o| o.clone()).unwrap_or_default()
+    }
+
+    /// Replaces the admin API's changes to this pool and rebuilds the membership.
     pub fn set_overlay(&self, overlay: PoolOverlay) {
         if let Ok(mut o) = self.overlay.lock() {
             *o = overlay;

@@ -54,13 +54,21 @@ impl ServerApp for TcpProxy {
         // The session keeps the runtime (and pool membership) it started with.
         let rt = self.runtime.load_full();
         let svc = rt.tcp_services.iter().find(|s| s.name == self.service)?;
-        let _work = Work::start();
-        let pool = rt.pools.get(svc.pool)?;
         let client: Option<IpAddr> = io.get_socket_digest().and_then(|d| {
             d.peer_addr()
                 .and_then(|a| a.as_inet())
                 .map(|a| canonical(a.ip()))
         });
+        if rt.deny.refuses(client) {
+            log::debug!(
+                "tcp {}: {} is in server.deny; connection closed",
+                svc.name,
+                client.map(|c| c.to_string()).unwrap_or_default()
+            );
+            return None;
+        }
+        let _work = Work::start();
+        let pool = rt.pools.get(svc.pool)?;
         svc.metrics.connections.inc();
         let _active = Active::new(&svc.metrics.active);
 

@@ -8,7 +8,6 @@
 
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use tokio::sync::Notify;
@@ -249,30 +248,10 @@ impl StateStore {
     }
 }
 
+/// The whole overlay as pretty JSON, replacing `path` atomically.
 fn write_atomically(path: &Path, overlay: &Overlay) -> Result<(), String> {
     let text = serde_json::to_vec_pretty(overlay).map_err(|e| e.to_string())?;
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let tmp = dir.join(format!(
-        ".{}.tmp-{}",
-        path.file_name()
-            .and_then(|n| n.to_str())
-            .unwrap_or("state.json"),
-        std::process::id()
-    ));
-    let fail = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
-    {
-        let mut f = std::fs::File::create(&tmp).map_err(fail)?;
-        f.write_all(&text).map_err(fail)?;
-        f.sync_all().map_err(fail)?;
-    }
-    std::fs::rename(&tmp, path).map_err(fail)?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _ = d.sync_all();
-    }
-    Ok(())
+    crate::durable::write_atomically(path, &text, 0o640)
 }
 
 #[cfg(test)]

@@ -1240,9 +1240,6 @@ fn upstream_tls_with_verify_off_accepts_any_certificate() {
 }
 
 #[test]
-#[ignore = "product bug: with upstream TLS verify on and no `sni`, the backend's IP literal is \
-            checked as a DNS name (and sent as SNI), so a certificate with the matching IP SAN \
-            gets 502; remove this once fixed"]
 fn upstream_tls_to_an_ip_address_verifies_its_ip_san() {
     // No `sni`: the backend is addressed as 127.0.0.1 and its certificate names that IP.
     let (pki, backend) = backend_pki();
@@ -1253,6 +1250,31 @@ fn upstream_tls_to_an_ip_address_verifies_its_ip_san() {
     assert_eq!(
         r.status, 200,
         "a backend addressed by IP with a matching IP SAN: {r:?}"
+    );
+    assert_eq!(
+        get(port, "/again").status,
+        200,
+        "and on a reused connection"
+    );
+}
+
+#[test]
+fn upstream_tls_to_an_ip_address_without_that_ip_san_is_refused() {
+    // Trusted chain, but the certificate names only localhost, not 127.0.0.1.
+    let pki = Pki::new();
+    let (cert, key) = pki
+        .ca
+        .issue(&[("CN", "localhost")], &["DNS:localhost"], CertUse::Server);
+    let backend = TlsBackend::start(&cert, &key);
+    let port = listen_port();
+    let yaml = upstream_config(port, &backend, &format!("{{ ca_file: {} }}", pki.ca_file));
+    let _sy = Switchyard::start(&yaml, &[port]);
+    let r = get(port, "/up");
+    assert_eq!(r.status, 502, "no IP SAN for the backend's address: {r:?}");
+    assert_eq!(
+        backend.count(),
+        0,
+        "no request reached the unverified backend"
     );
 }
 

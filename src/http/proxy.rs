@@ -179,6 +179,18 @@ impl ProxyHttp for Proxy {
         e
     }
 
+    async fn connected_to_upstream(
+        &self,
+        _session: &mut Session,
+        _reused: bool,
+        peer: &HttpPeer,
+        _fd: std::os::unix::io::RawFd,
+        digest: Option<&pingora::protocols::Digest>,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        upstream::check_ip_san(peer, digest)
+    }
+
     async fn upstream_request_filter(
         &self,
         session: &mut Session,

@@ -4,8 +4,11 @@ use super::ctx::RequestCtx;
 use crate::config::{HashKey, UpstreamProtocol};
 use crate::pool::select::ip_key;
 use crate::pool::{Backend, InFlight, Pool};
-use pingora::protocols::ALPN;
-use pingora::upstreams::peer::HttpPeer;
+use once_cell::sync::Lazy;
+use pingora::protocols::tls::{HandshakeCompleteHook, TlsRef};
+use pingora::protocols::{Digest, ALPN};
+use pingora::upstreams::peer::{HttpPeer, Peer};
+use pingora::{Error, ErrorType};
 use pingora_proxy::Session;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -132,12 +135,62 @@ pub fn peer(pool: &Pool, backend: &Backend, websocket: bool) -> HttpPeer {
         o.verify_cert = t.verify;
         o.verify_hostname = t.verify;
         o.ca.clone_from(&pool.upstream_ca);
+        // Pingora checks the name with OpenSSL's host check, which never matches an IP
+        // literal against the IP SANs: for a backend addressed by IP without `sni`, the
+        // chain is verified there and the IP by `check_ip_san` once connected.
+        if t.verify && t.sni.is_none() && host_of(&backend.address).parse::<IpAddr>().is_ok() {
+            o.verify_hostname = false;
+            o.upstream_tls_handshake_complete_hook = Some(RECORD_IP_SANS.clone());
+        }
     }
     o.alpn = match (pool.upstream.protocol, websocket) {
         (_, true) | (UpstreamProtocol::Http1, _) => ALPN::H1,
         (UpstreamProtocol::H2 | UpstreamProtocol::H2c, false) => ALPN::H2,
     };
     peer
+}
+
+/// The IP-address SANs of a backend's certificate, recorded at its TLS handshake.
+struct IpSans(Vec<IpAddr>);
+
+static RECORD_IP_SANS: Lazy<HandshakeCompleteHook> = Lazy::new(|| {
+    Arc::new(|ssl: &TlsRef| {
+        let sans = ssl
+            .peer_certificate()?
+            .subject_alt_names()
+            .map(|names| {
+                names
+                    .iter()
+                    .filter_map(|n| match n.ipaddress()? {
+                        &[a, b, c, d] => Some(IpAddr::from([a, b, c, d])),
+                        v6 => <[u8; 16]>::try_from(v6).ok().map(IpAddr::from),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Some(Arc::new(IpSans(sans)))
+    })
+});
+
+/// For a backend addressed by IP with TLS verification and no `sni`: its certificate
+/// must name that IP (the request fails with 502 otherwise, and the connection closes).
+pub fn check_ip_san(peer: &HttpPeer, digest: Option<&Digest>) -> pingora::Result<()> {
+    if peer.options.upstream_tls_handshake_complete_hook.is_none() {
+        return Ok(());
+    }
+    let Some(ip) = peer.address().as_inet().map(|a| a.ip()) else {
+        return Ok(());
+    };
+    let sans = digest
+        .and_then(|d| d.ssl_digest.as_ref())
+        .and_then(|s| s.extension.get::<IpSans>());
+    match sans {
+        Some(IpSans(ips)) if ips.contains(&ip) => Ok(()),
+        _ => Err(Error::explain(
+            ErrorType::HTTPStatus(502),
+            format!("the backend's certificate does not name {ip} (set upstream.tls.sni to check a DNS name)"),
+        )),
+    }
 }
 
 /// `host` of `host:port` (an IP literal gives no useful SNI, but is harmless).

@@ -135,8 +135,7 @@ impl AdminSync {
                 return;
             }
         };
-        // host:port only: the URL may carry a password.
-        let at = client.get_connection_info().addr().to_string();
+        let at = crate::limits::cluster::log_address(&self.url);
         let mut reloaded = self.reloaded.clone();
         let mut ever_connected = false;
         let mut degraded = false;

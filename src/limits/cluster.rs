@@ -51,8 +51,17 @@ redis.call('PEXPIRE', KEYS[1], math.ceil(burst * 1000 / rate) + 1000)
 return {allowed, wait}
 "#;
 
+/// `host:port` of a Redis URL, for logs: the URL itself may carry a password.
+pub fn log_address(url: &str) -> String {
+    redis::Client::open(url)
+        .map(|c| c.get_connection_info().addr().to_string())
+        .unwrap_or_else(|_| "(an invalid URL)".to_string())
+}
+
 pub struct Cluster {
     pub url: String,
+    /// `log_address(url)`.
+    at: String,
     link: ArcSwapOption<ConnectionManager>,
     script: redis::Script,
     /// Milliseconds since `start` until which Redis is skipped after a failure.
@@ -70,6 +79,7 @@ impl Cluster {
     pub fn new(url: &str) -> Arc<Self> {
         Arc::new(Cluster {
             url: url.to_string(),
+            at: log_address(url),
             link: ArcSwapOption::empty(),
             script: redis::Script::new(SCRIPT),
             skip_until_ms: AtomicU64::new(0),
@@ -85,7 +95,7 @@ impl Cluster {
         let client = match redis::Client::open(self.url.as_str()) {
             Ok(c) => c,
             Err(e) => {
-                log::error!("cluster.redis {}: {e}; limits stay local", self.url);
+                log::error!("cluster.redis {}: {e}; limits stay local", self.at);
                 return;
             }
         };
@@ -96,12 +106,12 @@ impl Cluster {
             match ConnectionManager::new_with_config(client.clone(), config).await {
                 Ok(m) => {
                     self.link.store(Some(Arc::new(m)));
-                    log::info!("cluster: connected to Redis at {}", self.url);
+                    log::info!("cluster: connected to Redis at {}", self.at);
                     return;
                 }
                 Err(e) => {
                     if !self.degraded.swap(true, Ordering::Relaxed) {
-                        log::warn!("cluster: Redis at {} unreachable ({e}); rate limits are local until it answers", self.url);
+                        log::warn!("cluster: Redis at {} unreachable ({e}); rate limits are local until it answers", self.at);
                     }
                     tokio::time::sleep(Duration::from_secs(1)).await;
                 }
@@ -144,7 +154,7 @@ impl Cluster {
                 if self.degraded.swap(false, Ordering::Relaxed) {
                     log::info!(
                         "cluster: Redis at {} answers again; rate limits are shared",
-                        self.url
+                        self.at
                     );
                 }
                 Some(if allowed == 1 {
@@ -163,10 +173,22 @@ impl Cluster {
                         Ok(Err(e)) => e.to_string(),
                         _ => format!("no answer within {TIMEOUT:?}"),
                     };
-                    log::warn!("cluster: Redis at {} failed ({why}); rate limits are local until it answers", self.url);
+                    log::warn!("cluster: Redis at {} failed ({why}); rate limits are local until it answers", self.at);
                 }
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_show_host_and_port_but_never_the_password() {
+        let shown = log_address("redis://:s3cret@10.0.0.7:6380/2");
+        assert_eq!(shown, "10.0.0.7:6380");
+        assert!(!log_address("not a url").contains("not a url"));
     }
 }

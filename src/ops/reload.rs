@@ -4,6 +4,7 @@
 
 use crate::admin::state::StateStore;
 use crate::config::{self, AcmeConfig, Config, Diagnostic, ListenerConfig};
+use crate::limits::cluster::log_address;
 use crate::observe::metrics::METRICS;
 use crate::runtime::{Runtime, SharedRuntime};
 use crate::tls::store::{CertStore, Certified};
@@ -132,10 +133,11 @@ impl Reloader {
             .map(|c| c.url.as_str());
         let redis_wanted = loaded.config.cluster.as_ref().map(|c| c.redis.as_str());
         if redis_now != redis_wanted {
+            let show = |url: Option<&str>| url.map_or("none".to_string(), log_address);
             log::warn!(
-                "reload: cluster.redis changes from {} to {}: this needs a restart or an upgrade (switchyard -u, then SIGQUIT); until then rate limits keep using the old setting",
-                redis_now.unwrap_or("none"),
-                redis_wanted.unwrap_or("none")
+                "reload: cluster.redis changes from {} to {}: this needs a restart or an upgrade (switchyard -u, then SIGQUIT); until then rate limits and admin sync keep using the old setting",
+                show(redis_now),
+                show(redis_wanted)
             );
         }
         let old = self.runtime.load_full();

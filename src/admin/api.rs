@@ -1,7 +1,7 @@
 //! The admin REST API (SPEC §5): request routing, authentication (bearer tokens compared
 //! in constant time, CIDR allowlist), input validation and the JSON shapes.
 
-use super::state::{AddedBackend, StateStore};
+use super::state::{AddedBackend, PoolOverlay, StateStore};
 use super::view;
 use crate::config::parse::resolve_backend;
 use crate::config::AdminConfig;
@@ -200,17 +200,13 @@ impl Api {
         if pool.members().find(address).is_some() {
             return error(StatusCode::CONFLICT, "backend already in the pool");
         }
-        let updated = self.state.update(
-            &pool.name,
+        let is_static = pool.is_static(address);
+        self.change_overlay(
+            &pool,
             |o| {
                 o.deleted.remove(address);
                 o.draining.remove(address);
-                if pool
-                    .definition
-                    .backends
-                    .iter()
-                    .any(|b| b.address == address)
-                {
+                if is_static {
                     o.weights.insert(address.to_string(), weight);
                 } else {
                     o.added.retain(|a| a.address != address);
@@ -220,24 +216,49 @@ impl Api {
                     });
                 }
             },
-            |overlay| pool.set_overlay(overlay.clone()),
-        );
-        match updated {
-            Ok(_) => self.backend_reply(&pool, address, StatusCode::CREATED),
+            || self.backend_reply(&pool, address, StatusCode::CREATED),
+        )
+    }
+
+    /// The pool and the decoded address of one of its current backends, else the reply.
+    fn pool_backend(
+        &self,
+        pool_name: &str,
+        raw_address: &str,
+    ) -> Result<(Arc<Pool>, String), Reply> {
+        let Some(pool) = self.pool(pool_name) else {
+            return Err(error(StatusCode::NOT_FOUND, "no such pool"));
+        };
+        let Some(address) = percent_decode(raw_address) else {
+            return Err(bad_field("address", "bad percent-encoding"));
+        };
+        if pool.members().find(&address).is_none() {
+            return Err(error(StatusCode::NOT_FOUND, "no such backend in this pool"));
+        }
+        Ok((pool, address))
+    }
+
+    /// Applies `change` to the pool's overlay (persisted, shared, then live); `done`
+    /// builds the success reply.
+    fn change_overlay(
+        &self,
+        pool: &Pool,
+        change: impl FnOnce(&mut PoolOverlay),
+        done: impl FnOnce() -> Reply,
+    ) -> Reply {
+        match self.state.update(&pool.name, change, |overlay| {
+            pool.set_overlay(overlay.clone())
+        }) {
+            Ok(_) => done(),
             Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
         }
     }
 
     fn patch_backend(&self, pool_name: &str, raw_address: &str, body: &[u8]) -> Reply {
-        let Some(pool) = self.pool(pool_name) else {
-            return error(StatusCode::NOT_FOUND, "no such pool");
+        let (pool, address) = match self.pool_backend(pool_name, raw_address) {
+            Ok(found) => found,
+            Err(reply) => return reply,
         };
-        let Some(address) = percent_decode(raw_address) else {
-            return bad_field("address", "bad percent-encoding");
-        };
-        if pool.members().find(&address).is_none() {
-            return error(StatusCode::NOT_FOUND, "no such backend in this pool");
-        }
         let v = match json_body(
             body,
             &["weight", "draining"],
@@ -258,13 +279,9 @@ impl Api {
         if weight.is_none() && draining.is_none() {
             return bad_field("body", "nothing to change: give weight and/or draining");
         }
-        let is_static = pool
-            .definition
-            .backends
-            .iter()
-            .any(|b| b.address == address);
-        let updated = self.state.update(
-            &pool.name,
+        let is_static = pool.is_static(&address);
+        self.change_overlay(
+            &pool,
             |o| {
                 if let Some(w) = weight {
                     match o.added.iter_mut().find(|a| a.address == address) {
@@ -286,31 +303,18 @@ impl Api {
                     None => {}
                 }
             },
-            |overlay| pool.set_overlay(overlay.clone()),
-        );
-        match updated {
-            Ok(_) => self.backend_reply(&pool, &address, StatusCode::OK),
-            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
-        }
+            || self.backend_reply(&pool, &address, StatusCode::OK),
+        )
     }
 
     fn delete_backend(&self, pool_name: &str, raw_address: &str) -> Reply {
-        let Some(pool) = self.pool(pool_name) else {
-            return error(StatusCode::NOT_FOUND, "no such pool");
+        let (pool, address) = match self.pool_backend(pool_name, raw_address) {
+            Ok(found) => found,
+            Err(reply) => return reply,
         };
-        let Some(address) = percent_decode(raw_address) else {
-            return bad_field("address", "bad percent-encoding");
-        };
-        if pool.members().find(&address).is_none() {
-            return error(StatusCode::NOT_FOUND, "no such backend in this pool");
-        }
-        let is_static = pool
-            .definition
-            .backends
-            .iter()
-            .any(|b| b.address == address);
-        let updated = self.state.update(
-            &pool.name,
+        let is_static = pool.is_static(&address);
+        self.change_overlay(
+            &pool,
             |o| {
                 o.added.retain(|a| a.address != address);
                 o.weights.remove(&address);
@@ -319,16 +323,12 @@ impl Api {
                     o.deleted.insert(address.clone());
                 }
             },
-            |overlay| pool.set_overlay(overlay.clone()),
-        );
-        match updated {
-            Ok(_) => Reply {
+            || Reply {
                 status: StatusCode::NO_CONTENT,
                 content_type: "application/json",
                 body: Vec::new(),
             },
-            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
-        }
+        )
     }
 
     fn backend_reply(&self, pool: &Pool, address: &str, status: StatusCode) -> Reply {

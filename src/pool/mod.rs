@@ -314,6 +314,14 @@ impl Pool {
         self.overlay.lock().map(|o| o.clone()).unwrap_or_default()
     }
 
+    /// True when `address` is one of the file's backends (not added or discovered).
+    pub fn is_static(&self, address: &str) -> bool {
+        self.definition
+            .backends
+            .iter()
+            .any(|b| b.address == address)
+    }
+
     /// Replaces the admin API's changes to this pool and rebuilds the membership.
     pub fn set_overlay(&self, overlay: PoolOverlay) {
         if let Ok(mut o) = self.overlay.lock() {

@@ -198,7 +198,7 @@ fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), String> {
         server.add_service(service);
     }
     if let Some(cluster) = &config.cluster {
-        let link = Cluster::new(&cluster.redis);
+        let link = Cluster::new(&cluster.redis, cluster.timeout);
         let _ = CLUSTER.set(link.clone());
         server.add_service(background_service("cluster link", ClusterLink(link)));
         server.add_service(background_service(

@@ -177,6 +177,6 @@ pub fn config(c: &Config) -> Value {
             "pool": t.pool,
             "idle_timeout": secs(t.idle_timeout),
         })).collect::<Vec<_>>(),
-        "cluster": c.cluster.as_ref().map(|_| json!({"redis": REDACTED})),
+        "cluster": c.cluster.as_ref().map(|cl| json!({"redis": REDACTED, "timeout": secs(cl.timeout)})),
     })
 }

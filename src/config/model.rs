@@ -412,5 +412,7 @@ pub struct TcpServiceConfig {
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
     pub redis: String,
+    /// The most a cluster-scope rate limit waits for Redis before deciding locally.
+    pub timeout: Duration,
     pub pos: Pos,
 }

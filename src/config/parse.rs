@@ -1131,8 +1131,21 @@ fn read_cluster(d: &mut Decoder, node: &Node) -> Option<ClusterConfig> {
     if m.get("redis").is_none() {
         d.error(m.pos, "cluster.redis", "is required");
     }
+    let timeout = duration(d, &mut m, "timeout", Duration::from_millis(20));
+    if timeout.is_zero() || timeout > Duration::from_secs(10) {
+        let pos = m.key_pos("timeout");
+        d.error(
+            pos,
+            "cluster.timeout",
+            "must be more than 0 and at most 10s",
+        );
+    }
     m.finish(d, |_| None);
-    Some(ClusterConfig { redis: redis?, pos })
+    Some(ClusterConfig {
+        redis: redis?,
+        timeout,
+        pos,
+    })
 }
 
 #[cfg(test)]

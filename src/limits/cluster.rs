@@ -1,6 +1,6 @@
 //! Rate limits shared by every instance through Redis (`scope: cluster`): one script
 //! call per request (token bucket or sliding window kept in Redis, timed by Redis's own
-//! clock so instances' clocks don't matter), bounded by a 20 ms timeout. While Redis is
+//! clock so instances' clocks don't matter), bounded by `cluster.timeout` (20 ms). While Redis is
 //! unreachable or slow, each instance falls back to its local limiter and says so once;
 //! it goes back to Redis by itself when Redis answers again.
 
@@ -12,8 +12,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// At most this much is added to a request by Redis.
-pub const TIMEOUT: Duration = Duration::from_millis(20);
 /// After a failure, Redis is not asked again for this long (requests use local limits).
 const BACKOFF: Duration = Duration::from_secs(1);
 
@@ -60,6 +58,8 @@ pub fn log_address(url: &str) -> String {
 
 pub struct Cluster {
     pub url: String,
+    /// At most this much is added to a request by Redis (`cluster.timeout`).
+    timeout: Duration,
     /// `log_address(url)`.
     at: String,
     link: ArcSwapOption<ConnectionManager>,
@@ -76,9 +76,10 @@ pub struct Cluster {
 pub static CLUSTER: OnceCell<Arc<Cluster>> = OnceCell::new();
 
 impl Cluster {
-    pub fn new(url: &str) -> Arc<Self> {
+    pub fn new(url: &str, timeout: Duration) -> Arc<Self> {
         Arc::new(Cluster {
             url: url.to_string(),
+            timeout,
             at: log_address(url),
             link: ArcSwapOption::empty(),
             script: redis::Script::new(SCRIPT),
@@ -148,7 +149,7 @@ impl Cluster {
             .arg(mode)
             .arg(format!("{}-{seq}", std::process::id()));
         let answer: Result<redis::RedisResult<(i64, i64)>, _> =
-            tokio::time::timeout(TIMEOUT, call.invoke_async(&mut conn)).await;
+            tokio::time::timeout(self.timeout, call.invoke_async(&mut conn)).await;
         match answer {
             Ok(Ok((allowed, wait_ms))) => {
                 if self.degraded.swap(false, Ordering::Relaxed) {
@@ -171,7 +172,7 @@ impl Cluster {
                 if !self.degraded.swap(true, Ordering::Relaxed) {
                     let why = match failed {
                         Ok(Err(e)) => e.to_string(),
-                        _ => format!("no answer within {TIMEOUT:?}"),
+                        _ => format!("no answer within {:?}", self.timeout),
                     };
                     log::warn!("cluster: Redis at {} failed ({why}); rate limits are local until it answers", self.at);
                 }

@@ -9,7 +9,7 @@ use crate::cli::Cli;
 use crate::config::{self, Config, Diagnostic, ListenerConfig};
 use crate::http::proxy::Proxy;
 use crate::limits::cluster::{Cluster, CLUSTER};
-use crate::observe::metrics;
+use crate::observe::{metrics, process_log};
 use crate::ops::reload::{on_sighup, on_sigusr1, Reloader};
 use crate::ops::shutdown::Signals;
 use crate::ops::tasks::{ClusterLink, LimiterJanitor, PoolTasks};
@@ -38,7 +38,7 @@ pub fn main(cli: &Cli) -> i32 {
             return 1;
         }
     };
-    init_logging(loaded.config.log.level);
+    process_log::init(loaded.config.log.level);
     if cli.test {
         for w in &loaded.warnings {
             eprintln!("warning: {w}");
@@ -71,34 +71,6 @@ fn report_invalid(path: &Path, errors: &[Diagnostic]) {
         errors.len(),
         if errors.len() == 1 { "" } else { "s" }
     );
-}
-
-/// `$SWITCHYARD_LOG` overrides `log.level`; process logs go to stderr.
-fn init_logging(configured: log::LevelFilter) {
-    let mut builder = env_logger::Builder::new();
-    // Everything passes the logger's own filter; `log::set_max_level` decides, so a
-    // reload can change the level.
-    builder
-        .filter_level(log::LevelFilter::Trace)
-        .filter_module("pingora_core", log::LevelFilter::Info)
-        .filter_module("pingora_proxy", log::LevelFilter::Info)
-        .target(env_logger::Target::Stderr);
-    let _ = builder.try_init();
-    apply_log_level(configured);
-    if let Ok(v) = std::env::var("SWITCHYARD_LOG") {
-        if config::parse::parse_level(&v).is_none() {
-            log::warn!("SWITCHYARD_LOG={v:?} is not a log level (error, warn, info, debug, trace); using {configured}");
-        }
-    }
-}
-
-/// Sets the process log level: `$SWITCHYARD_LOG` when valid, else `configured`.
-pub fn apply_log_level(configured: log::LevelFilter) {
-    let level = std::env::var("SWITCHYARD_LOG")
-        .ok()
-        .and_then(|v| config::parse::parse_level(&v))
-        .unwrap_or(configured);
-    log::set_max_level(level);
 }
 
 fn server_conf(cli: &Cli, c: &Config) -> ServerConf {

@@ -1387,3 +1387,34 @@ pools:
     assert!(!ok, "-t passed a missing upstream ca_file");
     assert!(err.contains(&missing), "{err}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Process log: failed handshakes are not errors of Switchyard's
+// ---------------------------------------------------------------------------------------
+
+#[test]
+fn a_failed_handshake_is_logged_at_debug_not_error() {
+    let pki = Pki::new();
+    let backend = Backend::start("a");
+    for (level, shown) in [("info", false), ("debug", true)] {
+        let port = listen_port();
+        let yaml = tls_config(port, &backend.address(), &[&pki.a], "", "");
+        let sy = Switchyard::start_with_env(&yaml, &[port], &[("SWITCHYARD_LOG", level)]);
+        // Plain HTTP to the TLS port: the handshake fails.
+        let _ = raw_exchange(port, b"GET / HTTP/1.1\r\nHost: a.example.com\r\n\r\n");
+        // A working handshake afterwards proves the failed one was processed.
+        let ok = TlsClient::sni("a.example.com").get(port, "/", &[]);
+        assert_eq!(ok.map(|r| r.status).ok(), Some(200));
+        let log = sy.stderr();
+        let lines: Vec<&str> = log.lines().filter(|l| l.contains("handshake")).collect();
+        assert!(
+            lines.iter().all(|l| !l.contains("ERROR")),
+            "SWITCHYARD_LOG={level}: a client's failed handshake is not an error line:\n{log}"
+        );
+        assert_eq!(
+            lines.iter().any(|l| l.contains("DEBUG")),
+            shown,
+            "SWITCHYARD_LOG={level}: the handshake failure at debug level:\n{log}"
+        );
+    }
+}

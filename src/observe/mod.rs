@@ -1,4 +1,5 @@
-//! Observability: the JSON access log and Prometheus metrics.
+//! Observability: the JSON access log, Prometheus metrics and the process log.
 
 pub mod access_log;
 pub mod metrics;
+pub mod process_log;

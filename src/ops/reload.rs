@@ -142,7 +142,7 @@ impl Reloader {
         }
         let old = self.runtime.load_full();
         let new = Runtime::build(&loaded.config, Some(&old), &self.state);
-        crate::server::apply_log_level(loaded.config.log.level);
+        crate::observe::process_log::apply_level(loaded.config.log.level);
         self.runtime.store(Arc::new(new));
         self.notify.send_modify(|g| *g += 1);
         log::info!(

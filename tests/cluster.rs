@@ -768,3 +768,94 @@ fn a_change_made_while_redis_is_down_is_shared_once_it_is_back() {
     }
     drop((a, b));
 }
+
+// ------------------------------------------------------------ TLS to Redis
+
+/// A private redis-server speaking only TLS on `port`, with a certificate for 127.0.0.1
+/// from a test CA (written to `ca_file`); stopped on drop.
+struct TlsRedis {
+    port: u16,
+    ca_file: String,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl TlsRedis {
+    fn start() -> Option<TlsRedis> {
+        let bin = find_program(&["redis-server"], &["/usr/bin", "/usr/local/bin"])?;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let ca = TestCa::new("Redis Test CA");
+        let ca_file = ca.write(dir.path(), "ca.pem");
+        let (cert, key) = ca.issue(&[("CN", "redis")], &["IP:127.0.0.1"], CertUse::Server);
+        let (cert_file, key_file) = write_pair(dir.path(), "redis", &cert, &[], &key);
+        let port = listen_port();
+        let child = std::process::Command::new(bin)
+            .args(["--port", "0", "--tls-port", &port.to_string()])
+            .args(["--tls-cert-file", &cert_file, "--tls-key-file", &key_file])
+            .args(["--tls-ca-cert-file", &ca_file, "--tls-auth-clients", "no"])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("start redis-server with TLS");
+        assert!(
+            wait_for_port(port, Duration::from_secs(10)),
+            "TLS redis on {port}"
+        );
+        Some(TlsRedis {
+            port,
+            ca_file,
+            child,
+            _dir: dir,
+        })
+    }
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn a_rediss_url_shares_limits_over_tls() {
+    let Some(redis) = TlsRedis::start() else {
+        eprintln!("SKIP: redis-server not found");
+        return;
+    };
+    let b = Backend::start("a");
+    let url = format!("rediss://127.0.0.1:{}/0", redis.port);
+    // Three requests in all, refilled at one a second: shared, A and B together get 3.
+    let routes = route("tls", "/tls", "rate: 1, burst: 3, key: route");
+    let env = [("SSL_CERT_FILE", redis.ca_file.as_str())];
+    let (pa, pb) = (listen_port(), listen_port());
+    let yaml =
+        |port| config(port, &url, &b, &routes).replace("  redis:", "  timeout: 500ms\n  redis:");
+    let a = Switchyard::start_with_env(&yaml(pa), &[pa], &env);
+    let bb = Switchyard::start_with_env(&yaml(pb), &[pb], &env);
+    for (name, sy) in [("A", &a), ("B", &bb)] {
+        assert!(
+            sy.wait_stderr(
+                "cluster: connected to Redis at 127.0.0.1",
+                1,
+                Duration::from_secs(10)
+            ),
+            "instance {name} connects to Redis over TLS:\n{}",
+            sy.stderr()
+        );
+    }
+    let admitted = (0..6)
+        .map(|i| get(if i % 2 == 0 { pa } else { pb }, "/tls/x").status)
+        .filter(|s| *s == 200)
+        .count();
+    // Local limits would admit 3 on each instance (6 in all).
+    assert!(
+        (3..=4).contains(&admitted),
+        "one shared allowance of 3 (plus at most one refill): admitted {admitted}"
+    );
+    let log = format!("{}{}", a.stderr(), bb.stderr());
+    assert!(!log.contains("rate limits are local"), "{log}");
+}

@@ -18,8 +18,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Renewal starts this long before the certificate expires.
 pub const RENEW_BEFORE: Duration = Duration::from_secs(30 * 86_400);
-/// The first retry after a failed order; doubled per failure up to `MAX_RETRY`.
-const FIRST_RETRY: Duration = Duration::from_secs(10);
+/// The first retry after a failed order; doubled per failure up to `MAX_RETRY`. Public
+/// CAs limit failed validations (Let's Encrypt: 5 per hour per name), which this
+/// schedule stays under: 1, 2, 4, 8, 16 min, then 32 and 60.
+const FIRST_RETRY: Duration = Duration::from_secs(60);
 const MAX_RETRY: Duration = Duration::from_secs(3600);
 /// Long sleeps are cut into these, so a wall-clock jump is noticed.
 const MAX_SLEEP: Duration = Duration::from_secs(12 * 3600);
@@ -198,9 +200,9 @@ mod tests {
 
     #[test]
     fn retries_back_off_to_an_hour() {
-        assert_eq!(retry_delay(1), Duration::from_secs(10));
-        assert_eq!(retry_delay(2), Duration::from_secs(20));
-        assert_eq!(retry_delay(4), Duration::from_secs(80));
+        assert_eq!(retry_delay(1), Duration::from_secs(60));
+        assert_eq!(retry_delay(2), Duration::from_secs(120));
+        assert_eq!(retry_delay(4), Duration::from_secs(480));
         assert_eq!(retry_delay(12), MAX_RETRY);
         assert_eq!(retry_delay(u32::MAX), MAX_RETRY);
     }

@@ -120,8 +120,13 @@ fn dns_names(cert: &X509) -> Vec<String> {
 }
 
 fn not_after_unix(cert: &X509) -> i64 {
+    unix_time(cert.not_after())
+}
+
+/// An ASN.1 time as Unix seconds (0 if it cannot be compared).
+pub fn unix_time(t: &openssl::asn1::Asn1TimeRef) -> i64 {
     let epoch = openssl::asn1::Asn1Time::from_unix(0);
-    match epoch.and_then(|e| e.diff(cert.not_after())) {
+    match epoch.and_then(|e| e.diff(t)) {
         Ok(d) => d.days as i64 * 86_400 + d.secs as i64,
         Err(_) => 0,
     }

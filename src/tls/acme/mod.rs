@@ -9,14 +9,16 @@ mod order;
 mod storage;
 
 use crate::config::AcmeConfig;
-use crate::tls::store::CertStore;
+use crate::tls::store::{unix_time, CertStore, Certified};
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Renewal starts this long before the certificate expires.
+/// Renewal starts this long before the certificate expires (SPEC §9), or with a third
+/// of its lifetime left when that is shorter: private CAs issue certificates for a day,
+/// which must not be re-ordered in a loop.
 pub const RENEW_BEFORE: Duration = Duration::from_secs(30 * 86_400);
 /// The first retry after a failed order; doubled per failure up to `MAX_RETRY`. Public
 /// CAs limit failed validations (Let's Encrypt: 5 per hour per name), which this
@@ -33,8 +35,8 @@ pub struct AcmeService {
     config: AcmeConfig,
     storage: storage::Storage,
     store: Arc<CertStore>,
-    /// Expiry (Unix seconds) of the stored certificate installed at startup.
-    stored_expiry: Option<i64>,
+    /// When the stored certificate installed at startup is due for renewal (Unix s).
+    stored_due: Option<i64>,
 }
 
 impl AcmeService {
@@ -48,20 +50,20 @@ impl AcmeService {
     ) -> Result<AcmeService, String> {
         let storage = storage::Storage::new(&config.storage, &config.domains);
         let domains = config.domains.join(", ");
-        let mut stored_expiry = None;
+        let mut stored_due = None;
         match storage.certificate(&config.domains) {
             Ok(Some(cert)) => {
                 log::info!(
                     "listener {listener}: serving the stored ACME certificate for {domains} ({})",
                     storage.cert_path().display()
                 );
-                stored_expiry = Some(cert.not_after);
+                stored_due = Some(renewal_due(&cert));
                 store.set_acme(cert);
             }
             Ok(None) => {}
             Err(e) => log::warn!("listener {listener}: ignoring the stored ACME certificate: {e}"),
         }
-        if stored_expiry.is_none() {
+        if stored_due.is_none() {
             if store.current().list.is_empty() {
                 store.set_acme(storage::placeholder(&config.domains)?);
                 log::warn!(
@@ -80,14 +82,15 @@ impl AcmeService {
             config: config.clone(),
             storage,
             store: store.clone(),
-            stored_expiry,
+            stored_due,
         })
     }
 
-    /// Serves and stores an issued certificate; returns its expiry.
+    /// Serves and stores an issued certificate; returns when it is due for renewal.
     fn install(&self, issued: order::Issued) -> Result<i64, String> {
         let cert = storage::parse(&issued.chain_pem, &issued.key_pem)?;
         let expiry = cert.not_after;
+        let due = renewal_due(&cert);
         self.store.set_acme(cert);
         crate::tls::publish_expiry(&self.listener, &self.store);
         log::info!(
@@ -104,27 +107,27 @@ impl AcmeService {
                 self.listener
             );
         }
-        Ok(expiry)
+        Ok(due)
     }
 }
 
 #[async_trait]
 impl BackgroundService for AcmeService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let mut expiry = self.stored_expiry;
+        let mut due = self.stored_due;
         let mut failures = 0u32;
         loop {
             let delay = if failures > 0 {
                 retry_delay(failures)
             } else {
-                until_due(expiry, now())
+                until(due, now())
             };
             if !delay.is_zero() {
                 tokio::select! {
                     _ = shutdown.changed() => return,
                     _ = tokio::time::sleep(delay.min(MAX_SLEEP)) => {}
                 }
-                if failures == 0 && !until_due(expiry, now()).is_zero() {
+                if failures == 0 && !until(due, now()).is_zero() {
                     continue;
                 }
             }
@@ -137,13 +140,13 @@ impl BackgroundService for AcmeService {
                 .and_then(|r| r)
                 .and_then(|issued| self.install(issued));
             match installed {
-                Ok(not_after) => {
-                    expiry = Some(not_after);
+                Ok(next) => {
+                    due = Some(next);
                     failures = 0;
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
-                    let serving = if expiry.is_some() {
+                    let serving = if due.is_some() {
                         "the current certificate keeps serving"
                     } else {
                         "the listener keeps serving what it has"
@@ -167,13 +170,21 @@ fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// Time until renewal is due: zero without a certificate or inside the window.
-fn until_due(expiry: Option<i64>, now: i64) -> Duration {
-    let Some(expiry) = expiry else {
-        return Duration::ZERO;
-    };
-    let due = expiry - RENEW_BEFORE.as_secs() as i64;
-    Duration::from_secs(due.saturating_sub(now).max(0) as u64)
+/// When `cert` is due for renewal (Unix seconds).
+fn renewal_due(cert: &Certified) -> i64 {
+    let not_before = cert
+        .chain
+        .first()
+        .map_or(cert.not_after, |leaf| unix_time(leaf.not_before()));
+    let lifetime = (cert.not_after - not_before).max(0);
+    cert.not_after - (RENEW_BEFORE.as_secs() as i64).min(lifetime / 3)
+}
+
+/// Time until `due`: zero without a certificate or once due.
+fn until(due: Option<i64>, now: i64) -> Duration {
+    due.map_or(Duration::ZERO, |due| {
+        Duration::from_secs(due.saturating_sub(now).max(0) as u64)
+    })
 }
 
 fn retry_delay(failures: u32) -> Duration {
@@ -186,16 +197,43 @@ fn retry_delay(failures: u32) -> Duration {
 mod tests {
     use super::*;
 
+    /// A certificate valid from `from_days` to `to_days` (relative to now).
+    fn valid(from_days: i64, to_days: i64) -> Certified {
+        let mut c =
+            storage::placeholder(&["a.example.test".to_string()]).unwrap_or_else(|e| panic!("{e}"));
+        let day = 86_400;
+        let at = |d: i64| {
+            openssl::asn1::Asn1Time::from_unix(now() + d * day).unwrap_or_else(|e| panic!("{e}"))
+        };
+        let mut b = openssl::x509::X509::builder().unwrap_or_else(|e| panic!("{e}"));
+        let _ = b.set_not_before(&at(from_days));
+        let _ = b.set_not_after(&at(to_days));
+        let _ = b.set_pubkey(&c.key);
+        let _ = b.sign(&c.key, openssl::hash::MessageDigest::sha256());
+        let leaf = b.build();
+        c.not_after = unix_time(leaf.not_after());
+        c.chain = vec![leaf];
+        c
+    }
+
     #[test]
     fn renewal_is_due_thirty_days_before_expiry() {
         let day = 86_400;
-        assert_eq!(until_due(None, 1_000), Duration::ZERO);
-        assert_eq!(
-            until_due(Some(1_000 + 31 * day), 1_000),
-            Duration::from_secs(day as u64)
-        );
-        assert_eq!(until_due(Some(1_000 + 30 * day), 1_000), Duration::ZERO);
-        assert_eq!(until_due(Some(1_000 + 10 * day), 1_000), Duration::ZERO);
+        // A 90-day certificate: 30 days before it expires.
+        let c = valid(-10, 80);
+        assert_eq!(renewal_due(&c), c.not_after - 30 * day);
+        let wait = until(Some(renewal_due(&c)), now()).as_secs() as i64;
+        assert!((49 * day..=50 * day).contains(&wait), "{wait}");
+        assert_eq!(until(None, now()), Duration::ZERO);
+        assert_eq!(until(Some(now() - 5), now()), Duration::ZERO);
+    }
+
+    #[test]
+    fn short_certificates_renew_with_a_third_of_their_life_left() {
+        // A one-day certificate from a private CA: after 16 hours, not at once.
+        let c = valid(0, 1);
+        assert_eq!(renewal_due(&c), c.not_after - 86_400 / 3);
+        assert!(!until(Some(renewal_due(&c)), now()).is_zero());
     }
 
     #[test]

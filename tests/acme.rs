@@ -18,9 +18,12 @@ const DOMAINS: [&str; 2] = ["switchyard.test", "www.switchyard.test"];
 struct Pebble {
     acme_port: u16,
     management_port: u16,
+    dns_port: u16,
+    dns_management_port: u16,
     /// The CA of Pebble's own HTTPS certificate (not of the certificates it issues).
     https_ca: X509,
     https_ca_file: String,
+    programs: (PathBuf, PathBuf),
     children: Vec<Child>,
     dir: tempfile::TempDir,
 }
@@ -46,13 +49,7 @@ impl Pebble {
             CertUse::Server,
         );
         let (cert_file, key_file) = write_pair(dir.path(), "pebble", &cert, &[], &key);
-        let (acme_port, management_port, dns_port, dns_management_port, tls_port) = (
-            listen_port(),
-            listen_port(),
-            listen_port(),
-            listen_port(),
-            listen_port(),
-        );
+        let (acme_port, management_port, tls_port) = (listen_port(), listen_port(), listen_port());
         let config = serde_json::json!({ "pebble": {
             "listenAddress": format!("127.0.0.1:{acme_port}"),
             "managementListenAddress": format!("127.0.0.1:{management_port}"),
@@ -63,22 +60,49 @@ impl Pebble {
             "ocspResponderURL": "",
             "externalAccountBindingRequired": false,
         }});
-        let config_file = dir.path().join("pebble.json");
-        std::fs::write(&config_file, config.to_string()).expect("write pebble config");
-        let log = |name: &str| std::fs::File::create(dir.path().join(name)).expect("log file");
-        let dns_server = Command::new(dns)
+        std::fs::write(dir.path().join("pebble.json"), config.to_string())
+            .expect("write pebble config");
+        let mut p = Pebble {
+            acme_port,
+            management_port,
+            dns_port: listen_port(),
+            dns_management_port: listen_port(),
+            https_ca: ca.cert.clone(),
+            https_ca_file,
+            programs: (pebble, dns),
+            children: Vec::new(),
+            dir,
+        };
+        p.launch();
+        Some(p)
+    }
+
+    /// Starts both processes (again) on the same ports; a restarted Pebble has a new
+    /// root and has forgotten every account and order.
+    fn launch(&mut self) {
+        let log = |name: &str| {
+            std::fs::File::options()
+                .create(true)
+                .append(true)
+                .open(self.dir.path().join(name))
+                .expect("log file")
+        };
+        let dns_server = Command::new(&self.programs.1)
             .args(["-defaultIPv4", "127.0.0.1", "-defaultIPv6", ""])
-            .args(["-dns01", &format!("127.0.0.1:{dns_port}")])
-            .args(["-management", &format!("127.0.0.1:{dns_management_port}")])
+            .args(["-dns01", &format!("127.0.0.1:{}", self.dns_port)])
+            .args([
+                "-management",
+                &format!("127.0.0.1:{}", self.dns_management_port),
+            ])
             .args(["-http01", "", "-https01", "", "-tlsalpn01", ""])
             .stdout(log("challtestsrv.log"))
             .stderr(Stdio::null())
             .spawn()
             .expect("start pebble-challtestsrv");
-        let acme = Command::new(pebble)
+        let acme = Command::new(&self.programs.0)
             .arg("-config")
-            .arg(&config_file)
-            .args(["-dnsserver", &format!("127.0.0.1:{dns_port}")])
+            .arg(self.dir.path().join("pebble.json"))
+            .args(["-dnsserver", &format!("127.0.0.1:{}", self.dns_port)])
             // Validate at once, accept every nonce, and never reuse an authorization:
             // each order really asks Switchyard for its HTTP-01 answers.
             .env("PEBBLE_VA_NOSLEEP", "1")
@@ -88,22 +112,14 @@ impl Pebble {
             .stderr(Stdio::null())
             .spawn()
             .expect("start pebble");
-        let p = Pebble {
-            acme_port,
-            management_port,
-            https_ca: ca.cert.clone(),
-            https_ca_file,
-            children: vec![dns_server, acme],
-            dir,
-        };
-        for port in [acme_port, management_port] {
+        self.children = vec![dns_server, acme];
+        for port in [self.acme_port, self.management_port] {
             assert!(
                 wait_for_port(port, Duration::from_secs(10)),
                 "pebble did not listen on {port}; log:\n{}",
-                p.log()
+                self.log()
             );
         }
-        Some(p)
     }
 
     fn directory(&self) -> String {
@@ -561,5 +577,58 @@ fn acme_configuration_errors_are_reported() {
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_ca_that_forgot_the_account_gets_a_new_one() {
+    let (http, https) = (listen_port(), listen_port());
+    let Some(mut pebble) = Pebble::start(http) else {
+        return;
+    };
+    let backend = Backend::start("app");
+    let state = tempfile::tempdir().expect("tempdir");
+    let storage = storage_dir(&state);
+    let config = acme_config(
+        (http, https, listen_port()),
+        &pebble.directory(),
+        &storage,
+        Some(&pebble.https_ca_file),
+        &backend.address(),
+    );
+    let sy = Switchyard::start(&config, &[http, https]);
+    let root = pebble.root();
+    let first = wait_for(Duration::from_secs(60), || {
+        verifies(https, DOMAINS[0], &root).ok()
+    });
+    assert!(first.is_some(), "first certificate:\n{}", sy.stderr());
+    drop(sy);
+
+    // Pebble restarts empty; one more domain makes the stored certificate too small, so
+    // the restarted Switchyard orders with its stored, now unknown, account.
+    pebble.stop();
+    pebble.launch();
+    let more = config.replace(
+        "domains: [switchyard.test,",
+        "domains: [api.switchyard.test, switchyard.test,",
+    );
+    assert_ne!(more, config);
+    let sy = Switchyard::start(&more, &[http, https]);
+    let root = pebble.root();
+    let issued = wait_for(Duration::from_secs(60), || {
+        verifies(https, "api.switchyard.test", &root).ok()
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "no certificate after the CA forgot the account:\n{}\npebble:\n{}",
+            sy.stderr(),
+            pebble.log()
+        )
+    });
+    assert_eq!(dns_sans(&issued).len(), 3, "{:?}", dns_sans(&issued));
+    assert!(
+        sy.stderr().contains("no longer knows the stored account"),
+        "{}",
+        sy.stderr()
     );
 }

@@ -21,16 +21,29 @@ pub struct Issued {
 
 /// Runs a whole order; the error says which step failed and the CA's problem detail.
 pub async fn obtain(cfg: &AcmeConfig, storage: &Storage) -> Result<Issued, String> {
-    let account = account(cfg, storage).await?;
     let identifiers: Vec<Identifier> = cfg
         .domains
         .iter()
         .map(|d| Identifier::Dns(d.clone()))
         .collect();
-    let mut order = account
-        .new_order(&NewOrder::new(&identifiers))
-        .await
-        .map_err(|e| format!("new order: {e}"))?;
+    let new_order = NewOrder::new(&identifiers);
+    let mut order = match account(cfg, storage).await?.new_order(&new_order).await {
+        Ok(order) => order,
+        // A CA that was reset (a private one, a test one) forgets accounts.
+        Err(e) if unknown_account(&e) => {
+            log::warn!(
+                "ACME: {} no longer knows the stored account; creating a new one",
+                cfg.directory
+            );
+            storage.forget_account();
+            account(cfg, storage)
+                .await?
+                .new_order(&new_order)
+                .await
+                .map_err(|e| format!("new order: {e}"))?
+        }
+        Err(e) => return Err(format!("new order: {e}")),
+    };
     let mut published = Published(Vec::new());
     let mut authorizations = order.authorizations();
     while let Some(next) = authorizations.next().await {
@@ -106,6 +119,11 @@ async fn account(cfg: &AcmeConfig, storage: &Storage) -> Result<Account, String>
         cfg.email
     );
     Ok(account)
+}
+
+fn unknown_account(e: &instant_acme::Error) -> bool {
+    matches!(e, instant_acme::Error::Api(p)
+        if p.r#type.as_deref().is_some_and(|t| t.ends_with(":accountDoesNotExist")))
 }
 
 /// The CA's explanation of a failed order: the order's problem, else its challenges'.

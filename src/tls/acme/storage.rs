@@ -77,6 +77,11 @@ impl Storage {
         }
     }
 
+    /// Drops the stored account (the CA no longer knows it).
+    pub fn forget_account(&self) {
+        let _ = std::fs::remove_file(self.account_path());
+    }
+
     pub fn save_account(
         &self,
         directory: &str,

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -521,6 +521,43 @@ pub fn spread(port: u16, path: &str, n: usize) -> HashMap<String, usize> {
     counts
 }
 
+/// Counts of `X-Backend` over `n` GETs of `path`, each asserted to be a 200.
+pub fn served_by(port: u16, path: &str, n: usize) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for i in 0..n {
+        let r = get(port, path);
+        assert_eq!(r.status, 200, "request {i} of {n} to {path} failed: {r:?}");
+        *counts
+            .entry(r.header("x-backend").unwrap_or("none").to_string())
+            .or_insert(0) += 1;
+    }
+    counts
+}
+
+/// The BACKEND `address` of an admin API POOL (JSON), if it is there.
+pub fn backend_in(pool: &Value, address: &str) -> Option<Value> {
+    pool["backends"]
+        .as_array()?
+        .iter()
+        .find(|b| b["address"] == address)
+        .cloned()
+}
+
+/// Calls `done` every `every` until it returns true (then true) or `limit` has passed
+/// (then false).
+pub fn wait_until(limit: Duration, every: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(every);
+    }
+}
+
 pub fn path_exists(p: &Path) -> bool {
     p.exists()
 }
@@ -646,6 +683,11 @@ impl Backend {
         Self::serve_on(name, listener, behaviour)
     }
 
+    /// Waits (bounded by `limit`) until this backend has seen at least `n` requests.
+    pub fn wait_count(&self, n: usize, limit: Duration) -> bool {
+        wait_until(limit, Duration::from_millis(10), || self.count() >= n)
+    }
+
     /// The paths of every request this backend saw, in order.
     pub fn paths(&self) -> Vec<String> {
         self.seen
@@ -658,11 +700,7 @@ impl Backend {
 impl Switchyard {
     /// Sends `signal` (e.g. "-HUP") to the process with kill(1).
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.pid().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill {signal} {} failed", self.pid());
+        signal_process(signal, self.pid());
     }
 
     /// Replaces the configuration file (`{dir}` is replaced as in `write_config`).
@@ -680,17 +718,32 @@ impl Switchyard {
 
     /// Waits (bounded by `limit`) until `needle` occurs at least `count` times in stderr.
     pub fn wait_stderr(&self, needle: &str, count: usize, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        loop {
-            if self.stderr_count(needle) >= count {
-                return true;
-            }
-            if Instant::now() > deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until(limit, Duration::from_millis(20), || {
+            self.stderr_count(needle) >= count
+        })
     }
+
+    /// Like `wait_stderr`, failing the test (with stderr) when `needle` does not come;
+    /// returns how long it took.
+    pub fn expect_stderr(&self, needle: &str, count: usize, limit: Duration) -> Duration {
+        let t = Instant::now();
+        assert!(
+            self.wait_stderr(needle, count, limit),
+            "no {needle:?} (x{count}) within {limit:?}; stderr:\n{}",
+            self.stderr()
+        );
+        t.elapsed()
+    }
+}
+
+/// The log line of a health check taking backend `addr` out.
+pub fn went_down(addr: &str) -> String {
+    format!("backend {addr} healthy -> unhealthy")
+}
+
+/// The log line of a health check bringing backend `addr` back.
+pub fn came_up(addr: &str) -> String {
+    format!("backend {addr} unhealthy -> healthy")
 }
 
 /// A backend that dies like a killed process: `kill()` closes its listener and every
@@ -1419,17 +1472,77 @@ pub fn send_signal(pid: u32, sig: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Sends `signal` to `pid` with kill(1), failing the test if that fails.
+pub fn signal_process(signal: &str, pid: u32) {
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} {pid} failed");
+}
+
+/// Is `pid` a live (not zombie) process?
+pub fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            // The state follows the parenthesised command name.
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .unwrap_or("");
+            state != "Z" && state != "X"
+        }
+        // With /proc mounted, no entry means no process; without it, ask kill -0.
+        Err(_) if Path::new("/proc/self").exists() => false,
+        Err(_) => Command::new("kill")
+            .args(["-0", &pid.to_string()])
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false),
+    }
+}
+
+/// Kills the processes of these pids on drop (daemonised instances are not our children).
+pub struct PidGuard(pub Vec<u32>);
+
+impl Drop for PidGuard {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            if pid_alive(*pid) {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        }
+    }
+}
+
+/// A switchyard command without the inherited $SWITCHYARD_CONFIG / $SWITCHYARD_LOG.
+pub fn switchyard_command() -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_remove("SWITCHYARD_CONFIG")
+        .env_remove("SWITCHYARD_LOG")
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Polls `child` until it exits, at most `limit`: its exit status, or None.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let mut status = None;
+    wait_until(limit, Duration::from_millis(20), || {
+        status = child.try_wait().ok().flatten();
+        status.is_some()
+    });
+    status
+}
+
 /// Waits for `child` to exit, `limit` at most; kills it (SIGKILL) if it has not.
 pub fn wait_or_kill(child: &mut Child, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    if wait_exit(child, limit).is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
     }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// Runs `cmd` with its output captured, killing it after `limit`.

@@ -129,13 +129,7 @@ fn a_request_writes_one_line_with_exactly_the_spec_fields() {
 
 #[test]
 fn a_post_is_logged_with_its_method_and_status() {
-    let b = Backend::start_with(
-        "a",
-        Behaviour {
-            status: 201,
-            ..Behaviour::default()
-        },
-    );
+    let b = Backend::start_with("a", Behaviour::with_status(201));
     let port = listen_port();
     let sy = Switchyard::start(&web(port, &b, API_ROUTE), &[port]);
     let r = request(

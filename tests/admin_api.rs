@@ -658,10 +658,7 @@ fn weight_and_draining_change_the_traffic() {
 #[test]
 fn draining_lets_in_flight_requests_finish() {
     let s = Setup::start();
-    s.c.set(Behaviour {
-        delay: Duration::from_millis(1500),
-        ..Behaviour::default()
-    });
+    s.c.set(Behaviour::with_delay(Duration::from_millis(1500)));
     let web = s.web;
     let slow = std::thread::spawn(move || get(web, "/other/slow"));
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -1295,13 +1292,7 @@ fn changing_the_weight_keeps_a_backend_unhealthy() {
 #[test]
 fn changing_the_weight_keeps_an_open_circuit_open() {
     let ok = Backend::start("ok");
-    let bad = Backend::start_with(
-        "bad",
-        Behaviour {
-            status: 500,
-            ..Behaviour::default()
-        },
-    );
+    let bad = Backend::start_with("bad", Behaviour::with_status(500));
     let (admin, web) = (listen_port(), listen_port());
     let keys = "    circuit_breaker: { failure_threshold: 2, open_for: 10m }\n";
     let _sy = Switchyard::start(

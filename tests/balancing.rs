@@ -318,13 +318,7 @@ fn consistent_hash_moves_few_keys_when_a_backend_leaves() {
 
 #[test]
 fn least_conn_prefers_the_backend_with_fewer_requests_in_flight() {
-    let slow = Backend::start_with(
-        "slow",
-        Behaviour {
-            delay: Duration::from_millis(300),
-            ..Behaviour::default()
-        },
-    );
+    let slow = Backend::start_with("slow", Behaviour::with_delay(Duration::from_millis(300)));
     let fast = Backend::start("fast");
     let port = free_port();
     let yaml = config(

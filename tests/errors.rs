@@ -75,10 +75,7 @@ fn closed_backend_is_502_plain_text_with_request_id() {
 
 #[test]
 fn slow_backend_is_504_and_is_not_retried() {
-    let slow = Behaviour {
-        delay: Duration::from_millis(1500),
-        ..Behaviour::default()
-    };
+    let slow = Behaviour::with_delay(Duration::from_millis(1500));
     let (a, b) = (
         Backend::start_with("a", slow.clone()),
         Backend::start_with("b", slow),

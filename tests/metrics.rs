@@ -342,10 +342,7 @@ struct FixtureAddrs {
 
 impl Fixture {
     fn start() -> Fixture {
-        let five_hundred = Behaviour {
-            status: 500,
-            ..Behaviour::default()
-        };
+        let five_hundred = Behaviour::with_status(500);
         let ok1 = Backend::start("ok1");
         let ok2 = Backend::start("ok2");
         let bad = Backend::start_with("bad", five_hundred.clone());

@@ -88,13 +88,7 @@ fn a_stopped_backend_drops_out_and_comes_back_after_a_restart() {
 
 #[test]
 fn http_check_failing_with_500_takes_the_backend_out_and_back() {
-    let sick = Backend::start_with(
-        "sick",
-        Behaviour {
-            status: 500,
-            ..Behaviour::default()
-        },
-    );
+    let sick = Backend::start_with("sick", Behaviour::with_status(500));
     let well = Backend::start("well");
     let port = listen_port();
     let pools = pool_yaml("p", "    retries: 0\n    health_check: { kind: http, path: /health, interval: 200ms, timeout: 200ms, healthy_threshold: 2, unhealthy_threshold: 2 }\n", &[sick.address(), well.address()]);
@@ -127,15 +121,8 @@ fn http_check_failing_with_500_takes_the_backend_out_and_back() {
 
 #[test]
 fn expect_status_ranges_decide_health() {
-    let with_status = |name: &str, status: u16| {
-        Backend::start_with(
-            name,
-            Behaviour {
-                status,
-                ..Behaviour::default()
-            },
-        )
-    };
+    let with_status =
+        |name: &str, status: u16| Backend::start_with(name, Behaviour::with_status(status));
     // 503 is healthy when 500-599 is expected; 202 is not "200"; 202 is in "200-202".
     let five = with_status("five", 503);
     let exact = with_status("exact", 202);
@@ -230,10 +217,7 @@ fn backups_take_over_and_hand_back() {
 
 #[test]
 fn circuit_opens_after_exactly_failure_threshold_5xx() {
-    let failing = Behaviour {
-        status: 500,
-        ..Behaviour::default()
-    };
+    let failing = Behaviour::with_status(500);
     let bad = Backend::start_with("bad", failing.clone());
     let good = Backend::start("good");
     let solo = Backend::start_with("solo", failing.clone());
@@ -291,13 +275,7 @@ fn circuit_opens_after_exactly_failure_threshold_5xx() {
 
 #[test]
 fn half_open_admits_exactly_the_trial_requests() {
-    let x = Backend::start_with(
-        "x",
-        Behaviour {
-            status: 500,
-            ..Behaviour::default()
-        },
-    );
+    let x = Backend::start_with("x", Behaviour::with_status(500));
     let pools = pool_yaml("p", "    health_check: { kind: none }\n    circuit_breaker: { failure_threshold: 2, open_for: 500ms, half_open_requests: 2 }\n", &[x.address()]);
     let port = listen_port();
     let _sy = Switchyard::start(&config(port, &pools, ROUTE_ALL), &[port]);
@@ -348,10 +326,7 @@ fn half_open_admits_exactly_the_trial_requests() {
 
 #[test]
 fn max_connections_skips_full_backends_and_refuses_at_once_when_all_are_full() {
-    let slow = Behaviour {
-        delay: Duration::from_millis(1000),
-        ..Behaviour::default()
-    };
+    let slow = Behaviour::with_delay(Duration::from_millis(1000));
     let s1 = Backend::start_with("s1", slow.clone());
     let s2 = Backend::start_with("s2", slow);
     let pools = pool_yaml(

@@ -72,6 +72,24 @@ impl Default for Behaviour {
     }
 }
 
+impl Behaviour {
+    /// Answers every request with `status`.
+    pub fn with_status(status: u16) -> Behaviour {
+        Behaviour {
+            status,
+            ..Behaviour::default()
+        }
+    }
+
+    /// Answers every request after `delay`.
+    pub fn with_delay(delay: Duration) -> Behaviour {
+        Behaviour {
+            delay,
+            ..Behaviour::default()
+        }
+    }
+}
+
 /// A small HTTP/1.1 server on its own thread: answers `backend NAME` with an
 /// `X-Backend: NAME` header, records every request and counts connections.
 pub struct Backend {
@@ -1501,6 +1519,19 @@ pub fn pid_alive(pid: u32) -> bool {
             .map(|s| s.success())
             .unwrap_or(false),
     }
+}
+
+/// Reads a live pid other than `not` from `pid_file`, waiting `limit` at most.
+pub fn wait_pid_file(pid_file: &Path, not: Option<u32>, limit: Duration) -> Option<u32> {
+    let mut pid = None;
+    wait_until(limit, Duration::from_millis(25), || {
+        pid = std::fs::read_to_string(pid_file)
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok())
+            .filter(|p| Some(*p) != not && pid_alive(*p));
+        pid.is_some()
+    });
+    pid
 }
 
 /// Kills the processes of these pids on drop (daemonised instances are not our children).

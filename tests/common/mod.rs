@@ -81,6 +81,17 @@ impl Behaviour {
         }
     }
 
+    /// Answers every request with these extra response headers.
+    pub fn with_headers(headers: &[(&str, &str)]) -> Behaviour {
+        Behaviour {
+            extra_headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            ..Behaviour::default()
+        }
+    }
+
     /// Answers every request after `delay`.
     pub fn with_delay(delay: Duration) -> Behaviour {
         Behaviour {
@@ -458,6 +469,14 @@ impl Reply {
             .get(&name.to_ascii_lowercase())
             .and_then(|v| v.first())
             .map(|s| s.as_str())
+    }
+
+    /// Every value of header `name`, in order.
+    pub fn header_all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(|v| v.iter().map(String::as_str).collect())
+            .unwrap_or_default()
     }
 }
 

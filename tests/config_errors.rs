@@ -126,6 +126,16 @@ fn expect_error(yaml: &str, at: (usize, usize), keypath: &str) -> String {
     error_line(&out, &path, at, keypath)
 }
 
+/// `switchyard -t` on `yaml` must report every (position, key path) of `errors`;
+/// returns all of its error lines.
+fn expect_errors(yaml: &str, errors: &[((usize, usize), &str)]) -> Vec<String> {
+    let (out, path, _dir) = check_config(yaml);
+    for (at, keypath) in errors {
+        error_line(&out, &path, *at, keypath);
+    }
+    error_lines(&out, &path)
+}
+
 /// `switchyard -t` on `yaml` (with `env`) must exit 0; returns its output.
 fn expect_valid(yaml: &str, env: &[(&str, &str)]) -> Output {
     let (out, _path, _dir) = check_config_env(yaml, env);
@@ -216,10 +226,13 @@ fn unknown_nested_key_is_reported_at_the_key_with_its_path() {
         wieght: 2
 ",
     );
-    let (out, path, _dir) = check_config(&yaml);
-    let at = |text: &str| locate(&yaml, text, 0);
-    error_line(&out, &path, at("algoritm:"), "pools[1].algoritm");
-    error_line(&out, &path, at("wieght:"), "pools[1].backends[0].wieght");
+    expect_errors(
+        &yaml,
+        &[
+            (locate(&yaml, "algoritm:", 0), "pools[1].algoritm"),
+            (locate(&yaml, "wieght:", 0), "pools[1].backends[0].wieght"),
+        ],
+    );
 }
 
 #[test]
@@ -591,9 +604,13 @@ pools:
     timeouts: [1s]
 {ROUTE}"
     );
-    let (out, path, _dir) = check_config(&yaml);
-    error_line(&out, &path, locate(&yaml, "[1, 2]", 0), "server");
-    error_line(&out, &path, locate(&yaml, "[1s]", 0), "pools[0].timeouts");
+    expect_errors(
+        &yaml,
+        &[
+            (locate(&yaml, "[1, 2]", 0), "server"),
+            (locate(&yaml, "[1s]", 0), "pools[0].timeouts"),
+        ],
+    );
 }
 
 #[test]
@@ -617,32 +634,21 @@ pools:
         weight: 0
 {ROUTE}"
     );
-    let (out, path, _dir) = check_config(&yaml);
-    error_line(
-        &out,
-        &path,
-        value_pos(&yaml, "grace_period: fast", 0),
-        "server.grace_period",
+    let lines = expect_errors(
+        &yaml,
+        &[
+            (
+                value_pos(&yaml, "grace_period: fast", 0),
+                "server.grace_period",
+            ),
+            (locate(&yaml, "10.0.0.0/99", 0), "server.trusted_proxies[0]"),
+            (locate(&yaml, "algoritm:", 0), "pools[0].algoritm"),
+            (
+                value_pos(&yaml, "weight: 0", 0),
+                "pools[0].backends[0].weight",
+            ),
+        ],
     );
-    error_line(
-        &out,
-        &path,
-        locate(&yaml, "10.0.0.0/99", 0),
-        "server.trusted_proxies[0]",
-    );
-    error_line(
-        &out,
-        &path,
-        locate(&yaml, "algoritm:", 0),
-        "pools[0].algoritm",
-    );
-    error_line(
-        &out,
-        &path,
-        value_pos(&yaml, "weight: 0", 0),
-        "pools[0].backends[0].weight",
-    );
-    let lines = error_lines(&out, &path);
     assert_eq!(lines.len(), 4, "expected exactly 4 error lines: {lines:#?}");
 }
 
@@ -660,20 +666,16 @@ routes:
     pool: nowhere
 "
     );
-    let (out, path, _dir) = check_config(&yaml);
-    error_line(
-        &out,
-        &path,
-        value_pos(&yaml, "weight: 0", 0),
-        "pools[0].backends[0].weight",
+    let lines = expect_errors(
+        &yaml,
+        &[
+            (
+                value_pos(&yaml, "weight: 0", 0),
+                "pools[0].backends[0].weight",
+            ),
+            (value_pos(&yaml, "pool: nowhere", 0), "routes[0].pool"),
+        ],
     );
-    error_line(
-        &out,
-        &path,
-        value_pos(&yaml, "pool: nowhere", 0),
-        "routes[0].pool",
-    );
-    let lines = error_lines(&out, &path);
     assert_eq!(lines.len(), 2, "expected exactly 2 error lines: {lines:#?}");
 }
 

@@ -103,11 +103,7 @@ struct Setup {
 
 impl Setup {
     fn start() -> Setup {
-        let (a, b, c) = (
-            Backend::start("a"),
-            Backend::start("b"),
-            Backend::start("c"),
-        );
+        let [a, b, c] = Backend::start_each(["a", "b", "c"]);
         let (admin, web) = (listen_port(), listen_port());
         let yaml = config(
             &admin_section(admin),
@@ -334,11 +330,7 @@ fn every_api_route_needs_a_valid_bearer_token() {
 
 #[test]
 fn any_of_several_tokens_is_accepted() {
-    let (a, b, c) = (
-        Backend::start("a"),
-        Backend::start("b"),
-        Backend::start("c"),
-    );
+    let [a, b, c] = Backend::start_each(["a", "b", "c"]);
     let (admin, web) = (listen_port(), listen_port());
     let section = format!(
         "admin:\n  listen: 127.0.0.1:{admin}\n  tokens: [first-t0ken, \"{TOKEN}\"]\n  state_file: {{dir}}/state.json\n"
@@ -371,7 +363,7 @@ fn a_client_outside_allow_gets_403() {
     let section = format!(
         "admin:\n  listen: 127.0.0.1:{admin}\n  tokens: [\"{TOKEN}\"]\n  allow: [10.0.0.0/8]\n  state_file: {{dir}}/state.json\n"
     );
-    let (b, c) = (Backend::start("b"), Backend::start("c"));
+    let [b, c] = Backend::start_each(["b", "c"]);
     let yaml = config(
         &section,
         web,
@@ -813,11 +805,7 @@ fn reload_through_the_api() {
 #[test]
 fn config_is_served_with_secrets_redacted() {
     let (_certs, cert, key) = tls_test_cert_files();
-    let (a, b, c) = (
-        Backend::start("a"),
-        Backend::start("b"),
-        Backend::start("c"),
-    );
+    let [a, b, c] = Backend::start_each(["a", "b", "c"]);
     let (admin, web, tls) = (listen_port(), listen_port(), listen_port());
     let yaml = config(
         &admin_section(admin),
@@ -960,12 +948,7 @@ fn assert_changed_state(admin: u16, a: &str, b: &str, c: &str, d: &str, when: &s
 fn state_survives_reloads_and_restarts() {
     let state_dir = tempfile::tempdir().expect("state dir");
     let state = state_dir.path().join("state.json");
-    let (a, b, c, d) = (
-        Backend::start("a"),
-        Backend::start("b"),
-        Backend::start("c"),
-        Backend::start("d"),
-    );
+    let [a, b, c, d] = Backend::start_each(["a", "b", "c", "d"]);
     let [aa, ba, ca, da] = [a.address(), b.address(), c.address(), d.address()];
     let yaml = |admin: u16, web: u16, pool_keys: &str| {
         config(
@@ -1067,11 +1050,7 @@ fn state_survives_reloads_and_restarts() {
 fn kill_9_during_state_writes_never_corrupts_the_file() {
     let state_dir = tempfile::tempdir().expect("state dir");
     let state = state_dir.path().join("state.json");
-    let (a, b, c) = (
-        Backend::start("a"),
-        Backend::start("b"),
-        Backend::start("c"),
-    );
+    let [a, b, c] = Backend::start_each(["a", "b", "c"]);
     let extra = Backend::start("extra");
     let [aa, ba, ca] = [a.address(), b.address(), c.address()];
     let yaml = |admin: u16, web: u16| {

@@ -20,15 +20,6 @@ fn start(server: &str, pool_keys: &str, backends: &[(String, &str)]) -> (Switchy
     (Switchyard::start(&yaml, &[port]), port)
 }
 
-/// Backends `a`, `b` and `c`.
-fn three_backends() -> [Backend; 3] {
-    [
-        Backend::start("a"),
-        Backend::start("b"),
-        Backend::start("c"),
-    ]
-}
-
 /// (address, no extra keys) of each backend.
 fn plain(backends: &[&Backend]) -> Vec<(String, &'static str)> {
     backends.iter().map(|b| (b.address(), "")).collect()
@@ -55,7 +46,7 @@ fn backend_for(port: u16, path: &str, headers: &[(&str, &str)]) -> String {
 
 #[test]
 fn round_robin_weights_3_to_1_are_exact_and_smooth() {
-    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let [a, b] = Backend::start_each(["a", "b"]);
     let (_sy, port) = start(
         TEST_SERVER,
         "    algorithm: round_robin\n",
@@ -76,7 +67,7 @@ fn round_robin_weights_3_to_1_are_exact_and_smooth() {
 
 #[test]
 fn round_robin_equal_weights_split_equally() {
-    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let [a, b] = Backend::start_each(["a", "b"]);
     let (_sy, port) = start(
         TEST_SERVER,
         "",
@@ -89,7 +80,7 @@ fn round_robin_equal_weights_split_equally() {
 
 #[test]
 fn random_respects_weights() {
-    let (a, b) = (Backend::start("heavy"), Backend::start("light"));
+    let [a, b] = Backend::start_each(["heavy", "light"]);
     let (_sy, port) = start(
         TEST_SERVER,
         "    algorithm: random\n",
@@ -108,7 +99,7 @@ fn random_respects_weights() {
 
 #[test]
 fn ip_hash_keeps_a_client_on_one_backend() {
-    let bs = three_backends();
+    let bs = Backend::start_each(["a", "b", "c"]);
     let (_sy, port) = start(
         TEST_SERVER,
         "    algorithm: ip_hash\n",
@@ -120,7 +111,7 @@ fn ip_hash_keeps_a_client_on_one_backend() {
 
 #[test]
 fn ip_hash_uses_the_forwarded_client_ip_from_a_trusted_proxy() {
-    let bs = three_backends();
+    let bs = Backend::start_each(["a", "b", "c"]);
     let (_sy, port) = start(
         &test_server_with("  trusted_proxies: [127.0.0.1/32]\n"),
         "    algorithm: ip_hash\n",
@@ -178,7 +169,7 @@ fn hashed_spread(
     keys: &[String],
     mut req: impl FnMut(u16, &str) -> String,
 ) -> usize {
-    let bs = three_backends();
+    let bs = Backend::start_each(["a", "b", "c"]);
     let (_sy, port) = start_hashed(hash_key, &[&bs[0], &bs[1], &bs[2]]);
     stable_and_spread("key", keys, |k| req(port, k)).len()
 }
@@ -221,12 +212,7 @@ fn consistent_hash_on_the_path() {
 
 #[test]
 fn consistent_hash_moves_few_keys_when_a_backend_leaves() {
-    let bs = [
-        Backend::start("a"),
-        Backend::start("b"),
-        Backend::start("c"),
-        Backend::start("d"),
-    ];
+    let bs = Backend::start_each(["a", "b", "c", "d"]);
     let keys: Vec<String> = (0..200).map(|i| format!("user-{i}")).collect();
     let map = |port: u16| -> HashMap<String, String> {
         keys.iter()
@@ -298,11 +284,7 @@ fn least_conn_prefers_the_backend_with_fewer_requests_in_flight() {
 
 #[test]
 fn backups_get_nothing_while_a_primary_answers() {
-    let (p1, p2, backup) = (
-        Backend::start("p1"),
-        Backend::start("p2"),
-        Backend::start("backup"),
-    );
+    let [p1, p2, backup] = Backend::start_each(["p1", "p2", "backup"]);
     let (_sy, port) = start(
         TEST_SERVER,
         "",

@@ -545,7 +545,7 @@ fn drain(i: &Instance, address: &str) {
 #[test]
 fn a_drain_on_one_instance_reaches_the_others_within_a_second() {
     let Some(redis) = Redis::start() else { return };
-    let (b1, b2) = (Backend::start("b1"), Backend::start("b2"));
+    let [b1, b2] = Backend::start_each(["b1", "b2"]);
     let a = Instance::start(&redis, &[&b1, &b2]);
     let b = Instance::start(&redis, &[&b1, &b2]);
     a.wait_synced(1);
@@ -614,7 +614,7 @@ fn a_drain_on_one_instance_reaches_the_others_within_a_second() {
 #[test]
 fn a_backend_added_and_deleted_on_one_instance_is_added_and_deleted_on_another() {
     let Some(redis) = Redis::start() else { return };
-    let (b1, extra) = (Backend::start("b1"), Backend::start("extra"));
+    let [b1, extra] = Backend::start_each(["b1", "extra"]);
     let a = Instance::start(&redis, &[&b1]);
     let b = Instance::start(&redis, &[&b1]);
     a.wait_synced(1);
@@ -675,7 +675,7 @@ fn a_change_made_while_redis_is_down_is_shared_once_it_is_back() {
     let Some(mut redis) = Redis::start() else {
         return;
     };
-    let (b1, b2) = (Backend::start("b1"), Backend::start("b2"));
+    let [b1, b2] = Backend::start_each(["b1", "b2"]);
     let a = Instance::start(&redis, &[&b1, &b2]);
     let b = Instance::start(&redis, &[&b1, &b2]);
     a.wait_synced(1);

@@ -167,11 +167,7 @@ struct Setup {
 }
 
 fn start(tokens: &str) -> Setup {
-    let (a, b, c) = (
-        Backend::start("a"),
-        Backend::start("b"),
-        Backend::start("c"),
-    );
+    let [a, b, c] = Backend::start_each(["a", "b", "c"]);
     let dead = format!("127.0.0.1:{}", closed_port());
     let (admin, web) = (listen_port(), listen_port());
     let yaml = format!(

@@ -493,8 +493,8 @@ fn sticky_client_stays_put_and_moves_when_its_backend_dies() {
 
 #[test]
 fn sticky_cookie_attributes_and_forged_values() {
-    let (a, b) = (Backend::start("a"), Backend::start("b"));
-    let (c, d) = (Backend::start("c"), Backend::start("d"));
+    let [a, b] = Backend::start_each(["a", "b"]);
+    let [c, d] = Backend::start_each(["c", "d"]);
     let pools = [
         pool_yaml(
             "p",

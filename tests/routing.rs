@@ -137,7 +137,7 @@ fn wildcard_host_matches_any_subdomain_depth_but_not_the_apex() {
 
 #[test]
 fn host_given_as_a_list_matches_any_entry() {
-    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let [a, b] = Backend::start_each(["a", "b"]);
     let port = listen_port();
     let routes = "  - name: listed
     host: [one.test, \"*.two.test\"]
@@ -191,7 +191,7 @@ fn methods_restrict_the_route() {
 
 #[test]
 fn header_match_needs_every_header_exactly() {
-    let (a, b) = (Backend::start("canary"), Backend::start("stable"));
+    let [a, b] = Backend::start_each(["canary", "stable"]);
     let port = listen_port();
     let routes = "  - name: canary
     headers: { X-Canary: \"1\", X-Team: blue }
@@ -223,11 +223,7 @@ fn header_match_needs_every_header_exactly() {
 
 #[test]
 fn first_matching_route_in_file_order_wins() {
-    let (a, b, c) = (
-        Backend::start("a"),
-        Backend::start("b"),
-        Backend::start("c"),
-    );
+    let [a, b, c] = Backend::start_each(["a", "b", "c"]);
     let port = listen_port();
     // The broad /api route comes first, so the /api/v2 route below it never matches.
     let routes = "  - name: api
@@ -248,7 +244,7 @@ fn first_matching_route_in_file_order_wins() {
 
 #[test]
 fn specific_route_first_takes_its_requests() {
-    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let [a, b] = Backend::start_each(["a", "b"]);
     let port = listen_port();
     let routes = "  - name: api-v2
     path_prefix: /api/v2
@@ -284,7 +280,7 @@ fn no_matching_route_is_404_and_no_backend_is_contacted() {
 
 #[test]
 fn strip_prefix_removes_the_prefix_and_keeps_the_query() {
-    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let [a, b] = Backend::start_each(["a", "b"]);
     let port = listen_port();
     let routes = "  - name: api
     path_prefix: /api

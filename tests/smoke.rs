@@ -4,11 +4,7 @@ use common::*;
 
 #[test]
 fn round_robin_spreads_across_three_backends() {
-    let (a, b, c) = (
-        Backend::start("a"),
-        Backend::start("b"),
-        Backend::start("c"),
-    );
+    let [a, b, c] = Backend::start_each(["a", "b", "c"]);
     let port = free_port();
     let yaml = config_yaml(
         TEST_SERVER,

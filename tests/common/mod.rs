@@ -720,6 +720,11 @@ impl Backend {
         Self::serve_on(name, listener, behaviour)
     }
 
+    /// Starts one backend per name (`let [a, b] = Backend::start_each(["a", "b"]);`).
+    pub fn start_each<const N: usize>(names: [&str; N]) -> [Backend; N] {
+        names.map(Backend::start)
+    }
+
     /// Waits (bounded by `limit`) until this backend has seen at least `n` requests.
     pub fn wait_count(&self, n: usize, limit: Duration) -> bool {
         wait_until(limit, Duration::from_millis(10), || self.count() >= n)

@@ -1355,6 +1355,25 @@ pub fn run_tool(program: &str, args: &[&str], limit: Duration) -> Option<Output>
     Some(out)
 }
 
+/// Runs curl with `args` (20 s at most): (success, stdout, stderr). Fails the test when
+/// curl is not installed.
+pub fn curl(args: &[&str]) -> (bool, String, String) {
+    let out = run_tool("curl", args, Duration::from_secs(20))
+        .expect("curl is not installed (scripts/ensure-build-deps installs it)");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// Runs h2load (nghttp2-client, 30 s at most) and returns its stdout.
+pub fn h2load(args: &[&str]) -> String {
+    let out = run_tool("h2load", args, Duration::from_secs(30))
+        .expect("h2load is not installed: the test command must install nghttp2-client");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
 // ---------------------------------------------------------------------------------
 // L4 helpers: raw TCP servers, private PostgreSQL and MariaDB instances, metrics.
 // ---------------------------------------------------------------------------------

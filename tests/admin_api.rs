@@ -7,9 +7,10 @@ mod common;
 use common::*;
 
 use serde_json::{json, Value};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -65,29 +66,26 @@ fn admin_section(port: u16) -> String {
 /// Pools `web` (a, b; round robin) and `other` (c; least_conn); `/other` goes to
 /// `other`, everything else to `web`. `pool_keys` is added to both pools.
 fn config(admin: &str, web: u16, addrs: [&str; 3], pool_keys: &str) -> String {
+    let [a, b, c] = addrs.map(str::to_string);
+    let pools = pool_yaml("web", pool_keys, &[a, b])
+        + &pool_yaml(
+            "other",
+            &format!("    algorithm: least_conn\n{pool_keys}"),
+            &[c],
+        );
+    config_yaml(
+        &format!("{TEST_SERVER}{admin}"),
+        &listener_yaml("web", web),
+        &pools,
+        "  - name: other\n    path_prefix: /other\n    pool: other\n  - name: all\n    pool: web\n",
+    )
+}
+
+/// The `admin:` section with the test token and the state file at `state_file`.
+fn admin_with_state_file(port: u16, state_file: &Path) -> String {
     format!(
-        "{TEST_SERVER}{admin}listeners:
-  - name: web
-    listen: 127.0.0.1:{web}
-pools:
-  - name: web
-{pool_keys}    backends:
-      - address: {a}
-      - address: {b}
-  - name: other
-    algorithm: least_conn
-{pool_keys}    backends:
-      - address: {c}
-routes:
-  - name: other
-    path_prefix: /other
-    pool: other
-  - name: all
-    pool: web
-",
-        a = addrs[0],
-        b = addrs[1],
-        c = addrs[2]
+        "admin:\n  listen: 127.0.0.1:{port}\n  tokens: [\"{TOKEN}\"]\n  state_file: {}\n",
+        state_file.display()
     )
 }
 
@@ -131,15 +129,6 @@ impl Setup {
         assert_eq!(r.status, 200, "GET pool {name}: {r:?}");
         json_of(&r)
     }
-}
-
-/// The BACKEND of `address` in a POOL.
-fn backend_in(pool: &Value, address: &str) -> Option<Value> {
-    pool["backends"]
-        .as_array()?
-        .iter()
-        .find(|b| b["address"] == address)
-        .cloned()
 }
 
 fn addresses(pool: &Value) -> BTreeSet<String> {
@@ -195,19 +184,6 @@ fn assert_pool_shape(p: &Value) {
     }
 }
 
-/// Counts of `X-Backend` over `n` GETs, each asserted 200.
-fn served_by(port: u16, path: &str, n: usize) -> HashMap<String, usize> {
-    let mut counts = HashMap::new();
-    for i in 0..n {
-        let r = get(port, path);
-        assert_eq!(r.status, 200, "request {i} of {n} to {path}: {r:?}");
-        *counts
-            .entry(r.header("x-backend").unwrap_or("none").to_string())
-            .or_insert(0) += 1;
-    }
-    counts
-}
-
 fn encoded(address: &str) -> String {
     address.replace(':', "%3A")
 }
@@ -227,18 +203,6 @@ fn try_request(port: u16, method: &str, path: &str, body: &str) -> Option<u16> {
     let _ = s.read_to_end(&mut out);
     let text = String::from_utf8_lossy(&out);
     text.split(' ').nth(1)?.parse().ok()
-}
-
-/// Waits for the process to exit (10 s at most).
-fn wait_exit(sy: &mut Switchyard) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = sy.child.try_wait() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
 }
 
 // ---------------------------------------------------------------- authentication
@@ -890,23 +854,13 @@ fn openapi_description_is_valid_openapi_3() {
         );
         return;
     }
-    let mut child = Command::new("python3")
-        .args([
+    let out = output_with_stdin(
+        Command::new("python3").args([
             "-c",
             "from openapi_spec_validator import validate; import json,sys; validate(json.load(sys.stdin))",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run python3");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(r.body.as_bytes())
-        .expect("feed the validator");
-    let out = child.wait_with_output().expect("validator output");
+        ]),
+        r.body.as_bytes(),
+    );
     assert!(
         out.status.success(),
         "openapi-spec-validator rejects GET /api/v1/openapi.json:\n{}{}",
@@ -952,10 +906,7 @@ fn state_survives_reloads_and_restarts() {
     let [aa, ba, ca, da] = [a.address(), b.address(), c.address(), d.address()];
     let yaml = |admin: u16, web: u16, pool_keys: &str| {
         config(
-            &format!(
-                "admin:\n  listen: 127.0.0.1:{admin}\n  tokens: [\"{TOKEN}\"]\n  state_file: {}\n",
-                state.display()
-            ),
+            &admin_with_state_file(admin, &state),
             web,
             [&aa, &ba, &ca],
             pool_keys,
@@ -1031,7 +982,10 @@ fn state_survives_reloads_and_restarts() {
 
     // Stop and start again with the same configuration (fresh ports).
     sy.signal("-TERM");
-    assert!(wait_exit(&mut sy), "switchyard did not stop on SIGTERM");
+    assert!(
+        wait_exit(&mut sy.child, Duration::from_secs(10)).is_some(),
+        "switchyard did not stop on SIGTERM"
+    );
     drop(sy);
     let (admin, web) = (listen_port(), listen_port());
     let sy = Switchyard::start(&yaml(admin, web, "    retries: 0\n"), &[admin, web]);
@@ -1055,10 +1009,7 @@ fn kill_9_during_state_writes_never_corrupts_the_file() {
     let [aa, ba, ca] = [a.address(), b.address(), c.address()];
     let yaml = |admin: u16, web: u16| {
         config(
-            &format!(
-                "admin:\n  listen: 127.0.0.1:{admin}\n  tokens: [\"{TOKEN}\"]\n  state_file: {}\n",
-                state.display()
-            ),
+            &admin_with_state_file(admin, &state),
             web,
             [&aa, &ba, &ca],
             "",
@@ -1205,17 +1156,34 @@ fn base64_helper_matches_the_rfc_examples() {
 
 // ---------------------------------------------------------------- live state kept
 
-/// A pool `p` over `backends` with `keys`, one route to it, and the admin listener.
-fn single_pool(admin: u16, web: u16, backends: &[String], keys: &str) -> String {
-    let mut s = format!(
-        "{TEST_SERVER}{}listeners:\n  - name: web\n    listen: 127.0.0.1:{web}\npools:\n  - name: p\n{keys}    backends:\n",
-        admin_section(admin)
+/// Switchyard with the admin listener in front of pool `p` over `backends` with `keys`
+/// (one route to it): the admin and the web port.
+fn start_single_pool(backends: &[String], keys: &str) -> (Switchyard, u16, u16) {
+    let (admin, web) = (listen_port(), listen_port());
+    let yaml = config_yaml(
+        &format!("{TEST_SERVER}{}", admin_section(admin)),
+        &listener_yaml("web", web),
+        &pool_yaml("p", keys, backends),
+        "  - name: all\n    pool: p\n",
     );
-    for b in backends {
-        s.push_str(&format!("      - address: {b}\n"));
-    }
-    s.push_str("routes:\n  - name: all\n    pool: p\n");
-    s
+    (Switchyard::start(&yaml, &[admin, web]), admin, web)
+}
+
+/// Waits (10 s at most) until the admin API shows backend `address` of pool `p`
+/// unhealthy; `what` names it in the failure.
+fn wait_unhealthy(sy: &Switchyard, admin: u16, address: &str, what: &str) {
+    let mut last = String::new();
+    let down = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        let r = authed(admin, "GET", "/api/v1/pools/p", "");
+        let down = backend_in(&json_of(&r), address).is_some_and(|b| b["healthy"] == false);
+        last = r.body;
+        down
+    });
+    assert!(
+        down,
+        "{what} never became unhealthy: {last}\n{}",
+        sy.stderr()
+    );
 }
 
 /// Re-weighting a backend changes its weight only: a backend the health check took out
@@ -1224,26 +1192,9 @@ fn single_pool(admin: u16, web: u16, backends: &[String], keys: &str) -> String 
 fn changing_the_weight_keeps_a_backend_unhealthy() {
     let ok = Backend::start("ok");
     let dead = format!("127.0.0.1:{}", closed_port());
-    let (admin, web) = (listen_port(), listen_port());
     let keys = "    retries: 0\n    health_check: { interval: 3s, timeout: 500ms, healthy_threshold: 1, unhealthy_threshold: 1 }\n";
-    let sy = Switchyard::start(
-        &single_pool(admin, web, &[ok.address(), dead.clone()], keys),
-        &[admin, web],
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = authed(admin, "GET", "/api/v1/pools/p", "");
-        if backend_in(&json_of(&r), &dead).is_some_and(|b| b["healthy"] == false) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the closed port never became unhealthy: {}\n{}",
-            r.body,
-            sy.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (sy, admin, web) = start_single_pool(&[ok.address(), dead.clone()], keys);
+    wait_unhealthy(&sy, admin, &dead, "the closed port");
     let r = authed(
         admin,
         "PATCH",
@@ -1272,12 +1223,8 @@ fn changing_the_weight_keeps_a_backend_unhealthy() {
 fn changing_the_weight_keeps_an_open_circuit_open() {
     let ok = Backend::start("ok");
     let bad = Backend::start_with("bad", Behaviour::with_status(500));
-    let (admin, web) = (listen_port(), listen_port());
     let keys = "    circuit_breaker: { failure_threshold: 2, open_for: 10m }\n";
-    let _sy = Switchyard::start(
-        &single_pool(admin, web, &[ok.address(), bad.address()], keys),
-        &[admin, web],
-    );
+    let (_sy, admin, web) = start_single_pool(&[ok.address(), bad.address()], keys);
     let mut fails = 0;
     for _ in 0..8 {
         if get(web, "/").status == 500 {
@@ -1313,12 +1260,8 @@ fn changing_the_weight_keeps_an_open_circuit_open() {
 fn an_added_backend_is_health_checked() {
     let ok = Backend::start("ok");
     let dead = format!("127.0.0.1:{}", closed_port());
-    let (admin, web) = (listen_port(), listen_port());
     let keys = "    retries: 0\n    health_check: { interval: 200ms, timeout: 200ms, healthy_threshold: 1, unhealthy_threshold: 1 }\n";
-    let sy = Switchyard::start(
-        &single_pool(admin, web, &[ok.address()], keys),
-        &[admin, web],
-    );
+    let (sy, admin, web) = start_single_pool(&[ok.address()], keys);
     let r = authed(
         admin,
         "POST",
@@ -1326,20 +1269,7 @@ fn an_added_backend_is_health_checked() {
         &json!({ "address": dead }).to_string(),
     );
     assert_eq!(r.status, 201, "{r:?}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = authed(admin, "GET", "/api/v1/pools/p", "");
-        if backend_in(&json_of(&r), &dead).is_some_and(|b| b["healthy"] == false) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the added backend on a closed port never became unhealthy: {}\n{}",
-            r.body,
-            sy.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_unhealthy(&sy, admin, &dead, "the added backend on a closed port");
     let counts = served_by(web, "/", 6);
     assert_eq!(counts.get("ok"), Some(&6), "{counts:?}");
 }

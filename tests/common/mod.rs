@@ -1355,6 +1355,25 @@ pub fn run_tool(program: &str, args: &[&str], limit: Duration) -> Option<Output>
     Some(out)
 }
 
+/// Runs `cmd` with `input` on its stdin; its output (stdout and stderr captured).
+pub fn output_with_stdin(cmd: &mut Command, input: &[u8]) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .unwrap_or_else(|e| panic!("cannot feed {cmd:?}: {e}"));
+    child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("no output from {cmd:?}: {e}"))
+}
+
 /// Runs curl with `args` (20 s at most): (success, stdout, stderr). Fails the test when
 /// curl is not installed.
 pub fn curl(args: &[&str]) -> (bool, String, String) {

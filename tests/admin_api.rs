@@ -142,18 +142,19 @@ fn addresses(pool: &Value) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
-fn assert_backend_shape(b: &Value) {
-    let keys: BTreeSet<&str> = b
+/// Asserts that `v` is an object (a `what`) with exactly the keys `want`.
+fn assert_keys(v: &Value, what: &str, want: &[&str]) {
+    let keys: BTreeSet<&str> = v
         .as_object()
-        .unwrap_or_else(|| panic!("BACKEND is an object: {b}"))
+        .unwrap_or_else(|| panic!("{what} is an object: {v}"))
         .keys()
         .map(String::as_str)
         .collect();
-    assert_eq!(
-        keys,
-        BACKEND_KEYS.into_iter().collect(),
-        "BACKEND keys: {b}"
-    );
+    assert_eq!(keys, want.iter().copied().collect(), "{what} keys: {v}");
+}
+
+fn assert_backend_shape(b: &Value) {
+    assert_keys(b, "BACKEND", &BACKEND_KEYS);
     assert!(b["address"].is_string(), "{b}");
     assert!(b["weight"].is_u64(), "{b}");
     assert!(b["backup"].is_boolean(), "{b}");
@@ -168,17 +169,7 @@ fn assert_backend_shape(b: &Value) {
 }
 
 fn assert_pool_shape(p: &Value) {
-    let keys: BTreeSet<&str> = p
-        .as_object()
-        .unwrap_or_else(|| panic!("POOL is an object: {p}"))
-        .keys()
-        .map(String::as_str)
-        .collect();
-    assert_eq!(
-        keys,
-        ["name", "algorithm", "backends"].into_iter().collect(),
-        "POOL keys: {p}"
-    );
+    assert_keys(p, "POOL", &["name", "algorithm", "backends"]);
     for b in p["backends"].as_array().expect("backends array") {
         assert_backend_shape(b);
     }

@@ -277,37 +277,25 @@ struct Fixture {
 fn fixture_yaml(f: &FixtureAddrs, extra_pool: &str) -> String {
     // Trust 127.0.0.1 as a proxy so the client IP becomes the X-Forwarded-For entry,
     // an address that must never show up in a label.
-    let server = TEST_SERVER.replace(
-        "  threads: 1\n",
-        "  threads: 1\n  trusted_proxies: [127.0.0.0/8]\n",
-    );
-    format!(
-        "{server}
-metrics:
-  listen: 127.0.0.1:{metrics}
-listeners:
-  - name: web
-    listen: 127.0.0.1:{web}
-pools:
-  - name: web
-    backends:
-      - address: {ok1}
-      - address: {ok2}
-  - name: flaky
-    circuit_breaker: {{ failure_threshold: 3, open_for: 10m }}
-    backends:
-      - address: {bad}
-  - name: plain5xx
-    backends:
-      - address: {err}
-  - name: idle
-    health_check: {{ interval: 200ms, timeout: 200ms, healthy_threshold: 1, unhealthy_threshold: 1 }}
-    backends:
-      - address: {spare}
-      - address: {down}
-        backup: true
-{extra_pool}routes:
-  - name: site
+    let server = test_server_with("  trusted_proxies: [127.0.0.0/8]\n");
+    let pools = [
+        pool_yaml("web", "", &[f.ok1.clone(), f.ok2.clone()]),
+        pool_yaml(
+            "flaky",
+            "    circuit_breaker: { failure_threshold: 3, open_for: 10m }\n",
+            &[f.bad.clone()],
+        ),
+        pool_yaml("plain5xx", "", &[f.err.clone()]),
+        pool_yaml_with_backend_keys(
+            "idle",
+            "    health_check: { interval: 200ms, timeout: 200ms, healthy_threshold: 1, \
+             unhealthy_threshold: 1 }\n",
+            &[(f.spare.clone(), ""), (f.down.clone(), "backup: true")],
+        ),
+        extra_pool.to_string(),
+    ]
+    .concat();
+    let routes = "  - name: site
     path_prefix: /site
     pool: web
   - name: fail
@@ -316,15 +304,12 @@ pools:
   - name: err
     path_prefix: /err
     pool: plain5xx
-",
-        metrics = f.metrics,
-        web = f.web,
-        ok1 = f.ok1,
-        ok2 = f.ok2,
-        bad = f.bad,
-        err = f.err,
-        spare = f.spare,
-        down = f.down,
+";
+    config_yaml(
+        &format!("{server}metrics:\n  listen: 127.0.0.1:{}\n", f.metrics),
+        &listener_yaml("web", f.web),
+        &pools,
+        routes,
     )
 }
 
@@ -783,10 +768,7 @@ fn reloads_are_counted_by_result_and_new_pools_get_gauges() {
 
     // A valid reload that adds a pool.
     let extra = Backend::start("extra");
-    let extra_pool = format!(
-        "  - name: added\n    backends:\n      - address: {}\n",
-        extra.address()
-    );
+    let extra_pool = pool_yaml("added", "", &[extra.address()]);
     f.sy.rewrite_config(&fixture_yaml(&f.addrs(), &extra_pool));
     f.sy.signal("-HUP");
     let e = scrape_until(f.metrics, "config_reloads_total{result=success} 1", |e| {
@@ -944,26 +926,11 @@ fn tls_certificate_expiry_is_exported() {
     let (_certs, cert, key) = tls_test_cert_files();
     let backend = Backend::start("a");
     let (web, metrics) = (listen_port(), listen_port());
-    let yaml = format!(
-        "{TEST_SERVER}
-metrics:
-  listen: 127.0.0.1:{metrics}
-listeners:
-  - name: websecure
-    listen: 127.0.0.1:{web}
-    tls:
-      certificates:
-        - cert_file: {cert}
-          key_file: {key}
-pools:
-  - name: p
-    backends:
-      - address: {a}
-routes:
-  - name: all
-    pool: p
-",
-        a = backend.address()
+    let yaml = config_yaml(
+        &format!("{TEST_SERVER}metrics:\n  listen: 127.0.0.1:{metrics}\n"),
+        &tls_listener_yaml("websecure", web, &cert, &key),
+        &pool_yaml("p", "", &[backend.address()]),
+        "  - name: all\n    pool: p\n",
     );
     let _sy = Switchyard::start(&yaml, &[web, metrics]);
     assert_eq!(tls_request(web, "GET", "/", &[]).status, 200);

@@ -33,12 +33,11 @@ fn service(name: &str, port: u16, protocol: &str, pool: &str, idle: &str) -> Str
 
 /// A pool over `backends` with extra keys (`keys`, indented by four spaces).
 fn pool(name: &str, algorithm: &str, backends: &[String], keys: &str) -> String {
-    let mut s = format!("  - name: {name}\n    algorithm: {algorithm}\n    backends:\n");
-    for b in backends {
-        s.push_str(&format!("      - address: {b}\n"));
-    }
-    s.push_str(keys);
-    s
+    pool_yaml(
+        name,
+        &format!("    algorithm: {algorithm}\n{keys}"),
+        backends,
+    )
 }
 
 /// The database check of the issue: fast, flipping on one result, logging in as the

@@ -124,6 +124,19 @@ impl Setup {
         [self.a.address(), self.b.address(), self.c.address()]
     }
 
+    /// Pool `web` still holds exactly `a` and `b`, and `a` is not draining; `a`'s BACKEND.
+    fn assert_web_unchanged(&self) -> Value {
+        let web = self.pool("web");
+        assert_eq!(
+            addresses(&web),
+            [self.a.address(), self.b.address()].into_iter().collect(),
+            "{web}"
+        );
+        let a = backend_in(&web, &self.a.address()).expect("a");
+        assert_eq!(a["draining"], false, "{a}");
+        a
+    }
+
     fn pool(&self, name: &str) -> Value {
         let r = authed(self.admin, "GET", &format!("/api/v1/pools/{name}"), "");
         assert_eq!(r.status, 200, "GET pool {name}: {r:?}");
@@ -251,13 +264,7 @@ fn every_api_route_needs_a_valid_bearer_token() {
         }
     }
     // Nothing changed through the rejected requests.
-    let web = s.pool("web");
-    assert_eq!(
-        addresses(&web),
-        [s.a.address(), s.b.address()].into_iter().collect(),
-        "{web}"
-    );
-    assert_eq!(backend_in(&web, &a).expect("a")["draining"], false);
+    s.assert_web_unchanged();
     assert!(
         !s.sy.dir.path().join("state.json").exists(),
         "no state written by rejected requests"
@@ -518,15 +525,8 @@ fn bad_input_is_400_with_the_offending_field() {
         assert!(v["error"].is_string(), "{v}");
     }
     // Nothing was changed by the rejected requests.
-    let web = s.pool("web");
-    assert_eq!(
-        addresses(&web),
-        [s.a.address(), s.b.address()].into_iter().collect(),
-        "{web}"
-    );
-    let a = backend_in(&web, &s.a.address()).expect("a");
+    let a = s.assert_web_unchanged();
     assert_eq!(a["weight"], 1, "{a}");
-    assert_eq!(a["draining"], false, "{a}");
 }
 
 #[test]

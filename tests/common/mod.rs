@@ -765,6 +765,19 @@ impl Switchyard {
         })
     }
 
+    /// Sends SIGHUP and waits (10 s at most) until the metrics listener on `metrics`
+    /// counts one successful reload, failing the test (with stderr) if it does not.
+    pub fn reload_counted(&self, metrics: u16) {
+        self.signal("-HUP");
+        let reloads = wait_metric(
+            metrics,
+            "switchyard_config_reloads_total",
+            &[("result", "success")],
+            1.0,
+        );
+        assert_eq!(reloads, 1.0, "reload applied; stderr:\n{}", self.stderr());
+    }
+
     /// Like `wait_stderr`, failing the test (with stderr) when `needle` does not come;
     /// returns how long it took.
     pub fn expect_stderr(&self, needle: &str, count: usize, limit: Duration) -> Duration {

@@ -267,9 +267,7 @@ fn daemon_mode_writes_pid_file_and_serves() {
 
     signal_process("-TERM", pid);
     assert!(
-        wait_until(Duration::from_secs(15), Duration::from_millis(50), || {
-            !pid_alive(pid)
-        }),
+        wait_pid_gone(pid, Duration::from_secs(15)),
         "daemon {pid} still running 15 s after SIGTERM"
     );
     guard.0.clear();

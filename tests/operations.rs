@@ -785,9 +785,7 @@ fn daemon_writes_its_pid_file_and_a_daemonised_upgrade_replaces_it() {
         std::thread::sleep(Duration::from_millis(20));
     }
     assert!(
-        wait_until(Duration::from_secs(1), Duration::from_millis(25), || {
-            !pid_alive(pid1)
-        }),
+        wait_pid_gone(pid1, Duration::from_secs(1)),
         "the old daemon {pid1} still runs 20 s after SIGQUIT"
     );
     assert!(
@@ -809,9 +807,7 @@ fn daemon_writes_its_pid_file_and_a_daemonised_upgrade_replaces_it() {
 
     signal_process("-TERM", pid2);
     assert!(
-        wait_until(Duration::from_secs(10), Duration::from_millis(25), || {
-            !pid_alive(pid2)
-        }),
+        wait_pid_gone(pid2, Duration::from_secs(10)),
         "the new daemon {pid2} still runs 10 s after SIGTERM"
     );
 }

@@ -1596,6 +1596,11 @@ pub fn pid_alive(pid: u32) -> bool {
     }
 }
 
+/// Waits (`limit` at most) until process `pid` is gone; false if it still runs.
+pub fn wait_pid_gone(pid: u32, limit: Duration) -> bool {
+    wait_until(limit, Duration::from_millis(25), || !pid_alive(pid))
+}
+
 /// Reads a live pid other than `not` from `pid_file`, waiting `limit` at most.
 pub fn wait_pid_file(pid_file: &Path, not: Option<u32>, limit: Duration) -> Option<u32> {
     let mut pid = None;

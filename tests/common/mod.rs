@@ -1751,6 +1751,37 @@ fn shared_tempdir(prefix: &str) -> tempfile::TempDir {
     dir
 }
 
+/// Waits (`limit` at most, polling every `every`) until `ready(server)`; fails the test
+/// with `log(server)` when time runs out or the process in `child(server)` exits first.
+/// `what` ("postgres on PORT") names the server in the failure.
+fn await_server<S>(
+    server: &mut S,
+    what: &str,
+    (limit, every): (Duration, Duration),
+    child: fn(&mut S) -> &mut Option<Child>,
+    ready: fn(&S) -> bool,
+    log: fn(&S) -> String,
+) {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(Ok(Some(status))) = child(server).as_mut().map(|c| c.try_wait()) {
+            panic!("{what} exited with {status}; log:\n{}", log(server));
+        }
+        if ready(server) {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("{what} not ready; log:\n{}", log(server));
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// Whether `cmd` exits 0 within 5 s.
+fn succeeds(cmd: &mut Command) -> bool {
+    run_bounded(cmd, Duration::from_secs(5)).is_ok_and(|o| o.status.success())
+}
+
 /// A private PostgreSQL server on 127.0.0.1 (trust authentication, superuser
 /// `postgres`, role `switchyard_health` created), in a temporary directory, run as
 /// nobody when the tests run as root. Stopped and removed on drop.
@@ -1849,27 +1880,21 @@ impl Postgres {
             .spawn()
             .expect("start postgres");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("postgres exited with {status}; log:\n{}", self.log());
-            }
-            let ready = run_bounded(
-                Command::new(self.bin.join("pg_isready"))
-                    .args(["-h", "127.0.0.1", "-t", "2", "-p"])
-                    .arg(self.port.to_string()),
-                Duration::from_secs(5),
-            )
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-            if ready && self.psql(self.port, "SELECT 1").is_ok() {
-                return;
-            }
-            if Instant::now() > deadline {
-                panic!("postgres on {} not ready; log:\n{}", self.port, self.log());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let what = format!("postgres on {}", self.port);
+        await_server(
+            self,
+            &what,
+            (Duration::from_secs(60), Duration::from_millis(100)),
+            |pg| &mut pg.child,
+            |pg| {
+                succeeds(
+                    Command::new(pg.bin.join("pg_isready"))
+                        .args(["-h", "127.0.0.1", "-t", "2", "-p"])
+                        .arg(pg.port.to_string()),
+                ) && pg.psql(pg.port, "SELECT 1").is_ok()
+            },
+            Postgres::log,
+        );
     }
 
     pub fn address(&self) -> String {
@@ -2077,28 +2102,22 @@ impl Mariadb {
             cmd.arg("--user=root");
         }
         self.child = Some(cmd.spawn().expect("start mariadbd"));
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("mariadbd exited with {status}; log:\n{}", self.log());
-            }
-            let ok = run_bounded(
-                Command::new(&self.admin)
-                    .args(["--no-defaults", "--protocol=tcp", "-h127.0.0.1", "-uroot"])
-                    .arg(format!("-P{}", self.port))
-                    .args(["--connect-timeout=2", "ping"]),
-                Duration::from_secs(5),
-            )
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-            if ok {
-                return;
-            }
-            if Instant::now() > deadline {
-                panic!("mariadbd on {} not ready; log:\n{}", self.port, self.log());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let what = format!("mariadbd on {}", self.port);
+        await_server(
+            self,
+            &what,
+            (Duration::from_secs(60), Duration::from_millis(100)),
+            |db| &mut db.child,
+            |db| {
+                succeeds(
+                    Command::new(&db.admin)
+                        .args(["--no-defaults", "--protocol=tcp", "-h127.0.0.1", "-uroot"])
+                        .arg(format!("-P{}", db.port))
+                        .args(["--connect-timeout=2", "ping"]),
+                )
+            },
+            Mariadb::log,
+        );
     }
 
     pub fn address(&self) -> String {
@@ -2355,19 +2374,15 @@ impl Redis {
             .spawn()
             .expect("start redis-server");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("redis-server exited with {status}; log:\n{}", self.log());
-            }
-            if self.command(&["PING"]).is_ok_and(|r| r == "+PONG") {
-                return;
-            }
-            if Instant::now() > deadline {
-                panic!("redis on {} not ready; log:\n{}", self.port, self.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let what = format!("redis-server on {}", self.port);
+        await_server(
+            self,
+            &what,
+            (Duration::from_secs(10), Duration::from_millis(50)),
+            |r| &mut r.child,
+            |r| r.command(&["PING"]).is_ok_and(|pong| pong == "+PONG"),
+            Redis::log,
+        );
     }
 
     pub fn url(&self) -> String {

@@ -283,9 +283,9 @@ fn fixture_yaml(f: &FixtureAddrs, extra_pool: &str) -> String {
         pool_yaml(
             "flaky",
             "    circuit_breaker: { failure_threshold: 3, open_for: 10m }\n",
-            &[f.bad.clone()],
+            std::slice::from_ref(&f.bad),
         ),
-        pool_yaml("plain5xx", "", &[f.err.clone()]),
+        pool_yaml("plain5xx", "", std::slice::from_ref(&f.err)),
         pool_yaml_with_backend_keys(
             "idle",
             "    health_check: { interval: 200ms, timeout: 200ms, healthy_threshold: 1, \

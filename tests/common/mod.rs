@@ -312,7 +312,11 @@ log:
 /// TEST_SERVER with `keys` (server keys, each line indented by two spaces and ending in
 /// a newline) added to its `server:` section.
 pub fn test_server_with(keys: &str) -> String {
-    TEST_SERVER.replacen("server:\n", &format!("server:\n{keys}"), 1)
+    assert!(
+        TEST_SERVER.contains("\nserver:\n"),
+        "TEST_SERVER changed shape"
+    );
+    TEST_SERVER.replacen("\nserver:\n", &format!("\nserver:\n{keys}"), 1)
 }
 
 /// A plaintext `listeners:` entry `name` on 127.0.0.1:`port`.

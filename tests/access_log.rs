@@ -74,26 +74,35 @@ fn assert_exact_fields(e: &Value) {
     }
 }
 
+/// One listener, pool `web` with backend `b`, and `routes` (a YAML list body).
 fn web(port: u16, b: &Backend, routes: &str) -> String {
-    format!(
-        "{TEST_SERVER}
-listeners:
-  - name: web
-    listen: 127.0.0.1:{port}
-pools:
-  - name: web
-    backends:
-      - address: {}
-routes:
-{routes}",
-        b.address()
+    web_with_head(TEST_SERVER, port, b, routes)
+}
+
+/// Like `web` with `head` in place of TEST_SERVER.
+fn web_with_head(head: &str, port: u16, b: &Backend, routes: &str) -> String {
+    config_yaml(
+        head,
+        &listener_yaml("web", port),
+        &pool_yaml("web", "", &[b.address()]),
+        routes,
     )
+}
+
+/// The access log's one entry (waited for), with exactly the SPEC fields.
+fn only_entry(sy: &Switchyard) -> Value {
+    let entries = sy.access_entries(1);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_exact_fields(&entries[0]);
+    entries[0].clone()
 }
 
 const API_ROUTE: &str = "  - name: api
     host: api.example.com
     pool: web
 ";
+
+const ROUTE_ALL: &str = "  - name: all\n    pool: web\n";
 
 #[test]
 fn a_request_writes_one_line_with_exactly_the_spec_fields() {
@@ -108,10 +117,7 @@ fn a_request_writes_one_line_with_exactly_the_spec_fields() {
         b"",
     );
     assert_eq!(r.status, 200);
-    let entries = sy.access_entries(1);
-    assert_eq!(entries.len(), 1, "{entries:?}");
-    let e = &entries[0];
-    assert_exact_fields(e);
+    let e = &only_entry(&sy);
     assert_eq!(e["request_id"], r.header("x-request-id").unwrap_or("?"));
     assert_eq!(e["client_ip"], "127.0.0.1");
     assert_eq!(e["method"], "GET");
@@ -129,13 +135,7 @@ fn a_request_writes_one_line_with_exactly_the_spec_fields() {
 
 #[test]
 fn a_post_is_logged_with_its_method_and_status() {
-    let b = Backend::start_with(
-        "a",
-        Behaviour {
-            status: 201,
-            ..Behaviour::default()
-        },
-    );
+    let b = Backend::start_with("a", Behaviour::with_status(201));
     let port = listen_port();
     let sy = Switchyard::start(&web(port, &b, API_ROUTE), &[port]);
     let r = request(
@@ -146,10 +146,7 @@ fn a_post_is_logged_with_its_method_and_status() {
         b"{\"k\":1}",
     );
     assert_eq!(r.status, 201);
-    let entries = sy.access_entries(1);
-    assert_eq!(entries.len(), 1, "{entries:?}");
-    let e = &entries[0];
-    assert_exact_fields(e);
+    let e = &only_entry(&sy);
     assert_eq!(e["request_id"], "post-1");
     assert_eq!(e["method"], "POST");
     assert_eq!(e["status"], 201);
@@ -167,10 +164,7 @@ fn an_http_10_request_is_logged_as_http_10() {
     );
     let r = parse_reply(&text).unwrap_or_else(|| panic!("no reply: {text:?}"));
     assert_eq!(r.status, 200, "{r:?}");
-    let entries = sy.access_entries(1);
-    assert_eq!(entries.len(), 1, "{entries:?}");
-    let e = &entries[0];
-    assert_exact_fields(e);
+    let e = &only_entry(&sy);
     assert_eq!(e["protocol"], "HTTP/1.0");
     assert_eq!(e["path"], "/old?q=1");
     assert_eq!(e["request_id"], r.header("x-request-id").unwrap_or("?"));
@@ -183,10 +177,7 @@ fn an_unmatched_request_has_empty_route_and_pool() {
     let sy = Switchyard::start(&web(port, &b, API_ROUTE), &[port]);
     let r = request(port, "GET", "/nowhere?z=1", &[("Host", "other.test")], b"");
     assert_eq!(r.status, 404);
-    let entries = sy.access_entries(1);
-    assert_eq!(entries.len(), 1, "{entries:?}");
-    let e = &entries[0];
-    assert_exact_fields(e);
+    let e = &only_entry(&sy);
     assert_eq!(e["status"], 404);
     assert_eq!(e["route"], "");
     assert_eq!(e["pool"], "");
@@ -235,30 +226,18 @@ fn errors_are_logged_with_their_status_route_and_pool() {
     let b = Backend::start("a");
     let port = listen_port();
     let dead = dead_port();
-    let yaml = format!(
-        "{TEST_SERVER}
-listeners:
-  - name: web
-    listen: 127.0.0.1:{port}
-pools:
-  - name: dead
-    retries: 0
-    health_check: {{ kind: none }}
-    backends:
-      - address: 127.0.0.1:{dead}
-  - name: web
-    backends:
-      - address: {}
-routes:
-  - name: broken
-    path_prefix: /broken
-    pool: dead
-  - name: guarded
-    pool: web
-    deny: [127.0.0.0/8]
-",
-        b.address()
-    );
+    let pools = [
+        pool_yaml(
+            "dead",
+            "    retries: 0\n    health_check: { kind: none }\n",
+            &[format!("127.0.0.1:{dead}")],
+        ),
+        pool_yaml("web", "", &[b.address()]),
+    ]
+    .concat();
+    let routes = "  - name: broken\n    path_prefix: /broken\n    pool: dead\n  \
+                  - name: guarded\n    pool: web\n    deny: [127.0.0.0/8]\n";
+    let yaml = config_yaml(TEST_SERVER, &listener_yaml("web", port), &pools, routes);
     let sy = Switchyard::start(&yaml, &[port]);
     let r502 = get(port, "/broken");
     assert_eq!(r502.status, 502);
@@ -289,13 +268,11 @@ routes:
 fn client_ip_behind_a_trusted_proxy_is_the_forwarded_client() {
     let b = Backend::start("a");
     let port = listen_port();
-    let yaml = web(port, &b, "  - name: all\n    pool: web\n").replace(
-        "  shutdown_timeout: 1s\n",
-        "  shutdown_timeout: 1s\n  trusted_proxies: [127.0.0.1/32]\n",
-    );
-    assert!(
-        yaml.contains("trusted_proxies"),
-        "TEST_SERVER changed shape"
+    let yaml = web_with_head(
+        &test_server_with("  trusted_proxies: [127.0.0.1/32]\n"),
+        port,
+        &b,
+        ROUTE_ALL,
     );
     let sy = Switchyard::start(&yaml, &[port]);
     let r = request(port, "GET", "/", &[("X-Forwarded-For", "203.0.113.9")], b"");
@@ -310,48 +287,38 @@ fn a_tls_request_is_logged_with_tls_true() {
     let b = Backend::start("a");
     let port = listen_port();
     let (_certs, cert, key) = tls_test_cert_files();
-    let yaml = format!(
-        "{TEST_SERVER}
-listeners:
-  - name: secure
-    listen: 127.0.0.1:{port}
-    tls:
-      certificates:
-        - cert_file: {cert}
-          key_file: {key}
-pools:
-  - name: web
-    backends:
-      - address: {}
-routes:
-  - name: all
-    pool: web
-",
-        b.address()
+    let yaml = config_yaml(
+        TEST_SERVER,
+        &tls_listener_yaml("secure", port, &cert, &key),
+        &pool_yaml("web", "", &[b.address()]),
+        ROUTE_ALL,
     );
     let sy = Switchyard::start(&yaml, &[port]);
     let r = tls_request(port, "GET", "/t", &[("Host", "example.com")]);
     assert_eq!(r.status, 200);
-    let entries = sy.access_entries(1);
-    assert_eq!(entries.len(), 1, "{entries:?}");
-    let e = &entries[0];
-    assert_exact_fields(e);
+    let e = &only_entry(&sy);
     assert_eq!(e["tls"], true);
     assert_eq!(e["protocol"], "HTTP/1.1");
     assert_eq!(e["request_id"], r.header("x-request-id").unwrap_or("?"));
 }
 
-/// A switchyard whose stdout and stderr both go to files, for the non-file targets.
+/// A switchyard in front of backend `a` whose stdout and stderr both go to files, for
+/// the non-file targets.
 struct Captured {
     child: Child,
     dir: tempfile::TempDir,
     stdout: PathBuf,
     stderr: PathBuf,
+    port: u16,
+    _backend: Backend,
 }
 
 impl Captured {
-    fn start(yaml: &str, port: u16) -> Captured {
-        let (dir, config) = write_config(yaml);
+    /// Starts it on a new port with `log` as the `log:` section.
+    fn start(log: &str) -> Captured {
+        let backend = Backend::start("a");
+        let port = listen_port();
+        let (dir, config) = write_config(&with_log(port, &backend, log));
         let stdout = dir.path().join("stdout.log");
         let stderr = dir.path().join("stderr.log");
         let child = Command::new(BIN)
@@ -366,6 +333,8 @@ impl Captured {
             dir,
             stdout,
             stderr,
+            port,
+            _backend: backend,
         };
         assert!(
             wait_for_port(port, Duration::from_secs(10)),
@@ -395,6 +364,21 @@ impl Captured {
             std::thread::sleep(Duration::from_millis(20));
         }
     }
+
+    /// GETs `path` and asserts that `file` (`name` in the failure) then holds exactly one
+    /// line, that request's.
+    fn get_logged_once(&self, path: &str, file: &PathBuf, name: &str) {
+        let r = get(self.port, path);
+        assert_eq!(r.status, 200);
+        let lines = self.json_lines(file, 1);
+        assert_eq!(lines.len(), 1, "{name}: {}", self.read(file));
+        assert_exact_fields(&lines[0]);
+        assert_eq!(lines[0]["path"], path);
+        assert_eq!(
+            lines[0]["request_id"],
+            r.header("x-request-id").unwrap_or("?")
+        );
+    }
 }
 
 impl Drop for Captured {
@@ -409,71 +393,27 @@ fn with_log(port: u16, b: &Backend, log: &str) -> String {
     let server = TEST_SERVER
         .split("log:")
         .next()
-        .expect("TEST_SERVER has a server section")
-        .to_string();
-    format!(
-        "{server}{log}
-listeners:
-  - name: web
-    listen: 127.0.0.1:{port}
-pools:
-  - name: web
-    backends:
-      - address: {}
-routes:
-  - name: all
-    pool: web
-",
-        b.address()
-    )
+        .expect("TEST_SERVER has a server section");
+    web_with_head(&format!("{server}{log}"), port, b, ROUTE_ALL)
 }
 
 #[test]
 fn access_log_stderr_writes_lines_to_stderr() {
-    let b = Backend::start("a");
-    let port = listen_port();
-    let p = Captured::start(
-        &with_log(port, &b, "log:\n  level: info\n  access_log: stderr\n"),
-        port,
-    );
-    let r = get(port, "/to-stderr");
-    assert_eq!(r.status, 200);
-    let lines = p.json_lines(&p.stderr, 1);
-    assert_eq!(lines.len(), 1, "stderr: {}", p.read(&p.stderr));
-    assert_exact_fields(&lines[0]);
-    assert_eq!(lines[0]["path"], "/to-stderr");
-    assert_eq!(
-        lines[0]["request_id"],
-        r.header("x-request-id").unwrap_or("?")
-    );
+    let p = Captured::start("log:\n  level: info\n  access_log: stderr\n");
+    p.get_logged_once("/to-stderr", &p.stderr, "stderr");
     assert!(p.json_lines(&p.stdout, 0).is_empty(), "nothing on stdout");
 }
 
 #[test]
 fn access_log_defaults_to_stdout() {
-    let b = Backend::start("a");
-    let port = listen_port();
-    let p = Captured::start(&with_log(port, &b, "log:\n  level: info\n"), port);
-    let r = get(port, "/to-stdout");
-    assert_eq!(r.status, 200);
-    let lines = p.json_lines(&p.stdout, 1);
-    assert_eq!(lines.len(), 1, "stdout: {}", p.read(&p.stdout));
-    assert_exact_fields(&lines[0]);
-    assert_eq!(lines[0]["path"], "/to-stdout");
-    assert_eq!(
-        lines[0]["request_id"],
-        r.header("x-request-id").unwrap_or("?")
-    );
+    let p = Captured::start("log:\n  level: info\n");
+    p.get_logged_once("/to-stdout", &p.stdout, "stdout");
 }
 
 #[test]
 fn access_log_off_writes_nothing() {
-    let b = Backend::start("a");
-    let port = listen_port();
-    let p = Captured::start(
-        &with_log(port, &b, "log:\n  level: info\n  access_log: off\n"),
-        port,
-    );
+    let p = Captured::start("log:\n  level: info\n  access_log: off\n");
+    let port = p.port;
     let mut ids = Vec::new();
     for path in ["/a", "/b?c=d", "/c"] {
         let r = get(port, path);

@@ -7,9 +7,10 @@ mod common;
 use common::*;
 
 use serde_json::{json, Value};
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -65,29 +66,26 @@ fn admin_section(port: u16) -> String {
 /// Pools `web` (a, b; round robin) and `other` (c; least_conn); `/other` goes to
 /// `other`, everything else to `web`. `pool_keys` is added to both pools.
 fn config(admin: &str, web: u16, addrs: [&str; 3], pool_keys: &str) -> String {
+    let [a, b, c] = addrs.map(str::to_string);
+    let pools = pool_yaml("web", pool_keys, &[a, b])
+        + &pool_yaml(
+            "other",
+            &format!("    algorithm: least_conn\n{pool_keys}"),
+            &[c],
+        );
+    config_yaml(
+        &format!("{TEST_SERVER}{admin}"),
+        &listener_yaml("web", web),
+        &pools,
+        "  - name: other\n    path_prefix: /other\n    pool: other\n  - name: all\n    pool: web\n",
+    )
+}
+
+/// The `admin:` section with the test token and the state file at `state_file`.
+fn admin_with_state_file(port: u16, state_file: &Path) -> String {
     format!(
-        "{TEST_SERVER}{admin}listeners:
-  - name: web
-    listen: 127.0.0.1:{web}
-pools:
-  - name: web
-{pool_keys}    backends:
-      - address: {a}
-      - address: {b}
-  - name: other
-    algorithm: least_conn
-{pool_keys}    backends:
-      - address: {c}
-routes:
-  - name: other
-    path_prefix: /other
-    pool: other
-  - name: all
-    pool: web
-",
-        a = addrs[0],
-        b = addrs[1],
-        c = addrs[2]
+        "admin:\n  listen: 127.0.0.1:{port}\n  tokens: [\"{TOKEN}\"]\n  state_file: {}\n",
+        state_file.display()
     )
 }
 
@@ -103,11 +101,7 @@ struct Setup {
 
 impl Setup {
     fn start() -> Setup {
-        let (a, b, c) = (
-            Backend::start("a"),
-            Backend::start("b"),
-            Backend::start("c"),
-        );
+        let [a, b, c] = Backend::start_each(["a", "b", "c"]);
         let (admin, web) = (listen_port(), listen_port());
         let yaml = config(
             &admin_section(admin),
@@ -130,20 +124,24 @@ impl Setup {
         [self.a.address(), self.b.address(), self.c.address()]
     }
 
+    /// Pool `web` still holds exactly `a` and `b`, and `a` is not draining; `a`'s BACKEND.
+    fn assert_web_unchanged(&self) -> Value {
+        let web = self.pool("web");
+        assert_eq!(
+            addresses(&web),
+            [self.a.address(), self.b.address()].into_iter().collect(),
+            "{web}"
+        );
+        let a = backend_in(&web, &self.a.address()).expect("a");
+        assert_eq!(a["draining"], false, "{a}");
+        a
+    }
+
     fn pool(&self, name: &str) -> Value {
         let r = authed(self.admin, "GET", &format!("/api/v1/pools/{name}"), "");
         assert_eq!(r.status, 200, "GET pool {name}: {r:?}");
         json_of(&r)
     }
-}
-
-/// The BACKEND of `address` in a POOL.
-fn backend_in(pool: &Value, address: &str) -> Option<Value> {
-    pool["backends"]
-        .as_array()?
-        .iter()
-        .find(|b| b["address"] == address)
-        .cloned()
 }
 
 fn addresses(pool: &Value) -> BTreeSet<String> {
@@ -157,18 +155,19 @@ fn addresses(pool: &Value) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
-fn assert_backend_shape(b: &Value) {
-    let keys: BTreeSet<&str> = b
+/// Asserts that `v` is an object (a `what`) with exactly the keys `want`.
+fn assert_keys(v: &Value, what: &str, want: &[&str]) {
+    let keys: BTreeSet<&str> = v
         .as_object()
-        .unwrap_or_else(|| panic!("BACKEND is an object: {b}"))
+        .unwrap_or_else(|| panic!("{what} is an object: {v}"))
         .keys()
         .map(String::as_str)
         .collect();
-    assert_eq!(
-        keys,
-        BACKEND_KEYS.into_iter().collect(),
-        "BACKEND keys: {b}"
-    );
+    assert_eq!(keys, want.iter().copied().collect(), "{what} keys: {v}");
+}
+
+fn assert_backend_shape(b: &Value) {
+    assert_keys(b, "BACKEND", &BACKEND_KEYS);
     assert!(b["address"].is_string(), "{b}");
     assert!(b["weight"].is_u64(), "{b}");
     assert!(b["backup"].is_boolean(), "{b}");
@@ -183,33 +182,10 @@ fn assert_backend_shape(b: &Value) {
 }
 
 fn assert_pool_shape(p: &Value) {
-    let keys: BTreeSet<&str> = p
-        .as_object()
-        .unwrap_or_else(|| panic!("POOL is an object: {p}"))
-        .keys()
-        .map(String::as_str)
-        .collect();
-    assert_eq!(
-        keys,
-        ["name", "algorithm", "backends"].into_iter().collect(),
-        "POOL keys: {p}"
-    );
+    assert_keys(p, "POOL", &["name", "algorithm", "backends"]);
     for b in p["backends"].as_array().expect("backends array") {
         assert_backend_shape(b);
     }
-}
-
-/// Counts of `X-Backend` over `n` GETs, each asserted 200.
-fn served_by(port: u16, path: &str, n: usize) -> HashMap<String, usize> {
-    let mut counts = HashMap::new();
-    for i in 0..n {
-        let r = get(port, path);
-        assert_eq!(r.status, 200, "request {i} of {n} to {path}: {r:?}");
-        *counts
-            .entry(r.header("x-backend").unwrap_or("none").to_string())
-            .or_insert(0) += 1;
-    }
-    counts
 }
 
 fn encoded(address: &str) -> String {
@@ -231,18 +207,6 @@ fn try_request(port: u16, method: &str, path: &str, body: &str) -> Option<u16> {
     let _ = s.read_to_end(&mut out);
     let text = String::from_utf8_lossy(&out);
     text.split(' ').nth(1)?.parse().ok()
-}
-
-/// Waits for the process to exit (10 s at most).
-fn wait_exit(sy: &mut Switchyard) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = sy.child.try_wait() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
 }
 
 // ---------------------------------------------------------------- authentication
@@ -300,13 +264,7 @@ fn every_api_route_needs_a_valid_bearer_token() {
         }
     }
     // Nothing changed through the rejected requests.
-    let web = s.pool("web");
-    assert_eq!(
-        addresses(&web),
-        [s.a.address(), s.b.address()].into_iter().collect(),
-        "{web}"
-    );
-    assert_eq!(backend_in(&web, &a).expect("a")["draining"], false);
+    s.assert_web_unchanged();
     assert!(
         !s.sy.dir.path().join("state.json").exists(),
         "no state written by rejected requests"
@@ -334,11 +292,7 @@ fn every_api_route_needs_a_valid_bearer_token() {
 
 #[test]
 fn any_of_several_tokens_is_accepted() {
-    let (a, b, c) = (
-        Backend::start("a"),
-        Backend::start("b"),
-        Backend::start("c"),
-    );
+    let [a, b, c] = Backend::start_each(["a", "b", "c"]);
     let (admin, web) = (listen_port(), listen_port());
     let section = format!(
         "admin:\n  listen: 127.0.0.1:{admin}\n  tokens: [first-t0ken, \"{TOKEN}\"]\n  state_file: {{dir}}/state.json\n"
@@ -371,7 +325,7 @@ fn a_client_outside_allow_gets_403() {
     let section = format!(
         "admin:\n  listen: 127.0.0.1:{admin}\n  tokens: [\"{TOKEN}\"]\n  allow: [10.0.0.0/8]\n  state_file: {{dir}}/state.json\n"
     );
-    let (b, c) = (Backend::start("b"), Backend::start("c"));
+    let [b, c] = Backend::start_each(["b", "c"]);
     let yaml = config(
         &section,
         web,
@@ -571,15 +525,8 @@ fn bad_input_is_400_with_the_offending_field() {
         assert!(v["error"].is_string(), "{v}");
     }
     // Nothing was changed by the rejected requests.
-    let web = s.pool("web");
-    assert_eq!(
-        addresses(&web),
-        [s.a.address(), s.b.address()].into_iter().collect(),
-        "{web}"
-    );
-    let a = backend_in(&web, &s.a.address()).expect("a");
+    let a = s.assert_web_unchanged();
     assert_eq!(a["weight"], 1, "{a}");
-    assert_eq!(a["draining"], false, "{a}");
 }
 
 #[test]
@@ -658,10 +605,7 @@ fn weight_and_draining_change_the_traffic() {
 #[test]
 fn draining_lets_in_flight_requests_finish() {
     let s = Setup::start();
-    s.c.set(Behaviour {
-        delay: Duration::from_millis(1500),
-        ..Behaviour::default()
-    });
+    s.c.set(Behaviour::with_delay(Duration::from_millis(1500)));
     let web = s.web;
     let slow = std::thread::spawn(move || get(web, "/other/slow"));
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -816,11 +760,7 @@ fn reload_through_the_api() {
 #[test]
 fn config_is_served_with_secrets_redacted() {
     let (_certs, cert, key) = tls_test_cert_files();
-    let (a, b, c) = (
-        Backend::start("a"),
-        Backend::start("b"),
-        Backend::start("c"),
-    );
+    let [a, b, c] = Backend::start_each(["a", "b", "c"]);
     let (admin, web, tls) = (listen_port(), listen_port(), listen_port());
     let yaml = config(
         &admin_section(admin),
@@ -905,23 +845,13 @@ fn openapi_description_is_valid_openapi_3() {
         );
         return;
     }
-    let mut child = Command::new("python3")
-        .args([
+    let out = output_with_stdin(
+        Command::new("python3").args([
             "-c",
             "from openapi_spec_validator import validate; import json,sys; validate(json.load(sys.stdin))",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run python3");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(r.body.as_bytes())
-        .expect("feed the validator");
-    let out = child.wait_with_output().expect("validator output");
+        ]),
+        r.body.as_bytes(),
+    );
     assert!(
         out.status.success(),
         "openapi-spec-validator rejects GET /api/v1/openapi.json:\n{}{}",
@@ -963,19 +893,11 @@ fn assert_changed_state(admin: u16, a: &str, b: &str, c: &str, d: &str, when: &s
 fn state_survives_reloads_and_restarts() {
     let state_dir = tempfile::tempdir().expect("state dir");
     let state = state_dir.path().join("state.json");
-    let (a, b, c, d) = (
-        Backend::start("a"),
-        Backend::start("b"),
-        Backend::start("c"),
-        Backend::start("d"),
-    );
+    let [a, b, c, d] = Backend::start_each(["a", "b", "c", "d"]);
     let [aa, ba, ca, da] = [a.address(), b.address(), c.address(), d.address()];
     let yaml = |admin: u16, web: u16, pool_keys: &str| {
         config(
-            &format!(
-                "admin:\n  listen: 127.0.0.1:{admin}\n  tokens: [\"{TOKEN}\"]\n  state_file: {}\n",
-                state.display()
-            ),
+            &admin_with_state_file(admin, &state),
             web,
             [&aa, &ba, &ca],
             pool_keys,
@@ -1051,7 +973,10 @@ fn state_survives_reloads_and_restarts() {
 
     // Stop and start again with the same configuration (fresh ports).
     sy.signal("-TERM");
-    assert!(wait_exit(&mut sy), "switchyard did not stop on SIGTERM");
+    assert!(
+        wait_exit(&mut sy.child, Duration::from_secs(10)).is_some(),
+        "switchyard did not stop on SIGTERM"
+    );
     drop(sy);
     let (admin, web) = (listen_port(), listen_port());
     let sy = Switchyard::start(&yaml(admin, web, "    retries: 0\n"), &[admin, web]);
@@ -1070,19 +995,12 @@ fn state_survives_reloads_and_restarts() {
 fn kill_9_during_state_writes_never_corrupts_the_file() {
     let state_dir = tempfile::tempdir().expect("state dir");
     let state = state_dir.path().join("state.json");
-    let (a, b, c) = (
-        Backend::start("a"),
-        Backend::start("b"),
-        Backend::start("c"),
-    );
+    let [a, b, c] = Backend::start_each(["a", "b", "c"]);
     let extra = Backend::start("extra");
     let [aa, ba, ca] = [a.address(), b.address(), c.address()];
     let yaml = |admin: u16, web: u16| {
         config(
-            &format!(
-                "admin:\n  listen: 127.0.0.1:{admin}\n  tokens: [\"{TOKEN}\"]\n  state_file: {}\n",
-                state.display()
-            ),
+            &admin_with_state_file(admin, &state),
             web,
             [&aa, &ba, &ca],
             "",
@@ -1229,17 +1147,34 @@ fn base64_helper_matches_the_rfc_examples() {
 
 // ---------------------------------------------------------------- live state kept
 
-/// A pool `p` over `backends` with `keys`, one route to it, and the admin listener.
-fn single_pool(admin: u16, web: u16, backends: &[String], keys: &str) -> String {
-    let mut s = format!(
-        "{TEST_SERVER}{}listeners:\n  - name: web\n    listen: 127.0.0.1:{web}\npools:\n  - name: p\n{keys}    backends:\n",
-        admin_section(admin)
+/// Switchyard with the admin listener in front of pool `p` over `backends` with `keys`
+/// (one route to it): the admin and the web port.
+fn start_single_pool(backends: &[String], keys: &str) -> (Switchyard, u16, u16) {
+    let (admin, web) = (listen_port(), listen_port());
+    let yaml = config_yaml(
+        &format!("{TEST_SERVER}{}", admin_section(admin)),
+        &listener_yaml("web", web),
+        &pool_yaml("p", keys, backends),
+        "  - name: all\n    pool: p\n",
     );
-    for b in backends {
-        s.push_str(&format!("      - address: {b}\n"));
-    }
-    s.push_str("routes:\n  - name: all\n    pool: p\n");
-    s
+    (Switchyard::start(&yaml, &[admin, web]), admin, web)
+}
+
+/// Waits (10 s at most) until the admin API shows backend `address` of pool `p`
+/// unhealthy; `what` names it in the failure.
+fn wait_unhealthy(sy: &Switchyard, admin: u16, address: &str, what: &str) {
+    let mut last = String::new();
+    let down = wait_until(Duration::from_secs(10), Duration::from_millis(50), || {
+        let r = authed(admin, "GET", "/api/v1/pools/p", "");
+        let down = backend_in(&json_of(&r), address).is_some_and(|b| b["healthy"] == false);
+        last = r.body;
+        down
+    });
+    assert!(
+        down,
+        "{what} never became unhealthy: {last}\n{}",
+        sy.stderr()
+    );
 }
 
 /// Re-weighting a backend changes its weight only: a backend the health check took out
@@ -1248,26 +1183,9 @@ fn single_pool(admin: u16, web: u16, backends: &[String], keys: &str) -> String 
 fn changing_the_weight_keeps_a_backend_unhealthy() {
     let ok = Backend::start("ok");
     let dead = format!("127.0.0.1:{}", closed_port());
-    let (admin, web) = (listen_port(), listen_port());
     let keys = "    retries: 0\n    health_check: { interval: 3s, timeout: 500ms, healthy_threshold: 1, unhealthy_threshold: 1 }\n";
-    let sy = Switchyard::start(
-        &single_pool(admin, web, &[ok.address(), dead.clone()], keys),
-        &[admin, web],
-    );
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = authed(admin, "GET", "/api/v1/pools/p", "");
-        if backend_in(&json_of(&r), &dead).is_some_and(|b| b["healthy"] == false) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the closed port never became unhealthy: {}\n{}",
-            r.body,
-            sy.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let (sy, admin, web) = start_single_pool(&[ok.address(), dead.clone()], keys);
+    wait_unhealthy(&sy, admin, &dead, "the closed port");
     let r = authed(
         admin,
         "PATCH",
@@ -1295,19 +1213,9 @@ fn changing_the_weight_keeps_a_backend_unhealthy() {
 #[test]
 fn changing_the_weight_keeps_an_open_circuit_open() {
     let ok = Backend::start("ok");
-    let bad = Backend::start_with(
-        "bad",
-        Behaviour {
-            status: 500,
-            ..Behaviour::default()
-        },
-    );
-    let (admin, web) = (listen_port(), listen_port());
+    let bad = Backend::start_with("bad", Behaviour::with_status(500));
     let keys = "    circuit_breaker: { failure_threshold: 2, open_for: 10m }\n";
-    let _sy = Switchyard::start(
-        &single_pool(admin, web, &[ok.address(), bad.address()], keys),
-        &[admin, web],
-    );
+    let (_sy, admin, web) = start_single_pool(&[ok.address(), bad.address()], keys);
     let mut fails = 0;
     for _ in 0..8 {
         if get(web, "/").status == 500 {
@@ -1343,12 +1251,8 @@ fn changing_the_weight_keeps_an_open_circuit_open() {
 fn an_added_backend_is_health_checked() {
     let ok = Backend::start("ok");
     let dead = format!("127.0.0.1:{}", closed_port());
-    let (admin, web) = (listen_port(), listen_port());
     let keys = "    retries: 0\n    health_check: { interval: 200ms, timeout: 200ms, healthy_threshold: 1, unhealthy_threshold: 1 }\n";
-    let sy = Switchyard::start(
-        &single_pool(admin, web, &[ok.address()], keys),
-        &[admin, web],
-    );
+    let (sy, admin, web) = start_single_pool(&[ok.address()], keys);
     let r = authed(
         admin,
         "POST",
@@ -1356,20 +1260,7 @@ fn an_added_backend_is_health_checked() {
         &json!({ "address": dead }).to_string(),
     );
     assert_eq!(r.status, 201, "{r:?}");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let r = authed(admin, "GET", "/api/v1/pools/p", "");
-        if backend_in(&json_of(&r), &dead).is_some_and(|b| b["healthy"] == false) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the added backend on a closed port never became unhealthy: {}\n{}",
-            r.body,
-            sy.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_unhealthy(&sy, admin, &dead, "the added backend on a closed port");
     let counts = served_by(web, "/", 6);
     assert_eq!(counts.get("ok"), Some(&6), "{counts:?}");
 }

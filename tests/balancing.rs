@@ -6,35 +6,23 @@ use common::*;
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-/// A config with one listener on `port` and one pool `p` (every route goes there).
-/// `pool_extra` is indented pool keys; `backends` are (address, extra backend keys).
-fn config(port: u16, server_extra: &str, pool_extra: &str, backends: &[(String, &str)]) -> String {
-    let mut b = String::new();
-    for (addr, extra) in backends {
-        b.push_str(&format!("      - address: {addr}\n"));
-        for line in extra.lines().filter(|l| !l.trim().is_empty()) {
-            b.push_str(&format!("        {}\n", line.trim()));
-        }
-    }
-    let server = if server_extra.is_empty() {
-        TEST_SERVER.to_string()
-    } else {
-        TEST_SERVER.replacen("server:\n", &format!("server:\n{server_extra}\n"), 1)
-    };
-    format!(
-        "{server}
-listeners:
-  - name: web
-    listen: 127.0.0.1:{port}
-pools:
-  - name: p
-{pool_extra}
-    backends:
-{b}routes:
-  - name: all
-    pool: p
-"
-    )
+/// Switchyard on a new port in front of one pool `p` (every route goes there): `server`
+/// is TEST_SERVER or a variant, `pool_keys` the indented pool keys and `backends` are
+/// (address, extra backend keys).
+fn start(server: &str, pool_keys: &str, backends: &[(String, &str)]) -> (Switchyard, u16) {
+    let port = free_port();
+    let yaml = config_yaml(
+        server,
+        &listener_yaml("web", port),
+        &pool_yaml_with_backend_keys("p", pool_keys, backends),
+        "  - name: all\n    pool: p\n",
+    );
+    (Switchyard::start(&yaml, &[port]), port)
+}
+
+/// (address, no extra keys) of each backend.
+fn plain(backends: &[&Backend]) -> Vec<(String, &'static str)> {
+    backends.iter().map(|b| (b.address(), "")).collect()
 }
 
 /// The backend names of `n` sequential GETs, in order.
@@ -58,15 +46,12 @@ fn backend_for(port: u16, path: &str, headers: &[(&str, &str)]) -> String {
 
 #[test]
 fn round_robin_weights_3_to_1_are_exact_and_smooth() {
-    let (a, b) = (Backend::start("a"), Backend::start("b"));
-    let port = free_port();
-    let yaml = config(
-        port,
-        "",
-        "    algorithm: round_robin",
+    let [a, b] = Backend::start_each(["a", "b"]);
+    let (_sy, port) = start(
+        TEST_SERVER,
+        "    algorithm: round_robin\n",
         &[(a.address(), "weight: 3"), (b.address(), "weight: 1")],
     );
-    let _sy = Switchyard::start(&yaml, &[port]);
     let seq = sequence(port, 40);
     let count = |n: &str| seq.iter().filter(|s| *s == n).count();
     assert_eq!((count("a"), count("b")), (30, 10), "{seq:?}");
@@ -82,15 +67,12 @@ fn round_robin_weights_3_to_1_are_exact_and_smooth() {
 
 #[test]
 fn round_robin_equal_weights_split_equally() {
-    let (a, b) = (Backend::start("a"), Backend::start("b"));
-    let port = free_port();
-    let yaml = config(
-        port,
-        "",
+    let [a, b] = Backend::start_each(["a", "b"]);
+    let (_sy, port) = start(
+        TEST_SERVER,
         "",
         &[(a.address(), "weight: 5"), (b.address(), "weight: 5")],
     );
-    let _sy = Switchyard::start(&yaml, &[port]);
     let counts = spread(port, "/", 40);
     assert_eq!(counts.get("a"), Some(&20), "{counts:?}");
     assert_eq!(counts.get("b"), Some(&20), "{counts:?}");
@@ -98,15 +80,12 @@ fn round_robin_equal_weights_split_equally() {
 
 #[test]
 fn random_respects_weights() {
-    let (a, b) = (Backend::start("heavy"), Backend::start("light"));
-    let port = free_port();
-    let yaml = config(
-        port,
-        "",
-        "    algorithm: random",
+    let [a, b] = Backend::start_each(["heavy", "light"]);
+    let (_sy, port) = start(
+        TEST_SERVER,
+        "    algorithm: random\n",
         &[(a.address(), "weight: 3"), (b.address(), "weight: 1")],
     );
-    let _sy = Switchyard::start(&yaml, &[port]);
     let counts = spread(port, "/", 400);
     let heavy = counts.get("heavy").copied().unwrap_or(0);
     let light = counts.get("light").copied().unwrap_or(0);
@@ -120,119 +99,95 @@ fn random_respects_weights() {
 
 #[test]
 fn ip_hash_keeps_a_client_on_one_backend() {
-    let (a, b, c) = (
-        Backend::start("a"),
-        Backend::start("b"),
-        Backend::start("c"),
+    let bs = Backend::start_each(["a", "b", "c"]);
+    let (_sy, port) = start(
+        TEST_SERVER,
+        "    algorithm: ip_hash\n",
+        &plain(&[&bs[0], &bs[1], &bs[2]]),
     );
-    let port = free_port();
-    let yaml = config(
-        port,
-        "",
-        "    algorithm: ip_hash",
-        &[(a.address(), ""), (b.address(), ""), (c.address(), "")],
-    );
-    let _sy = Switchyard::start(&yaml, &[port]);
     let counts = spread(port, "/", 20);
     assert_eq!(counts.len(), 1, "one client, one backend: {counts:?}");
 }
 
 #[test]
 fn ip_hash_uses_the_forwarded_client_ip_from_a_trusted_proxy() {
-    let (a, b, c) = (
-        Backend::start("a"),
-        Backend::start("b"),
-        Backend::start("c"),
+    let bs = Backend::start_each(["a", "b", "c"]);
+    let (_sy, port) = start(
+        &test_server_with("  trusted_proxies: [127.0.0.1/32]\n"),
+        "    algorithm: ip_hash\n",
+        &plain(&[&bs[0], &bs[1], &bs[2]]),
     );
-    let port = free_port();
-    let yaml = config(
-        port,
-        "  trusted_proxies: [127.0.0.1/32]",
-        "    algorithm: ip_hash",
-        &[(a.address(), ""), (b.address(), ""), (c.address(), "")],
-    );
-    let _sy = Switchyard::start(&yaml, &[port]);
-    let mut used = HashSet::new();
-    for i in 0..30u32 {
-        let ip = format!(
-            "{}.{}.{}.{}",
-            11 + i * 7 % 200,
-            (i * 37) % 256,
-            (i * 91) % 256,
-            1 + i
-        );
-        let first = backend_for(port, "/", &[("X-Forwarded-For", &ip)]);
-        for _ in 0..2 {
-            assert_eq!(
-                backend_for(port, "/", &[("X-Forwarded-For", &ip)]),
-                first,
-                "client {ip} moved"
-            );
-        }
-        used.insert(first);
-    }
+    let clients: Vec<String> = (0..30u32)
+        .map(|i| {
+            format!(
+                "{}.{}.{}.{}",
+                11 + i * 7 % 200,
+                (i * 37) % 256,
+                (i * 91) % 256,
+                1 + i
+            )
+        })
+        .collect();
+    let used = stable_and_spread("client", &clients, |ip| {
+        backend_for(port, "/", &[("X-Forwarded-For", ip)])
+    });
     assert!(
         used.len() > 1,
         "30 different clients all on one backend: {used:?}"
     );
 }
 
-fn hash_pool(port: u16, key: &str, backends: &[&Backend]) -> String {
-    let list: Vec<(String, &str)> = backends.iter().map(|b| (b.address(), "")).collect();
-    config(
-        port,
-        "",
-        &format!("    algorithm: consistent_hash\n    hash_key: \"{key}\""),
-        &list,
-    )
+/// Switchyard on a new port in front of a consistent_hash pool on `key` over `backends`.
+fn start_hashed(key: &str, backends: &[&Backend]) -> (Switchyard, u16) {
+    let keys = format!("    algorithm: consistent_hash\n    hash_key: \"{key}\"\n");
+    start(TEST_SERVER, &keys, &plain(backends))
 }
 
-/// For each of `keys`, asserts 3 requests built by `req` reach one backend; returns the
-/// number of distinct backends over all keys.
-fn stable_and_spread(keys: &[String], mut req: impl FnMut(&str) -> String) -> usize {
+/// For each of `keys` (`what` names one in the failure), asserts 3 requests built by
+/// `req` reach one backend; returns the backends reached over all keys.
+fn stable_and_spread(
+    what: &str,
+    keys: &[String],
+    mut req: impl FnMut(&str) -> String,
+) -> HashSet<String> {
     let mut used = HashSet::new();
     for k in keys {
         let first = req(k);
         for _ in 0..2 {
-            assert_eq!(req(k), first, "key {k} moved");
+            assert_eq!(req(k), first, "{what} {k} moved");
         }
         used.insert(first);
     }
-    used.len()
+    used
+}
+
+/// Backends `a`, `b` and `c` behind a consistent_hash pool on `hash_key`: each of `keys`
+/// stays on one backend (requests built by `req(port, key)`); how many backends the
+/// keys reached.
+fn hashed_spread(
+    hash_key: &str,
+    keys: &[String],
+    mut req: impl FnMut(u16, &str) -> String,
+) -> usize {
+    let bs = Backend::start_each(["a", "b", "c"]);
+    let (_sy, port) = start_hashed(hash_key, &[&bs[0], &bs[1], &bs[2]]);
+    stable_and_spread("key", keys, |k| req(port, k)).len()
 }
 
 #[test]
 fn consistent_hash_on_a_header() {
-    let bs = [
-        Backend::start("a"),
-        Backend::start("b"),
-        Backend::start("c"),
-    ];
-    let port = free_port();
-    let _sy = Switchyard::start(
-        &hash_pool(port, "header:X-User", &[&bs[0], &bs[1], &bs[2]]),
-        &[port],
-    );
     let keys: Vec<String> = (0..40).map(|i| format!("user-{i}")).collect();
-    let used = stable_and_spread(&keys, |k| backend_for(port, "/", &[("X-User", k)]));
+    let used = hashed_spread("header:X-User", &keys, |port, k| {
+        backend_for(port, "/", &[("X-User", k)])
+    });
     assert_eq!(used, 3, "40 users should reach all 3 backends");
 }
 
 #[test]
 fn consistent_hash_on_a_cookie() {
-    let bs = [
-        Backend::start("a"),
-        Backend::start("b"),
-        Backend::start("c"),
-    ];
-    let port = free_port();
-    let _sy = Switchyard::start(
-        &hash_pool(port, "cookie:session", &[&bs[0], &bs[1], &bs[2]]),
-        &[port],
-    );
     let keys: Vec<String> = (0..40).map(|i| format!("s{i}x")).collect();
     let mut n = 0u32;
-    let used = stable_and_spread(&keys, |k| {
+    let used = hashed_spread("cookie:session", &keys, |port, k| {
         // Other cookies around it change on every request and must not matter.
         n += 1;
         let cookie = format!("theme=t{n}; session={k}; lang=l{n}");
@@ -243,40 +198,21 @@ fn consistent_hash_on_a_cookie() {
 
 #[test]
 fn consistent_hash_on_the_uri() {
-    let bs = [
-        Backend::start("a"),
-        Backend::start("b"),
-        Backend::start("c"),
-    ];
-    let port = free_port();
-    let _sy = Switchyard::start(&hash_pool(port, "uri", &[&bs[0], &bs[1], &bs[2]]), &[port]);
     let keys: Vec<String> = (0..40).map(|i| format!("/item/{i}?v={i}")).collect();
-    let used = stable_and_spread(&keys, |k| backend_for(port, k, &[]));
+    let used = hashed_spread("uri", &keys, |port, k| backend_for(port, k, &[]));
     assert!(used > 1, "40 URIs all on one backend");
 }
 
 #[test]
 fn consistent_hash_on_the_path() {
-    let bs = [
-        Backend::start("a"),
-        Backend::start("b"),
-        Backend::start("c"),
-    ];
-    let port = free_port();
-    let _sy = Switchyard::start(&hash_pool(port, "path", &[&bs[0], &bs[1], &bs[2]]), &[port]);
     let keys: Vec<String> = (0..40).map(|i| format!("/doc/{i}")).collect();
-    let used = stable_and_spread(&keys, |k| backend_for(port, k, &[]));
+    let used = hashed_spread("path", &keys, |port, k| backend_for(port, k, &[]));
     assert!(used > 1, "40 paths all on one backend");
 }
 
 #[test]
 fn consistent_hash_moves_few_keys_when_a_backend_leaves() {
-    let bs = [
-        Backend::start("a"),
-        Backend::start("b"),
-        Backend::start("c"),
-        Backend::start("d"),
-    ];
+    let bs = Backend::start_each(["a", "b", "c", "d"]);
     let keys: Vec<String> = (0..200).map(|i| format!("user-{i}")).collect();
     let map = |port: u16| -> HashMap<String, String> {
         keys.iter()
@@ -284,12 +220,8 @@ fn consistent_hash_moves_few_keys_when_a_backend_leaves() {
             .collect()
     };
 
-    let port = free_port();
     let before = {
-        let _sy = Switchyard::start(
-            &hash_pool(port, "header:X-User", &[&bs[0], &bs[1], &bs[2], &bs[3]]),
-            &[port],
-        );
+        let (_sy, port) = start_hashed("header:X-User", &[&bs[0], &bs[1], &bs[2], &bs[3]]);
         map(port)
     };
     let on_d = before.values().filter(|v| *v == "d").count();
@@ -297,11 +229,7 @@ fn consistent_hash_moves_few_keys_when_a_backend_leaves() {
     let per_backend: HashSet<&String> = before.values().collect();
     assert_eq!(per_backend.len(), 4, "200 keys should reach all 4 backends");
 
-    let port = free_port();
-    let _sy = Switchyard::start(
-        &hash_pool(port, "header:X-User", &[&bs[0], &bs[1], &bs[2]]),
-        &[port],
-    );
+    let (_sy, port) = start_hashed("header:X-User", &[&bs[0], &bs[1], &bs[2]]);
     let after = map(port);
     let staying: Vec<&String> = keys.iter().filter(|k| before[*k] != "d").collect();
     let kept = staying.iter().filter(|k| after[**k] == before[**k]).count();
@@ -318,22 +246,13 @@ fn consistent_hash_moves_few_keys_when_a_backend_leaves() {
 
 #[test]
 fn least_conn_prefers_the_backend_with_fewer_requests_in_flight() {
-    let slow = Backend::start_with(
-        "slow",
-        Behaviour {
-            delay: Duration::from_millis(300),
-            ..Behaviour::default()
-        },
-    );
+    let slow = Backend::start_with("slow", Behaviour::with_delay(Duration::from_millis(300)));
     let fast = Backend::start("fast");
-    let port = free_port();
-    let yaml = config(
-        port,
-        "",
-        "    algorithm: least_conn",
+    let (_sy, port) = start(
+        TEST_SERVER,
+        "    algorithm: least_conn\n",
         &[(slow.address(), ""), (fast.address(), "")],
     );
-    let _sy = Switchyard::start(&yaml, &[port]);
     // 20 overlapping requests, one connection each, started 15 ms apart so that the
     // slow backend's requests are still in flight while the later ones are balanced.
     let handles: Vec<_> = (0..20u64)
@@ -365,15 +284,9 @@ fn least_conn_prefers_the_backend_with_fewer_requests_in_flight() {
 
 #[test]
 fn backups_get_nothing_while_a_primary_answers() {
-    let (p1, p2, backup) = (
-        Backend::start("p1"),
-        Backend::start("p2"),
-        Backend::start("backup"),
-    );
-    let port = free_port();
-    let yaml = config(
-        port,
-        "",
+    let [p1, p2, backup] = Backend::start_each(["p1", "p2", "backup"]);
+    let (_sy, port) = start(
+        TEST_SERVER,
         "",
         &[
             (p1.address(), ""),
@@ -381,7 +294,6 @@ fn backups_get_nothing_while_a_primary_answers() {
             (p2.address(), ""),
         ],
     );
-    let _sy = Switchyard::start(&yaml, &[port]);
     let counts = spread(port, "/", 20);
     assert_eq!(counts.get("backup"), None, "{counts:?}");
     assert_eq!(backup.count(), 0);
@@ -392,17 +304,14 @@ fn backups_get_nothing_while_a_primary_answers() {
 #[test]
 fn backup_takes_the_traffic_when_every_primary_is_down() {
     let backup = Backend::start("backup");
-    let port = free_port();
-    let yaml = config(
-        port,
-        "",
-        "    retries: 1",
+    let (_sy, port) = start(
+        TEST_SERVER,
+        "    retries: 1\n",
         &[
             (format!("127.0.0.1:{}", closed_port()), ""),
             (backup.address(), "backup: true"),
         ],
     );
-    let _sy = Switchyard::start(&yaml, &[port]);
     for i in 0..5 {
         let r = get(port, "/");
         assert_eq!(r.status, 200, "request {i}: {r:?}");
@@ -413,15 +322,12 @@ fn backup_takes_the_traffic_when_every_primary_is_down() {
 #[test]
 fn upstream_connections_are_kept_alive() {
     let b = Backend::start("a");
-    let port = free_port();
     // No health check, so every connection the backend counts is the proxy's.
-    let yaml = config(
-        port,
-        "",
-        "    health_check: {kind: none}",
+    let (_sy, port) = start(
+        TEST_SERVER,
+        "    health_check: {kind: none}\n",
         &[(b.address(), "")],
     );
-    let _sy = Switchyard::start(&yaml, &[port]);
     for _ in 0..20 {
         assert_eq!(get(port, "/").status, 200);
     }

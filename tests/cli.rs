@@ -4,7 +4,7 @@ mod common;
 use common::*;
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const DEFAULT_CONFIG: &str = "/etc/switchyard/switchyard.yaml";
@@ -13,29 +13,12 @@ fn stderr_of(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
 }
 
-/// A plain command: no inherited $SWITCHYARD_CONFIG / $SWITCHYARD_LOG.
-fn switchyard() -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.env_remove("SWITCHYARD_CONFIG")
-        .env_remove("SWITCHYARD_LOG")
-        .stdin(Stdio::null());
-    cmd
-}
-
 fn valid_yaml(port: u16, backend: &str) -> String {
-    format!(
-        "{TEST_SERVER}
-listeners:
-  - name: web
-    listen: 127.0.0.1:{port}
-pools:
-  - name: web
-    backends:
-      - address: {backend}
-routes:
-  - name: all
-    pool: web
-"
+    config_yaml(
+        TEST_SERVER,
+        &listener_yaml("web", port),
+        &pool_yaml("web", "", &[backend.to_string()]),
+        "  - name: all\n    pool: web\n",
     )
 }
 
@@ -47,59 +30,20 @@ pools:
         weight: 0
 ";
 
-/// Is `pid` a live (not zombie) process?
-fn pid_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            // The state follows the parenthesised command name.
-            let state = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next())
-                .unwrap_or("");
-            state != "Z" && state != "X"
-        }
-        // With /proc mounted, no entry means no process; without it, ask kill -0.
-        Err(_) if Path::new("/proc/self").exists() => false,
-        Err(_) => Command::new("kill")
-            .args(["-0", &pid.to_string()])
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false),
-    }
+/// A valid and an invalid configuration file (keep the directories alive).
+fn good_and_bad(backend: &str) -> ((tempfile::TempDir, PathBuf), (tempfile::TempDir, PathBuf)) {
+    (
+        write_config(&valid_yaml(free_port(), backend)),
+        write_config(INVALID_YAML),
+    )
 }
 
-fn send_signal(signal: &str, pid: u32) {
-    let status = Command::new("kill")
-        .args([signal, &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill {signal} {pid} failed");
-}
-
-/// Kills a process by pid on drop (for daemonised instances we did not spawn directly).
-struct PidGuard(Option<u32>);
-
-impl Drop for PidGuard {
-    fn drop(&mut self) {
-        if let Some(pid) = self.0 {
-            if pid_alive(pid) {
-                let _ = Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .status();
-            }
-        }
-    }
-}
-
-/// A child we spawned ourselves; killed on drop.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+/// Runs `cmd`, asserting its exit code (`what` starts the failure message); its stderr.
+fn exits_with(cmd: &mut Command, code: i32, what: &str) -> String {
+    let out = cmd.output().expect("run");
+    let stderr = stderr_of(&out);
+    assert_eq!(out.status.code(), Some(code), "{what}{stderr}");
+    stderr
 }
 
 /// A non-panicking GET (one request per connection): the status, or why there was none.
@@ -137,7 +81,10 @@ fn try_get(port: u16, path: &str) -> Result<u16, String> {
 fn version_flags_print_name_and_crate_version() {
     let expected = format!("switchyard {}", env!("CARGO_PKG_VERSION"));
     for flag in ["-V", "--version"] {
-        let out = switchyard().arg(flag).output().expect("run switchyard");
+        let out = switchyard_command()
+            .arg(flag)
+            .output()
+            .expect("run switchyard");
         assert_eq!(out.status.code(), Some(0), "{flag}: {}", stderr_of(&out));
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert_eq!(
@@ -151,104 +98,69 @@ fn version_flags_print_name_and_crate_version() {
 #[test]
 fn test_flag_exits_0_for_valid_and_1_for_invalid() {
     let b = Backend::start("a");
-    let (_d1, good) = write_config(&valid_yaml(free_port(), &b.address()));
-    let (_d2, bad) = write_config(INVALID_YAML);
+    let ((_d1, good), (_d2, bad)) = good_and_bad(&b.address());
     for flag in ["-t", "--test"] {
-        let out = switchyard()
-            .arg(flag)
-            .arg("-c")
-            .arg(&good)
-            .output()
-            .expect("run");
-        assert_eq!(out.status.code(), Some(0), "{flag}: {}", stderr_of(&out));
-        let out = switchyard()
-            .arg(flag)
-            .arg("-c")
-            .arg(&bad)
-            .output()
-            .expect("run");
-        assert_eq!(out.status.code(), Some(1), "{flag}: {}", stderr_of(&out));
+        let what = format!("{flag}: ");
+        exits_with(
+            switchyard_command().arg(flag).arg("-c").arg(&good),
+            0,
+            &what,
+        );
+        let stderr = exits_with(switchyard_command().arg(flag).arg("-c").arg(&bad), 1, &what);
         assert!(
-            stderr_of(&out).contains(&bad.display().to_string()),
-            "the error should name the file: {}",
-            stderr_of(&out)
+            stderr.contains(&bad.display().to_string()),
+            "the error should name the file: {stderr}"
         );
     }
 }
 
 #[test]
 fn config_long_form_is_read() {
-    let (_d1, good) = write_config(&valid_yaml(free_port(), "127.0.0.1:18081"));
-    let (_d2, bad) = write_config(INVALID_YAML);
-    let out = switchyard()
-        .arg("--config")
-        .arg(&good)
-        .arg("-t")
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
-    let out = switchyard()
-        .arg("--config")
-        .arg(&bad)
-        .arg("-t")
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
-    assert!(
-        stderr_of(&out).contains(&format!("{}:", bad.display())),
-        "{}",
-        stderr_of(&out)
+    let ((_d1, good), (_d2, bad)) = good_and_bad("127.0.0.1:18081");
+    exits_with(
+        switchyard_command().arg("--config").arg(&good).arg("-t"),
+        0,
+        "",
     );
+    let stderr = exits_with(
+        switchyard_command().arg("--config").arg(&bad).arg("-t"),
+        1,
+        "",
+    );
+    assert!(stderr.contains(&format!("{}:", bad.display())), "{stderr}");
 }
 
 #[test]
 fn switchyard_config_env_is_used_without_c() {
-    let (_d1, good) = write_config(&valid_yaml(free_port(), "127.0.0.1:18081"));
-    let (_d2, bad) = write_config(INVALID_YAML);
-    let out = switchyard()
-        .arg("-t")
-        .env("SWITCHYARD_CONFIG", &good)
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
-    let out = switchyard()
-        .arg("-t")
-        .env("SWITCHYARD_CONFIG", &bad)
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    let ((_d1, good), (_d2, bad)) = good_and_bad("127.0.0.1:18081");
+    let with_env = |path: &Path| {
+        let mut cmd = switchyard_command();
+        cmd.arg("-t").env("SWITCHYARD_CONFIG", path);
+        cmd
+    };
+    exits_with(&mut with_env(&good), 0, "");
+    let stderr = exits_with(&mut with_env(&bad), 1, "");
     assert!(
-        stderr_of(&out).contains(&format!("{}:", bad.display())),
-        "the errors should name $SWITCHYARD_CONFIG's file: {}",
-        stderr_of(&out)
+        stderr.contains(&format!("{}:", bad.display())),
+        "the errors should name $SWITCHYARD_CONFIG's file: {stderr}"
     );
 }
 
 #[test]
 fn c_flag_wins_over_switchyard_config_env() {
-    let (_d1, good) = write_config(&valid_yaml(free_port(), "127.0.0.1:18081"));
-    let (_d2, bad) = write_config(INVALID_YAML);
-    let out = switchyard()
-        .arg("-t")
-        .arg("-c")
-        .arg(&good)
-        .env("SWITCHYARD_CONFIG", &bad)
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(0), "{}", stderr_of(&out));
-    let out = switchyard()
-        .arg("-t")
-        .arg("-c")
-        .arg(&bad)
-        .env("SWITCHYARD_CONFIG", &good)
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(1), "{}", stderr_of(&out));
+    let ((_d1, good), (_d2, bad)) = good_and_bad("127.0.0.1:18081");
+    let with_c_and_env = |c: &Path, env: &Path| {
+        let mut cmd = switchyard_command();
+        cmd.arg("-t").arg("-c").arg(c).env("SWITCHYARD_CONFIG", env);
+        cmd
+    };
+    exits_with(&mut with_c_and_env(&good, &bad), 0, "");
+    exits_with(&mut with_c_and_env(&bad, &good), 1, "");
 }
 
 #[test]
 fn default_config_path_is_used_without_c_or_env() {
-    let out = switchyard().arg("-t").output().expect("run");
+    let out = switchyard_command().arg("-t").output().expect("run");
     if Path::new(DEFAULT_CONFIG).exists() {
         eprintln!("{DEFAULT_CONFIG} exists on this machine: not asserting the missing-file error");
         return;
@@ -265,23 +177,6 @@ fn error_level_yaml(port: u16, backend: &str) -> String {
     valid_yaml(port, backend).replace("  level: info", "  level: error")
 }
 
-/// Waits (bounded) until `stderr_path` contains `needle`.
-fn wait_for_text(path: &Path, needle: &str, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    loop {
-        if std::fs::read_to_string(path)
-            .unwrap_or_default()
-            .contains(needle)
-        {
-            return true;
-        }
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
-
 #[test]
 fn switchyard_log_env_overrides_log_level() {
     let b = Backend::start("a");
@@ -291,7 +186,7 @@ fn switchyard_log_env_overrides_log_level() {
     let sy = Switchyard::start_with_env(&yaml, &[port], &[("SWITCHYARD_LOG", "info")]);
     assert_eq!(get(port, "/").status, 200);
     assert!(
-        wait_for_text(&sy.stderr_path, "starting", Duration::from_secs(5)),
+        sy.wait_stderr("starting", 1, Duration::from_secs(5)),
         "SWITCHYARD_LOG=info should log the startup line; stderr:\n{}",
         sy.stderr()
     );
@@ -304,7 +199,7 @@ fn log_level_error_hides_the_startup_line() {
     let yaml = error_level_yaml(port, &b.address());
     let (dir, path) = write_config(&yaml);
     let stderr_path = dir.path().join("stderr.log");
-    let child = switchyard()
+    let child = switchyard_command()
         .arg("-c")
         .arg(&path)
         .stdout(Stdio::null())
@@ -334,7 +229,7 @@ fn daemon_mode_writes_pid_file_and_serves() {
     let pid_file: PathBuf = dir.path().join("switchyard.pid");
     let launcher_stderr = dir.path().join("launcher-stderr.log");
     let mut launcher = ChildGuard(
-        switchyard()
+        switchyard_command()
             .arg("-d")
             .arg("-c")
             .arg(&path)
@@ -343,34 +238,13 @@ fn daemon_mode_writes_pid_file_and_serves() {
             .spawn()
             .expect("start switchyard -d"),
     );
-    let mut guard = PidGuard(None);
+    let mut guard = PidGuard(Vec::new());
 
     // The pid file appears within 10 s holding a live pid.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let mut pid = None;
-    while Instant::now() < deadline {
-        if let Some(p) = std::fs::read_to_string(&pid_file)
-            .ok()
-            .and_then(|t| t.trim().parse::<u32>().ok())
-        {
-            if pid_alive(p) {
-                pid = Some(p);
-                guard.0 = pid;
-                break;
-            }
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    let pid = wait_pid_file(&pid_file, None, Duration::from_secs(10));
+    guard.0.extend(pid);
     // The command itself returns (bounded).
-    let launcher_deadline = Instant::now() + Duration::from_secs(10);
-    let mut returned = None;
-    while Instant::now() < launcher_deadline {
-        if let Ok(Some(status)) = launcher.0.try_wait() {
-            returned = Some(status);
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
+    let returned = wait_exit(&mut launcher.0, Duration::from_secs(10));
     let launcher_log = std::fs::read_to_string(&launcher_stderr).unwrap_or_default();
     let pid = pid.unwrap_or_else(|| {
         panic!("no pid_file with a live pid within 10 s; stderr:\n{launcher_log}")
@@ -391,16 +265,12 @@ fn daemon_mode_writes_pid_file_and_serves() {
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-backend"), Some("d"));
 
-    send_signal("-TERM", pid);
-    let deadline = Instant::now() + Duration::from_secs(15);
-    while pid_alive(pid) && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    signal_process("-TERM", pid);
     assert!(
-        !pid_alive(pid),
+        wait_pid_gone(pid, Duration::from_secs(15)),
         "daemon {pid} still running 15 s after SIGTERM"
     );
-    guard.0 = None;
+    guard.0.clear();
 }
 
 #[test]
@@ -414,7 +284,7 @@ fn sigquit_with_upgrade_hands_over_without_failed_requests() {
     // Instance 2 with -u and the same configuration; it waits on upgrade_sock.
     let logs = tempfile::tempdir().expect("tempdir");
     let new_stderr = logs.path().join("new-stderr.log");
-    let new = switchyard()
+    let new = switchyard_command()
         .arg("-u")
         .arg("-c")
         .arg(&old.config_path)
@@ -424,12 +294,10 @@ fn sigquit_with_upgrade_hands_over_without_failed_requests() {
         .expect("start switchyard -u");
     let mut new = ChildGuard(new);
     let sock = old.dir.path().join("upgrade.sock");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while !sock.exists() && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(20));
-    }
     assert!(
-        sock.exists(),
+        wait_until(Duration::from_secs(5), Duration::from_millis(20), || {
+            sock.exists()
+        }),
         "the new instance never opened upgrade_sock; stderr:\n{}",
         std::fs::read_to_string(&new_stderr).unwrap_or_default()
     );
@@ -442,7 +310,7 @@ fn sigquit_with_upgrade_hands_over_without_failed_requests() {
     let deadline = Instant::now() + Duration::from_secs(30);
     while sent < 2000 && Instant::now() < deadline {
         if sent == 10 {
-            send_signal("-QUIT", old.pid());
+            signal_process("-QUIT", old.pid());
         }
         match try_get(port, "/") {
             Ok(200) => {}

@@ -14,23 +14,14 @@ use std::time::{Duration, Instant};
 /// command and subscription connections.
 const CONNECTIONS_PER_INSTANCE: usize = 3;
 
-/// One instance: listener on `port`, `cluster.redis: url`, pool `p` with backend `b`,
-/// and `routes` (a YAML list body).
-fn config(port: u16, url: &str, b: &Backend, routes: &str) -> String {
-    format!(
-        "{TEST_SERVER}
-cluster:
-  redis: {url}
-listeners:
-  - name: web
-    listen: 127.0.0.1:{port}
-pools:
-  - name: p
-    backends:
-      - address: {}
-routes:
-{routes}",
-        b.address()
+/// One instance: listener on `port`, `cluster.redis: url` (and `extra` top-level
+/// sections), pool `p` with backend `b`, and `routes` (a YAML list body).
+fn config(port: u16, url: &str, extra: &str, b: &Backend, routes: &str) -> String {
+    config_yaml(
+        &format!("{TEST_SERVER}cluster:\n  redis: {url}\n{extra}"),
+        &listener_yaml("web", port),
+        &pool_yaml("p", "", &[b.address()]),
+        routes,
     )
 }
 
@@ -57,9 +48,17 @@ fn start_pair_unchecked(
     routes: &str,
 ) -> (Switchyard, u16, Switchyard, u16) {
     let (pa, pb) = (listen_port(), listen_port());
-    let a = Switchyard::start(&config(pa, &redis.url(), b, routes), &[pa]);
-    let bb = Switchyard::start(&config(pb, &redis.url(), b, routes), &[pb]);
+    let a = Switchyard::start(&config(pa, &redis.url(), "", b, routes), &[pa]);
+    let bb = Switchyard::start(&config(pb, &redis.url(), "", b, routes), &[pb]);
     (a, pa, bb, pb)
+}
+
+/// How many clients Redis has connected (this test's own included).
+fn connected_clients(redis: &Redis) -> usize {
+    redis
+        .info("clients", "connected_clients")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
 }
 
 /// Waits (15 s at most) until every connection of `n` instances is open in Redis
@@ -68,10 +67,7 @@ fn wait_for_clients(redis: &Redis, n: usize, instances: &[&Switchyard]) {
     let want = n * CONNECTIONS_PER_INSTANCE;
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        let clients: usize = redis
-            .info("clients", "connected_clients")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+        let clients = connected_clients(redis);
         if clients > want {
             return;
         }
@@ -146,6 +142,30 @@ fn paced(ports: [u16; 2], path: &str, n: usize, over: Duration) -> Run {
 /// `burst + rate × seconds`: what a token bucket admits under steady overload.
 fn expected(rate: u32, burst: u32, d: Duration) -> f64 {
     burst as f64 + rate as f64 * d.as_secs_f64()
+}
+
+/// 200 requests to `/lim` over 3 s through both instances (`paced`): together they
+/// admit one shared limit of rate 10, burst 10, within 10 % (`what` in the failure).
+/// Printed under `label`.
+fn assert_shared_limit(ports: [u16; 2], label: &str, what: &str) {
+    let run = paced(ports, "/lim", 200, Duration::from_secs(3));
+    let want = expected(10, 10, run.duration);
+    eprintln!(
+        "{label}: A admitted {}, B admitted {} in {:.2?} (want {want:.1} in all)",
+        run.admitted(0),
+        run.admitted(1),
+        run.duration
+    );
+    assert_within_10_percent(run.total_admitted(), want, what);
+}
+
+/// `/lim` (rate 10, burst 10, one bucket per route) and `/probe` (rate 1000), cluster-wide.
+fn lim_and_probe_routes() -> String {
+    format!(
+        "{}{}",
+        route("lim", "/lim", "rate: 10, burst: 10, key: route"),
+        route("probe", "/probe", "rate: 1000, key: route")
+    )
 }
 
 fn assert_within_10_percent(got: usize, want: f64, what: &str) {
@@ -223,11 +243,7 @@ fn redis_down_falls_back_to_local_limits_and_recovers() {
         return;
     };
     let b = Backend::start("a");
-    let routes = format!(
-        "{}{}",
-        route("lim", "/lim", "rate: 10, burst: 10, key: route"),
-        route("probe", "/probe", "rate: 1000, key: route")
-    );
+    let routes = lim_and_probe_routes();
     let (a, pa, bb, pb) = start_pair(&redis, &b, &routes);
     let ports = [pa, pb];
 
@@ -264,10 +280,7 @@ fn redis_down_falls_back_to_local_limits_and_recovers() {
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         probe_for(ports, Duration::from_millis(200));
-        let clients: usize = redis
-            .info("clients", "connected_clients")
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0);
+        let clients = connected_clients(&redis);
         if clients > 2 * CONNECTIONS_PER_INSTANCE {
             break;
         }
@@ -280,15 +293,7 @@ fn redis_down_falls_back_to_local_limits_and_recovers() {
     }
     // Past the fallback backoff, with the probe still going through both instances.
     probe_for(ports, Duration::from_millis(1500));
-    let run = paced(ports, "/lim", 200, Duration::from_secs(3));
-    let want = expected(10, 10, run.duration);
-    eprintln!(
-        "Redis back: A admitted {}, B admitted {} in {:.2?} (want {want:.1} in all)",
-        run.admitted(0),
-        run.admitted(1),
-        run.duration
-    );
-    assert_within_10_percent(run.total_admitted(), want, "Redis restarted");
+    assert_shared_limit(ports, "Redis back", "Redis restarted");
 }
 
 /// Sends `/probe` through both instances every 100 ms for `d` (drives reconnection and
@@ -330,11 +335,7 @@ fn assert_local_limits(run: &Run, local: f64, what: &str) {
 fn a_frozen_redis_neither_hangs_nor_fails_requests() {
     let Some(redis) = Redis::start() else { return };
     let b = Backend::start("a");
-    let routes = format!(
-        "{}{}",
-        route("lim", "/lim", "rate: 10, burst: 10, key: route"),
-        route("probe", "/probe", "rate: 1000, key: route")
-    );
+    let routes = lim_and_probe_routes();
     let (_a, pa, _b, pb) = start_pair(&redis, &b, &routes);
     let ports = [pa, pb];
 
@@ -354,15 +355,7 @@ fn a_frozen_redis_neither_hangs_nor_fails_requests() {
 
     redis.thaw();
     probe_for(ports, Duration::from_millis(2500));
-    let run = paced(ports, "/lim", 200, Duration::from_secs(3));
-    let want = expected(10, 10, run.duration);
-    eprintln!(
-        "Redis thawed: A admitted {}, B admitted {} in {:.2?} (want {want:.1} in all)",
-        run.admitted(0),
-        run.admitted(1),
-        run.duration
-    );
-    assert_within_10_percent(run.total_admitted(), want, "Redis thawed");
+    assert_shared_limit(ports, "Redis thawed", "Redis thawed");
 }
 
 #[test]
@@ -372,11 +365,7 @@ fn instances_started_while_redis_is_down_share_the_limit_once_it_is_up() {
     };
     redis.stop();
     let b = Backend::start("a");
-    let routes = format!(
-        "{}{}",
-        route("lim", "/lim", "rate: 10, burst: 10, key: route"),
-        route("probe", "/probe", "rate: 1000, key: route")
-    );
+    let routes = lim_and_probe_routes();
     let (a, pa, bb, pb) = start_pair_unchecked(&redis, &b, &routes);
     let ports = [pa, pb];
 
@@ -386,15 +375,7 @@ fn instances_started_while_redis_is_down_share_the_limit_once_it_is_up() {
     redis.launch();
     wait_for_clients(&redis, 2, &[&a, &bb]);
     probe_for(ports, Duration::from_millis(1500));
-    let run = paced(ports, "/lim", 200, Duration::from_secs(3));
-    let want = expected(10, 10, run.duration);
-    eprintln!(
-        "Redis up late: A admitted {}, B admitted {} in {:.2?} (want {want:.1} in all)",
-        run.admitted(0),
-        run.admitted(1),
-        run.duration
-    );
-    assert_within_10_percent(run.total_admitted(), want, "Redis came up after the start");
+    assert_shared_limit(ports, "Redis up late", "Redis came up after the start");
 }
 
 #[test]
@@ -404,12 +385,8 @@ fn a_reload_that_changes_cluster_redis_is_applied_or_logged() {
     let b = Backend::start("a");
     let (port, mport) = (listen_port(), listen_port());
     let routes = route("lim", "/lim", "rate: 100, key: route");
-    let with_metrics = |url: &str| {
-        config(port, url, &b, &routes).replace(
-            "\nlisteners:\n",
-            &format!("\nmetrics:\n  listen: 127.0.0.1:{mport}\nlisteners:\n"),
-        )
-    };
+    let metrics = format!("metrics:\n  listen: 127.0.0.1:{mport}\n");
+    let with_metrics = |url: &str| config(port, url, &metrics, &b, &routes);
     let sy = Switchyard::start(&with_metrics(&r1.url()), &[port, mport]);
     wait_for_clients(&r1, 1, &[&sy]);
     let key = "switchyard:rl:lim:route";
@@ -422,14 +399,7 @@ fn a_reload_that_changes_cluster_redis_is_applied_or_logged() {
 
     let logged_before = sy.stderr().len();
     sy.rewrite_config(&with_metrics(&r2.url()));
-    sy.signal("-HUP");
-    let reloads = wait_metric(
-        mport,
-        "switchyard_config_reloads_total",
-        &[("result", "success")],
-        1.0,
-    );
-    assert_eq!(reloads, 1.0, "reload applied; stderr:\n{}", sy.stderr());
+    sy.reload_counted(mport);
 
     // Either the new Redis is used from now on (allowing a few seconds to connect)...
     let deadline = Instant::now() + Duration::from_secs(5);
@@ -465,27 +435,15 @@ const PROPAGATION: Duration = Duration::from_secs(1);
 /// One instance for the admin-sync tests: listener `port`, admin API on loopback
 /// `admin` (no token needed there) with its own state file, pool `p` over `backends`.
 fn sync_config(port: u16, admin: u16, url: &str, backends: &[&Backend]) -> String {
-    let list: String = backends
-        .iter()
-        .map(|b| format!("      - address: {}\n", b.address()))
-        .collect();
-    format!(
-        "{TEST_SERVER}
-cluster:
-  redis: {url}
-admin:
-  listen: 127.0.0.1:{admin}
-  state_file: {{dir}}/state.json
-listeners:
-  - name: web
-    listen: 127.0.0.1:{port}
-pools:
-  - name: p
-    backends:
-{list}routes:
-  - name: all
-    pool: p
-"
+    let addresses: Vec<String> = backends.iter().map(|b| b.address()).collect();
+    config_yaml(
+        &format!(
+            "{TEST_SERVER}cluster:\n  redis: {url}\nadmin:\n  listen: 127.0.0.1:{admin}\n  \
+             state_file: {{dir}}/state.json\n"
+        ),
+        &listener_yaml("web", port),
+        &pool_yaml("p", "", &addresses),
+        "  - name: all\n    pool: p\n",
     )
 }
 
@@ -564,15 +522,6 @@ impl Instance {
     }
 }
 
-/// The backend `address` of a POOL, if there.
-fn backend_in(pool: &Value, address: &str) -> Option<Value> {
-    pool["backends"]
-        .as_array()?
-        .iter()
-        .find(|b| b["address"] == address)
-        .cloned()
-}
-
 fn is_draining(pool: &Value, address: &str) -> bool {
     backend_in(pool, address).is_some_and(|b| b["draining"] == true)
 }
@@ -589,7 +538,7 @@ fn drain(i: &Instance, address: &str) {
 #[test]
 fn a_drain_on_one_instance_reaches_the_others_within_a_second() {
     let Some(redis) = Redis::start() else { return };
-    let (b1, b2) = (Backend::start("b1"), Backend::start("b2"));
+    let [b1, b2] = Backend::start_each(["b1", "b2"]);
     let a = Instance::start(&redis, &[&b1, &b2]);
     let b = Instance::start(&redis, &[&b1, &b2]);
     a.wait_synced(1);
@@ -658,7 +607,7 @@ fn a_drain_on_one_instance_reaches_the_others_within_a_second() {
 #[test]
 fn a_backend_added_and_deleted_on_one_instance_is_added_and_deleted_on_another() {
     let Some(redis) = Redis::start() else { return };
-    let (b1, extra) = (Backend::start("b1"), Backend::start("extra"));
+    let [b1, extra] = Backend::start_each(["b1", "extra"]);
     let a = Instance::start(&redis, &[&b1]);
     let b = Instance::start(&redis, &[&b1]);
     a.wait_synced(1);
@@ -719,7 +668,7 @@ fn a_change_made_while_redis_is_down_is_shared_once_it_is_back() {
     let Some(mut redis) = Redis::start() else {
         return;
     };
-    let (b1, b2) = (Backend::start("b1"), Backend::start("b2"));
+    let [b1, b2] = Backend::start_each(["b1", "b2"]);
     let a = Instance::start(&redis, &[&b1, &b2]);
     let b = Instance::start(&redis, &[&b1, &b2]);
     a.wait_synced(1);

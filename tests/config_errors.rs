@@ -100,16 +100,47 @@ routes:
     pool: web
 ";
 
+/// One listener, the `pools:` list `pools` and one route `all` to pool `web`.
+fn with_pools(pools: &str) -> String {
+    format!("{LISTENER}\npools:\n{pools}{ROUTE}")
+}
+
 /// A valid file: one listener, one pool `web` with one backend, one route.
 fn valid_config() -> String {
-    format!(
-        "{LISTENER}
-pools:
-  - name: web
-    backends:
-      - address: 127.0.0.1:18081
-{ROUTE}"
-    )
+    with_pools("  - name: web\n    backends:\n      - address: 127.0.0.1:18081\n")
+}
+
+/// `valid_config()` with a `server:` section of `lines` (each indented by 2 spaces).
+fn with_server(lines: &str) -> String {
+    format!("server:\n{lines}{}", valid_config())
+}
+
+/// `valid_config()` with `keys` (indented by 4 spaces) added to its route.
+fn with_route_keys(keys: &str) -> String {
+    format!("{}\n{keys}", valid_config().trim_end())
+}
+
+/// `switchyard -t` on `yaml` must report `keypath` at `at`; returns that error line.
+fn expect_error(yaml: &str, at: (usize, usize), keypath: &str) -> String {
+    let (out, path, _dir) = check_config(yaml);
+    error_line(&out, &path, at, keypath)
+}
+
+/// `switchyard -t` on `yaml` must report every (position, key path) of `errors`;
+/// returns all of its error lines.
+fn expect_errors(yaml: &str, errors: &[((usize, usize), &str)]) -> Vec<String> {
+    let (out, path, _dir) = check_config(yaml);
+    for (at, keypath) in errors {
+        error_line(&out, &path, *at, keypath);
+    }
+    error_lines(&out, &path)
+}
+
+/// `switchyard -t` on `yaml` (with `env`) must exit 0; returns its output.
+fn expect_valid(yaml: &str, env: &[(&str, &str)]) -> Output {
+    let (out, _path, _dir) = check_config_env(yaml, env);
+    assert_valid(&out);
+    out
 }
 
 #[test]
@@ -172,24 +203,20 @@ tcp_services:
 
 #[test]
 fn an_empty_file_is_valid() {
-    let (out, _path, _dir) = check_config("");
-    assert_valid(&out);
+    expect_valid("", &[]);
 }
 
 #[test]
 fn unknown_top_level_key_is_reported_at_the_key() {
     let yaml = format!("{}listners:\n  - name: typo\n", valid_config());
-    let (out, path, _dir) = check_config(&yaml);
-    let line = error_line(&out, &path, locate(&yaml, "listners:", 0), "listners");
+    let line = expect_error(&yaml, locate(&yaml, "listners:", 0), "listners");
     assert!(line.contains("listners"), "{line}");
 }
 
 #[test]
 fn unknown_nested_key_is_reported_at_the_key_with_its_path() {
-    let yaml = format!(
-        "{LISTENER}
-pools:
-  - name: other
+    let yaml = with_pools(
+        "  - name: other
     backends:
       - address: 127.0.0.1:18082
   - name: web
@@ -197,65 +224,43 @@ pools:
     backends:
       - address: 127.0.0.1:18081
         wieght: 2
-{ROUTE}"
+",
     );
-    let (out, path, _dir) = check_config(&yaml);
-    error_line(
-        &out,
-        &path,
-        locate(&yaml, "algoritm:", 0),
-        "pools[1].algoritm",
-    );
-    error_line(
-        &out,
-        &path,
-        locate(&yaml, "wieght:", 0),
-        "pools[1].backends[0].wieght",
+    expect_errors(
+        &yaml,
+        &[
+            (locate(&yaml, "algoritm:", 0), "pools[1].algoritm"),
+            (locate(&yaml, "wieght:", 0), "pools[1].backends[0].wieght"),
+        ],
     );
 }
 
 #[test]
 fn duplicate_yaml_key_is_reported_at_the_second_key() {
-    let yaml = format!(
-        "{LISTENER}
-pools:
-  - name: web
+    let yaml = with_pools(
+        "  - name: web
     algorithm: random
     algorithm: least_conn
     backends:
       - address: 127.0.0.1:18081
-{ROUTE}"
+",
     );
-    let (out, path, _dir) = check_config(&yaml);
-    error_line(
-        &out,
-        &path,
-        locate(&yaml, "algorithm:", 1),
-        "pools[0].algorithm",
-    );
+    expect_error(&yaml, locate(&yaml, "algorithm:", 1), "pools[0].algorithm");
 }
 
 #[test]
 fn duplicate_pool_name_is_reported_at_the_second_occurrence() {
-    let yaml = format!(
-        "{LISTENER}
-pools:
-  - name: web
+    let yaml = with_pools(
+        "  - name: web
     backends:
       - address: 127.0.0.1:18081
   - name: web
     backends:
       - address: 127.0.0.1:18082
-{ROUTE}"
+",
     );
-    let (out, path, _dir) = check_config(&yaml);
-    let line = error_line(
-        &out,
-        &path,
-        // Occurrence 0 is the listener's name, 1 the first pool's.
-        value_pos(&yaml, "name: web", 2),
-        "pools[1].name",
-    );
+    // Occurrence 0 is the listener's name, 1 the first pool's.
+    let line = expect_error(&yaml, value_pos(&yaml, "name: web", 2), "pools[1].name");
     assert!(line.contains("web"), "{line}");
 }
 
@@ -275,36 +280,21 @@ routes:
   - name: all
     pool: web
 ";
-    let (out, path, _dir) = check_config(yaml);
-    let line = error_line(
-        &out,
-        &path,
-        value_pos(yaml, "name: front", 1),
-        "listeners[1].name",
-    );
+    let line = expect_error(yaml, value_pos(yaml, "name: front", 1), "listeners[1].name");
     assert!(line.contains("front"), "{line}");
 }
 
 #[test]
 fn route_naming_a_missing_pool_is_an_error() {
     let yaml = format!(
-        "{LISTENER}
-pools:
-  - name: web
-    backends:
-      - address: 127.0.0.1:18081
-routes:
-  - name: all
-    pool: web
-  - name: api
+        "{}  - name: api
     path_prefix: /api
     pool: nowhere
-"
+",
+        valid_config()
     );
-    let (out, path, _dir) = check_config(&yaml);
-    let line = error_line(
-        &out,
-        &path,
+    let line = expect_error(
+        &yaml,
         value_pos(&yaml, "pool: nowhere", 0),
         "routes[1].pool",
     );
@@ -347,98 +337,60 @@ tcp_services:
 }
 
 fn pool_with_weight(weight: &str) -> String {
-    format!(
-        "{LISTENER}
-pools:
-  - name: web
+    with_pools(&format!(
+        "  - name: web
     backends:
       - address: 127.0.0.1:18082
       - address: 127.0.0.1:18081
         weight: {weight}
-{ROUTE}"
-    )
+"
+    ))
+}
+
+/// A backend weight of `weight` is reported at its value.
+fn assert_weight_is_an_error(weight: &str) {
+    let yaml = pool_with_weight(weight);
+    expect_error(
+        &yaml,
+        value_pos(&yaml, &format!("weight: {weight}"), 0),
+        "pools[0].backends[1].weight",
+    );
 }
 
 #[test]
 fn weight_zero_is_an_error() {
-    let yaml = pool_with_weight("0");
-    let (out, path, _dir) = check_config(&yaml);
-    error_line(
-        &out,
-        &path,
-        value_pos(&yaml, "weight: 0", 0),
-        "pools[0].backends[1].weight",
-    );
+    assert_weight_is_an_error("0");
 }
 
 #[test]
 fn weight_1001_is_an_error() {
-    let yaml = pool_with_weight("1001");
-    let (out, path, _dir) = check_config(&yaml);
-    error_line(
-        &out,
-        &path,
-        value_pos(&yaml, "weight: 1001", 0),
-        "pools[0].backends[1].weight",
-    );
+    assert_weight_is_an_error("1001");
 }
 
 #[test]
 fn weights_1_and_1000_are_valid() {
     for w in ["1", "1000"] {
-        let (out, _path, _dir) = check_config(&pool_with_weight(w));
-        assert_valid(&out);
+        expect_valid(&pool_with_weight(w), &[]);
     }
 }
 
 #[test]
 fn bad_cidr_in_route_allow_is_an_error() {
-    let yaml = format!(
-        "{}
-    allow: [10.0.0.0/8, 10.0.0.0/33]
-",
-        valid_config().trim_end()
-    );
-    let (out, path, _dir) = check_config(&yaml);
-    error_line(
-        &out,
-        &path,
-        locate(&yaml, "10.0.0.0/33", 0),
-        "routes[0].allow[1]",
-    );
+    let yaml = with_route_keys("    allow: [10.0.0.0/8, 10.0.0.0/33]\n");
+    expect_error(&yaml, locate(&yaml, "10.0.0.0/33", 0), "routes[0].allow[1]");
 }
 
 #[test]
 fn bad_cidr_in_route_deny_is_an_error() {
-    let yaml = format!(
-        "{}
-    deny:
-      - 192.168.0.0/16
-      - not-a-cidr
-",
-        valid_config().trim_end()
-    );
-    let (out, path, _dir) = check_config(&yaml);
-    error_line(
-        &out,
-        &path,
-        locate(&yaml, "not-a-cidr", 0),
-        "routes[0].deny[1]",
-    );
+    let yaml = with_route_keys("    deny:\n      - 192.168.0.0/16\n      - not-a-cidr\n");
+    expect_error(&yaml, locate(&yaml, "not-a-cidr", 0), "routes[0].deny[1]");
 }
 
 #[test]
 fn bad_cidr_in_trusted_proxies_is_an_error() {
-    let yaml = format!(
-        "server:
-  trusted_proxies: [300.1.2.0/24]
-{}",
-        valid_config()
-    );
-    let (out, path, _dir) = check_config(&yaml);
-    error_line(
-        &out,
-        &path,
+    let yaml = with_server("  trusted_proxies: [300.1.2.0/24]\n");
+    expect_error(
+        &yaml,
         locate(&yaml, "300.1.2.0/24", 0),
         "server.trusted_proxies[0]",
     );
@@ -448,28 +400,11 @@ fn bad_cidr_in_trusted_proxies_is_an_error() {
 /// message for the same bad value, at the value's position.
 #[test]
 fn bad_cidr_in_server_deny_is_an_error_like_in_a_route_deny() {
-    let yaml = format!(
-        "server:
-  deny: [10.0.0.0/8, 10.0.0.0/33]
-{}",
-        valid_config()
-    );
-    let (out, path, _dir) = check_config(&yaml);
-    let server = error_line(
-        &out,
-        &path,
-        locate(&yaml, "10.0.0.0/33", 0),
-        "server.deny[1]",
-    );
+    let yaml = with_server("  deny: [10.0.0.0/8, 10.0.0.0/33]\n");
+    let server = expect_error(&yaml, locate(&yaml, "10.0.0.0/33", 0), "server.deny[1]");
 
-    let yaml = format!("{}\n    deny: [10.0.0.0/33]\n", valid_config().trim_end());
-    let (out, path, _dir) = check_config(&yaml);
-    let route = error_line(
-        &out,
-        &path,
-        locate(&yaml, "10.0.0.0/33", 0),
-        "routes[0].deny[0]",
-    );
+    let yaml = with_route_keys("    deny: [10.0.0.0/33]\n");
+    let route = expect_error(&yaml, locate(&yaml, "10.0.0.0/33", 0), "routes[0].deny[0]");
     let message = |line: &str, key: &str| {
         line.split_once(&format!(" {key}: "))
             .map(|(_, m)| m.to_string())
@@ -481,29 +416,17 @@ fn bad_cidr_in_server_deny_is_an_error_like_in_a_route_deny() {
         "the same message as a route's deny"
     );
 
-    let yaml = format!(
-        "server:
-  deny: [10.0.0.0/8, \"2001:db8::/32\", 192.0.2.7]
-{}",
-        valid_config()
+    expect_valid(
+        &with_server("  deny: [10.0.0.0/8, \"2001:db8::/32\", 192.0.2.7]\n"),
+        &[],
     );
-    let (out, _path, _dir) = check_config(&yaml);
-    assert_valid(&out);
 }
 
 #[test]
 fn duration_without_a_unit_is_an_error() {
-    let yaml = format!(
-        "server:
-  threads: 1
-  grace_period: 5
-{}",
-        valid_config()
-    );
-    let (out, path, _dir) = check_config(&yaml);
-    error_line(
-        &out,
-        &path,
+    let yaml = with_server("  threads: 1\n  grace_period: 5\n");
+    expect_error(
+        &yaml,
         value_pos(&yaml, "grace_period: 5", 0),
         "server.grace_period",
     );
@@ -511,21 +434,17 @@ fn duration_without_a_unit_is_an_error() {
 
 #[test]
 fn duration_word_is_an_error() {
-    let yaml = format!(
-        "{LISTENER}
-pools:
-  - name: web
+    let yaml = with_pools(
+        "  - name: web
     backends:
       - address: 127.0.0.1:18081
     timeouts:
       read: 10s
       connect: fast
-{ROUTE}"
+",
     );
-    let (out, path, _dir) = check_config(&yaml);
-    error_line(
-        &out,
-        &path,
+    expect_error(
+        &yaml,
         value_pos(&yaml, "connect: fast", 0),
         "pools[0].timeouts.connect",
     );
@@ -533,22 +452,18 @@ pools:
 
 #[test]
 fn backend_address_without_port_is_an_error() {
-    let yaml = format!(
-        "{LISTENER}
-pools:
-  - name: other
+    let yaml = with_pools(
+        "  - name: other
     backends:
       - address: 127.0.0.1:18082
   - name: web
     backends:
       - address: \"10.0.0.1\"
       - address: 127.0.0.1:18081
-{ROUTE}"
+",
     );
-    let (out, path, _dir) = check_config(&yaml);
-    let line = error_line(
-        &out,
-        &path,
+    let line = expect_error(
+        &yaml,
         locate(&yaml, "\"10.0.0.1\"", 0),
         "pools[1].backends[0].address",
     );
@@ -575,10 +490,8 @@ tcp_services:
     pool: db
 {ROUTE}"
     );
-    let (out, path, _dir) = check_config(&yaml);
-    error_line(
-        &out,
-        &path,
+    expect_error(
+        &yaml,
         value_pos(&yaml, "listen: 127.0.0.1:18080", 1),
         "tcp_services[0].listen",
     );
@@ -598,13 +511,7 @@ pools:
       - address: 127.0.0.1:18081
 {ROUTE}"
     );
-    let (out, path, _dir) = check_config(&yaml);
-    let line = error_line(
-        &out,
-        &path,
-        locate(&yaml, "http3:", 0),
-        "listeners[0].http3",
-    );
+    let line = expect_error(&yaml, locate(&yaml, "http3:", 0), "listeners[0].http3");
     assert!(
         line.contains("HTTP/3"),
         "the error should mention HTTP/3: {line}"
@@ -613,20 +520,17 @@ pools:
 
 #[test]
 fn env_reference_that_is_set_is_valid() {
-    let yaml = format!(
-        "{LISTENER}
-pools:
-  - name: web
+    let yaml = with_pools(
+        "  - name: web
     backends:
-      - address: \"127.0.0.1:${{SY_TEST_BACKEND_PORT}}\"
-        weight: ${{SY_TEST_WEIGHT}}
-{ROUTE}"
+      - address: \"127.0.0.1:${SY_TEST_BACKEND_PORT}\"
+        weight: ${SY_TEST_WEIGHT}
+",
     );
-    let (out, _path, _dir) = check_config_env(
+    expect_valid(
         &yaml,
         &[("SY_TEST_BACKEND_PORT", "18081"), ("SY_TEST_WEIGHT", "7")],
     );
-    assert_valid(&out);
     // The expanded value is typed: a weight of 0 from the environment is an error.
     let (out, path, _dir) = check_config_env(
         &yaml,
@@ -674,18 +578,14 @@ pools:
 fn env_reference_that_is_unset_is_an_error_naming_it() {
     let var = "SY_TEST_SURELY_UNSET_VARIABLE_9F3A";
     assert!(std::env::var_os(var).is_none(), "{var} must not be set");
-    let yaml = format!(
-        "{LISTENER}
-pools:
-  - name: web
+    let yaml = with_pools(&format!(
+        "  - name: web
     backends:
       - address: \"${{{var}}}:8080\"
-{ROUTE}"
-    );
-    let (out, path, _dir) = check_config(&yaml);
-    let line = error_line(
-        &out,
-        &path,
+"
+    ));
+    let line = expect_error(
+        &yaml,
         locate(&yaml, "\"${", 0),
         "pools[0].backends[0].address",
     );
@@ -704,27 +604,19 @@ pools:
     timeouts: [1s]
 {ROUTE}"
     );
-    let (out, path, _dir) = check_config(&yaml);
-    error_line(&out, &path, locate(&yaml, "[1, 2]", 0), "server");
-    error_line(&out, &path, locate(&yaml, "[1s]", 0), "pools[0].timeouts");
+    expect_errors(
+        &yaml,
+        &[
+            (locate(&yaml, "[1, 2]", 0), "server"),
+            (locate(&yaml, "[1s]", 0), "pools[0].timeouts"),
+        ],
+    );
 }
 
 #[test]
 fn a_scalar_where_a_list_is_expected_is_an_error() {
-    let yaml = format!(
-        "{LISTENER}
-pools:
-  - name: web
-    backends: {{ address: 127.0.0.1:18081 }}
-{ROUTE}"
-    );
-    let (out, path, _dir) = check_config(&yaml);
-    error_line(
-        &out,
-        &path,
-        locate(&yaml, "{ address", 0),
-        "pools[0].backends",
-    );
+    let yaml = with_pools("  - name: web\n    backends: { address: 127.0.0.1:18081 }\n");
+    expect_error(&yaml, locate(&yaml, "{ address", 0), "pools[0].backends");
 }
 
 #[test]
@@ -742,32 +634,21 @@ pools:
         weight: 0
 {ROUTE}"
     );
-    let (out, path, _dir) = check_config(&yaml);
-    error_line(
-        &out,
-        &path,
-        value_pos(&yaml, "grace_period: fast", 0),
-        "server.grace_period",
+    let lines = expect_errors(
+        &yaml,
+        &[
+            (
+                value_pos(&yaml, "grace_period: fast", 0),
+                "server.grace_period",
+            ),
+            (locate(&yaml, "10.0.0.0/99", 0), "server.trusted_proxies[0]"),
+            (locate(&yaml, "algoritm:", 0), "pools[0].algoritm"),
+            (
+                value_pos(&yaml, "weight: 0", 0),
+                "pools[0].backends[0].weight",
+            ),
+        ],
     );
-    error_line(
-        &out,
-        &path,
-        locate(&yaml, "10.0.0.0/99", 0),
-        "server.trusted_proxies[0]",
-    );
-    error_line(
-        &out,
-        &path,
-        locate(&yaml, "algoritm:", 0),
-        "pools[0].algoritm",
-    );
-    error_line(
-        &out,
-        &path,
-        value_pos(&yaml, "weight: 0", 0),
-        "pools[0].backends[0].weight",
-    );
-    let lines = error_lines(&out, &path);
     assert_eq!(lines.len(), 4, "expected exactly 4 error lines: {lines:#?}");
 }
 
@@ -785,20 +666,16 @@ routes:
     pool: nowhere
 "
     );
-    let (out, path, _dir) = check_config(&yaml);
-    error_line(
-        &out,
-        &path,
-        value_pos(&yaml, "weight: 0", 0),
-        "pools[0].backends[0].weight",
+    let lines = expect_errors(
+        &yaml,
+        &[
+            (
+                value_pos(&yaml, "weight: 0", 0),
+                "pools[0].backends[0].weight",
+            ),
+            (value_pos(&yaml, "pool: nowhere", 0), "routes[0].pool"),
+        ],
     );
-    error_line(
-        &out,
-        &path,
-        value_pos(&yaml, "pool: nowhere", 0),
-        "routes[0].pool",
-    );
-    let lines = error_lines(&out, &path);
     assert_eq!(lines.len(), 2, "expected exactly 2 error lines: {lines:#?}");
 }
 
@@ -823,19 +700,15 @@ fn errors_name_the_path_as_given() {
 
 #[test]
 fn hash_key_on_a_round_robin_pool_is_only_a_warning() {
-    let yaml = format!(
-        "{LISTENER}
-pools:
-  - name: web
+    let yaml = with_pools(
+        "  - name: web
     algorithm: round_robin
     hash_key: header:X-User
     backends:
       - address: 127.0.0.1:18081
-{ROUTE}"
+",
     );
-    let (out, _path, _dir) = check_config(&yaml);
-    assert_valid(&out);
-    let stderr = stderr_of(&out);
+    let stderr = stderr_of(&expect_valid(&yaml, &[]));
     assert!(
         stderr.to_lowercase().contains("warning"),
         "expected a warning on stderr:\n{stderr}"
@@ -845,8 +718,7 @@ pools:
         "the warning should name hash_key:\n{stderr}"
     );
     // The same key on consistent_hash is used, so no warning about it.
-    let (out, _path, _dir) = check_config(&yaml.replace("round_robin", "consistent_hash"));
-    assert_valid(&out);
+    let out = expect_valid(&yaml.replace("round_robin", "consistent_hash"), &[]);
     assert!(
         !stderr_of(&out).contains("hash_key"),
         "no hash_key warning expected for consistent_hash:\n{}",

@@ -167,41 +167,20 @@ struct Setup {
 }
 
 fn start(tokens: &str) -> Setup {
-    let (a, b, c) = (
-        Backend::start("a"),
-        Backend::start("b"),
-        Backend::start("c"),
-    );
+    let [a, b, c] = Backend::start_each(["a", "b", "c"]);
     let dead = format!("127.0.0.1:{}", closed_port());
     let (admin, web) = (listen_port(), listen_port());
-    let yaml = format!(
-        "{TEST_SERVER}admin:
-  listen: 127.0.0.1:{admin}
-{tokens}  state_file: {{dir}}/state.json
-listeners:
-  - name: web
-    listen: 127.0.0.1:{web}
-pools:
-  - name: web
-    backends:
-      - address: {a}
-      - address: {b}
-  - name: other
-    algorithm: least_conn
-    health_check: {{ interval: 200ms, timeout: 200ms, healthy_threshold: 1, unhealthy_threshold: 1 }}
-    backends:
-      - address: {c}
-      - address: {dead}
-routes:
-  - name: other
-    path_prefix: /other
-    pool: other
-  - name: all
-    pool: web
-",
-        a = a.address(),
-        b = b.address(),
-        c = c.address(),
+    let admin_section =
+        format!("admin:\n  listen: 127.0.0.1:{admin}\n{tokens}  state_file: {{dir}}/state.json\n");
+    let check = "    algorithm: least_conn\n    health_check: { interval: 200ms, timeout: 200ms, \
+                 healthy_threshold: 1, unhealthy_threshold: 1 }\n";
+    let pools = pool_yaml("web", "", &[a.address(), b.address()])
+        + &pool_yaml("other", check, &[c.address(), dead.clone()]);
+    let yaml = config_yaml(
+        &format!("{TEST_SERVER}{admin_section}"),
+        &listener_yaml("web", web),
+        &pools,
+        "  - name: other\n    path_prefix: /other\n    pool: other\n  - name: all\n    pool: web\n",
     );
     let sy = Switchyard::start(&yaml, &[admin, web]);
     Setup {

@@ -4,30 +4,21 @@ mod common;
 use common::*;
 use std::time::Duration;
 
-/// One plaintext listener; `pools` and `routes` are the YAML list bodies.
-fn config(port: u16, pools: &str, routes: &str) -> String {
-    format!(
-        "{TEST_SERVER}
-listeners:
-  - name: web
-    listen: 127.0.0.1:{port}
-pools:
-{pools}routes:
-{routes}"
-    )
-}
-
-/// A pool `p` over `addresses` with extra pool keys.
-fn pool(addresses: &[String], extra: &str) -> String {
-    let mut s = String::from("  - name: p\n    backends:\n");
-    for a in addresses {
-        s.push_str(&format!("      - address: {a}\n"));
-    }
-    s.push_str(extra);
-    s
+/// Switchyard on a new port with one plaintext listener; `pools` and `routes` are the
+/// YAML list bodies.
+fn start(pools: &str, routes: &str) -> (Switchyard, u16) {
+    let port = listen_port();
+    let yaml = config_yaml(TEST_SERVER, &listener_yaml("web", port), pools, routes);
+    (Switchyard::start(&yaml, &[port]), port)
 }
 
 const ROUTE_ALL: &str = "  - name: all\n    pool: p\n";
+
+/// Pool keys: no retry, no health check.
+const NO_RETRY_NO_CHECK: &str = "    retries: 0\n    health_check: { kind: none }\n";
+
+/// Pool keys: one retry, no health check.
+const ONE_RETRY_NO_CHECK: &str = "    retries: 1\n    health_check: { kind: none }\n";
 
 /// SPEC §9: an error answer is text/plain, under 1 KiB, with an X-Request-Id.
 fn assert_error_answer(r: &Reply, status: u16) {
@@ -47,67 +38,54 @@ fn assert_error_answer(r: &Reply, status: u16) {
     assert!(!id.is_empty(), "{status}: no X-Request-Id: {r:?}");
 }
 
+/// GET `path`, then GET `id_path` with `X-Request-Id: id`: both are `status` error
+/// answers, and the second keeps the client's id.
+fn assert_error_answers(port: u16, status: u16, path: &str, id_path: &str, id: &str) {
+    assert_error_answer(&get(port, path), status);
+    let r = request(port, "GET", id_path, &[("X-Request-Id", id)], b"");
+    assert_error_answer(&r, status);
+    assert_eq!(r.header("x-request-id"), Some(id));
+}
+
 #[test]
 fn no_route_is_404_plain_text_with_request_id() {
     let a = Backend::start("a");
-    let port = listen_port();
     let routes = "  - name: only\n    path_prefix: /only\n    pool: p\n";
-    let _sy = Switchyard::start(&config(port, &pool(&[a.address()], ""), routes), &[port]);
-    let r = get(port, "/elsewhere");
-    assert_error_answer(&r, 404);
+    let (_sy, port) = start(&pool_yaml("p", "", &[a.address()]), routes);
     // A sane client id is kept on errors too.
-    let r = request(port, "GET", "/x", &[("X-Request-Id", "err-404.test")], b"");
-    assert_error_answer(&r, 404);
-    assert_eq!(r.header("x-request-id"), Some("err-404.test"));
+    assert_error_answers(port, 404, "/elsewhere", "/x", "err-404.test");
     assert_eq!(a.count(), 0);
 }
 
 #[test]
 fn acl_refusal_is_403_plain_text_with_request_id() {
     let a = Backend::start("a");
-    let port = listen_port();
     let routes = "  - name: all\n    pool: p\n    deny: [127.0.0.0/8]\n";
-    let _sy = Switchyard::start(&config(port, &pool(&[a.address()], ""), routes), &[port]);
-    let r = get(port, "/");
-    assert_error_answer(&r, 403);
-    let r = request(port, "GET", "/", &[("X-Request-Id", "err-403")], b"");
-    assert_error_answer(&r, 403);
-    assert_eq!(r.header("x-request-id"), Some("err-403"));
+    let (_sy, port) = start(&pool_yaml("p", "", &[a.address()]), routes);
+    assert_error_answers(port, 403, "/", "/", "err-403");
     assert_eq!(a.count(), 0);
 }
 
 #[test]
 fn closed_backend_is_502_plain_text_with_request_id() {
-    let port = listen_port();
     let dead = format!("127.0.0.1:{}", dead_port());
-    let pools = pool(
-        &[dead],
-        "    retries: 0\n    health_check: { kind: none }\n",
-    );
-    let _sy = Switchyard::start(&config(port, &pools, ROUTE_ALL), &[port]);
-    let r = get(port, "/");
-    assert_error_answer(&r, 502);
-    let r = request(port, "GET", "/", &[("X-Request-Id", "err-502")], b"");
-    assert_error_answer(&r, 502);
-    assert_eq!(r.header("x-request-id"), Some("err-502"));
+    let (_sy, port) = start(&pool_yaml("p", NO_RETRY_NO_CHECK, &[dead]), ROUTE_ALL);
+    assert_error_answers(port, 502, "/", "/", "err-502");
 }
 
 #[test]
 fn slow_backend_is_504_and_is_not_retried() {
-    let slow = Behaviour {
-        delay: Duration::from_millis(1500),
-        ..Behaviour::default()
-    };
+    let slow = Behaviour::with_delay(Duration::from_millis(1500));
     let (a, b) = (
         Backend::start_with("a", slow.clone()),
         Backend::start_with("b", slow),
     );
-    let port = listen_port();
-    let pools = pool(
-        &[a.address(), b.address()],
+    let pools = pool_yaml(
+        "p",
         "    retries: 1\n    timeouts: { read: 300ms }\n    health_check: { kind: none }\n",
+        &[a.address(), b.address()],
     );
-    let _sy = Switchyard::start(&config(port, &pools, ROUTE_ALL), &[port]);
+    let (_sy, port) = start(&pools, ROUTE_ALL);
     let r = request(port, "GET", "/", &[("X-Request-Id", "err-504")], b"");
     assert_error_answer(&r, 504);
     assert_eq!(r.header("x-request-id"), Some("err-504"));
@@ -132,12 +110,8 @@ fn backend_5xx_passes_through_unchanged_without_retry() {
             Backend::start_with("a", beh.clone()),
             Backend::start_with("b", beh),
         );
-        let port = listen_port();
-        let pools = pool(
-            &[a.address(), b.address()],
-            "    retries: 1\n    health_check: { kind: none }\n",
-        );
-        let _sy = Switchyard::start(&config(port, &pools, ROUTE_ALL), &[port]);
+        let pools = pool_yaml("p", ONE_RETRY_NO_CHECK, &[a.address(), b.address()]);
+        let (_sy, port) = start(&pools, ROUTE_ALL);
         for i in 1..=4 {
             let r = get(port, "/");
             assert_eq!(r.status, status, "{r:?}");
@@ -156,13 +130,9 @@ fn backend_5xx_passes_through_unchanged_without_retry() {
 #[test]
 fn retries_move_past_a_closed_backend() {
     let live = Backend::start("live");
-    let port = listen_port();
     let dead = format!("127.0.0.1:{}", dead_port());
-    let pools = pool(
-        &[dead, live.address()],
-        "    retries: 1\n    health_check: { kind: none }\n",
-    );
-    let _sy = Switchyard::start(&config(port, &pools, ROUTE_ALL), &[port]);
+    let pools = pool_yaml("p", ONE_RETRY_NO_CHECK, &[dead, live.address()]);
+    let (_sy, port) = start(&pools, ROUTE_ALL);
     for _ in 0..10 {
         let r = get(port, "/");
         assert_eq!(r.status, 200, "{r:?}");
@@ -174,13 +144,9 @@ fn retries_move_past_a_closed_backend() {
 #[test]
 fn without_retries_a_closed_backend_gives_502s() {
     let live = Backend::start("live");
-    let port = listen_port();
     let dead = format!("127.0.0.1:{}", dead_port());
-    let pools = pool(
-        &[dead, live.address()],
-        "    retries: 0\n    health_check: { kind: none }\n",
-    );
-    let _sy = Switchyard::start(&config(port, &pools, ROUTE_ALL), &[port]);
+    let pools = pool_yaml("p", NO_RETRY_NO_CHECK, &[dead, live.address()]);
+    let (_sy, port) = start(&pools, ROUTE_ALL);
     let mut codes = Vec::new();
     for _ in 0..10 {
         let r = get(port, "/");
@@ -203,8 +169,7 @@ fn without_retries_a_closed_backend_gives_502s() {
 /// backend must not see anything; afterwards a normal request still gets 200.
 fn assert_rejected(what: &str, bytes: &[u8]) {
     let b = Backend::start("a");
-    let port = listen_port();
-    let _sy = Switchyard::start(&config(port, &pool(&[b.address()], ""), ROUTE_ALL), &[port]);
+    let (_sy, port) = start(&pool_yaml("p", "", &[b.address()]), ROUTE_ALL);
     let text = raw_exchange(port, bytes);
     let statuses: Vec<u16> = text
         .split("\r\n")
@@ -255,8 +220,7 @@ fn a_smuggled_request_never_reaches_the_backend() {
     // never be forwarded as a request of its own (with or without keep-alive).
     for close in ["Connection: close\r\n", ""] {
         let b = Backend::start("a");
-        let port = listen_port();
-        let _sy = Switchyard::start(&config(port, &pool(&[b.address()], ""), ROUTE_ALL), &[port]);
+        let (_sy, port) = start(&pool_yaml("p", "", &[b.address()]), ROUTE_ALL);
         let raw = format!(
             "POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 48\r\nTransfer-Encoding: chunked\r\n{close}\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n"
         );

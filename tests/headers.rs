@@ -3,38 +3,17 @@
 mod common;
 use common::*;
 
-/// `server:` from TEST_SERVER with `trusted_proxies` added (None = TEST_SERVER as is).
-fn server(trusted: Option<&str>) -> String {
-    match trusted {
-        None => TEST_SERVER.to_string(),
-        Some(list) => {
-            let s = TEST_SERVER.replace(
-                "  shutdown_timeout: 1s\n",
-                &format!("  shutdown_timeout: 1s\n  trusted_proxies: {list}\n"),
-            );
-            assert!(s.contains("trusted_proxies"), "TEST_SERVER changed shape");
-            s
-        }
-    }
-}
-
-/// One plaintext listener, one pool `p` with backend `b`, one route `r` with `extra` keys.
-fn config(server: &str, port: u16, b: &Backend, extra: &str) -> String {
-    format!(
-        "{server}
-listeners:
-  - name: web
-    listen: 127.0.0.1:{port}
-pools:
-  - name: p
-    backends:
-      - address: {}
-routes:
-  - name: r
-    pool: p
-{extra}",
-        b.address()
-    )
+/// Switchyard on a new port with `server` (TEST_SERVER or a variant): one listener, pool
+/// `p` with backend `b` and route `r` with `route_keys` (each line indented by 4 spaces).
+fn start(server: &str, b: &Backend, route_keys: &str) -> (Switchyard, u16) {
+    let port = listen_port();
+    let yaml = config_yaml(
+        server,
+        &listener_yaml("web", port),
+        &pool_yaml("p", "", &[b.address()]),
+        &format!("  - name: r\n    pool: p\n{route_keys}"),
+    );
+    (Switchyard::start(&yaml, &[port]), port)
 }
 
 fn is_sane_id(id: &str) -> bool {
@@ -47,8 +26,7 @@ fn is_sane_id(id: &str) -> bool {
 #[test]
 fn forwarding_headers_reach_the_backend() {
     let b = Backend::start("a");
-    let port = listen_port();
-    let _sy = Switchyard::start(&config(&server(None), port, &b, ""), &[port]);
+    let (_sy, port) = start(TEST_SERVER, &b, "");
 
     let r = request(
         port,
@@ -99,9 +77,8 @@ fn forwarding_headers_reach_the_backend() {
 #[test]
 fn real_ip_behind_a_trusted_proxy_is_the_rightmost_untrusted_entry() {
     let b = Backend::start("a");
-    let port = listen_port();
-    let yaml = config(&server(Some("[127.0.0.1/32, 10.0.0.0/8]")), port, &b, "");
-    let _sy = Switchyard::start(&yaml, &[port]);
+    let server = test_server_with("  trusted_proxies: [127.0.0.1/32, 10.0.0.0/8]\n");
+    let (_sy, port) = start(&server, &b, "");
 
     let xff = "198.51.100.1, 203.0.113.9, 10.1.2.3";
     let r = request(port, "GET", "/", &[("X-Forwarded-For", xff)], b"");
@@ -122,10 +99,12 @@ fn real_ip_behind_a_trusted_proxy_is_the_rightmost_untrusted_entry() {
 #[test]
 fn real_ip_ignores_forwarded_for_from_an_untrusted_peer() {
     let b = Backend::start("a");
-    let port = listen_port();
     // 127.0.0.1 is not trusted here.
-    let yaml = config(&server(Some("[10.0.0.0/8]")), port, &b, "");
-    let _sy = Switchyard::start(&yaml, &[port]);
+    let (_sy, port) = start(
+        &test_server_with("  trusted_proxies: [10.0.0.0/8]\n"),
+        &b,
+        "",
+    );
     let r = request(port, "GET", "/", &[("X-Forwarded-For", "203.0.113.9")], b"");
     assert_eq!(r.status, 200);
     let seen = b.last().expect("backend saw the request");
@@ -139,8 +118,7 @@ fn real_ip_ignores_forwarded_for_from_an_untrusted_peer() {
 #[test]
 fn a_sane_request_id_is_kept_and_echoed() {
     let b = Backend::start("a");
-    let port = listen_port();
-    let _sy = Switchyard::start(&config(&server(None), port, &b, ""), &[port]);
+    let (_sy, port) = start(TEST_SERVER, &b, "");
     let long = "a".repeat(128);
     for id in ["abc-123_X.y:Z", "7", long.as_str()] {
         let r = request(port, "GET", "/", &[("X-Request-Id", id)], b"");
@@ -158,8 +136,7 @@ fn a_sane_request_id_is_kept_and_echoed() {
 #[test]
 fn an_insane_request_id_is_replaced_by_a_generated_one() {
     let b = Backend::start("a");
-    let port = listen_port();
-    let _sy = Switchyard::start(&config(&server(None), port, &b, ""), &[port]);
+    let (_sy, port) = start(TEST_SERVER, &b, "");
     let too_long = "a".repeat(129);
     for id in ["bad id", "bad/id", "x<script>", "a,b", too_long.as_str()] {
         let r = request(port, "GET", "/", &[("X-Request-Id", id)], b"");
@@ -188,8 +165,7 @@ fn an_insane_request_id_is_replaced_by_a_generated_one() {
 #[test]
 fn a_missing_request_id_is_generated_unique_and_echoed() {
     let b = Backend::start("a");
-    let port = listen_port();
-    let _sy = Switchyard::start(&config(&server(None), port, &b, ""), &[port]);
+    let (_sy, port) = start(TEST_SERVER, &b, "");
     let mut ids = Vec::new();
     for _ in 0..5 {
         let r = get(port, "/");
@@ -209,13 +185,12 @@ fn a_missing_request_id_is_generated_unique_and_echoed() {
 #[test]
 fn request_headers_set_add_remove() {
     let b = Backend::start("a");
-    let port = listen_port();
     let extra = "    request_headers:
       set: { X-Env: prod, X-New: \"1\" }
       add: { X-Tag: added }
       remove: [X-Secret]
 ";
-    let _sy = Switchyard::start(&config(&server(None), port, &b, extra), &[port]);
+    let (_sy, port) = start(TEST_SERVER, &b, extra);
     let r = request(
         port,
         "GET",
@@ -255,61 +230,55 @@ fn request_headers_set_add_remove() {
 fn response_headers_set_add_remove() {
     let b = Backend::start_with(
         "a",
-        Behaviour {
-            extra_headers: vec![
-                ("X-Powered-By".into(), "php".into()),
-                ("Cache-Control".into(), "private".into()),
-                ("X-Keep".into(), "backend".into()),
-                ("X-Untouched".into(), "yes".into()),
-            ],
-            ..Behaviour::default()
-        },
+        Behaviour::with_headers(&[
+            ("X-Powered-By", "php"),
+            ("Cache-Control", "private"),
+            ("X-Keep", "backend"),
+            ("X-Untouched", "yes"),
+        ]),
     );
-    let port = listen_port();
     let extra = "    response_headers:
       set: { Cache-Control: no-store, X-Served-By: switchyard }
       add: { X-Keep: proxy }
       remove: [X-Powered-By]
 ";
-    let _sy = Switchyard::start(&config(&server(None), port, &b, extra), &[port]);
+    let (_sy, port) = start(TEST_SERVER, &b, extra);
     let r = get(port, "/");
     assert_eq!(r.status, 200, "{r:?}");
-    let all = |n: &str| r.headers.get(n).cloned().unwrap_or_default();
-    assert_eq!(all("cache-control"), vec!["no-store"], "set replaces");
     assert_eq!(
-        all("x-served-by"),
+        r.header_all("cache-control"),
+        vec!["no-store"],
+        "set replaces"
+    );
+    assert_eq!(
+        r.header_all("x-served-by"),
         vec!["switchyard"],
         "set adds a missing header"
     );
     assert_eq!(
-        all("x-keep"),
+        r.header_all("x-keep"),
         vec!["backend", "proxy"],
         "add appends one more line"
     );
-    assert!(all("x-powered-by").is_empty(), "remove drops");
-    assert_eq!(all("x-untouched"), vec!["yes"]);
+    assert!(r.header_all("x-powered-by").is_empty(), "remove drops");
+    assert_eq!(r.header_all("x-untouched"), vec!["yes"]);
     assert_eq!(r.body, "backend a\n");
 }
 
 #[test]
 fn security_headers_are_added_without_hsts_on_plaintext() {
     let b = Backend::start("a");
-    let port = listen_port();
-    let _sy = Switchyard::start(
-        &config(&server(None), port, &b, "    security_headers: true\n"),
-        &[port],
-    );
+    let (_sy, port) = start(TEST_SERVER, &b, "    security_headers: true\n");
     let r = get(port, "/");
     assert_eq!(r.status, 200);
-    let all = |n: &str| r.headers.get(n).cloned().unwrap_or_default();
-    assert_eq!(all("x-content-type-options"), vec!["nosniff"]);
-    assert_eq!(all("x-frame-options"), vec!["DENY"]);
+    assert_eq!(r.header_all("x-content-type-options"), vec!["nosniff"]);
+    assert_eq!(r.header_all("x-frame-options"), vec!["DENY"]);
     assert_eq!(
-        all("referrer-policy"),
+        r.header_all("referrer-policy"),
         vec!["strict-origin-when-cross-origin"]
     );
     assert!(
-        all("strict-transport-security").is_empty(),
+        r.header_all("strict-transport-security").is_empty(),
         "no HSTS over plaintext: {r:?}"
     );
 }
@@ -318,32 +287,23 @@ fn security_headers_are_added_without_hsts_on_plaintext() {
 fn security_headers_do_not_override_the_backend() {
     let b = Backend::start_with(
         "a",
-        Behaviour {
-            extra_headers: vec![
-                ("X-Frame-Options".into(), "SAMEORIGIN".into()),
-                ("Referrer-Policy".into(), "no-referrer".into()),
-            ],
-            ..Behaviour::default()
-        },
+        Behaviour::with_headers(&[
+            ("X-Frame-Options", "SAMEORIGIN"),
+            ("Referrer-Policy", "no-referrer"),
+        ]),
     );
-    let port = listen_port();
-    let _sy = Switchyard::start(
-        &config(&server(None), port, &b, "    security_headers: true\n"),
-        &[port],
-    );
+    let (_sy, port) = start(TEST_SERVER, &b, "    security_headers: true\n");
     let r = get(port, "/");
     assert_eq!(r.status, 200);
-    let all = |n: &str| r.headers.get(n).cloned().unwrap_or_default();
-    assert_eq!(all("x-frame-options"), vec!["SAMEORIGIN"]);
-    assert_eq!(all("referrer-policy"), vec!["no-referrer"]);
-    assert_eq!(all("x-content-type-options"), vec!["nosniff"]);
+    assert_eq!(r.header_all("x-frame-options"), vec!["SAMEORIGIN"]);
+    assert_eq!(r.header_all("referrer-policy"), vec!["no-referrer"]);
+    assert_eq!(r.header_all("x-content-type-options"), vec!["nosniff"]);
 }
 
 #[test]
 fn security_headers_are_off_by_default() {
     let b = Backend::start("a");
-    let port = listen_port();
-    let _sy = Switchyard::start(&config(&server(None), port, &b, ""), &[port]);
+    let (_sy, port) = start(TEST_SERVER, &b, "");
     let r = get(port, "/");
     assert_eq!(r.status, 200);
     for h in [
@@ -361,25 +321,11 @@ fn over_tls_proto_is_https_and_security_headers_include_hsts() {
     let b = Backend::start("a");
     let port = listen_port();
     let (_certs, cert, key) = tls_test_cert_files();
-    let yaml = format!(
-        "{TEST_SERVER}
-listeners:
-  - name: secure
-    listen: 127.0.0.1:{port}
-    tls:
-      certificates:
-        - cert_file: {cert}
-          key_file: {key}
-pools:
-  - name: p
-    backends:
-      - address: {}
-routes:
-  - name: r
-    pool: p
-    security_headers: true
-",
-        b.address()
+    let yaml = config_yaml(
+        TEST_SERVER,
+        &tls_listener_yaml("secure", port, &cert, &key),
+        &pool_yaml("p", "", &[b.address()]),
+        "  - name: r\n    pool: p\n    security_headers: true\n",
     );
     let _sy = Switchyard::start(&yaml, &[port]);
     let r = tls_request(port, "GET", "/s", &[("Host", "example.com")]);

@@ -33,12 +33,11 @@ fn service(name: &str, port: u16, protocol: &str, pool: &str, idle: &str) -> Str
 
 /// A pool over `backends` with extra keys (`keys`, indented by four spaces).
 fn pool(name: &str, algorithm: &str, backends: &[String], keys: &str) -> String {
-    let mut s = format!("  - name: {name}\n    algorithm: {algorithm}\n    backends:\n");
-    for b in backends {
-        s.push_str(&format!("      - address: {b}\n"));
-    }
-    s.push_str(keys);
-    s
+    pool_yaml(
+        name,
+        &format!("    algorithm: {algorithm}\n{keys}"),
+        backends,
+    )
 }
 
 /// The database check of the issue: fast, flipping on one result, logging in as the
@@ -50,22 +49,6 @@ const NO_CHECK: &str = "    health_check: {kind: none}\n";
 
 /// Generous bound for a health transition of a 300 ms check on a busy machine.
 const TRANSITION: Duration = Duration::from_secs(15);
-
-fn went_down(addr: &str) -> String {
-    format!("backend {addr} healthy -> unhealthy")
-}
-
-fn came_up(addr: &str) -> String {
-    format!("backend {addr} unhealthy -> healthy")
-}
-
-fn await_log(sy: &Switchyard, needle: &str, count: usize) {
-    assert!(
-        sy.wait_stderr(needle, count, TRANSITION),
-        "no {needle:?} (x{count}) within {TRANSITION:?}; stderr:\n{}",
-        sy.stderr()
-    );
-}
 
 /// Starts two instances at once (each takes a few seconds); `None` = skip.
 fn two<T: Send>(start: fn() -> Option<T>) -> Option<(T, T)> {
@@ -249,13 +232,13 @@ fn postgres_instance_stopped_or_frozen_is_taken_out_and_comes_back() {
 
     // Stopped (fast shutdown): out after the postgres check notices.
     a.stop();
-    await_log(&sy, &went_down(&a.address()), 1);
+    sy.expect_stderr(&went_down(&a.address()), 1, TRANSITION);
     let seen = answers(&sy, 20, || b.psql(lp, PG_PORT));
     assert_eq!(seen.get(&b.address()), Some(&20), "{seen:?}");
 
     // Started again: back in.
     a.restart();
-    await_log(&sy, &came_up(&a.address()), 1);
+    sy.expect_stderr(&came_up(&a.address()), 1, TRANSITION);
     let seen = answers(&sy, 6, || b.psql(lp, PG_PORT));
     assert_eq!(seen.len(), 2, "both instances answer again: {seen:?}");
 
@@ -268,11 +251,11 @@ fn postgres_instance_stopped_or_frozen_is_taken_out_and_comes_back() {
     );
     assert!(probe.is_ok(), "a frozen postmaster still accepts TCP");
     drop(probe);
-    await_log(&sy, &went_down(&a.address()), 2);
+    sy.expect_stderr(&went_down(&a.address()), 2, TRANSITION);
     let seen = answers(&sy, 10, || b.psql(lp, PG_PORT));
     assert_eq!(seen.get(&b.address()), Some(&10), "{seen:?}");
     a.thaw();
-    await_log(&sy, &came_up(&a.address()), 2);
+    sy.expect_stderr(&came_up(&a.address()), 2, TRANSITION);
 }
 
 /// The README's way to keep a pool on the primary: a health-check user that only the
@@ -307,7 +290,7 @@ fn postgres_check_user_rejected_by_pg_hba_takes_the_instance_out() {
     );
     let sy = Switchyard::start_without_probe(&config(None, &services, &pools), &[writes, reads]);
     let down = format!("pool writes {}", went_down(&replica.address()));
-    await_log(&sy, &down, 1);
+    sy.expect_stderr(&down, 1, TRANSITION);
     let line = sy
         .stderr()
         .lines()
@@ -365,7 +348,11 @@ fn mariadb_round_robin_and_failover() {
         ),
     );
     let sy = Switchyard::start_without_probe(&cfg, &[lp, nouser]);
-    await_log(&sy, &format!("pool nouser {}", went_down(&b.address())), 1);
+    sy.expect_stderr(
+        &format!("pool nouser {}", went_down(&b.address())),
+        1,
+        TRANSITION,
+    );
     assert!(
         sy.stderr().contains("no_such_user"),
         "reason names the user: {}",
@@ -376,12 +363,12 @@ fn mariadb_round_robin_and_failover() {
     assert!(seen.values().all(|n| *n >= 2), "{seen:?}");
 
     a.stop();
-    await_log(&sy, &went_down(&a.address()), 1);
+    sy.expect_stderr(&went_down(&a.address()), 1, TRANSITION);
     let seen = answers(&sy, 20, || b.query(lp, MY_PORT));
     assert_eq!(seen.get(&b.address()), Some(&20), "{seen:?}");
 
     a.restart();
-    await_log(&sy, &came_up(&a.address()), 1);
+    sy.expect_stderr(&came_up(&a.address()), 1, TRANSITION);
     let seen = answers(&sy, 6, || b.query(lp, MY_PORT));
     assert_eq!(seen.len(), 2, "both servers answer again: {seen:?}");
     assert_eq!(

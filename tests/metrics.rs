@@ -10,7 +10,6 @@ use common::*;
 
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Write;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -278,37 +277,25 @@ struct Fixture {
 fn fixture_yaml(f: &FixtureAddrs, extra_pool: &str) -> String {
     // Trust 127.0.0.1 as a proxy so the client IP becomes the X-Forwarded-For entry,
     // an address that must never show up in a label.
-    let server = TEST_SERVER.replace(
-        "  threads: 1\n",
-        "  threads: 1\n  trusted_proxies: [127.0.0.0/8]\n",
-    );
-    format!(
-        "{server}
-metrics:
-  listen: 127.0.0.1:{metrics}
-listeners:
-  - name: web
-    listen: 127.0.0.1:{web}
-pools:
-  - name: web
-    backends:
-      - address: {ok1}
-      - address: {ok2}
-  - name: flaky
-    circuit_breaker: {{ failure_threshold: 3, open_for: 10m }}
-    backends:
-      - address: {bad}
-  - name: plain5xx
-    backends:
-      - address: {err}
-  - name: idle
-    health_check: {{ interval: 200ms, timeout: 200ms, healthy_threshold: 1, unhealthy_threshold: 1 }}
-    backends:
-      - address: {spare}
-      - address: {down}
-        backup: true
-{extra_pool}routes:
-  - name: site
+    let server = test_server_with("  trusted_proxies: [127.0.0.0/8]\n");
+    let pools = [
+        pool_yaml("web", "", &[f.ok1.clone(), f.ok2.clone()]),
+        pool_yaml(
+            "flaky",
+            "    circuit_breaker: { failure_threshold: 3, open_for: 10m }\n",
+            std::slice::from_ref(&f.bad),
+        ),
+        pool_yaml("plain5xx", "", std::slice::from_ref(&f.err)),
+        pool_yaml_with_backend_keys(
+            "idle",
+            "    health_check: { interval: 200ms, timeout: 200ms, healthy_threshold: 1, \
+             unhealthy_threshold: 1 }\n",
+            &[(f.spare.clone(), ""), (f.down.clone(), "backup: true")],
+        ),
+        extra_pool.to_string(),
+    ]
+    .concat();
+    let routes = "  - name: site
     path_prefix: /site
     pool: web
   - name: fail
@@ -317,15 +304,12 @@ pools:
   - name: err
     path_prefix: /err
     pool: plain5xx
-",
-        metrics = f.metrics,
-        web = f.web,
-        ok1 = f.ok1,
-        ok2 = f.ok2,
-        bad = f.bad,
-        err = f.err,
-        spare = f.spare,
-        down = f.down,
+";
+    config_yaml(
+        &format!("{server}metrics:\n  listen: 127.0.0.1:{}\n", f.metrics),
+        &listener_yaml("web", f.web),
+        &pools,
+        routes,
     )
 }
 
@@ -342,10 +326,7 @@ struct FixtureAddrs {
 
 impl Fixture {
     fn start() -> Fixture {
-        let five_hundred = Behaviour {
-            status: 500,
-            ..Behaviour::default()
-        };
+        let five_hundred = Behaviour::with_status(500);
         let ok1 = Backend::start("ok1");
         let ok2 = Backend::start("ok2");
         let bad = Backend::start_with("bad", five_hundred.clone());
@@ -787,10 +768,7 @@ fn reloads_are_counted_by_result_and_new_pools_get_gauges() {
 
     // A valid reload that adds a pool.
     let extra = Backend::start("extra");
-    let extra_pool = format!(
-        "  - name: added\n    backends:\n      - address: {}\n",
-        extra.address()
-    );
+    let extra_pool = pool_yaml("added", "", &[extra.address()]);
     f.sy.rewrite_config(&fixture_yaml(&f.addrs(), &extra_pool));
     f.sy.signal("-HUP");
     let e = scrape_until(f.metrics, "config_reloads_total{result=success} 1", |e| {
@@ -841,20 +819,10 @@ fn promtool_accepts_a_real_scrape() {
         ) == Some(0.0)
     });
     let text = scrape(f.metrics);
-    let mut child = Command::new(&promtool)
-        .args(["check", "metrics"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("run promtool");
-    child
-        .stdin
-        .take()
-        .expect("promtool stdin")
-        .write_all(text.as_bytes())
-        .expect("feed promtool");
-    let out = child.wait_with_output().expect("promtool output");
+    let out = output_with_stdin(
+        Command::new(&promtool).args(["check", "metrics"]),
+        text.as_bytes(),
+    );
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -958,26 +926,11 @@ fn tls_certificate_expiry_is_exported() {
     let (_certs, cert, key) = tls_test_cert_files();
     let backend = Backend::start("a");
     let (web, metrics) = (listen_port(), listen_port());
-    let yaml = format!(
-        "{TEST_SERVER}
-metrics:
-  listen: 127.0.0.1:{metrics}
-listeners:
-  - name: websecure
-    listen: 127.0.0.1:{web}
-    tls:
-      certificates:
-        - cert_file: {cert}
-          key_file: {key}
-pools:
-  - name: p
-    backends:
-      - address: {a}
-routes:
-  - name: all
-    pool: p
-",
-        a = backend.address()
+    let yaml = config_yaml(
+        &format!("{TEST_SERVER}metrics:\n  listen: 127.0.0.1:{metrics}\n"),
+        &tls_listener_yaml("websecure", web, &cert, &key),
+        &pool_yaml("p", "", &[backend.address()]),
+        "  - name: all\n    pool: p\n",
     );
     let _sy = Switchyard::start(&yaml, &[web, metrics]);
     assert_eq!(tls_request(web, "GET", "/", &[]).status, 200);

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -17,70 +17,6 @@ use std::time::{Duration, Instant};
 
 // ---------------------------------------------------------------------------------------
 // Processes
-
-/// A plain command: no inherited $SWITCHYARD_CONFIG / $SWITCHYARD_LOG.
-fn switchyard() -> Command {
-    let mut cmd = Command::new(BIN);
-    cmd.env_remove("SWITCHYARD_CONFIG")
-        .env_remove("SWITCHYARD_LOG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null());
-    cmd
-}
-
-/// Is `pid` a live (not zombie) process?
-fn pid_alive(pid: u32) -> bool {
-    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => {
-            let state = stat
-                .rsplit_once(')')
-                .and_then(|(_, rest)| rest.split_whitespace().next())
-                .unwrap_or("");
-            state != "Z" && state != "X"
-        }
-        Err(_) if Path::new("/proc/self").exists() => false,
-        Err(_) => Command::new("kill")
-            .args(["-0", &pid.to_string()])
-            .stderr(Stdio::null())
-            .status()
-            .map(|s| s.success())
-            .unwrap_or(false),
-    }
-}
-
-fn send_signal(signal: &str, pid: u32) {
-    let status = Command::new("kill")
-        .args([signal, &pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(status.success(), "kill {signal} {pid} failed");
-}
-
-/// Polls `child` until it exits, at most `limit`.
-fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Polls until `pid` is gone, at most `limit`.
-fn wait_pid_gone(pid: u32, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    while pid_alive(pid) {
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-    true
-}
 
 fn read(path: &Path) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
@@ -108,26 +44,12 @@ impl Drop for Proc {
     }
 }
 
-/// Kills a process by pid on drop (daemonised instances are not our children).
-struct PidGuard(Vec<u32>);
-
-impl Drop for PidGuard {
-    fn drop(&mut self) {
-        for pid in &self.0 {
-            if pid_alive(*pid) {
-                let _ = Command::new("kill")
-                    .args(["-KILL", &pid.to_string()])
-                    .status();
-            }
-        }
-    }
-}
-
 /// Starts `switchyard -u [extra] -c config` and waits (5 s at most) until it waits on
 /// `sock` for the listening sockets. The caller then sends SIGQUIT to the old process.
 fn start_upgrade(config: &Path, sock: &Path, stderr: PathBuf, extra: &[&str]) -> Proc {
     let _ = std::fs::remove_file(sock);
-    let child = switchyard()
+    let child = switchyard_command()
+        .stdout(Stdio::null())
         .arg("-u")
         .args(extra)
         .arg("-c")
@@ -406,24 +328,14 @@ fn set_phase(phase: &Mutex<String>, text: String) {
 
 /// Two backends; the route stamps `X-Config: TAG` and `X-Reload: N` on every response.
 fn tagged_config(port: u16, a: &Backend, b: &Backend, tag: &str, n: usize) -> String {
-    format!(
-        "{TEST_SERVER}
-listeners:
-  - name: web
-    listen: 127.0.0.1:{port}
-pools:
-  - name: web
-    backends:
-      - address: {}
-      - address: {}
-routes:
-  - name: all
-    pool: web
-    response_headers:
-      set: {{ X-Config: {tag}, X-Reload: \"{n}\" }}
-",
-        a.address(),
-        b.address()
+    config_yaml(
+        TEST_SERVER,
+        &listener_yaml("web", port),
+        &pool_yaml("web", "", &[a.address(), b.address()]),
+        &format!(
+            "  - name: all\n    pool: web\n    response_headers:\n      \
+             set: {{ X-Config: {tag}, X-Reload: \"{n}\" }}\n"
+        ),
     )
 }
 
@@ -498,7 +410,7 @@ fn reloads_and_upgrades_under_keepalive_load_fail_no_request() {
         );
         let old_pid = current.as_ref().map(|p| p.pid()).unwrap_or(first.pid());
         set_phase(&phase, format!("upgrade {u}: SIGQUIT to {old_pid}"));
-        send_signal("-QUIT", old_pid);
+        signal_process("-QUIT", old_pid);
         let status = match current.as_mut() {
             None => wait_exit(&mut first.child, Duration::from_secs(30)),
             Some(p) => wait_exit(&mut p.child, Duration::from_secs(30)),
@@ -574,23 +486,44 @@ fn with_shutdown_timeout(timeout: &str) -> String {
     s
 }
 
-fn single_backend_config(server: &str, port: u16, b: &Backend, extra: &str) -> String {
-    format!(
-        "{server}{extra}
-listeners:
-  - name: web
-    listen: 127.0.0.1:{port}
-pools:
-  - name: web
-    health_check: {{ kind: none }}
-    backends:
-      - address: {}
-routes:
-  - name: all
-    pool: web
-",
-        b.address()
+/// `head` (TEST_SERVER or a variant, and any other sections), listener `web` on `port`
+/// and pool `web` with backend `b` (no health check) behind route `all`.
+fn single_backend_config(head: &str, port: u16, b: &Backend) -> String {
+    config_yaml(
+        head,
+        &listener_yaml("web", port),
+        &pool_yaml("web", "    health_check: { kind: none }\n", &[b.address()]),
+        "  - name: all\n    pool: web\n",
     )
+}
+
+/// A backend `name` answering after `delay` behind switchyard with `shutdown_timeout`,
+/// and a GET of `path` sent to it that has reached the backend.
+struct InFlight {
+    backend: Backend,
+    sy: Switchyard,
+    port: u16,
+    request: JoinHandle<Result<u16, String>>,
+}
+
+impl InFlight {
+    fn start(name: &str, delay: Duration, shutdown_timeout: &str, path: &str) -> InFlight {
+        let b = Backend::start_with(name, Behaviour::with_delay(delay));
+        let port = listen_port();
+        let yaml = single_backend_config(&with_shutdown_timeout(shutdown_timeout), port, &b);
+        let sy = Switchyard::start(&yaml, &[port]);
+        let request = get_in_background(port, path);
+        assert!(
+            b.wait_count(1, Duration::from_secs(5)),
+            "the request reached the backend"
+        );
+        InFlight {
+            backend: b,
+            sy,
+            port,
+            request,
+        }
+    }
 }
 
 /// A GET with its own connection on a thread: the status, or why there was none.
@@ -607,18 +540,6 @@ fn get_in_background(port: u16, path: &str) -> JoinHandle<Result<u16, String>> {
         let (reply, _) = read_response(&mut c)?;
         Ok(reply.status)
     })
-}
-
-/// Waits (bounded) until `b` has seen `n` requests.
-fn wait_backend(b: &Backend, n: usize, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    while b.count() < n {
-        if Instant::now() > deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    true
 }
 
 /// Tries new connections until one is refused (bounded); true when refused.
@@ -639,23 +560,12 @@ fn wait_refused(port: u16, limit: Duration) -> bool {
 
 #[test]
 fn sigterm_finishes_the_request_in_flight_refuses_new_connections_and_exits_0() {
-    let b = Backend::start_with(
-        "slow",
-        Behaviour {
-            delay: Duration::from_secs(2),
-            ..Behaviour::default()
-        },
-    );
-    let port = listen_port();
-    let mut sy = Switchyard::start(
-        &single_backend_config(&with_shutdown_timeout("5s"), port, &b, ""),
-        &[port],
-    );
-    let in_flight = get_in_background(port, "/slow");
-    assert!(
-        wait_backend(&b, 1, Duration::from_secs(5)),
-        "the request reached the backend"
-    );
+    let InFlight {
+        backend: _backend,
+        mut sy,
+        port,
+        request: in_flight,
+    } = InFlight::start("slow", Duration::from_secs(2), "5s", "/slow");
     let sent = Instant::now();
     sy.signal("-TERM");
     assert!(
@@ -694,23 +604,12 @@ fn sigterm_finishes_the_request_in_flight_refuses_new_connections_and_exits_0() 
 fn sigterm_gives_up_on_a_long_request_after_shutdown_timeout_and_exits_0() {
     // The backend answers after 6 s, well after shutdown_timeout (1 s) plus the margin
     // allowed for the exit (3 s).
-    let b = Backend::start_with(
-        "slower",
-        Behaviour {
-            delay: Duration::from_secs(6),
-            ..Behaviour::default()
-        },
-    );
-    let port = listen_port();
-    let mut sy = Switchyard::start(
-        &single_backend_config(&with_shutdown_timeout("1s"), port, &b, ""),
-        &[port],
-    );
-    let in_flight = get_in_background(port, "/slower");
-    assert!(
-        wait_backend(&b, 1, Duration::from_secs(5)),
-        "the request reached the backend"
-    );
+    let InFlight {
+        backend: _backend,
+        mut sy,
+        request: in_flight,
+        ..
+    } = InFlight::start("slower", Duration::from_secs(6), "1s", "/slower");
     let sent = Instant::now();
     sy.signal("-TERM");
     let status = wait_exit(&mut sy.child, Duration::from_secs(4)).unwrap_or_else(|| {
@@ -756,7 +655,7 @@ fn wait_access(path: &Path, n: usize, limit: Duration) -> Vec<String> {
 fn sigusr1_reopens_the_access_log_after_a_rename() {
     let b = Backend::start("logged");
     let port = listen_port();
-    let sy = Switchyard::start(&single_backend_config(TEST_SERVER, port, &b, ""), &[port]);
+    let sy = Switchyard::start(&single_backend_config(TEST_SERVER, port, &b), &[port]);
     let log = sy.access_log.clone();
     let rotated = sy.dir.path().join("access.log.1");
     for i in 0..5 {
@@ -796,22 +695,6 @@ fn sigusr1_reopens_the_access_log_after_a_rename() {
 // ---------------------------------------------------------------------------------------
 // 4. Daemon and the upgrade of a daemon
 
-/// Reads a live pid from `pid_file` that is not `not`, waiting at most `limit`.
-fn wait_pid_file(pid_file: &Path, not: Option<u32>, limit: Duration) -> Option<u32> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Ok(p) = read(pid_file).trim().parse::<u32>() {
-            if Some(p) != not && pid_alive(p) {
-                return Some(p);
-            }
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
-
 /// A non-panicking GET (one request per connection).
 fn try_get(port: u16, path: &str) -> Result<Reply, String> {
     let mut c = TcpStream::connect(("127.0.0.1", port)).map_err(|e| format!("connect: {e}"))?;
@@ -827,14 +710,15 @@ fn try_get(port: u16, path: &str) -> Result<Reply, String> {
 fn daemon_writes_its_pid_file_and_a_daemonised_upgrade_replaces_it() {
     let b = Backend::start("daemon");
     let port = listen_port();
-    let (dir, config) = write_config(&single_backend_config(TEST_SERVER, port, &b, ""));
+    let (dir, config) = write_config(&single_backend_config(TEST_SERVER, port, &b));
     let pid_file = dir.path().join("switchyard.pid");
     let mut guard = PidGuard(Vec::new());
 
     // switchyard -d: the command returns, the daemon writes the pid file and serves.
     let launcher_log = dir.path().join("launcher.log");
     let mut launcher = Proc {
-        child: switchyard()
+        child: switchyard_command()
+            .stdout(Stdio::null())
             .arg("-d")
             .arg("-c")
             .arg(&config)
@@ -862,7 +746,7 @@ fn daemon_writes_its_pid_file_and_a_daemonised_upgrade_replaces_it() {
     // switchyard -u -d, then SIGQUIT to the running daemon.
     let sock = dir.path().join("upgrade.sock");
     let mut upgrader = start_upgrade(&config, &sock, dir.path().join("upgrader.log"), &["-d"]);
-    send_signal("-QUIT", pid1);
+    signal_process("-QUIT", pid1);
     let pid2 = wait_pid_file(&pid_file, Some(pid1), Duration::from_secs(15));
     if let Some(p) = pid2 {
         guard.0.push(p);
@@ -921,7 +805,7 @@ fn daemon_writes_its_pid_file_and_a_daemonised_upgrade_replaces_it() {
         assert_eq!(r.header("x-backend"), Some("daemon"));
     }
 
-    send_signal("-TERM", pid2);
+    signal_process("-TERM", pid2);
     assert!(
         wait_pid_gone(pid2, Duration::from_secs(10)),
         "the new daemon {pid2} still runs 10 s after SIGTERM"
@@ -940,13 +824,7 @@ fn keepalive_get(c: &mut TcpStream, path: &str) -> Result<(Reply, bool), String>
 
 #[test]
 fn readyz_answers_503_on_an_open_connection_after_sigterm() {
-    let b = Backend::start_with(
-        "busy",
-        Behaviour {
-            delay: Duration::from_secs(3),
-            ..Behaviour::default()
-        },
-    );
+    let b = Backend::start_with("busy", Behaviour::with_delay(Duration::from_secs(3)));
     let port = listen_port();
     let admin = listen_port();
     let admin_section =
@@ -959,7 +837,7 @@ fn readyz_answers_503_on_an_open_connection_after_sigterm() {
         "TEST_SERVER changed shape"
     );
     let mut sy = Switchyard::start(
-        &single_backend_config(&server, port, &b, &admin_section),
+        &single_backend_config(&format!("{server}{admin_section}"), port, &b),
         &[port, admin],
     );
     let mut conn = TcpStream::connect(("127.0.0.1", admin)).expect("connect admin");
@@ -971,7 +849,7 @@ fn readyz_answers_503_on_an_open_connection_after_sigterm() {
     // A slow request keeps the process alive while it drains.
     let in_flight = get_in_background(port, "/busy");
     assert!(
-        wait_backend(&b, 1, Duration::from_secs(5)),
+        b.wait_count(1, Duration::from_secs(5)),
         "the request reached the backend"
     );
     sy.signal("-TERM");

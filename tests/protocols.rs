@@ -32,44 +32,17 @@ fn bind_local() -> (StdListener, u16) {
 // h2c
 // ---------------------------------------------------------------------------------------
 
-fn curl(args: &[&str]) -> (bool, String, String) {
-    let out = run_tool("curl", args, Duration::from_secs(20))
-        .expect("curl is not installed (scripts/ensure-build-deps installs it)");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).to_string(),
-        String::from_utf8_lossy(&out.stderr).to_string(),
-    )
-}
-
-/// Runs h2load (nghttp2-client) and returns its stdout.
-fn h2load(args: &[&str]) -> String {
-    let out = run_tool("h2load", args, Duration::from_secs(30))
-        .expect("h2load is not installed: the test command must install nghttp2-client");
-    String::from_utf8_lossy(&out.stdout).to_string()
-}
-
 #[test]
 fn h2c_prior_knowledge_works_on_a_plaintext_listener_with_http2() {
     let backend = Backend::start("a");
     let (h2c, plain) = (listen_port(), listen_port());
-    let yaml = format!(
-        "{TEST_SERVER}
-listeners:
-  - name: h2c
-    listen: 127.0.0.1:{h2c}
-    http2: true
-  - name: plain
-    listen: 127.0.0.1:{plain}
-pools:
-  - name: p
-    backends:
-      - address: {}
-routes:
-  - name: r
-    pool: p
-",
-        backend.address()
+    let listeners =
+        listener_yaml("h2c", h2c) + "    http2: true\n" + &listener_yaml("plain", plain);
+    let yaml = config_yaml(
+        TEST_SERVER,
+        &listeners,
+        &pool_yaml("p", "", &[backend.address()]),
+        "  - name: r\n    pool: p\n",
     );
     let _sy = Switchyard::start(&yaml, &[h2c, plain]);
 
@@ -461,23 +434,15 @@ fn grpc_proxy(backend: &GrpcBackend) -> (Switchyard, u16) {
 /// Like `grpc_proxy` with `upstream` (the lines under `upstream:`) given.
 fn grpc_proxy_with(backend: &GrpcBackend, upstream: &str) -> (Switchyard, u16) {
     let port = listen_port();
-    let yaml = format!(
-        "{TEST_SERVER}
-listeners:
-  - name: grpc
-    listen: 127.0.0.1:{port}
-    http2: true
-pools:
-  - name: grpc
-    upstream:
-{upstream}    backends:
-      - address: 127.0.0.1:{}
-routes:
-  - name: echo
-    path_prefix: /test.Echo
-    pool: grpc
-",
-        backend.port
+    let yaml = config_yaml(
+        TEST_SERVER,
+        &(listener_yaml("grpc", port) + "    http2: true\n"),
+        &pool_yaml(
+            "grpc",
+            &format!("    upstream:\n{upstream}"),
+            &[format!("127.0.0.1:{}", backend.port)],
+        ),
+        "  - name: echo\n    path_prefix: /test.Echo\n    pool: grpc\n",
     );
     (Switchyard::start(&yaml, &[port]), port)
 }
@@ -740,25 +705,20 @@ fn ws_proxy_with(
     route_extra: &str,
 ) -> (Switchyard, u16) {
     let port = listen_port();
-    let yaml = format!(
-        "{TEST_SERVER}
-listeners:
-  - name: web
-    listen: 127.0.0.1:{port}
-{listener_extra}pools:
-  - name: ws
-{pool_extra}    backends:
-      - address: 127.0.0.1:{}
-routes:
-  - name: ws
+    let yaml = config_yaml(
+        TEST_SERVER,
+        &(listener_yaml("web", port) + listener_extra),
+        &pool_yaml("ws", pool_extra, &[format!("127.0.0.1:{}", backend.port)]),
+        &format!(
+            "  - name: ws
     path_prefix: /ws
     pool: ws
     request_headers:
       set: {{ X-Route: ws-route }}
     response_headers:
       set: {{ X-Route-Response: ws-route }}
-{route_extra}",
-        backend.port
+{route_extra}"
+        ),
     );
     (Switchyard::start(&yaml, &[port]), port)
 }

@@ -8,19 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// TEST_SERVER with `trusted_proxies` added (None = TEST_SERVER as is).
-fn server(trusted: Option<&str>) -> String {
-    match trusted {
-        None => TEST_SERVER.to_string(),
-        Some(list) => {
-            let s = TEST_SERVER.replace(
-                "  shutdown_timeout: 1s\n",
-                &format!("  shutdown_timeout: 1s\n  trusted_proxies: {list}\n"),
-            );
-            assert!(s.contains("trusted_proxies"), "TEST_SERVER changed shape");
-            s
-        }
-    }
+/// TEST_SERVER trusting 127.0.0.1 as a proxy, so X-Forwarded-For names the client.
+fn trusting_localhost() -> String {
+    test_server_with("  trusted_proxies: [127.0.0.1/32]\n")
 }
 
 /// One plaintext listener `web` on `port`, an optional metrics listener, one pool `p`
@@ -29,19 +19,22 @@ fn config(server: &str, port: u16, metrics: Option<u16>, b: &Backend, routes: &s
     let metrics = metrics
         .map(|m| format!("metrics:\n  listen: 127.0.0.1:{m}\n"))
         .unwrap_or_default();
-    format!(
-        "{server}{metrics}
-listeners:
-  - name: web
-    listen: 127.0.0.1:{port}
-pools:
-  - name: p
-    backends:
-      - address: {}
-routes:
-{routes}",
-        b.address()
+    config_yaml(
+        &format!("{server}{metrics}"),
+        &listener_yaml("web", port),
+        &pool_yaml("p", "", &[b.address()]),
+        routes,
     )
+}
+
+/// Backend `a` behind switchyard (`server` section) on a new port with one catch-all
+/// route `lim`: `rate_limit: {limit}` and `extra` keys.
+fn start_limited(server: &str, limit: &str, extra: &str) -> (Backend, Switchyard, u16) {
+    let b = Backend::start("a");
+    let port = listen_port();
+    let yaml = config(server, port, None, &b, &route("lim", None, limit, extra));
+    let sy = Switchyard::start(&yaml, &[port]);
+    (b, sy, port)
 }
 
 /// One route `name` (catch-all unless `prefix` is given) with `rate_limit: {limit}` and
@@ -89,16 +82,7 @@ fn sleep_until(at: Instant) {
 
 #[test]
 fn token_bucket_admits_the_burst_then_answers_429_with_retry_after() {
-    let b = Backend::start("a");
-    let port = listen_port();
-    let yaml = config(
-        &server(None),
-        port,
-        None,
-        &b,
-        &route("lim", None, "rate: 1, burst: 5", ""),
-    );
-    let _sy = Switchyard::start(&yaml, &[port]);
+    let (b, _sy, port) = start_limited(TEST_SERVER, "rate: 1, burst: 5", "");
 
     // Ten requests in well under a second: the bucket of 5, nothing refilled yet.
     let mut c = HttpConn::new(port);
@@ -144,32 +128,14 @@ fn token_bucket_admits_the_burst_then_answers_429_with_retry_after() {
 
 #[test]
 fn burst_defaults_to_rate() {
-    let b = Backend::start("a");
-    let port = listen_port();
-    let yaml = config(
-        &server(None),
-        port,
-        None,
-        &b,
-        &route("lim", None, "rate: 3", ""),
-    );
-    let _sy = Switchyard::start(&yaml, &[port]);
+    let (_b, _sy, port) = start_limited(TEST_SERVER, "rate: 3", "");
     let statuses = burst(port, "/", &[], 8);
     assert_admits_then_refuses(&statuses, 3, "rate 3 without burst: a bucket of 3");
 }
 
 #[test]
 fn sliding_window_admits_at_most_rate_in_any_rolling_second() {
-    let b = Backend::start("a");
-    let port = listen_port();
-    let yaml = config(
-        &server(None),
-        port,
-        None,
-        &b,
-        &route("lim", None, "rate: 3, algorithm: sliding_window", ""),
-    );
-    let _sy = Switchyard::start(&yaml, &[port]);
+    let (b, _sy, port) = start_limited(TEST_SERVER, "rate: 3, algorithm: sliding_window", "");
     let mut c = HttpConn::new(port);
     let mut get = |what: &str| {
         let r = c
@@ -215,16 +181,11 @@ fn sliding_window_admits_at_most_rate_in_any_rolling_second() {
 
 #[test]
 fn client_ip_key_gives_each_client_behind_a_trusted_proxy_its_own_bucket() {
-    let b = Backend::start("a");
-    let port = listen_port();
-    let yaml = config(
-        &server(Some("[127.0.0.1/32]")),
-        port,
-        None,
-        &b,
-        &route("lim", None, "rate: 1, burst: 2, key: client_ip", ""),
+    let (b, _sy, port) = start_limited(
+        &trusting_localhost(),
+        "rate: 1, burst: 2, key: client_ip",
+        "",
     );
-    let _sy = Switchyard::start(&yaml, &[port]);
 
     let one = [("X-Forwarded-For", "203.0.113.1")];
     let two = [("X-Forwarded-For", "203.0.113.2")];
@@ -245,16 +206,7 @@ fn client_ip_key_gives_each_client_behind_a_trusted_proxy_its_own_bucket() {
 
 #[test]
 fn client_ip_key_without_trusted_proxies_ignores_x_forwarded_for() {
-    let b = Backend::start("a");
-    let port = listen_port();
-    let yaml = config(
-        &server(None),
-        port,
-        None,
-        &b,
-        &route("lim", None, "rate: 1, burst: 2", ""),
-    );
-    let _sy = Switchyard::start(&yaml, &[port]);
+    let (_b, _sy, port) = start_limited(TEST_SERVER, "rate: 1, burst: 2", "");
     // Forged X-Forwarded-For values from an untrusted peer are one client: 127.0.0.1.
     let mut statuses = Vec::new();
     for i in 0..5 {
@@ -266,21 +218,11 @@ fn client_ip_key_without_trusted_proxies_ignores_x_forwarded_for() {
 
 #[test]
 fn header_key_gives_each_value_its_own_bucket_and_falls_back_to_the_client_ip() {
-    let b = Backend::start("a");
-    let port = listen_port();
-    let yaml = config(
-        &server(Some("[127.0.0.1/32]")),
-        port,
-        None,
-        &b,
-        &route(
-            "lim",
-            None,
-            "rate: 1, burst: 2, key: \"header:X-Api-Key\"",
-            "",
-        ),
+    let (_b, _sy, port) = start_limited(
+        &trusting_localhost(),
+        "rate: 1, burst: 2, key: \"header:X-Api-Key\"",
+        "",
     );
-    let _sy = Switchyard::start(&yaml, &[port]);
 
     let a = [("X-Api-Key", "key-a")];
     let b_key = [("X-Api-Key", "key-b")];
@@ -322,7 +264,7 @@ fn route_key_shares_one_bucket_between_all_clients_and_routes_are_separate() {
         route("one", Some("/one"), "rate: 1, burst: 3, key: route", ""),
         route("two", Some("/two"), "rate: 1, burst: 2, key: route", "")
     );
-    let yaml = config(&server(Some("[127.0.0.1/32]")), port, None, &b, &routes);
+    let yaml = config(&trusting_localhost(), port, None, &b, &routes);
     let _sy = Switchyard::start(&yaml, &[port]);
 
     let clients: [&[(&str, &str)]; 4] = [
@@ -347,21 +289,11 @@ fn route_key_shares_one_bucket_between_all_clients_and_routes_are_separate() {
 
 #[test]
 fn requests_denied_by_the_acl_are_403_and_take_no_token() {
-    let b = Backend::start("a");
-    let port = listen_port();
-    let yaml = config(
-        &server(Some("[127.0.0.1/32]")),
-        port,
-        None,
-        &b,
-        &route(
-            "lim",
-            None,
-            "rate: 1, burst: 3, key: route",
-            "    deny: [198.51.100.0/24]\n",
-        ),
+    let (b, _sy, port) = start_limited(
+        &trusting_localhost(),
+        "rate: 1, burst: 3, key: route",
+        "    deny: [198.51.100.0/24]\n",
     );
-    let _sy = Switchyard::start(&yaml, &[port]);
 
     let denied = [("X-Forwarded-For", "198.51.100.7")];
     let ok = [("X-Forwarded-For", "203.0.113.1")];
@@ -399,7 +331,7 @@ fn rate_limited_total_counts_the_429s_per_route() {
         ),
         "  - name: free\n    pool: p\n"
     );
-    let yaml = config(&server(None), port, Some(mport), &b, &routes);
+    let yaml = config(TEST_SERVER, port, Some(mport), &b, &routes);
     let _sy = Switchyard::start(&yaml, &[port, mport]);
 
     assert_admits_then_refuses(&burst(port, "/a", &[], 7), 2, "/a");
@@ -437,7 +369,7 @@ fn a_limit_keeps_its_state_across_an_unrelated_reload() {
     // rate 1, burst 10: a fresh bucket would admit 10 at once, the kept one ~1 per
     // second since it was emptied.
     let lim = route("lim", None, "rate: 1, burst: 10", "");
-    let yaml = config(&server(None), port, Some(mport), &b, &lim);
+    let yaml = config(TEST_SERVER, port, Some(mport), &b, &lim);
     let sy = Switchyard::start(&yaml, &[port, mport]);
 
     assert_admits_then_refuses(&burst(port, "/", &[], 12), 10, "before the reload");
@@ -446,20 +378,13 @@ fn a_limit_keeps_its_state_across_an_unrelated_reload() {
     // Reload with a new route in front of `lim` (its index changes, its name does not).
     let other = "  - name: other\n    pool: p\n    path_prefix: /other\n";
     sy.rewrite_config(&config(
-        &server(None),
+        TEST_SERVER,
         port,
         Some(mport),
         &b,
         &format!("{other}{lim}"),
     ));
-    sy.signal("-HUP");
-    let reloads = wait_metric(
-        mport,
-        "switchyard_config_reloads_total",
-        &[("result", "success")],
-        1.0,
-    );
-    assert_eq!(reloads, 1.0, "reload applied; stderr:\n{}", sy.stderr());
+    sy.reload_counted(mport);
     // Until the new route answers, `/other/x` is `lim`'s (and refused).
     let mut refused_while_waiting = 0;
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -499,17 +424,8 @@ fn a_limit_keeps_its_state_across_an_unrelated_reload() {
 fn key_flood(algorithm: &str) {
     const FLOOD: usize = 20_000;
     const THREADS: usize = 4;
-    let b = Backend::start("a");
-    let port = listen_port();
     let limit = format!("rate: 100, burst: 100, key: \"header:X-Api-Key\", algorithm: {algorithm}");
-    let yaml = config(
-        &server(None),
-        port,
-        None,
-        &b,
-        &route("lim", None, &limit, ""),
-    );
-    let sy = Switchyard::start(&yaml, &[port]);
+    let (_b, sy, port) = start_limited(TEST_SERVER, &limit, "");
     let pid = sy.pid();
 
     // Warm up (connections, buffers, the backend pool) before the baseline.

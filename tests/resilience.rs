@@ -12,33 +12,7 @@ use std::time::{Duration, Instant};
 
 /// One plaintext listener; `pools` and `routes` are the YAML list bodies.
 fn config(port: u16, pools: &str, routes: &str) -> String {
-    format!(
-        "{TEST_SERVER}
-listeners:
-  - name: web
-    listen: 127.0.0.1:{port}
-pools:
-{pools}routes:
-{routes}"
-    )
-}
-
-/// A pool `name` over `backends` (address, extra backend keys on one line) with extra
-/// pool keys (`keys`, already indented by four spaces).
-fn pool(name: &str, backends: &[(String, &str)], keys: &str) -> String {
-    let mut s = format!("  - name: {name}\n    backends:\n");
-    for (addr, extra) in backends {
-        s.push_str(&format!("      - address: {addr}\n"));
-        if !extra.is_empty() {
-            s.push_str(&format!("        {extra}\n"));
-        }
-    }
-    s.push_str(keys);
-    s
-}
-
-fn plain(backends: &[&Backend]) -> Vec<(String, &'static str)> {
-    backends.iter().map(|b| (b.address(), "")).collect()
+    config_yaml(TEST_SERVER, &listener_yaml("web", port), pools, routes)
 }
 
 const ROUTE_ALL: &str = "  - name: all\n    pool: p\n";
@@ -49,39 +23,6 @@ const FAST_CHECK: &str = "    health_check: { interval: 200ms, timeout: 200ms, h
 /// Generous bound for a health transition that should take interval × threshold
 /// (~400 ms here): the machine may be busy.
 const TRANSITION: Duration = Duration::from_secs(5);
-
-fn went_down(addr: &str) -> String {
-    format!("backend {addr} healthy -> unhealthy")
-}
-
-fn came_up(addr: &str) -> String {
-    format!("backend {addr} unhealthy -> healthy")
-}
-
-/// Waits for the health transition logged to stderr, failing with the log if it never
-/// comes; returns how long it took.
-fn await_log(sy: &Switchyard, needle: &str, count: usize) -> Duration {
-    let t = Instant::now();
-    assert!(
-        sy.wait_stderr(needle, count, TRANSITION),
-        "no {needle:?} (x{count}) within {TRANSITION:?}; stderr:\n{}",
-        sy.stderr()
-    );
-    t.elapsed()
-}
-
-/// The `X-Backend` of `n` sequential GETs of `path`, asserting each is a 200.
-fn all_ok(port: u16, path: &str, n: usize) -> HashMap<String, usize> {
-    let mut counts = HashMap::new();
-    for i in 0..n {
-        let r = get(port, path);
-        assert_eq!(r.status, 200, "request {i} of {n} to {path} failed: {r:?}");
-        *counts
-            .entry(r.header("x-backend").unwrap_or("none").to_string())
-            .or_insert(0) += 1;
-    }
-    counts
-}
 
 /// `n` GETs of `path` sent at once, each from its own thread.
 fn concurrent_gets(port: u16, path: &str, n: usize) -> Vec<Reply> {
@@ -110,18 +51,6 @@ fn assert_own_503(r: &Reply, what: &str) {
     assert!(r.header("x-request-id").is_some(), "{what}: {r:?}");
 }
 
-/// Waits (bounded) until the counter of `b` reaches `n`.
-fn wait_count(b: &Backend, n: usize, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if b.count() >= n {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    b.count() >= n
-}
-
 // ---------------------------------------------------------------- active health checks
 
 #[test]
@@ -131,27 +60,27 @@ fn a_stopped_backend_drops_out_and_comes_back_after_a_restart() {
     let b = Backend::start_on("b", b_port);
     let b_addr = b.address();
     let port = listen_port();
-    let pools = pool(
+    let pools = pool_yaml(
         "p",
-        &plain(&[&a, &b]),
         &format!("    retries: 0\n{FAST_CHECK}"),
+        &[a.address(), b.address()],
     );
     let sy = Switchyard::start(&config(port, &pools, ROUTE_ALL), &[port]);
-    let counts = all_ok(port, "/", 10);
+    let counts = served_by(port, "/", 10);
     assert_eq!(counts.get("a"), Some(&5), "{counts:?}");
     assert_eq!(counts.get("b"), Some(&5), "{counts:?}");
 
     drop(b);
-    let down = await_log(&sy, &went_down(&b_addr), 1);
+    let down = sy.expect_stderr(&went_down(&b_addr), 1, TRANSITION);
     eprintln!("stopped backend taken out after {down:?} (interval 200ms x 2)");
     // No retries: any request still sent to the stopped backend would fail.
-    let counts = all_ok(port, "/", 30);
+    let counts = served_by(port, "/", 30);
     assert_eq!(counts.get("a"), Some(&30), "{counts:?}");
 
     let b = Backend::start_on("b", b_port);
-    let up = await_log(&sy, &came_up(&b_addr), 1);
+    let up = sy.expect_stderr(&came_up(&b_addr), 1, TRANSITION);
     eprintln!("restarted backend back after {up:?}");
-    let counts = all_ok(port, "/", 20);
+    let counts = served_by(port, "/", 20);
     assert_eq!(counts.get("a"), Some(&10), "{counts:?}");
     assert_eq!(counts.get("b"), Some(&10), "{counts:?}");
     assert_eq!(b.count(), 10);
@@ -159,24 +88,14 @@ fn a_stopped_backend_drops_out_and_comes_back_after_a_restart() {
 
 #[test]
 fn http_check_failing_with_500_takes_the_backend_out_and_back() {
-    let sick = Backend::start_with(
-        "sick",
-        Behaviour {
-            status: 500,
-            ..Behaviour::default()
-        },
-    );
+    let sick = Backend::start_with("sick", Behaviour::with_status(500));
     let well = Backend::start("well");
     let port = listen_port();
-    let pools = pool(
-        "p",
-        &plain(&[&sick, &well]),
-        "    retries: 0\n    health_check: { kind: http, path: /health, interval: 200ms, timeout: 200ms, healthy_threshold: 2, unhealthy_threshold: 2 }\n",
-    );
+    let pools = pool_yaml("p", "    retries: 0\n    health_check: { kind: http, path: /health, interval: 200ms, timeout: 200ms, healthy_threshold: 2, unhealthy_threshold: 2 }\n", &[sick.address(), well.address()]);
     let sy = Switchyard::start(&config(port, &pools, ROUTE_ALL), &[port]);
-    await_log(&sy, &went_down(&sick.address()), 1);
+    sy.expect_stderr(&went_down(&sick.address()), 1, TRANSITION);
 
-    let counts = all_ok(port, "/app", 20);
+    let counts = served_by(port, "/app", 20);
     assert_eq!(counts.get("well"), Some(&20), "{counts:?}");
     let paths = sick.paths();
     assert!(
@@ -194,23 +113,16 @@ fn http_check_failing_with_500_takes_the_backend_out_and_back() {
 
     // It answers 200 again: back in after healthy_threshold checks, and takes traffic.
     sick.set(Behaviour::default());
-    await_log(&sy, &came_up(&sick.address()), 1);
-    let counts = all_ok(port, "/app", 10);
+    sy.expect_stderr(&came_up(&sick.address()), 1, TRANSITION);
+    let counts = served_by(port, "/app", 10);
     assert_eq!(counts.get("sick"), Some(&5), "{counts:?}");
     assert_eq!(counts.get("well"), Some(&5), "{counts:?}");
 }
 
 #[test]
 fn expect_status_ranges_decide_health() {
-    let with_status = |name: &str, status: u16| {
-        Backend::start_with(
-            name,
-            Behaviour {
-                status,
-                ..Behaviour::default()
-            },
-        )
-    };
+    let with_status =
+        |name: &str, status: u16| Backend::start_with(name, Behaviour::with_status(status));
     // 503 is healthy when 500-599 is expected; 202 is not "200"; 202 is in "200-202".
     let five = with_status("five", 503);
     let exact = with_status("exact", 202);
@@ -221,17 +133,17 @@ fn expect_status_ranges_decide_health() {
         )
     };
     let pools = [
-        pool("five", &plain(&[&five]), &check("500-599")),
-        pool("exact", &plain(&[&exact]), &check("200")),
-        pool("range", &plain(&[&range]), &check("200-202")),
+        pool_yaml("five", &check("500-599"), &[five.address()]),
+        pool_yaml("exact", &check("200"), &[exact.address()]),
+        pool_yaml("range", &check("200-202"), &[range.address()]),
     ]
     .concat();
     let routes = "  - name: five\n    path_prefix: /five\n    pool: five\n  - name: exact\n    path_prefix: /exact\n    pool: exact\n  - name: range\n    path_prefix: /range\n    pool: range\n";
     let port = listen_port();
     let sy = Switchyard::start(&config(port, &pools, routes), &[port]);
-    await_log(&sy, &went_down(&exact.address()), 1);
+    sy.expect_stderr(&went_down(&exact.address()), 1, TRANSITION);
     // Several rounds have passed for the other two as well.
-    assert!(wait_count(&five, 3, TRANSITION) && wait_count(&range, 3, TRANSITION));
+    assert!(five.wait_count(3, TRANSITION) && range.wait_count(3, TRANSITION));
     for b in [&five, &range] {
         assert_eq!(
             sy.stderr_count(&went_down(&b.address())),
@@ -265,37 +177,37 @@ fn backups_take_over_and_hand_back() {
     let spare = Backend::start("spare");
     let (a_addr, b_addr) = (a.address(), b.address());
     let port = listen_port();
-    let pools = pool(
+    let pools = pool_yaml_with_backend_keys(
         "p",
+        &format!("    retries: 0\n{FAST_CHECK}"),
         &[
             (a.address(), ""),
             (b.address(), ""),
             (spare.address(), "backup: true"),
         ],
-        &format!("    retries: 0\n{FAST_CHECK}"),
     );
     let sy = Switchyard::start(&config(port, &pools, ROUTE_ALL), &[port]);
-    let counts = all_ok(port, "/", 10);
+    let counts = served_by(port, "/", 10);
     assert_eq!(counts.get("spare"), None, "{counts:?}");
 
     // One primary left: still no backup.
     drop(a);
-    await_log(&sy, &went_down(&a_addr), 1);
-    let counts = all_ok(port, "/", 10);
+    sy.expect_stderr(&went_down(&a_addr), 1, TRANSITION);
+    let counts = served_by(port, "/", 10);
     assert_eq!(counts.get("b"), Some(&10), "{counts:?}");
     assert_eq!(spare.count(), 0);
 
     // No primary left: the backup serves everything.
     drop(b);
-    await_log(&sy, &went_down(&b_addr), 1);
-    let counts = all_ok(port, "/", 10);
+    sy.expect_stderr(&went_down(&b_addr), 1, TRANSITION);
+    let counts = served_by(port, "/", 10);
     assert_eq!(counts.get("spare"), Some(&10), "{counts:?}");
 
     // A primary recovers: it takes everything back.
     let a = Backend::start_on("a", a_port);
-    await_log(&sy, &came_up(&a_addr), 1);
+    sy.expect_stderr(&came_up(&a_addr), 1, TRANSITION);
     let before = spare.count();
-    let counts = all_ok(port, "/", 10);
+    let counts = served_by(port, "/", 10);
     assert_eq!(counts.get("a"), Some(&10), "{counts:?}");
     assert_eq!(spare.count(), before, "the backup is idle again");
     assert_eq!(a.count(), 10);
@@ -305,10 +217,7 @@ fn backups_take_over_and_hand_back() {
 
 #[test]
 fn circuit_opens_after_exactly_failure_threshold_5xx() {
-    let failing = Behaviour {
-        status: 500,
-        ..Behaviour::default()
-    };
+    let failing = Behaviour::with_status(500);
     let bad = Backend::start_with("bad", failing.clone());
     let good = Backend::start("good");
     let solo = Backend::start_with("solo", failing.clone());
@@ -319,9 +228,9 @@ fn circuit_opens_after_exactly_failure_threshold_5xx() {
         )
     };
     let pools = [
-        pool("pair", &plain(&[&bad, &good]), &breaker("")),
-        pool("solo", &plain(&[&solo]), &breaker("")),
-        pool("lenient", &plain(&[&lenient]), &breaker(", on_5xx: false")),
+        pool_yaml("pair", &breaker(""), &[bad.address(), good.address()]),
+        pool_yaml("solo", &breaker(""), &[solo.address()]),
+        pool_yaml("lenient", &breaker(", on_5xx: false"), &[lenient.address()]),
     ]
     .concat();
     let routes = "  - name: pair\n    path_prefix: /pair\n    pool: pair\n  - name: solo\n    path_prefix: /solo\n    pool: solo\n  - name: lenient\n    path_prefix: /lenient\n    pool: lenient\n";
@@ -366,18 +275,8 @@ fn circuit_opens_after_exactly_failure_threshold_5xx() {
 
 #[test]
 fn half_open_admits_exactly_the_trial_requests() {
-    let x = Backend::start_with(
-        "x",
-        Behaviour {
-            status: 500,
-            ..Behaviour::default()
-        },
-    );
-    let pools = pool(
-        "p",
-        &plain(&[&x]),
-        "    health_check: { kind: none }\n    circuit_breaker: { failure_threshold: 2, open_for: 500ms, half_open_requests: 2 }\n",
-    );
+    let x = Backend::start_with("x", Behaviour::with_status(500));
+    let pools = pool_yaml("p", "    health_check: { kind: none }\n    circuit_breaker: { failure_threshold: 2, open_for: 500ms, half_open_requests: 2 }\n", &[x.address()]);
     let port = listen_port();
     let _sy = Switchyard::start(&config(port, &pools, ROUTE_ALL), &[port]);
     for _ in 0..2 {
@@ -427,16 +326,13 @@ fn half_open_admits_exactly_the_trial_requests() {
 
 #[test]
 fn max_connections_skips_full_backends_and_refuses_at_once_when_all_are_full() {
-    let slow = Behaviour {
-        delay: Duration::from_millis(1000),
-        ..Behaviour::default()
-    };
+    let slow = Behaviour::with_delay(Duration::from_millis(1000));
     let s1 = Backend::start_with("s1", slow.clone());
     let s2 = Backend::start_with("s2", slow);
-    let pools = pool(
+    let pools = pool_yaml(
         "p",
-        &plain(&[&s1, &s2]),
         "    health_check: { kind: none }\n    circuit_breaker: { max_connections: 1 }\n",
+        &[s1.address(), s2.address()],
     );
     let port = listen_port();
     let _sy = Switchyard::start(&config(port, &pools, ROUTE_ALL), &[port]);
@@ -545,15 +441,11 @@ fn sticky_client_stays_put_and_moves_when_its_backend_dies() {
         .flatten()
         .map(|b| (b.name.clone(), b.address()))
         .collect();
-    let list: Vec<(String, &str)> = backends
-        .iter()
-        .flatten()
-        .map(|b| (b.address(), ""))
-        .collect();
-    let pools = pool(
+    let list: Vec<String> = backends.iter().flatten().map(|b| b.address()).collect();
+    let pools = pool_yaml(
         "p",
-        &list,
         &format!("    retries: 0\n    sticky: {{ cookie: SY, ttl: 1h }}\n{FAST_CHECK}"),
+        &list,
     );
     let port = listen_port();
     let sy = Switchyard::start(&config(port, &pools, ROUTE_ALL), &[port]);
@@ -582,7 +474,7 @@ fn sticky_client_stays_put_and_moves_when_its_backend_dies() {
         .position(|n| *n == home)
         .expect("home");
     drop(backends[idx].take());
-    await_log(&sy, &went_down(&addrs[&home]), 1);
+    sy.expect_stderr(&went_down(&addrs[&home]), 1, TRANSITION);
     let r = with_cookie(port, &jar);
     assert_eq!(r.status, 200, "{r:?}");
     let moved = r.header("x-backend").expect("X-Backend").to_string();
@@ -601,18 +493,18 @@ fn sticky_client_stays_put_and_moves_when_its_backend_dies() {
 
 #[test]
 fn sticky_cookie_attributes_and_forged_values() {
-    let (a, b) = (Backend::start("a"), Backend::start("b"));
-    let (c, d) = (Backend::start("c"), Backend::start("d"));
+    let [a, b] = Backend::start_each(["a", "b"]);
+    let [c, d] = Backend::start_each(["c", "d"]);
     let pools = [
-        pool(
+        pool_yaml(
             "p",
-            &plain(&[&a, &b]),
             "    health_check: { kind: none }\n    sticky: { cookie: SY, ttl: 1h }\n",
+            &[a.address(), b.address()],
         ),
-        pool(
+        pool_yaml(
             "session",
-            &plain(&[&c, &d]),
             "    health_check: { kind: none }\n    sticky: { cookie: SESS }\n",
+            &[c.address(), d.address()],
         ),
     ]
     .concat();
@@ -690,7 +582,7 @@ fn dns_discovery_of_localhost_adds_127_0_0_1() {
         "the discovered backend never served: {last:?}; stderr:\n{}",
         sy.stderr()
     );
-    let counts = all_ok(port, "/", 10);
+    let counts = served_by(port, "/", 10);
     assert_eq!(counts.get("found"), Some(&10), "{counts:?}");
     assert!(found.count() >= 11);
 }
@@ -703,18 +595,18 @@ fn reload_keeps_state_of_unchanged_pools_and_refreshes_changed_ones() {
     let b = Backend::start_on("b", listen_port());
     let b_addr = b.address();
     let port = listen_port();
-    let members = plain(&[&a, &b]);
+    let members = [a.address(), b.address()];
     let pools_with = |timeout: &str| {
-        pool(
+        pool_yaml(
             "p",
-            &members,
             &format!("    retries: 0\n    health_check: {{ interval: 200ms, timeout: {timeout}, healthy_threshold: 2, unhealthy_threshold: 2 }}\n"),
+            &members,
         )
     };
     let pools = pools_with("200ms");
     let sy = Switchyard::start(&config(port, &pools, ROUTE_ALL), &[port]);
     drop(b);
-    await_log(&sy, &went_down(&b_addr), 1);
+    sy.expect_stderr(&went_down(&b_addr), 1, TRANSITION);
 
     // A reload that only adds a route: pool p keeps b out, with no window.
     let routes = format!("  - name: extra\n    path_prefix: /extra\n    pool: p\n{ROUTE_ALL}");
@@ -725,9 +617,9 @@ fn reload_keeps_state_of_unchanged_pools_and_refreshes_changed_ones() {
         "stderr:\n{}",
         sy.stderr()
     );
-    let counts = all_ok(port, "/", 20);
+    let counts = served_by(port, "/", 20);
     assert_eq!(counts.get("a"), Some(&20), "{counts:?}");
-    assert_eq!(all_ok(port, "/extra", 2).get("a"), Some(&2));
+    assert_eq!(served_by(port, "/extra", 2).get("a"), Some(&2));
     std::thread::sleep(Duration::from_millis(600));
     assert_eq!(
         sy.stderr_count(&went_down(&b_addr)),
@@ -745,8 +637,8 @@ fn reload_keeps_state_of_unchanged_pools_and_refreshes_changed_ones() {
         "stderr:\n{}",
         sy.stderr()
     );
-    await_log(&sy, &went_down(&b_addr), 2);
-    let counts = all_ok(port, "/", 10);
+    sy.expect_stderr(&went_down(&b_addr), 2, TRANSITION);
+    let counts = served_by(port, "/", 10);
     assert_eq!(counts.get("a"), Some(&10), "{counts:?}");
 }
 
@@ -754,17 +646,17 @@ fn reload_keeps_state_of_unchanged_pools_and_refreshes_changed_ones() {
 fn invalid_config_on_sighup_keeps_the_old_one_serving() {
     let a = Backend::start("a");
     let port = listen_port();
-    let pools = pool("p", &plain(&[&a]), "    health_check: { kind: none }\n");
+    let pools = pool_yaml("p", "    health_check: { kind: none }\n", &[a.address()]);
     let mut sy = Switchyard::start(&config(port, &pools, ROUTE_ALL), &[port]);
     assert_eq!(get(port, "/").status, 200);
 
     // A route to a missing pool and a typo'd key.
     let broken = config(
         port,
-        &pool(
+        &pool_yaml(
             "p",
-            &plain(&[&a]),
             "    health_check: { kind: none }\n    retires: 2\n",
+            &[a.address()],
         ),
         "  - name: all\n    pool: nowhere\n",
     );
@@ -779,7 +671,7 @@ fn invalid_config_on_sighup_keeps_the_old_one_serving() {
         matches!(sy.child.try_wait(), Ok(None)),
         "switchyard must keep running"
     );
-    let counts = all_ok(port, "/", 5);
+    let counts = served_by(port, "/", 5);
     assert_eq!(counts.get("a"), Some(&5), "{counts:?}");
     assert_eq!(a.count(), 6);
 }
@@ -794,8 +686,8 @@ fn killing_one_of_three_backends_under_load_fails_no_request() {
     let c = Backend::start("c");
     let b_addr = b.address();
     let port = listen_port();
-    let members = vec![(a.address(), ""), (b.address(), ""), (c.address(), "")];
-    let pools = pool("p", &members, &format!("    retries: 1\n{FAST_CHECK}"));
+    let members = [a.address(), b.address(), c.address()];
+    let pools = pool_yaml("p", &format!("    retries: 1\n{FAST_CHECK}"), &members);
     let sy = Switchyard::start(&config(port, &pools, ROUTE_ALL), &[port]);
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -820,7 +712,7 @@ fn killing_one_of_three_backends_under_load_fails_no_request() {
     std::thread::sleep(Duration::from_millis(500));
     let served_before_kill = b.count();
     b.kill();
-    let down = await_log(&sy, &went_down(&b_addr), 1);
+    let down = sy.expect_stderr(&went_down(&b_addr), 1, TRANSITION);
     std::thread::sleep(Duration::from_millis(500));
     stop.store(true, Ordering::Relaxed);
     let total = load.join().expect("load thread");

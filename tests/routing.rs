@@ -4,31 +4,33 @@
 mod common;
 use common::*;
 
-/// `pools:` with one pool per backend, each pool named after its backend.
+/// One pool per backend, each named after its backend.
 fn pools_of(backends: &[&Backend]) -> String {
-    let mut s = String::from("pools:\n");
-    for b in backends {
-        s.push_str(&format!(
-            "  - name: {}\n    backends:\n      - address: {}\n",
-            b.name,
-            b.address()
-        ));
-    }
-    s
+    backends
+        .iter()
+        .map(|b| pool_yaml(&b.name, "", &[b.address()]))
+        .collect()
 }
 
-/// A config with one plaintext listener `web` on `port`, a pool per backend and `routes`.
-fn config(port: u16, backends: &[&Backend], routes: &str) -> String {
-    format!(
-        "{TEST_SERVER}
-listeners:
-  - name: web
-    listen: 127.0.0.1:{port}
-{}
-routes:
-{routes}",
-        pools_of(backends)
-    )
+/// Switchyard on a new port: `head` (TEST_SERVER or a variant), one plaintext listener
+/// `web`, a pool per backend and `routes`.
+fn start(head: &str, backends: &[&Backend], routes: &str) -> (Switchyard, u16) {
+    let port = listen_port();
+    let yaml = config_yaml(
+        head,
+        &listener_yaml("web", port),
+        &pools_of(backends),
+        routes,
+    );
+    (Switchyard::start(&yaml, &[port]), port)
+}
+
+/// Backend `a` behind two plaintext listeners, `one` and `two`, with `routes`.
+fn start_two_listeners(a: &Backend, routes: &str) -> (Switchyard, u16, u16) {
+    let (one, two) = (listen_port(), listen_port());
+    let listeners = listener_yaml("one", one) + &listener_yaml("two", two);
+    let yaml = config_yaml(TEST_SERVER, &listeners, &pools_of(&[a]), routes);
+    (Switchyard::start(&yaml, &[one, two]), one, two)
 }
 
 /// GET `path` with the given Host; returns (status, X-Backend or "").
@@ -40,23 +42,8 @@ fn hit(port: u16, host: &str, path: &str) -> (u16, String) {
 #[test]
 fn route_restricted_to_a_listener_is_404_on_the_other() {
     let a = Backend::start("a");
-    let (one, two) = (listen_port(), listen_port());
-    let yaml = format!(
-        "{TEST_SERVER}
-listeners:
-  - name: one
-    listen: 127.0.0.1:{one}
-  - name: two
-    listen: 127.0.0.1:{two}
-{}
-routes:
-  - name: only-one
-    listeners: [one]
-    pool: a
-",
-        pools_of(&[&a])
-    );
-    let _sy = Switchyard::start(&yaml, &[one, two]);
+    let routes = "  - name: only-one\n    listeners: [one]\n    pool: a\n";
+    let (_sy, one, two) = start_two_listeners(&a, routes);
     let r = get(one, "/x");
     assert_eq!(r.status, 200, "listener one: {r:?}");
     assert_eq!(r.header("x-backend"), Some("a"));
@@ -72,22 +59,7 @@ routes:
 #[test]
 fn route_without_listeners_serves_every_listener() {
     let a = Backend::start("a");
-    let (one, two) = (listen_port(), listen_port());
-    let yaml = format!(
-        "{TEST_SERVER}
-listeners:
-  - name: one
-    listen: 127.0.0.1:{one}
-  - name: two
-    listen: 127.0.0.1:{two}
-{}
-routes:
-  - name: everywhere
-    pool: a
-",
-        pools_of(&[&a])
-    );
-    let _sy = Switchyard::start(&yaml, &[one, two]);
+    let (_sy, one, two) = start_two_listeners(&a, "  - name: everywhere\n    pool: a\n");
     assert_eq!(get(one, "/").status, 200);
     assert_eq!(get(two, "/").status, 200);
     assert_eq!(a.count(), 2);
@@ -96,12 +68,11 @@ routes:
 #[test]
 fn exact_host_is_case_insensitive_and_ignores_the_port() {
     let a = Backend::start("a");
-    let port = listen_port();
     let routes = "  - name: api
     host: api.example.com
     pool: a
 ";
-    let _sy = Switchyard::start(&config(port, &[&a], routes), &[port]);
+    let (_sy, port) = start(TEST_SERVER, &[&a], routes);
     assert_eq!(hit(port, "api.example.com", "/"), (200, "a".into()));
     assert_eq!(hit(port, "API.Example.COM", "/"), (200, "a".into()));
     assert_eq!(hit(port, "api.example.com:8080", "/"), (200, "a".into()));
@@ -116,12 +87,11 @@ fn exact_host_is_case_insensitive_and_ignores_the_port() {
 #[test]
 fn wildcard_host_matches_any_subdomain_depth_but_not_the_apex() {
     let a = Backend::start("a");
-    let port = listen_port();
     let routes = "  - name: wild
     host: \"*.example.com\"
     pool: a
 ";
-    let _sy = Switchyard::start(&config(port, &[&a], routes), &[port]);
+    let (_sy, port) = start(TEST_SERVER, &[&a], routes);
     assert_eq!(hit(port, "a.example.com", "/"), (200, "a".into()));
     assert_eq!(hit(port, "a.b.example.com", "/"), (200, "a".into()));
     assert_eq!(hit(port, "A.B.C.Example.Com:8443", "/"), (200, "a".into()));
@@ -137,15 +107,14 @@ fn wildcard_host_matches_any_subdomain_depth_but_not_the_apex() {
 
 #[test]
 fn host_given_as_a_list_matches_any_entry() {
-    let (a, b) = (Backend::start("a"), Backend::start("b"));
-    let port = listen_port();
+    let [a, b] = Backend::start_each(["a", "b"]);
     let routes = "  - name: listed
     host: [one.test, \"*.two.test\"]
     pool: a
   - name: rest
     pool: b
 ";
-    let _sy = Switchyard::start(&config(port, &[&a, &b], routes), &[port]);
+    let (_sy, port) = start(TEST_SERVER, &[&a, &b], routes);
     assert_eq!(hit(port, "one.test", "/"), (200, "a".into()));
     assert_eq!(hit(port, "x.two.test", "/"), (200, "a".into()));
     assert_eq!(hit(port, "three.test", "/"), (200, "b".into()));
@@ -155,12 +124,11 @@ fn host_given_as_a_list_matches_any_entry() {
 #[test]
 fn path_prefix_matches_on_segment_boundaries() {
     let a = Backend::start("a");
-    let port = listen_port();
     let routes = "  - name: v1
     path_prefix: /v1
     pool: a
 ";
-    let _sy = Switchyard::start(&config(port, &[&a], routes), &[port]);
+    let (_sy, port) = start(TEST_SERVER, &[&a], routes);
     for path in ["/v1", "/v1/", "/v1/x", "/v1/x/y", "/v1?q=1"] {
         let r = get(port, path);
         assert_eq!(r.status, 200, "{path} must match /v1: {r:?}");
@@ -175,12 +143,11 @@ fn path_prefix_matches_on_segment_boundaries() {
 #[test]
 fn methods_restrict_the_route() {
     let a = Backend::start("a");
-    let port = listen_port();
     let routes = "  - name: rw
     methods: [GET, POST]
     pool: a
 ";
-    let _sy = Switchyard::start(&config(port, &[&a], routes), &[port]);
+    let (_sy, port) = start(TEST_SERVER, &[&a], routes);
     assert_eq!(request(port, "GET", "/", &[], b"").status, 200);
     assert_eq!(request(port, "POST", "/", &[], b"data").status, 200);
     assert_eq!(a.last().map(|s| s.method), Some("POST".to_string()));
@@ -191,15 +158,14 @@ fn methods_restrict_the_route() {
 
 #[test]
 fn header_match_needs_every_header_exactly() {
-    let (a, b) = (Backend::start("canary"), Backend::start("stable"));
-    let port = listen_port();
+    let [a, b] = Backend::start_each(["canary", "stable"]);
     let routes = "  - name: canary
     headers: { X-Canary: \"1\", X-Team: blue }
     pool: canary
   - name: stable
     pool: stable
 ";
-    let _sy = Switchyard::start(&config(port, &[&a, &b], routes), &[port]);
+    let (_sy, port) = start(TEST_SERVER, &[&a, &b], routes);
     let with = |h: &[(&str, &str)]| {
         request(port, "GET", "/", h, b"")
             .header("x-backend")
@@ -223,12 +189,7 @@ fn header_match_needs_every_header_exactly() {
 
 #[test]
 fn first_matching_route_in_file_order_wins() {
-    let (a, b, c) = (
-        Backend::start("a"),
-        Backend::start("b"),
-        Backend::start("c"),
-    );
-    let port = listen_port();
+    let [a, b, c] = Backend::start_each(["a", "b", "c"]);
     // The broad /api route comes first, so the /api/v2 route below it never matches.
     let routes = "  - name: api
     path_prefix: /api
@@ -239,7 +200,7 @@ fn first_matching_route_in_file_order_wins() {
   - name: catch-all
     pool: c
 ";
-    let _sy = Switchyard::start(&config(port, &[&a, &b, &c], routes), &[port]);
+    let (_sy, port) = start(TEST_SERVER, &[&a, &b, &c], routes);
     assert_eq!(hit(port, "localhost", "/api/v2/x"), (200, "a".into()));
     assert_eq!(hit(port, "localhost", "/api"), (200, "a".into()));
     assert_eq!(hit(port, "localhost", "/other"), (200, "c".into()));
@@ -248,8 +209,7 @@ fn first_matching_route_in_file_order_wins() {
 
 #[test]
 fn specific_route_first_takes_its_requests() {
-    let (a, b) = (Backend::start("a"), Backend::start("b"));
-    let port = listen_port();
+    let [a, b] = Backend::start_each(["a", "b"]);
     let routes = "  - name: api-v2
     path_prefix: /api/v2
     pool: b
@@ -257,7 +217,7 @@ fn specific_route_first_takes_its_requests() {
     path_prefix: /api
     pool: a
 ";
-    let _sy = Switchyard::start(&config(port, &[&a, &b], routes), &[port]);
+    let (_sy, port) = start(TEST_SERVER, &[&a, &b], routes);
     assert_eq!(hit(port, "localhost", "/api/v2/x"), (200, "b".into()));
     assert_eq!(hit(port, "localhost", "/api/v1"), (200, "a".into()));
     assert_eq!(hit(port, "localhost", "/api/v2x"), (200, "a".into()));
@@ -267,13 +227,12 @@ fn specific_route_first_takes_its_requests() {
 #[test]
 fn no_matching_route_is_404_and_no_backend_is_contacted() {
     let a = Backend::start("a");
-    let port = listen_port();
     let routes = "  - name: only
     host: only.test
     path_prefix: /only
     pool: a
 ";
-    let _sy = Switchyard::start(&config(port, &[&a], routes), &[port]);
+    let (_sy, port) = start(TEST_SERVER, &[&a], routes);
     assert_eq!(hit(port, "only.test", "/elsewhere").0, 404);
     assert_eq!(hit(port, "other.test", "/only").0, 404);
     assert_eq!(hit(port, "localhost", "/").0, 404);
@@ -284,8 +243,7 @@ fn no_matching_route_is_404_and_no_backend_is_contacted() {
 
 #[test]
 fn strip_prefix_removes_the_prefix_and_keeps_the_query() {
-    let (a, b) = (Backend::start("a"), Backend::start("b"));
-    let port = listen_port();
+    let [a, b] = Backend::start_each(["a", "b"]);
     let routes = "  - name: api
     path_prefix: /api
     strip_prefix: true
@@ -294,7 +252,7 @@ fn strip_prefix_removes_the_prefix_and_keeps_the_query() {
     path_prefix: /keep
     pool: b
 ";
-    let _sy = Switchyard::start(&config(port, &[&a, &b], routes), &[port]);
+    let (_sy, port) = start(TEST_SERVER, &[&a, &b], routes);
     for (sent, seen) in [
         ("/api/users?x=1", "/users?x=1"),
         ("/api/users/7", "/users/7"),
@@ -315,27 +273,14 @@ fn strip_prefix_removes_the_prefix_and_keeps_the_query() {
     assert_eq!(b.last().map(|s| s.path), Some("/keep/this?y=2".to_string()));
 }
 
-fn acl_config(port: u16, a: &Backend, acl: &str) -> String {
-    // Trust 127.0.0.1, so the `X-Forwarded-For` the test sends decides the client IP.
-    let server = TEST_SERVER.replace(
-        "  shutdown_timeout: 1s\n",
-        "  shutdown_timeout: 1s\n  trusted_proxies: [127.0.0.1/32]\n",
-    );
-    assert!(
-        server.contains("trusted_proxies"),
-        "TEST_SERVER changed shape"
-    );
-    format!(
-        "{server}
-listeners:
-  - name: web
-    listen: 127.0.0.1:{port}
-{}
-routes:
-  - name: guarded
-    pool: a
-{acl}",
-        pools_of(&[a])
+/// Backend `a` behind route `guarded` with `acl` keys, trusting 127.0.0.1 as a proxy, so
+/// the `X-Forwarded-For` the test sends decides the client IP.
+fn start_acl(a: &Backend, acl: &str) -> (Switchyard, u16) {
+    let server = test_server_with("  trusted_proxies: [127.0.0.1/32]\n");
+    start(
+        &server,
+        &[a],
+        &format!("  - name: guarded\n    pool: a\n{acl}"),
     )
 }
 
@@ -346,9 +291,7 @@ fn from_ip(port: u16, ip: &str) -> u16 {
 #[test]
 fn deny_list_answers_403() {
     let a = Backend::start("a");
-    let port = listen_port();
-    let yaml = acl_config(port, &a, "    deny: [203.0.113.0/24]\n");
-    let _sy = Switchyard::start(&yaml, &[port]);
+    let (_sy, port) = start_acl(&a, "    deny: [203.0.113.0/24]\n");
     assert_eq!(from_ip(port, "203.0.113.9"), 403);
     assert_eq!(from_ip(port, "198.51.100.7"), 200);
     assert_eq!(get(port, "/").status, 200, "127.0.0.1 itself is not denied");
@@ -358,9 +301,7 @@ fn deny_list_answers_403() {
 #[test]
 fn allow_list_answers_403_to_everyone_else() {
     let a = Backend::start("a");
-    let port = listen_port();
-    let yaml = acl_config(port, &a, "    allow: [198.51.100.0/24]\n");
-    let _sy = Switchyard::start(&yaml, &[port]);
+    let (_sy, port) = start_acl(&a, "    allow: [198.51.100.0/24]\n");
     assert_eq!(from_ip(port, "198.51.100.7"), 200);
     assert_eq!(from_ip(port, "203.0.113.9"), 403);
     assert_eq!(
@@ -374,13 +315,10 @@ fn allow_list_answers_403_to_everyone_else() {
 #[test]
 fn deny_is_checked_before_allow() {
     let a = Backend::start("a");
-    let port = listen_port();
-    let yaml = acl_config(
-        port,
+    let (_sy, port) = start_acl(
         &a,
         "    allow: [203.0.113.0/24]\n    deny: [203.0.113.9/32]\n",
     );
-    let _sy = Switchyard::start(&yaml, &[port]);
     assert_eq!(from_ip(port, "203.0.113.9"), 403);
     assert_eq!(from_ip(port, "203.0.113.10"), 200);
     assert_eq!(from_ip(port, "192.0.2.1"), 403);
@@ -390,22 +328,20 @@ fn deny_is_checked_before_allow() {
 #[test]
 fn acl_uses_the_peer_when_it_is_not_a_trusted_proxy() {
     let a = Backend::start("a");
-    let port = listen_port();
     // No trusted_proxies: X-Forwarded-For is the client's claim and must not count.
     let routes = "  - name: guarded
     pool: a
     deny: [203.0.113.0/24]
 ";
-    let _sy = Switchyard::start(&config(port, &[&a], routes), &[port]);
+    let (_sy, port) = start(TEST_SERVER, &[&a], routes);
     assert_eq!(from_ip(port, "203.0.113.9"), 200);
 
     let b = Backend::start("b");
-    let port2 = listen_port();
     let routes = "  - name: local-denied
     pool: b
     deny: [127.0.0.0/8]
 ";
-    let _sy2 = Switchyard::start(&config(port2, &[&b], routes), &[port2]);
+    let (_sy2, port2) = start(TEST_SERVER, &[&b], routes);
     assert_eq!(get(port2, "/").status, 403);
     assert_eq!(
         from_ip(port2, "198.51.100.7"),
@@ -415,27 +351,19 @@ fn acl_uses_the_peer_when_it_is_not_a_trusted_proxy() {
     assert_eq!(b.count(), 0);
 }
 
-/// A config with `server.deny: [deny]` and one route on `/app` to pool `a`.
-fn server_deny_config(port: u16, a: &Backend, deny: &str) -> String {
-    let yaml = config(
-        port,
+/// Backend `a` behind one route on `/app`, with `server.deny: [deny]`.
+fn start_server_deny(a: &Backend, deny: &str) -> (Switchyard, u16) {
+    start(
+        &test_server_with(&format!("  deny: [{deny}]\n")),
         &[a],
         "  - name: app\n    pool: a\n    path_prefix: /app\n",
-    );
-    let with_deny = yaml.replacen(
-        "  shutdown_timeout: 1s\n",
-        &format!("  shutdown_timeout: 1s\n  deny: [{deny}]\n"),
-        1,
-    );
-    assert!(with_deny.contains("  deny: ["), "TEST_SERVER changed shape");
-    with_deny
+    )
 }
 
 #[test]
 fn server_deny_answers_403_on_every_path_before_routing() {
     let a = Backend::start("a");
-    let port = listen_port();
-    let _sy = Switchyard::start(&server_deny_config(port, &a, "127.0.0.0/8"), &[port]);
+    let (_sy, port) = start_server_deny(&a, "127.0.0.0/8");
     let r = get(port, "/app/x");
     assert_eq!(r.status, 403, "{r:?}");
     assert!(r.body.contains("forbidden"), "{r:?}");
@@ -446,11 +374,7 @@ fn server_deny_answers_403_on_every_path_before_routing() {
 
     // A list the client is not in changes nothing.
     let b = Backend::start("a");
-    let port2 = listen_port();
-    let _sy2 = Switchyard::start(
-        &server_deny_config(port2, &b, "10.0.0.0/8, \"2001:db8::/32\""),
-        &[port2],
-    );
+    let (_sy2, port2) = start_server_deny(&b, "10.0.0.0/8, \"2001:db8::/32\"");
     assert_eq!(get(port2, "/app/x").status, 200);
     assert_eq!(get(port2, "/nowhere").status, 404);
     assert_eq!(b.count(), 1);
@@ -459,12 +383,11 @@ fn server_deny_answers_403_on_every_path_before_routing() {
 #[test]
 fn redirect_https_without_tls_listener_uses_port_443() {
     let a = Backend::start("a");
-    let port = listen_port();
     let routes = "  - name: secure
     redirect_https: true
     pool: a
 ";
-    let _sy = Switchyard::start(&config(port, &[&a], routes), &[port]);
+    let (_sy, port) = start(TEST_SERVER, &[&a], routes);
     let r = request(port, "GET", "/a/b?x=1&y=2", &[("Host", "example.com")], b"");
     assert_eq!(r.status, 308, "{r:?}");
     assert_eq!(
@@ -482,31 +405,14 @@ fn redirect_https_uses_the_first_tls_listener_port() {
     let a = Backend::start("a");
     let (web, tls1, tls2) = (listen_port(), listen_port(), listen_port());
     let (_certs, cert, key) = tls_test_cert_files();
-    let yaml = format!(
-        "{TEST_SERVER}
-listeners:
-  - name: web
-    listen: 127.0.0.1:{web}
-  - name: secure1
-    listen: 127.0.0.1:{tls1}
-    tls:
-      certificates:
-        - cert_file: {cert}
-          key_file: {key}
-  - name: secure2
-    listen: 127.0.0.1:{tls2}
-    tls:
-      certificates:
-        - cert_file: {cert}
-          key_file: {key}
-{}
-routes:
-  - name: secure
-    redirect_https: true
-    pool: a
-",
-        pools_of(&[&a])
-    );
+    let listeners = [
+        listener_yaml("web", web),
+        tls_listener_yaml("secure1", tls1, &cert, &key),
+        tls_listener_yaml("secure2", tls2, &cert, &key),
+    ]
+    .concat();
+    let routes = "  - name: secure\n    redirect_https: true\n    pool: a\n";
+    let yaml = config_yaml(TEST_SERVER, &listeners, &pools_of(&[&a]), routes);
     let _sy = Switchyard::start(&yaml, &[web, tls1, tls2]);
     let r = request(web, "GET", "/p/q?z=9", &[("Host", "example.com")], b"");
     assert_eq!(r.status, 308, "{r:?}");
@@ -535,25 +441,9 @@ fn redirect_https_route_is_served_over_tls() {
     let a = Backend::start("a");
     let (web, secure) = (listen_port(), listen_port());
     let (_certs, cert, key) = tls_test_cert_files();
-    let yaml = format!(
-        "{TEST_SERVER}
-listeners:
-  - name: web
-    listen: 127.0.0.1:{web}
-  - name: secure
-    listen: 127.0.0.1:{secure}
-    tls:
-      certificates:
-        - cert_file: {cert}
-          key_file: {key}
-{}
-routes:
-  - name: app
-    redirect_https: true
-    pool: a
-",
-        pools_of(&[&a])
-    );
+    let listeners = listener_yaml("web", web) + &tls_listener_yaml("secure", secure, &cert, &key);
+    let routes = "  - name: app\n    redirect_https: true\n    pool: a\n";
+    let yaml = config_yaml(TEST_SERVER, &listeners, &pools_of(&[&a]), routes);
     let _sy = Switchyard::start(&yaml, &[web, secure]);
     // Already on HTTPS: no redirect loop, the backend answers.
     let r = tls_request(secure, "GET", "/x?y=1", &[("Host", "example.com")]);

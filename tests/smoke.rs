@@ -4,30 +4,13 @@ use common::*;
 
 #[test]
 fn round_robin_spreads_across_three_backends() {
-    let (a, b, c) = (
-        Backend::start("a"),
-        Backend::start("b"),
-        Backend::start("c"),
-    );
+    let [a, b, c] = Backend::start_each(["a", "b", "c"]);
     let port = free_port();
-    let yaml = format!(
-        "{TEST_SERVER}
-listeners:
-  - name: web
-    listen: 127.0.0.1:{port}
-pools:
-  - name: p
-    backends:
-      - address: {}
-      - address: {}
-      - address: {}
-routes:
-  - name: all
-    pool: p
-",
-        a.address(),
-        b.address(),
-        c.address()
+    let yaml = config_yaml(
+        TEST_SERVER,
+        &listener_yaml("web", port),
+        &pool_yaml("p", "", &[a.address(), b.address(), c.address()]),
+        "  - name: all\n    pool: p\n",
     );
     let _sy = Switchyard::start(&yaml, &[port]);
     let counts = spread(port, "/", 30);

@@ -90,34 +90,71 @@ impl Pki {
     }
 }
 
-/// One TLS listener with `certs` and `tls_extra` keys under `tls:`, one pool, one route.
-fn tls_config(
-    port: u16,
-    backend: &str,
-    certs: &[&Leaf],
-    tls_extra: &str,
-    route_extra: &str,
-) -> String {
-    let mut list = String::new();
-    for c in certs {
-        list.push_str(&c.yaml());
-    }
+/// A TLS listener `name` on `port` with `certs` and `tls_extra` keys under `tls:`.
+fn tls_listener(name: &str, port: u16, certs: &[&Leaf], tls_extra: &str) -> String {
+    let list: String = certs.iter().map(|c| c.yaml()).collect();
     format!(
-        "{TEST_SERVER}
-listeners:
-  - name: websecure
-    listen: 127.0.0.1:{port}
-    tls:
-      certificates:
-{list}{tls_extra}pools:
-  - name: p
-    backends:
-      - address: {backend}
-routes:
-  - name: r
-    pool: p
-{route_extra}"
+        "{}    tls:\n      certificates:\n{list}{tls_extra}",
+        listener_yaml(name, port)
     )
+}
+
+/// `listeners`, one pool `p` over `backend` and one route `r` (with `route_keys`) to it.
+fn one_pool_config(listeners: &str, backend: &str, route_keys: &str) -> String {
+    config_yaml(
+        TEST_SERVER,
+        listeners,
+        &pool_yaml("p", "", &[backend.to_string()]),
+        &format!("  - name: r\n    pool: p\n{route_keys}"),
+    )
+}
+
+/// One TLS listener with `certs` and `tls_extra` keys under `tls:`, one pool, one route.
+fn tls_config(port: u16, backend: &str, certs: &[&Leaf], tls_extra: &str) -> String {
+    one_pool_config(
+        &tls_listener("websecure", port, certs, tls_extra),
+        backend,
+        "",
+    )
+}
+
+/// Backend `a` behind `tls_config` on a new port.
+fn start_tls(certs: &[&Leaf], tls_extra: &str) -> (Backend, Switchyard, u16) {
+    let backend = Backend::start("a");
+    let port = listen_port();
+    let sy = Switchyard::start(
+        &tls_config(port, &backend.address(), certs, tls_extra),
+        &[port],
+    );
+    (backend, sy, port)
+}
+
+/// A plaintext listener `web` and a TLS listener `websecure` (a.example.com) in front of
+/// `backend`, route `r` with `route_keys`: the plaintext and the TLS port.
+fn start_plain_and_tls(pki: &Pki, backend: &Backend, route_keys: &str) -> (Switchyard, u16, u16) {
+    let (plain, secure) = (listen_port(), listen_port());
+    let listeners = listener_yaml("web", plain) + &tls_listener("websecure", secure, &[&pki.a], "");
+    let yaml = one_pool_config(&listeners, &backend.address(), route_keys);
+    (Switchyard::start(&yaml, &[plain, secure]), plain, secure)
+}
+
+/// curl offering HTTP/2 to https://a.example.com:`port``path` (resolved to 127.0.0.1,
+/// verified against the test CA) with `extra` arguments; (success, body followed by
+/// "\nHTTP-VERSION STATUS", stderr).
+fn curl_a_example(pki: &Pki, port: u16, path: &str, extra: &[&str]) -> (bool, String, String) {
+    let resolve = format!("a.example.com:{port}:127.0.0.1");
+    let url = format!("https://a.example.com:{port}{path}");
+    let mut args = vec![
+        "-sS",
+        "--http2",
+        "--cacert",
+        &pki.ca_file,
+        "--resolve",
+        &resolve,
+    ];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["-w", "\n%{http_version} %{http_code}", &url]);
+    curl(&args)
 }
 
 fn ok_reply(r: Result<Reply, String>, what: &str) -> Reply {
@@ -129,16 +166,7 @@ fn ok_reply(r: Result<Reply, String>, what: &str) -> Reply {
 #[test]
 fn sni_picks_each_certificate_and_the_first_is_the_default() {
     let pki = Pki::new();
-    let backend = Backend::start("a");
-    let port = listen_port();
-    let yaml = tls_config(
-        port,
-        &backend.address(),
-        &[&pki.a, &pki.b, &pki.wild],
-        "",
-        "",
-    );
-    let _sy = Switchyard::start(&yaml, &[port]);
+    let (backend, _sy, port) = start_tls(&[&pki.a, &pki.b, &pki.wild], "");
 
     // Each name gets its own certificate, verified against the CA and the name.
     for (sni, want) in [
@@ -178,16 +206,7 @@ fn sni_picks_each_certificate_and_the_first_is_the_default() {
 #[test]
 fn the_default_certificate_is_the_first_listed_not_the_alphabetical_one() {
     let pki = Pki::new();
-    let backend = Backend::start("a");
-    let port = listen_port();
-    let yaml = tls_config(
-        port,
-        &backend.address(),
-        &[&pki.b, &pki.wild, &pki.a],
-        "",
-        "",
-    );
-    let _sy = Switchyard::start(&yaml, &[port]);
+    let (_backend, _sy, port) = start_tls(&[&pki.b, &pki.wild, &pki.a], "");
     let s = TlsClient::sni("nothing.here")
         .connect(port)
         .expect("handshake");
@@ -217,10 +236,7 @@ fn the_full_chain_is_served() {
         cert_file,
         key_file,
     };
-    let backend = Backend::start("a");
-    let port = listen_port();
-    let yaml = tls_config(port, &backend.address(), &[&pki.a, &leaf], "", "");
-    let _sy = Switchyard::start(&yaml, &[port]);
+    let (_backend, _sy, port) = start_tls(&[&pki.a, &leaf], "");
     let s = pki
         .client("chain.example.com")
         .connect(port)
@@ -237,10 +253,7 @@ fn the_full_chain_is_served() {
 #[test]
 fn a_wildcard_san_covers_exactly_one_label() {
     let pki = Pki::new();
-    let backend = Backend::start("a");
-    let port = listen_port();
-    let yaml = tls_config(port, &backend.address(), &[&pki.a, &pki.wild], "", "");
-    let _sy = Switchyard::start(&yaml, &[port]);
+    let (_backend, _sy, port) = start_tls(&[&pki.a, &pki.wild], "");
 
     for sni in ["x.wild.test", "Deep.WILD.test", "wild-card.wild.test"] {
         // Verified by the client: chain and host name.
@@ -265,10 +278,7 @@ fn a_wildcard_san_covers_exactly_one_label() {
 #[test]
 fn tls_1_1_is_refused_and_1_2_and_1_3_are_accepted() {
     let pki = Pki::new();
-    let backend = Backend::start("a");
-    let port = listen_port();
-    let yaml = tls_config(port, &backend.address(), &[&pki.a], "", "");
-    let _sy = Switchyard::start(&yaml, &[port]);
+    let (backend, _sy, port) = start_tls(&[&pki.a], "");
 
     for v in [SslVersion::TLS1_1, SslVersion::TLS1] {
         let old = TlsClient {
@@ -316,16 +326,7 @@ fn tls_1_1_is_refused_and_1_2_and_1_3_are_accepted() {
 #[test]
 fn min_version_1_3_refuses_tls_1_2() {
     let pki = Pki::new();
-    let backend = Backend::start("a");
-    let port = listen_port();
-    let yaml = tls_config(
-        port,
-        &backend.address(),
-        &[&pki.a],
-        "      min_version: \"1.3\"\n",
-        "",
-    );
-    let _sy = Switchyard::start(&yaml, &[port]);
+    let (backend, _sy, port) = start_tls(&[&pki.a], "      min_version: \"1.3\"\n");
 
     let tls12 = TlsClient {
         max_version: Some(SslVersion::TLS1_2),
@@ -356,10 +357,7 @@ struct Sample {
 #[test]
 fn sighup_reloads_new_certificate_contents_at_unchanged_paths_without_failures() {
     let pki = Pki::new();
-    let backend = Backend::start("a");
-    let port = listen_port();
-    let yaml = tls_config(port, &backend.address(), &[&pki.a, &pki.b], "", "");
-    let sy = Switchyard::start(&yaml, &[port]);
+    let (_backend, sy, port) = start_tls(&[&pki.a, &pki.b], "");
     let old_a = fingerprint(&pki.a.cert);
 
     // A keep-alive connection opened before the reload must keep working after it.
@@ -517,12 +515,7 @@ fn sighup_follows_certificate_symlinks_to_new_files() {
         cert_file: live_cert.display().to_string(),
         key_file: live_key.display().to_string(),
     };
-    let backend = Backend::start("a");
-    let port = listen_port();
-    let sy = Switchyard::start(
-        &tls_config(port, &backend.address(), &[&live], "", ""),
-        &[port],
-    );
+    let (_backend, sy, port) = start_tls(&[&live], "");
     let s = pki
         .client("a.example.com")
         .connect(port)
@@ -560,10 +553,7 @@ fn sighup_follows_certificate_symlinks_to_new_files() {
 #[test]
 fn a_mismatched_key_on_reload_is_rejected_and_the_old_certificate_keeps_serving() {
     let pki = Pki::new();
-    let backend = Backend::start("a");
-    let port = listen_port();
-    let yaml = tls_config(port, &backend.address(), &[&pki.a], "", "");
-    let sy = Switchyard::start(&yaml, &[port]);
+    let (_backend, sy, port) = start_tls(&[&pki.a], "");
     let old_a = fingerprint(&pki.a.cert);
 
     // A new certificate with the old key's file replaced by an unrelated key.
@@ -663,14 +653,11 @@ const FORGED: (&str, &str) = ("X-Client-Cert-Subject", "CN=admin,O=Forged");
 fn mtls_require_admits_only_a_trusted_client_certificate() {
     let pki = Pki::new();
     let c = clients(&pki);
-    let backend = Backend::start("a");
-    let port = listen_port();
     let tls_extra = format!(
         "      client_ca_file: {}\n      client_auth: require\n",
         c.ca_file
     );
-    let yaml = tls_config(port, &backend.address(), &[&pki.a], &tls_extra, "");
-    let _sy = Switchyard::start(&yaml, &[port]);
+    let (backend, _sy, port) = start_tls(&[&pki.a], &tls_extra);
 
     let with = |id: &(X509, PKey<Private>)| TlsClient {
         identity: Some(id.clone()),
@@ -735,35 +722,18 @@ fn mtls_require_admits_only_a_trusted_client_certificate() {
 
     // Over HTTP/2 the verified subject reaches the backend too (curl with a client cert).
     let (cert_file, key_file) = write_pair(pki.dir.path(), "client", &c.good.0, &[], &c.good.1);
-    let resolve = format!("a.example.com:{port}:127.0.0.1");
-    let url = format!("https://a.example.com:{port}/h2-mtls");
-    let out = run_tool(
-        "curl",
-        &[
-            "-sS",
-            "--http2",
-            "--cacert",
-            &pki.ca_file,
-            "--cert",
-            &cert_file,
-            "--key",
-            &key_file,
-            "--resolve",
-            &resolve,
-            "-H",
-            "X-Client-Cert-Subject: CN=admin",
-            "-w",
-            "\n%{http_version} %{http_code}",
-            &url,
-        ],
-        Duration::from_secs(20),
-    )
-    .expect("curl is not installed (scripts/ensure-build-deps installs it)");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let extra = [
+        "--cert",
+        &cert_file,
+        "--key",
+        &key_file,
+        "-H",
+        "X-Client-Cert-Subject: CN=admin",
+    ];
+    let (_ok, text, err) = curl_a_example(&pki, port, "/h2-mtls", &extra);
     assert!(
         text.ends_with("\n2 200"),
-        "mTLS over HTTP/2: {text:?} {}",
-        String::from_utf8_lossy(&out.stderr)
+        "mTLS over HTTP/2: {text:?} {err}"
     );
     let seen = backend.last().expect("backend saw the h2 request");
     assert_eq!(seen.path, "/h2-mtls");
@@ -777,14 +747,11 @@ fn mtls_require_admits_only_a_trusted_client_certificate() {
 fn mtls_optional_lets_a_missing_certificate_through_but_not_an_untrusted_one() {
     let pki = Pki::new();
     let c = clients(&pki);
-    let backend = Backend::start("a");
-    let port = listen_port();
     let tls_extra = format!(
         "      client_ca_file: {}\n      client_auth: optional\n",
         c.ca_file
     );
-    let yaml = tls_config(port, &backend.address(), &[&pki.a], &tls_extra, "");
-    let _sy = Switchyard::start(&yaml, &[port]);
+    let (backend, _sy, port) = start_tls(&[&pki.a], &tls_extra);
 
     // Missing: 200 without the header, even when the client sent one.
     ok_reply(
@@ -838,28 +805,7 @@ fn mtls_optional_lets_a_missing_certificate_through_but_not_an_untrusted_one() {
 fn a_client_sent_cert_subject_is_removed_without_mutual_tls() {
     let pki = Pki::new();
     let backend = Backend::start("a");
-    let (plain, secure) = (listen_port(), listen_port());
-    let yaml = format!(
-        "{TEST_SERVER}
-listeners:
-  - name: web
-    listen: 127.0.0.1:{plain}
-  - name: websecure
-    listen: 127.0.0.1:{secure}
-    tls:
-      certificates:
-{}pools:
-  - name: p
-    backends:
-      - address: {}
-routes:
-  - name: r
-    pool: p
-",
-        pki.a.yaml(),
-        backend.address()
-    );
-    let _sy = Switchyard::start(&yaml, &[plain, secure]);
+    let (_sy, plain, secure) = start_plain_and_tls(&pki, &backend, "");
     ok_reply(
         pki.client("a.example.com").get(secure, "/", &[FORGED]),
         "TLS",
@@ -883,29 +829,13 @@ fn alpn_offers_h2_on_tls_listeners_unless_http2_is_off() {
     let pki = Pki::new();
     let backend = Backend::start("a");
     let (on, off) = (listen_port(), listen_port());
-    let yaml = format!(
-        "{TEST_SERVER}
-listeners:
-  - name: h2
-    listen: 127.0.0.1:{on}
-    tls:
-      certificates:
-{certs}  - name: h1
-    listen: 127.0.0.1:{off}
-    http2: false
-    tls:
-      certificates:
-{certs}pools:
-  - name: p
-    backends:
-      - address: {}
-routes:
-  - name: r
-    pool: p
-",
-        backend.address(),
-        certs = pki.a.yaml(),
+    let h1 = format!(
+        "{}    http2: false\n    tls:\n      certificates:\n{}",
+        listener_yaml("h1", off),
+        pki.a.yaml()
     );
+    let listeners = tls_listener("h2", on, &[&pki.a], "") + &h1;
+    let yaml = one_pool_config(&listeners, &backend.address(), "");
     let _sy = Switchyard::start(&yaml, &[on, off]);
     let offer = TlsClient {
         alpn: vec!["h2", "http/1.1"],
@@ -925,31 +855,8 @@ routes:
     );
 
     // A real HTTP/2 client end to end.
-    let resolve = format!("a.example.com:{on}:127.0.0.1");
-    let url = format!("https://a.example.com:{on}/over-h2");
-    let Some(out) = run_tool(
-        "curl",
-        &[
-            "-sS",
-            "--http2",
-            "--cacert",
-            &pki.ca_file,
-            "--resolve",
-            &resolve,
-            "-w",
-            "\n%{http_version} %{http_code}",
-            &url,
-        ],
-        Duration::from_secs(20),
-    ) else {
-        panic!("curl is not installed (scripts/ensure-build-deps installs it)");
-    };
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(
-        out.status.success(),
-        "curl failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (ok, text, err) = curl_a_example(&pki, on, "/over-h2", &[]);
+    assert!(ok, "curl failed: {err}");
     assert!(
         text.ends_with("\n2 200"),
         "curl --http2 did not get HTTP/2 200: {text:?}"
@@ -961,13 +868,7 @@ routes:
 
     // Many concurrent streams over two TLS connections (h2load, from nghttp2-client).
     let url = format!("https://127.0.0.1:{on}/load");
-    let out = run_tool(
-        "h2load",
-        &["-n", "40", "-c", "2", "-m", "10", &url],
-        Duration::from_secs(30),
-    )
-    .expect("h2load is not installed: the test command must install nghttp2-client");
-    let out = String::from_utf8_lossy(&out.stdout).to_string();
+    let out = h2load(&["-n", "40", "-c", "2", "-m", "10", &url]);
     assert!(
         out.contains("40 succeeded, 0 failed, 0 errored"),
         "h2load over TLS: {out}"
@@ -975,25 +876,7 @@ routes:
     assert!(out.contains("status codes: 40 2xx"), "{out}");
     assert!(out.contains("Application protocol: h2"), "{out}");
 
-    let resolve = format!("a.example.com:{off}:127.0.0.1");
-    let url = format!("https://a.example.com:{off}/over-h1");
-    let out = run_tool(
-        "curl",
-        &[
-            "-sS",
-            "--http2",
-            "--cacert",
-            &pki.ca_file,
-            "--resolve",
-            &resolve,
-            "-w",
-            "\n%{http_version} %{http_code}",
-            &url,
-        ],
-        Duration::from_secs(20),
-    )
-    .expect("curl");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let (_ok, text, _err) = curl_a_example(&pki, off, "/over-h1", &[]);
     assert!(
         text.ends_with("\n1.1 200"),
         "http2: false falls back to HTTP/1.1: {text:?}"
@@ -1004,29 +887,7 @@ routes:
 fn security_headers_add_hsts_only_over_tls() {
     let pki = Pki::new();
     let backend = Backend::start("a");
-    let (plain, secure) = (listen_port(), listen_port());
-    let yaml = format!(
-        "{TEST_SERVER}
-listeners:
-  - name: web
-    listen: 127.0.0.1:{plain}
-  - name: websecure
-    listen: 127.0.0.1:{secure}
-    tls:
-      certificates:
-{}pools:
-  - name: p
-    backends:
-      - address: {}
-routes:
-  - name: r
-    pool: p
-    security_headers: true
-",
-        pki.a.yaml(),
-        backend.address()
-    );
-    let _sy = Switchyard::start(&yaml, &[plain, secure]);
+    let (_sy, plain, secure) = start_plain_and_tls(&pki, &backend, "    security_headers: true\n");
     let r = ok_reply(pki.client("a.example.com").get(secure, "/", &[]), "TLS");
     assert_eq!(
         r.header("strict-transport-security"),
@@ -1137,24 +998,17 @@ impl Drop for TlsBackend {
 /// A plaintext listener in front of one pool whose backend speaks TLS (`upstream_tls`
 /// is the flow mapping under `upstream: {tls: ...}`).
 fn upstream_config(port: u16, backend: &TlsBackend, upstream_tls: &str) -> String {
-    format!(
-        "{TEST_SERVER}
-listeners:
-  - name: web
-    listen: 127.0.0.1:{port}
-pools:
-  - name: p
-    health_check: {{ kind: none }}
-    retries: 0
-    upstream:
-      tls: {upstream_tls}
-    backends:
-      - address: {}
-routes:
-  - name: r
-    pool: p
-",
-        backend.addr
+    config_yaml(
+        TEST_SERVER,
+        &listener_yaml("web", port),
+        &pool_yaml(
+            "p",
+            &format!(
+                "    health_check: {{ kind: none }}\n    retries: 0\n    upstream:\n      tls: {upstream_tls}\n"
+            ),
+            &[backend.addr.to_string()],
+        ),
+        "  - name: r\n    pool: p\n",
     )
 }
 
@@ -1293,7 +1147,7 @@ fn check(yaml: &str) -> (bool, String) {
 #[test]
 fn dash_t_accepts_matching_pairs_and_rejects_a_mismatched_pair() {
     let pki = Pki::new();
-    let good = tls_config(1, "127.0.0.1:1", &[&pki.a, &pki.b], "", "");
+    let good = tls_config(1, "127.0.0.1:1", &[&pki.a, &pki.b], "");
     let (ok, err) = check(&good);
     assert!(ok, "a valid TLS configuration fails -t:\n{err}");
 
@@ -1304,7 +1158,7 @@ fn dash_t_accepts_matching_pairs_and_rejects_a_mismatched_pair() {
         cert_file: pki.b.cert_file.clone(),
         key_file: pki.a.key_file.clone(),
     };
-    let yaml = tls_config(1, "127.0.0.1:1", &[&pki.a, &mismatched], "", "");
+    let yaml = tls_config(1, "127.0.0.1:1", &[&pki.a, &mismatched], "");
     let (ok, err) = check(&yaml);
     assert!(!ok, "-t passed a mismatched pair");
     assert!(err.contains("does not match"), "{err}");
@@ -1327,7 +1181,7 @@ fn dash_t_accepts_matching_pairs_and_rejects_a_mismatched_pair() {
             cert_file: cert.to_string(),
             key_file: key.to_string(),
         };
-        let (ok, err) = check(&tls_config(1, "127.0.0.1:1", &[&bad], "", ""));
+        let (ok, err) = check(&tls_config(1, "127.0.0.1:1", &[&bad], ""));
         assert!(!ok, "-t passed an unparsable file");
         assert!(err.contains(&junk), "{err}");
     }
@@ -1345,7 +1199,7 @@ fn dash_t_rejects_unparsable_ca_files() {
     let junk = junk.display().to_string();
 
     let client_ca = format!("      client_ca_file: {junk}\n      client_auth: require\n");
-    let (ok, err) = check(&tls_config(1, "127.0.0.1:1", &[&pki.a], &client_ca, ""));
+    let (ok, err) = check(&tls_config(1, "127.0.0.1:1", &[&pki.a], &client_ca));
     assert!(!ok, "-t passed an unparsable client_ca_file");
     assert!(
         err.contains("client_ca_file") && err.contains(&junk),
@@ -1356,13 +1210,7 @@ fn dash_t_rejects_unparsable_ca_files() {
         "      client_ca_file: {}\n      client_auth: require\n",
         pki.ca_file
     );
-    let (ok, err) = check(&tls_config(
-        1,
-        "127.0.0.1:1",
-        &[&pki.a],
-        &good_client_ca,
-        "",
-    ));
+    let (ok, err) = check(&tls_config(1, "127.0.0.1:1", &[&pki.a], &good_client_ca));
     assert!(ok, "a valid client_ca_file fails -t:\n{err}");
 
     let yaml = format!(

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener as StdListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, ExitStatus, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -68,6 +68,35 @@ impl Default for Behaviour {
             status: 200,
             delay: Duration::ZERO,
             extra_headers: Vec::new(),
+        }
+    }
+}
+
+impl Behaviour {
+    /// Answers every request with `status`.
+    pub fn with_status(status: u16) -> Behaviour {
+        Behaviour {
+            status,
+            ..Behaviour::default()
+        }
+    }
+
+    /// Answers every request with these extra response headers.
+    pub fn with_headers(headers: &[(&str, &str)]) -> Behaviour {
+        Behaviour {
+            extra_headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            ..Behaviour::default()
+        }
+    }
+
+    /// Answers every request after `delay`.
+    pub fn with_delay(delay: Duration) -> Behaviour {
+        Behaviour {
+            delay,
+            ..Behaviour::default()
         }
     }
 }
@@ -280,6 +309,55 @@ log:
   access_log: {dir}/access.log
 ";
 
+/// TEST_SERVER with `keys` (server keys, each line indented by two spaces and ending in
+/// a newline) added to its `server:` section.
+pub fn test_server_with(keys: &str) -> String {
+    assert!(
+        TEST_SERVER.contains("\nserver:\n"),
+        "TEST_SERVER changed shape"
+    );
+    TEST_SERVER.replacen("\nserver:\n", &format!("\nserver:\n{keys}"), 1)
+}
+
+/// A plaintext `listeners:` entry `name` on 127.0.0.1:`port`.
+pub fn listener_yaml(name: &str, port: u16) -> String {
+    format!("  - name: {name}\n    listen: 127.0.0.1:{port}\n")
+}
+
+/// A TLS `listeners:` entry `name` on 127.0.0.1:`port` serving one certificate (paths).
+pub fn tls_listener_yaml(name: &str, port: u16, cert_file: &str, key_file: &str) -> String {
+    format!(
+        "{}    tls:\n      certificates:\n        - cert_file: {cert_file}\n          key_file: {key_file}\n",
+        listener_yaml(name, port)
+    )
+}
+
+/// A `pools:` entry `name` with `keys` (pool keys, each line indented by four spaces)
+/// over one backend per address.
+pub fn pool_yaml(name: &str, keys: &str, addresses: &[String]) -> String {
+    let plain: Vec<(String, &str)> = addresses.iter().map(|a| (a.clone(), "")).collect();
+    pool_yaml_with_backend_keys(name, keys, &plain)
+}
+
+/// Like `pool_yaml`, with backends given as (address, extra backend keys, one
+/// `key: value` per line).
+pub fn pool_yaml_with_backend_keys(name: &str, keys: &str, backends: &[(String, &str)]) -> String {
+    let mut s = format!("  - name: {name}\n{keys}    backends:\n");
+    for (address, extra) in backends {
+        s.push_str(&format!("      - address: {address}\n"));
+        for line in extra.lines().map(str::trim).filter(|l| !l.is_empty()) {
+            s.push_str(&format!("        {line}\n"));
+        }
+    }
+    s
+}
+
+/// A whole configuration: `head` (TEST_SERVER and any other top-level sections), then
+/// the `listeners:`, `pools:` and `routes:` lists with the given entries.
+pub fn config_yaml(head: &str, listeners: &str, pools: &str, routes: &str) -> String {
+    format!("{head}listeners:\n{listeners}pools:\n{pools}routes:\n{routes}")
+}
+
 impl Switchyard {
     /// Starts switchyard with `yaml` (prefix it with TEST_SERVER) and waits until every
     /// port in `ports` accepts connections (10 s at most).
@@ -396,6 +474,14 @@ impl Reply {
             .and_then(|v| v.first())
             .map(|s| s.as_str())
     }
+
+    /// Every value of header `name`, in order.
+    pub fn header_all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .get(&name.to_ascii_lowercase())
+            .map(|v| v.iter().map(String::as_str).collect())
+            .unwrap_or_default()
+    }
 }
 
 /// A blocking HTTP/1.1 client with keep-alive off: one request per connection.
@@ -474,6 +560,43 @@ pub fn spread(port: u16, path: &str, n: usize) -> HashMap<String, usize> {
             .or_insert(0) += 1;
     }
     counts
+}
+
+/// Counts of `X-Backend` over `n` GETs of `path`, each asserted to be a 200.
+pub fn served_by(port: u16, path: &str, n: usize) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for i in 0..n {
+        let r = get(port, path);
+        assert_eq!(r.status, 200, "request {i} of {n} to {path} failed: {r:?}");
+        *counts
+            .entry(r.header("x-backend").unwrap_or("none").to_string())
+            .or_insert(0) += 1;
+    }
+    counts
+}
+
+/// The BACKEND `address` of an admin API POOL (JSON), if it is there.
+pub fn backend_in(pool: &Value, address: &str) -> Option<Value> {
+    pool["backends"]
+        .as_array()?
+        .iter()
+        .find(|b| b["address"] == address)
+        .cloned()
+}
+
+/// Calls `done` every `every` until it returns true (then true) or `limit` has passed
+/// (then false).
+pub fn wait_until(limit: Duration, every: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        if done() {
+            return true;
+        }
+        if Instant::now() > deadline {
+            return false;
+        }
+        std::thread::sleep(every);
+    }
 }
 
 pub fn path_exists(p: &Path) -> bool {
@@ -601,6 +724,16 @@ impl Backend {
         Self::serve_on(name, listener, behaviour)
     }
 
+    /// Starts one backend per name (`let [a, b] = Backend::start_each(["a", "b"]);`).
+    pub fn start_each<const N: usize>(names: [&str; N]) -> [Backend; N] {
+        names.map(Backend::start)
+    }
+
+    /// Waits (bounded by `limit`) until this backend has seen at least `n` requests.
+    pub fn wait_count(&self, n: usize, limit: Duration) -> bool {
+        wait_until(limit, Duration::from_millis(10), || self.count() >= n)
+    }
+
     /// The paths of every request this backend saw, in order.
     pub fn paths(&self) -> Vec<String> {
         self.seen
@@ -613,11 +746,7 @@ impl Backend {
 impl Switchyard {
     /// Sends `signal` (e.g. "-HUP") to the process with kill(1).
     pub fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .args([signal, &self.pid().to_string()])
-            .status()
-            .expect("run kill");
-        assert!(status.success(), "kill {signal} {} failed", self.pid());
+        signal_process(signal, self.pid());
     }
 
     /// Replaces the configuration file (`{dir}` is replaced as in `write_config`).
@@ -635,17 +764,45 @@ impl Switchyard {
 
     /// Waits (bounded by `limit`) until `needle` occurs at least `count` times in stderr.
     pub fn wait_stderr(&self, needle: &str, count: usize, limit: Duration) -> bool {
-        let deadline = Instant::now() + limit;
-        loop {
-            if self.stderr_count(needle) >= count {
-                return true;
-            }
-            if Instant::now() > deadline {
-                return false;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_until(limit, Duration::from_millis(20), || {
+            self.stderr_count(needle) >= count
+        })
     }
+
+    /// Sends SIGHUP and waits (10 s at most) until the metrics listener on `metrics`
+    /// counts one successful reload, failing the test (with stderr) if it does not.
+    pub fn reload_counted(&self, metrics: u16) {
+        self.signal("-HUP");
+        let reloads = wait_metric(
+            metrics,
+            "switchyard_config_reloads_total",
+            &[("result", "success")],
+            1.0,
+        );
+        assert_eq!(reloads, 1.0, "reload applied; stderr:\n{}", self.stderr());
+    }
+
+    /// Like `wait_stderr`, failing the test (with stderr) when `needle` does not come;
+    /// returns how long it took.
+    pub fn expect_stderr(&self, needle: &str, count: usize, limit: Duration) -> Duration {
+        let t = Instant::now();
+        assert!(
+            self.wait_stderr(needle, count, limit),
+            "no {needle:?} (x{count}) within {limit:?}; stderr:\n{}",
+            self.stderr()
+        );
+        t.elapsed()
+    }
+}
+
+/// The log line of a health check taking backend `addr` out.
+pub fn went_down(addr: &str) -> String {
+    format!("backend {addr} healthy -> unhealthy")
+}
+
+/// The log line of a health check bringing backend `addr` back.
+pub fn came_up(addr: &str) -> String {
+    format!("backend {addr} unhealthy -> healthy")
 }
 
 /// A backend that dies like a killed process: `kill()` closes its listener and every
@@ -1215,6 +1372,44 @@ pub fn run_tool(program: &str, args: &[&str], limit: Duration) -> Option<Output>
     Some(out)
 }
 
+/// Runs `cmd` with `input` on its stdin; its output (stdout and stderr captured).
+pub fn output_with_stdin(cmd: &mut Command, input: &[u8]) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input)
+        .unwrap_or_else(|e| panic!("cannot feed {cmd:?}: {e}"));
+    child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("no output from {cmd:?}: {e}"))
+}
+
+/// Runs curl with `args` (20 s at most): (success, stdout, stderr). Fails the test when
+/// curl is not installed.
+pub fn curl(args: &[&str]) -> (bool, String, String) {
+    let out = run_tool("curl", args, Duration::from_secs(20))
+        .expect("curl is not installed (scripts/ensure-build-deps installs it)");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).to_string(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+/// Runs h2load (nghttp2-client, 30 s at most) and returns its stdout.
+pub fn h2load(args: &[&str]) -> String {
+    let out = run_tool("h2load", args, Duration::from_secs(30))
+        .expect("h2load is not installed: the test command must install nghttp2-client");
+    String::from_utf8_lossy(&out.stdout).to_string()
+}
+
 // ---------------------------------------------------------------------------------
 // L4 helpers: raw TCP servers, private PostgreSQL and MariaDB instances, metrics.
 // ---------------------------------------------------------------------------------
@@ -1374,17 +1569,95 @@ pub fn send_signal(pid: u32, sig: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Sends `signal` to `pid` with kill(1), failing the test if that fails.
+pub fn signal_process(signal: &str, pid: u32) {
+    let status = Command::new("kill")
+        .args([signal, &pid.to_string()])
+        .status()
+        .expect("run kill");
+    assert!(status.success(), "kill {signal} {pid} failed");
+}
+
+/// Is `pid` a live (not zombie) process?
+pub fn pid_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => {
+            // The state follows the parenthesised command name.
+            let state = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().next())
+                .unwrap_or("");
+            state != "Z" && state != "X"
+        }
+        // With /proc mounted, no entry means no process; without it, ask kill -0.
+        Err(_) if Path::new("/proc/self").exists() => false,
+        Err(_) => Command::new("kill")
+            .args(["-0", &pid.to_string()])
+            .stderr(Stdio::null())
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false),
+    }
+}
+
+/// Waits (`limit` at most) until process `pid` is gone; false if it still runs.
+pub fn wait_pid_gone(pid: u32, limit: Duration) -> bool {
+    wait_until(limit, Duration::from_millis(25), || !pid_alive(pid))
+}
+
+/// Reads a live pid other than `not` from `pid_file`, waiting `limit` at most.
+pub fn wait_pid_file(pid_file: &Path, not: Option<u32>, limit: Duration) -> Option<u32> {
+    let mut pid = None;
+    wait_until(limit, Duration::from_millis(25), || {
+        pid = std::fs::read_to_string(pid_file)
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok())
+            .filter(|p| Some(*p) != not && pid_alive(*p));
+        pid.is_some()
+    });
+    pid
+}
+
+/// Kills the processes of these pids on drop (daemonised instances are not our children).
+pub struct PidGuard(pub Vec<u32>);
+
+impl Drop for PidGuard {
+    fn drop(&mut self) {
+        for pid in &self.0 {
+            if pid_alive(*pid) {
+                let _ = Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .status();
+            }
+        }
+    }
+}
+
+/// A switchyard command without the inherited $SWITCHYARD_CONFIG / $SWITCHYARD_LOG.
+pub fn switchyard_command() -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.env_remove("SWITCHYARD_CONFIG")
+        .env_remove("SWITCHYARD_LOG")
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Polls `child` until it exits, at most `limit`: its exit status, or None.
+pub fn wait_exit(child: &mut Child, limit: Duration) -> Option<ExitStatus> {
+    let mut status = None;
+    wait_until(limit, Duration::from_millis(20), || {
+        status = child.try_wait().ok().flatten();
+        status.is_some()
+    });
+    status
+}
+
 /// Waits for `child` to exit, `limit` at most; kills it (SIGKILL) if it has not.
 pub fn wait_or_kill(child: &mut Child, limit: Duration) {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Ok(Some(_)) = child.try_wait() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    if wait_exit(child, limit).is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
     }
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// Runs `cmd` with its output captured, killing it after `limit`.
@@ -1480,6 +1753,37 @@ fn shared_tempdir(prefix: &str) -> tempfile::TempDir {
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777))
         .expect("chmod tempdir");
     dir
+}
+
+/// Waits (`limit` at most, polling every `every`) until `ready(server)`; fails the test
+/// with `log(server)` when time runs out or the process in `child(server)` exits first.
+/// `what` ("postgres on PORT") names the server in the failure.
+fn await_server<S>(
+    server: &mut S,
+    what: &str,
+    (limit, every): (Duration, Duration),
+    child: fn(&mut S) -> &mut Option<Child>,
+    ready: fn(&S) -> bool,
+    log: fn(&S) -> String,
+) {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(Ok(Some(status))) = child(server).as_mut().map(|c| c.try_wait()) {
+            panic!("{what} exited with {status}; log:\n{}", log(server));
+        }
+        if ready(server) {
+            return;
+        }
+        if Instant::now() > deadline {
+            panic!("{what} not ready; log:\n{}", log(server));
+        }
+        std::thread::sleep(every);
+    }
+}
+
+/// Whether `cmd` exits 0 within 5 s.
+fn succeeds(cmd: &mut Command) -> bool {
+    run_bounded(cmd, Duration::from_secs(5)).is_ok_and(|o| o.status.success())
 }
 
 /// A private PostgreSQL server on 127.0.0.1 (trust authentication, superuser
@@ -1580,27 +1884,21 @@ impl Postgres {
             .spawn()
             .expect("start postgres");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("postgres exited with {status}; log:\n{}", self.log());
-            }
-            let ready = run_bounded(
-                Command::new(self.bin.join("pg_isready"))
-                    .args(["-h", "127.0.0.1", "-t", "2", "-p"])
-                    .arg(self.port.to_string()),
-                Duration::from_secs(5),
-            )
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-            if ready && self.psql(self.port, "SELECT 1").is_ok() {
-                return;
-            }
-            if Instant::now() > deadline {
-                panic!("postgres on {} not ready; log:\n{}", self.port, self.log());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let what = format!("postgres on {}", self.port);
+        await_server(
+            self,
+            &what,
+            (Duration::from_secs(60), Duration::from_millis(100)),
+            |pg| &mut pg.child,
+            |pg| {
+                succeeds(
+                    Command::new(pg.bin.join("pg_isready"))
+                        .args(["-h", "127.0.0.1", "-t", "2", "-p"])
+                        .arg(pg.port.to_string()),
+                ) && pg.psql(pg.port, "SELECT 1").is_ok()
+            },
+            Postgres::log,
+        );
     }
 
     pub fn address(&self) -> String {
@@ -1808,28 +2106,22 @@ impl Mariadb {
             cmd.arg("--user=root");
         }
         self.child = Some(cmd.spawn().expect("start mariadbd"));
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("mariadbd exited with {status}; log:\n{}", self.log());
-            }
-            let ok = run_bounded(
-                Command::new(&self.admin)
-                    .args(["--no-defaults", "--protocol=tcp", "-h127.0.0.1", "-uroot"])
-                    .arg(format!("-P{}", self.port))
-                    .args(["--connect-timeout=2", "ping"]),
-                Duration::from_secs(5),
-            )
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-            if ok {
-                return;
-            }
-            if Instant::now() > deadline {
-                panic!("mariadbd on {} not ready; log:\n{}", self.port, self.log());
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
+        let what = format!("mariadbd on {}", self.port);
+        await_server(
+            self,
+            &what,
+            (Duration::from_secs(60), Duration::from_millis(100)),
+            |db| &mut db.child,
+            |db| {
+                succeeds(
+                    Command::new(&db.admin)
+                        .args(["--no-defaults", "--protocol=tcp", "-h127.0.0.1", "-uroot"])
+                        .arg(format!("-P{}", db.port))
+                        .args(["--connect-timeout=2", "ping"]),
+                )
+            },
+            Mariadb::log,
+        );
     }
 
     pub fn address(&self) -> String {
@@ -2086,19 +2378,15 @@ impl Redis {
             .spawn()
             .expect("start redis-server");
         self.child = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                panic!("redis-server exited with {status}; log:\n{}", self.log());
-            }
-            if self.command(&["PING"]).is_ok_and(|r| r == "+PONG") {
-                return;
-            }
-            if Instant::now() > deadline {
-                panic!("redis on {} not ready; log:\n{}", self.port, self.log());
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let what = format!("redis-server on {}", self.port);
+        await_server(
+            self,
+            &what,
+            (Duration::from_secs(10), Duration::from_millis(50)),
+            |r| &mut r.child,
+            |r| r.command(&["PING"]).is_ok_and(|pong| pong == "+PONG"),
+            Redis::log,
+        );
     }
 
     pub fn url(&self) -> String {

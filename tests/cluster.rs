@@ -781,8 +781,7 @@ fn a_rediss_url_shares_limits_over_tls() {
     let routes = route("tls", "/tls", "rate: 1, burst: 3, key: route");
     let env = [("SSL_CERT_FILE", redis.ca_file.as_str())];
     let (pa, pb) = (listen_port(), listen_port());
-    let yaml =
-        |port| config(port, &url, &b, &routes).replace("  redis:", "  timeout: 500ms\n  redis:");
+    let yaml = |port| config(port, &url, "  timeout: 500ms\n", &b, &routes);
     let a = Switchyard::start_with_env(&yaml(pa), &[pa], &env);
     let bb = Switchyard::start_with_env(&yaml(pb), &[pb], &env);
     for (name, sy) in [("A", &a), ("B", &bb)] {

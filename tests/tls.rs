@@ -1246,7 +1246,7 @@ fn a_failed_handshake_is_logged_at_debug_not_error() {
     let backend = Backend::start("a");
     for (level, shown) in [("info", false), ("debug", true)] {
         let port = listen_port();
-        let yaml = tls_config(port, &backend.address(), &[&pki.a], "", "");
+        let yaml = tls_config(port, &backend.address(), &[&pki.a], "");
         let sy = Switchyard::start_with_env(&yaml, &[port], &[("SWITCHYARD_LOG", level)]);
         // Plain HTTP to the TLS port: the handshake fails.
         let _ = raw_exchange(port, b"GET / HTTP/1.1\r\nHost: a.example.com\r\n\r\n");

@@ -301,34 +301,68 @@ fn storage_dir(root: &tempfile::TempDir) -> PathBuf {
     root.path().join("acme")
 }
 
+/// Pebble validating on a plaintext listener, a backend, and an ACME config trusting
+/// Pebble through `ca_file`, with storage in a directory of its own.
+struct Rig {
+    http: u16,
+    https: u16,
+    pebble: Pebble,
+    backend: Backend,
+    storage: PathBuf,
+    config: String,
+    _state: tempfile::TempDir,
+}
+
+impl Rig {
+    fn new() -> Option<Rig> {
+        let (http, https) = (listen_port(), listen_port());
+        let pebble = Pebble::start(http)?;
+        let backend = Backend::start("app");
+        let state = tempfile::tempdir().expect("tempdir");
+        let storage = storage_dir(&state);
+        let config = acme_config(
+            (http, https, listen_port()),
+            &pebble.directory(),
+            &storage,
+            Some(&pebble.https_ca_file),
+            &backend.address(),
+        );
+        Some(Rig {
+            http,
+            https,
+            pebble,
+            backend,
+            storage,
+            config,
+            _state: state,
+        })
+    }
+
+    /// Starts Switchyard with `config` and waits (60 s at most) until it serves a
+    /// certificate for `domain` that verifies against Pebble's current root.
+    fn obtain(&self, config: &str, domain: &str) -> (Switchyard, X509) {
+        let sy = Switchyard::start(config, &[self.http, self.https]);
+        let root = self.pebble.root();
+        let issued = wait_for(Duration::from_secs(60), || {
+            verifies(self.https, domain, &root).ok()
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "no certificate for {domain} from Pebble within 60 s; switchyard:\n{}\npebble:\n{}",
+                sy.stderr(),
+                self.pebble.log()
+            )
+        });
+        (sy, issued)
+    }
+}
+
 #[test]
 fn obtains_a_certificate_and_reuses_it_after_a_restart() {
-    let (http, https) = (listen_port(), listen_port());
-    let Some(mut pebble) = Pebble::start(http) else {
-        return;
-    };
-    let backend = Backend::start("app");
-    let state = tempfile::tempdir().expect("tempdir");
-    let storage = storage_dir(&state);
-    let config = acme_config(
-        (http, https, listen_port()),
-        &pebble.directory(),
-        &storage,
-        Some(&pebble.https_ca_file),
-        &backend.address(),
-    );
-    let sy = Switchyard::start(&config, &[http, https]);
-    let root = pebble.root();
-    let issued = wait_for(Duration::from_secs(60), || {
-        verifies(https, DOMAINS[1], &root).ok()
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "no certificate from Pebble within 60 s; switchyard:\n{}\npebble:\n{}",
-            sy.stderr(),
-            pebble.log()
-        )
-    });
+    let Some(mut rig) = Rig::new() else { return };
+    let (http, https, storage) = (rig.http, rig.https, rig.storage.clone());
+    let (sy, issued) = rig.obtain(&rig.config, DOMAINS[1]);
+    let root = rig.pebble.root();
     let mut sans = dns_sans(&issued);
     sans.sort();
     assert_eq!(sans, DOMAINS.to_vec(), "the certificate names every domain");
@@ -342,7 +376,7 @@ fn obtains_a_certificate_and_reuses_it_after_a_restart() {
         .get(https, "/hello", &[])
         .expect("HTTPS request");
     assert_eq!(reply.status, 200, "{reply:?}");
-    assert_eq!(backend.count(), 1, "the request reached the backend");
+    assert_eq!(rig.backend.count(), 1, "the request reached the backend");
 
     use std::os::unix::fs::PermissionsExt;
     let key_mode = std::fs::metadata(storage.join("switchyard.test.key"))
@@ -359,8 +393,8 @@ fn obtains_a_certificate_and_reuses_it_after_a_restart() {
     drop(sy);
 
     // Without the CA, a restart serves the stored certificate and orders nothing.
-    pebble.stop();
-    let again = Switchyard::start(&config, &[http, https]);
+    rig.pebble.stop();
+    let again = Switchyard::start(&rig.config, &[http, https]);
     let served_again = served(https, DOMAINS[0]).expect("handshake after restart");
     assert_eq!(fingerprint(&served_again), fingerprint(&issued));
     std::thread::sleep(Duration::from_secs(2));
@@ -582,49 +616,19 @@ fn acme_configuration_errors_are_reported() {
 
 #[test]
 fn a_ca_that_forgot_the_account_gets_a_new_one() {
-    let (http, https) = (listen_port(), listen_port());
-    let Some(mut pebble) = Pebble::start(http) else {
-        return;
-    };
-    let backend = Backend::start("app");
-    let state = tempfile::tempdir().expect("tempdir");
-    let storage = storage_dir(&state);
-    let config = acme_config(
-        (http, https, listen_port()),
-        &pebble.directory(),
-        &storage,
-        Some(&pebble.https_ca_file),
-        &backend.address(),
-    );
-    let sy = Switchyard::start(&config, &[http, https]);
-    let root = pebble.root();
-    let first = wait_for(Duration::from_secs(60), || {
-        verifies(https, DOMAINS[0], &root).ok()
-    });
-    assert!(first.is_some(), "first certificate:\n{}", sy.stderr());
-    drop(sy);
+    let Some(mut rig) = Rig::new() else { return };
+    drop(rig.obtain(&rig.config, DOMAINS[0]));
 
     // Pebble restarts empty; one more domain makes the stored certificate too small, so
     // the restarted Switchyard orders with its stored, now unknown, account.
-    pebble.stop();
-    pebble.launch();
-    let more = config.replace(
+    rig.pebble.stop();
+    rig.pebble.launch();
+    let more = rig.config.replace(
         "domains: [switchyard.test,",
         "domains: [api.switchyard.test, switchyard.test,",
     );
-    assert_ne!(more, config);
-    let sy = Switchyard::start(&more, &[http, https]);
-    let root = pebble.root();
-    let issued = wait_for(Duration::from_secs(60), || {
-        verifies(https, "api.switchyard.test", &root).ok()
-    })
-    .unwrap_or_else(|| {
-        panic!(
-            "no certificate after the CA forgot the account:\n{}\npebble:\n{}",
-            sy.stderr(),
-            pebble.log()
-        )
-    });
+    assert_ne!(more, rig.config);
+    let (sy, issued) = rig.obtain(&more, "api.switchyard.test");
     assert_eq!(dns_sans(&issued).len(), 3, "{:?}", dns_sans(&issued));
     assert!(
         sy.stderr().contains("no longer knows the stored account"),

@@ -241,9 +241,8 @@ fn wait_for<T>(limit: Duration, mut done: impl FnMut() -> Option<T>) -> Option<T
     None
 }
 
-/// Writes a certificate for DOMAINS from a private CA, issued 80 days ago and expiring
-/// in `days`, where Switchyard keeps its ACME certificate (as if an earlier run had
-/// obtained it).
+/// Writes a certificate for DOMAINS from a private CA, expiring in `days`, where
+/// Switchyard keeps its ACME certificate (as if an earlier run had obtained it).
 fn store_certificate(storage: &Path, days: u32) -> X509 {
     let ca = TestCa::new("Earlier ACME CA");
     let key = new_key();
@@ -259,12 +258,7 @@ fn store_certificate(storage: &Path, days: u32) -> X509 {
         .and_then(|n| n.to_asn1_integer())
         .expect("serial");
     b.set_serial_number(&serial).expect("serial");
-    // Issued 80 days ago, like a 90-day certificate from a public CA.
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_secs() as i64;
-    b.set_not_before(&openssl::asn1::Asn1Time::from_unix(now - 80 * 86_400).expect("then"))
+    b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).expect("now"))
         .expect("not before");
     b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(days).expect("later"))
         .expect("not after");

@@ -16,9 +16,7 @@ use pingora::services::background::BackgroundService;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// Renewal starts this long before the certificate expires (SPEC §9), or with a third
-/// of its lifetime left when that is shorter: private CAs issue certificates for a day,
-/// which must not be re-ordered in a loop.
+/// Renewal starts this long before the certificate expires (SPEC §9).
 pub const RENEW_BEFORE: Duration = Duration::from_secs(30 * 86_400);
 /// The first retry after a failed order; doubled per failure up to `MAX_RETRY`. Public
 /// CAs limit failed validations (Let's Encrypt: 5 per hour per name), which this
@@ -90,7 +88,7 @@ impl AcmeService {
     fn install(&self, issued: order::Issued) -> Result<i64, String> {
         let cert = storage::parse(&issued.chain_pem, &issued.key_pem)?;
         let expiry = cert.not_after;
-        let due = renewal_due(&cert);
+        let due = next_renewal(&cert);
         self.store.set_acme(cert);
         crate::tls::publish_expiry(&self.listener, &self.store);
         log::info!(
@@ -170,14 +168,22 @@ fn now() -> i64 {
         .map_or(0, |d| d.as_secs() as i64)
 }
 
-/// When `cert` is due for renewal (Unix seconds).
+/// When `cert` is due for renewal (Unix seconds): 30 days before it expires.
 fn renewal_due(cert: &Certified) -> i64 {
+    cert.not_after - RENEW_BEFORE.as_secs() as i64
+}
+
+/// When a certificate just issued is due: as `renewal_due`, but not before two thirds
+/// of its lifetime. A CA issuing certificates shorter than the window (a private CA's
+/// daily ones) would otherwise be asked again at once, in a loop; asking sooner would
+/// not get a longer one.
+fn next_renewal(cert: &Certified) -> i64 {
     let not_before = cert
         .chain
         .first()
         .map_or(cert.not_after, |leaf| unix_time(leaf.not_before()));
     let lifetime = (cert.not_after - not_before).max(0);
-    cert.not_after - (RENEW_BEFORE.as_secs() as i64).min(lifetime / 3)
+    renewal_due(cert).max(not_before + lifetime * 2 / 3)
 }
 
 /// Time until `due`: zero without a certificate or once due.
@@ -229,11 +235,16 @@ mod tests {
     }
 
     #[test]
-    fn short_certificates_renew_with_a_third_of_their_life_left() {
+    fn short_certificates_just_issued_renew_after_two_thirds_of_their_life() {
         // A one-day certificate from a private CA: after 16 hours, not at once.
         let c = valid(0, 1);
-        assert_eq!(renewal_due(&c), c.not_after - 86_400 / 3);
-        assert!(!until(Some(renewal_due(&c)), now()).is_zero());
+        assert_eq!(next_renewal(&c), c.not_after - 86_400 / 3);
+        assert!(!until(Some(next_renewal(&c)), now()).is_zero());
+        // The same certificate found in storage is inside the 30-day window: due now.
+        assert!(until(Some(renewal_due(&c)), now()).is_zero());
+        // A 90-day certificate: both rules agree.
+        let c = valid(0, 90);
+        assert_eq!(next_renewal(&c), renewal_due(&c));
     }
 
     #[test]

@@ -600,7 +600,27 @@ fn acme_configuration_errors_are_reported() {
         "{err}"
     );
 
+    let bad_email = good.replace("ops@switchyard.test", "ops at switchyard");
+    let (out, _, _) = check_config(&bad_email);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        err.contains("listeners[1].tls.acme.email") && err.contains("not an email address"),
+        "{err}"
+    );
+
     let (out, _, _) = check_config(&good);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // No email (the CA then has no contact) and a single-label name are the CA's call.
+    let minimal = good
+        .replace("        email: ops@switchyard.test\n", "")
+        .replace("[switchyard.test,", "[localhost, switchyard.test,");
+    assert!(!minimal.contains("email"));
+    let (out, _, _) = check_config(&minimal);
     assert!(
         out.status.success(),
         "{}",

@@ -121,7 +121,8 @@ pub struct CertificateFiles {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AcmeConfig {
-    pub email: String,
+    /// The account's contact (expiry and policy mail from the CA); optional.
+    pub email: Option<String>,
     pub directory: String,
     pub domains: Vec<String>,
     pub storage: PathBuf,

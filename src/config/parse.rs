@@ -458,7 +458,17 @@ fn read_tls(d: &mut Decoder, node: &Node, path: &str) -> Option<TlsConfig> {
 
 fn read_acme(d: &mut Decoder, node: &Node, path: &str) -> Option<AcmeConfig> {
     let mut m = d.map(node, path)?;
-    let email = required_string(d, &mut m, "email");
+    let email = opt_string(d, &mut m, "email");
+    if email
+        .as_deref()
+        .is_some_and(|e| !e.contains('@') || e.contains(char::is_whitespace))
+    {
+        d.error(
+            m.key_pos("email"),
+            &m.child("email"),
+            "not an email address",
+        );
+    }
     let directory = opt_string(d, &mut m, "directory")
         .unwrap_or_else(|| "https://acme-v02.api.letsencrypt.org/directory".into());
     let domains: Vec<String> = name_list(d, &mut m, "domains", false)
@@ -490,7 +500,7 @@ fn read_acme(d: &mut Decoder, node: &Node, path: &str) -> Option<AcmeConfig> {
     let ca_file = opt_path(d, &mut m, "ca_file");
     m.finish(d, |_| None);
     Some(AcmeConfig {
-        email: email?,
+        email,
         directory,
         domains,
         storage,
@@ -498,9 +508,10 @@ fn read_acme(d: &mut Decoder, node: &Node, path: &str) -> Option<AcmeConfig> {
     })
 }
 
+/// Letters, digits and inner hyphens in dot-separated labels. A single label (`localhost`)
+/// is left for the CA to accept or refuse.
 fn is_dns_name(name: &str) -> bool {
-    name.contains('.')
-        && name.len() <= 253
+    name.len() <= 253
         && name.split('.').all(|label| {
             (1..=63).contains(&label.len())
                 && !label.starts_with('-')

@@ -99,11 +99,12 @@ async fn account(cfg: &AcmeConfig, storage: &Storage) -> Result<Account, String>
             .await
             .map_err(|e| format!("stored account at {}: {e}", cfg.directory));
     }
-    let contact = format!("mailto:{}", cfg.email);
+    let contact = cfg.email.as_ref().map(|e| format!("mailto:{e}"));
+    let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
     let (account, credentials) = builder()?
         .create(
             &NewAccount {
-                contact: &[&contact],
+                contact: &contacts,
                 terms_of_service_agreed: true,
                 only_return_existing: false,
             },
@@ -114,9 +115,9 @@ async fn account(cfg: &AcmeConfig, storage: &Storage) -> Result<Account, String>
         .map_err(|e| format!("creating an account at {}: {e}", cfg.directory))?;
     storage.save_account(&cfg.directory, credentials)?;
     log::info!(
-        "ACME: created an account at {} for {}",
+        "ACME: created an account at {} (contact: {})",
         cfg.directory,
-        cfg.email
+        cfg.email.as_deref().unwrap_or("none")
     );
     Ok(account)
 }

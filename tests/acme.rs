@@ -42,7 +42,12 @@ impl Pebble {
         };
         let dir = tempfile::tempdir().expect("tempdir for pebble");
         let ca = TestCa::new("Pebble HTTPS Test CA");
-        let https_ca_file = ca.write(dir.path(), "pebble-https-ca.pem");
+        // A bundle, with an unrelated CA first: every certificate of `ca_file` is trusted.
+        let decoy = TestCa::new("Unrelated Test CA");
+        let mut bundle = decoy.cert.to_pem().expect("decoy PEM");
+        bundle.extend(ca.cert.to_pem().expect("CA PEM"));
+        let https_ca_file = dir.path().join("pebble-https-ca.pem").display().to_string();
+        std::fs::write(&https_ca_file, bundle).expect("write CA bundle");
         let (cert, key) = ca.issue(
             &[("CN", "localhost")],
             &["DNS:localhost", "IP:127.0.0.1"],

@@ -40,14 +40,14 @@ pub async fn obtain(cfg: &AcmeConfig, storage: &Storage) -> Result<Issued, Strin
                 .await?
                 .new_order(&new_order)
                 .await
-                .map_err(|e| format!("new order: {e}"))?
+                .map_err(|e| format!("new order: {}", why(&e)))?
         }
-        Err(e) => return Err(format!("new order: {e}")),
+        Err(e) => return Err(format!("new order: {}", why(&e))),
     };
     let mut published = Published(Vec::new());
     let mut authorizations = order.authorizations();
     while let Some(next) = authorizations.next().await {
-        let mut authz = next.map_err(|e| format!("authorization: {e}"))?;
+        let mut authz = next.map_err(|e| format!("authorization: {}", why(&e)))?;
         let domain = authz.identifier().to_string();
         match authz.status {
             AuthorizationStatus::Pending => {}
@@ -62,12 +62,12 @@ pub async fn obtain(cfg: &AcmeConfig, storage: &Storage) -> Result<Issued, Strin
         challenge
             .set_ready()
             .await
-            .map_err(|e| format!("challenge for {domain}: {e}"))?;
+            .map_err(|e| format!("challenge for {domain}: {}", why(&e)))?;
     }
     let status = order
         .poll_ready(&POLL)
         .await
-        .map_err(|e| format!("waiting for validation: {e}"))?;
+        .map_err(|e| format!("waiting for validation: {}", why(&e)))?;
     if status != OrderStatus::Ready {
         return Err(format!(
             "the order became {status:?}: {}",
@@ -77,27 +77,51 @@ pub async fn obtain(cfg: &AcmeConfig, storage: &Storage) -> Result<Issued, Strin
     let key_pem = order
         .finalize()
         .await
-        .map_err(|e| format!("finalize: {e}"))?;
+        .map_err(|e| format!("finalize: {}", why(&e)))?;
     let chain_pem = order
         .poll_certificate(&POLL)
         .await
-        .map_err(|e| format!("downloading the certificate: {e}"))?;
+        .map_err(|e| format!("downloading the certificate: {}", why(&e)))?;
     Ok(Issued { chain_pem, key_pem })
 }
 
-async fn account(cfg: &AcmeConfig, storage: &Storage) -> Result<Account, String> {
-    let builder = || -> Result<AccountBuilder, String> {
-        match &cfg.ca_file {
-            Some(ca) => Account::builder_with_root(ca),
-            None => Account::builder(),
-        }
-        .map_err(|e| format!("HTTP client for {}: {e}", cfg.directory))
+/// The HTTP client for the CA: the system trust store (`$SSL_CERT_FILE` honoured), or
+/// every certificate of `ca_file`.
+fn account_builder(cfg: &AcmeConfig) -> Result<AccountBuilder, String> {
+    let Some(ca) = &cfg.ca_file else {
+        return Account::builder().map_err(|e| format!("HTTP client for {}: {e}", cfg.directory));
     };
+    let fail = |e: &dyn std::fmt::Display| format!("acme.ca_file {}: {e}", ca.display());
+    let pem = std::fs::read(ca).map_err(|e| fail(&e))?;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in openssl::x509::X509::stack_from_pem(&pem).map_err(|e| fail(&e))? {
+        let der = cert.to_der().map_err(|e| fail(&e))?;
+        roots.add(der.into()).map_err(|e| fail(&e))?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| fail(&e))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let https = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http1()
+        .enable_http2()
+        .build();
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build(https);
+    Ok(Account::builder_with_http(Box::new(client)))
+}
+
+async fn account(cfg: &AcmeConfig, storage: &Storage) -> Result<Account, String> {
+    let builder = || account_builder(cfg);
     if let Some(credentials) = storage.account(&cfg.directory) {
         return builder()?
             .from_credentials(credentials)
             .await
-            .map_err(|e| format!("stored account at {}: {e}", cfg.directory));
+            .map_err(|e| format!("stored account at {}: {}", cfg.directory, why(&e)));
     }
     let contact = cfg.email.as_ref().map(|e| format!("mailto:{e}"));
     let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
@@ -112,7 +136,7 @@ async fn account(cfg: &AcmeConfig, storage: &Storage) -> Result<Account, String>
             None,
         )
         .await
-        .map_err(|e| format!("creating an account at {}: {e}", cfg.directory))?;
+        .map_err(|e| format!("creating an account at {}: {}", cfg.directory, why(&e)))?;
     storage.save_account(&cfg.directory, credentials)?;
     log::info!(
         "ACME: created an account at {} (contact: {})",
@@ -120,6 +144,22 @@ async fn account(cfg: &AcmeConfig, storage: &Storage) -> Result<Account, String>
         cfg.email.as_deref().unwrap_or("none")
     );
     Ok(account)
+}
+
+/// An error with its causes (`client error (Connect): invalid peer certificate: …`):
+/// the top line alone rarely says what to fix.
+fn why(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        let line = c.to_string();
+        if !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
+        cause = c.source();
+    }
+    text
 }
 
 fn unknown_account(e: &instant_acme::Error) -> bool {

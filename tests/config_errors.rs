@@ -783,3 +783,23 @@ pools:
         "expected {prefix:?} on stderr:\n{err}"
     );
 }
+
+/// `cluster.timeout` (an extension of SPEC §3): what a cluster-scope rate limit may add
+/// to a request; zero or more than 10 s is refused at the key, and it needs a unit.
+#[test]
+fn cluster_timeout_is_checked() {
+    let cluster = |timeout: &str| {
+        format!(
+            "cluster:\n  redis: redis://127.0.0.1:6379/0\n  timeout: {timeout}\n{}",
+            valid_config()
+        )
+    };
+    for bad in ["0s", "11s"] {
+        let yaml = cluster(bad);
+        let line = expect_error(&yaml, locate(&yaml, "timeout", 0), "cluster.timeout");
+        assert!(line.contains("more than 0 and at most 10s"), "{line}");
+    }
+    let yaml = cluster("20");
+    expect_error(&yaml, value_pos(&yaml, "timeout: 20", 0), "cluster.timeout");
+    expect_valid(&cluster("50ms"), &[]);
+}

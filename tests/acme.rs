@@ -236,14 +236,12 @@ fn dns_sans(cert: &X509) -> Vec<String> {
 
 /// Polls (every 200 ms, `limit` at most) until `done` returns Some.
 fn wait_for<T>(limit: Duration, mut done: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + limit;
-    while Instant::now() < deadline {
-        if let Some(v) = done() {
-            return Some(v);
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-    None
+    let mut found = None;
+    wait_until(limit, Duration::from_millis(200), || {
+        found = done();
+        found.is_some()
+    });
+    found
 }
 
 /// Writes a certificate for DOMAINS from a private CA, expiring in `days`, where
@@ -251,42 +249,17 @@ fn wait_for<T>(limit: Duration, mut done: impl FnMut() -> Option<T>) -> Option<T
 fn store_certificate(storage: &Path, days: u32) -> X509 {
     let ca = TestCa::new("Earlier ACME CA");
     let key = new_key();
-    let mut b = X509::builder().expect("builder");
-    b.set_version(2).expect("version");
-    let mut name = openssl::x509::X509NameBuilder::new().expect("name");
-    name.append_entry_by_text("CN", DOMAINS[0]).expect("cn");
-    let name = name.build();
-    b.set_subject_name(&name).expect("subject");
-    b.set_issuer_name(ca.cert.subject_name()).expect("issuer");
-    b.set_pubkey(&key).expect("pubkey");
-    let serial = openssl::bn::BigNum::from_u32(7)
-        .and_then(|n| n.to_asn1_integer())
-        .expect("serial");
-    b.set_serial_number(&serial).expect("serial");
-    b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).expect("now"))
-        .expect("not before");
-    b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(days).expect("later"))
-        .expect("not after");
-    let mut san = openssl::x509::extension::SubjectAlternativeName::new();
-    for d in DOMAINS {
-        san.dns(d);
-    }
-    let san = san
-        .build(&b.x509v3_context(Some(&ca.cert), None))
-        .expect("san");
-    b.append_extension(san).expect("san");
-    b.sign(&ca.key, openssl::hash::MessageDigest::sha256())
-        .expect("sign");
-    let cert = b.build();
+    let sans: Vec<String> = DOMAINS.iter().map(|d| format!("DNS:{d}")).collect();
+    let sans: Vec<&str> = sans.iter().map(String::as_str).collect();
+    let cert = ca.issue_for_days(&key, &[("CN", DOMAINS[0])], &sans, CertUse::Server, days);
     std::fs::create_dir_all(storage).expect("storage dir");
-    let mut chain = cert.to_pem().expect("pem");
-    chain.extend(ca.cert.to_pem().expect("ca pem"));
-    std::fs::write(storage.join(format!("{}.crt", DOMAINS[0])), chain).expect("write crt");
-    std::fs::write(
-        storage.join(format!("{}.key", DOMAINS[0])),
-        key.private_key_to_pem_pkcs8().expect("key pem"),
+    write_pair(storage, DOMAINS[0], &cert, &[&ca.cert], &key);
+    // Stored as `<first domain>.crt` (write_pair names the chain `.pem`).
+    std::fs::rename(
+        storage.join(format!("{}.pem", DOMAINS[0])),
+        storage.join(format!("{}.crt", DOMAINS[0])),
     )
-    .expect("write key");
+    .expect("rename to .crt");
     cert
 }
 
@@ -584,53 +557,42 @@ fn acme_configuration_errors_are_reported() {
         None,
         "127.0.0.1:9",
     );
-    let wildcard = good.replace("[switchyard.test,", "[\"*.switchyard.test\",");
-    let (out, _, _) = check_config(&wildcard);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        err.contains("listeners[1].tls.acme.domains[0]") && err.contains("DNS-01"),
-        "{err}"
+    let refused = |yaml: &str, key: &str, why: &str| {
+        let (out, _, _) = check_config(yaml);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{key} must be refused");
+        assert!(err.contains(key) && err.contains(why), "{err}");
+    };
+    let accepted = |yaml: &str| {
+        let (out, _, _) = check_config(yaml);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{err}");
+    };
+    refused(
+        &good.replace("[switchyard.test,", "[\"*.switchyard.test\","),
+        "listeners[1].tls.acme.domains[0]",
+        "DNS-01",
     );
-
     // No plaintext listener: the CA could never validate.
     let web = good.find("  - name: web").expect("web listener");
     let secure = good.find("  - name: websecure").expect("tls listener");
-    let only_tls = format!("{}{}", &good[..web], &good[secure..]);
-    let (out, _, _) = check_config(&only_tls);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        err.contains("listeners[0].tls.acme") && err.contains("plaintext listener"),
-        "{err}"
+    refused(
+        &format!("{}{}", &good[..web], &good[secure..]),
+        "listeners[0].tls.acme",
+        "plaintext listener",
     );
-
-    let bad_email = good.replace("ops@switchyard.test", "ops at switchyard");
-    let (out, _, _) = check_config(&bad_email);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success());
-    assert!(
-        err.contains("listeners[1].tls.acme.email") && err.contains("not an email address"),
-        "{err}"
+    refused(
+        &good.replace("ops@switchyard.test", "ops at switchyard"),
+        "listeners[1].tls.acme.email",
+        "not an email address",
     );
-
-    let (out, _, _) = check_config(&good);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    accepted(&good);
     // No email (the CA then has no contact) and a single-label name are the CA's call.
     let minimal = good
         .replace("        email: ops@switchyard.test\n", "")
         .replace("[switchyard.test,", "[localhost, switchyard.test,");
     assert!(!minimal.contains("email"));
-    let (out, _, _) = check_config(&minimal);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    accepted(&minimal);
 }
 
 #[test]

@@ -44,21 +44,33 @@ pub fn load_pair(
     cert_file: &Path,
     key_file: &Path,
 ) -> Result<(Vec<X509>, PKey<pingora::tls::pkey::Private>), String> {
-    let chain = X509::stack_from_pem(&read(cert_file)?)
-        .map_err(|e| format!("{} is not a PEM certificate: {e}", cert_file.display()))?;
+    parse_pair(
+        &read(cert_file)?,
+        &read(key_file)?,
+        &cert_file.display().to_string(),
+        &key_file.display().to_string(),
+    )
+}
+
+/// A PEM chain and its PEM key (named `cert_name` and `key_name` in errors); the key
+/// must belong to the first certificate.
+pub fn parse_pair(
+    chain_pem: &[u8],
+    key_pem: &[u8],
+    cert_name: &str,
+    key_name: &str,
+) -> Result<(Vec<X509>, PKey<pingora::tls::pkey::Private>), String> {
+    let chain = X509::stack_from_pem(chain_pem)
+        .map_err(|e| format!("{cert_name} is not a PEM certificate: {e}"))?;
     let leaf = chain
         .first()
-        .ok_or_else(|| format!("{} holds no certificate", cert_file.display()))?;
-    let key = PKey::private_key_from_pem(&read(key_file)?)
-        .map_err(|e| format!("{} is not a PEM private key: {e}", key_file.display()))?;
-    let public = leaf
-        .public_key()
-        .map_err(|e| format!("{}: {e}", cert_file.display()))?;
+        .ok_or_else(|| format!("{cert_name} holds no certificate"))?;
+    let key = PKey::private_key_from_pem(key_pem)
+        .map_err(|e| format!("{key_name} is not a PEM private key: {e}"))?;
+    let public = leaf.public_key().map_err(|e| format!("{cert_name}: {e}"))?;
     if !public.public_eq(&key) {
         return Err(format!(
-            "{} does not match the certificate in {}",
-            key_file.display(),
-            cert_file.display()
+            "{key_name} does not match the certificate in {cert_name}"
         ));
     }
     Ok((chain, key))

@@ -1060,6 +1060,18 @@ impl TestCa {
         sans: &[&str],
         usage: CertUse,
     ) -> X509 {
+        self.issue_for_days(key, subject, sans, usage, 365)
+    }
+
+    /// Like `issue_for`, valid from now for `days`.
+    pub fn issue_for_days(
+        &self,
+        key: &PKey<Private>,
+        subject: &[(&str, &str)],
+        sans: &[&str],
+        usage: CertUse,
+        days: u32,
+    ) -> X509 {
         use openssl::x509::extension::{
             AuthorityKeyIdentifier, BasicConstraints, ExtendedKeyUsage, KeyUsage,
             SubjectAlternativeName,
@@ -1071,7 +1083,7 @@ impl TestCa {
         b.set_issuer_name(self.cert.subject_name()).expect("issuer");
         b.set_pubkey(key).expect("pubkey");
         let not_before = openssl::asn1::Asn1Time::days_from_now(0).expect("now");
-        let not_after = openssl::asn1::Asn1Time::days_from_now(365).expect("later");
+        let not_after = openssl::asn1::Asn1Time::days_from_now(days).expect("later");
         b.set_not_before(&not_before).expect("not before");
         b.set_not_after(&not_after).expect("not after");
         b.append_extension(BasicConstraints::new().build().expect("bc"))

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Renewal starts this long before the certificate expires (SPEC §9).
-pub const RENEW_BEFORE: Duration = Duration::from_secs(30 * 86_400);
+const RENEW_BEFORE: Duration = Duration::from_secs(30 * 86_400);
 /// The first retry after a failed order; doubled per failure up to `MAX_RETRY`. Public
 /// CAs limit failed validations (Let's Encrypt: 5 per hour per name), which this
 /// schedule stays under: 1, 2, 4, 8, 16 min, then 32 and 60.

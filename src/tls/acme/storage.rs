@@ -123,10 +123,12 @@ impl Storage {
 
 /// Parses an issued chain and its key into a servable certificate.
 pub fn parse(chain_pem: &str, key_pem: &str) -> Result<Certified, String> {
-    let chain = X509::stack_from_pem(chain_pem.as_bytes())
-        .map_err(|e| format!("the CA's certificate chain does not parse: {e}"))?;
-    let key = PKey::private_key_from_pem(key_pem.as_bytes())
-        .map_err(|e| format!("the certificate key does not parse: {e}"))?;
+    let (chain, key) = crate::config::files::parse_pair(
+        chain_pem.as_bytes(),
+        key_pem.as_bytes(),
+        "the CA's certificate chain",
+        "the certificate key",
+    )?;
     Certified::new(chain, key).ok_or_else(|| "the CA sent an empty chain".to_string())
 }
 

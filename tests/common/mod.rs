@@ -951,20 +951,40 @@ fn random_serial() -> openssl::asn1::Asn1Integer {
 impl TestCa {
     /// A self-signed CA certificate with subject `CN=<cn>,O=Switchyard Tests`.
     pub fn new(cn: &str) -> TestCa {
-        use openssl::x509::extension::{BasicConstraints, KeyUsage, SubjectKeyIdentifier};
+        Self::make(cn, None)
+    }
+
+    /// An intermediate CA signed by this one (for chain tests).
+    pub fn intermediate(&self, cn: &str) -> TestCa {
+        Self::make(cn, Some(self))
+    }
+
+    /// A CA certificate for `CN=<cn>,O=Switchyard Tests`: self-signed for 10 years, or
+    /// signed by `issuer` for 5 years with path length 0.
+    fn make(cn: &str, issuer: Option<&TestCa>) -> TestCa {
+        use openssl::x509::extension::{
+            AuthorityKeyIdentifier, BasicConstraints, KeyUsage, SubjectKeyIdentifier,
+        };
         let key = new_key();
         let name = x509_name(&[("CN", cn), ("O", "Switchyard Tests")]);
         let mut b = X509::builder().expect("x509 builder");
         b.set_version(2).expect("version");
         b.set_serial_number(&random_serial()).expect("serial");
         b.set_subject_name(&name).expect("subject");
-        b.set_issuer_name(&name).expect("issuer");
+        b.set_issuer_name(issuer.map_or(&*name, |i| i.cert.subject_name()))
+            .expect("issuer");
         b.set_pubkey(&key).expect("pubkey");
+        let days = if issuer.is_some() { 1825 } else { 3650 };
         let not_before = openssl::asn1::Asn1Time::days_from_now(0).expect("now");
-        let not_after = openssl::asn1::Asn1Time::days_from_now(3650).expect("later");
+        let not_after = openssl::asn1::Asn1Time::days_from_now(days).expect("later");
         b.set_not_before(&not_before).expect("not before");
         b.set_not_after(&not_after).expect("not after");
-        b.append_extension(BasicConstraints::new().critical().ca().build().expect("bc"))
+        let mut constraints = BasicConstraints::new();
+        constraints.critical().ca();
+        if issuer.is_some() {
+            constraints.pathlen(0);
+        }
+        b.append_extension(constraints.build().expect("bc"))
             .expect("bc");
         b.append_extension(
             KeyUsage::new()
@@ -975,64 +995,21 @@ impl TestCa {
                 .expect("ku"),
         )
         .expect("ku");
+        let issuer_cert = issuer.map(|i| &*i.cert);
         let skid = SubjectKeyIdentifier::new()
-            .build(&b.x509v3_context(None, None))
+            .build(&b.x509v3_context(issuer_cert, None))
             .expect("skid");
         b.append_extension(skid).expect("skid");
-        b.sign(&key, openssl::hash::MessageDigest::sha256())
-            .expect("sign CA");
-        TestCa {
-            cert: b.build(),
-            key,
+        if issuer_cert.is_some() {
+            let akid = AuthorityKeyIdentifier::new()
+                .keyid(true)
+                .build(&b.x509v3_context(issuer_cert, None))
+                .expect("akid");
+            b.append_extension(akid).expect("akid");
         }
-    }
-
-    /// An intermediate CA signed by this one (for chain tests).
-    pub fn intermediate(&self, cn: &str) -> TestCa {
-        use openssl::x509::extension::{
-            AuthorityKeyIdentifier, BasicConstraints, KeyUsage, SubjectKeyIdentifier,
-        };
-        let key = new_key();
-        let mut b = X509::builder().expect("x509 builder");
-        b.set_version(2).expect("version");
-        b.set_serial_number(&random_serial()).expect("serial");
-        b.set_subject_name(&x509_name(&[("CN", cn), ("O", "Switchyard Tests")]))
-            .expect("subject");
-        b.set_issuer_name(self.cert.subject_name()).expect("issuer");
-        b.set_pubkey(&key).expect("pubkey");
-        let not_before = openssl::asn1::Asn1Time::days_from_now(0).expect("now");
-        let not_after = openssl::asn1::Asn1Time::days_from_now(1825).expect("later");
-        b.set_not_before(&not_before).expect("not before");
-        b.set_not_after(&not_after).expect("not after");
-        b.append_extension(
-            BasicConstraints::new()
-                .critical()
-                .ca()
-                .pathlen(0)
-                .build()
-                .expect("bc"),
-        )
-        .expect("bc");
-        b.append_extension(
-            KeyUsage::new()
-                .critical()
-                .key_cert_sign()
-                .crl_sign()
-                .build()
-                .expect("ku"),
-        )
-        .expect("ku");
-        let skid = SubjectKeyIdentifier::new()
-            .build(&b.x509v3_context(Some(&self.cert), None))
-            .expect("skid");
-        b.append_extension(skid).expect("skid");
-        let akid = AuthorityKeyIdentifier::new()
-            .keyid(true)
-            .build(&b.x509v3_context(Some(&self.cert), None))
-            .expect("akid");
-        b.append_extension(akid).expect("akid");
-        b.sign(&self.key, openssl::hash::MessageDigest::sha256())
-            .expect("sign intermediate");
+        let signer = issuer.map_or(&key, |i| &i.key);
+        b.sign(signer, openssl::hash::MessageDigest::sha256())
+            .expect("sign CA");
         TestCa {
             cert: b.build(),
             key,

@@ -148,7 +148,6 @@ fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), String> {
     );
     if let Some(admin) = &config.admin {
         let api = Api {
-            admin: admin.clone(),
             runtime: runtime.clone(),
             reloader: reloader.clone(),
             state: state.clone(),

@@ -1264,3 +1264,63 @@ fn an_added_backend_is_health_checked() {
     let counts = served_by(web, "/", 6);
     assert_eq!(counts.get("ok"), Some(&6), "{counts:?}");
 }
+
+/// Regression: tokens and `allow` were captured at startup, so a reload that rotated a
+/// token changed `GET /api/v1/config` but the old token kept working.
+#[test]
+fn a_reload_applies_new_tokens_and_allow_at_once() {
+    let [a, b, c] = Backend::start_each(["a", "b", "c"]);
+    let (admin, web) = (listen_port(), listen_port());
+    let addrs = [a.address(), b.address(), c.address()];
+    let section = |token: &str, allow: &str| {
+        format!(
+            "admin:\n  listen: 127.0.0.1:{admin}\n  tokens: [\"{token}\"]\n  allow: [{allow}]\n  state_file: {{dir}}/state.json\n"
+        )
+    };
+    let yaml = |token: &str, allow: &str| {
+        config(
+            &section(token, allow),
+            web,
+            [&addrs[0], &addrs[1], &addrs[2]],
+            "",
+        )
+    };
+    let sy = Switchyard::start(&yaml("old-t0ken", "127.0.0.0/8"), &[admin, web]);
+    let bearer = |t: &str| format!("Bearer {t}");
+    let pools = |t: &str| api(admin, "GET", "/api/v1/pools", Some(&bearer(t)), "");
+    assert_eq!(pools("old-t0ken").status, 200);
+    assert_eq!(pools("new-t0ken").status, 401);
+
+    // Rotate the token; the reload is asked for with the old one, which was valid then.
+    sy.rewrite_config(&yaml("new-t0ken", "127.0.0.0/8"));
+    let r = api(
+        admin,
+        "POST",
+        "/api/v1/reload",
+        Some(&bearer("old-t0ken")),
+        "",
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let r = pools("old-t0ken");
+    assert_eq!(r.status, 401, "the rotated-out token is refused: {r:?}");
+    let r = api(
+        admin,
+        "POST",
+        "/api/v1/reload",
+        Some(&bearer("old-t0ken")),
+        "",
+    );
+    assert_eq!(r.status, 401, "{r:?}");
+    assert_eq!(pools("new-t0ken").status, 200);
+
+    // Narrow `allow` to a network the test client is not in (reload by SIGHUP).
+    sy.rewrite_config(&yaml("new-t0ken", "10.0.0.0/8"));
+    sy.signal("-HUP");
+    assert!(
+        sy.wait_stderr("reloaded", 2, Duration::from_secs(10)),
+        "the SIGHUP reload happened"
+    );
+    let r = pools("new-t0ken");
+    assert_eq!(r.status, 403, "127.0.0.1 is outside the new allow: {r:?}");
+    assert_eq!(get(web, "/").status, 200, "the proxy is not concerned");
+}

@@ -22,6 +22,9 @@ pub struct Reloader {
     /// Listener addresses bound at startup, and their ACME settings (the ACME service
     /// is started with the listener): a change of either needs an upgrade.
     pub bound: Vec<(String, std::net::SocketAddr, Option<AcmeConfig>)>,
+    /// The admin listener's address bound at startup (its tokens and allowlist reload;
+    /// its address needs an upgrade).
+    pub admin_listen: Option<std::net::SocketAddr>,
     pub notify: watch::Sender<u64>,
     pub state: Arc<StateStore>,
     /// Each TLS listener's certificate store: a reload re-reads the files.
@@ -51,6 +54,7 @@ impl Reloader {
                 path,
                 runtime,
                 bound,
+                admin_listen: config.admin.as_ref().map(|a| a.listen),
                 notify,
                 state,
                 cert_stores,
@@ -127,6 +131,17 @@ impl Reloader {
                     }
                 }
             }
+        }
+        let admin_wanted = loaded.config.admin.as_ref().map(|a| a.listen);
+        if admin_wanted != self.admin_listen {
+            let show =
+                |a: Option<std::net::SocketAddr>| a.map_or("none".to_string(), |a| a.to_string());
+            log::warn!(
+                "reload: admin.listen changes from {} to {}: this needs an upgrade (switchyard -u, then SIGQUIT); until then the admin listener stays where it is{}",
+                show(self.admin_listen),
+                show(admin_wanted),
+                if admin_wanted.is_none() { " and refuses every request" } else { ", with the new tokens and allow" }
+            );
         }
         let redis_now = crate::limits::cluster::CLUSTER
             .get()

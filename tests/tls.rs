@@ -913,7 +913,8 @@ fn security_headers_add_hsts_only_over_tls() {
 // Upstream TLS
 // ---------------------------------------------------------------------------------------
 
-/// An HTTP/1.1-over-TLS backend: answers every request `200 tls backend` and closes.
+/// An HTTP/1.1-over-TLS backend: answers every request `200 tls backend` and closes
+/// (or, started with `start_keep_alive`, keeps the connection for further requests).
 /// Records the SNI of each handshake.
 struct TlsBackend {
     addr: std::net::SocketAddr,
@@ -924,6 +925,14 @@ struct TlsBackend {
 
 impl TlsBackend {
     fn start(cert: &X509, key: &PKey<Private>) -> TlsBackend {
+        Self::start_with(cert, key, false)
+    }
+
+    fn start_keep_alive(cert: &X509, key: &PKey<Private>) -> TlsBackend {
+        Self::start_with(cert, key, true)
+    }
+
+    fn start_with(cert: &X509, key: &PKey<Private>, keep_alive: bool) -> TlsBackend {
         use openssl::ssl::{SslAcceptor, SslMethod};
         let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls()).expect("acceptor");
         b.set_certificate(cert).expect("cert");
@@ -962,21 +971,27 @@ impl TlsBackend {
                     let Ok(mut s) = acceptor.accept(tcp) else {
                         return;
                     };
-                    let mut buf = Vec::new();
-                    let mut chunk = [0u8; 4096];
-                    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
-                        match s.read(&mut chunk) {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    // Requests carry no body here; at most 100 on one connection.
+                    for _ in 0..100 {
+                        let mut buf = Vec::new();
+                        let mut chunk = [0u8; 4096];
+                        while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+                            match s.read(&mut chunk) {
+                                Ok(0) | Err(_) => return,
+                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                            }
+                        }
+                        requests.fetch_add(1, Ordering::Relaxed);
+                        let body = "tls backend\n";
+                        let connection = if keep_alive { "keep-alive" } else { "close" };
+                        let resp = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: {connection}\r\n\r\n{body}",
+                            body.len()
+                        );
+                        if s.write_all(resp.as_bytes()).is_err() || !keep_alive {
+                            break;
                         }
                     }
-                    requests.fetch_add(1, Ordering::Relaxed);
-                    let body = "tls backend\n";
-                    let resp = format!(
-                        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-                        body.len()
-                    );
-                    let _ = s.write_all(resp.as_bytes());
                     let _ = s.shutdown();
                 });
             }
@@ -1080,6 +1095,51 @@ fn upstream_tls_verify_is_on_by_default_and_an_untrusted_backend_gets_502() {
             "{what}: no request was sent to an unverified backend"
         );
     }
+}
+
+/// Regression: two pools in front of one TLS backend, one trusting its CA and one not.
+/// Pingora's connection-reuse hash ignores the CA, so the untrusting pool used to get
+/// 200 over the connection the trusting pool had verified; each pool now has its own
+/// reuse group.
+#[test]
+fn a_pool_that_does_not_trust_a_backend_never_reuses_another_pools_connection() {
+    let pki = Pki::new();
+    let (cert, key) = pki
+        .ca
+        .issue(&[("CN", "localhost")], &["DNS:localhost"], CertUse::Server);
+    let backend = TlsBackend::start_keep_alive(&cert, &key);
+    let other_ca_file = TestCa::new("Some Other CA").write(pki.dir.path(), "other-ca.pem");
+    let port = listen_port();
+    let pool = |name: &str, ca_file: &str| {
+        pool_yaml(
+            name,
+            &format!(
+                "    health_check: {{ kind: none }}\n    retries: 0\n    upstream:\n      tls: {{ sni: localhost, ca_file: {ca_file} }}\n"
+            ),
+            &[backend.addr.to_string()],
+        )
+    };
+    let yaml = config_yaml(
+        TEST_SERVER,
+        &listener_yaml("web", port),
+        &(pool("trusting", &pki.ca_file) + &pool("untrusting", &other_ca_file)),
+        "  - name: t\n    path_prefix: /t\n    pool: trusting\n  - name: u\n    path_prefix: /u\n    pool: untrusting\n",
+    );
+    let _sy = Switchyard::start(&yaml, &[port]);
+    for round in 0..3 {
+        let r = get(port, "/t");
+        assert_eq!(r.status, 200, "round {round}, trusting pool: {r:?}");
+        let r = get(port, "/u");
+        assert_eq!(
+            r.status, 502,
+            "round {round}, the untrusting pool must not ride the verified connection: {r:?}"
+        );
+    }
+    assert_eq!(
+        backend.count(),
+        3,
+        "only the trusting pool's requests arrived"
+    );
 }
 
 #[test]

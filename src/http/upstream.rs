@@ -126,6 +126,7 @@ pub fn peer(pool: &Pool, backend: &Backend, websocket: bool) -> HttpPeer {
         .and_then(|t| t.sni.clone())
         .unwrap_or_else(|| host_of(&backend.address).to_string());
     let mut peer = HttpPeer::new(backend.addr, tls.is_some(), sni);
+    peer.group_key = pool.reuse_group;
     let o = &mut peer.options;
     o.connection_timeout = Some(pool.timeouts.connect);
     o.read_timeout = Some(pool.timeouts.read);

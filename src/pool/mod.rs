@@ -20,6 +20,7 @@ use circuit::{Breaker, CircuitState};
 use select::Selector;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use sticky::Sticky;
@@ -30,7 +31,8 @@ pub struct Backend {
     /// the API and metrics.
     pub address: String,
     pub addr: SocketAddr,
-    /// Changed in place by the admin API (the backend keeps its live state).
+    /// Changed in place by the admin API (the backend keeps its live state); never 0
+    /// (every store goes through `NonZeroU32`).
     weight: AtomicU32,
     pub backup: bool,
     healthy: AtomicBool,
@@ -44,11 +46,11 @@ pub struct Backend {
 }
 
 impl Backend {
-    fn new(c: &BackendConfig, breaker: Option<&CircuitBreakerConfig>) -> Self {
+    fn new(c: &BackendConfig, weight: NonZeroU32, breaker: Option<&CircuitBreakerConfig>) -> Self {
         Backend {
             address: c.address.clone(),
             addr: c.addr,
-            weight: AtomicU32::new(c.weight),
+            weight: AtomicU32::new(weight.get()),
             backup: c.backup,
             healthy: AtomicBool::new(true),
             draining: AtomicBool::new(false),
@@ -60,8 +62,8 @@ impl Backend {
         }
     }
 
-    pub fn weight(&self) -> u32 {
-        self.weight.load(Ordering::Relaxed)
+    pub fn weight(&self) -> NonZeroU32 {
+        NonZeroU32::new(self.weight.load(Ordering::Relaxed)).unwrap_or(NonZeroU32::MIN)
     }
 
     /// May take a new request: healthy, not draining, circuit admitting, not full.
@@ -174,7 +176,7 @@ impl Tier {
         let members: Vec<usize> = (0..backends.len())
             .filter(|i| backends[*i].backup == backup)
             .collect();
-        let weighted: Vec<(SocketAddr, u32)> = members
+        let weighted: Vec<(SocketAddr, NonZeroU32)> = members
             .iter()
             .map(|i| (backends[*i].addr, backends[*i].weight()))
             .collect();
@@ -236,6 +238,11 @@ pub struct Pool {
     pub upstream: UpstreamConfig,
     /// Trust for upstream TLS (`upstream.tls.ca_file`), loaded once; `None` = system store.
     pub upstream_ca: Option<Arc<Box<[openssl::x509::X509]>>>,
+    /// Keeps this pool's upstream connections apart from every other pool's (and from
+    /// an earlier definition of this pool): Pingora's reuse hash ignores the CA a TLS
+    /// connection was verified against, so without it a pool that does not trust a
+    /// backend could reuse a connection another pool verified (`HttpPeer::group_key`).
+    pub reuse_group: u64,
     pub circuit_breaker: Option<CircuitBreakerConfig>,
     pub on_5xx: bool,
     pub health_check: Option<HealthCheckConfig>,
@@ -272,6 +279,7 @@ impl Pool {
                 .and_then(|f| std::fs::read(f).ok())
                 .and_then(|pem| openssl::x509::X509::stack_from_pem(&pem).ok())
                 .map(|certs| Arc::new(certs.into_boxed_slice())),
+            reuse_group: reuse_group(c),
             circuit_breaker: c.circuit_breaker.clone(),
             on_5xx: c.circuit_breaker.as_ref().is_some_and(|b| b.on_5xx),
             health_check: c.health_check.clone(),
@@ -330,6 +338,21 @@ impl Pool {
         self.rebuild();
     }
 
+    /// A backend's weight as the selectors take it. The file and the admin API allow
+    /// 1–1000 only, but an overlay also comes from the state file and from other
+    /// instances through Redis: a 0 there counts as 1 (with a warning) rather than
+    /// emptying the round-robin period or tripping Ketama's assertion.
+    fn nonzero_weight(&self, spec: &BackendConfig) -> NonZeroU32 {
+        NonZeroU32::new(spec.weight).unwrap_or_else(|| {
+            log::warn!(
+                "pool {}: backend {} has weight 0; using 1",
+                self.name,
+                spec.address
+            );
+            NonZeroU32::MIN
+        })
+    }
+
     /// Rebuilds the membership from static + admin-added + discovered backends, keeping
     /// the live state of every backend whose address, weight and role are unchanged.
     fn rebuild(&self) {
@@ -377,6 +400,7 @@ impl Pool {
         let backends: Vec<Arc<Backend>> = specs
             .iter()
             .map(|spec| {
+                let weight = self.nonzero_weight(spec);
                 match old
                     .backends
                     .iter()
@@ -385,10 +409,10 @@ impl Pool {
                     // Same backend: it keeps health, circuit and counters; a new weight
                     // applies in place.
                     Some(b) => {
-                        b.weight.store(spec.weight, Ordering::Relaxed);
+                        b.weight.store(weight.get(), Ordering::Relaxed);
                         b.clone()
                     }
-                    None => Arc::new(Backend::new(spec, self.circuit_breaker.as_ref())),
+                    None => Arc::new(Backend::new(spec, weight, self.circuit_breaker.as_ref())),
                 }
             })
             .collect();
@@ -412,6 +436,17 @@ impl Pool {
         };
         self.members.store(Arc::new(members));
     }
+}
+
+/// The connection-reuse group of a pool: its name and upstream TLS settings.
+fn reuse_group(c: &PoolConfig) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    c.name.hash(&mut h);
+    if let Some(t) = &c.upstream.tls {
+        (&t.sni, t.verify, &t.ca_file).hash(&mut h);
+    }
+    h.finish()
 }
 
 #[cfg(test)]
@@ -502,6 +537,36 @@ mod tests {
         assert_eq!(m.select(b"", &[]), None);
         drop(g0);
         assert_eq!(m.select(b"", &[]), Some(0));
+    }
+
+    /// Regression: a weight of 0 (here from an admin overlay, as a state file or another
+    /// instance could carry) reached Pingora's Ketama ring, which asserts on it, and an
+    /// all-zero tier divided by zero in round robin.
+    #[test]
+    fn a_zero_weight_never_reaches_a_selector() {
+        for algorithm in [
+            Algorithm::ConsistentHash,
+            Algorithm::RoundRobin,
+            Algorithm::Random,
+            Algorithm::IpHash,
+            Algorithm::LeastConn,
+        ] {
+            let mut p = pool(&[false, false]);
+            p.algorithm = algorithm;
+            p.definition.algorithm = algorithm;
+            let address = p.members().backends[0].address.clone();
+            let mut overlay = PoolOverlay::default();
+            overlay.weights.insert(address, 0);
+            overlay.added.push(crate::admin::state::AddedBackend {
+                address: "127.0.0.1:9200".into(),
+                weight: 0,
+            });
+            p.set_overlay(overlay);
+            let m = p.members();
+            assert_eq!(m.backends.len(), 3, "{algorithm:?}");
+            assert!(m.backends.iter().all(|b| b.weight().get() == 1));
+            assert!(m.select(b"key", &[]).is_some(), "{algorithm:?}");
+        }
     }
 
     #[test]

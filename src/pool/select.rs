@@ -7,6 +7,7 @@ use crate::config::Algorithm;
 use pingora_ketama::{Bucket, Continuum};
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 /// nginx's smooth weighted round robin, unrolled into one period (length = sum of
@@ -40,10 +41,15 @@ pub struct Selector {
 }
 
 impl Selector {
-    pub fn new(algorithm: Algorithm, backends: &[(SocketAddr, u32)]) -> Self {
-        let weights: Vec<u32> = backends.iter().map(|(_, w)| *w).collect();
+    /// Weights are non-zero by type: a zero would make the round-robin period empty (a
+    /// division by zero) and Pingora's Ketama ring asserts on it (pingora #1006).
+    pub fn new(algorithm: Algorithm, backends: &[(SocketAddr, NonZeroU32)]) -> Self {
+        let weights: Vec<u32> = backends.iter().map(|(_, w)| w.get()).collect();
         let ring = (algorithm == Algorithm::ConsistentHash && !backends.is_empty()).then(|| {
-            let buckets: Vec<Bucket> = backends.iter().map(|(a, w)| Bucket::new(*a, *w)).collect();
+            let buckets: Vec<Bucket> = backends
+                .iter()
+                .map(|(a, w)| Bucket::new(*a, w.get()))
+                .collect();
             let index = backends
                 .iter()
                 .enumerate()
@@ -157,11 +163,16 @@ pub fn hash(bytes: &[u8]) -> u64 {
 mod tests {
     use super::*;
 
-    fn addrs(weights: &[u32]) -> Vec<(SocketAddr, u32)> {
+    fn addrs(weights: &[u32]) -> Vec<(SocketAddr, NonZeroU32)> {
         weights
             .iter()
             .enumerate()
-            .map(|(i, w)| (SocketAddr::from(([127, 0, 0, 1], 9000 + i as u16)), *w))
+            .filter_map(|(i, w)| {
+                Some((
+                    SocketAddr::from(([127, 0, 0, 1], 9000 + i as u16)),
+                    NonZeroU32::new(*w)?,
+                ))
+            })
             .collect()
     }
 

@@ -120,7 +120,8 @@ fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), String> {
     for (index, listener) in config.listeners.iter().enumerate() {
         if let Some(store) = add_listener(&mut server, index, listener, &runtime, &ready)? {
             if let Some(acme) = listener.tls.as_ref().and_then(|t| t.acme.as_ref()) {
-                let service = AcmeService::prepare(&listener.name, acme, &store)?;
+                let service = AcmeService::prepare(&listener.name, acme, &store)
+                    .map_err(|e| e.to_string())?;
                 server.add_service(background_service(
                     &format!("acme {}", listener.name),
                     service,

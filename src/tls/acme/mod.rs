@@ -5,12 +5,14 @@
 //! placeholder) keeps serving.
 
 pub mod challenge;
+mod error;
 mod order;
 mod storage;
 
 use crate::config::AcmeConfig;
 use crate::tls::store::{unix_time, CertStore, Certified};
 use async_trait::async_trait;
+pub use error::AcmeError;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use std::sync::Arc;
@@ -45,7 +47,7 @@ impl AcmeService {
         listener: &str,
         config: &AcmeConfig,
         store: &Arc<CertStore>,
-    ) -> Result<AcmeService, String> {
+    ) -> Result<AcmeService, AcmeError> {
         let storage = storage::Storage::new(&config.storage, &config.domains);
         let domains = config.domains.join(", ");
         let mut stored_due = None;
@@ -85,7 +87,7 @@ impl AcmeService {
     }
 
     /// Serves and stores an issued certificate; returns when it is due for renewal.
-    fn install(&self, issued: order::Issued) -> Result<i64, String> {
+    fn install(&self, issued: order::Issued) -> Result<i64, AcmeError> {
         let cert = storage::parse(&issued.chain_pem, &issued.key_pem)?;
         let expiry = cert.not_after;
         let due = next_renewal(&cert);
@@ -134,7 +136,7 @@ impl BackgroundService for AcmeService {
                 r = tokio::time::timeout(ORDER_TIMEOUT, order::obtain(&self.config, &self.storage)) => r,
             };
             let installed = ordered
-                .map_err(|_| format!("no certificate within {ORDER_TIMEOUT:?}"))
+                .map_err(|_| AcmeError::Timeout(ORDER_TIMEOUT))
                 .and_then(|r| r)
                 .and_then(|issued| self.install(issued));
             match installed {

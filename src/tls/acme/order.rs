@@ -3,6 +3,7 @@
 //! and the issued full chain.
 
 use super::challenge;
+use super::error::AcmeError;
 use super::storage::Storage;
 use crate::config::AcmeConfig;
 use instant_acme::{
@@ -20,7 +21,7 @@ pub struct Issued {
 }
 
 /// Runs a whole order; the error says which step failed and the CA's problem detail.
-pub async fn obtain(cfg: &AcmeConfig, storage: &Storage) -> Result<Issued, String> {
+pub async fn obtain(cfg: &AcmeConfig, storage: &Storage) -> Result<Issued, AcmeError> {
     let identifiers: Vec<Identifier> = cfg
         .domains
         .iter()
@@ -40,58 +41,64 @@ pub async fn obtain(cfg: &AcmeConfig, storage: &Storage) -> Result<Issued, Strin
                 .await?
                 .new_order(&new_order)
                 .await
-                .map_err(|e| format!("new order: {}", why(&e)))?
+                .map_err(AcmeError::ca("new order"))?
         }
-        Err(e) => return Err(format!("new order: {}", why(&e))),
+        Err(e) => return Err(AcmeError::ca("new order")(e)),
     };
     let mut published = Published(Vec::new());
     let mut authorizations = order.authorizations();
     while let Some(next) = authorizations.next().await {
-        let mut authz = next.map_err(|e| format!("authorization: {}", why(&e)))?;
+        let mut authz = next.map_err(AcmeError::ca("authorization"))?;
         let domain = authz.identifier().to_string();
         match authz.status {
             AuthorizationStatus::Pending => {}
             AuthorizationStatus::Valid => continue,
-            other => return Err(format!("authorization for {domain} is {other:?}")),
+            other => {
+                return Err(AcmeError::Authorization {
+                    domain,
+                    status: format!("{other:?}"),
+                })
+            }
         }
         let mut challenge = authz
             .challenge(ChallengeType::Http01)
-            .ok_or_else(|| format!("the CA offers no http-01 challenge for {domain}"))?;
+            .ok_or_else(|| AcmeError::NoHttp01(domain.clone()))?;
         challenge::publish(&challenge.token, challenge.key_authorization().as_str());
         published.0.push(challenge.token.clone());
         challenge
             .set_ready()
             .await
-            .map_err(|e| format!("challenge for {domain}: {}", why(&e)))?;
+            .map_err(AcmeError::ca(format!("challenge for {domain}")))?;
     }
     let status = order
         .poll_ready(&POLL)
         .await
-        .map_err(|e| format!("waiting for validation: {}", why(&e)))?;
+        .map_err(AcmeError::ca("waiting for validation"))?;
     if status != OrderStatus::Ready {
-        return Err(format!(
-            "the order became {status:?}: {}",
-            invalid_reason(&mut order).await
-        ));
+        return Err(AcmeError::OrderFailed {
+            status: format!("{status:?}"),
+            reason: invalid_reason(&mut order).await,
+        });
     }
-    let key_pem = order
-        .finalize()
-        .await
-        .map_err(|e| format!("finalize: {}", why(&e)))?;
+    let key_pem = order.finalize().await.map_err(AcmeError::ca("finalize"))?;
     let chain_pem = order
         .poll_certificate(&POLL)
         .await
-        .map_err(|e| format!("downloading the certificate: {}", why(&e)))?;
+        .map_err(AcmeError::ca("downloading the certificate"))?;
     Ok(Issued { chain_pem, key_pem })
 }
 
 /// The HTTP client for the CA: the system trust store (`$SSL_CERT_FILE` honoured), or
 /// every certificate of `ca_file`.
-fn account_builder(cfg: &AcmeConfig) -> Result<AccountBuilder, String> {
+fn account_builder(cfg: &AcmeConfig) -> Result<AccountBuilder, AcmeError> {
     let Some(ca) = &cfg.ca_file else {
-        return Account::builder().map_err(|e| format!("HTTP client for {}: {e}", cfg.directory));
+        return Account::builder()
+            .map_err(AcmeError::ca(format!("HTTP client for {}", cfg.directory)));
     };
-    let fail = |e: &dyn std::fmt::Display| format!("acme.ca_file {}: {e}", ca.display());
+    let fail = |e: &dyn std::fmt::Display| AcmeError::CaFile {
+        path: ca.clone(),
+        message: e.to_string(),
+    };
     let pem = std::fs::read(ca).map_err(|e| fail(&e))?;
     let mut roots = rustls::RootCertStore::empty();
     for cert in openssl::x509::X509::stack_from_pem(&pem).map_err(|e| fail(&e))? {
@@ -115,13 +122,16 @@ fn account_builder(cfg: &AcmeConfig) -> Result<AccountBuilder, String> {
     Ok(Account::builder_with_http(Box::new(client)))
 }
 
-async fn account(cfg: &AcmeConfig, storage: &Storage) -> Result<Account, String> {
+async fn account(cfg: &AcmeConfig, storage: &Storage) -> Result<Account, AcmeError> {
     let builder = || account_builder(cfg);
     if let Some(credentials) = storage.account(&cfg.directory) {
         return builder()?
             .from_credentials(credentials)
             .await
-            .map_err(|e| format!("stored account at {}: {}", cfg.directory, why(&e)));
+            .map_err(AcmeError::ca(format!(
+                "stored account at {}",
+                cfg.directory
+            )));
     }
     let contact = cfg.email.as_ref().map(|e| format!("mailto:{e}"));
     let contacts: Vec<&str> = contact.iter().map(String::as_str).collect();
@@ -136,7 +146,10 @@ async fn account(cfg: &AcmeConfig, storage: &Storage) -> Result<Account, String>
             None,
         )
         .await
-        .map_err(|e| format!("creating an account at {}: {}", cfg.directory, why(&e)))?;
+        .map_err(AcmeError::ca(format!(
+            "creating an account at {}",
+            cfg.directory
+        )))?;
     storage.save_account(&cfg.directory, credentials)?;
     log::info!(
         "ACME: created an account at {} (contact: {})",
@@ -144,22 +157,6 @@ async fn account(cfg: &AcmeConfig, storage: &Storage) -> Result<Account, String>
         cfg.email.as_deref().unwrap_or("none")
     );
     Ok(account)
-}
-
-/// An error with its causes (`client error (Connect): invalid peer certificate: …`):
-/// the top line alone rarely says what to fix.
-fn why(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        let line = c.to_string();
-        if !text.contains(&line) {
-            text.push_str(": ");
-            text.push_str(&line);
-        }
-        cause = c.source();
-    }
-    text
 }
 
 fn unknown_account(e: &instant_acme::Error) -> bool {

@@ -3,7 +3,8 @@
 //! `<first domain>.key` 0600), all written atomically; plus the self-signed placeholder
 //! served before the first certificate arrives.
 
-use crate::durable::write_atomically;
+use super::error::AcmeError;
+use crate::durable;
 use crate::tls::store::Certified;
 use instant_acme::AccountCredentials;
 use openssl::asn1::Asn1Time;
@@ -41,12 +42,15 @@ impl Storage {
     /// Creates the directory (0700) when missing. Only the writers call it: they run in
     /// the background service, after `server.user` took over, so the directory belongs
     /// to the user that writes into it.
-    fn ensure_dir(&self) -> Result<(), String> {
+    fn ensure_dir(&self) -> Result<(), AcmeError> {
         std::fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
             .create(&self.dir)
-            .map_err(|e| format!("cannot create {}: {e}", self.dir.display()))
+            .map_err(|source| AcmeError::StorageDir {
+                path: self.dir.clone(),
+                source,
+            })
     }
 
     fn account_path(&self) -> PathBuf {
@@ -86,26 +90,28 @@ impl Storage {
         &self,
         directory: &str,
         credentials: AccountCredentials,
-    ) -> Result<(), String> {
+    ) -> Result<(), AcmeError> {
         let stored = StoredAccount {
             directory: directory.to_string(),
             credentials,
         };
-        let text = serde_json::to_vec_pretty(&stored).map_err(|e| e.to_string())?;
+        let text = serde_json::to_vec_pretty(&stored)?;
         self.ensure_dir()?;
         write_atomically(&self.account_path(), &text, 0o600)
     }
 
     /// The stored certificate when it covers every one of `domains`; `Ok(None)` when
     /// there is none; an error when the files are unreadable or do not match.
-    pub fn certificate(&self, domains: &[String]) -> Result<Option<Certified>, String> {
+    pub fn certificate(&self, domains: &[String]) -> Result<Option<Certified>, AcmeError> {
         let (cert, key) = (self.cert_path(), self.key_path());
         if !cert.exists() {
             return Ok(None);
         }
-        let (chain, key) = crate::config::files::load_pair(&cert, &key)?;
-        let stored = Certified::new(chain, key)
-            .ok_or_else(|| format!("{} holds no certificate", cert.display()))?;
+        let (chain, key) =
+            crate::config::files::load_pair(&cert, &key).map_err(AcmeError::Certificate)?;
+        let stored = Certified::new(chain, key).ok_or_else(|| {
+            AcmeError::Certificate(format!("{} holds no certificate", cert.display()))
+        })?;
         let covers = domains
             .iter()
             .all(|d| stored.names.iter().any(|n| n.eq_ignore_ascii_case(d)));
@@ -114,7 +120,7 @@ impl Storage {
 
     /// Key first, so a crash between the two leaves a key the old chain does not match
     /// (refused at the next start, which orders anew) rather than a silent mismatch.
-    pub fn save_certificate(&self, chain_pem: &str, key_pem: &str) -> Result<(), String> {
+    pub fn save_certificate(&self, chain_pem: &str, key_pem: &str) -> Result<(), AcmeError> {
         self.ensure_dir()?;
         write_atomically(&self.key_path(), key_pem.as_bytes(), 0o600)?;
         write_atomically(&self.cert_path(), chain_pem.as_bytes(), 0o644)
@@ -122,19 +128,21 @@ impl Storage {
 }
 
 /// Parses an issued chain and its key into a servable certificate.
-pub fn parse(chain_pem: &str, key_pem: &str) -> Result<Certified, String> {
+pub fn parse(chain_pem: &str, key_pem: &str) -> Result<Certified, AcmeError> {
     let (chain, key) = crate::config::files::parse_pair(
         chain_pem.as_bytes(),
         key_pem.as_bytes(),
         "the CA's certificate chain",
         "the certificate key",
-    )?;
-    Certified::new(chain, key).ok_or_else(|| "the CA sent an empty chain".to_string())
+    )
+    .map_err(AcmeError::Certificate)?;
+    Certified::new(chain, key)
+        .ok_or_else(|| AcmeError::Certificate("the CA sent an empty chain".to_string()))
 }
 
 /// A self-signed certificate for `domains`, valid for 7 days: handshakes work (with a
 /// warning in browsers) until the first real certificate is installed.
-pub fn placeholder(domains: &[String]) -> Result<Certified, String> {
+pub fn placeholder(domains: &[String]) -> Result<Certified, AcmeError> {
     let build = || -> Result<(X509, PKey<openssl::pkey::Private>), openssl::error::ErrorStack> {
         let key = PKey::from_ec_key(EcKey::generate(
             EcGroup::from_curve_name(Nid::X9_62_PRIME256V1)?.as_ref(),
@@ -162,8 +170,14 @@ pub fn placeholder(domains: &[String]) -> Result<Certified, String> {
         b.sign(&key, MessageDigest::sha256())?;
         Ok((b.build(), key))
     };
-    let (cert, key) = build().map_err(|e| format!("cannot make a placeholder certificate: {e}"))?;
-    Certified::new(vec![cert], key).ok_or_else(|| "empty placeholder chain".to_string())
+    let (cert, key) = build()?;
+    Certified::new(vec![cert], key)
+        .ok_or_else(|| AcmeError::Certificate("empty placeholder chain".to_string()))
+}
+
+/// Files are written by `durable`, whose errors name the file.
+fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), AcmeError> {
+    durable::write_atomically(path, bytes, mode).map_err(AcmeError::Certificate)
 }
 
 #[cfg(test)]
@@ -190,7 +204,7 @@ mod tests {
         let chain = String::from_utf8(p.chain[0].to_pem().unwrap_or_default()).unwrap_or_default();
         let key = String::from_utf8(p.key.private_key_to_pem_pkcs8().unwrap_or_default())
             .unwrap_or_default();
-        assert_eq!(storage.save_certificate(&chain, &key), Ok(()));
+        assert!(storage.save_certificate(&chain, &key).is_ok());
         assert!(matches!(storage.certificate(&domains()), Ok(Some(_))));
         let more = vec!["c.example.test".to_string()];
         assert!(matches!(storage.certificate(&more), Ok(None)));

@@ -1,8 +1,7 @@
-//! Sticky-session cookies: the value is an opaque keyed hash of the backend address
-//! (SHA-256 over a key derived from the pool and cookie names, then the address), so it
-//! is the same across
-//! reloads, restarts, upgrades and instances sharing a configuration, and carries no
-//! address in any encoding.
+//! Sticky-session cookies: the value is an opaque hash of the backend address (SHA-256
+//! over the pool and cookie names, then the address), so it is the same across reloads,
+//! restarts, upgrades and instances sharing a configuration, and carries no address in
+//! any encoding. It is not keyed by a secret: it names a backend, it grants nothing.
 
 use crate::config::StickyConfig;
 use pingora::tls::hash::{hash, MessageDigest};

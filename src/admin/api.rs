@@ -3,7 +3,7 @@
 
 use super::state::{AddedBackend, PoolOverlay, StateStore};
 use super::view;
-use crate::config::parse::resolve_backend;
+use crate::config::parse::backend_address;
 use crate::config::AdminConfig;
 use crate::limits::contains_any;
 use crate::ops::reload::Reloader;
@@ -190,8 +190,18 @@ impl Api {
         let Some(address) = v.get("address").and_then(|a| a.as_str()) else {
             return bad_field("address", "required: \"host:port\"");
         };
-        if resolve_backend(address).is_err() {
+        let Ok((address, addr)) = backend_address(address) else {
             return bad_field("address", "not a resolvable host:port");
+        };
+        let address = address.as_str();
+        let members = pool.members();
+        if let Some(b) = members
+            .backends
+            .iter()
+            .find(|b| b.addr == addr && b.address != address)
+        {
+            let message = format!("same address as backend {} ({addr})", b.address);
+            return error(StatusCode::CONFLICT, &message);
         }
         let weight = match weight_field(&v) {
             Ok(w) => w.unwrap_or(1),

@@ -6,6 +6,7 @@ pub mod files;
 pub mod model;
 pub mod parse;
 pub mod validate;
+pub mod value;
 
 pub use decode::Diagnostic;
 pub use model::*;
@@ -45,6 +46,11 @@ pub fn parse_str(
 ) -> Result<Loaded, Vec<Diagnostic>> {
     let mut d = Decoder::new(file, env);
     let text = if text.trim().is_empty() { "{}" } else { text };
+    if let Some(line) = second_document(text) {
+        let pos = Pos { line, column: 1 };
+        d.error(pos, "", "only one YAML document is allowed");
+        return Err(d.errors);
+    }
     let strict = LoaderOptions::default().error_on_duplicate_keys(true);
     let root = match parse_yaml_with_options(0, text, strict) {
         Ok(root) => root,
@@ -89,6 +95,39 @@ pub fn parse_str(
         }),
         _ => Err(d.errors),
     }
+}
+
+/// The line (1-based) where a second YAML document starts, if the text has one: a
+/// `---` after content, or content after a `...` end marker. YAML forbids these markers
+/// at column 1 inside any scalar, so a line scan is exact. The parser would silently
+/// ignore everything after the first document.
+fn second_document(text: &str) -> Option<usize> {
+    let marker = |line: &str, m: &str| {
+        line.strip_prefix(m)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '\r']))
+    };
+    let mut content = false;
+    let mut ended = false;
+    for (i, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        let directive = line.starts_with('%') && !content;
+        let blank = trimmed.is_empty() || trimmed.starts_with('#') || directive;
+        if marker(line, "---") {
+            if content || ended {
+                return Some(i + 1);
+            }
+            let rest = line[3..].trim_start();
+            content = !rest.is_empty() && !rest.starts_with('#');
+        } else if marker(line, "...") {
+            ended = true;
+        } else if !blank {
+            if ended {
+                return Some(i + 1);
+            }
+            content = true;
+        }
+    }
+    None
 }
 
 fn pos_of(key: &MarkedScalarNode) -> Pos {
@@ -162,3 +201,6 @@ fn describe_load_error(e: &LoadError) -> (Pos, String, String) {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -3,13 +3,17 @@
 
 use super::decode::{Decoder, Map, Pos};
 use super::model::*;
+use super::value::BackendAddr;
 use http::header::{HeaderName, HeaderValue};
 use http::Method;
 use ipnet::IpNet;
 use marked_yaml::types::Node;
-use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
+
+/// The most worker threads a service may ask for (0 = one per CPU).
+pub const MAX_THREADS: usize = 1024;
 
 const HTTP3: &str = "HTTP/3 (QUIC) is not supported; remove this key";
 
@@ -67,33 +71,18 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
     humantime::parse_duration(s).ok()
 }
 
-/// `host:port` where the host is an IP literal (`[v6]:port` for IPv6) or a DNS name.
-fn parse_host_port(s: &str) -> Option<(String, u16)> {
-    let (host, port) = s.rsplit_once(':')?;
-    let port: u16 = port.parse().ok()?;
-    let host = if let Some(v6) = host.strip_prefix('[') {
-        let v6 = v6.strip_suffix(']')?;
-        v6.parse::<std::net::Ipv6Addr>().ok()?;
-        host.to_string()
-    } else {
-        host.to_string()
-    };
-    let valid_name = host.starts_with('[')
-        || (!host.is_empty()
-            && host
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_'));
-    (valid_name && port != 0).then_some((host, port))
+/// A backend address: `host:port` in canonical form (see [`BackendAddr`]) and the
+/// socket address it resolves to (the first one). The config file and the admin API
+/// both go through here.
+pub fn backend_address(s: &str) -> Result<(String, SocketAddr), String> {
+    let a: BackendAddr = s.parse()?;
+    let addr = a.resolve()?;
+    Ok((a.to_string(), addr))
 }
 
-/// A backend address: `host:port`, resolved once (the first address). The config file
-/// and the admin API both go through here.
+/// [`backend_address`] without the canonical name.
 pub fn resolve_backend(s: &str) -> Result<SocketAddr, String> {
-    parse_host_port(s).ok_or_else(|| format!("{s:?} is not host:port"))?;
-    s.to_socket_addrs()
-        .ok()
-        .and_then(|mut it| it.next())
-        .ok_or_else(|| format!("{s:?} does not resolve"))
+    backend_address(s).map(|(_, addr)| addr)
 }
 
 /// A listen address: an IP literal and a port (names would bind unpredictably).
@@ -162,16 +151,79 @@ fn get_with<T>(
     m.get(key).and_then(|n| read(d, n, &path))
 }
 
-fn duration(d: &mut Decoder, m: &mut Map, key: &'static str, default: Duration) -> Duration {
+/// The longest duration any key accepts: longer ones are typos, and `Instant + d` would
+/// overflow (humantime reads `99999999999999h` without complaint).
+pub const MAX_DURATION: Limit = Limit {
+    max: Duration::from_secs(365 * 86_400),
+    text: "365d",
+    nonzero: false,
+};
+
+/// At most a day: drain periods and per-request timeouts.
+pub const DAY: Limit = Limit {
+    max: Duration::from_secs(86_400),
+    text: "24h",
+    nonzero: false,
+};
+
+/// The range a duration key accepts.
+#[derive(Clone, Copy)]
+pub struct Limit {
+    max: Duration,
+    text: &'static str,
+    nonzero: bool,
+}
+
+impl Limit {
+    /// The same limit, with 0 refused.
+    pub const fn nonzero(self) -> Limit {
+        Limit {
+            nonzero: true,
+            ..self
+        }
+    }
+
+    /// Reports `v` (written at `pos`) when it is out of range; true when it is in range.
+    fn check(self, d: &mut Decoder, pos: Pos, path: &str, v: Duration) -> bool {
+        if self.nonzero && v.is_zero() {
+            d.error(pos, path, "must be greater than 0");
+            false
+        } else if v > self.max {
+            d.error(pos, path, format!("must be at most {}", self.text));
+            false
+        } else {
+            true
+        }
+    }
+}
+
+/// An optional duration key within `limit`.
+fn opt_duration(
+    d: &mut Decoder,
+    m: &mut Map,
+    key: &'static str,
+    expected: &str,
+    limit: Limit,
+) -> Option<Duration> {
+    let pos = m.value_pos(key);
     get_with(d, m, key, |d, n, p| {
-        d.parse(
-            n,
-            p,
-            "a duration such as 250ms, 5s, 2m or 1h",
-            parse_duration,
-        )
+        let v = d.parse(n, p, expected, parse_duration)?;
+        limit.check(d, pos, p, v).then_some(v)
     })
-    .unwrap_or(default)
+}
+
+fn duration(d: &mut Decoder, m: &mut Map, key: &'static str, default: Duration) -> Duration {
+    duration_within(d, m, key, default, MAX_DURATION)
+}
+
+fn duration_within(
+    d: &mut Decoder,
+    m: &mut Map,
+    key: &'static str,
+    default: Duration,
+    limit: Limit,
+) -> Duration {
+    opt_duration(d, m, key, "a duration such as 250ms, 5s, 2m or 1h", limit).unwrap_or(default)
 }
 
 fn boolean(d: &mut Decoder, m: &mut Map, key: &'static str, default: bool) -> bool {
@@ -233,15 +285,23 @@ fn name_list(d: &mut Decoder, m: &mut Map, key: &'static str, scalar_ok: bool) -
 fn read_server(d: &mut Decoder, node: &Node) -> Option<ServerConfig> {
     let mut m = d.map(node, "server")?;
     let def = ServerConfig::default();
-    let threads = get_with(d, &mut m, "threads", |d, n, p| d.number::<usize>(n, p)).unwrap_or(0);
+    let threads = get_with(d, &mut m, "threads", |d, n, p| {
+        d.parse(
+            n,
+            p,
+            &format!("a whole number from 0 (one per CPU) to {MAX_THREADS}"),
+            |s| s.parse::<usize>().ok().filter(|t| *t <= MAX_THREADS),
+        )
+    })
+    .unwrap_or(0);
     let s = ServerConfig {
         threads,
         pid_file: opt_path(d, &mut m, "pid_file").unwrap_or(def.pid_file),
         upgrade_sock: opt_path(d, &mut m, "upgrade_sock").unwrap_or(def.upgrade_sock),
         user: opt_string(d, &mut m, "user"),
         group: opt_string(d, &mut m, "group"),
-        grace_period: duration(d, &mut m, "grace_period", def.grace_period),
-        shutdown_timeout: duration(d, &mut m, "shutdown_timeout", def.shutdown_timeout),
+        grace_period: duration_within(d, &mut m, "grace_period", def.grace_period, DAY),
+        shutdown_timeout: duration_within(d, &mut m, "shutdown_timeout", def.shutdown_timeout, DAY),
         trusted_proxies: cidr_list(d, &mut m, "trusted_proxies"),
         deny: cidr_list(d, &mut m, "deny"),
     };
@@ -522,14 +582,15 @@ fn is_dns_name(name: &str) -> bool {
         })
 }
 
-fn read_backend(d: &mut Decoder, node: &Node, path: &str) -> Option<BackendConfig> {
+/// A backend, where its address is written and its key path.
+fn read_backend(d: &mut Decoder, node: &Node, path: &str) -> Option<(BackendConfig, Pos, String)> {
     let mut m = d.map(node, path)?;
     let addr_path = m.child("address");
     let address = match m.get("address") {
         Some(n) => {
             d.scalar(n, &addr_path, "host:port")
-                .and_then(|s| match resolve_backend(&s.text) {
-                    Ok(addr) => Some((s.text, addr)),
+                .and_then(|s| match backend_address(&s.text) {
+                    Ok(v) => Some((v, s.pos)),
                     Err(e) => {
                         d.error(s.pos, &addr_path, e);
                         None
@@ -544,13 +605,17 @@ fn read_backend(d: &mut Decoder, node: &Node, path: &str) -> Option<BackendConfi
     let weight = bounded(d, &mut m, "weight", 1, 1, 1000);
     let backup = boolean(d, &mut m, "backup", false);
     m.finish(d, |_| None);
-    let (address, addr) = address?;
-    Some(BackendConfig {
-        address,
-        addr,
-        weight,
-        backup,
-    })
+    let ((address, addr), pos) = address?;
+    Some((
+        BackendConfig {
+            address,
+            addr,
+            weight,
+            backup,
+        },
+        pos,
+        path.to_string(),
+    ))
 }
 
 fn read_pool(d: &mut Decoder, node: &Node, path: &str) -> Option<PoolConfig> {
@@ -593,26 +658,42 @@ fn read_pool(d: &mut Decoder, node: &Node, path: &str) -> Option<PoolConfig> {
         Some(d.list(n, p, false, read_backend))
     })
     .unwrap_or_default();
+    let backends = distinct_backends(d, backends);
     let discovery = get_with(d, &mut m, "discovery", read_discovery);
     let health_check = get_with(d, &mut m, "health_check", read_health_check);
     let circuit_breaker = get_with(d, &mut m, "circuit_breaker", read_circuit_breaker);
     let sticky = get_with(d, &mut m, "sticky", |d, n, p| {
         let mut s = d.map(n, p)?;
-        let cookie = opt_string(d, &mut s, "cookie").unwrap_or_else(|| "SWITCHYARD_STICKY".into());
-        if !cookie
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
-            || cookie.is_empty()
-        {
-            d.error(
-                s.key_pos("cookie"),
-                &s.child("cookie"),
-                format!("{cookie:?} is not a valid cookie name"),
-            );
-        }
-        let ttl = get_with(d, &mut s, "ttl", |d, n, p| {
-            d.parse(n, p, "a duration such as 30m or 1h", parse_duration)
-        });
+        let cookie = match s.get("cookie") {
+            None => "SWITCHYARD_STICKY".to_string(),
+            Some(n) => {
+                let p = s.child("cookie");
+                let pos = s.value_pos("cookie");
+                let scalar = d.scalar(n, &p, "a cookie name");
+                let reported = scalar.is_none();
+                let name = scalar
+                    .filter(|s| !s.is_null())
+                    .map(|s| s.text)
+                    .unwrap_or_default();
+                if !reported && name.is_empty() {
+                    d.error(pos, &p, "must not be empty");
+                } else if !reported && !is_token(&name) {
+                    d.error(
+                        pos,
+                        &p,
+                        format!("{name:?} is not a valid cookie name (an RFC 6265 token: letters, digits and !#$%&'*+-.^_`|~)"),
+                    );
+                }
+                name
+            }
+        };
+        let ttl = opt_duration(
+            d,
+            &mut s,
+            "ttl",
+            "a duration such as 30m or 1h",
+            MAX_DURATION.nonzero(),
+        );
         s.finish(d, |_| None);
         Some(StickyConfig { cookie, ttl })
     });
@@ -621,10 +702,10 @@ fn read_pool(d: &mut Decoder, node: &Node, path: &str) -> Option<PoolConfig> {
         let mut t = d.map(n, p)?;
         let def = Timeouts::default();
         let v = Timeouts {
-            connect: duration(d, &mut t, "connect", def.connect),
-            read: duration(d, &mut t, "read", def.read),
-            write: duration(d, &mut t, "write", def.write),
-            idle: duration(d, &mut t, "idle", def.idle),
+            connect: duration_within(d, &mut t, "connect", def.connect, DAY.nonzero()),
+            read: duration_within(d, &mut t, "read", def.read, DAY.nonzero()),
+            write: duration_within(d, &mut t, "write", def.write, DAY.nonzero()),
+            idle: duration_within(d, &mut t, "idle", def.idle, DAY),
         };
         t.finish(d, |_| None);
         Some(v)
@@ -658,6 +739,38 @@ fn read_pool(d: &mut Decoder, node: &Node, path: &str) -> Option<PoolConfig> {
         upstream,
         pos,
     })
+}
+
+/// Two backends of one pool must not reach the same socket address (`localhost:80`
+/// and `127.0.0.1:80` would be one server counted twice); the later one is refused.
+fn distinct_backends(
+    d: &mut Decoder,
+    backends: Vec<(BackendConfig, Pos, String)>,
+) -> Vec<BackendConfig> {
+    let mut seen: Vec<(BackendConfig, String)> = Vec::with_capacity(backends.len());
+    for (b, pos, path) in backends {
+        if let Some((first, first_path)) = seen.iter().find(|(o, _)| o.addr == b.addr) {
+            let first_path = first_path.rsplit('.').next().unwrap_or(first_path);
+            let message = if first.address == b.address {
+                format!("duplicate backend {:?} (same as {first_path})", b.address)
+            } else {
+                format!(
+                    "same address as {first_path} ({:?} and {:?} are both {})",
+                    first.address, b.address, b.addr
+                )
+            };
+            d.error(pos, &format!("{path}.address"), message);
+        }
+        seen.push((b, path));
+    }
+    seen.into_iter().map(|(b, _)| b).collect()
+}
+
+/// An RFC 7230 token, what RFC 6265 allows as a cookie name.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 fn parse_header_name(s: &str) -> Option<HeaderName> {
@@ -694,7 +807,13 @@ fn read_discovery(d: &mut Decoder, node: &Node, path: &str) -> Option<DnsDiscove
         if port.is_none() && s.get("port").is_none() {
             d.error(s.pos, &s.child("port"), "is required");
         }
-        let interval = duration(d, &mut s, "interval", Duration::from_secs(30));
+        let interval = duration_within(
+            d,
+            &mut s,
+            "interval",
+            Duration::from_secs(30),
+            DAY.nonzero(),
+        );
         s.finish(d, |_| None);
         Some(DnsDiscovery {
             name: name?,
@@ -748,8 +867,8 @@ fn read_health_check(d: &mut Decoder, node: &Node, path: &str) -> Option<HealthC
         expect_status,
         user: opt_string(d, &mut m, "user"),
         database: opt_string(d, &mut m, "database"),
-        interval: duration(d, &mut m, "interval", def.interval),
-        timeout: duration(d, &mut m, "timeout", def.timeout),
+        interval: duration_within(d, &mut m, "interval", def.interval, DAY.nonzero()),
+        timeout: duration_within(d, &mut m, "timeout", def.timeout, DAY.nonzero()),
         healthy_threshold: bounded(
             d,
             &mut m,
@@ -767,13 +886,6 @@ fn read_health_check(d: &mut Decoder, node: &Node, path: &str) -> Option<HealthC
             100,
         ),
     };
-    if hc.interval.is_zero() {
-        d.error(
-            m.key_pos("interval"),
-            &m.child("interval"),
-            "must be greater than 0",
-        );
-    }
     m.finish(d, |_| None);
     Some(hc)
 }
@@ -803,7 +915,7 @@ fn read_circuit_breaker(d: &mut Decoder, node: &Node, path: &str) -> Option<Circ
             1_000_000,
         ),
         on_5xx: boolean(d, &mut m, "on_5xx", def.on_5xx),
-        open_for: duration(d, &mut m, "open_for", def.open_for),
+        open_for: duration_within(d, &mut m, "open_for", def.open_for, DAY),
         half_open_requests: bounded(
             d,
             &mut m,
@@ -1174,14 +1286,10 @@ mod tests {
 
     #[test]
     fn host_port_forms() {
-        assert!(parse_host_port("10.0.0.1:8080").is_some());
-        assert!(parse_host_port("[::1]:80").is_some());
-        assert!(parse_host_port("web.internal:80").is_some());
-        assert!(parse_host_port("10.0.0.1").is_none());
-        assert!(parse_host_port("10.0.0.1:0").is_none());
-        assert!(parse_host_port("a b:80").is_none());
         assert!(resolve_backend("127.0.0.1:80").is_ok());
+        assert!(resolve_backend("[::1]:80").is_ok());
         assert!(resolve_backend("127.0.0.1").is_err());
+        assert!(resolve_backend("127.000.0.1:80").is_err());
     }
 
     #[test]

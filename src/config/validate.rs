@@ -13,7 +13,6 @@ pub fn check(d: &mut Decoder, c: &Config) {
     unique(d, c.tcp_services.iter().map(|t| (&t.name, t.pos, &t.path)));
     references(d, c);
     ports(d, c);
-    backends(d, c);
     acme(d, c);
     cluster_scope(d, c);
 }
@@ -117,22 +116,6 @@ fn ports(d: &mut Decoder, c: &Config) {
             d.error(pos, path, format!("{addr} is already used by {owner}"));
         }
         taken.push((addr, path.to_string()));
-    }
-}
-
-fn backends(d: &mut Decoder, c: &Config) {
-    for p in &c.pools {
-        let mut seen: Vec<&str> = Vec::new();
-        for (j, b) in p.backends.iter().enumerate() {
-            if seen.contains(&b.address.as_str()) {
-                d.error(
-                    p.pos,
-                    &format!("{}.backends[{j}].address", p.path),
-                    format!("duplicate backend {:?}", b.address),
-                );
-            }
-            seen.push(&b.address);
-        }
     }
 }
 

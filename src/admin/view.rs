@@ -67,13 +67,8 @@ pub fn config(c: &Config) -> Value {
             "deny": strings(&c.server.deny),
         },
         "log": {
-            "level": c.log.level.to_string().to_lowercase(),
-            "access_log": match &c.log.access_log {
-                AccessLogTarget::Stdout => "stdout".to_string(),
-                AccessLogTarget::Stderr => "stderr".to_string(),
-                AccessLogTarget::Off => "off".to_string(),
-                AccessLogTarget::File(p) => p.display().to_string(),
-            },
+            "level": LogLevel::of(c.log.level).as_str(),
+            "access_log": c.log.access_log.to_string(),
         },
         "admin": c.admin.as_ref().map(|a| json!({
             "listen": a.listen.to_string(),
@@ -96,8 +91,8 @@ pub fn config(c: &Config) -> Value {
                     "storage": a.storage, "ca_file": a.ca_file,
                 })),
                 "client_ca_file": t.client_ca_file,
-                "client_auth": format!("{:?}", t.client_auth).to_lowercase(),
-                "min_version": match t.min_version { TlsVersion::Tls12 => "1.2", TlsVersion::Tls13 => "1.3" },
+                "client_auth": t.client_auth.as_str(),
+                "min_version": t.min_version.as_str(),
             })),
         })).collect::<Vec<_>>(),
         "pools": c.pools.iter().map(|p| json!({
@@ -117,7 +112,7 @@ pub fn config(c: &Config) -> Value {
                 "dns": {"name": d.name, "port": d.port, "interval": secs(d.interval)},
             })),
             "health_check": p.health_check.as_ref().map(|h| json!({
-                "kind": h.kind.map(|k| format!("{k:?}").to_lowercase()),
+                "kind": h.kind.map(HealthKind::as_str),
                 "path": h.path, "host": h.host,
                 "expect_status": format!("{}-{}", h.expect_status.0, h.expect_status.1),
                 "user": h.user, "database": h.database,
@@ -138,7 +133,7 @@ pub fn config(c: &Config) -> Value {
                 "write": secs(p.timeouts.write), "idle": secs(p.timeouts.idle),
             },
             "upstream": {
-                "protocol": format!("{:?}", p.upstream.protocol).to_lowercase(),
+                "protocol": p.upstream.protocol.as_str(),
                 "tls": p.upstream.tls.as_ref().map(|t| json!({
                     "sni": t.sni, "verify": t.verify, "ca_file": t.ca_file,
                 })),
@@ -163,8 +158,8 @@ pub fn config(c: &Config) -> Value {
                     RateLimitKey::Route => "route".to_string(),
                     RateLimitKey::Header(h) => format!("header:{h}"),
                 },
-                "algorithm": match l.algorithm { RateLimitAlgorithm::TokenBucket => "token_bucket", RateLimitAlgorithm::SlidingWindow => "sliding_window" },
-                "scope": match l.scope { Scope::Local => "local", Scope::Cluster => "cluster" },
+                "algorithm": l.algorithm.as_str(),
+                "scope": l.scope.as_str(),
             })),
             "request_headers": edits(&r.request_headers),
             "response_headers": edits(&r.response_headers),
@@ -173,10 +168,14 @@ pub fn config(c: &Config) -> Value {
         "tcp_services": c.tcp_services.iter().map(|t| json!({
             "name": t.name,
             "listen": t.listen.to_string(),
-            "protocol": format!("{:?}", t.protocol).to_lowercase(),
+            "protocol": t.protocol.as_str(),
             "pool": t.pool,
             "idle_timeout": secs(t.idle_timeout),
         })).collect::<Vec<_>>(),
         "cluster": c.cluster.as_ref().map(|cl| json!({"redis": REDACTED, "timeout": secs(cl.timeout)})),
     })
 }
+
+#[cfg(test)]
+#[path = "view_shape.rs"]
+mod shape;

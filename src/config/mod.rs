@@ -3,6 +3,7 @@
 
 pub mod decode;
 pub mod files;
+pub mod keyword;
 pub mod model;
 pub mod parse;
 pub mod validate;

@@ -2,6 +2,8 @@
 //! types; nothing re-parses strings from the file.
 
 use super::decode::Pos;
+use super::keyword::keyword;
+pub use super::keyword::Keyword;
 use http::header::{HeaderName, HeaderValue};
 use http::Method;
 use ipnet::IpNet;
@@ -59,6 +61,73 @@ pub enum AccessLogTarget {
     Stderr,
     Off,
     File(PathBuf),
+}
+
+keyword! {
+    /// The words `log.access_log` reads as a target rather than a file path.
+    pub enum AccessLogKeyword {
+        Stdout = "stdout",
+        Stderr = "stderr",
+        Off = "off",
+    }
+}
+
+impl AccessLogTarget {
+    /// `stdout`, `stderr` and `off` are keywords; anything else is a file path.
+    pub fn from_text(s: &str) -> AccessLogTarget {
+        match AccessLogKeyword::from_name(s) {
+            Some(AccessLogKeyword::Stdout) => AccessLogTarget::Stdout,
+            Some(AccessLogKeyword::Stderr) => AccessLogTarget::Stderr,
+            Some(AccessLogKeyword::Off) => AccessLogTarget::Off,
+            None => AccessLogTarget::File(s.into()),
+        }
+    }
+}
+
+impl std::fmt::Display for AccessLogTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let word = match self {
+            AccessLogTarget::Stdout => AccessLogKeyword::Stdout,
+            AccessLogTarget::Stderr => AccessLogKeyword::Stderr,
+            AccessLogTarget::Off => AccessLogKeyword::Off,
+            AccessLogTarget::File(p) => return write!(f, "{}", p.display()),
+        };
+        f.write_str(word.as_str())
+    }
+}
+
+keyword! {
+    /// `log.level` (and `$SWITCHYARD_LOG`, case-insensitively).
+    pub enum LogLevel {
+        Error = "error",
+        Warn = "warn",
+        Info = "info",
+        Debug = "debug",
+        Trace = "trace",
+    }
+}
+
+impl LogLevel {
+    pub fn filter(self) -> log::LevelFilter {
+        match self {
+            LogLevel::Error => log::LevelFilter::Error,
+            LogLevel::Warn => log::LevelFilter::Warn,
+            LogLevel::Info => log::LevelFilter::Info,
+            LogLevel::Debug => log::LevelFilter::Debug,
+            LogLevel::Trace => log::LevelFilter::Trace,
+        }
+    }
+
+    /// The keyword of a filter; `off` (never read from a file) reads as `error`.
+    pub fn of(filter: log::LevelFilter) -> LogLevel {
+        match filter {
+            log::LevelFilter::Off | log::LevelFilter::Error => LogLevel::Error,
+            log::LevelFilter::Warn => LogLevel::Warn,
+            log::LevelFilter::Info => LogLevel::Info,
+            log::LevelFilter::Debug => LogLevel::Debug,
+            log::LevelFilter::Trace => LogLevel::Trace,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -129,37 +198,28 @@ pub struct AcmeConfig {
     pub ca_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientAuth {
-    None,
-    Optional,
-    Require,
+keyword! {
+    pub enum ClientAuth {
+        None = "none",
+        Optional = "optional",
+        Require = "require",
+    }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsVersion {
-    Tls12,
-    Tls13,
+keyword! {
+    pub enum TlsVersion {
+        Tls12 = "1.2",
+        Tls13 = "1.3",
+    }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Algorithm {
-    RoundRobin,
-    LeastConn,
-    IpHash,
-    ConsistentHash,
-    Random,
-}
-
-impl Algorithm {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Algorithm::RoundRobin => "round_robin",
-            Algorithm::LeastConn => "least_conn",
-            Algorithm::IpHash => "ip_hash",
-            Algorithm::ConsistentHash => "consistent_hash",
-            Algorithm::Random => "random",
-        }
+keyword! {
+    pub enum Algorithm {
+        RoundRobin = "round_robin",
+        LeastConn = "least_conn",
+        IpHash = "ip_hash",
+        ConsistentHash = "consistent_hash",
+        Random = "random",
     }
 }
 
@@ -188,13 +248,14 @@ pub struct DnsDiscovery {
     pub interval: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HealthKind {
-    Http,
-    Tcp,
-    Postgres,
-    Mysql,
-    None,
+keyword! {
+    pub enum HealthKind {
+        Http = "http",
+        Tcp = "tcp",
+        Postgres = "postgres",
+        Mysql = "mysql",
+        None = "none",
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -275,11 +336,12 @@ impl Default for Timeouts {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamProtocol {
-    Http1,
-    H2,
-    H2c,
+keyword! {
+    pub enum UpstreamProtocol {
+        Http1 = "http1",
+        H2 = "h2",
+        H2c = "h2c",
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -329,16 +391,18 @@ pub enum RateLimitKey {
     Route,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RateLimitAlgorithm {
-    TokenBucket,
-    SlidingWindow,
+keyword! {
+    pub enum RateLimitAlgorithm {
+        TokenBucket = "token_bucket",
+        SlidingWindow = "sliding_window",
+    }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
-    Local,
-    Cluster,
+keyword! {
+    pub enum Scope {
+        Local = "local",
+        Cluster = "cluster",
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -389,11 +453,12 @@ pub struct RouteConfig {
     pub pool_pos: Pos,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TcpProtocol {
-    Tcp,
-    Postgres,
-    Mysql,
+keyword! {
+    pub enum TcpProtocol {
+        Tcp = "tcp",
+        Postgres = "postgres",
+        Mysql = "mysql",
+    }
 }
 
 #[derive(Debug, Clone)]

@@ -255,19 +255,10 @@ fn bounded(
     .unwrap_or(default)
 }
 
-fn choice<T: Copy>(
-    d: &mut Decoder,
-    m: &mut Map,
-    key: &'static str,
-    options: &[(&str, T)],
-    default: T,
-) -> T {
-    let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
-    let expected = format!("one of {}", names.join(" | "));
+/// A keyword key; the error lists every spelling ("one of a | b").
+fn choice<T: Keyword>(d: &mut Decoder, m: &mut Map, key: &'static str, default: T) -> T {
     get_with(d, m, key, |d, n, p| {
-        d.parse(n, p, &expected, |s| {
-            options.iter().find(|(name, _)| *name == s).map(|(_, v)| *v)
-        })
+        d.parse(n, p, &T::expected(), T::from_name)
     })
     .unwrap_or(default)
 }
@@ -312,45 +303,30 @@ fn read_server(d: &mut Decoder, node: &Node) -> Option<ServerConfig> {
 fn read_log(d: &mut Decoder, node: &Node) -> Option<LogConfig> {
     let mut m = d.map(node, "log")?;
     let level = get_with(d, &mut m, "level", |d, n, p| {
-        d.parse(
-            n,
-            p,
-            "one of error | warn | info | debug | trace",
-            parse_level,
-        )
+        d.parse(n, p, &LogLevel::expected(), parse_level)
     })
     .unwrap_or(log::LevelFilter::Info);
     let access_log = get_with(d, &mut m, "access_log", |d, n, p| {
         let s = d.string(n, p)?;
-        Some(match s.as_str() {
-            "stdout" => AccessLogTarget::Stdout,
-            "stderr" => AccessLogTarget::Stderr,
-            "off" => AccessLogTarget::Off,
-            "" => {
-                d.error(
-                    Pos::default(),
-                    p,
-                    "expected stdout | stderr | off | a file path",
-                );
-                return None;
-            }
-            path => AccessLogTarget::File(path.into()),
-        })
+        if s.is_empty() {
+            let expected = AccessLogKeyword::NAMES.join(" | ");
+            d.error(
+                Pos::default(),
+                p,
+                format!("expected {expected} | a file path"),
+            );
+            return None;
+        }
+        Some(AccessLogTarget::from_text(&s))
     })
     .unwrap_or(AccessLogTarget::Stdout);
     m.finish(d, |_| None);
     Some(LogConfig { level, access_log })
 }
 
+/// A log level, case-insensitively (`log.level`, `$SWITCHYARD_LOG`).
 pub fn parse_level(s: &str) -> Option<log::LevelFilter> {
-    match s.to_ascii_lowercase().as_str() {
-        "error" => Some(log::LevelFilter::Error),
-        "warn" => Some(log::LevelFilter::Warn),
-        "info" => Some(log::LevelFilter::Info),
-        "debug" => Some(log::LevelFilter::Debug),
-        "trace" => Some(log::LevelFilter::Trace),
-        _ => None,
-    }
+    LogLevel::from_name(&s.to_ascii_lowercase()).map(LogLevel::filter)
 }
 
 fn listen_addr(d: &mut Decoder, m: &mut Map, key: &'static str) -> Option<(SocketAddr, Pos)> {
@@ -478,17 +454,7 @@ fn read_tls(d: &mut Decoder, node: &Node, path: &str) -> Option<TlsConfig> {
     } else {
         ClientAuth::None
     };
-    let client_auth = choice(
-        d,
-        &mut m,
-        "client_auth",
-        &[
-            ("none", ClientAuth::None),
-            ("optional", ClientAuth::Optional),
-            ("require", ClientAuth::Require),
-        ],
-        default_auth,
-    );
+    let client_auth = choice(d, &mut m, "client_auth", default_auth);
     if client_auth != ClientAuth::None && client_ca_file.is_none() {
         d.error(
             m.key_pos("client_auth"),
@@ -496,13 +462,7 @@ fn read_tls(d: &mut Decoder, node: &Node, path: &str) -> Option<TlsConfig> {
             "needs client_ca_file",
         );
     }
-    let min_version = choice(
-        d,
-        &mut m,
-        "min_version",
-        &[("1.2", TlsVersion::Tls12), ("1.3", TlsVersion::Tls13)],
-        TlsVersion::Tls12,
-    );
+    let min_version = choice(d, &mut m, "min_version", TlsVersion::Tls12);
     if certificates.is_empty() && acme.is_none() {
         d.error(m.pos, path, "needs certificates or acme");
     }
@@ -622,19 +582,7 @@ fn read_pool(d: &mut Decoder, node: &Node, path: &str) -> Option<PoolConfig> {
     let mut m = d.map(node, path)?;
     let pos = m.value_pos("name");
     let name = required_string(d, &mut m, "name");
-    let algorithm = choice(
-        d,
-        &mut m,
-        "algorithm",
-        &[
-            ("round_robin", Algorithm::RoundRobin),
-            ("least_conn", Algorithm::LeastConn),
-            ("ip_hash", Algorithm::IpHash),
-            ("consistent_hash", Algorithm::ConsistentHash),
-            ("random", Algorithm::Random),
-        ],
-        Algorithm::RoundRobin,
-    );
+    let algorithm = choice(d, &mut m, "algorithm", Algorithm::RoundRobin);
     let hash_key_pos = m.key_pos("hash_key");
     let hash_key = get_with(d, &mut m, "hash_key", |d, n, p| {
         d.parse(
@@ -829,19 +777,7 @@ fn read_health_check(d: &mut Decoder, node: &Node, path: &str) -> Option<HealthC
     let mut m = d.map(node, path)?;
     let def = HealthCheckConfig::default();
     let kind = get_with(d, &mut m, "kind", |d, n, p| {
-        d.parse(
-            n,
-            p,
-            "one of http | tcp | postgres | mysql | none",
-            |s| match s {
-                "http" => Some(HealthKind::Http),
-                "tcp" => Some(HealthKind::Tcp),
-                "postgres" => Some(HealthKind::Postgres),
-                "mysql" => Some(HealthKind::Mysql),
-                "none" => Some(HealthKind::None),
-                _ => None,
-            },
-        )
+        d.parse(n, p, &HealthKind::expected(), HealthKind::from_name)
     });
     let hc_path = opt_string(d, &mut m, "path").unwrap_or(def.path);
     if !hc_path.starts_with('/') {
@@ -939,17 +875,7 @@ fn read_circuit_breaker(d: &mut Decoder, node: &Node, path: &str) -> Option<Circ
 
 fn read_upstream(d: &mut Decoder, node: &Node, path: &str) -> Option<UpstreamConfig> {
     let mut m = d.map(node, path)?;
-    let protocol = choice(
-        d,
-        &mut m,
-        "protocol",
-        &[
-            ("http1", UpstreamProtocol::Http1),
-            ("h2", UpstreamProtocol::H2),
-            ("h2c", UpstreamProtocol::H2c),
-        ],
-        UpstreamProtocol::Http1,
-    );
+    let protocol = choice(d, &mut m, "protocol", UpstreamProtocol::Http1);
     let tls = get_with(d, &mut m, "tls", |d, n, p| {
         let mut t = d.map(n, p)?;
         let v = UpstreamTls {
@@ -1055,23 +981,8 @@ fn read_rate_limit(d: &mut Decoder, node: &Node, path: &str) -> Option<RateLimit
         })
     })
     .unwrap_or(RateLimitKey::ClientIp);
-    let algorithm = choice(
-        d,
-        &mut m,
-        "algorithm",
-        &[
-            ("token_bucket", RateLimitAlgorithm::TokenBucket),
-            ("sliding_window", RateLimitAlgorithm::SlidingWindow),
-        ],
-        RateLimitAlgorithm::TokenBucket,
-    );
-    let scope = choice(
-        d,
-        &mut m,
-        "scope",
-        &[("local", Scope::Local), ("cluster", Scope::Cluster)],
-        Scope::Local,
-    );
+    let algorithm = choice(d, &mut m, "algorithm", RateLimitAlgorithm::TokenBucket);
+    let scope = choice(d, &mut m, "scope", Scope::Local);
     m.finish(d, |_| None);
     Some(RateLimitConfig {
         rate,
@@ -1213,17 +1124,7 @@ fn read_tcp_service(d: &mut Decoder, node: &Node, path: &str) -> Option<TcpServi
     let pos = m.value_pos("name");
     let name = required_string(d, &mut m, "name");
     let listen = listen_addr(d, &mut m, "listen");
-    let protocol = choice(
-        d,
-        &mut m,
-        "protocol",
-        &[
-            ("tcp", TcpProtocol::Tcp),
-            ("postgres", TcpProtocol::Postgres),
-            ("mysql", TcpProtocol::Mysql),
-        ],
-        TcpProtocol::Tcp,
-    );
+    let protocol = choice(d, &mut m, "protocol", TcpProtocol::Tcp);
     let pool_pos = m.value_pos("pool");
     let pool = required_string(d, &mut m, "pool");
     let idle_timeout = duration(d, &mut m, "idle_timeout", Duration::from_secs(3600));

@@ -1,7 +1,6 @@
 //! The typed, validated configuration (SPEC §3). Everything downstream reads these
 //! types; nothing re-parses strings from the file.
 
-use super::decode::Pos;
 use super::keyword::keyword;
 pub use super::keyword::Keyword;
 use http::header::{HeaderName, HeaderValue};
@@ -11,7 +10,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     pub server: ServerConfig,
     pub log: LogConfig,
@@ -24,7 +23,7 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServerConfig {
     pub threads: usize,
     pub pid_file: PathBuf,
@@ -130,7 +129,7 @@ impl LogLevel {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogConfig {
     pub level: log::LevelFilter,
     pub access_log: AccessLogTarget,
@@ -145,33 +144,28 @@ impl Default for LogConfig {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
     pub tokens: Vec<String>,
     pub allow: Vec<IpNet>,
     pub state_file: PathBuf,
-    pub pos: Pos,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetricsConfig {
     pub listen: SocketAddr,
-    pub pos: Pos,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerConfig {
     pub name: String,
     pub listen: SocketAddr,
     pub http2: bool,
     pub tls: Option<TlsConfig>,
-    /// Key path of this entry, e.g. `pools[2]` (reported in cross-reference errors).
-    pub path: String,
-    pub pos: Pos,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TlsConfig {
     pub certificates: Vec<CertificateFiles>,
     pub acme: Option<AcmeConfig>,
@@ -180,12 +174,10 @@ pub struct TlsConfig {
     pub min_version: TlsVersion,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertificateFiles {
     pub cert_file: PathBuf,
     pub key_file: PathBuf,
-    pub pos: Pos,
-    pub path: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -232,7 +224,7 @@ pub enum HashKey {
     Cookie(String),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BackendConfig {
     /// As written (`host:port`): the backend's name in the API, metrics and logs.
     pub address: String,
@@ -241,7 +233,7 @@ pub struct BackendConfig {
     pub backup: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DnsDiscovery {
     pub name: String,
     pub port: u16,
@@ -258,7 +250,7 @@ keyword! {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheckConfig {
     /// `None` = the default for how the pool is used (SPEC §3).
     pub kind: Option<HealthKind>,
@@ -290,7 +282,7 @@ impl Default for HealthCheckConfig {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CircuitBreakerConfig {
     pub failure_threshold: u32,
     pub on_5xx: bool,
@@ -311,13 +303,13 @@ impl Default for CircuitBreakerConfig {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StickyConfig {
     pub cookie: String,
     pub ttl: Option<Duration>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Timeouts {
     pub connect: Duration,
     pub read: Duration,
@@ -344,14 +336,14 @@ keyword! {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamTls {
     pub sni: Option<String>,
     pub verify: bool,
     pub ca_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UpstreamConfig {
     pub protocol: UpstreamProtocol,
     pub tls: Option<UpstreamTls>,
@@ -366,7 +358,7 @@ impl Default for UpstreamConfig {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PoolConfig {
     pub name: String,
     pub algorithm: Algorithm,
@@ -379,9 +371,6 @@ pub struct PoolConfig {
     pub retries: u32,
     pub timeouts: Timeouts,
     pub upstream: UpstreamConfig,
-    /// Key path of this entry, e.g. `pools[2]` (reported in cross-reference errors).
-    pub path: String,
-    pub pos: Pos,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -405,17 +394,16 @@ keyword! {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimitConfig {
     pub rate: u32,
     pub burst: u32,
     pub key: RateLimitKey,
     pub algorithm: RateLimitAlgorithm,
     pub scope: Scope,
-    pub pos: Pos,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HeaderEdits {
     pub set: Vec<(HeaderName, HeaderValue)>,
     pub add: Vec<(HeaderName, HeaderValue)>,
@@ -428,7 +416,7 @@ impl HeaderEdits {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteConfig {
     pub name: String,
     /// Empty = every HTTP listener.
@@ -447,10 +435,6 @@ pub struct RouteConfig {
     pub request_headers: HeaderEdits,
     pub response_headers: HeaderEdits,
     pub security_headers: bool,
-    /// Key path of this entry, e.g. `pools[2]` (reported in cross-reference errors).
-    pub path: String,
-    pub pos: Pos,
-    pub pool_pos: Pos,
 }
 
 keyword! {
@@ -461,24 +445,18 @@ keyword! {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TcpServiceConfig {
     pub name: String,
     pub listen: SocketAddr,
     pub protocol: TcpProtocol,
     pub pool: String,
     pub idle_timeout: Duration,
-    /// Key path of this entry, e.g. `pools[2]` (reported in cross-reference errors).
-    pub path: String,
-    pub pos: Pos,
-    pub listen_pos: Pos,
-    pub pool_pos: Pos,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterConfig {
     pub redis: String,
     /// The most a cluster-scope rate limit waits for Redis before deciding locally.
     pub timeout: Duration,
-    pub pos: Pos,
 }

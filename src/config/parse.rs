@@ -32,19 +32,26 @@ pub fn read_config(d: &mut Decoder, root: &Node) -> Option<Config> {
     let metrics = top.get("metrics").and_then(|n| read_metrics(d, n));
     let listeners = top
         .get("listeners")
-        .map(|n| d.list(n, "listeners", false, read_listener))
+        .map(|n| d.list(n, "listeners", false, item("listeners", read_listener)))
         .unwrap_or_default();
     let pools = top
         .get("pools")
-        .map(|n| d.list(n, "pools", false, read_pool))
+        .map(|n| d.list(n, "pools", false, item("pools", read_pool)))
         .unwrap_or_default();
     let routes = top
         .get("routes")
-        .map(|n| d.list(n, "routes", false, read_route))
+        .map(|n| d.list(n, "routes", false, item("routes", read_route)))
         .unwrap_or_default();
     let tcp_services = top
         .get("tcp_services")
-        .map(|n| d.list(n, "tcp_services", false, read_tcp_service))
+        .map(|n| {
+            d.list(
+                n,
+                "tcp_services",
+                false,
+                item("tcp_services", read_tcp_service),
+            )
+        })
         .unwrap_or_default();
     let cluster = top.get("cluster").and_then(|n| read_cluster(d, n));
     top.finish(d, |k| matches!(k, "http3" | "quic").then_some(HTTP3));
@@ -59,6 +66,18 @@ pub fn read_config(d: &mut Decoder, root: &Node) -> Option<Config> {
         tcp_services,
         cluster,
     })
+}
+
+/// `read`, recording in the side table which entries of `list` made it into the model.
+fn item<T>(
+    list: &'static str,
+    read: fn(&mut Decoder, &Node, &str) -> Option<T>,
+) -> impl FnMut(&mut Decoder, &Node, &str) -> Option<T> {
+    move |d, n, p| {
+        let v = read(d, n, p)?;
+        d.spans.item(list, p);
+        Some(v)
+    }
 }
 
 // ---------------------------------------------------------------------------
@@ -361,6 +380,7 @@ fn listen_addr(d: &mut Decoder, m: &mut Map, key: &'static str) -> Option<(Socke
 fn read_admin(d: &mut Decoder, node: &Node) -> Option<AdminConfig> {
     let mut m = d.map(node, "admin")?;
     let pos = m.pos;
+    d.spans.set("admin", pos);
     let listen = listen_addr(d, &mut m, "listen");
     let tokens = name_list(d, &mut m, "tokens", false);
     let allow_given = m.get("allow").is_some();
@@ -394,24 +414,20 @@ fn read_admin(d: &mut Decoder, node: &Node) -> Option<AdminConfig> {
         tokens,
         allow,
         state_file,
-        pos,
     })
 }
 
 fn read_metrics(d: &mut Decoder, node: &Node) -> Option<MetricsConfig> {
     let mut m = d.map(node, "metrics")?;
-    let pos = m.pos;
+    d.spans.set("metrics", m.pos);
     let listen = listen_addr(d, &mut m, "listen");
     m.finish(d, |_| None);
-    Some(MetricsConfig {
-        listen: listen?.0,
-        pos,
-    })
+    Some(MetricsConfig { listen: listen?.0 })
 }
 
 fn read_listener(d: &mut Decoder, node: &Node, path: &str) -> Option<ListenerConfig> {
     let mut m = d.map(node, path)?;
-    let pos = m.value_pos("name");
+    d.spans.set(path, m.value_pos("name"));
     let name = required_string(d, &mut m, "name");
     let listen = listen_addr(d, &mut m, "listen");
     let tls = get_with(d, &mut m, "tls", read_tls);
@@ -420,12 +436,10 @@ fn read_listener(d: &mut Decoder, node: &Node, path: &str) -> Option<ListenerCon
         matches!(k, "http3" | "quic" | "alt_svc").then_some(HTTP3)
     });
     Some(ListenerConfig {
-        path: path.to_string(),
         name: name?,
         listen: listen?.0,
         http2,
         tls,
-        pos,
     })
 }
 
@@ -434,15 +448,13 @@ fn read_tls(d: &mut Decoder, node: &Node, path: &str) -> Option<TlsConfig> {
     let certificates = get_with(d, &mut m, "certificates", |d, n, p| {
         Some(d.list(n, p, false, |d, n, p| {
             let mut c = d.map(n, p)?;
-            let pos = c.pos;
+            d.spans.set(p, c.pos);
             let cert_file = required_string(d, &mut c, "cert_file");
             let key_file = required_string(d, &mut c, "key_file");
             c.finish(d, |_| None);
             Some(CertificateFiles {
                 cert_file: cert_file?.into(),
                 key_file: key_file?.into(),
-                pos,
-                path: p.to_string(),
             })
         }))
     })
@@ -580,7 +592,7 @@ fn read_backend(d: &mut Decoder, node: &Node, path: &str) -> Option<(BackendConf
 
 fn read_pool(d: &mut Decoder, node: &Node, path: &str) -> Option<PoolConfig> {
     let mut m = d.map(node, path)?;
-    let pos = m.value_pos("name");
+    d.spans.set(path, m.value_pos("name"));
     let name = required_string(d, &mut m, "name");
     let algorithm = choice(d, &mut m, "algorithm", Algorithm::RoundRobin);
     let hash_key_pos = m.key_pos("hash_key");
@@ -673,7 +685,6 @@ fn read_pool(d: &mut Decoder, node: &Node, path: &str) -> Option<PoolConfig> {
     }
     m.finish(d, |_| None);
     Some(PoolConfig {
-        path: path.to_string(),
         name: name?,
         algorithm,
         hash_key: hash_key.unwrap_or(HashKey::ClientIp),
@@ -685,7 +696,6 @@ fn read_pool(d: &mut Decoder, node: &Node, path: &str) -> Option<PoolConfig> {
         retries,
         timeouts,
         upstream,
-        pos,
     })
 }
 
@@ -963,7 +973,7 @@ fn read_header_edits(d: &mut Decoder, node: &Node, path: &str) -> Option<HeaderE
 
 fn read_rate_limit(d: &mut Decoder, node: &Node, path: &str) -> Option<RateLimitConfig> {
     let mut m = d.map(node, path)?;
-    let pos = m.pos;
+    d.spans.set(path, m.pos);
     let rate_given = m.get("rate").is_some();
     let rate = bounded(d, &mut m, "rate", 0, 1, u32::MAX);
     if !rate_given {
@@ -990,13 +1000,13 @@ fn read_rate_limit(d: &mut Decoder, node: &Node, path: &str) -> Option<RateLimit
         key,
         algorithm,
         scope,
-        pos,
     })
 }
 
 fn read_route(d: &mut Decoder, node: &Node, path: &str) -> Option<RouteConfig> {
     let mut m = d.map(node, path)?;
     let pos = m.value_pos("name");
+    d.spans.set(path, pos);
     let name = required_string(d, &mut m, "name");
     let listeners = name_list(d, &mut m, "listeners", false);
     let hosts_path = m.child("host");
@@ -1048,7 +1058,7 @@ fn read_route(d: &mut Decoder, node: &Node, path: &str) -> Option<RouteConfig> {
         Some(out)
     })
     .unwrap_or_default();
-    let pool_pos = m.value_pos("pool");
+    d.spans.set(&m.child("pool"), m.value_pos("pool"));
     let pool = opt_string(d, &mut m, "pool");
     let strip_prefix = boolean(d, &mut m, "strip_prefix", false);
     let redirect_https = boolean(d, &mut m, "redirect_https", false);
@@ -1076,7 +1086,6 @@ fn read_route(d: &mut Decoder, node: &Node, path: &str) -> Option<RouteConfig> {
     }
     m.finish(d, |_| None);
     Some(RouteConfig {
-        path: path.to_string(),
         name: name?,
         listeners,
         hosts,
@@ -1092,8 +1101,6 @@ fn read_route(d: &mut Decoder, node: &Node, path: &str) -> Option<RouteConfig> {
         request_headers,
         response_headers,
         security_headers,
-        pos,
-        pool_pos,
     })
 }
 
@@ -1121,31 +1128,28 @@ fn parse_host_pattern(s: &str) -> Option<String> {
 
 fn read_tcp_service(d: &mut Decoder, node: &Node, path: &str) -> Option<TcpServiceConfig> {
     let mut m = d.map(node, path)?;
-    let pos = m.value_pos("name");
+    d.spans.set(path, m.value_pos("name"));
     let name = required_string(d, &mut m, "name");
     let listen = listen_addr(d, &mut m, "listen");
     let protocol = choice(d, &mut m, "protocol", TcpProtocol::Tcp);
-    let pool_pos = m.value_pos("pool");
+    d.spans.set(&m.child("pool"), m.value_pos("pool"));
     let pool = required_string(d, &mut m, "pool");
     let idle_timeout = duration(d, &mut m, "idle_timeout", Duration::from_secs(3600));
     m.finish(d, |_| None);
     let (listen, listen_pos) = listen?;
+    d.spans.set(&format!("{path}.listen"), listen_pos);
     Some(TcpServiceConfig {
-        path: path.to_string(),
         name: name?,
         listen,
         protocol,
         pool: pool?,
         idle_timeout,
-        pos,
-        listen_pos,
-        pool_pos,
     })
 }
 
 fn read_cluster(d: &mut Decoder, node: &Node) -> Option<ClusterConfig> {
     let mut m = d.map(node, "cluster")?;
-    let pos = m.pos;
+    d.spans.set("cluster", m.pos);
     let redis = get_with(d, &mut m, "redis", |d, n, p| {
         d.parse(n, p, "a redis://host:port/db URL", |s| {
             (s.starts_with("redis://") || s.starts_with("rediss://") || s.starts_with("unix://"))
@@ -1168,7 +1172,6 @@ fn read_cluster(d: &mut Decoder, node: &Node) -> Option<ClusterConfig> {
     Some(ClusterConfig {
         redis: redis?,
         timeout,
-        pos,
     })
 }
 

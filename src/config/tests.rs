@@ -178,3 +178,29 @@ fn backend_ip_literals_are_canonical() {
         .collect();
     assert_eq!(names, ["[::1]:80", "localhost:81"]);
 }
+
+#[test]
+fn a_moved_pool_keeps_its_definition() {
+    let a = accepted(&format!("{POOL}routes:\n  - {{ name: r, pool: web }}\n"));
+    let b = accepted(&format!(
+        "# moved\n\nroutes:\n  - {{ name: r, pool: web }}\n{POOL}"
+    ));
+    assert_eq!(a.pools, b.pools);
+    assert_eq!(a, b);
+    let c = accepted(&POOL.replace("18081", "18082"));
+    assert_ne!(a.pools, c.pools);
+}
+
+#[test]
+fn references_name_the_entry_as_written_even_after_a_bad_one() {
+    // pools[0] does not read, so the model's first pool is pools[1].
+    let yaml = "pools:\n  - name: broken\n  - name: web\n    backends: [{ address: 127.0.0.1:1 }]\n  - name: web\n    backends: [{ address: 127.0.0.1:2 }]\n";
+    let errs = errors(yaml);
+    assert!(
+        errs.contains(
+            &"t.yaml:5:11: pools[2].name: duplicate name \"web\" (first used by pools[1])"
+                .to_string()
+        ),
+        "{errs:#?}"
+    );
+}

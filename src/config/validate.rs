@@ -1,16 +1,16 @@
 //! Checks across sections: unique names, references between routes, pools, listeners
 //! and tcp_services, port clashes, what ACME and cluster-scope limits need.
 
-use super::decode::{Decoder, Pos};
+use super::decode::Decoder;
 use super::model::*;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 
 pub fn check(d: &mut Decoder, c: &Config) {
-    unique(d, c.listeners.iter().map(|l| (&l.name, l.pos, &l.path)));
-    unique(d, c.pools.iter().map(|p| (&p.name, p.pos, &p.path)));
-    unique(d, c.routes.iter().map(|r| (&r.name, r.pos, &r.path)));
-    unique(d, c.tcp_services.iter().map(|t| (&t.name, t.pos, &t.path)));
+    unique(d, "listeners", c.listeners.iter().map(|l| &l.name));
+    unique(d, "pools", c.pools.iter().map(|p| &p.name));
+    unique(d, "routes", c.routes.iter().map(|r| &r.name));
+    unique(d, "tcp_services", c.tcp_services.iter().map(|t| &t.name));
     references(d, c);
     ports(d, c);
     acme(d, c);
@@ -20,11 +20,12 @@ pub fn check(d: &mut Decoder, c: &Config) {
 /// HTTP-01 is the only challenge: the CA must reach a plaintext listener on port 80.
 fn acme(d: &mut Decoder, c: &Config) {
     let plaintext = c.listeners.iter().any(|l| l.tls.is_none());
-    for l in &c.listeners {
+    for (i, l) in c.listeners.iter().enumerate() {
         if l.tls.as_ref().is_some_and(|t| t.acme.is_some()) && !plaintext {
+            let path = d.spans.item_path("listeners", i);
             d.error(
-                l.pos,
-                &format!("{}.tls.acme", l.path),
+                d.spans.at(&path),
+                &format!("{path}.tls.acme"),
                 "needs a plaintext listener (port 80 for a public CA) to answer HTTP-01 challenges",
             );
         }
@@ -32,12 +33,13 @@ fn acme(d: &mut Decoder, c: &Config) {
 }
 
 /// A duplicate name is reported at its second occurrence.
-fn unique<'a>(d: &mut Decoder, entries: impl Iterator<Item = (&'a String, Pos, &'a String)>) {
-    let mut seen: HashMap<&str, &str> = HashMap::new();
-    for (name, pos, path) in entries {
+fn unique<'a>(d: &mut Decoder, list: &str, names: impl Iterator<Item = &'a String>) {
+    let mut seen: HashMap<&str, String> = HashMap::new();
+    for (i, name) in names.enumerate() {
+        let path = d.spans.item_path(list, i);
         if let Some(first) = seen.get(name.as_str()) {
             let message = format!("duplicate name {name:?} (first used by {first})");
-            d.error(pos, &format!("{path}.name"), message);
+            d.error(d.spans.at(&path), &format!("{path}.name"), message);
         } else {
             seen.insert(name, path);
         }
@@ -47,34 +49,40 @@ fn unique<'a>(d: &mut Decoder, entries: impl Iterator<Item = (&'a String, Pos, &
 fn references(d: &mut Decoder, c: &Config) {
     let pool_names: Vec<&str> = c.pools.iter().map(|p| p.name.as_str()).collect();
     let listener_names: Vec<&str> = c.listeners.iter().map(|l| l.name.as_str()).collect();
-    for r in &c.routes {
+    for (i, r) in c.routes.iter().enumerate() {
+        let route = d.spans.item_path("routes", i);
         if let Some(pool) = &r.pool {
             if !pool_names.contains(&pool.as_str()) {
-                let path = format!("{}.pool", r.path);
-                d.error(r.pool_pos, &path, format!("no pool named {pool:?}"));
+                let path = format!("{route}.pool");
+                d.error(d.spans.at(&path), &path, format!("no pool named {pool:?}"));
             }
         }
         for (j, l) in r.listeners.iter().enumerate() {
             if !listener_names.contains(&l.as_str()) {
-                let path = format!("{}.listeners[{j}]", r.path);
-                d.error(r.pos, &path, format!("no listener named {l:?}"));
+                let path = format!("{route}.listeners[{j}]");
+                d.error(
+                    d.spans.at(&route),
+                    &path,
+                    format!("no listener named {l:?}"),
+                );
             }
         }
     }
-    for t in &c.tcp_services {
-        let path = format!("{}.pool", t.path);
+    for (i, t) in c.tcp_services.iter().enumerate() {
+        let path = format!("{}.pool", d.spans.item_path("tcp_services", i));
+        let pool_pos = d.spans.at(&path);
         let used_by_routes = c
             .routes
             .iter()
             .any(|r| r.pool.as_deref() == Some(t.pool.as_str()));
         if !pool_names.contains(&t.pool.as_str()) {
-            d.error(t.pool_pos, &path, format!("no pool named {:?}", t.pool));
+            d.error(pool_pos, &path, format!("no pool named {:?}", t.pool));
         } else if used_by_routes {
             let message = format!(
                 "pool {:?} is used by routes too; a pool serves HTTP routes or TCP services, not both",
                 t.pool
             );
-            d.error(t.pool_pos, &path, message);
+            d.error(pool_pos, &path, message);
         }
     }
 }
@@ -85,34 +93,39 @@ fn overlaps(a: &SocketAddr, b: &SocketAddr) -> bool {
 
 fn ports(d: &mut Decoder, c: &Config) {
     let mut taken: Vec<(SocketAddr, String)> = Vec::new();
-    for l in &c.listeners {
+    for (i, l) in c.listeners.iter().enumerate() {
         if let Some((_, owner)) = taken.iter().find(|(a, _)| overlaps(a, &l.listen)) {
+            let path = d.spans.item_path("listeners", i);
             d.error(
-                l.pos,
-                &format!("{}.listen", l.path),
+                d.spans.at(&path),
+                &format!("{path}.listen"),
                 format!("{} is already used by {owner}", l.listen),
             );
         }
         taken.push((l.listen, format!("listener {:?}", l.name)));
     }
-    for t in &c.tcp_services {
+    for (i, t) in c.tcp_services.iter().enumerate() {
         if let Some((_, owner)) = taken.iter().find(|(a, _)| overlaps(a, &t.listen)) {
+            let path = format!("{}.listen", d.spans.item_path("tcp_services", i));
             d.error(
-                t.listen_pos,
-                &format!("{}.listen", t.path),
+                d.spans.at(&path),
+                &path,
                 format!("port {} is already used by {owner}", t.listen.port()),
             );
         }
         taken.push((t.listen, format!("tcp_service {:?}", t.name)));
     }
     let extra = [
-        c.admin.as_ref().map(|a| (a.listen, a.pos, "admin.listen")),
+        c.admin
+            .as_ref()
+            .map(|a| (a.listen, "admin", "admin.listen")),
         c.metrics
             .as_ref()
-            .map(|m| (m.listen, m.pos, "metrics.listen")),
+            .map(|m| (m.listen, "metrics", "metrics.listen")),
     ];
-    for (addr, pos, path) in extra.into_iter().flatten() {
+    for (addr, section, path) in extra.into_iter().flatten() {
         if let Some((_, owner)) = taken.iter().find(|(a, _)| overlaps(a, &addr)) {
+            let pos = d.spans.at(section);
             d.error(pos, path, format!("{addr} is already used by {owner}"));
         }
         taken.push((addr, path.to_string()));
@@ -121,12 +134,13 @@ fn ports(d: &mut Decoder, c: &Config) {
 
 /// `scope: cluster` needs somewhere to share the counts.
 fn cluster_scope(d: &mut Decoder, c: &Config) {
-    for r in &c.routes {
+    for (i, r) in c.routes.iter().enumerate() {
         if let Some(rl) = r.rate_limit.as_ref() {
             if rl.scope == Scope::Cluster && c.cluster.is_none() {
+                let path = format!("{}.rate_limit", d.spans.item_path("routes", i));
                 d.error(
-                    rl.pos,
-                    &format!("{}.rate_limit.scope", r.path),
+                    d.spans.at(&path),
+                    &format!("{path}.scope"),
                     "scope: cluster needs a cluster.redis section",
                 );
             }

@@ -6,6 +6,7 @@ pub mod files;
 pub mod keyword;
 pub mod model;
 pub mod parse;
+pub mod ser;
 pub mod spans;
 pub mod validate;
 pub mod value;

@@ -3,14 +3,16 @@
 
 use super::keyword::keyword;
 pub use super::keyword::Keyword;
+use super::ser;
 use http::header::{HeaderName, HeaderValue};
 use http::Method;
 use ipnet::IpNet;
+use serde::Serialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Config {
     pub server: ServerConfig,
     pub log: LogConfig,
@@ -23,18 +25,22 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ServerConfig {
     pub threads: usize,
     pub pid_file: PathBuf,
     pub upgrade_sock: PathBuf,
     pub user: Option<String>,
     pub group: Option<String>,
+    #[serde(serialize_with = "ser::duration")]
     pub grace_period: Duration,
+    #[serde(serialize_with = "ser::duration")]
     pub shutdown_timeout: Duration,
+    #[serde(serialize_with = "ser::display_list")]
     pub trusted_proxies: Vec<IpNet>,
     /// Clients refused on every HTTP listener (403) and tcp_service (closed), before
     /// routing (an extension of SPEC §3).
+    #[serde(serialize_with = "ser::display_list")]
     pub deny: Vec<IpNet>,
 }
 
@@ -129,9 +135,11 @@ impl LogLevel {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LogConfig {
+    #[serde(serialize_with = "ser::level")]
     pub level: log::LevelFilter,
+    #[serde(serialize_with = "ser::display")]
     pub access_log: AccessLogTarget,
 }
 
@@ -144,20 +152,22 @@ impl Default for LogConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    #[serde(serialize_with = "ser::redacted_list")]
     pub tokens: Vec<String>,
+    #[serde(serialize_with = "ser::display_list")]
     pub allow: Vec<IpNet>,
     pub state_file: PathBuf,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MetricsConfig {
     pub listen: SocketAddr,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ListenerConfig {
     pub name: String,
     pub listen: SocketAddr,
@@ -165,7 +175,7 @@ pub struct ListenerConfig {
     pub tls: Option<TlsConfig>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TlsConfig {
     pub certificates: Vec<CertificateFiles>,
     pub acme: Option<AcmeConfig>,
@@ -174,13 +184,14 @@ pub struct TlsConfig {
     pub min_version: TlsVersion,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CertificateFiles {
     pub cert_file: PathBuf,
+    #[serde(serialize_with = "ser::redacted")]
     pub key_file: PathBuf,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AcmeConfig {
     /// The account's contact (expiry and policy mail from the CA); optional.
     pub email: Option<String>,
@@ -224,19 +235,33 @@ pub enum HashKey {
     Cookie(String),
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl std::fmt::Display for HashKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HashKey::ClientIp => f.write_str("client_ip"),
+            HashKey::Uri => f.write_str("uri"),
+            HashKey::Path => f.write_str("path"),
+            HashKey::Header(h) => write!(f, "header:{h}"),
+            HashKey::Cookie(c) => write!(f, "cookie:{c}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BackendConfig {
     /// As written (`host:port`): the backend's name in the API, metrics and logs.
     pub address: String,
+    #[serde(skip)]
     pub addr: SocketAddr,
     pub weight: u32,
     pub backup: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DnsDiscovery {
     pub name: String,
     pub port: u16,
+    #[serde(serialize_with = "ser::duration")]
     pub interval: Duration,
 }
 
@@ -250,16 +275,19 @@ keyword! {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HealthCheckConfig {
     /// `None` = the default for how the pool is used (SPEC §3).
     pub kind: Option<HealthKind>,
     pub path: String,
     pub host: Option<String>,
+    #[serde(serialize_with = "ser::status_range")]
     pub expect_status: (u16, u16),
     pub user: Option<String>,
     pub database: Option<String>,
+    #[serde(serialize_with = "ser::duration")]
     pub interval: Duration,
+    #[serde(serialize_with = "ser::duration")]
     pub timeout: Duration,
     pub healthy_threshold: u32,
     pub unhealthy_threshold: u32,
@@ -282,10 +310,11 @@ impl Default for HealthCheckConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CircuitBreakerConfig {
     pub failure_threshold: u32,
     pub on_5xx: bool,
+    #[serde(serialize_with = "ser::duration")]
     pub open_for: Duration,
     pub half_open_requests: u32,
     pub max_connections: u32,
@@ -303,17 +332,22 @@ impl Default for CircuitBreakerConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StickyConfig {
     pub cookie: String,
+    #[serde(serialize_with = "ser::opt_duration")]
     pub ttl: Option<Duration>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Timeouts {
+    #[serde(serialize_with = "ser::duration")]
     pub connect: Duration,
+    #[serde(serialize_with = "ser::duration")]
     pub read: Duration,
+    #[serde(serialize_with = "ser::duration")]
     pub write: Duration,
+    #[serde(serialize_with = "ser::duration")]
     pub idle: Duration,
 }
 
@@ -336,14 +370,14 @@ keyword! {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UpstreamTls {
     pub sni: Option<String>,
     pub verify: bool,
     pub ca_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UpstreamConfig {
     pub protocol: UpstreamProtocol,
     pub tls: Option<UpstreamTls>,
@@ -358,12 +392,14 @@ impl Default for UpstreamConfig {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PoolConfig {
     pub name: String,
     pub algorithm: Algorithm,
+    #[serde(serialize_with = "ser::display")]
     pub hash_key: HashKey,
     pub backends: Vec<BackendConfig>,
+    #[serde(serialize_with = "ser::discovery")]
     pub discovery: Option<DnsDiscovery>,
     pub health_check: Option<HealthCheckConfig>,
     pub circuit_breaker: Option<CircuitBreakerConfig>,
@@ -380,6 +416,16 @@ pub enum RateLimitKey {
     Route,
 }
 
+impl std::fmt::Display for RateLimitKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RateLimitKey::ClientIp => f.write_str("client_ip"),
+            RateLimitKey::Route => f.write_str("route"),
+            RateLimitKey::Header(h) => write!(f, "header:{h}"),
+        }
+    }
+}
+
 keyword! {
     pub enum RateLimitAlgorithm {
         TokenBucket = "token_bucket",
@@ -394,19 +440,23 @@ keyword! {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RateLimitConfig {
     pub rate: u32,
     pub burst: u32,
+    #[serde(serialize_with = "ser::display")]
     pub key: RateLimitKey,
     pub algorithm: RateLimitAlgorithm,
     pub scope: Scope,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct HeaderEdits {
+    #[serde(serialize_with = "ser::header_values")]
     pub set: Vec<(HeaderName, HeaderValue)>,
+    #[serde(serialize_with = "ser::header_values")]
     pub add: Vec<(HeaderName, HeaderValue)>,
+    #[serde(serialize_with = "ser::display_list")]
     pub remove: Vec<HeaderName>,
 }
 
@@ -416,20 +466,25 @@ impl HeaderEdits {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RouteConfig {
     pub name: String,
     /// Empty = every HTTP listener.
     pub listeners: Vec<String>,
+    #[serde(rename = "host")]
     pub hosts: Vec<String>,
     pub path_prefix: Option<String>,
+    #[serde(serialize_with = "ser::display_list")]
     pub methods: Vec<Method>,
+    #[serde(serialize_with = "ser::header_texts")]
     pub headers: Vec<(HeaderName, String)>,
     /// `None` only for a route that always redirects to HTTPS.
     pub pool: Option<String>,
     pub strip_prefix: bool,
     pub redirect_https: bool,
+    #[serde(serialize_with = "ser::display_list")]
     pub allow: Vec<IpNet>,
+    #[serde(serialize_with = "ser::display_list")]
     pub deny: Vec<IpNet>,
     pub rate_limit: Option<RateLimitConfig>,
     pub request_headers: HeaderEdits,
@@ -445,18 +500,21 @@ keyword! {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TcpServiceConfig {
     pub name: String,
     pub listen: SocketAddr,
     pub protocol: TcpProtocol,
     pub pool: String,
+    #[serde(serialize_with = "ser::duration")]
     pub idle_timeout: Duration,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ClusterConfig {
+    #[serde(serialize_with = "ser::redacted")]
     pub redis: String,
     /// The most a cluster-scope rate limit waits for Redis before deciding locally.
+    #[serde(serialize_with = "ser::duration")]
     pub timeout: Duration,
 }

@@ -1,8 +1,8 @@
 //! Opens the files a configuration refers to (certificates, keys, CA bundles), so that
 //! `-t` and startup fail on an unreadable, unparsable or mismatched file.
 
-use super::decode::Decoder;
 use super::model::Config;
+use super::raw::Decoder;
 use pingora::tls::pkey::PKey;
 use pingora::tls::x509::X509;
 use std::path::Path;

@@ -81,7 +81,7 @@ pub(crate) use keyword;
 #[cfg(test)]
 mod tests {
     use super::Keyword;
-    use crate::config::model::*;
+    use crate::config::*;
 
     fn round_trip<K: Keyword + PartialEq + std::fmt::Debug>() {
         for (k, name) in K::ALL.iter().zip(K::NAMES) {

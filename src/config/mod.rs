@@ -1,22 +1,24 @@
 //! Configuration: YAML with spans → typed `Config`, with every error reported at once
 //! as `FILE:LINE:COL: key.path: what was expected` (SPEC §1, §3).
 
-pub mod decode;
 pub mod files;
 pub mod keyword;
 pub mod model;
 pub mod parse;
+pub mod raw;
+pub mod read;
 pub mod ser;
 pub mod spans;
 pub mod validate;
 pub mod value;
 
-pub use decode::Diagnostic;
 pub use model::*;
+pub use raw::Diagnostic;
+pub use value::{AccessLogKeyword, LogLevel};
 
-use decode::{Decoder, Pos};
 use marked_yaml::types::{MarkedScalarNode, Node};
 use marked_yaml::{parse_yaml_with_options, LoadError, LoaderOptions};
+use raw::{Decoder, Pos};
 use std::path::Path;
 
 /// A configuration that passed every check, with the warnings it produced.

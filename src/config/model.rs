@@ -68,73 +68,6 @@ pub enum AccessLogTarget {
     File(PathBuf),
 }
 
-keyword! {
-    /// The words `log.access_log` reads as a target rather than a file path.
-    pub enum AccessLogKeyword {
-        Stdout = "stdout",
-        Stderr = "stderr",
-        Off = "off",
-    }
-}
-
-impl AccessLogTarget {
-    /// `stdout`, `stderr` and `off` are keywords; anything else is a file path.
-    pub fn from_text(s: &str) -> AccessLogTarget {
-        match AccessLogKeyword::from_name(s) {
-            Some(AccessLogKeyword::Stdout) => AccessLogTarget::Stdout,
-            Some(AccessLogKeyword::Stderr) => AccessLogTarget::Stderr,
-            Some(AccessLogKeyword::Off) => AccessLogTarget::Off,
-            None => AccessLogTarget::File(s.into()),
-        }
-    }
-}
-
-impl std::fmt::Display for AccessLogTarget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let word = match self {
-            AccessLogTarget::Stdout => AccessLogKeyword::Stdout,
-            AccessLogTarget::Stderr => AccessLogKeyword::Stderr,
-            AccessLogTarget::Off => AccessLogKeyword::Off,
-            AccessLogTarget::File(p) => return write!(f, "{}", p.display()),
-        };
-        f.write_str(word.as_str())
-    }
-}
-
-keyword! {
-    /// `log.level` (and `$SWITCHYARD_LOG`, case-insensitively).
-    pub enum LogLevel {
-        Error = "error",
-        Warn = "warn",
-        Info = "info",
-        Debug = "debug",
-        Trace = "trace",
-    }
-}
-
-impl LogLevel {
-    pub fn filter(self) -> log::LevelFilter {
-        match self {
-            LogLevel::Error => log::LevelFilter::Error,
-            LogLevel::Warn => log::LevelFilter::Warn,
-            LogLevel::Info => log::LevelFilter::Info,
-            LogLevel::Debug => log::LevelFilter::Debug,
-            LogLevel::Trace => log::LevelFilter::Trace,
-        }
-    }
-
-    /// The keyword of a filter; `off` (never read from a file) reads as `error`.
-    pub fn of(filter: log::LevelFilter) -> LogLevel {
-        match filter {
-            log::LevelFilter::Off | log::LevelFilter::Error => LogLevel::Error,
-            log::LevelFilter::Warn => LogLevel::Warn,
-            log::LevelFilter::Info => LogLevel::Info,
-            log::LevelFilter::Debug => LogLevel::Debug,
-            log::LevelFilter::Trace => LogLevel::Trace,
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LogConfig {
     #[serde(serialize_with = "ser::level")]
@@ -233,18 +166,6 @@ pub enum HashKey {
     Path,
     Header(HeaderName),
     Cookie(String),
-}
-
-impl std::fmt::Display for HashKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            HashKey::ClientIp => f.write_str("client_ip"),
-            HashKey::Uri => f.write_str("uri"),
-            HashKey::Path => f.write_str("path"),
-            HashKey::Header(h) => write!(f, "header:{h}"),
-            HashKey::Cookie(c) => write!(f, "cookie:{c}"),
-        }
-    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -414,16 +335,6 @@ pub enum RateLimitKey {
     ClientIp,
     Header(HeaderName),
     Route,
-}
-
-impl std::fmt::Display for RateLimitKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            RateLimitKey::ClientIp => f.write_str("client_ip"),
-            RateLimitKey::Route => f.write_str("route"),
-            RateLimitKey::Header(h) => write!(f, "header:{h}"),
-        }
-    }
 }
 
 keyword! {

@@ -74,7 +74,7 @@ pub fn status_range<S: Serializer>(r: &(u16, u16), s: S) -> Result<S::Ok, S::Err
 }
 
 pub fn level<S: Serializer>(l: &log::LevelFilter, s: S) -> Result<S::Ok, S::Error> {
-    s.serialize_str(super::model::LogLevel::of(*l).as_str())
+    s.serialize_str(super::value::LogLevel::of(*l).as_str())
 }
 
 /// `discovery` as written: `{dns: {...}}`.

@@ -2,7 +2,7 @@
 //! filled by the readers and used only for diagnostics, so the typed model stays free of
 //! file positions and compares equal however a definition moves in the file.
 
-use super::decode::Pos;
+use super::raw::Pos;
 use std::collections::HashMap;
 
 #[derive(Debug, Default)]

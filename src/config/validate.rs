@@ -1,8 +1,8 @@
 //! Checks across sections: unique names, references between routes, pools, listeners
 //! and tcp_services, port clashes, what ACME and cluster-scope limits need.
 
-use super::decode::Decoder;
 use super::model::*;
+use super::raw::Decoder;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 

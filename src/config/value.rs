@@ -1,9 +1,15 @@
 //! Value types written in the configuration and the admin API, each with `FromStr`
 //! (the accepted grammar) and `Display` (the canonical spelling).
 
+use super::keyword::keyword;
+use super::keyword::Keyword;
+use super::model::{AccessLogTarget, HashKey, RateLimitKey};
+use http::header::HeaderName;
+use ipnet::IpNet;
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, ToSocketAddrs};
 use std::str::FromStr;
+use std::time::Duration;
 
 /// The host part of a backend address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -103,6 +109,214 @@ impl BackendAddr {
     }
 }
 
+// ---------------------------------------------------------------------------
+// keyword-like values
+
+keyword! {
+    /// The words `log.access_log` reads as a target rather than a file path.
+    pub enum AccessLogKeyword {
+        Stdout = "stdout",
+        Stderr = "stderr",
+        Off = "off",
+    }
+}
+
+impl AccessLogTarget {
+    /// `stdout`, `stderr` and `off` are keywords; anything else is a file path.
+    pub fn from_text(s: &str) -> AccessLogTarget {
+        match AccessLogKeyword::from_name(s) {
+            Some(AccessLogKeyword::Stdout) => AccessLogTarget::Stdout,
+            Some(AccessLogKeyword::Stderr) => AccessLogTarget::Stderr,
+            Some(AccessLogKeyword::Off) => AccessLogTarget::Off,
+            None => AccessLogTarget::File(s.into()),
+        }
+    }
+}
+
+impl std::fmt::Display for AccessLogTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let word = match self {
+            AccessLogTarget::Stdout => AccessLogKeyword::Stdout,
+            AccessLogTarget::Stderr => AccessLogKeyword::Stderr,
+            AccessLogTarget::Off => AccessLogKeyword::Off,
+            AccessLogTarget::File(p) => return write!(f, "{}", p.display()),
+        };
+        f.write_str(word.as_str())
+    }
+}
+
+keyword! {
+    /// `log.level` (and `$SWITCHYARD_LOG`, case-insensitively).
+    pub enum LogLevel {
+        Error = "error",
+        Warn = "warn",
+        Info = "info",
+        Debug = "debug",
+        Trace = "trace",
+    }
+}
+
+impl LogLevel {
+    pub fn filter(self) -> log::LevelFilter {
+        match self {
+            LogLevel::Error => log::LevelFilter::Error,
+            LogLevel::Warn => log::LevelFilter::Warn,
+            LogLevel::Info => log::LevelFilter::Info,
+            LogLevel::Debug => log::LevelFilter::Debug,
+            LogLevel::Trace => log::LevelFilter::Trace,
+        }
+    }
+
+    /// The keyword of a filter; `off` (never read from a file) reads as `error`.
+    pub fn of(filter: log::LevelFilter) -> LogLevel {
+        match filter {
+            log::LevelFilter::Off | log::LevelFilter::Error => LogLevel::Error,
+            log::LevelFilter::Warn => LogLevel::Warn,
+            log::LevelFilter::Info => LogLevel::Info,
+            log::LevelFilter::Debug => LogLevel::Debug,
+            log::LevelFilter::Trace => LogLevel::Trace,
+        }
+    }
+}
+
+impl std::fmt::Display for HashKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HashKey::ClientIp => f.write_str("client_ip"),
+            HashKey::Uri => f.write_str("uri"),
+            HashKey::Path => f.write_str("path"),
+            HashKey::Header(h) => write!(f, "header:{h}"),
+            HashKey::Cookie(c) => write!(f, "cookie:{c}"),
+        }
+    }
+}
+
+impl std::fmt::Display for RateLimitKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RateLimitKey::ClientIp => f.write_str("client_ip"),
+            RateLimitKey::Route => f.write_str("route"),
+            RateLimitKey::Header(h) => write!(f, "header:{h}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// the grammar of the other values
+
+pub fn parse_duration(s: &str) -> Option<Duration> {
+    if !s.starts_with(|c: char| c.is_ascii_digit()) {
+        return None;
+    }
+    humantime::parse_duration(s).ok()
+}
+
+/// A listen address: an IP literal and a port (names would bind unpredictably).
+pub fn parse_listen(s: &str) -> Option<SocketAddr> {
+    s.parse::<SocketAddr>().ok().filter(|a| a.port() != 0)
+}
+
+pub fn parse_cidr(s: &str) -> Option<IpNet> {
+    s.parse::<IpNet>()
+        .ok()
+        .or_else(|| s.parse::<IpAddr>().ok().map(IpNet::from))
+}
+
+/// A log level, case-insensitively (`log.level`, `$SWITCHYARD_LOG`).
+pub fn parse_level(s: &str) -> Option<log::LevelFilter> {
+    LogLevel::from_name(&s.to_ascii_lowercase()).map(LogLevel::filter)
+}
+
+/// Letters, digits and inner hyphens in dot-separated labels. A single label (`localhost`)
+/// is left for the CA to accept or refuse.
+pub fn is_dns_name(name: &str) -> bool {
+    name.len() <= 253
+        && name.split('.').all(|label| {
+            (1..=63).contains(&label.len())
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        })
+}
+
+/// An RFC 7230 token, what RFC 6265 allows as a cookie name.
+pub fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+pub fn parse_header_name(s: &str) -> Option<HeaderName> {
+    HeaderName::from_bytes(s.as_bytes()).ok()
+}
+
+pub fn parse_hash_key(s: &str) -> Option<HashKey> {
+    match s {
+        "client_ip" => Some(HashKey::ClientIp),
+        "uri" => Some(HashKey::Uri),
+        "path" => Some(HashKey::Path),
+        _ => {
+            if let Some(h) = s.strip_prefix("header:") {
+                parse_header_name(h).map(HashKey::Header)
+            } else if let Some(c) = s.strip_prefix("cookie:") {
+                (!c.is_empty()).then(|| HashKey::Cookie(c.to_string()))
+            } else {
+                None
+            }
+        }
+    }
+}
+
+pub fn parse_status_range(s: &str) -> Option<(u16, u16)> {
+    let valid = |v: u16| (100..=599).contains(&v);
+    let (lo, hi) = match s.split_once('-') {
+        Some((a, b)) => (a.trim().parse().ok()?, b.trim().parse().ok()?),
+        None => {
+            let v = s.trim().parse().ok()?;
+            (v, v)
+        }
+    };
+    (valid(lo) && valid(hi) && lo <= hi).then_some((lo, hi))
+}
+
+/// `/v1/` and `/v1` match the same requests (segment boundary); `/` stays `/`.
+pub fn normalize_prefix(p: &str) -> String {
+    let trimmed = p.trim_end_matches('/');
+    if trimmed.is_empty() {
+        "/".to_string()
+    } else {
+        trimmed.to_string()
+    }
+}
+
+pub fn parse_host_pattern(s: &str) -> Option<String> {
+    let lower = s.to_ascii_lowercase();
+    let name = lower.strip_prefix("*.").unwrap_or(&lower);
+    let ok = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-' || c == '_')
+        && !name.starts_with('.')
+        && !name.ends_with('.');
+    ok.then_some(lower)
+}
+
+/// A backend address: `host:port` in canonical form (see [`BackendAddr`]) and the
+/// socket address it resolves to (the first one). The config file and the admin API
+/// both go through here.
+pub fn backend_address(s: &str) -> Result<(String, SocketAddr), String> {
+    let a: BackendAddr = s.parse()?;
+    let addr = a.resolve()?;
+    Ok((a.to_string(), addr))
+}
+
+/// [`backend_address`] without the canonical name.
+pub fn resolve_backend(s: &str) -> Result<SocketAddr, String> {
+    backend_address(s).map(|(_, addr)| addr)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -156,5 +370,36 @@ mod tests {
     fn literals_resolve_without_dns() {
         let a: BackendAddr = "127.0.0.1:9".parse().unwrap();
         assert_eq!(a.resolve(), Ok(SocketAddr::from(([127, 0, 0, 1], 9))));
+    }
+
+    #[test]
+    fn durations_need_a_unit() {
+        assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_duration("2m"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_duration("1h"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("5"), None);
+        assert_eq!(parse_duration("fast"), None);
+    }
+
+    #[test]
+    fn host_port_forms() {
+        assert!(resolve_backend("127.0.0.1:80").is_ok());
+        assert!(resolve_backend("[::1]:80").is_ok());
+        assert!(resolve_backend("127.0.0.1").is_err());
+        assert!(resolve_backend("127.000.0.1:80").is_err());
+    }
+
+    #[test]
+    fn status_ranges() {
+        assert_eq!(parse_status_range("200"), Some((200, 200)));
+        assert_eq!(parse_status_range("200-399"), Some((200, 399)));
+        assert_eq!(parse_status_range("399-200"), None);
+        assert_eq!(parse_status_range("99"), None);
+    }
+
+    #[test]
+    fn prefixes_are_segment_normalized() {
+        assert_eq!(normalize_prefix("/v1/"), "/v1");
+        assert_eq!(normalize_prefix("/"), "/");
     }
 }

@@ -2,4 +2,6 @@
 //! value grammar shared with the admin API and `$SWITCHYARD_LOG` (see `value`).
 
 pub use super::read::{read_config, MAX_THREADS};
-pub use super::value::{backend_address, parse_duration, parse_level, resolve_backend};
+pub use super::value::{
+    backend_address, lookup_backend, parse_duration, parse_level, resolve_backend,
+};

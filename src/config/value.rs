@@ -83,16 +83,31 @@ impl fmt::Display for BackendAddr {
 }
 
 impl BackendAddr {
-    /// The socket address to connect to: the literal, or the first address the name
-    /// resolves to. Blocks on DNS for a name; async code uses [`BackendAddr::lookup`].
+    /// The socket address to connect to: the literal (no DNS), or the first address the
+    /// name resolves to. Blocks on DNS for a name (through `block_in_place` on a
+    /// multi-thread runtime worker); async code uses [`BackendAddr::lookup`].
     pub fn resolve(&self) -> Result<SocketAddr, String> {
         match &self.host {
             Host::Ip(ip) => Ok(SocketAddr::new(*ip, self.port)),
-            Host::Name(name) => (name.as_str(), self.port)
-                .to_socket_addrs()
-                .ok()
-                .and_then(|mut it| it.next())
-                .ok_or_else(|| format!("{:?} does not resolve", self.to_string())),
+            Host::Name(name) => {
+                let resolve = || {
+                    (name.as_str(), self.port)
+                        .to_socket_addrs()
+                        .ok()
+                        .and_then(|mut it| it.next())
+                };
+                // On a worker of a multi-thread runtime (Pool::rebuild), hand the
+                // worker's other tasks off first; elsewhere just block.
+                let on_worker = tokio::runtime::Handle::try_current().is_ok_and(|h| {
+                    h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+                });
+                let found = if on_worker {
+                    tokio::task::block_in_place(resolve)
+                } else {
+                    resolve()
+                };
+                found.ok_or_else(|| format!("{:?} does not resolve", self.to_string()))
+            }
         }
     }
 
@@ -312,6 +327,14 @@ pub fn backend_address(s: &str) -> Result<(String, SocketAddr), String> {
     Ok((a.to_string(), addr))
 }
 
+/// [`backend_address`] for async code: a name is resolved by `tokio::net::lookup_host`
+/// instead of blocking a runtime thread.
+pub async fn lookup_backend(s: &str) -> Result<(String, SocketAddr), String> {
+    let a: BackendAddr = s.parse()?;
+    let addr = a.lookup().await?;
+    Ok((a.to_string(), addr))
+}
+
 /// [`backend_address`] without the canonical name.
 pub fn resolve_backend(s: &str) -> Result<SocketAddr, String> {
     backend_address(s).map(|(_, addr)| addr)
@@ -364,6 +387,24 @@ mod tests {
             let e = canon(bad).unwrap_err();
             assert!(e.ends_with("is not host:port"), "{bad}: {e}");
         }
+    }
+
+    #[tokio::test]
+    async fn async_lookup_matches_the_blocking_one() {
+        for s in ["127.0.0.1:9", "[::1]:9", "localhost:9"] {
+            assert_eq!(lookup_backend(s).await, backend_address(s), "{s}");
+        }
+        assert!(lookup_backend("127.000.0.1:9").await.is_err());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn blocking_resolve_is_safe_on_a_worker() {
+        assert!(resolve_backend("localhost:9").is_ok());
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn blocking_resolve_is_safe_on_a_current_thread_runtime() {
+        assert!(resolve_backend("localhost:9").is_ok());
     }
 
     #[test]

@@ -204,3 +204,26 @@ fn references_name_the_entry_as_written_even_after_a_bad_one() {
         "{errs:#?}"
     );
 }
+
+#[test]
+fn unknown_keys_list_each_known_key_once() {
+    let yaml = format!(
+        "{POOL}routes:\n  - name: r\n    pool: web\n    rate_limit: {{ rate: 5, rat: 1 }}\n"
+    );
+    refused(
+        &yaml,
+        "t.yaml:8:28: routes[0].rate_limit.rat: unknown key \"rat\" (expected one of: rate, burst, key, algorithm, scope)",
+    );
+}
+
+#[test]
+fn missing_required_keys_are_reported_at_their_mapping() {
+    refused(
+        &format!("{POOL}routes:\n  - name: r\n    pool: web\n    rate_limit: {{ burst: 5 }}\n"),
+        "t.yaml:8:17: routes[0].rate_limit.rate: is required",
+    );
+    refused(
+        &format!("{POOL}cluster:\n  timeout: 5ms\n"),
+        "t.yaml:6:10: cluster.redis: is required",
+    );
+}

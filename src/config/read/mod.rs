@@ -16,6 +16,7 @@ use super::keyword::Keyword;
 use super::model::*;
 use super::raw::{Decoder, Map, Pos};
 use super::value::*;
+use http::header::HeaderName;
 use ipnet::IpNet;
 use marked_yaml::types::Node;
 use std::net::SocketAddr;
@@ -121,22 +122,62 @@ fn opt_path(d: &mut Decoder, m: &mut Map, key: &'static str) -> Option<PathBuf> 
     opt_string(d, m, key).map(PathBuf::from)
 }
 
-fn required_string(d: &mut Decoder, m: &mut Map, key: &'static str) -> Option<String> {
+/// A key that must be written: "is required" at the mapping when it is not.
+fn required<T>(
+    d: &mut Decoder,
+    m: &mut Map,
+    key: &'static str,
+    read: impl FnOnce(&mut Decoder, &Node, &str) -> Option<T>,
+) -> Option<T> {
     let path = m.child(key);
     match m.get(key) {
-        Some(n) => {
-            let s = d.string(n, &path)?;
-            if s.is_empty() {
-                d.error(m.key_pos(key), &path, "must not be empty");
-                return None;
-            }
-            Some(s)
-        }
+        Some(n) => read(d, n, &path),
         None => {
             d.error(m.pos, &path, "is required");
             None
         }
     }
+}
+
+fn required_string(d: &mut Decoder, m: &mut Map, key: &'static str) -> Option<String> {
+    let key_pos = m.key_pos(key);
+    required(d, m, key, |d, n, path| {
+        let s = d.string(n, path)?;
+        if s.is_empty() {
+            d.error(key_pos, path, "must not be empty");
+            return None;
+        }
+        Some(s)
+    })
+}
+
+/// A `{header-name: value}` mapping; `value` reads each value.
+fn header_map<T>(
+    d: &mut Decoder,
+    n: &Node,
+    p: &str,
+    mut value: impl FnMut(&mut Decoder, &Node, &str) -> Option<T>,
+) -> Option<Vec<(HeaderName, T)>> {
+    let Some(map) = n.as_mapping() else {
+        d.error(Pos::of(n.span()), p, "expected a mapping of header: value");
+        return None;
+    };
+    let mut out = Vec::new();
+    for (k, v) in map.iter() {
+        let kp = format!("{p}.{}", k.as_str());
+        let name = parse_header_name(k.as_str());
+        if name.is_none() {
+            d.error(
+                Pos::of(k.span()),
+                &kp,
+                format!("{:?} is not a valid header name", k.as_str()),
+            );
+        }
+        if let (Some(name), Some(value)) = (name, value(d, v, &kp)) {
+            out.push((name, value));
+        }
+    }
+    Some(out)
 }
 
 fn get_with<T>(
@@ -235,21 +276,23 @@ fn bounded(
     min: u32,
     max: u32,
 ) -> u32 {
-    get_with(d, m, key, |d, n, p| {
-        let s = d.scalar(n, p, "a whole number")?;
-        match s.text.parse::<u32>() {
-            Ok(v) if (min..=max).contains(&v) => Some(v),
-            _ => {
-                d.error(
-                    s.pos,
-                    p,
-                    format!("{:?} is not a whole number from {min} to {max}", s.text),
-                );
-                None
-            }
+    get_with(d, m, key, |d, n, p| whole(d, n, p, min, max)).unwrap_or(default)
+}
+
+/// A whole number from `min` to `max`.
+fn whole(d: &mut Decoder, n: &Node, p: &str, min: u32, max: u32) -> Option<u32> {
+    let s = d.scalar(n, p, "a whole number")?;
+    match s.text.parse::<u32>() {
+        Ok(v) if (min..=max).contains(&v) => Some(v),
+        _ => {
+            d.error(
+                s.pos,
+                p,
+                format!("{:?} is not a whole number from {min} to {max}", s.text),
+            );
+            None
         }
-    })
-    .unwrap_or(default)
+    }
 }
 
 /// A keyword key; the error lists every spelling ("one of a | b").
@@ -268,30 +311,22 @@ fn name_list(d: &mut Decoder, m: &mut Map, key: &'static str, scalar_ok: bool) -
 }
 
 fn listen_addr(d: &mut Decoder, m: &mut Map, key: &'static str) -> Option<(SocketAddr, Pos)> {
-    let path = m.child(key);
-    let pos = m.key_pos(key);
-    match m.get(key) {
-        Some(n) => {
-            let s = d.scalar(n, &path, "ip:port")?;
-            if s.text.starts_with("quic") || s.text.starts_with("udp") {
-                d.error(s.pos, &path, HTTP3);
-                return None;
-            }
-            match parse_listen(&s.text) {
-                Some(a) => Some((a, s.pos)),
-                None => {
-                    d.error(
-                        s.pos,
-                        &path,
-                        format!("{:?} is not ip:port (e.g. 0.0.0.0:80 or [::]:443)", s.text),
-                    );
-                    None
-                }
+    required(d, m, key, |d, n, path| {
+        let s = d.scalar(n, path, "ip:port")?;
+        if s.text.starts_with("quic") || s.text.starts_with("udp") {
+            d.error(s.pos, path, HTTP3);
+            return None;
+        }
+        match parse_listen(&s.text) {
+            Some(a) => Some((a, s.pos)),
+            None => {
+                d.error(
+                    s.pos,
+                    path,
+                    format!("{:?} is not ip:port (e.g. 0.0.0.0:80 or [::]:443)", s.text),
+                );
+                None
             }
         }
-        None => {
-            d.error(pos, &path, "is required");
-            None
-        }
-    }
+    })
 }

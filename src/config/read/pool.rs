@@ -11,23 +11,16 @@ pub(super) fn read_backend(
     path: &str,
 ) -> Option<(BackendConfig, Pos, String)> {
     let mut m = d.map(node, path)?;
-    let addr_path = m.child("address");
-    let address = match m.get("address") {
-        Some(n) => {
-            d.scalar(n, &addr_path, "host:port")
-                .and_then(|s| match backend_address(&s.text) {
-                    Ok(v) => Some((v, s.pos)),
-                    Err(e) => {
-                        d.error(s.pos, &addr_path, e);
-                        None
-                    }
-                })
+    let address = required(d, &mut m, "address", |d, n, p| {
+        let s = d.scalar(n, p, "host:port")?;
+        match backend_address(&s.text) {
+            Ok(v) => Some((v, s.pos)),
+            Err(e) => {
+                d.error(s.pos, p, e);
+                None
+            }
         }
-        None => {
-            d.error(m.pos, &addr_path, "is required");
-            None
-        }
-    };
+    });
     let weight = bounded(d, &mut m, "weight", 1, 1, 1000);
     let backup = boolean(d, &mut m, "backup", false);
     m.finish(d, |_| None);

@@ -37,26 +37,7 @@ pub(super) fn read_route(d: &mut Decoder, node: &Node, path: &str) -> Option<Rou
         })
         .unwrap_or_default();
     let headers = get_with(d, &mut m, "headers", |d, n, p| {
-        let Some(map) = n.as_mapping() else {
-            d.error(Pos::of(n.span()), p, "expected a mapping of header: value");
-            return None;
-        };
-        let mut out = Vec::new();
-        for (k, v) in map.iter() {
-            let kp = format!("{p}.{}", k.as_str());
-            let name = parse_header_name(k.as_str());
-            if name.is_none() {
-                d.error(
-                    Pos::of(k.span()),
-                    &kp,
-                    format!("{:?} is not a valid header name", k.as_str()),
-                );
-            }
-            if let (Some(name), Some(value)) = (name, d.string(v, &kp)) {
-                out.push((name, value));
-            }
-        }
-        Some(out)
+        header_map(d, n, p, |d, v, kp| d.string(v, kp))
     })
     .unwrap_or_default();
     d.spans.set(&m.child("pool"), m.value_pos("pool"));
@@ -108,44 +89,23 @@ pub(super) fn read_route(d: &mut Decoder, node: &Node, path: &str) -> Option<Rou
 pub(super) fn read_header_edits(d: &mut Decoder, node: &Node, path: &str) -> Option<HeaderEdits> {
     let mut m = d.map(node, path)?;
     let pairs = |d: &mut Decoder, m: &mut Map, key: &'static str| {
-        let p = m.child(key);
-        let Some(n) = m.get(key) else {
-            return Vec::new();
-        };
-        let Some(map) = n.as_mapping() else {
-            d.error(Pos::of(n.span()), &p, "expected a mapping of header: value");
-            return Vec::new();
-        };
-        let mut out = Vec::new();
-        for (k, v) in map.iter() {
-            let kp = format!("{p}.{}", k.as_str());
-            let name = parse_header_name(k.as_str());
-            if name.is_none() {
-                d.error(
-                    Pos::of(k.span()),
-                    &kp,
-                    format!("{:?} is not a valid header name", k.as_str()),
-                );
-            }
-            let value =
-                d.scalar(v, &kp, "a header value").and_then(|s| {
-                    match HeaderValue::from_str(&s.text) {
-                        Ok(v) => Some(v),
-                        Err(_) => {
-                            d.error(
-                                s.pos,
-                                &kp,
-                                format!("{:?} is not a valid header value", s.text),
-                            );
-                            None
-                        }
+        get_with(d, m, key, |d, n, p| {
+            header_map(d, n, p, |d, v, kp| {
+                let s = d.scalar(v, kp, "a header value")?;
+                match HeaderValue::from_str(&s.text) {
+                    Ok(v) => Some(v),
+                    Err(_) => {
+                        d.error(
+                            s.pos,
+                            kp,
+                            format!("{:?} is not a valid header value", s.text),
+                        );
+                        None
                     }
-                });
-            if let (Some(n), Some(v)) = (name, value) {
-                out.push((n, v));
-            }
-        }
-        out
+                }
+            })
+        })
+        .unwrap_or_default()
     };
     let set = pairs(d, &mut m, "set");
     let add = pairs(d, &mut m, "add");
@@ -165,11 +125,7 @@ pub(super) fn read_header_edits(d: &mut Decoder, node: &Node, path: &str) -> Opt
 pub(super) fn read_rate_limit(d: &mut Decoder, node: &Node, path: &str) -> Option<RateLimitConfig> {
     let mut m = d.map(node, path)?;
     d.spans.set(path, m.pos);
-    let rate_given = m.get("rate").is_some();
-    let rate = bounded(d, &mut m, "rate", 0, 1, u32::MAX);
-    if !rate_given {
-        d.error(m.pos, &m.child("rate"), "is required");
-    }
+    let rate = required(d, &mut m, "rate", |d, n, p| whole(d, n, p, 1, u32::MAX)).unwrap_or(0);
     let burst = bounded(d, &mut m, "burst", rate, 1, u32::MAX);
     let key = get_with(d, &mut m, "key", |d, n, p| {
         d.parse(n, p, "client_ip | header:NAME | route", |s| match s {

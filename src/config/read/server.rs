@@ -107,15 +107,12 @@ pub(super) fn read_metrics(d: &mut Decoder, node: &Node) -> Option<MetricsConfig
 pub(super) fn read_cluster(d: &mut Decoder, node: &Node) -> Option<ClusterConfig> {
     let mut m = d.map(node, "cluster")?;
     d.spans.set("cluster", m.pos);
-    let redis = get_with(d, &mut m, "redis", |d, n, p| {
+    let redis = required(d, &mut m, "redis", |d, n, p| {
         d.parse(n, p, "a redis://host:port/db URL", |s| {
             (s.starts_with("redis://") || s.starts_with("rediss://") || s.starts_with("unix://"))
                 .then(|| s.to_string())
         })
     });
-    if m.get("redis").is_none() {
-        d.error(m.pos, "cluster.redis", "is required");
-    }
     let timeout = duration(d, &mut m, "timeout", Duration::from_millis(20));
     if timeout.is_zero() || timeout > Duration::from_secs(10) {
         let pos = m.key_pos("timeout");

@@ -7,14 +7,11 @@ pub(super) fn read_discovery(d: &mut Decoder, node: &Node, path: &str) -> Option
     let dns = get_with(d, &mut m, "dns", |d, n, p| {
         let mut s = d.map(n, p)?;
         let name = required_string(d, &mut s, "name");
-        let port = get_with(d, &mut s, "port", |d, n, p| {
+        let port = required(d, &mut s, "port", |d, n, p| {
             d.parse(n, p, "a port number 1-65535", |v| {
                 v.parse::<u16>().ok().filter(|p| *p > 0)
             })
         });
-        if port.is_none() && s.get("port").is_none() {
-            d.error(s.pos, &s.child("port"), "is required");
-        }
         let interval = duration_within(
             d,
             &mut s,

@@ -2,10 +2,13 @@
 //! and tcp_services, port clashes, what ACME and cluster-scope limits need.
 
 use super::model::*;
-use super::raw::Decoder;
+use super::raw::{Decoder, Pos};
+use super::value::{is_dns_name, is_token};
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::time::Duration;
 
+/// The checks that need the whole configuration (run once it is read).
 pub fn check(d: &mut Decoder, c: &Config) {
     unique(d, "listeners", c.listeners.iter().map(|l| &l.name));
     unique(d, "pools", c.pools.iter().map(|p| &p.name));
@@ -146,4 +149,117 @@ fn cluster_scope(d: &mut Decoder, c: &Config) {
             }
         }
     }
+}
+
+// ---------------------------------------------------------------------------
+// Rules within one section. The readers apply them where the value is read, so that an
+// entry refused for another reason (say, its name) is still checked: every error at once.
+
+/// A non-loopback admin listener must ask for a token.
+pub fn admin_tokens(listen: &SocketAddr, tokens: &[String]) -> Option<&'static str> {
+    (tokens.is_empty() && !listen.ip().is_loopback())
+        .then_some("at least one token is required when admin.listen is not a loopback address")
+}
+
+pub fn admin_token(token: &str) -> Option<&'static str> {
+    token.is_empty().then_some("a token must not be empty")
+}
+
+pub fn tls_sources(certificates: usize, acme: bool) -> Option<&'static str> {
+    (certificates == 0 && !acme).then_some("needs certificates or acme")
+}
+
+pub fn client_auth(auth: ClientAuth, client_ca_file: bool) -> Option<&'static str> {
+    (auth != ClientAuth::None && !client_ca_file).then_some("needs client_ca_file")
+}
+
+pub fn acme_email(email: &str) -> Option<&'static str> {
+    (!email.contains('@') || email.contains(char::is_whitespace)).then_some("not an email address")
+}
+
+pub fn acme_domains(domains: &[String]) -> Option<&'static str> {
+    domains
+        .is_empty()
+        .then_some("at least one domain is required")
+}
+
+pub fn acme_domain(name: &str) -> Option<&'static str> {
+    if name.starts_with("*.") {
+        Some("wildcard names need the DNS-01 challenge, which Switchyard does not do; list each name")
+    } else if !is_dns_name(name) {
+        Some("not a DNS name (letters, digits, '-' and '.')")
+    } else {
+        None
+    }
+}
+
+pub fn pool_sources(written_backends: usize, discovery: bool) -> Option<&'static str> {
+    (written_backends == 0 && !discovery)
+        .then_some("a pool needs at least one backend or a discovery source")
+}
+
+/// What is wrong with `upstream`, and under which key it is reported.
+pub fn upstream_protocol(
+    protocol: UpstreamProtocol,
+    tls: bool,
+) -> Option<(&'static str, &'static str)> {
+    match (protocol, tls) {
+        (UpstreamProtocol::H2c, true) => {
+            Some(("tls", "h2c is cleartext HTTP/2: use protocol h2 with tls"))
+        }
+        (UpstreamProtocol::H2, false) => Some((
+            "protocol",
+            "h2 needs upstream.tls; use h2c for cleartext HTTP/2",
+        )),
+        _ => None,
+    }
+}
+
+pub fn health_path(path: &str) -> Option<String> {
+    (!path.starts_with('/')).then(|| format!("{path:?} must start with /"))
+}
+
+pub fn route_pool(pool: bool, redirect_https: bool) -> Option<&'static str> {
+    (!pool && !redirect_https).then_some("is required (unless redirect_https is true)")
+}
+
+/// A sticky cookie name: an RFC 6265 token.
+pub fn cookie_name(name: &str) -> Option<String> {
+    if name.is_empty() {
+        Some("must not be empty".into())
+    } else if !is_token(name) {
+        Some(format!("{name:?} is not a valid cookie name (an RFC 6265 token: letters, digits and !#$%&'*+-.^_`|~)"))
+    } else {
+        None
+    }
+}
+
+pub fn cluster_timeout(timeout: Duration) -> Option<&'static str> {
+    (timeout.is_zero() || timeout > Duration::from_secs(10))
+        .then_some("must be more than 0 and at most 10s")
+}
+
+/// Two backends of one pool must not reach the same socket address (`localhost:80`
+/// and `127.0.0.1:80` would be one server counted twice); the later one is refused.
+pub fn distinct_backends(
+    d: &mut Decoder,
+    backends: Vec<(BackendConfig, Pos, String)>,
+) -> Vec<BackendConfig> {
+    let mut seen: Vec<(BackendConfig, String)> = Vec::with_capacity(backends.len());
+    for (b, pos, path) in backends {
+        if let Some((first, first_path)) = seen.iter().find(|(o, _)| o.addr == b.addr) {
+            let first_path = first_path.rsplit('.').next().unwrap_or(first_path);
+            let message = if first.address == b.address {
+                format!("duplicate backend {:?} (same as {first_path})", b.address)
+            } else {
+                format!(
+                    "same address as {first_path} ({:?} and {:?} are both {})",
+                    first.address, b.address, b.addr
+                )
+            };
+            d.error(pos, &format!("{path}.address"), message);
+        }
+        seen.push((b, path));
+    }
+    seen.into_iter().map(|(b, _)| b).collect()
 }

@@ -13,12 +13,8 @@ pub(super) fn read_health_check(
         d.parse(n, p, &HealthKind::expected(), HealthKind::from_name)
     });
     let hc_path = opt_string(d, &mut m, "path").unwrap_or(def.path);
-    if !hc_path.starts_with('/') {
-        d.error(
-            m.key_pos("path"),
-            &m.child("path"),
-            format!("{hc_path:?} must start with /"),
-        );
+    if let Some(e) = validate::health_path(&hc_path) {
+        d.error(m.key_pos("path"), &m.child("path"), e);
     }
     let expect_status = get_with(d, &mut m, "expect_status", |d, n, p| {
         d.parse(

@@ -44,16 +44,12 @@ pub(super) fn read_tls(d: &mut Decoder, node: &Node, path: &str) -> Option<TlsCo
         ClientAuth::None
     };
     let client_auth = choice(d, &mut m, "client_auth", default_auth);
-    if client_auth != ClientAuth::None && client_ca_file.is_none() {
-        d.error(
-            m.key_pos("client_auth"),
-            &m.child("client_auth"),
-            "needs client_ca_file",
-        );
+    if let Some(e) = validate::client_auth(client_auth, client_ca_file.is_some()) {
+        d.error(m.key_pos("client_auth"), &m.child("client_auth"), e);
     }
     let min_version = choice(d, &mut m, "min_version", TlsVersion::Tls12);
-    if certificates.is_empty() && acme.is_none() {
-        d.error(m.pos, path, "needs certificates or acme");
+    if let Some(e) = validate::tls_sources(certificates.len(), acme.is_some()) {
+        d.error(m.pos, path, e);
     }
     m.finish(d, |_| None);
     Some(TlsConfig {
@@ -68,15 +64,8 @@ pub(super) fn read_tls(d: &mut Decoder, node: &Node, path: &str) -> Option<TlsCo
 pub(super) fn read_acme(d: &mut Decoder, node: &Node, path: &str) -> Option<AcmeConfig> {
     let mut m = d.map(node, path)?;
     let email = opt_string(d, &mut m, "email");
-    if email
-        .as_deref()
-        .is_some_and(|e| !e.contains('@') || e.contains(char::is_whitespace))
-    {
-        d.error(
-            m.key_pos("email"),
-            &m.child("email"),
-            "not an email address",
-        );
+    if let Some(e) = email.as_deref().and_then(validate::acme_email) {
+        d.error(m.key_pos("email"), &m.child("email"), e);
     }
     let directory = opt_string(d, &mut m, "directory")
         .unwrap_or_else(|| "https://acme-v02.api.letsencrypt.org/directory".into());
@@ -84,22 +73,11 @@ pub(super) fn read_acme(d: &mut Decoder, node: &Node, path: &str) -> Option<Acme
         .into_iter()
         .map(|n| n.to_ascii_lowercase())
         .collect();
-    if domains.is_empty() {
-        d.error(
-            m.pos,
-            &m.child("domains"),
-            "at least one domain is required",
-        );
+    if let Some(e) = validate::acme_domains(&domains) {
+        d.error(m.pos, &m.child("domains"), e);
     }
     for (i, name) in domains.iter().enumerate() {
-        let problem = if name.starts_with("*.") {
-            Some("wildcard names need the DNS-01 challenge, which Switchyard does not do; list each name")
-        } else if !is_dns_name(name) {
-            Some("not a DNS name (letters, digits, '-' and '.')")
-        } else {
-            None
-        };
-        if let Some(problem) = problem {
+        if let Some(problem) = validate::acme_domain(name) {
             let pos = m.key_pos("domains");
             d.error(pos, &format!("{}[{i}]", m.child("domains")), problem);
         }

@@ -15,6 +15,7 @@ pub use server::MAX_THREADS;
 use super::keyword::Keyword;
 use super::model::*;
 use super::raw::{Decoder, Map, Pos};
+use super::validate;
 use super::value::*;
 use http::header::HeaderName;
 use ipnet::IpNet;

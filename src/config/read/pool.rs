@@ -65,7 +65,7 @@ pub(super) fn read_pool(d: &mut Decoder, node: &Node, path: &str) -> Option<Pool
         Some(d.list(n, p, false, read_backend))
     })
     .unwrap_or_default();
-    let backends = distinct_backends(d, backends);
+    let backends = validate::distinct_backends(d, backends);
     let discovery = get_with(d, &mut m, "discovery", read_discovery);
     let health_check = get_with(d, &mut m, "health_check", read_health_check);
     let circuit_breaker = get_with(d, &mut m, "circuit_breaker", read_circuit_breaker);
@@ -82,14 +82,8 @@ pub(super) fn read_pool(d: &mut Decoder, node: &Node, path: &str) -> Option<Pool
                     .filter(|s| !s.is_null())
                     .map(|s| s.text)
                     .unwrap_or_default();
-                if !reported && name.is_empty() {
-                    d.error(pos, &p, "must not be empty");
-                } else if !reported && !is_token(&name) {
-                    d.error(
-                        pos,
-                        &p,
-                        format!("{name:?} is not a valid cookie name (an RFC 6265 token: letters, digits and !#$%&'*+-.^_`|~)"),
-                    );
+                if let Some(e) = validate::cookie_name(&name).filter(|_| !reported) {
+                    d.error(pos, &p, e);
                 }
                 name
             }
@@ -123,12 +117,8 @@ pub(super) fn read_pool(d: &mut Decoder, node: &Node, path: &str) -> Option<Pool
         .get("backends")
         .and_then(|n| n.as_sequence())
         .map_or(0, |s| s.len());
-    if written_backends == 0 && discovery.is_none() {
-        d.error(
-            m.key_pos("backends"),
-            &m.child("backends"),
-            "a pool needs at least one backend or a discovery source",
-        );
+    if let Some(e) = validate::pool_sources(written_backends, discovery.is_some()) {
+        d.error(m.key_pos("backends"), &m.child("backends"), e);
     }
     m.finish(d, |_| None);
     Some(PoolConfig {
@@ -144,29 +134,4 @@ pub(super) fn read_pool(d: &mut Decoder, node: &Node, path: &str) -> Option<Pool
         timeouts,
         upstream,
     })
-}
-
-/// Two backends of one pool must not reach the same socket address (`localhost:80`
-/// and `127.0.0.1:80` would be one server counted twice); the later one is refused.
-fn distinct_backends(
-    d: &mut Decoder,
-    backends: Vec<(BackendConfig, Pos, String)>,
-) -> Vec<BackendConfig> {
-    let mut seen: Vec<(BackendConfig, String)> = Vec::with_capacity(backends.len());
-    for (b, pos, path) in backends {
-        if let Some((first, first_path)) = seen.iter().find(|(o, _)| o.addr == b.addr) {
-            let first_path = first_path.rsplit('.').next().unwrap_or(first_path);
-            let message = if first.address == b.address {
-                format!("duplicate backend {:?} (same as {first_path})", b.address)
-            } else {
-                format!(
-                    "same address as {first_path} ({:?} and {:?} are both {})",
-                    first.address, b.address, b.addr
-                )
-            };
-            d.error(pos, &format!("{path}.address"), message);
-        }
-        seen.push((b, path));
-    }
-    seen.into_iter().map(|(b, _)| b).collect()
 }

@@ -44,12 +44,8 @@ pub(super) fn read_route(d: &mut Decoder, node: &Node, path: &str) -> Option<Rou
     let pool = opt_string(d, &mut m, "pool");
     let strip_prefix = boolean(d, &mut m, "strip_prefix", false);
     let redirect_https = boolean(d, &mut m, "redirect_https", false);
-    if pool.is_none() && !redirect_https {
-        d.error(
-            pos,
-            &m.child("pool"),
-            "is required (unless redirect_https is true)",
-        );
+    if let Some(e) = validate::route_pool(pool.is_some(), redirect_https) {
+        d.error(pos, &m.child("pool"), e);
     }
     let allow = cidr_list(d, &mut m, "allow");
     let deny = cidr_list(d, &mut m, "deny");

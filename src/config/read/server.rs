@@ -70,21 +70,13 @@ pub(super) fn read_admin(d: &mut Decoder, node: &Node) -> Option<AdminConfig> {
     let state_file = opt_path(d, &mut m, "state_file")
         .unwrap_or_else(|| "/var/lib/switchyard/state.json".into());
     if let Some((addr, lpos)) = listen {
-        if tokens.is_empty() && !addr.ip().is_loopback() {
-            d.error(
-                lpos,
-                "admin.tokens",
-                "at least one token is required when admin.listen is not a loopback address",
-            );
+        if let Some(e) = validate::admin_tokens(&addr, &tokens) {
+            d.error(lpos, "admin.tokens", e);
         }
     }
     for (i, t) in tokens.iter().enumerate() {
-        if t.is_empty() {
-            d.error(
-                pos,
-                &format!("admin.tokens[{i}]"),
-                "a token must not be empty",
-            );
+        if let Some(e) = validate::admin_token(t) {
+            d.error(pos, &format!("admin.tokens[{i}]"), e);
         }
     }
     m.finish(d, |_| None);
@@ -114,13 +106,8 @@ pub(super) fn read_cluster(d: &mut Decoder, node: &Node) -> Option<ClusterConfig
         })
     });
     let timeout = duration(d, &mut m, "timeout", Duration::from_millis(20));
-    if timeout.is_zero() || timeout > Duration::from_secs(10) {
-        let pos = m.key_pos("timeout");
-        d.error(
-            pos,
-            "cluster.timeout",
-            "must be more than 0 and at most 10s",
-        );
+    if let Some(e) = validate::cluster_timeout(timeout) {
+        d.error(m.key_pos("timeout"), "cluster.timeout", e);
     }
     m.finish(d, |_| None);
     Some(ClusterConfig {

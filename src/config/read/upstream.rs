@@ -43,19 +43,8 @@ pub(super) fn read_upstream(d: &mut Decoder, node: &Node, path: &str) -> Option<
         t.finish(d, |_| None);
         Some(v)
     });
-    if protocol == UpstreamProtocol::H2c && tls.is_some() {
-        d.error(
-            m.key_pos("tls"),
-            &m.child("tls"),
-            "h2c is cleartext HTTP/2: use protocol h2 with tls",
-        );
-    }
-    if protocol == UpstreamProtocol::H2 && tls.is_none() {
-        d.error(
-            m.key_pos("protocol"),
-            &m.child("protocol"),
-            "h2 needs upstream.tls; use h2c for cleartext HTTP/2",
-        );
+    if let Some((key, e)) = validate::upstream_protocol(protocol, tls.is_some()) {
+        d.error(m.key_pos(key), &m.child(key), e);
     }
     m.finish(d, |k| matches!(k, "http3" | "quic").then_some(HTTP3));
     Some(UpstreamConfig { protocol, tls })

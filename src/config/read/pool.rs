@@ -44,12 +44,7 @@ pub(super) fn read_pool(d: &mut Decoder, node: &Node, path: &str) -> Option<Pool
     let algorithm = choice(d, &mut m, "algorithm", Algorithm::RoundRobin);
     let hash_key_pos = m.key_pos("hash_key");
     let hash_key = get_with(d, &mut m, "hash_key", |d, n, p| {
-        d.parse(
-            n,
-            p,
-            "client_ip | uri | path | header:NAME | cookie:NAME",
-            parse_hash_key,
-        )
+        d.parse(n, p, HashKey::EXPECTED, |s| s.parse().ok())
     });
     if hash_key.is_some() && algorithm != Algorithm::ConsistentHash {
         d.warn(

@@ -124,14 +124,7 @@ pub(super) fn read_rate_limit(d: &mut Decoder, node: &Node, path: &str) -> Optio
     let rate = required(d, &mut m, "rate", |d, n, p| whole(d, n, p, 1, u32::MAX)).unwrap_or(0);
     let burst = bounded(d, &mut m, "burst", rate, 1, u32::MAX);
     let key = get_with(d, &mut m, "key", |d, n, p| {
-        d.parse(n, p, "client_ip | header:NAME | route", |s| match s {
-            "client_ip" => Some(RateLimitKey::ClientIp),
-            "route" => Some(RateLimitKey::Route),
-            _ => s
-                .strip_prefix("header:")
-                .and_then(parse_header_name)
-                .map(RateLimitKey::Header),
-        })
+        d.parse(n, p, RateLimitKey::EXPECTED, |s| s.parse().ok())
     })
     .unwrap_or(RateLimitKey::ClientIp);
     let algorithm = choice(d, &mut m, "algorithm", RateLimitAlgorithm::TokenBucket);

@@ -88,12 +88,10 @@ fn same_limit(a: &RateLimitConfig, b: &RateLimitConfig) -> bool {
         == (b.rate, b.burst, &b.key, b.algorithm, b.scope)
 }
 
-/// Equal pool definitions, ignoring where in the file they are written.
+/// Equal pool definitions (the model holds no file positions, so moving a pool in the
+/// file does not change its definition).
 fn same_definition(a: &PoolConfig, b: &PoolConfig) -> bool {
-    let mut a = a.clone();
-    a.pos = b.pos;
-    a.path.clone_from(&b.path);
-    format!("{a:?}") == format!("{b:?}")
+    a == b
 }
 
 impl Runtime {

@@ -3,7 +3,7 @@
 
 use super::state::{AddedBackend, PoolOverlay, StateStore};
 use super::view;
-use crate::config::parse::resolve_backend;
+use crate::config::parse::lookup_backend;
 use crate::config::AdminConfig;
 use crate::limits::contains_any;
 use crate::ops::reload::Reloader;
@@ -159,7 +159,9 @@ impl Api {
                 Some(p) => json_reply(StatusCode::OK, view::pool(&p)),
                 None => error(StatusCode::NOT_FOUND, "no such pool"),
             },
-            ["pools", name, "backends"] if m == Method::POST => self.add_backend(name, r.body),
+            ["pools", name, "backends"] if m == Method::POST => {
+                self.add_backend(name, r.body).await
+            }
             ["pools", name, "backends", address] if m == Method::PATCH => {
                 self.patch_backend(name, address, r.body)
             }
@@ -202,7 +204,7 @@ impl Api {
             .cloned()
     }
 
-    fn add_backend(&self, pool_name: &str, body: &[u8]) -> Reply {
+    async fn add_backend(&self, pool_name: &str, body: &[u8]) -> Reply {
         let Some(pool) = self.pool(pool_name) else {
             return error(StatusCode::NOT_FOUND, "no such pool");
         };
@@ -217,8 +219,18 @@ impl Api {
         let Some(address) = v.get("address").and_then(|a| a.as_str()) else {
             return bad_field("address", "required: \"host:port\"");
         };
-        if resolve_backend(address).is_err() {
+        let Ok((address, addr)) = lookup_backend(address).await else {
             return bad_field("address", "not a resolvable host:port");
+        };
+        let address = address.as_str();
+        let members = pool.members();
+        if let Some(b) = members
+            .backends
+            .iter()
+            .find(|b| b.addr == addr && b.address != address)
+        {
+            let message = format!("same address as backend {} ({addr})", b.address);
+            return error(StatusCode::CONFLICT, &message);
         }
         let weight = match weight_field(&v) {
             Ok(w) => w.unwrap_or(1),

@@ -1,8 +1,8 @@
 //! Opens the files a configuration refers to (certificates, keys, CA bundles), so that
 //! `-t` and startup fail on an unreadable, unparsable or mismatched file.
 
-use super::decode::Decoder;
 use super::model::Config;
+use super::raw::Decoder;
 use pingora::tls::pkey::PKey;
 use pingora::tls::x509::X509;
 use std::path::Path;
@@ -10,26 +10,31 @@ use std::path::Path;
 pub fn check(d: &mut Decoder, c: &Config) {
     for (i, l) in c.listeners.iter().enumerate() {
         let Some(tls) = &l.tls else { continue };
-        for cert in &tls.certificates {
+        let listener = format!("listeners[{i}]");
+        let pos = d.spans.at(&listener);
+        for (j, cert) in tls.certificates.iter().enumerate() {
             if let Err(e) = load_pair(&cert.cert_file, &cert.key_file) {
-                d.error(cert.pos, &cert.path, e);
+                let path = format!("{listener}.tls.certificates[{j}]");
+                d.error(d.spans.at(&path), &path, e);
             }
         }
         if let Some(ca) = &tls.client_ca_file {
             if let Err(e) = load_ca(ca) {
-                d.error(l.pos, &format!("listeners[{i}].tls.client_ca_file"), e);
+                d.error(pos, &format!("listeners[{i}].tls.client_ca_file"), e);
             }
         }
         if let Some(ca) = tls.acme.as_ref().and_then(|a| a.ca_file.as_ref()) {
             if let Err(e) = load_ca(ca) {
-                d.error(l.pos, &format!("listeners[{i}].tls.acme.ca_file"), e);
+                d.error(pos, &format!("listeners[{i}].tls.acme.ca_file"), e);
             }
         }
     }
     for (i, p) in c.pools.iter().enumerate() {
         if let Some(ca) = p.upstream.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
             if let Err(e) = load_ca(ca) {
-                d.error(p.pos, &format!("pools[{i}].upstream.tls.ca_file"), e);
+                let pool = format!("pools[{i}]");
+                let pos = d.spans.at(&pool);
+                d.error(pos, &format!("{pool}.upstream.tls.ca_file"), e);
             }
         }
     }

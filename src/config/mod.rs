@@ -1,18 +1,24 @@
 //! Configuration: YAML with spans → typed `Config`, with every error reported at once
 //! as `FILE:LINE:COL: key.path: what was expected` (SPEC §1, §3).
 
-pub mod decode;
 pub mod files;
+pub mod keyword;
 pub mod model;
 pub mod parse;
+pub mod raw;
+pub mod read;
+pub mod ser;
+pub mod spans;
 pub mod validate;
+pub mod value;
 
-pub use decode::Diagnostic;
 pub use model::*;
+pub use raw::Diagnostic;
+pub use value::{AccessLogKeyword, LogLevel};
 
-use decode::{Decoder, Pos};
 use marked_yaml::types::{MarkedScalarNode, Node};
 use marked_yaml::{parse_yaml_with_options, LoadError, LoaderOptions};
+use raw::{Decoder, Pos};
 use std::path::Path;
 
 /// A configuration that passed every check, with the warnings it produced.
@@ -45,6 +51,11 @@ pub fn parse_str(
 ) -> Result<Loaded, Vec<Diagnostic>> {
     let mut d = Decoder::new(file, env);
     let text = if text.trim().is_empty() { "{}" } else { text };
+    if let Some(line) = second_document(text) {
+        let pos = Pos { line, column: 1 };
+        d.error(pos, "", "only one YAML document is allowed");
+        return Err(d.errors);
+    }
     let strict = LoaderOptions::default().error_on_duplicate_keys(true);
     let root = match parse_yaml_with_options(0, text, strict) {
         Ok(root) => root,
@@ -89,6 +100,39 @@ pub fn parse_str(
         }),
         _ => Err(d.errors),
     }
+}
+
+/// The line (1-based) where a second YAML document starts, if the text has one: a
+/// `---` after content, or content after a `...` end marker. YAML forbids these markers
+/// at column 1 inside any scalar, so a line scan is exact. The parser would silently
+/// ignore everything after the first document.
+fn second_document(text: &str) -> Option<usize> {
+    let marker = |line: &str, m: &str| {
+        line.strip_prefix(m)
+            .is_some_and(|rest| rest.is_empty() || rest.starts_with([' ', '\t', '\r']))
+    };
+    let mut content = false;
+    let mut ended = false;
+    for (i, line) in text.lines().enumerate() {
+        let trimmed = line.trim_start();
+        let directive = line.starts_with('%') && !content;
+        let blank = trimmed.is_empty() || trimmed.starts_with('#') || directive;
+        if marker(line, "---") {
+            if content || ended {
+                return Some(i + 1);
+            }
+            let rest = line[3..].trim_start();
+            content = !rest.is_empty() && !rest.starts_with('#');
+        } else if marker(line, "...") {
+            ended = true;
+        } else if !blank {
+            if ended {
+                return Some(i + 1);
+            }
+            content = true;
+        }
+    }
+    None
 }
 
 fn pos_of(key: &MarkedScalarNode) -> Pos {
@@ -162,3 +206,6 @@ fn describe_load_error(e: &LoadError) -> (Pos, String, String) {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests;

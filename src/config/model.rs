@@ -1,15 +1,18 @@
 //! The typed, validated configuration (SPEC §3). Everything downstream reads these
 //! types; nothing re-parses strings from the file.
 
-use super::decode::Pos;
+use super::keyword::keyword;
+pub use super::keyword::Keyword;
+use super::ser;
 use http::header::{HeaderName, HeaderValue};
 use http::Method;
 use ipnet::IpNet;
+use serde::Serialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Config {
     pub server: ServerConfig,
     pub log: LogConfig,
@@ -22,18 +25,22 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ServerConfig {
     pub threads: usize,
     pub pid_file: PathBuf,
     pub upgrade_sock: PathBuf,
     pub user: Option<String>,
     pub group: Option<String>,
+    #[serde(serialize_with = "ser::duration")]
     pub grace_period: Duration,
+    #[serde(serialize_with = "ser::duration")]
     pub shutdown_timeout: Duration,
+    #[serde(serialize_with = "ser::display_list")]
     pub trusted_proxies: Vec<IpNet>,
     /// Clients refused on every HTTP listener (403) and tcp_service (closed), before
     /// routing (an extension of SPEC §3).
+    #[serde(serialize_with = "ser::display_list")]
     pub deny: Vec<IpNet>,
 }
 
@@ -61,9 +68,11 @@ pub enum AccessLogTarget {
     File(PathBuf),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct LogConfig {
+    #[serde(serialize_with = "ser::level")]
     pub level: log::LevelFilter,
+    #[serde(serialize_with = "ser::display")]
     pub access_log: AccessLogTarget,
 }
 
@@ -76,33 +85,30 @@ impl Default for LogConfig {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AdminConfig {
     pub listen: SocketAddr,
+    #[serde(serialize_with = "ser::redacted_list")]
     pub tokens: Vec<String>,
+    #[serde(serialize_with = "ser::display_list")]
     pub allow: Vec<IpNet>,
     pub state_file: PathBuf,
-    pub pos: Pos,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct MetricsConfig {
     pub listen: SocketAddr,
-    pub pos: Pos,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ListenerConfig {
     pub name: String,
     pub listen: SocketAddr,
     pub http2: bool,
     pub tls: Option<TlsConfig>,
-    /// Key path of this entry, e.g. `pools[2]` (reported in cross-reference errors).
-    pub path: String,
-    pub pos: Pos,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TlsConfig {
     pub certificates: Vec<CertificateFiles>,
     pub acme: Option<AcmeConfig>,
@@ -111,15 +117,14 @@ pub struct TlsConfig {
     pub min_version: TlsVersion,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CertificateFiles {
     pub cert_file: PathBuf,
+    #[serde(serialize_with = "ser::redacted")]
     pub key_file: PathBuf,
-    pub pos: Pos,
-    pub path: String,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct AcmeConfig {
     /// The account's contact (expiry and policy mail from the CA); optional.
     pub email: Option<String>,
@@ -129,37 +134,28 @@ pub struct AcmeConfig {
     pub ca_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ClientAuth {
-    None,
-    Optional,
-    Require,
+keyword! {
+    pub enum ClientAuth {
+        None = "none",
+        Optional = "optional",
+        Require = "require",
+    }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsVersion {
-    Tls12,
-    Tls13,
+keyword! {
+    pub enum TlsVersion {
+        Tls12 = "1.2",
+        Tls13 = "1.3",
+    }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Algorithm {
-    RoundRobin,
-    LeastConn,
-    IpHash,
-    ConsistentHash,
-    Random,
-}
-
-impl Algorithm {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Algorithm::RoundRobin => "round_robin",
-            Algorithm::LeastConn => "least_conn",
-            Algorithm::IpHash => "ip_hash",
-            Algorithm::ConsistentHash => "consistent_hash",
-            Algorithm::Random => "random",
-        }
+keyword! {
+    pub enum Algorithm {
+        RoundRobin = "round_robin",
+        LeastConn = "least_conn",
+        IpHash = "ip_hash",
+        ConsistentHash = "consistent_hash",
+        Random = "random",
     }
 }
 
@@ -172,41 +168,47 @@ pub enum HashKey {
     Cookie(String),
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct BackendConfig {
     /// As written (`host:port`): the backend's name in the API, metrics and logs.
     pub address: String,
+    #[serde(skip)]
     pub addr: SocketAddr,
     pub weight: u32,
     pub backup: bool,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct DnsDiscovery {
     pub name: String,
     pub port: u16,
+    #[serde(serialize_with = "ser::duration")]
     pub interval: Duration,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum HealthKind {
-    Http,
-    Tcp,
-    Postgres,
-    Mysql,
-    None,
+keyword! {
+    pub enum HealthKind {
+        Http = "http",
+        Tcp = "tcp",
+        Postgres = "postgres",
+        Mysql = "mysql",
+        None = "none",
+    }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct HealthCheckConfig {
     /// `None` = the default for how the pool is used (SPEC §3).
     pub kind: Option<HealthKind>,
     pub path: String,
     pub host: Option<String>,
+    #[serde(serialize_with = "ser::status_range")]
     pub expect_status: (u16, u16),
     pub user: Option<String>,
     pub database: Option<String>,
+    #[serde(serialize_with = "ser::duration")]
     pub interval: Duration,
+    #[serde(serialize_with = "ser::duration")]
     pub timeout: Duration,
     pub healthy_threshold: u32,
     pub unhealthy_threshold: u32,
@@ -229,10 +231,11 @@ impl Default for HealthCheckConfig {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct CircuitBreakerConfig {
     pub failure_threshold: u32,
     pub on_5xx: bool,
+    #[serde(serialize_with = "ser::duration")]
     pub open_for: Duration,
     pub half_open_requests: u32,
     pub max_connections: u32,
@@ -250,17 +253,22 @@ impl Default for CircuitBreakerConfig {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StickyConfig {
     pub cookie: String,
+    #[serde(serialize_with = "ser::opt_duration")]
     pub ttl: Option<Duration>,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Timeouts {
+    #[serde(serialize_with = "ser::duration")]
     pub connect: Duration,
+    #[serde(serialize_with = "ser::duration")]
     pub read: Duration,
+    #[serde(serialize_with = "ser::duration")]
     pub write: Duration,
+    #[serde(serialize_with = "ser::duration")]
     pub idle: Duration,
 }
 
@@ -275,21 +283,22 @@ impl Default for Timeouts {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum UpstreamProtocol {
-    Http1,
-    H2,
-    H2c,
+keyword! {
+    pub enum UpstreamProtocol {
+        Http1 = "http1",
+        H2 = "h2",
+        H2c = "h2c",
+    }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UpstreamTls {
     pub sni: Option<String>,
     pub verify: bool,
     pub ca_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct UpstreamConfig {
     pub protocol: UpstreamProtocol,
     pub tls: Option<UpstreamTls>,
@@ -304,12 +313,14 @@ impl Default for UpstreamConfig {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PoolConfig {
     pub name: String,
     pub algorithm: Algorithm,
+    #[serde(serialize_with = "ser::display")]
     pub hash_key: HashKey,
     pub backends: Vec<BackendConfig>,
+    #[serde(serialize_with = "ser::discovery")]
     pub discovery: Option<DnsDiscovery>,
     pub health_check: Option<HealthCheckConfig>,
     pub circuit_breaker: Option<CircuitBreakerConfig>,
@@ -317,9 +328,6 @@ pub struct PoolConfig {
     pub retries: u32,
     pub timeouts: Timeouts,
     pub upstream: UpstreamConfig,
-    /// Key path of this entry, e.g. `pools[2]` (reported in cross-reference errors).
-    pub path: String,
-    pub pos: Pos,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -329,32 +337,37 @@ pub enum RateLimitKey {
     Route,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RateLimitAlgorithm {
-    TokenBucket,
-    SlidingWindow,
+keyword! {
+    pub enum RateLimitAlgorithm {
+        TokenBucket = "token_bucket",
+        SlidingWindow = "sliding_window",
+    }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Scope {
-    Local,
-    Cluster,
+keyword! {
+    pub enum Scope {
+        Local = "local",
+        Cluster = "cluster",
+    }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RateLimitConfig {
     pub rate: u32,
     pub burst: u32,
+    #[serde(serialize_with = "ser::display")]
     pub key: RateLimitKey,
     pub algorithm: RateLimitAlgorithm,
     pub scope: Scope,
-    pub pos: Pos,
 }
 
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct HeaderEdits {
+    #[serde(serialize_with = "ser::header_values")]
     pub set: Vec<(HeaderName, HeaderValue)>,
+    #[serde(serialize_with = "ser::header_values")]
     pub add: Vec<(HeaderName, HeaderValue)>,
+    #[serde(serialize_with = "ser::display_list")]
     pub remove: Vec<HeaderName>,
 }
 
@@ -364,56 +377,55 @@ impl HeaderEdits {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RouteConfig {
     pub name: String,
     /// Empty = every HTTP listener.
     pub listeners: Vec<String>,
+    #[serde(rename = "host")]
     pub hosts: Vec<String>,
     pub path_prefix: Option<String>,
+    #[serde(serialize_with = "ser::display_list")]
     pub methods: Vec<Method>,
+    #[serde(serialize_with = "ser::header_texts")]
     pub headers: Vec<(HeaderName, String)>,
     /// `None` only for a route that always redirects to HTTPS.
     pub pool: Option<String>,
     pub strip_prefix: bool,
     pub redirect_https: bool,
+    #[serde(serialize_with = "ser::display_list")]
     pub allow: Vec<IpNet>,
+    #[serde(serialize_with = "ser::display_list")]
     pub deny: Vec<IpNet>,
     pub rate_limit: Option<RateLimitConfig>,
     pub request_headers: HeaderEdits,
     pub response_headers: HeaderEdits,
     pub security_headers: bool,
-    /// Key path of this entry, e.g. `pools[2]` (reported in cross-reference errors).
-    pub path: String,
-    pub pos: Pos,
-    pub pool_pos: Pos,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TcpProtocol {
-    Tcp,
-    Postgres,
-    Mysql,
+keyword! {
+    pub enum TcpProtocol {
+        Tcp = "tcp",
+        Postgres = "postgres",
+        Mysql = "mysql",
+    }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct TcpServiceConfig {
     pub name: String,
     pub listen: SocketAddr,
     pub protocol: TcpProtocol,
     pub pool: String,
+    #[serde(serialize_with = "ser::duration")]
     pub idle_timeout: Duration,
-    /// Key path of this entry, e.g. `pools[2]` (reported in cross-reference errors).
-    pub path: String,
-    pub pos: Pos,
-    pub listen_pos: Pos,
-    pub pool_pos: Pos,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ClusterConfig {
+    #[serde(serialize_with = "ser::redacted")]
     pub redis: String,
     /// The most a cluster-scope rate limit waits for Redis before deciding locally.
+    #[serde(serialize_with = "ser::duration")]
     pub timeout: Duration,
-    pub pos: Pos,
 }

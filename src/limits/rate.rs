@@ -208,7 +208,6 @@ mod tests {
             key: RateLimitKey::ClientIp,
             algorithm,
             scope: Scope::Local,
-            pos: Default::default(),
         })
     }
 

@@ -477,8 +477,6 @@ mod tests {
                 retries: 1,
                 timeouts: Timeouts::default(),
                 upstream: UpstreamConfig::default(),
-                path: "pools[0]".into(),
-                pos: Default::default(),
             },
             HealthKind::Tcp,
             PoolOverlay::default(),

@@ -2,6 +2,7 @@
 //! (file:line:col, key path, what was expected) instead of stopping at the first one,
 //! which serde cannot do, and expands `${NAME}` in every scalar before it is typed.
 
+use super::spans::Spans;
 use marked_yaml::types::{MarkedMappingNode, MarkedScalarNode, Node};
 use marked_yaml::Span;
 use std::fmt;
@@ -72,6 +73,8 @@ pub struct Decoder<'e> {
     env: &'e dyn Fn(&str) -> Option<String>,
     pub errors: Vec<Diagnostic>,
     pub warnings: Vec<Diagnostic>,
+    /// Where the values that later checks report on are written.
+    pub spans: Spans,
 }
 
 impl<'e> Decoder<'e> {
@@ -81,6 +84,7 @@ impl<'e> Decoder<'e> {
             env,
             errors: Vec::new(),
             warnings: Vec::new(),
+            spans: Spans::default(),
         }
     }
 

@@ -1,0 +1,281 @@
+//! Pins the JSON shape of `GET /api/v1/config`: `config` must render exactly what the
+//! hand-written serializer it replaced rendered (kept below as `legacy`), for the
+//! shipped configurations and one that sets every key.
+
+use super::config;
+use crate::config::*;
+use serde_json::{json, Value};
+
+const REDACTED: &str = "<redacted>";
+
+fn secs(d: std::time::Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+fn edits(e: &HeaderEdits) -> Value {
+    let pairs = |v: &[(http::HeaderName, http::HeaderValue)]| -> Value {
+        v.iter()
+            .map(|(n, v)| (n.to_string(), Value::from(v.to_str().unwrap_or(""))))
+            .collect::<serde_json::Map<_, _>>()
+            .into()
+    };
+    json!({
+        "set": pairs(&e.set),
+        "add": pairs(&e.add),
+        "remove": e.remove.iter().map(|n| n.to_string()).collect::<Vec<_>>(),
+    })
+}
+
+fn strings<T: ToString>(v: &[T]) -> Vec<String> {
+    v.iter().map(|x| x.to_string()).collect()
+}
+
+fn legacy(c: &Config) -> Value {
+    json!({
+        "server": {
+            "threads": c.server.threads,
+            "pid_file": c.server.pid_file,
+            "upgrade_sock": c.server.upgrade_sock,
+            "user": c.server.user,
+            "group": c.server.group,
+            "grace_period": secs(c.server.grace_period),
+            "shutdown_timeout": secs(c.server.shutdown_timeout),
+            "trusted_proxies": strings(&c.server.trusted_proxies),
+            "deny": strings(&c.server.deny),
+        },
+        "log": {
+            "level": c.log.level.to_string().to_lowercase(),
+            "access_log": match &c.log.access_log {
+                AccessLogTarget::Stdout => "stdout".to_string(),
+                AccessLogTarget::Stderr => "stderr".to_string(),
+                AccessLogTarget::Off => "off".to_string(),
+                AccessLogTarget::File(p) => p.display().to_string(),
+            },
+        },
+        "admin": c.admin.as_ref().map(|a| json!({
+            "listen": a.listen.to_string(),
+            "tokens": a.tokens.iter().map(|_| REDACTED).collect::<Vec<_>>(),
+            "allow": strings(&a.allow),
+            "state_file": a.state_file,
+        })),
+        "metrics": c.metrics.as_ref().map(|m| json!({"listen": m.listen.to_string()})),
+        "listeners": c.listeners.iter().map(|l| json!({
+            "name": l.name,
+            "listen": l.listen.to_string(),
+            "http2": l.http2,
+            "tls": l.tls.as_ref().map(|t| json!({
+                "certificates": t.certificates.iter().map(|c| json!({
+                    "cert_file": c.cert_file,
+                    "key_file": REDACTED,
+                })).collect::<Vec<_>>(),
+                "acme": t.acme.as_ref().map(|a| json!({
+                    "email": a.email, "directory": a.directory, "domains": a.domains,
+                    "storage": a.storage, "ca_file": a.ca_file,
+                })),
+                "client_ca_file": t.client_ca_file,
+                "client_auth": format!("{:?}", t.client_auth).to_lowercase(),
+                "min_version": match t.min_version { TlsVersion::Tls12 => "1.2", TlsVersion::Tls13 => "1.3" },
+            })),
+        })).collect::<Vec<_>>(),
+        "pools": c.pools.iter().map(|p| json!({
+            "name": p.name,
+            "algorithm": p.algorithm.as_str(),
+            "hash_key": match &p.hash_key {
+                HashKey::ClientIp => "client_ip".to_string(),
+                HashKey::Uri => "uri".to_string(),
+                HashKey::Path => "path".to_string(),
+                HashKey::Header(h) => format!("header:{h}"),
+                HashKey::Cookie(c) => format!("cookie:{c}"),
+            },
+            "backends": p.backends.iter().map(|b| json!({
+                "address": b.address, "weight": b.weight, "backup": b.backup,
+            })).collect::<Vec<_>>(),
+            "discovery": p.discovery.as_ref().map(|d| json!({
+                "dns": {"name": d.name, "port": d.port, "interval": secs(d.interval)},
+            })),
+            "health_check": p.health_check.as_ref().map(|h| json!({
+                "kind": h.kind.map(|k| format!("{k:?}").to_lowercase()),
+                "path": h.path, "host": h.host,
+                "expect_status": format!("{}-{}", h.expect_status.0, h.expect_status.1),
+                "user": h.user, "database": h.database,
+                "interval": secs(h.interval), "timeout": secs(h.timeout),
+                "healthy_threshold": h.healthy_threshold, "unhealthy_threshold": h.unhealthy_threshold,
+            })),
+            "circuit_breaker": p.circuit_breaker.as_ref().map(|b| json!({
+                "failure_threshold": b.failure_threshold, "on_5xx": b.on_5xx,
+                "open_for": secs(b.open_for), "half_open_requests": b.half_open_requests,
+                "max_connections": b.max_connections,
+            })),
+            "sticky": p.sticky.as_ref().map(|s| json!({
+                "cookie": s.cookie, "ttl": s.ttl.map(secs),
+            })),
+            "retries": p.retries,
+            "timeouts": {
+                "connect": secs(p.timeouts.connect), "read": secs(p.timeouts.read),
+                "write": secs(p.timeouts.write), "idle": secs(p.timeouts.idle),
+            },
+            "upstream": {
+                "protocol": format!("{:?}", p.upstream.protocol).to_lowercase(),
+                "tls": p.upstream.tls.as_ref().map(|t| json!({
+                    "sni": t.sni, "verify": t.verify, "ca_file": t.ca_file,
+                })),
+            },
+        })).collect::<Vec<_>>(),
+        "routes": c.routes.iter().map(|r| json!({
+            "name": r.name,
+            "listeners": r.listeners,
+            "host": r.hosts,
+            "path_prefix": r.path_prefix,
+            "methods": strings(&r.methods),
+            "headers": r.headers.iter().map(|(n, v)| (n.to_string(), Value::from(v.as_str()))).collect::<serde_json::Map<_, _>>(),
+            "pool": r.pool,
+            "strip_prefix": r.strip_prefix,
+            "redirect_https": r.redirect_https,
+            "allow": strings(&r.allow),
+            "deny": strings(&r.deny),
+            "rate_limit": r.rate_limit.as_ref().map(|l| json!({
+                "rate": l.rate, "burst": l.burst,
+                "key": match &l.key {
+                    RateLimitKey::ClientIp => "client_ip".to_string(),
+                    RateLimitKey::Route => "route".to_string(),
+                    RateLimitKey::Header(h) => format!("header:{h}"),
+                },
+                "algorithm": match l.algorithm { RateLimitAlgorithm::TokenBucket => "token_bucket", RateLimitAlgorithm::SlidingWindow => "sliding_window" },
+                "scope": match l.scope { Scope::Local => "local", Scope::Cluster => "cluster" },
+            })),
+            "request_headers": edits(&r.request_headers),
+            "response_headers": edits(&r.response_headers),
+            "security_headers": r.security_headers,
+        })).collect::<Vec<_>>(),
+        "tcp_services": c.tcp_services.iter().map(|t| json!({
+            "name": t.name,
+            "listen": t.listen.to_string(),
+            "protocol": format!("{:?}", t.protocol).to_lowercase(),
+            "pool": t.pool,
+            "idle_timeout": secs(t.idle_timeout),
+        })).collect::<Vec<_>>(),
+        "cluster": c.cluster.as_ref().map(|cl| json!({"redis": REDACTED, "timeout": secs(cl.timeout)})),
+    })
+}
+
+/// Sets every key the model has, with non-default values where it can.
+const EVERYTHING: &str = r#"
+server:
+  threads: 3
+  pid_file: /tmp/sy.pid
+  upgrade_sock: /tmp/sy.sock
+  user: nobody
+  group: nogroup
+  grace_period: 1m 30s
+  shutdown_timeout: 250ms
+  trusted_proxies: [10.0.0.0/8, "::1"]
+  deny: [192.0.2.7]
+log:
+  level: debug
+  access_log: /var/log/sy/access.log
+admin:
+  listen: 127.0.0.1:19000
+  tokens: [secret-one, secret-two]
+  allow: [127.0.0.0/8]
+  state_file: /tmp/state.json
+metrics:
+  listen: 127.0.0.1:19100
+listeners:
+  - name: web
+    listen: 127.0.0.1:18080
+  - name: tls
+    listen: 127.0.0.1:18443
+    http2: false
+    tls:
+      certificates:
+        - { cert_file: /etc/a.pem, key_file: /etc/a.key }
+      acme: { email: ops@example.com, domains: [Example.com], storage: /tmp/acme, ca_file: /etc/ca.pem }
+      client_ca_file: /etc/clients.pem
+      client_auth: optional
+      min_version: "1.3"
+pools:
+  - name: web
+    algorithm: consistent_hash
+    hash_key: header:X-User
+    backends:
+      - { address: 127.0.0.1:18081, weight: 3 }
+      - { address: "[::1]:18082", backup: true }
+    health_check:
+      kind: http
+      path: /healthz
+      host: web.example
+      expect_status: 200-204
+      interval: 2s
+      timeout: 1s
+      healthy_threshold: 4
+      unhealthy_threshold: 5
+    circuit_breaker: { failure_threshold: 7, on_5xx: false, open_for: 45s, half_open_requests: 2, max_connections: 100 }
+    sticky: { cookie: SID, ttl: 2h }
+    retries: 2
+    timeouts: { connect: 1s, read: 2m, write: 30s, idle: 0s }
+    upstream:
+      protocol: h2
+      tls: { sni: web.example, verify: false, ca_file: /etc/up.pem }
+  - name: db
+    algorithm: least_conn
+    backends: [{ address: 127.0.0.1:15433 }]
+    health_check: { kind: postgres, user: health, database: postgres }
+  - name: h2c
+    algorithm: random
+    hash_key: cookie:sid
+    backends: [{ address: 127.0.0.1:18083 }]
+    upstream: { protocol: h2c }
+routes:
+  - name: api
+    listeners: [web, tls]
+    host: ["*.Example.com", api.example.com]
+    path_prefix: /api/
+    methods: [get, POST]
+    headers: { X-Env: prod }
+    pool: web
+    strip_prefix: true
+    allow: [10.0.0.0/8]
+    deny: [10.9.0.0/16]
+    rate_limit: { rate: 10, burst: 20, key: "header:X-Key", algorithm: sliding_window, scope: cluster }
+    request_headers: { set: { X-A: "1" }, add: { X-B: "2" }, remove: [X-C] }
+    response_headers: { set: { X-D: "3" } }
+    security_headers: true
+  - name: redirect
+    redirect_https: true
+  - name: limited
+    pool: h2c
+    rate_limit: { rate: 5, key: route }
+tcp_services:
+  - { name: pg, listen: 127.0.0.1:15432, protocol: postgres, pool: db, idle_timeout: 10m }
+cluster:
+  redis: redis://:password@127.0.0.1:6379/0
+  timeout: 50ms
+"#;
+
+fn assert_same(name: &str, yaml: &str) {
+    let env = |n: &str| (n == "SWITCHYARD_ADMIN_TOKEN").then(|| "t0k3n".to_string());
+    let loaded = match parse_str(name, yaml, &env, false) {
+        Ok(l) => l,
+        Err(e) => panic!("{name}: {e:#?}"),
+    };
+    let (new, old) = (config(&loaded.config), legacy(&loaded.config));
+    assert_eq!(
+        serde_json::to_string_pretty(&new).unwrap_or_default(),
+        serde_json::to_string_pretty(&old).unwrap_or_default(),
+        "{name}"
+    );
+}
+
+#[test]
+fn every_key_renders_as_before() {
+    assert_same("everything", EVERYTHING);
+}
+
+#[test]
+fn shipped_configurations_render_as_before() {
+    for file in ["conf/switchyard.yaml", "conf/demo.yaml"] {
+        let path = format!("{}/{file}", env!("CARGO_MANIFEST_DIR"));
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
+        assert_same(file, &text);
+    }
+}

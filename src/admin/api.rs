@@ -428,7 +428,6 @@ mod tests {
             tokens: tokens.iter().map(|t| t.to_string()).collect(),
             allow: vec![allow.parse().unwrap()],
             state_file: "/tmp/unused".into(),
-            pos: Default::default(),
         }
     }
 

@@ -1324,3 +1324,30 @@ fn a_reload_applies_new_tokens_and_allow_at_once() {
     assert_eq!(r.status, 403, "127.0.0.1 is outside the new allow: {r:?}");
     assert_eq!(get(web, "/").status, 200, "the proxy is not concerned");
 }
+
+/// One backend, one name: `localhost:P` and `127.000.0.1:P` were accepted beside
+/// `127.0.0.1:P` as further backends of the same pool (the same server counted twice or
+/// thrice in the balancing).
+#[test]
+fn another_spelling_of_a_member_address_is_not_a_second_backend() {
+    let s = Setup::start();
+    let port = s.a.address().rsplit_once(':').map(|(_, p)| p.to_string());
+    let port = port.unwrap_or_default();
+    let post = "/api/v1/pools/web/backends";
+    let r = authed(
+        s.admin,
+        "POST",
+        post,
+        &format!(r#"{{"address":"localhost:{port}"}}"#),
+    );
+    assert_eq!(r.status, 409, "localhost names a member already: {r:?}");
+    let r = authed(
+        s.admin,
+        "POST",
+        post,
+        &format!(r#"{{"address":"127.000.0.1:{port}"}}"#),
+    );
+    assert_eq!(r.status, 400, "not a canonical IP address: {r:?}");
+    assert_eq!(json_of(&r)["field"], "address");
+    s.assert_web_unchanged();
+}

@@ -3,8 +3,7 @@
 //! to 127.0.0.1) and its HTTP-01 validation pointed at Switchyard's plaintext listener:
 //! first certificate, restart reusing it, renewal of a certificate inside the 30-day
 //! window under steady requests, CA unreachable, and configuration errors.
-mod common;
-use common::*;
+use crate::common::*;
 use openssl::x509::X509;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -349,6 +349,23 @@ fn obtains_a_certificate_and_reuses_it_after_a_restart() {
     assert_eq!(reply.status, 200, "{reply:?}");
     assert_eq!(rig.backend.count(), 1, "the request reached the backend");
 
+    // The certificate serves before it is stored (key first, then the chain): wait for
+    // the stored chain to be the served one before stopping, or a slow write would be
+    // cut off and the restart would find no pair to serve (seen on a loaded machine).
+    let stored_chain = || {
+        let pem = std::fs::read(storage.join("switchyard.test.crt")).ok()?;
+        let chain = X509::stack_from_pem(&pem).ok()?;
+        chain.first().map(|c| fingerprint(c))
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+            stored_chain().as_deref() == Some(fingerprint(&issued).as_str())
+        }),
+        "the served certificate is stored; stored: {:?}; stderr:\n{}",
+        stored_chain(),
+        sy.stderr()
+    );
+
     use std::os::unix::fs::PermissionsExt;
     let key_mode = std::fs::metadata(storage.join("switchyard.test.key"))
         .map(|m| m.permissions().mode() & 0o777)

@@ -1,8 +1,7 @@
 //! `switchyard -t` reports every configuration error class as
 //! `PATH:LINE:COL: key.path: message` (SPEC §1, §3) and exits 1; a valid file exits 0.
 //! Expected positions are computed from the YAML text each test writes.
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::path::Path;
 use std::process::{Command, Output, Stdio};

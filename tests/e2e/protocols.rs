@@ -2,8 +2,7 @@
 //! upstream.protocol, §4): h2c prior knowledge on a plaintext listener, a real gRPC
 //! server and client (tonic) through the proxy — unary, server streaming, metadata and
 //! trailers — and WebSocket echo through the proxy with a fast and a slow upstream.
-mod common;
-use common::*;
+use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
 use std::net::TcpListener as StdListener;
 use std::sync::atomic::{AtomicUsize, Ordering};

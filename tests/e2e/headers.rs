@@ -1,7 +1,6 @@
 //! Headers end to end (SPEC §4, §9): forwarding headers and the client IP, X-Request-Id,
 //! per-route request/response `set`/`add`/`remove`, and security headers.
-mod common;
-use common::*;
+use crate::common::*;
 
 /// Switchyard on a new port with `server` (TEST_SERVER or a variant): one listener, pool
 /// `p` with backend `b` and route `r` with `route_keys` (each line indented by 4 spaces).

@@ -5,8 +5,7 @@
 //! changes (made on one instance, applied by every other within a second, picked up by
 //! an instance that starts later, and not lost while Redis is down). Skipped when
 //! redis-server is not installed.
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 

@@ -3,8 +3,7 @@
 //! backends with the traffic following at once, input validation with the offending
 //! field, reload through the API, the redacted configuration, the OpenAPI description,
 //! and the state file: kept across reloads and restarts, never corrupt after kill -9.
-mod common;
-use common::*;
+use crate::common::*;
 
 use serde_json::{json, Value};
 use std::collections::BTreeSet;

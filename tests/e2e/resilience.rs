@@ -2,8 +2,7 @@
 //! Sticky, DNS discovery, §2 SIGHUP): active health checks take backends out and bring
 //! them back, HTTP checks and expect_status, the circuit breaker's exact counts,
 //! max_connections, backups, sticky cookies, DNS discovery and reloads that keep state.
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -3,8 +3,7 @@
 //! to 127.0.0.1) and its HTTP-01 validation pointed at Switchyard's plaintext listener:
 //! first certificate, restart reusing it, renewal of a certificate inside the 30-day
 //! window under steady requests, CA unreachable, and configuration errors.
-mod common;
-use common::*;
+use crate::common::*;
 use openssl::x509::X509;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -349,6 +348,23 @@ fn obtains_a_certificate_and_reuses_it_after_a_restart() {
         .expect("HTTPS request");
     assert_eq!(reply.status, 200, "{reply:?}");
     assert_eq!(rig.backend.count(), 1, "the request reached the backend");
+
+    // The certificate serves before it is stored (key first, then the chain): wait for
+    // the stored chain to be the served one before stopping, or a slow write would be
+    // cut off and the restart would find no pair to serve (seen on a loaded machine).
+    let stored_chain = || {
+        let pem = std::fs::read(storage.join("switchyard.test.crt")).ok()?;
+        let chain = X509::stack_from_pem(&pem).ok()?;
+        chain.first().map(|c| fingerprint(c))
+    };
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(20), || {
+            stored_chain().as_deref() == Some(fingerprint(&issued).as_str())
+        }),
+        "the served certificate is stored; stored: {:?}; stderr:\n{}",
+        stored_chain(),
+        sy.stderr()
+    );
 
     use std::os::unix::fs::PermissionsExt;
     let key_mode = std::fs::metadata(storage.join("switchyard.test.key"))

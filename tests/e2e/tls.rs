@@ -2,8 +2,7 @@
 //! reload): SNI certificate selection, protocol versions, reload of new file contents at
 //! unchanged paths, mutual TLS, ALPN h2, upstream TLS verification, HSTS and `-t` checks.
 //! Certificates come from a private CA made at test time; clients are OpenSSL (and curl).
-mod common;
-use common::*;
+use crate::common::*;
 use openssl::pkey::{PKey, Private};
 use openssl::ssl::SslVersion;
 use openssl::x509::X509;

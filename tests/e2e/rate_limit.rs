@@ -2,8 +2,7 @@
 //! `switchyard_rate_limited_total`, §9 "Rate limits"): token-bucket and sliding-window
 //! counts, the 429 answer, each key kind, the ACL running first, the metric, state kept
 //! across an unrelated reload, and memory under a flood of distinct keys.
-mod common;
-use common::*;
+use crate::common::*;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -5,8 +5,7 @@
 //!
 //! `promtool` and `prometheus` come from Debian's `prometheus` package; when they are
 //! missing the tests that need them print SKIP and return.
-mod common;
-use common::*;
+use crate::common::*;
 
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};

@@ -1,7 +1,6 @@
 //! The command line (SPEC §1, §2): -V, -t, -c/--config, $SWITCHYARD_CONFIG, the default
 //! path, $SWITCHYARD_LOG, -d (daemon with pid_file) and -u with SIGQUIT (graceful upgrade).
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};

@@ -1,7 +1,6 @@
 //! Load-balancing algorithms with weights, backups and upstream keep-alive
 //! (SPEC §3 pools, §4 least_conn / consistent_hash, §9 settled details).
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;

@@ -7,8 +7,7 @@
 //!
 //! The database tests print `SKIP` and pass when PostgreSQL / MariaDB are not installed
 //! (CI installs `postgresql`, `mariadb-server` and `mariadb-client`).
-mod common;
-use common::*;
+use crate::common::*;
 
 use serde_json::Value;
 use std::collections::HashMap;

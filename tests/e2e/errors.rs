@@ -1,7 +1,6 @@
 //! Error answers end to end (SPEC §4, §9): 404, 403, 502, 504 bodies and headers,
 //! backend 5xx passed through, retries only on connect failure, malformed requests.
-mod common;
-use common::*;
+use crate::common::*;
 use std::time::Duration;
 
 /// Switchyard on a new port with one plaintext listener; `pools` and `routes` are the

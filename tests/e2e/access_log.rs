@@ -1,7 +1,6 @@
 //! The JSON access log end to end (SPEC §7): one line per request with exactly the
 //! documented fields, and the `log.access_log` targets (file, stdout, stderr, off).
-mod common;
-use common::*;
+use crate::common::*;
 use serde_json::Value;
 use std::path::PathBuf;
 use std::process::{Child, Command};

@@ -5,8 +5,7 @@
 //!
 //! Chromium comes from Debian's `chromium` package; without /usr/bin/chromium the browser
 //! tests print SKIP and return. Set SWITCHYARD_DASHBOARD_PNG=path to keep the screenshot.
-mod common;
-use common::*;
+use crate::common::*;
 
 use serde_json::Value;
 use std::collections::BTreeMap;

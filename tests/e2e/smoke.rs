@@ -1,6 +1,5 @@
 //! The demo path end to end: a route to a round-robin pool of three real backends.
-mod common;
-use common::*;
+use crate::common::*;
 
 #[test]
 fn round_robin_spreads_across_three_backends() {

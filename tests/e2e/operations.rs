@@ -2,8 +2,7 @@
 //! under a keep-alive client load, SIGTERM with requests in flight, SIGUSR1 access-log
 //! reopen, the upgrade of a daemonised process with its pid file, and `/readyz` while
 //! draining.
-mod common;
-use common::*;
+use crate::common::*;
 
 use std::collections::HashMap;
 use std::io::{Read, Write};

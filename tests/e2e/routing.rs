@@ -1,8 +1,7 @@
 //! Routing end to end (SPEC §3 routes, §4, §9): listeners, hosts, path prefixes,
 //! methods, headers, file order, strip_prefix, allow/deny, the global `server.deny` and
 //! redirect_https.
-mod common;
-use common::*;
+use crate::common::*;
 
 /// One pool per backend, each named after its backend.
 fn pools_of(backends: &[&Backend]) -> String {

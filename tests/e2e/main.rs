@@ -1,0 +1,25 @@
+//! The end-to-end tests in one test binary: each module starts the real switchyard binary
+//! (and real backends, databases, Redis, Prometheus, ... as an area needs) on 127.0.0.1.
+//! `common` holds the shared harness.
+
+mod common;
+
+mod access_log;
+mod acme;
+mod admin_api;
+mod balancing;
+mod cli;
+mod cluster;
+mod config_errors;
+mod dashboard;
+mod errors;
+mod headers;
+mod l4;
+mod metrics;
+mod operations;
+mod protocols;
+mod rate_limit;
+mod resilience;
+mod routing;
+mod smoke;
+mod tls;

@@ -2,6 +2,9 @@
 //! (and real backends, databases, Redis, Prometheus, ... as an area needs) on 127.0.0.1.
 //! `common` holds the shared harness.
 
+// A failed set-up step is a failed test: the harness unwraps and expects honestly.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 mod access_log;

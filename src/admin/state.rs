@@ -6,10 +6,10 @@
 //! one lock, so a change made here and one arriving from another instance never
 //! interleave.
 
+use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use tokio::sync::Notify;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -81,24 +81,19 @@ impl StateStore {
     }
 
     pub fn pool(&self, name: &str) -> PoolOverlay {
-        self.inner
-            .lock()
-            .map(|i| i.overlay.pools.get(name).cloned().unwrap_or_default())
-            .unwrap_or_default()
+        let i = self.inner.lock();
+        i.overlay.pools.get(name).cloned().unwrap_or_default()
     }
 
     /// The whole overlay.
     pub fn snapshot(&self) -> Overlay {
-        self.inner
-            .lock()
-            .map(|i| i.overlay.clone())
-            .unwrap_or_default()
+        self.inner.lock().overlay.clone()
     }
 
     /// Runs `f` on pool `name`'s overlay with the lock held (no change can slip in
     /// between reading it and applying it to a running pool).
     pub fn with_pool<R>(&self, name: &str, f: impl FnOnce(&PoolOverlay) -> R) -> Option<R> {
-        let guard = self.inner.lock().ok()?;
+        let guard = self.inner.lock();
         let empty = PoolOverlay::default();
         Some(f(guard.overlay.pools.get(name).unwrap_or(&empty)))
     }
@@ -112,10 +107,7 @@ impl StateStore {
         change: impl FnOnce(&mut PoolOverlay),
         apply: impl FnOnce(&PoolOverlay),
     ) -> Result<PoolOverlay, String> {
-        let mut guard = self
-            .inner
-            .lock()
-            .map_err(|_| "state lock poisoned".to_string())?;
+        let mut guard = self.inner.lock();
         let mut next = guard.overlay.clone();
         let entry = next.pools.entry(name.to_string()).or_default();
         change(entry);
@@ -142,30 +134,25 @@ impl StateStore {
 
     /// The pools changed here and not yet published, with their current overlays.
     pub fn unpublished(&self) -> Vec<(String, PoolOverlay)> {
-        self.inner
-            .lock()
-            .map(|i| {
-                i.dirty
-                    .iter()
-                    .map(|n| {
-                        (
-                            n.clone(),
-                            i.overlay.pools.get(n).cloned().unwrap_or_default(),
-                        )
-                    })
-                    .collect()
+        let i = self.inner.lock();
+        i.dirty
+            .iter()
+            .map(|n| {
+                (
+                    n.clone(),
+                    i.overlay.pools.get(n).cloned().unwrap_or_default(),
+                )
             })
-            .unwrap_or_default()
+            .collect()
     }
 
     /// `overlay` of pool `name` was published: the pool is clean unless it changed
     /// again since.
     pub fn published(&self, name: &str, overlay: &PoolOverlay) {
-        if let Ok(mut i) = self.inner.lock() {
-            let current = i.overlay.pools.get(name).cloned().unwrap_or_default();
-            if current == *overlay {
-                i.dirty.remove(name);
-            }
+        let mut i = self.inner.lock();
+        let current = i.overlay.pools.get(name).cloned().unwrap_or_default();
+        if current == *overlay {
+            i.dirty.remove(name);
         }
     }
 
@@ -204,10 +191,8 @@ impl StateStore {
         apply: impl FnMut(&str, &PoolOverlay),
     ) -> Result<Vec<String>, String> {
         let mut all = pools;
-        if let Ok(i) = self.inner.lock() {
-            for name in i.overlay.pools.keys() {
-                all.entry(name.clone()).or_default();
-            }
+        for name in self.inner.lock().overlay.pools.keys() {
+            all.entry(name.clone()).or_default();
         }
         self.replace_pools(all, keep, apply)
     }
@@ -218,10 +203,7 @@ impl StateStore {
         keep: &BTreeSet<String>,
         mut apply: impl FnMut(&str, &PoolOverlay),
     ) -> Result<Vec<String>, String> {
-        let mut guard = self
-            .inner
-            .lock()
-            .map_err(|_| "state lock poisoned".to_string())?;
+        let mut guard = self.inner.lock();
         let mut changed = Vec::new();
         for (name, overlay) in pools {
             if guard.dirty.contains(&name) || keep.contains(&name) {
@@ -308,6 +290,29 @@ mod tests {
         assert_eq!(seen, Some(draining("b:1")));
         assert_eq!(store.pool("web"), draining("b:1"));
         assert!(store.unpublished().is_empty());
+    }
+
+    /// Regression: with std's Mutex, a panic while the lock was held made every later
+    /// read return an empty overlay, so all drains and deletes vanished at once.
+    #[test]
+    fn a_panic_under_the_lock_loses_no_change() {
+        let store = StateStore::open(None).unwrap();
+        store
+            .update("web", |p| *p = draining("a:1"), |_| {})
+            .unwrap();
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let _ = store.update(
+                "web",
+                |p| {
+                    p.draining.insert("b:1".into());
+                },
+                |_| panic!("applying the change failed"),
+            );
+        }));
+        assert!(panicked.is_err());
+        let web = store.pool("web");
+        assert!(web.draining.contains("a:1") && web.draining.contains("b:1"));
+        assert!(store.update("web", |p| p.deleted.clear(), |_| {}).is_ok());
     }
 
     #[test]

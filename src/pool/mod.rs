@@ -17,12 +17,13 @@ use crate::config::{
 };
 use arc_swap::ArcSwap;
 use circuit::{Breaker, CircuitState};
+use parking_lot::Mutex;
 use select::Selector;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use sticky::Sticky;
 
 /// One backend and the state every part of Switchyard reads it from.
@@ -311,15 +312,13 @@ impl Pool {
 
     /// Replaces the discovered backends (DNS); static ones always stay.
     pub fn set_discovered(&self, found: Vec<BackendConfig>) {
-        if let Ok(mut d) = self.discovered.lock() {
-            *d = found;
-        }
+        *self.discovered.lock() = found;
         self.rebuild();
     }
 
     /// The admin API's changes to this pool, as applied.
     pub fn overlay(&self) -> PoolOverlay {
-        self.overlay.lock().map(|o| o.clone()).unwrap_or_default()
+        self.overlay.lock().clone()
     }
 
     /// True when `address` is one of the file's backends (not added or discovered).
@@ -332,9 +331,7 @@ impl Pool {
 
     /// Replaces the admin API's changes to this pool and rebuilds the membership.
     pub fn set_overlay(&self, overlay: PoolOverlay) {
-        if let Ok(mut o) = self.overlay.lock() {
-            *o = overlay;
-        }
+        *self.overlay.lock() = overlay;
         self.rebuild();
     }
 
@@ -357,12 +354,8 @@ impl Pool {
     /// the live state of every backend whose address, weight and role are unchanged.
     fn rebuild(&self) {
         let old = self.members.load_full();
-        let discovered = self
-            .discovered
-            .lock()
-            .map(|d| d.clone())
-            .unwrap_or_default();
-        let overlay = self.overlay.lock().map(|o| o.clone()).unwrap_or_default();
+        let discovered = self.discovered.lock().clone();
+        let overlay = self.overlay.lock().clone();
         let mut specs: Vec<BackendConfig> = Vec::new();
         for b in &self.definition.backends {
             if overlay.deleted.contains(&b.address) {

@@ -4,14 +4,16 @@
 pub mod admin;
 pub mod cli;
 pub mod config;
-pub mod durable;
 pub mod http;
 pub mod limits;
+pub mod net;
 pub mod observe;
 pub mod ops;
 pub mod pool;
 pub mod routing;
 pub mod runtime;
+pub mod serve;
 pub mod server;
+pub mod state;
 pub mod tcp;
 pub mod tls;

@@ -2,7 +2,7 @@
 //! X-Real-IP, X-Request-Id, per-route set/add/remove edits and security headers.
 
 use crate::config::HeaderEdits;
-use crate::limits::{canonical, contains_any};
+use crate::net::{canonical, contains_any};
 use http::header::{HeaderName, HeaderValue};
 use http::HeaderMap;
 use ipnet::IpNet;

@@ -4,5 +4,6 @@ pub mod ctx;
 pub mod errors;
 pub mod guard;
 pub mod headers;
+pub mod log;
 pub mod proxy;
 pub mod upstream;

@@ -2,7 +2,7 @@
 
 use super::ctx::RequestCtx;
 use crate::config::{HashKey, UpstreamProtocol};
-use crate::pool::select::ip_key;
+use crate::net::ip_key;
 use crate::pool::{Backend, InFlight, Pool};
 use once_cell::sync::Lazy;
 use pingora::protocols::tls::{HandshakeCompleteHook, TlsRef};

@@ -7,16 +7,17 @@ pub mod circuit;
 pub mod db_checks;
 pub mod discovery;
 pub mod health;
+pub mod overlay;
 pub mod select;
 pub mod sticky;
 
-use crate::admin::state::PoolOverlay;
 use crate::config::{
     Algorithm, BackendConfig, CircuitBreakerConfig, HashKey, HealthCheckConfig, HealthKind,
     PoolConfig, Timeouts, UpstreamConfig,
 };
 use arc_swap::ArcSwap;
 use circuit::{Breaker, CircuitState};
+use overlay::PoolOverlay;
 use select::Selector;
 use std::collections::HashMap;
 use std::net::SocketAddr;

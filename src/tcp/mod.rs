@@ -6,10 +6,10 @@
 
 pub mod copy;
 
-use crate::limits::canonical;
+use crate::net::canonical;
+use crate::net::ip_key;
 use crate::observe::access_log::{millis, timestamp};
 use crate::ops::shutdown::Work;
-use crate::pool::select::ip_key;
 use crate::pool::InFlight;
 use crate::runtime::SharedRuntime;
 use async_trait::async_trait;

@@ -3,7 +3,7 @@
 //! `<first domain>.key` 0600), all written atomically; plus the self-signed placeholder
 //! served before the first certificate arrives.
 
-use crate::durable::write_atomically;
+use crate::state::durable::write_atomically;
 use crate::tls::store::Certified;
 use instant_acme::AccountCredentials;
 use openssl::asn1::Asn1Time;

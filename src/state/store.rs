@@ -6,37 +6,12 @@
 //! one lock, so a change made here and one arriving from another instance never
 //! interleave.
 
+pub use crate::pool::overlay::{AddedBackend, PoolOverlay};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use tokio::sync::Notify;
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AddedBackend {
-    pub address: String,
-    pub weight: u32,
-}
-
-/// The changes made to one pool.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PoolOverlay {
-    pub added: Vec<AddedBackend>,
-    pub weights: BTreeMap<String, u32>,
-    pub draining: BTreeSet<String>,
-    pub deleted: BTreeSet<String>,
-}
-
-impl PoolOverlay {
-    pub fn is_empty(&self) -> bool {
-        self.added.is_empty()
-            && self.weights.is_empty()
-            && self.draining.is_empty()
-            && self.deleted.is_empty()
-    }
-}
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -251,7 +226,7 @@ impl StateStore {
 /// The whole overlay as pretty JSON, replacing `path` atomically.
 fn write_atomically(path: &Path, overlay: &Overlay) -> Result<(), String> {
     let text = serde_json::to_vec_pretty(overlay).map_err(|e| e.to_string())?;
-    crate::durable::write_atomically(path, &text, 0o640)
+    super::durable::write_atomically(path, &text, 0o640)
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! Error and redirect answers written by Switchyard itself: short text/plain bodies,
 //! always with X-Request-Id (SPEC §4, §9), and the mapping from proxy errors to codes.
 
+use super::admission::Answer;
 use super::headers::X_REQUEST_ID;
 use pingora::http::ResponseHeader;
 use pingora::{Error, ErrorSource, ErrorType};
@@ -18,6 +19,24 @@ fn reason(status: u16) -> &'static str {
         503 => "no backend available",
         504 => "backend timed out",
         _ => "error",
+    }
+}
+
+/// Writes an admission answer.
+pub async fn answer(
+    session: &mut Session,
+    answer: &Answer,
+    request_id: &str,
+) -> pingora::Result<()> {
+    match answer {
+        Answer::Status(status) => respond(session, *status, request_id).await,
+        Answer::Close(status) => {
+            session.set_keepalive(None);
+            respond(session, *status, request_id).await
+        }
+        Answer::TooMany { retry_after } => too_many(session, *retry_after, request_id).await,
+        Answer::Redirect(location) => redirect(session, location, request_id).await,
+        Answer::Text(body) => text(session, body.clone(), request_id).await,
     }
 }
 

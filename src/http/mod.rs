@@ -1,5 +1,6 @@
 //! The HTTP side: the `ProxyHttp` dispatcher and the request-level helpers it calls.
 
+pub mod admission;
 pub mod ctx;
 pub mod errors;
 pub mod guard;

@@ -1,17 +1,15 @@
 //! The `ProxyHttp` implementation: a thin dispatcher from Pingora's hooks to routing,
 //! access control, selection, header rules, errors and the access log.
 
+use super::admission::{self, Verdict};
 use super::ctx::RequestCtx;
 use super::errors;
 use super::guard;
 use super::headers::{self, Forwarded};
 use super::upstream;
 use crate::http::log as access_log;
-use crate::limits::rate::Key;
-use crate::net::canonical;
-use crate::routing::{self, RequestFacts};
+use crate::routing;
 use crate::runtime::SharedRuntime;
-use crate::tls::acme;
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::upstreams::peer::HttpPeer;
@@ -30,101 +28,6 @@ pub struct Proxy {
     pub ready: Arc<AtomicBool>,
 }
 
-impl Proxy {
-    /// Routes the request and answers it here when no backend is needed (404, 403,
-    /// redirect). Returns true when a response was written.
-    async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let rt = self.runtime.load_full();
-        ctx.runtime = Some(rt.clone());
-        let peer = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| canonical(a.ip()));
-        let req = session.req_header();
-        ctx.peer_ip = peer;
-        ctx.request_id = match req.headers.get(headers::X_REQUEST_ID) {
-            Some(id) if headers::valid_request_id(id.as_bytes()) => {
-                String::from_utf8_lossy(id.as_bytes()).into_owned()
-            }
-            _ => headers::new_request_id(),
-        };
-        if let Some(status) = guard::refuse(session) {
-            session.set_keepalive(None);
-            errors::respond(session, status, &ctx.request_id).await?;
-            return Ok(true);
-        }
-        // The CA validates from anywhere, for a host no route may know.
-        if !self.tls {
-            if let Some(answer) = acme::challenge::answer(session.req_header().uri.path()) {
-                errors::text(session, answer, &ctx.request_id).await?;
-                return Ok(true);
-            }
-        }
-        let req = session.req_header();
-        ctx.client_ip = peer.map(|p| headers::client_ip(p, &req.headers, &rt.trusted_proxies));
-        if rt.deny.refuses(ctx.client_ip) {
-            errors::respond(session, 403, &ctx.request_id).await?;
-            return Ok(true);
-        }
-        let facts = RequestFacts {
-            listener: self.listener,
-            host: headers::request_host(req),
-            path: req.uri.path(),
-            method: &req.method,
-            headers: &req.headers,
-        };
-        let found = rt.table.find(&facts);
-        ctx.route = found;
-        let Some(route) = found.map(|i| &rt.routes[i]) else {
-            errors::respond(session, 404, &ctx.request_id).await?;
-            return Ok(true);
-        };
-        ctx.pool = route.pool;
-        if ctx.client_ip.is_some_and(|ip| !route.acl.permits(ip)) {
-            errors::respond(session, 403, &ctx.request_id).await?;
-            return Ok(true);
-        }
-        if let Some(limit) = &route.rate_limit {
-            let key = Key::for_request(
-                &limit.config.key,
-                ctx.client_ip,
-                &session.req_header().headers,
-            );
-            if let Err(retry_after) = limit.check(&route.name, key).await {
-                route.metrics.rate_limited();
-                errors::too_many(session, retry_after, &ctx.request_id).await?;
-                return Ok(true);
-            }
-        }
-        if route.redirect_https && !self.tls {
-            let location = https_location(session.req_header(), rt.https_port);
-            errors::redirect(session, &location, &ctx.request_id).await?;
-            return Ok(true);
-        }
-        if route.pool.is_none() {
-            errors::respond(session, 404, &ctx.request_id).await?;
-            return Ok(true);
-        }
-        Ok(false)
-    }
-}
-
-/// `https://host[:port]/path?query`; the port only when it is not 443.
-fn https_location(req: &RequestHeader, port: u16) -> String {
-    let host = headers::request_host(req);
-    let path = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let host = if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host.to_string()
-    };
-    if port == 443 {
-        format!("https://{host}{path}")
-    } else {
-        format!("https://{host}:{port}{path}")
-    }
-}
-
 #[async_trait]
 impl ProxyHttp for Proxy {
     type CTX = RequestCtx;
@@ -134,7 +37,26 @@ impl ProxyHttp for Proxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        self.admit(session, ctx).await
+        let rt = self.runtime.load_full();
+        let request = admission::Request {
+            header: session.req_header(),
+            peer: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
+            listener: self.listener,
+            tls: self.tls,
+            refused: guard::refuse(session),
+        };
+        let verdict = admission::admit(&request, &rt, ctx).await;
+        ctx.runtime = Some(rt);
+        match verdict {
+            Verdict::Proxy => Ok(false),
+            Verdict::Answer(answer) => {
+                errors::answer(session, &answer, &ctx.request_id).await?;
+                Ok(true)
+            }
+        }
     }
 
     async fn upstream_peer(

@@ -128,6 +128,31 @@ pub fn status_for(e: &Error) -> u16 {
     }
 }
 
+/// The error for "no backend to send this to": the last connect failure's status, else 503.
+pub fn no_backend(connect_failure: Option<u16>) -> Box<Error> {
+    let status = connect_failure.unwrap_or(503);
+    Error::explain(ErrorType::HTTPStatus(status), "no usable backend")
+}
+
+/// Answers a failed proxy attempt when nothing was written yet; returns the status code
+/// for Pingora (0: the error had no answer).
+pub async fn answer_failure(
+    session: &mut Session,
+    e: &Error,
+    ctx: &mut super::ctx::RequestCtx,
+) -> u16 {
+    let code = status_for(e);
+    if code > 0 && session.response_written().is_none() {
+        if ctx.request_id.is_empty() {
+            ctx.request_id = super::headers::new_request_id();
+        }
+        if let Err(err) = respond(session, code, &ctx.request_id).await {
+            log::debug!("could not send the {code} answer: {err}");
+        }
+    }
+    code
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -64,3 +64,25 @@ pub fn http_entry<'a>(
         tls,
     }
 }
+
+/// The per-request metrics and access-log line, once the request is done.
+pub fn finish(session: &pingora_proxy::Session, ctx: &RequestCtx, tls: bool) {
+    let Some(rt) = ctx.runtime.as_deref() else {
+        return;
+    };
+    let status = session
+        .response_written()
+        .map(|r| r.status.as_u16())
+        .unwrap_or(0);
+    if status > 0 && rt.metrics_enabled {
+        let metrics = ctx
+            .route
+            .and_then(|r| rt.routes.get(r))
+            .map_or(&rt.unrouted_metrics, |r| &r.metrics);
+        metrics.observe(&session.req_header().method, status, ctx.start.elapsed());
+    }
+    if rt.access_log.enabled() {
+        rt.access_log
+            .write(&http_entry(session, ctx, rt, status, tls));
+    }
+}

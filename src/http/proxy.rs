@@ -5,17 +5,16 @@ use super::admission::{self, Verdict};
 use super::ctx::RequestCtx;
 use super::errors;
 use super::guard;
-use super::headers::{self, Forwarded};
+use super::headers;
 use super::upstream;
 use crate::http::log as access_log;
-use crate::routing;
 use crate::runtime::SharedRuntime;
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 pub struct Proxy {
@@ -28,6 +27,21 @@ pub struct Proxy {
     pub ready: Arc<AtomicBool>,
 }
 
+impl Proxy {
+    fn admission_request<'a>(&self, session: &'a Session) -> admission::Request<'a> {
+        admission::Request {
+            header: session.req_header(),
+            peer: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
+            listener: self.listener,
+            tls: self.tls,
+            refused: guard::refuse(session),
+        }
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for Proxy {
     type CTX = RequestCtx;
@@ -38,17 +52,7 @@ impl ProxyHttp for Proxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let rt = self.runtime.load_full();
-        let request = admission::Request {
-            header: session.req_header(),
-            peer: session
-                .client_addr()
-                .and_then(|a| a.as_inet())
-                .map(|a| a.ip()),
-            listener: self.listener,
-            tls: self.tls,
-            refused: guard::refuse(session),
-        };
-        let verdict = admission::admit(&request, &rt, ctx).await;
+        let verdict = admission::admit(&self.admission_request(session), &rt, ctx).await;
         ctx.runtime = Some(rt);
         match verdict {
             Verdict::Proxy => Ok(false),
@@ -68,20 +72,10 @@ impl ProxyHttp for Proxy {
             .pool()
             .cloned()
             .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(404), "route has no pool"))?;
-        match upstream::choose(&pool, session, ctx, self.tls) {
-            Some(backend) => Ok(Box::new(upstream::peer(
-                &pool,
-                &backend,
-                session.is_upgrade_req(),
-            ))),
-            None => {
-                let status = ctx.connect_failure.unwrap_or(503);
-                Err(Error::explain(
-                    ErrorType::HTTPStatus(status),
-                    "no usable backend",
-                ))
-            }
-        }
+        let backend = upstream::choose(&pool, session, ctx, self.tls)
+            .ok_or_else(|| errors::no_backend(ctx.connect_failure))?;
+        let upgrade = session.is_upgrade_req();
+        Ok(Box::new(upstream::peer(&pool, &backend, upgrade)))
     }
 
     fn fail_to_connect(
@@ -92,10 +86,9 @@ impl ProxyHttp for Proxy {
         mut e: Box<Error>,
     ) -> Box<Error> {
         upstream::record_outcome(ctx, false, false);
-        // Nothing was sent yet, so another backend may take it.
         ctx.connect_failure = Some(errors::status_for(&e).max(502));
-        let retries = ctx.pool().map(|p| p.retries as usize).unwrap_or(0);
-        if ctx.tried.len() <= retries {
+        // Nothing was sent yet, so another backend may take it.
+        if upstream::may_retry_connect(ctx) {
             e.set_retry(true);
         }
         e
@@ -123,27 +116,9 @@ impl ProxyHttp for Proxy {
             return Ok(());
         };
         if let Some(prefix) = &route.strip {
-            let original = session
-                .req_header()
-                .uri
-                .path_and_query()
-                .map(|p| p.as_str())
-                .unwrap_or("/");
-            let stripped = routing::strip_prefix(prefix, original);
-            let uri = stripped
-                .parse::<http::Uri>()
-                .map_err(|e| Error::because(ErrorType::InternalError, "strip_prefix", e))?;
-            upstream_request.set_uri(uri);
+            upstream_request.set_uri(upstream::stripped_uri(prefix, session.req_header())?);
         }
-        if let (Some(peer), Some(client)) = (ctx.peer_ip, ctx.client_ip) {
-            let fwd = Forwarded {
-                peer,
-                client,
-                tls: self.tls,
-                request_id: &ctx.request_id,
-            };
-            headers::add_forwarding(upstream_request, &fwd)?;
-        }
+        headers::forward(upstream_request, ctx, self.tls)?;
         headers::set_client_cert_subject(upstream_request, session)?;
         headers::apply_edits(upstream_request, &route.request_headers)
     }
@@ -166,13 +141,8 @@ impl ProxyHttp for Proxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if !self.ready.load(Ordering::Relaxed) {
-            session.set_keepalive(None);
-        }
-        upstream_response.insert_header(headers::X_REQUEST_ID, ctx.request_id.as_str())?;
-        if let Some(cookie) = ctx.set_cookie.take() {
-            upstream_response.append_header(http::header::SET_COOKIE, cookie)?;
-        }
+        crate::ops::shutdown::drain_keepalive(session, &self.ready);
+        headers::stamp_response(upstream_response, ctx)?;
         let Some(route) = ctx.route() else {
             return Ok(());
         };
@@ -197,43 +167,15 @@ impl ProxyHttp for Proxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let code = errors::status_for(e);
-        if code > 0 && session.response_written().is_none() {
-            if ctx.request_id.is_empty() {
-                ctx.request_id = headers::new_request_id();
-            }
-            if let Err(err) = errors::respond(session, code, &ctx.request_id).await {
-                log::debug!("could not send the {code} answer: {err}");
-            }
-        }
+        let error_code = errors::answer_failure(session, e, ctx).await;
         FailToProxy {
-            error_code: code,
+            error_code,
             can_reuse_downstream: false,
         }
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        // A timeout or reset after connecting is a failure; a finished exchange whose
-        // response header was not seen (e.g. an upgrade) counts as a success.
-        let upstream_failed = e.is_some_and(|e| e.esource() == &pingora::ErrorSource::Upstream);
-        upstream::record_outcome(ctx, !upstream_failed, !upstream_failed);
-        ctx.in_flight = None;
-        let Some(rt) = ctx.runtime.clone() else {
-            return;
-        };
-        let status = session
-            .response_written()
-            .map(|r| r.status.as_u16())
-            .unwrap_or(0);
-        if status > 0 && rt.metrics_enabled {
-            let metrics = ctx
-                .route
-                .map_or(&rt.unrouted_metrics, |r| &rt.routes[r].metrics);
-            metrics.observe(&session.req_header().method, status, ctx.start.elapsed());
-        }
-        if rt.access_log.enabled() {
-            let entry = access_log::http_entry(session, ctx, &rt, status, self.tls);
-            rt.access_log.write(&entry);
-        }
+        upstream::finish_attempt(ctx, e);
+        access_log::finish(session, ctx, self.tls);
     }
 }

@@ -201,6 +201,33 @@ fn host_of(address: &str) -> &str {
     }
 }
 
+/// Whether a failed connect may move on to another backend: within the pool's
+/// `retries` (the first attempt is not a retry).
+pub fn may_retry_connect(ctx: &RequestCtx) -> bool {
+    let retries = ctx.pool().map(|p| p.retries as usize).unwrap_or(0);
+    ctx.tried.len() <= retries
+}
+
+/// The request URI with the route's prefix removed (`strip_prefix`).
+pub fn stripped_uri(
+    prefix: &str,
+    req: &pingora::http::RequestHeader,
+) -> pingora::Result<http::Uri> {
+    let original = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    crate::routing::strip_prefix(prefix, original)
+        .parse::<http::Uri>()
+        .map_err(|e| Error::because(ErrorType::InternalError, "strip_prefix", e))
+}
+
+/// Closes the attempt when the request ends: a timeout or reset after connecting is a
+/// failure; a finished exchange whose response header was not seen (e.g. an upgrade)
+/// counts as a success. Releases the in-flight slot.
+pub fn finish_attempt(ctx: &mut RequestCtx, e: Option<&Error>) {
+    let upstream_failed = e.is_some_and(|e| e.esource() == &pingora::ErrorSource::Upstream);
+    record_outcome(ctx, !upstream_failed, !upstream_failed);
+    ctx.in_flight = None;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

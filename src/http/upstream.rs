@@ -3,7 +3,7 @@
 use super::ctx::RequestCtx;
 use crate::config::{HashKey, UpstreamProtocol};
 use crate::net::ip_key;
-use crate::pool::{Backend, InFlight, Pool};
+use crate::pool::{Backend, Claim, Pool};
 use once_cell::sync::Lazy;
 use pingora::protocols::tls::{HandshakeCompleteHook, TlsRef};
 use pingora::protocols::{Digest, ALPN};
@@ -81,30 +81,21 @@ pub fn choose(
             &s.cookie,
         )
     });
+    // The previous (failed) attempt's slot is released before the next claim.
+    ctx.in_flight = None;
     // A slot can fill between selection and claim: try the next candidate, boundedly.
-    for _ in 0..members.backends.len().max(1) {
-        let idx = cookie
-            .and_then(|c| members.sticky_target(c, &ctx.tried))
-            .or_else(|| members.select(key, &ctx.tried))?;
-        ctx.tried.push(idx);
-        let backend = &members.backends[idx];
-        // Replacing the guard releases the previous (failed) attempt's slot.
-        ctx.in_flight = None;
-        let Some(guard) = InFlight::acquire(backend) else {
-            continue;
-        };
-        ctx.in_flight = Some(guard);
-        ctx.backend = Some(idx);
-        ctx.outcome_recorded = false;
-        ctx.set_cookie = match (&pool.sticky, members.sticky_of.get(idx)) {
-            (Some(s), Some(value)) if cookie != Some(value.as_bytes()) => {
-                Some(s.set_cookie(value, tls))
-            }
-            _ => None,
-        };
-        return Some(backend.clone());
-    }
-    None
+    let bound = members.backends.len().max(1);
+    let Claim { idx, guard } = members.claim(key, cookie, &mut ctx.tried, bound)?;
+    ctx.in_flight = Some(guard);
+    ctx.backend = Some(idx);
+    ctx.outcome_recorded = false;
+    ctx.set_cookie = match (&pool.sticky, members.sticky_of.get(idx)) {
+        (Some(s), Some(value)) if cookie != Some(value.as_bytes()) => {
+            Some(s.set_cookie(value, tls))
+        }
+        _ => None,
+    };
+    members.backends.get(idx).cloned()
 }
 
 /// Counts the chosen backend's outcome once per attempt; `breaker_success` is what the

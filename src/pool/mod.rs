@@ -164,6 +164,12 @@ impl Drop for InFlight {
     }
 }
 
+/// A claimed backend: its index in `Members::backends` and the slot held on it.
+pub struct Claim {
+    pub idx: usize,
+    pub guard: InFlight,
+}
+
 struct Tier {
     /// Indices into `Members::backends`.
     members: Vec<usize>,
@@ -220,6 +226,31 @@ impl Members {
         let value = std::str::from_utf8(value).ok()?;
         let idx = *self.sticky_values.get(value)?;
         (self.backends[idx].usable() && !tried.contains(&idx)).then_some(idx)
+    }
+
+    /// Claims an in-flight slot on a backend not in `tried`: the one the sticky cookie
+    /// names when it is usable, else a selection. Every selected backend is recorded in
+    /// `tried`; one whose slot filled (or whose circuit stopped admitting) since it was
+    /// selected is passed over, for at most `bound` selections in all. The same routine
+    /// serves HTTP (bound: slots filling between selection and claim) and TCP (bound:
+    /// the connect attempts left).
+    pub fn claim(
+        &self,
+        key: &[u8],
+        sticky: Option<&[u8]>,
+        tried: &mut Vec<usize>,
+        bound: usize,
+    ) -> Option<Claim> {
+        for _ in 0..bound {
+            let idx = sticky
+                .and_then(|c| self.sticky_target(c, tried))
+                .or_else(|| self.select(key, tried))?;
+            tried.push(idx);
+            if let Some(guard) = InFlight::acquire(&self.backends[idx]) {
+                return Some(Claim { idx, guard });
+            }
+        }
+        None
     }
 
     /// The index of the backend named `address`.
@@ -483,6 +514,59 @@ mod tests {
     fn backup_takes_the_retry_when_every_primary_failed() {
         let p = pool(&[false, true]);
         assert_eq!(p.members().select(b"", &[0]), Some(1));
+    }
+
+    #[test]
+    fn claim_records_tried_and_skips_them() {
+        let p = pool(&[false, false]);
+        let m = p.members();
+        let mut tried = Vec::new();
+        let a = m.claim(b"", None, &mut tried, 2).map(|c| c.idx);
+        let b = m.claim(b"", None, &mut tried, 2).map(|c| c.idx);
+        assert!(a.is_some() && b.is_some() && a != b);
+        assert_eq!(tried.len(), 2);
+        assert!(m.claim(b"", None, &mut tried, 2).is_none(), "all tried");
+    }
+
+    #[test]
+    fn claim_uses_backups_only_when_no_primary_is_left() {
+        let p = pool(&[false, true]);
+        let m = p.members();
+        let mut tried = Vec::new();
+        assert_eq!(m.claim(b"", None, &mut tried, 1).map(|c| c.idx), Some(0));
+        assert_eq!(m.claim(b"", None, &mut tried, 1).map(|c| c.idx), Some(1));
+    }
+
+    #[test]
+    fn claim_passes_over_full_backends_and_holds_a_slot() {
+        let p = pool_with(
+            &[false, false],
+            Some(CircuitBreakerConfig {
+                max_connections: 1,
+                ..Default::default()
+            }),
+        );
+        let m = p.members();
+        let held = InFlight::acquire(&m.backends[0]);
+        assert!(held.is_some());
+        let mut tried = Vec::new();
+        let c = m.claim(b"", None, &mut tried, 2);
+        assert_eq!(c.as_ref().map(|c| c.idx), Some(1));
+        assert_eq!(m.backends[1].in_flight(), 1, "the claim holds the slot");
+        drop(c);
+        assert_eq!(m.backends[1].in_flight(), 0);
+        assert!(m.claim(b"", None, &mut Vec::new(), 2).is_some());
+    }
+
+    #[test]
+    fn claim_stops_at_its_bound() {
+        let p = pool(&[false, false, false]);
+        let m = p.members();
+        let mut tried = Vec::new();
+        assert!(m.claim(b"", None, &mut tried, 0).is_none());
+        assert!(tried.is_empty(), "a zero bound selects nothing");
+        assert!(m.claim(b"", None, &mut tried, 1).is_some());
+        assert_eq!(tried.len(), 1);
     }
 
     #[test]

@@ -22,7 +22,7 @@ use select::Selector;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use sticky::Sticky;
 
 /// One backend and the state every part of Switchyard reads it from.
@@ -335,15 +335,13 @@ impl Pool {
 
     /// Replaces the discovered backends (DNS); static ones always stay.
     pub fn set_discovered(&self, found: Vec<BackendConfig>) {
-        if let Ok(mut d) = self.discovered.lock() {
-            *d = found;
-        }
+        *relock(&self.discovered) = found;
         self.rebuild();
     }
 
     /// The admin API's changes to this pool, as applied.
     pub fn overlay(&self) -> PoolOverlay {
-        self.overlay.lock().map(|o| o.clone()).unwrap_or_default()
+        relock(&self.overlay).clone()
     }
 
     /// True when `address` is one of the file's backends (not added or discovered).
@@ -356,9 +354,7 @@ impl Pool {
 
     /// Replaces the admin API's changes to this pool and rebuilds the membership.
     pub fn set_overlay(&self, overlay: PoolOverlay) {
-        if let Ok(mut o) = self.overlay.lock() {
-            *o = overlay;
-        }
+        *relock(&self.overlay) = overlay;
         self.rebuild();
     }
 
@@ -366,12 +362,8 @@ impl Pool {
     /// the live state of every backend whose address, weight and role are unchanged.
     fn rebuild(&self) {
         let old = self.members.load_full();
-        let discovered = self
-            .discovered
-            .lock()
-            .map(|d| d.clone())
-            .unwrap_or_default();
-        let overlay = self.overlay.lock().map(|o| o.clone()).unwrap_or_default();
+        let discovered = relock(&self.discovered).clone();
+        let overlay = relock(&self.overlay).clone();
         let mut specs: Vec<BackendConfig> = Vec::new();
         for b in &self.definition.backends {
             if overlay.deleted.contains(&b.address) {
@@ -446,6 +438,13 @@ impl Pool {
     }
 }
 
+/// The value behind `m`, also after a panic elsewhere under it: the value is only ever
+/// replaced whole, so it is still valid, and a default would silently drop every drain
+/// and delete at the next rebuild.
+fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -514,6 +513,25 @@ mod tests {
     fn backup_takes_the_retry_when_every_primary_failed() {
         let p = pool(&[false, true]);
         assert_eq!(p.members().select(b"", &[0]), Some(1));
+    }
+
+    #[test]
+    fn a_poisoned_overlay_lock_keeps_the_overlay() {
+        let p = pool(&[false, false]);
+        let mut o = PoolOverlay::default();
+        o.draining.insert("127.0.0.1:9000".into());
+        p.set_overlay(o.clone());
+        let poisoned = std::thread::scope(|s| {
+            s.spawn(|| {
+                let _held = p.overlay.lock();
+                panic!("poison the lock");
+            })
+            .join()
+        });
+        assert!(poisoned.is_err() && p.overlay.is_poisoned());
+        assert_eq!(p.overlay(), o, "the drain survives");
+        p.rebuild();
+        assert!(p.members().backends[0].draining());
     }
 
     #[test]

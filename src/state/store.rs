@@ -10,7 +10,7 @@ pub use crate::pool::overlay::{AddedBackend, PoolOverlay};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use tokio::sync::Notify;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -55,25 +55,31 @@ impl StateStore {
         })
     }
 
+    /// The state, also after a panic elsewhere under this lock: every change replaces
+    /// whole overlays, so what is there is still a valid state, and silently losing
+    /// every drain and delete (what a default would mean) is worse.
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     pub fn pool(&self, name: &str) -> PoolOverlay {
-        self.inner
-            .lock()
-            .map(|i| i.overlay.pools.get(name).cloned().unwrap_or_default())
+        self.lock()
+            .overlay
+            .pools
+            .get(name)
+            .cloned()
             .unwrap_or_default()
     }
 
     /// The whole overlay.
     pub fn snapshot(&self) -> Overlay {
-        self.inner
-            .lock()
-            .map(|i| i.overlay.clone())
-            .unwrap_or_default()
+        self.lock().overlay.clone()
     }
 
     /// Runs `f` on pool `name`'s overlay with the lock held (no change can slip in
     /// between reading it and applying it to a running pool).
     pub fn with_pool<R>(&self, name: &str, f: impl FnOnce(&PoolOverlay) -> R) -> Option<R> {
-        let guard = self.inner.lock().ok()?;
+        let guard = self.lock();
         let empty = PoolOverlay::default();
         Some(f(guard.overlay.pools.get(name).unwrap_or(&empty)))
     }
@@ -87,10 +93,7 @@ impl StateStore {
         change: impl FnOnce(&mut PoolOverlay),
         apply: impl FnOnce(&PoolOverlay),
     ) -> Result<PoolOverlay, String> {
-        let mut guard = self
-            .inner
-            .lock()
-            .map_err(|_| "state lock poisoned".to_string())?;
+        let mut guard = self.lock();
         let mut next = guard.overlay.clone();
         let entry = next.pools.entry(name.to_string()).or_default();
         change(entry);
@@ -117,30 +120,25 @@ impl StateStore {
 
     /// The pools changed here and not yet published, with their current overlays.
     pub fn unpublished(&self) -> Vec<(String, PoolOverlay)> {
-        self.inner
-            .lock()
-            .map(|i| {
-                i.dirty
-                    .iter()
-                    .map(|n| {
-                        (
-                            n.clone(),
-                            i.overlay.pools.get(n).cloned().unwrap_or_default(),
-                        )
-                    })
-                    .collect()
+        let i = self.lock();
+        i.dirty
+            .iter()
+            .map(|n| {
+                (
+                    n.clone(),
+                    i.overlay.pools.get(n).cloned().unwrap_or_default(),
+                )
             })
-            .unwrap_or_default()
+            .collect()
     }
 
     /// `overlay` of pool `name` was published: the pool is clean unless it changed
     /// again since.
     pub fn published(&self, name: &str, overlay: &PoolOverlay) {
-        if let Ok(mut i) = self.inner.lock() {
-            let current = i.overlay.pools.get(name).cloned().unwrap_or_default();
-            if current == *overlay {
-                i.dirty.remove(name);
-            }
+        let mut i = self.lock();
+        let current = i.overlay.pools.get(name).cloned().unwrap_or_default();
+        if current == *overlay {
+            i.dirty.remove(name);
         }
     }
 
@@ -179,10 +177,8 @@ impl StateStore {
         apply: impl FnMut(&str, &PoolOverlay),
     ) -> Result<Vec<String>, String> {
         let mut all = pools;
-        if let Ok(i) = self.inner.lock() {
-            for name in i.overlay.pools.keys() {
-                all.entry(name.clone()).or_default();
-            }
+        for name in self.lock().overlay.pools.keys() {
+            all.entry(name.clone()).or_default();
         }
         self.replace_pools(all, keep, apply)
     }
@@ -193,10 +189,7 @@ impl StateStore {
         keep: &BTreeSet<String>,
         mut apply: impl FnMut(&str, &PoolOverlay),
     ) -> Result<Vec<String>, String> {
-        let mut guard = self
-            .inner
-            .lock()
-            .map_err(|_| "state lock poisoned".to_string())?;
+        let mut guard = self.lock();
         let mut changed = Vec::new();
         for (name, overlay) in pools {
             if guard.dirty.contains(&name) || keep.contains(&name) {

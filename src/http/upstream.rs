@@ -68,9 +68,11 @@ pub fn choose(
     ctx: &mut RequestCtx,
     tls: bool,
 ) -> Option<Arc<Backend>> {
-    let members = ctx.members.get_or_insert_with(|| pool.members()).clone();
     let mut ip_buf = [0u8; 16];
     let key = hash_input(pool, session, &mut ip_buf, ctx.client_ip);
+    // Borrowed field by field (no `Arc` clone): the snapshot stays in `ctx.members`
+    // while the attempt fields below change.
+    let members = ctx.members.get_or_insert_with(|| pool.members());
     let cookie = pool.sticky.as_ref().and_then(|s| {
         cookie_value(
             session

@@ -3,10 +3,10 @@
 
 use criterion::{black_box, criterion_group, criterion_main, Criterion};
 use http::{HeaderMap, Method};
-use switchyard::admin::state::StateStore;
 use switchyard::config::{parse_str, Config};
 use switchyard::routing::RequestFacts;
 use switchyard::runtime::Runtime;
+use switchyard::state::store::StateStore;
 
 fn config(yaml: &str) -> Config {
     match parse_str("bench.yaml", yaml, &|_| None, false) {

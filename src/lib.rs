@@ -1,17 +1,19 @@
 //! Switchyard: an L4/L7 load balancer and reverse proxy on Pingora.
 //! The module tree follows DESIGN.md.
 
-pub mod admin;
+pub(crate) mod admin;
 pub mod cli;
 pub mod config;
-pub mod durable;
-pub mod http;
-pub mod limits;
-pub mod observe;
-pub mod ops;
-pub mod pool;
+pub(crate) mod http;
+pub(crate) mod limits;
+pub(crate) mod net;
+pub(crate) mod observe;
+pub(crate) mod ops;
+pub(crate) mod pool;
 pub mod routing;
 pub mod runtime;
+pub(crate) mod serve;
 pub mod server;
-pub mod tcp;
-pub mod tls;
+pub mod state;
+pub(crate) mod tcp;
+pub(crate) mod tls;

@@ -2,7 +2,6 @@
 //! state, per-route actions. Held in an `ArcSwap` so a reload swaps it atomically and
 //! every request works on one consistent snapshot.
 
-use crate::admin::state::StateStore;
 use crate::config::RateLimitConfig;
 use crate::config::{Config, HeaderEdits, HealthKind, PoolConfig, TcpProtocol};
 use crate::limits::rate::RateLimiter;
@@ -11,6 +10,7 @@ use crate::observe::access_log::AccessLog;
 use crate::observe::metrics::RouteMetrics;
 use crate::pool::Pool;
 use crate::routing::RouteTable;
+use crate::state::store::StateStore;
 use arc_swap::ArcSwap;
 use ipnet::IpNet;
 use std::sync::Arc;

@@ -2,18 +2,19 @@
 //! one proxy service per listener, then run (SPEC §1, §2).
 
 use crate::admin::api::Api;
-use crate::admin::state::StateStore;
 use crate::admin::sync::AdminSync;
 use crate::admin::AdminApp;
 use crate::cli::Cli;
 use crate::config::{self, Config, Diagnostic, ListenerConfig};
 use crate::http::proxy::Proxy;
 use crate::limits::cluster::{Cluster, CLUSTER};
-use crate::observe::{metrics, process_log};
+use crate::observe::process_log;
 use crate::ops::reload::{on_sighup, on_sigusr1, Reloader};
 use crate::ops::shutdown::Signals;
 use crate::ops::tasks::{ClusterLink, LimiterJanitor, PoolTasks};
 use crate::runtime::{self, Runtime, SharedRuntime};
+use crate::serve::metrics;
+use crate::state::store::StateStore;
 use crate::tcp::TcpProxy;
 use crate::tls::acme::AcmeService;
 use crate::tls::{self, store::CertStore};
@@ -38,7 +39,7 @@ pub fn main(cli: &Cli) -> i32 {
             return 1;
         }
     };
-    process_log::init(loaded.config.log.level);
+    process_log::init(loaded.config.log.level, &crate::ops::reload::log_override());
     if cli.test {
         for w in &loaded.warnings {
             eprintln!("warning: {w}");

@@ -1,14 +1,15 @@
 //! The admin REST API (SPEC §5): request routing, authentication (bearer tokens compared
 //! in constant time, CIDR allowlist), input validation and the JSON shapes.
 
-use super::state::{AddedBackend, PoolOverlay, StateStore};
 use super::view;
 use crate::config::parse::lookup_backend;
 use crate::config::AdminConfig;
-use crate::limits::contains_any;
+use crate::net::contains_any;
 use crate::ops::reload::Reloader;
+use crate::pool::overlay::{AddedBackend, PoolOverlay};
 use crate::pool::Pool;
 use crate::runtime::SharedRuntime;
+use crate::state::store::StateStore;
 use http::{Method, StatusCode};
 use serde_json::{json, Value};
 use std::net::IpAddr;

@@ -3,10 +3,10 @@
 //! `cluster.redis`.
 
 pub mod api;
-pub mod state;
 pub mod sync;
 pub mod view;
 
+use crate::serve::reply::respond;
 use async_trait::async_trait;
 use http::Response;
 use pingora::apps::http_app::ServeHttp;
@@ -31,19 +31,6 @@ pub async fn read_body(session: &mut ServerSession, limit: usize) -> Option<Vec<
     }
 }
 
-pub fn respond(status: http::StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
-    let mut builder = Response::builder()
-        .status(status)
-        .header(http::header::CONTENT_LENGTH, body.len())
-        .header(http::header::CACHE_CONTROL, "no-store");
-    if !body.is_empty() {
-        builder = builder.header(http::header::CONTENT_TYPE, content_type);
-    }
-    builder
-        .body(body)
-        .unwrap_or_else(|_| Response::new(Vec::new()))
-}
-
 #[async_trait]
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
@@ -57,7 +44,7 @@ impl ServeHttp for AdminApp {
         let client = session
             .client_addr()
             .and_then(|a| a.as_inet())
-            .map(|a| crate::limits::canonical(a.ip()));
+            .map(|a| crate::net::canonical(a.ip()));
         let req = session.req_header();
         let authorization = req
             .headers

@@ -19,8 +19,9 @@
 //! is ignored (the push that follows it wins in Redis too). All of it runs in one
 //! background task: the request path never waits for Redis.
 
-use super::state::{PoolOverlay, StateStore};
+use crate::pool::overlay::PoolOverlay;
 use crate::runtime::SharedRuntime;
+use crate::state::store::StateStore;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use pingora::server::ShutdownWatch;

@@ -1,6 +1,7 @@
 //! Error and redirect answers written by Switchyard itself: short text/plain bodies,
 //! always with X-Request-Id (SPEC §4, §9), and the mapping from proxy errors to codes.
 
+use super::admission::Answer;
 use super::headers::X_REQUEST_ID;
 use pingora::http::ResponseHeader;
 use pingora::{Error, ErrorSource, ErrorType};
@@ -18,6 +19,24 @@ fn reason(status: u16) -> &'static str {
         503 => "no backend available",
         504 => "backend timed out",
         _ => "error",
+    }
+}
+
+/// Writes an admission answer.
+pub async fn answer(
+    session: &mut Session,
+    answer: &Answer,
+    request_id: &str,
+) -> pingora::Result<()> {
+    match answer {
+        Answer::Status(status) => respond(session, *status, request_id).await,
+        Answer::Close(status) => {
+            session.set_keepalive(None);
+            respond(session, *status, request_id).await
+        }
+        Answer::TooMany { retry_after } => too_many(session, *retry_after, request_id).await,
+        Answer::Redirect(location) => redirect(session, location, request_id).await,
+        Answer::Text(body) => text(session, body.clone(), request_id).await,
     }
 }
 
@@ -107,6 +126,31 @@ pub fn status_for(e: &Error) -> u16 {
             ErrorSource::Internal | ErrorSource::Unset => 500,
         },
     }
+}
+
+/// The error for "no backend to send this to": the last connect failure's status, else 503.
+pub fn no_backend(connect_failure: Option<u16>) -> Box<Error> {
+    let status = connect_failure.unwrap_or(503);
+    Error::explain(ErrorType::HTTPStatus(status), "no usable backend")
+}
+
+/// Answers a failed proxy attempt when nothing was written yet; returns the status code
+/// for Pingora (0: the error had no answer).
+pub async fn answer_failure(
+    session: &mut Session,
+    e: &Error,
+    ctx: &mut super::ctx::RequestCtx,
+) -> u16 {
+    let code = status_for(e);
+    if code > 0 && session.response_written().is_none() {
+        if ctx.request_id.is_empty() {
+            ctx.request_id = super::headers::new_request_id();
+        }
+        if let Err(err) = respond(session, code, &ctx.request_id).await {
+            log::debug!("could not send the {code} answer: {err}");
+        }
+    }
+    code
 }
 
 #[cfg(test)]

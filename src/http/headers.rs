@@ -2,7 +2,7 @@
 //! X-Real-IP, X-Request-Id, per-route set/add/remove edits and security headers.
 
 use crate::config::HeaderEdits;
-use crate::limits::{canonical, contains_any};
+use crate::net::{canonical, contains_any};
 use http::header::{HeaderName, HeaderValue};
 use http::HeaderMap;
 use ipnet::IpNet;
@@ -196,6 +196,39 @@ pub fn add_security_headers(resp: &mut ResponseHeader, tls: bool) -> pingora::Re
         }
     }
     Ok(())
+}
+
+/// Headers every proxied response gets: our request id and a new sticky cookie.
+pub fn stamp_response(
+    resp: &mut pingora::http::ResponseHeader,
+    ctx: &mut super::ctx::RequestCtx,
+) -> pingora::Result<()> {
+    resp.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
+    if let Some(cookie) = ctx.set_cookie.take() {
+        resp.append_header(http::header::SET_COOKIE, cookie)?;
+    }
+    Ok(())
+}
+
+/// The forwarding headers for this request, when both peer and client are known.
+pub fn forward(
+    req: &mut pingora::http::RequestHeader,
+    ctx: &super::ctx::RequestCtx,
+    tls: bool,
+) -> pingora::Result<()> {
+    let (Some(peer), Some(client)) = (ctx.peer_ip, ctx.client_ip) else {
+        return Ok(());
+    };
+    let request_id = ctx.request_id.as_str();
+    add_forwarding(
+        req,
+        &Forwarded {
+            peer,
+            client,
+            tls,
+            request_id,
+        },
+    )
 }
 
 #[cfg(test)]

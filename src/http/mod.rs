@@ -1,8 +1,10 @@
 //! The HTTP side: the `ProxyHttp` dispatcher and the request-level helpers it calls.
 
+pub mod admission;
 pub mod ctx;
 pub mod errors;
 pub mod guard;
 pub mod headers;
+pub mod log;
 pub mod proxy;
 pub mod upstream;

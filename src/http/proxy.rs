@@ -1,23 +1,20 @@
 //! The `ProxyHttp` implementation: a thin dispatcher from Pingora's hooks to routing,
 //! access control, selection, header rules, errors and the access log.
 
+use super::admission::{self, Verdict};
 use super::ctx::RequestCtx;
 use super::errors;
 use super::guard;
-use super::headers::{self, Forwarded};
+use super::headers;
 use super::upstream;
-use crate::limits::canonical;
-use crate::limits::rate::Key;
-use crate::observe::access_log;
-use crate::routing::{self, RequestFacts};
+use crate::http::log as access_log;
 use crate::runtime::SharedRuntime;
-use crate::tls::acme;
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 pub struct Proxy {
@@ -31,97 +28,17 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    /// Routes the request and answers it here when no backend is needed (404, 403,
-    /// redirect). Returns true when a response was written.
-    async fn admit(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        let rt = self.runtime.load_full();
-        ctx.runtime = Some(rt.clone());
-        let peer = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| canonical(a.ip()));
-        let req = session.req_header();
-        ctx.peer_ip = peer;
-        ctx.request_id = match req.headers.get(headers::X_REQUEST_ID) {
-            Some(id) if headers::valid_request_id(id.as_bytes()) => {
-                String::from_utf8_lossy(id.as_bytes()).into_owned()
-            }
-            _ => headers::new_request_id(),
-        };
-        if let Some(status) = guard::refuse(session) {
-            session.set_keepalive(None);
-            errors::respond(session, status, &ctx.request_id).await?;
-            return Ok(true);
-        }
-        // The CA validates from anywhere, for a host no route may know.
-        if !self.tls {
-            if let Some(answer) = acme::challenge::answer(session.req_header().uri.path()) {
-                errors::text(session, answer, &ctx.request_id).await?;
-                return Ok(true);
-            }
-        }
-        let req = session.req_header();
-        ctx.client_ip = peer.map(|p| headers::client_ip(p, &req.headers, &rt.trusted_proxies));
-        if rt.deny.refuses(ctx.client_ip) {
-            errors::respond(session, 403, &ctx.request_id).await?;
-            return Ok(true);
-        }
-        let facts = RequestFacts {
+    fn admission_request<'a>(&self, session: &'a Session) -> admission::Request<'a> {
+        admission::Request {
+            header: session.req_header(),
+            peer: session
+                .client_addr()
+                .and_then(|a| a.as_inet())
+                .map(|a| a.ip()),
             listener: self.listener,
-            host: headers::request_host(req),
-            path: req.uri.path(),
-            method: &req.method,
-            headers: &req.headers,
-        };
-        let found = rt.table.find(&facts);
-        ctx.route = found;
-        let Some(route) = found.map(|i| &rt.routes[i]) else {
-            errors::respond(session, 404, &ctx.request_id).await?;
-            return Ok(true);
-        };
-        ctx.pool = route.pool;
-        if ctx.client_ip.is_some_and(|ip| !route.acl.permits(ip)) {
-            errors::respond(session, 403, &ctx.request_id).await?;
-            return Ok(true);
+            tls: self.tls,
+            refused: guard::refuse(session),
         }
-        if let Some(limit) = &route.rate_limit {
-            let key = Key::for_request(
-                &limit.config.key,
-                ctx.client_ip,
-                &session.req_header().headers,
-            );
-            if let Err(retry_after) = limit.check(&route.name, key).await {
-                route.metrics.rate_limited();
-                errors::too_many(session, retry_after, &ctx.request_id).await?;
-                return Ok(true);
-            }
-        }
-        if route.redirect_https && !self.tls {
-            let location = https_location(session.req_header(), rt.https_port);
-            errors::redirect(session, &location, &ctx.request_id).await?;
-            return Ok(true);
-        }
-        if route.pool.is_none() {
-            errors::respond(session, 404, &ctx.request_id).await?;
-            return Ok(true);
-        }
-        Ok(false)
-    }
-}
-
-/// `https://host[:port]/path?query`; the port only when it is not 443.
-fn https_location(req: &RequestHeader, port: u16) -> String {
-    let host = headers::request_host(req);
-    let path = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let host = if host.contains(':') {
-        format!("[{host}]")
-    } else {
-        host.to_string()
-    };
-    if port == 443 {
-        format!("https://{host}{path}")
-    } else {
-        format!("https://{host}:{port}{path}")
     }
 }
 
@@ -134,7 +51,16 @@ impl ProxyHttp for Proxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
-        self.admit(session, ctx).await
+        let rt = self.runtime.load_full();
+        let verdict = admission::admit(&self.admission_request(session), &rt, ctx).await;
+        ctx.runtime = Some(rt);
+        match verdict {
+            Verdict::Proxy => Ok(false),
+            Verdict::Answer(answer) => {
+                errors::answer(session, &answer, &ctx.request_id).await?;
+                Ok(true)
+            }
+        }
     }
 
     async fn upstream_peer(
@@ -146,20 +72,10 @@ impl ProxyHttp for Proxy {
             .pool()
             .cloned()
             .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(404), "route has no pool"))?;
-        match upstream::choose(&pool, session, ctx, self.tls) {
-            Some(backend) => Ok(Box::new(upstream::peer(
-                &pool,
-                &backend,
-                session.is_upgrade_req(),
-            ))),
-            None => {
-                let status = ctx.connect_failure.unwrap_or(503);
-                Err(Error::explain(
-                    ErrorType::HTTPStatus(status),
-                    "no usable backend",
-                ))
-            }
-        }
+        let backend = upstream::choose(&pool, session, ctx, self.tls)
+            .ok_or_else(|| errors::no_backend(ctx.connect_failure))?;
+        let upgrade = session.is_upgrade_req();
+        Ok(Box::new(upstream::peer(&pool, &backend, upgrade)))
     }
 
     fn fail_to_connect(
@@ -170,10 +86,9 @@ impl ProxyHttp for Proxy {
         mut e: Box<Error>,
     ) -> Box<Error> {
         upstream::record_outcome(ctx, false, false);
-        // Nothing was sent yet, so another backend may take it.
         ctx.connect_failure = Some(errors::status_for(&e).max(502));
-        let retries = ctx.pool().map(|p| p.retries as usize).unwrap_or(0);
-        if ctx.tried.len() <= retries {
+        // Nothing was sent yet, so another backend may take it.
+        if upstream::may_retry_connect(ctx) {
             e.set_retry(true);
         }
         e
@@ -201,27 +116,9 @@ impl ProxyHttp for Proxy {
             return Ok(());
         };
         if let Some(prefix) = &route.strip {
-            let original = session
-                .req_header()
-                .uri
-                .path_and_query()
-                .map(|p| p.as_str())
-                .unwrap_or("/");
-            let stripped = routing::strip_prefix(prefix, original);
-            let uri = stripped
-                .parse::<http::Uri>()
-                .map_err(|e| Error::because(ErrorType::InternalError, "strip_prefix", e))?;
-            upstream_request.set_uri(uri);
+            upstream_request.set_uri(upstream::stripped_uri(prefix, session.req_header())?);
         }
-        if let (Some(peer), Some(client)) = (ctx.peer_ip, ctx.client_ip) {
-            let fwd = Forwarded {
-                peer,
-                client,
-                tls: self.tls,
-                request_id: &ctx.request_id,
-            };
-            headers::add_forwarding(upstream_request, &fwd)?;
-        }
+        headers::forward(upstream_request, ctx, self.tls)?;
         headers::set_client_cert_subject(upstream_request, session)?;
         headers::apply_edits(upstream_request, &route.request_headers)
     }
@@ -244,13 +141,8 @@ impl ProxyHttp for Proxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        if !self.ready.load(Ordering::Relaxed) {
-            session.set_keepalive(None);
-        }
-        upstream_response.insert_header(headers::X_REQUEST_ID, ctx.request_id.as_str())?;
-        if let Some(cookie) = ctx.set_cookie.take() {
-            upstream_response.append_header(http::header::SET_COOKIE, cookie)?;
-        }
+        crate::ops::shutdown::drain_keepalive(session, &self.ready);
+        headers::stamp_response(upstream_response, ctx)?;
         let Some(route) = ctx.route() else {
             return Ok(());
         };
@@ -275,43 +167,15 @@ impl ProxyHttp for Proxy {
         e: &Error,
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
-        let code = errors::status_for(e);
-        if code > 0 && session.response_written().is_none() {
-            if ctx.request_id.is_empty() {
-                ctx.request_id = headers::new_request_id();
-            }
-            if let Err(err) = errors::respond(session, code, &ctx.request_id).await {
-                log::debug!("could not send the {code} answer: {err}");
-            }
-        }
+        let error_code = errors::answer_failure(session, e, ctx).await;
         FailToProxy {
-            error_code: code,
+            error_code,
             can_reuse_downstream: false,
         }
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        // A timeout or reset after connecting is a failure; a finished exchange whose
-        // response header was not seen (e.g. an upgrade) counts as a success.
-        let upstream_failed = e.is_some_and(|e| e.esource() == &pingora::ErrorSource::Upstream);
-        upstream::record_outcome(ctx, !upstream_failed, !upstream_failed);
-        ctx.in_flight = None;
-        let Some(rt) = ctx.runtime.clone() else {
-            return;
-        };
-        let status = session
-            .response_written()
-            .map(|r| r.status.as_u16())
-            .unwrap_or(0);
-        if status > 0 && rt.metrics_enabled {
-            let metrics = ctx
-                .route
-                .map_or(&rt.unrouted_metrics, |r| &rt.routes[r].metrics);
-            metrics.observe(&session.req_header().method, status, ctx.start.elapsed());
-        }
-        if rt.access_log.enabled() {
-            let entry = access_log::http_entry(session, ctx, &rt, status, self.tls);
-            rt.access_log.write(&entry);
-        }
+        upstream::finish_attempt(ctx, e);
+        access_log::finish(session, ctx, self.tls);
     }
 }

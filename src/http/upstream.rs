@@ -2,8 +2,8 @@
 
 use super::ctx::RequestCtx;
 use crate::config::{HashKey, UpstreamProtocol};
-use crate::pool::select::ip_key;
-use crate::pool::{Backend, InFlight, Pool};
+use crate::net::ip_key;
+use crate::pool::{Backend, Claim, Pool};
 use once_cell::sync::Lazy;
 use pingora::protocols::tls::{HandshakeCompleteHook, TlsRef};
 use pingora::protocols::{Digest, ALPN};
@@ -68,9 +68,11 @@ pub fn choose(
     ctx: &mut RequestCtx,
     tls: bool,
 ) -> Option<Arc<Backend>> {
-    let members = ctx.members.get_or_insert_with(|| pool.members()).clone();
     let mut ip_buf = [0u8; 16];
     let key = hash_input(pool, session, &mut ip_buf, ctx.client_ip);
+    // Borrowed field by field (no `Arc` clone): the snapshot stays in `ctx.members`
+    // while the attempt fields below change.
+    let members = ctx.members.get_or_insert_with(|| pool.members());
     let cookie = pool.sticky.as_ref().and_then(|s| {
         cookie_value(
             session
@@ -81,30 +83,21 @@ pub fn choose(
             &s.cookie,
         )
     });
+    // The previous (failed) attempt's slot is released before the next claim.
+    ctx.in_flight = None;
     // A slot can fill between selection and claim: try the next candidate, boundedly.
-    for _ in 0..members.backends.len().max(1) {
-        let idx = cookie
-            .and_then(|c| members.sticky_target(c, &ctx.tried))
-            .or_else(|| members.select(key, &ctx.tried))?;
-        ctx.tried.push(idx);
-        let backend = &members.backends[idx];
-        // Replacing the guard releases the previous (failed) attempt's slot.
-        ctx.in_flight = None;
-        let Some(guard) = InFlight::acquire(backend) else {
-            continue;
-        };
-        ctx.in_flight = Some(guard);
-        ctx.backend = Some(idx);
-        ctx.outcome_recorded = false;
-        ctx.set_cookie = match (&pool.sticky, members.sticky_of.get(idx)) {
-            (Some(s), Some(value)) if cookie != Some(value.as_bytes()) => {
-                Some(s.set_cookie(value, tls))
-            }
-            _ => None,
-        };
-        return Some(backend.clone());
-    }
-    None
+    let bound = members.backends.len().max(1);
+    let Claim { idx, guard } = members.claim(key, cookie, &mut ctx.tried, bound)?;
+    ctx.in_flight = Some(guard);
+    ctx.backend = Some(idx);
+    ctx.outcome_recorded = false;
+    ctx.set_cookie = match (&pool.sticky, members.sticky_of.get(idx)) {
+        (Some(s), Some(value)) if cookie != Some(value.as_bytes()) => {
+            Some(s.set_cookie(value, tls))
+        }
+        _ => None,
+    };
+    members.backends.get(idx).cloned()
 }
 
 /// Counts the chosen backend's outcome once per attempt; `breaker_success` is what the
@@ -200,6 +193,33 @@ fn host_of(address: &str) -> &str {
         Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),
         None => address,
     }
+}
+
+/// Whether a failed connect may move on to another backend: within the pool's
+/// `retries` (the first attempt is not a retry).
+pub fn may_retry_connect(ctx: &RequestCtx) -> bool {
+    let retries = ctx.pool().map(|p| p.retries as usize).unwrap_or(0);
+    ctx.tried.len() <= retries
+}
+
+/// The request URI with the route's prefix removed (`strip_prefix`).
+pub fn stripped_uri(
+    prefix: &str,
+    req: &pingora::http::RequestHeader,
+) -> pingora::Result<http::Uri> {
+    let original = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    crate::routing::strip_prefix(prefix, original)
+        .parse::<http::Uri>()
+        .map_err(|e| Error::because(ErrorType::InternalError, "strip_prefix", e))
+}
+
+/// Closes the attempt when the request ends: a timeout or reset after connecting is a
+/// failure; a finished exchange whose response header was not seen (e.g. an upgrade)
+/// counts as a success. Releases the in-flight slot.
+pub fn finish_attempt(ctx: &mut RequestCtx, e: Option<&Error>) {
+    let upstream_failed = e.is_some_and(|e| e.esource() == &pingora::ErrorSource::Upstream);
+    record_outcome(ctx, !upstream_failed, !upstream_failed);
+    ctx.in_flight = None;
 }
 
 #[cfg(test)]

@@ -4,6 +4,7 @@
 pub mod cluster;
 pub mod rate;
 
+use crate::net::canonical;
 use ipnet::IpNet;
 use std::net::IpAddr;
 
@@ -40,19 +41,6 @@ impl Acl {
         }
         self.allow.is_empty() || self.allow.iter().any(|n| n.contains(&ip))
     }
-}
-
-/// IPv4-mapped IPv6 addresses (dual-stack sockets) compare as IPv4.
-pub fn canonical(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-        v4 => v4,
-    }
-}
-
-pub fn contains_any(nets: &[IpNet], ip: IpAddr) -> bool {
-    let ip = canonical(ip);
-    nets.iter().any(|n| n.contains(&ip))
 }
 
 #[cfg(test)]

@@ -185,10 +185,7 @@ impl RateLimiter {
 fn redis_key(route: &str, key: &Key) -> String {
     match key {
         Key::Ip(ip) => format!("switchyard:rl:{route}:ip:{ip}"),
-        Key::Header(v) => format!(
-            "switchyard:rl:{route}:h:{:016x}",
-            crate::pool::select::hash(v)
-        ),
+        Key::Header(v) => format!("switchyard:rl:{route}:h:{:016x}", crate::net::hash(v)),
         Key::Route | Key::Overflow => format!("switchyard:rl:{route}:route"),
     }
 }

@@ -3,12 +3,12 @@
 //! never blocks a request (lines are dropped and counted instead).
 
 use crate::config::AccessLogTarget;
-use crate::http::ctx::RequestCtx;
-use crate::runtime::Runtime;
 use once_cell::sync::OnceCell;
 use serde::Serialize;
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::time::{Duration, SystemTime};
 
 /// Bumped by SIGUSR1: writers reopen their file before writing the next line.
 static REOPEN: AtomicU64 = AtomicU64::new(0);
@@ -17,69 +17,8 @@ static REOPEN: AtomicU64 = AtomicU64::new(0);
 pub fn reopen_files() {
     REOPEN.fetch_add(1, Ordering::Relaxed);
 }
-use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
-use std::time::{Duration, SystemTime};
 
 const QUEUE_LINES: usize = 16 * 1024;
-
-#[derive(Serialize)]
-pub struct HttpEntry<'a> {
-    pub ts: String,
-    pub request_id: &'a str,
-    pub client_ip: String,
-    pub method: &'a str,
-    pub host: &'a str,
-    pub path: &'a str,
-    pub status: u16,
-    pub duration_ms: f64,
-    pub route: &'a str,
-    pub pool: &'a str,
-    pub backend: &'a str,
-    pub bytes_sent: usize,
-    pub protocol: &'a str,
-    pub tls: bool,
-}
-
-/// The access-log line for a finished request.
-pub fn http_entry<'a>(
-    session: &'a pingora_proxy::Session,
-    ctx: &'a RequestCtx,
-    rt: &'a Runtime,
-    status: u16,
-    tls: bool,
-) -> HttpEntry<'a> {
-    let req = session.req_header();
-    let pool = ctx.pool.map(|p| &rt.pools[p]);
-    HttpEntry {
-        ts: timestamp(),
-        request_id: &ctx.request_id,
-        client_ip: ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
-        method: req.method.as_str(),
-        host: req
-            .headers
-            .get(http::header::HOST)
-            .and_then(|h| h.to_str().ok())
-            .or_else(|| req.uri.host())
-            .unwrap_or(""),
-        path: req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
-        status,
-        duration_ms: millis(ctx.start.elapsed()),
-        route: ctx.route.map(|r| rt.routes[r].name.as_str()).unwrap_or(""),
-        pool: pool.map(|p| p.name.as_str()).unwrap_or(""),
-        backend: ctx
-            .members
-            .as_ref()
-            .and_then(|m| ctx.backend.map(|b| m.backends[b].address.as_str()))
-            .unwrap_or(""),
-        bytes_sent: session.body_bytes_sent(),
-        protocol: match req.version {
-            http::Version::HTTP_10 => "HTTP/1.0",
-            http::Version::HTTP_2 => "HTTP/2",
-            _ => "HTTP/1.1",
-        },
-        tls,
-    }
-}
 
 pub fn timestamp() -> String {
     humantime::format_rfc3339_millis(SystemTime::now()).to_string()

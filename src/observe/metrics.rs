@@ -1,19 +1,12 @@
 //! Prometheus metrics (SPEC §6). Request counters and latency histograms are resolved
 //! to label handles when the runtime is built and cached per (method, status) on first
-//! use, so the request path does no string formatting or lookups by name. Backend
-//! gauges and counters are read from the live pool state at scrape time.
+//! use, so the request path does no string formatting or lookups by name.
+//! (The scrape-time backend view and the /metrics endpoint are in `serve::metrics`.)
 
-use crate::runtime::SharedRuntime;
-use async_trait::async_trait;
-use http::Response;
 use once_cell::sync::{Lazy, OnceCell};
-use pingora::apps::http_app::ServeHttp;
-use pingora::protocols::http::ServerSession;
-use prometheus::core::{Collector, Desc};
-use prometheus::proto::MetricFamily;
+use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
 };
 use std::time::Duration;
 
@@ -35,12 +28,12 @@ pub struct Metrics {
     pub certificate_expiry: prometheus::GaugeVec,
 }
 
-fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+pub fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
     IntCounterVec::new(Opts::new(name, help), labels)
         .unwrap_or_else(|e| panic!("metric {name}: {e}"))
 }
 
-fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+pub fn gauge_vec(name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
     IntGaugeVec::new(Opts::new(name, help), labels).unwrap_or_else(|e| panic!("metric {name}: {e}"))
 }
 
@@ -184,131 +177,5 @@ impl RouteMetrics {
                 ])
             })
             .inc();
-    }
-}
-
-/// Backend gauges and counters, read from the current runtime at scrape time.
-struct PoolCollector {
-    runtime: SharedRuntime,
-    descs: Vec<Desc>,
-}
-
-impl PoolCollector {
-    fn new(runtime: SharedRuntime) -> Self {
-        let descs = [
-            (
-                "switchyard_backend_up",
-                "1 when the backend is healthy (active checks), else 0.",
-            ),
-            (
-                "switchyard_backend_active_requests",
-                "Requests in flight to the backend.",
-            ),
-            (
-                "switchyard_backend_requests_total",
-                "Requests sent to the backend by outcome.",
-            ),
-            (
-                "switchyard_circuit_breaker_state",
-                "Circuit state: 0 closed, 1 open, 2 half_open.",
-            ),
-        ]
-        .iter()
-        .filter_map(|(n, h)| {
-            Desc::new(n.to_string(), h.to_string(), vec![], Default::default()).ok()
-        })
-        .collect();
-        PoolCollector { runtime, descs }
-    }
-}
-
-impl Collector for PoolCollector {
-    fn desc(&self) -> Vec<&Desc> {
-        self.descs.iter().collect()
-    }
-
-    fn collect(&self) -> Vec<MetricFamily> {
-        let up = gauge_vec(
-            "switchyard_backend_up",
-            "1 when the backend is healthy (active checks), else 0.",
-            &["pool", "backend"],
-        );
-        let active = gauge_vec(
-            "switchyard_backend_active_requests",
-            "Requests in flight to the backend.",
-            &["pool", "backend"],
-        );
-        let total = counter_vec(
-            "switchyard_backend_requests_total",
-            "Requests sent to the backend by outcome.",
-            &["pool", "backend", "outcome"],
-        );
-        let circuit = gauge_vec(
-            "switchyard_circuit_breaker_state",
-            "Circuit state: 0 closed, 1 open, 2 half_open.",
-            &["pool", "backend"],
-        );
-        let rt = self.runtime.load();
-        for pool in &rt.pools {
-            for b in pool.members().backends.iter() {
-                let labels = [pool.name.as_str(), b.address.as_str()];
-                up.with_label_values(&labels).set(b.healthy() as i64);
-                active.with_label_values(&labels).set(b.in_flight() as i64);
-                circuit.with_label_values(&labels).set(b.circuit() as i64);
-                let (ok, failed) = b.outcomes();
-                total
-                    .with_label_values(&[labels[0], labels[1], "success"])
-                    .inc_by(ok);
-                total
-                    .with_label_values(&[labels[0], labels[1], "failure"])
-                    .inc_by(failed);
-            }
-        }
-        let mut families = Vec::new();
-        families.extend(up.collect());
-        families.extend(active.collect());
-        families.extend(total.collect());
-        families.extend(circuit.collect());
-        families
-    }
-}
-
-/// Adds the live pool view to the registry (once, at startup).
-pub fn register_pools(runtime: SharedRuntime) {
-    if let Err(e) = METRICS
-        .registry
-        .register(Box::new(PoolCollector::new(runtime)))
-    {
-        log::error!("metrics registration failed: {e}");
-    }
-}
-
-/// The exposition text for GET /metrics.
-pub fn render() -> Vec<u8> {
-    let mut out = Vec::with_capacity(16 * 1024);
-    if let Err(e) = TextEncoder::new().encode(&METRICS.registry.gather(), &mut out) {
-        log::error!("metrics encoding failed: {e}");
-    }
-    out
-}
-
-/// GET /metrics on the metrics listener.
-pub struct MetricsApp;
-
-#[async_trait]
-impl ServeHttp for MetricsApp {
-    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
-        if session.req_header().uri.path() != "/metrics" {
-            return crate::admin::respond(
-                http::StatusCode::NOT_FOUND,
-                "text/plain",
-                b"not found; try /metrics\n".to_vec(),
-            );
-        }
-        crate::admin::respond(
-            http::StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            render(),
-        )
     }
 }

@@ -4,7 +4,6 @@
 //! at error level for every connection; it is demoted to debug here so that error lines
 //! stay about Switchyard itself.
 
-use crate::config;
 use log::{Level, LevelFilter, Log, Metadata, Record};
 
 /// Pingora's accept loop, which logs each failed handshake.
@@ -45,8 +44,18 @@ impl Log for ProcessLogger {
     }
 }
 
-/// Installs the logger; `$SWITCHYARD_LOG` overrides `configured`.
-pub fn init(configured: LevelFilter) {
+/// `$SWITCHYARD_LOG` as the caller read and parsed it (the level names belong to the
+/// config grammar, not to this leaf).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Override {
+    Unset,
+    Level(LevelFilter),
+    /// Set but not a level: warned about once, then ignored.
+    Invalid(String),
+}
+
+/// Installs the logger; a valid `env` overrides `configured`.
+pub fn init(configured: LevelFilter, env: &Override) {
     let mut builder = env_logger::Builder::new();
     // Everything passes the logger's own filter; `log::set_max_level` decides, so a
     // reload can change the level.
@@ -58,19 +67,17 @@ pub fn init(configured: LevelFilter) {
     if log::set_boxed_logger(Box::new(ProcessLogger(builder.build()))).is_err() {
         return;
     }
-    apply_level(configured);
-    if let Ok(v) = std::env::var("SWITCHYARD_LOG") {
-        if config::parse::parse_level(&v).is_none() {
-            log::warn!("SWITCHYARD_LOG={v:?} is not a log level (error, warn, info, debug, trace); using {configured}");
-        }
+    apply_level(configured, env);
+    if let Override::Invalid(v) = env {
+        log::warn!("SWITCHYARD_LOG={v:?} is not a log level (error, warn, info, debug, trace); using {configured}");
     }
 }
 
-/// Sets the process log level: `$SWITCHYARD_LOG` when valid, else `configured`.
-pub fn apply_level(configured: LevelFilter) {
-    let level = std::env::var("SWITCHYARD_LOG")
-        .ok()
-        .and_then(|v| config::parse::parse_level(&v))
-        .unwrap_or(configured);
+/// Sets the process log level: `env` when valid, else `configured`.
+pub fn apply_level(configured: LevelFilter, env: &Override) {
+    let level = match env {
+        Override::Level(l) => *l,
+        Override::Unset | Override::Invalid(_) => configured,
+    };
     log::set_max_level(level);
 }

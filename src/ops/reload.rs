@@ -2,11 +2,12 @@
 //! build the new runtime completely (keeping unchanged pools and their state), then swap
 //! it in atomically. An invalid file changes nothing; every error is logged.
 
-use crate::admin::state::StateStore;
 use crate::config::{self, AcmeConfig, Config, Diagnostic, ListenerConfig};
 use crate::limits::cluster::log_address;
 use crate::observe::metrics::METRICS;
+use crate::observe::process_log;
 use crate::runtime::{Runtime, SharedRuntime};
+use crate::state::store::StateStore;
 use crate::tls::store::{CertStore, Certified};
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
@@ -157,7 +158,7 @@ impl Reloader {
         }
         let old = self.runtime.load_full();
         let new = Runtime::build(&loaded.config, Some(&old), &self.state);
-        crate::observe::process_log::apply_level(loaded.config.log.level);
+        process_log::apply_level(loaded.config.log.level, &log_override());
         self.runtime.store(Arc::new(new));
         self.notify.send_modify(|g| *g += 1);
         log::info!(
@@ -221,6 +222,17 @@ pub fn on_sigusr1() -> OnSignal<impl Fn() + Send + Sync> {
             // Reopen first: lines of requests after this log line go to the new file.
             crate::observe::access_log::reopen_files();
             log::info!("SIGUSR1: reopening the access log");
+        },
+    }
+}
+
+/// `$SWITCHYARD_LOG`, parsed with the config's level names.
+pub fn log_override() -> process_log::Override {
+    match std::env::var("SWITCHYARD_LOG") {
+        Err(_) => process_log::Override::Unset,
+        Ok(v) => match crate::config::parse::parse_level(&v) {
+            Some(level) => process_log::Override::Level(level),
+            None => process_log::Override::Invalid(v),
         },
     }
 }

@@ -90,3 +90,14 @@ fn exit_when_idle(limit: Duration) {
         log::error!("cannot start the shutdown watcher: {e}");
     }
 }
+
+/// From SIGQUIT/SIGTERM on (`ready` false) responses close their connection, so clients
+/// move to the new process instead of racing the old one's shutdown.
+pub fn drain_keepalive(
+    session: &mut pingora_proxy::Session,
+    ready: &std::sync::atomic::AtomicBool,
+) {
+    if !ready.load(std::sync::atomic::Ordering::Relaxed) {
+        session.set_keepalive(None);
+    }
+}

@@ -7,23 +7,23 @@ pub mod circuit;
 pub mod db_checks;
 pub mod discovery;
 pub mod health;
+pub mod overlay;
 pub mod select;
 pub mod sticky;
 
-use crate::admin::state::PoolOverlay;
 use crate::config::{
     Algorithm, BackendConfig, CircuitBreakerConfig, HashKey, HealthCheckConfig, HealthKind,
     PoolConfig, Timeouts, UpstreamConfig,
 };
 use arc_swap::ArcSwap;
 use circuit::{Breaker, CircuitState};
-use parking_lot::Mutex;
+use overlay::PoolOverlay;
 use select::Selector;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use sticky::Sticky;
 
 /// One backend and the state every part of Switchyard reads it from.
@@ -166,6 +166,12 @@ impl Drop for InFlight {
     }
 }
 
+/// A claimed backend: its index in `Members::backends` and the slot held on it.
+pub struct Claim {
+    pub idx: usize,
+    pub guard: InFlight,
+}
+
 struct Tier {
     /// Indices into `Members::backends`.
     members: Vec<usize>,
@@ -222,6 +228,31 @@ impl Members {
         let value = std::str::from_utf8(value).ok()?;
         let idx = *self.sticky_values.get(value)?;
         (self.backends[idx].usable() && !tried.contains(&idx)).then_some(idx)
+    }
+
+    /// Claims an in-flight slot on a backend not in `tried`: the one the sticky cookie
+    /// names when it is usable, else a selection. Every selected backend is recorded in
+    /// `tried`; one whose slot filled (or whose circuit stopped admitting) since it was
+    /// selected is passed over, for at most `bound` selections in all. The same routine
+    /// serves HTTP (bound: slots filling between selection and claim) and TCP (bound:
+    /// the connect attempts left).
+    pub fn claim(
+        &self,
+        key: &[u8],
+        sticky: Option<&[u8]>,
+        tried: &mut Vec<usize>,
+        bound: usize,
+    ) -> Option<Claim> {
+        for _ in 0..bound {
+            let idx = sticky
+                .and_then(|c| self.sticky_target(c, tried))
+                .or_else(|| self.select(key, tried))?;
+            tried.push(idx);
+            if let Some(guard) = InFlight::acquire(&self.backends[idx]) {
+                return Some(Claim { idx, guard });
+            }
+        }
+        None
     }
 
     /// The index of the backend named `address`.
@@ -312,13 +343,13 @@ impl Pool {
 
     /// Replaces the discovered backends (DNS); static ones always stay.
     pub fn set_discovered(&self, found: Vec<BackendConfig>) {
-        *self.discovered.lock() = found;
+        *relock(&self.discovered) = found;
         self.rebuild();
     }
 
     /// The admin API's changes to this pool, as applied.
     pub fn overlay(&self) -> PoolOverlay {
-        self.overlay.lock().clone()
+        relock(&self.overlay).clone()
     }
 
     /// True when `address` is one of the file's backends (not added or discovered).
@@ -331,7 +362,7 @@ impl Pool {
 
     /// Replaces the admin API's changes to this pool and rebuilds the membership.
     pub fn set_overlay(&self, overlay: PoolOverlay) {
-        *self.overlay.lock() = overlay;
+        *relock(&self.overlay) = overlay;
         self.rebuild();
     }
 
@@ -354,8 +385,8 @@ impl Pool {
     /// the live state of every backend whose address, weight and role are unchanged.
     fn rebuild(&self) {
         let old = self.members.load_full();
-        let discovered = self.discovered.lock().clone();
-        let overlay = self.overlay.lock().clone();
+        let discovered = relock(&self.discovered).clone();
+        let overlay = relock(&self.overlay).clone();
         let mut specs: Vec<BackendConfig> = Vec::new();
         for b in &self.definition.backends {
             if overlay.deleted.contains(&b.address) {
@@ -429,6 +460,13 @@ impl Pool {
         };
         self.members.store(Arc::new(members));
     }
+}
+
+/// The value behind `m`, also after a panic elsewhere under it: the value is only ever
+/// replaced whole, so it is still valid, and a default would silently drop every drain
+/// and delete at the next rebuild.
+fn relock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The connection-reuse group of a pool: its name and upstream TLS settings.
@@ -511,6 +549,78 @@ mod tests {
     }
 
     #[test]
+    fn a_poisoned_overlay_lock_keeps_the_overlay() {
+        let p = pool(&[false, false]);
+        let mut o = PoolOverlay::default();
+        o.draining.insert("127.0.0.1:9000".into());
+        p.set_overlay(o.clone());
+        let poisoned = std::thread::scope(|s| {
+            s.spawn(|| {
+                let _held = p.overlay.lock();
+                panic!("poison the lock");
+            })
+            .join()
+        });
+        assert!(poisoned.is_err() && p.overlay.is_poisoned());
+        assert_eq!(p.overlay(), o, "the drain survives");
+        p.rebuild();
+        assert!(p.members().backends[0].draining());
+    }
+
+    #[test]
+    fn claim_records_tried_and_skips_them() {
+        let p = pool(&[false, false]);
+        let m = p.members();
+        let mut tried = Vec::new();
+        let a = m.claim(b"", None, &mut tried, 2).map(|c| c.idx);
+        let b = m.claim(b"", None, &mut tried, 2).map(|c| c.idx);
+        assert!(a.is_some() && b.is_some() && a != b);
+        assert_eq!(tried.len(), 2);
+        assert!(m.claim(b"", None, &mut tried, 2).is_none(), "all tried");
+    }
+
+    #[test]
+    fn claim_uses_backups_only_when_no_primary_is_left() {
+        let p = pool(&[false, true]);
+        let m = p.members();
+        let mut tried = Vec::new();
+        assert_eq!(m.claim(b"", None, &mut tried, 1).map(|c| c.idx), Some(0));
+        assert_eq!(m.claim(b"", None, &mut tried, 1).map(|c| c.idx), Some(1));
+    }
+
+    #[test]
+    fn claim_passes_over_full_backends_and_holds_a_slot() {
+        let p = pool_with(
+            &[false, false],
+            Some(CircuitBreakerConfig {
+                max_connections: 1,
+                ..Default::default()
+            }),
+        );
+        let m = p.members();
+        let held = InFlight::acquire(&m.backends[0]);
+        assert!(held.is_some());
+        let mut tried = Vec::new();
+        let c = m.claim(b"", None, &mut tried, 2);
+        assert_eq!(c.as_ref().map(|c| c.idx), Some(1));
+        assert_eq!(m.backends[1].in_flight(), 1, "the claim holds the slot");
+        drop(c);
+        assert_eq!(m.backends[1].in_flight(), 0);
+        assert!(m.claim(b"", None, &mut Vec::new(), 2).is_some());
+    }
+
+    #[test]
+    fn claim_stops_at_its_bound() {
+        let p = pool(&[false, false, false]);
+        let m = p.members();
+        let mut tried = Vec::new();
+        assert!(m.claim(b"", None, &mut tried, 0).is_none());
+        assert!(tried.is_empty(), "a zero bound selects nothing");
+        assert!(m.claim(b"", None, &mut tried, 1).is_some());
+        assert_eq!(tried.len(), 1);
+    }
+
+    #[test]
     fn max_connections_skips_full_backends() {
         let p = pool_with(
             &[false, false],
@@ -548,7 +658,7 @@ mod tests {
             let address = p.members().backends[0].address.clone();
             let mut overlay = PoolOverlay::default();
             overlay.weights.insert(address, 0);
-            overlay.added.push(crate::admin::state::AddedBackend {
+            overlay.added.push(overlay::AddedBackend {
                 address: "127.0.0.1:9200".into(),
                 weight: 0,
             });

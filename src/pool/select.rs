@@ -4,9 +4,10 @@
 //! so health and retries never rebuild anything.
 
 use crate::config::Algorithm;
+use crate::net::hash;
 use pingora_ketama::{Bucket, Continuum};
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -132,31 +133,6 @@ impl Selector {
             .find(|i| usable(*i))
             .or_else(|| (0..self.weights.len()).find(|i| usable(*i)))
     }
-}
-
-/// The client IP as hash input (4 or 16 bytes; empty when unknown), without allocating.
-pub fn ip_key(ip: Option<IpAddr>, buf: &mut [u8; 16]) -> &[u8] {
-    match ip {
-        Some(IpAddr::V4(v4)) => {
-            buf[..4].copy_from_slice(&v4.octets());
-            &buf[..4]
-        }
-        Some(IpAddr::V6(v6)) => {
-            *buf = v6.octets();
-            &buf[..]
-        }
-        None => &buf[..0],
-    }
-}
-
-/// FNV-1a: stable across processes and versions (ip_hash must not move on restart).
-pub fn hash(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for b in bytes {
-        h ^= *b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    h
 }
 
 #[cfg(test)]

@@ -30,7 +30,7 @@ impl Sticky {
         match hash(MessageDigest::sha256(), &input) {
             Ok(digest) => digest.iter().take(16).map(|b| format!("{b:02x}")).collect(),
             // Only if OpenSSL lacks SHA-256; stickiness then degrades to a plain hash.
-            Err(_) => format!("{:016x}", super::select::hash(&input)),
+            Err(_) => format!("{:016x}", crate::net::hash(&input)),
         }
     }
 

@@ -4,7 +4,7 @@
 //! served before the first certificate arrives.
 
 use super::error::AcmeError;
-use crate::durable;
+use crate::state::durable;
 use crate::tls::store::Certified;
 use instant_acme::AccountCredentials;
 use openssl::asn1::Asn1Time;

@@ -6,37 +6,12 @@
 //! one lock, so a change made here and one arriving from another instance never
 //! interleave.
 
-use parking_lot::Mutex;
+pub use crate::pool::overlay::{AddedBackend, PoolOverlay};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use tokio::sync::Notify;
-
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AddedBackend {
-    pub address: String,
-    pub weight: u32,
-}
-
-/// The changes made to one pool.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct PoolOverlay {
-    pub added: Vec<AddedBackend>,
-    pub weights: BTreeMap<String, u32>,
-    pub draining: BTreeSet<String>,
-    pub deleted: BTreeSet<String>,
-}
-
-impl PoolOverlay {
-    pub fn is_empty(&self) -> bool {
-        self.added.is_empty()
-            && self.weights.is_empty()
-            && self.draining.is_empty()
-            && self.deleted.is_empty()
-    }
-}
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -80,20 +55,31 @@ impl StateStore {
         })
     }
 
+    /// The state, also after a panic elsewhere under this lock: every change replaces
+    /// whole overlays, so what is there is still a valid state, and silently losing
+    /// every drain and delete (what a default would mean) is worse.
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     pub fn pool(&self, name: &str) -> PoolOverlay {
-        let i = self.inner.lock();
-        i.overlay.pools.get(name).cloned().unwrap_or_default()
+        self.lock()
+            .overlay
+            .pools
+            .get(name)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The whole overlay.
     pub fn snapshot(&self) -> Overlay {
-        self.inner.lock().overlay.clone()
+        self.lock().overlay.clone()
     }
 
     /// Runs `f` on pool `name`'s overlay with the lock held (no change can slip in
     /// between reading it and applying it to a running pool).
     pub fn with_pool<R>(&self, name: &str, f: impl FnOnce(&PoolOverlay) -> R) -> Option<R> {
-        let guard = self.inner.lock();
+        let guard = self.lock();
         let empty = PoolOverlay::default();
         Some(f(guard.overlay.pools.get(name).unwrap_or(&empty)))
     }
@@ -107,7 +93,7 @@ impl StateStore {
         change: impl FnOnce(&mut PoolOverlay),
         apply: impl FnOnce(&PoolOverlay),
     ) -> Result<PoolOverlay, String> {
-        let mut guard = self.inner.lock();
+        let mut guard = self.lock();
         let mut next = guard.overlay.clone();
         let entry = next.pools.entry(name.to_string()).or_default();
         change(entry);
@@ -134,7 +120,7 @@ impl StateStore {
 
     /// The pools changed here and not yet published, with their current overlays.
     pub fn unpublished(&self) -> Vec<(String, PoolOverlay)> {
-        let i = self.inner.lock();
+        let i = self.lock();
         i.dirty
             .iter()
             .map(|n| {
@@ -149,7 +135,7 @@ impl StateStore {
     /// `overlay` of pool `name` was published: the pool is clean unless it changed
     /// again since.
     pub fn published(&self, name: &str, overlay: &PoolOverlay) {
-        let mut i = self.inner.lock();
+        let mut i = self.lock();
         let current = i.overlay.pools.get(name).cloned().unwrap_or_default();
         if current == *overlay {
             i.dirty.remove(name);
@@ -191,7 +177,7 @@ impl StateStore {
         apply: impl FnMut(&str, &PoolOverlay),
     ) -> Result<Vec<String>, String> {
         let mut all = pools;
-        for name in self.inner.lock().overlay.pools.keys() {
+        for name in self.lock().overlay.pools.keys() {
             all.entry(name.clone()).or_default();
         }
         self.replace_pools(all, keep, apply)
@@ -203,7 +189,7 @@ impl StateStore {
         keep: &BTreeSet<String>,
         mut apply: impl FnMut(&str, &PoolOverlay),
     ) -> Result<Vec<String>, String> {
-        let mut guard = self.inner.lock();
+        let mut guard = self.lock();
         let mut changed = Vec::new();
         for (name, overlay) in pools {
             if guard.dirty.contains(&name) || keep.contains(&name) {
@@ -233,7 +219,7 @@ impl StateStore {
 /// The whole overlay as pretty JSON, replacing `path` atomically.
 fn write_atomically(path: &Path, overlay: &Overlay) -> Result<(), String> {
     let text = serde_json::to_vec_pretty(overlay).map_err(|e| e.to_string())?;
-    crate::durable::write_atomically(path, &text, 0o640)
+    super::durable::write_atomically(path, &text, 0o640)
 }
 
 #[cfg(test)]

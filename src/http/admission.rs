@@ -1,0 +1,311 @@
+//! Admission: the ordered policies that decide, before any backend is chosen, whether a
+//! request is proxied or answered here (request id, header guard, ACME challenge, client
+//! IP, `server.deny`, route, ACL, rate limit, `redirect_https`, no pool). Plain inputs in,
+//! a `Verdict` out, so every policy is testable without a Pingora session.
+
+use super::ctx::RequestCtx;
+use super::headers;
+use crate::limits::rate::Key;
+use crate::net::canonical;
+use crate::routing::RequestFacts;
+use crate::runtime::Runtime;
+use crate::tls::acme;
+use pingora::http::RequestHeader;
+use std::net::IpAddr;
+
+/// What admission looks at.
+pub struct Request<'a> {
+    pub header: &'a RequestHeader,
+    /// The TCP peer, as accepted.
+    pub peer: Option<IpAddr>,
+    /// Index of the listener (routes filter on it).
+    pub listener: usize,
+    pub tls: bool,
+    /// The header guard's status for a malformed request (`guard::refuse`).
+    pub refused: Option<u16>,
+}
+
+/// A response Switchyard writes itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// A short text/plain error.
+    Status(u16),
+    /// An error after which the connection is closed (malformed framing).
+    Close(u16),
+    /// 429 with `Retry-After` in whole seconds.
+    TooMany { retry_after: u64 },
+    /// 308 to this URL.
+    Redirect(String),
+    /// 200 text/plain (ACME HTTP-01 key authorization).
+    Text(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Proxy,
+    Answer(Answer),
+}
+
+/// Runs the policies in order; records request id, client IP, route and pool in `ctx`.
+pub async fn admit(req: &Request<'_>, rt: &Runtime, ctx: &mut RequestCtx) -> Verdict {
+    let header = req.header;
+    let peer = req.peer.map(canonical);
+    ctx.peer_ip = peer;
+    ctx.request_id = request_id(header);
+    if let Some(status) = req.refused {
+        return Verdict::Answer(Answer::Close(status));
+    }
+    // The CA validates from anywhere, for a host no route may know.
+    if !req.tls {
+        if let Some(body) = acme::challenge::answer(header.uri.path()) {
+            return Verdict::Answer(Answer::Text(body));
+        }
+    }
+    ctx.client_ip = peer.map(|p| headers::client_ip(p, &header.headers, &rt.trusted_proxies));
+    if rt.deny.refuses(ctx.client_ip) {
+        return Verdict::Answer(Answer::Status(403));
+    }
+    let facts = RequestFacts {
+        listener: req.listener,
+        host: headers::request_host(header),
+        path: header.uri.path(),
+        method: &header.method,
+        headers: &header.headers,
+    };
+    ctx.route = rt.table.find(&facts);
+    let Some(route) = ctx.route.and_then(|i| rt.routes.get(i)) else {
+        return Verdict::Answer(Answer::Status(404));
+    };
+    ctx.pool = route.pool;
+    if ctx.client_ip.is_some_and(|ip| !route.acl.permits(ip)) {
+        return Verdict::Answer(Answer::Status(403));
+    }
+    if let Some(limit) = &route.rate_limit {
+        let key = Key::for_request(&limit.config.key, ctx.client_ip, &header.headers);
+        if let Err(retry_after) = limit.check(&route.name, key).await {
+            route.metrics.rate_limited();
+            return Verdict::Answer(Answer::TooMany { retry_after });
+        }
+    }
+    if route.redirect_https && !req.tls {
+        return Verdict::Answer(Answer::Redirect(https_location(header, rt.https_port)));
+    }
+    if route.pool.is_none() {
+        return Verdict::Answer(Answer::Status(404));
+    }
+    Verdict::Proxy
+}
+
+/// The client's `X-Request-Id` when it is acceptable, else a new one.
+fn request_id(header: &RequestHeader) -> String {
+    match header.headers.get(headers::X_REQUEST_ID) {
+        Some(id) if headers::valid_request_id(id.as_bytes()) => {
+            String::from_utf8_lossy(id.as_bytes()).into_owned()
+        }
+        _ => headers::new_request_id(),
+    }
+}
+
+/// `https://host[:port]/path?query`; the port only when it is not 443.
+fn https_location(req: &RequestHeader, port: u16) -> String {
+    let host = headers::request_host(req);
+    let path = req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let host = if host.contains(':') {
+        format!("[{host}]")
+    } else {
+        host.to_string()
+    };
+    if port == 443 {
+        format!("https://{host}{path}")
+    } else {
+        format!("https://{host}:{port}{path}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::parse_str;
+    use crate::state::store::StateStore;
+
+    const YAML: &str = "
+listeners: [{name: web, listen: '127.0.0.1:8080'}]
+server: {deny: ['10.9.0.0/16'], trusted_proxies: ['127.0.0.0/8']}
+pools:
+  - name: p
+    backends: [{address: '127.0.0.1:9001'}]
+routes:
+  - {name: acl, path_prefix: /acl, allow: ['192.168.0.0/16'], pool: p}
+  - {name: limited, path_prefix: /limited, rate_limit: {rate: 1, burst: 1, key: route}, pool: p}
+  - {name: secure, path_prefix: /secure, redirect_https: true}
+  - {name: app, host: app.example.com, pool: p}
+";
+
+    fn runtime() -> Runtime {
+        let loaded = match parse_str("test.yaml", YAML, &|_| None, false) {
+            Ok(l) => l,
+            Err(e) => panic!("test config invalid: {e:?}"),
+        };
+        let state = match StateStore::open(None) {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        };
+        Runtime::build(&loaded.config, None, &state)
+    }
+
+    fn header(path: &str, host: &str, extra: &[(&'static str, &str)]) -> RequestHeader {
+        let mut h = match RequestHeader::build("GET", path.as_bytes(), None) {
+            Ok(h) => h,
+            Err(e) => panic!("{e}"),
+        };
+        let mut set = |name: &'static str, value: &str| {
+            if let Err(e) = h.insert_header(name, value) {
+                panic!("{e}");
+            }
+        };
+        set("host", host);
+        for (n, v) in extra {
+            set(n, v);
+        }
+        h
+    }
+
+    fn run(
+        rt: &Runtime,
+        header: &RequestHeader,
+        peer: [u8; 4],
+        tls: bool,
+        refused: Option<u16>,
+    ) -> (Verdict, RequestCtx) {
+        let mut ctx = RequestCtx::new();
+        let req = Request {
+            header,
+            peer: Some(IpAddr::from(peer)),
+            listener: 0,
+            tls,
+            refused,
+        };
+        let verdict = futures_lite(admit(&req, rt, &mut ctx));
+        (verdict, ctx)
+    }
+
+    /// Admission only awaits the (local) rate limiter, so a current-thread runtime will do.
+    fn futures_lite<F: std::future::Future>(f: F) -> F::Output {
+        match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt.block_on(f),
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    const CLIENT: [u8; 4] = [192, 168, 1, 1];
+
+    #[test]
+    fn a_routed_request_is_proxied_and_recorded() {
+        let rt = runtime();
+        let (v, ctx) = run(
+            &rt,
+            &header("/", "app.example.com", &[]),
+            CLIENT,
+            false,
+            None,
+        );
+        assert_eq!(v, Verdict::Proxy);
+        assert!(ctx.route.is_some() && ctx.pool.is_some());
+        assert_eq!(ctx.client_ip, Some(IpAddr::from(CLIENT)));
+        assert_eq!(ctx.request_id.len(), 32, "a new id is 32 hex characters");
+    }
+
+    #[test]
+    fn a_valid_client_request_id_is_kept_and_an_invalid_one_replaced() {
+        let rt = runtime();
+        let h = header("/", "app.example.com", &[("x-request-id", "abc-123")]);
+        assert_eq!(run(&rt, &h, CLIENT, false, None).1.request_id, "abc-123");
+        let h = header("/", "app.example.com", &[("x-request-id", "a b")]);
+        assert_ne!(run(&rt, &h, CLIENT, false, None).1.request_id, "a b");
+    }
+
+    #[test]
+    fn the_guard_answers_first_and_closes() {
+        let rt = runtime();
+        let h = header("/", "app.example.com", &[]);
+        let (v, ctx) = run(&rt, &h, CLIENT, false, Some(431));
+        assert_eq!(v, Verdict::Answer(Answer::Close(431)));
+        assert!(!ctx.request_id.is_empty(), "the answer still carries an id");
+        assert!(ctx.route.is_none());
+    }
+
+    #[test]
+    fn server_deny_answers_403_before_routing() {
+        let rt = runtime();
+        let h = header("/", "app.example.com", &[]);
+        let (v, ctx) = run(&rt, &h, [10, 9, 1, 1], false, None);
+        assert_eq!(v, Verdict::Answer(Answer::Status(403)));
+        assert!(ctx.route.is_none());
+    }
+
+    #[test]
+    fn deny_applies_to_the_client_ip_behind_a_trusted_proxy() {
+        let rt = runtime();
+        let h = header("/", "app.example.com", &[("x-forwarded-for", "10.9.2.2")]);
+        let (v, ctx) = run(&rt, &h, [127, 0, 0, 1], false, None);
+        assert_eq!(ctx.client_ip, Some(IpAddr::from([10, 9, 2, 2])));
+        assert_eq!(v, Verdict::Answer(Answer::Status(403)));
+    }
+
+    #[test]
+    fn no_route_answers_404() {
+        let rt = runtime();
+        let h = header("/", "other.example.com", &[]);
+        assert_eq!(
+            run(&rt, &h, CLIENT, false, None).0,
+            Verdict::Answer(Answer::Status(404))
+        );
+    }
+
+    #[test]
+    fn the_route_acl_answers_403() {
+        let rt = runtime();
+        let h = header("/acl", "x", &[]);
+        assert_eq!(run(&rt, &h, CLIENT, false, None).0, Verdict::Proxy);
+        let (v, ctx) = run(&rt, &h, [172, 16, 0, 1], false, None);
+        assert_eq!(v, Verdict::Answer(Answer::Status(403)));
+        assert!(ctx.route.is_some(), "the route is known for the access log");
+    }
+
+    #[test]
+    fn the_rate_limit_answers_429_with_retry_after() {
+        let rt = runtime();
+        let h = header("/limited", "x", &[]);
+        assert_eq!(run(&rt, &h, CLIENT, false, None).0, Verdict::Proxy);
+        match run(&rt, &h, CLIENT, false, None).0 {
+            Verdict::Answer(Answer::TooMany { retry_after }) => assert!(retry_after >= 1),
+            other => panic!("expected 429, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn redirect_https_on_plain_http_and_404_without_a_pool_on_tls() {
+        let rt = runtime();
+        let h = header("/secure/a?b=1", "app.example.com", &[]);
+        assert_eq!(
+            run(&rt, &h, CLIENT, false, None).0,
+            Verdict::Answer(Answer::Redirect(
+                "https://app.example.com/secure/a?b=1".into()
+            ))
+        );
+        assert_eq!(
+            run(&rt, &h, CLIENT, true, None).0,
+            Verdict::Answer(Answer::Status(404))
+        );
+    }
+
+    #[test]
+    fn https_location_drops_the_http_port_and_names_a_non_default_one() {
+        let h = header("/p", "app.example.com:8080", &[]);
+        assert_eq!(https_location(&h, 8443), "https://app.example.com:8443/p");
+        assert_eq!(https_location(&h, 443), "https://app.example.com/p");
+    }
+}

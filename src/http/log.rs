@@ -1,0 +1,88 @@
+//! The HTTP access-log line (SPEC §7): its fields, taken from the finished request and
+//! its context. `observe::access_log` writes it.
+
+use crate::http::ctx::RequestCtx;
+use crate::observe::access_log::{millis, timestamp};
+use crate::runtime::Runtime;
+use serde::Serialize;
+
+#[derive(Serialize)]
+pub struct HttpEntry<'a> {
+    pub ts: String,
+    pub request_id: &'a str,
+    pub client_ip: String,
+    pub method: &'a str,
+    pub host: &'a str,
+    pub path: &'a str,
+    pub status: u16,
+    pub duration_ms: f64,
+    pub route: &'a str,
+    pub pool: &'a str,
+    pub backend: &'a str,
+    pub bytes_sent: usize,
+    pub protocol: &'a str,
+    pub tls: bool,
+}
+
+/// The access-log line for a finished request.
+pub fn http_entry<'a>(
+    session: &'a pingora_proxy::Session,
+    ctx: &'a RequestCtx,
+    rt: &'a Runtime,
+    status: u16,
+    tls: bool,
+) -> HttpEntry<'a> {
+    let req = session.req_header();
+    let pool = ctx.pool.map(|p| &rt.pools[p]);
+    HttpEntry {
+        ts: timestamp(),
+        request_id: &ctx.request_id,
+        client_ip: ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        method: req.method.as_str(),
+        host: req
+            .headers
+            .get(http::header::HOST)
+            .and_then(|h| h.to_str().ok())
+            .or_else(|| req.uri.host())
+            .unwrap_or(""),
+        path: req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+        status,
+        duration_ms: millis(ctx.start.elapsed()),
+        route: ctx.route.map(|r| rt.routes[r].name.as_str()).unwrap_or(""),
+        pool: pool.map(|p| p.name.as_str()).unwrap_or(""),
+        backend: ctx
+            .members
+            .as_ref()
+            .and_then(|m| ctx.backend.map(|b| m.backends[b].address.as_str()))
+            .unwrap_or(""),
+        bytes_sent: session.body_bytes_sent(),
+        protocol: match req.version {
+            http::Version::HTTP_10 => "HTTP/1.0",
+            http::Version::HTTP_2 => "HTTP/2",
+            _ => "HTTP/1.1",
+        },
+        tls,
+    }
+}
+
+/// The per-request metrics and access-log line, once the request is done.
+pub fn finish(session: &pingora_proxy::Session, ctx: &RequestCtx, tls: bool) {
+    let Some(rt) = ctx.runtime.as_deref() else {
+        return;
+    };
+    let status = session
+        .response_written()
+        .map(|r| r.status.as_u16())
+        .unwrap_or(0);
+    if status > 0 && rt.metrics_enabled {
+        let metrics = ctx
+            .route
+            .and_then(|r| rt.routes.get(r))
+            .map_or(&rt.unrouted_metrics, |r| &r.metrics);
+        metrics.observe(&session.req_header().method, status, ctx.start.elapsed());
+    }
+    if rt.access_log.enabled() {
+        rt.access_log
+            .write(&http_entry(session, ctx, rt, status, tls));
+    }
+}

@@ -1,0 +1,151 @@
+//! One L4 session from accept to close: `server.deny`, claiming a backend (up to
+//! `retries` + 1 connect attempts on different backends), piping bytes both ways, and
+//! the metrics and access-log line at the end.
+
+use super::copy::{self, End, Traffic};
+use crate::net::{canonical, ip_key};
+use crate::observe::access_log::{millis, timestamp};
+use crate::ops::shutdown::Work;
+use crate::pool::{Claim, Members, Pool};
+use crate::runtime::{Runtime, TcpService};
+use pingora::protocols::Stream;
+use prometheus::IntGauge;
+use serde::Serialize;
+use std::net::IpAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::net::TcpStream;
+
+/// The session line written to the access log when a TCP session closes (SPEC §7).
+#[derive(Serialize)]
+struct TcpEntry<'a> {
+    ts: String,
+    service: &'a str,
+    client_ip: String,
+    backend: &'a str,
+    duration_ms: f64,
+    bytes_rx: u64,
+    bytes_tx: u64,
+}
+
+/// Serves the connection `io` for the tcp_service `service` of `rt`.
+pub async fn run(rt: Arc<Runtime>, service: &str, io: Stream) {
+    let start = Instant::now();
+    let Some(svc) = rt.tcp_services.iter().find(|s| s.name == service) else {
+        return;
+    };
+    let client: Option<IpAddr> = io.get_socket_digest().and_then(|d| {
+        d.peer_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| canonical(a.ip()))
+    });
+    if rt.deny.refuses(client) {
+        log::debug!(
+            "tcp {}: {} is in server.deny; connection closed",
+            svc.name,
+            client.map(|c| c.to_string()).unwrap_or_default()
+        );
+        return;
+    }
+    let _work = Work::start();
+    let Some(pool) = rt.pools.get(svc.pool) else {
+        return;
+    };
+    svc.metrics.connections.inc();
+    let _active = Active::new(&svc.metrics.active);
+    let members = pool.members();
+    let client_ip = client.map(|c| c.to_string()).unwrap_or_default();
+    let Some((idx, _claim, upstream)) = connect(svc, pool, &members, client).await else {
+        log::warn!(
+            "tcp {}: no backend could take the connection from {client_ip}; closing it",
+            svc.name
+        );
+        return;
+    };
+    let Some(backend) = members.backends.get(idx) else {
+        return;
+    };
+    let traffic = Arc::new(Traffic::default());
+    let end = copy::bidirectional(io, upstream, svc.idle_timeout, traffic.clone()).await;
+    let ok = !matches!(end, End::Error(_));
+    backend.record(ok, ok);
+    let (rx, tx) = (
+        traffic.rx.load(Ordering::Relaxed),
+        traffic.tx.load(Ordering::Relaxed),
+    );
+    svc.metrics.rx.inc_by(rx);
+    svc.metrics.tx.inc_by(tx);
+    if let End::Error(e) = &end {
+        log::debug!(
+            "tcp {}: session with {} ended: {e}",
+            svc.name,
+            backend.address
+        );
+    }
+    if rt.access_log.enabled() {
+        rt.access_log.write(&TcpEntry {
+            ts: timestamp(),
+            service: &svc.name,
+            client_ip,
+            backend: &backend.address,
+            duration_ms: millis(start.elapsed()),
+            bytes_rx: rx,
+            bytes_tx: tx,
+        });
+    }
+}
+
+/// Connects to a claimed backend: up to `retries` + 1 selections in all (a backend
+/// whose slot filled since selection uses one up too), each on a backend not tried yet.
+async fn connect(
+    svc: &TcpService,
+    pool: &Pool,
+    members: &Members,
+    client: Option<IpAddr>,
+) -> Option<(usize, Claim, TcpStream)> {
+    let mut key_buf = [0u8; 16];
+    let key = ip_key(client, &mut key_buf);
+    let budget = pool.retries as usize + 1;
+    let mut tried: Vec<usize> = Vec::new();
+    while tried.len() < budget {
+        let left = budget - tried.len();
+        let claim = members.claim(key, None, &mut tried, left)?;
+        let backend = members.backends.get(claim.idx)?;
+        match tokio::time::timeout(pool.timeouts.connect, TcpStream::connect(backend.addr)).await {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                return Some((claim.idx, claim, stream));
+            }
+            Ok(Err(e)) => {
+                backend.record(false, false);
+                log::warn!(
+                    "tcp {}: connect to {} failed: {e}",
+                    svc.name,
+                    backend.address
+                );
+            }
+            Err(_) => {
+                backend.record(false, false);
+                log::warn!("tcp {}: connect to {} timed out", svc.name, backend.address);
+            }
+        }
+    }
+    None
+}
+
+/// Holds the active-sessions gauge up for the life of a session, on every exit path.
+struct Active(IntGauge);
+
+impl Active {
+    fn new(gauge: &IntGauge) -> Self {
+        gauge.inc();
+        Active(gauge.clone())
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}

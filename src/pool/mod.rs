@@ -3,10 +3,12 @@
 //! Membership (static + discovered + admin changes) is swapped atomically; a request keeps
 //! the `Members` snapshot it started with.
 
+pub mod backend;
 pub mod circuit;
 pub mod db_checks;
 pub mod discovery;
 pub mod health;
+pub mod members;
 pub mod overlay;
 pub mod select;
 pub mod sticky;
@@ -16,250 +18,15 @@ use crate::config::{
     PoolConfig, Timeouts, UpstreamConfig,
 };
 use arc_swap::ArcSwap;
-use circuit::{Breaker, CircuitState};
+pub use backend::{Backend, InFlight};
+use members::Tier;
+pub use members::{Claim, Members};
 use overlay::PoolOverlay;
-use select::Selector;
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use sticky::Sticky;
-
-/// One backend and the state every part of Switchyard reads it from.
-pub struct Backend {
-    /// `host:port` as configured (or `ip:port` when discovered): the name in logs,
-    /// the API and metrics.
-    pub address: String,
-    pub addr: SocketAddr,
-    /// Changed in place by the admin API (the backend keeps its live state); never 0
-    /// (every store goes through `NonZeroU32`).
-    weight: AtomicU32,
-    pub backup: bool,
-    healthy: AtomicBool,
-    draining: AtomicBool,
-    in_flight: AtomicUsize,
-    /// 0 = unlimited.
-    max_connections: usize,
-    pub breaker: Option<Breaker>,
-    succeeded: AtomicU64,
-    failed: AtomicU64,
-}
-
-impl Backend {
-    fn new(c: &BackendConfig, weight: NonZeroU32, breaker: Option<&CircuitBreakerConfig>) -> Self {
-        Backend {
-            address: c.address.clone(),
-            addr: c.addr,
-            weight: AtomicU32::new(weight.get()),
-            backup: c.backup,
-            healthy: AtomicBool::new(true),
-            draining: AtomicBool::new(false),
-            in_flight: AtomicUsize::new(0),
-            max_connections: breaker.map(|b| b.max_connections as usize).unwrap_or(0),
-            breaker: breaker.map(Breaker::new),
-            succeeded: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
-        }
-    }
-
-    pub fn weight(&self) -> NonZeroU32 {
-        NonZeroU32::new(self.weight.load(Ordering::Relaxed)).unwrap_or(NonZeroU32::MIN)
-    }
-
-    /// May take a new request: healthy, not draining, circuit admitting, not full.
-    pub fn usable(&self) -> bool {
-        self.available() && !self.full()
-    }
-
-    /// Healthy, not draining and the circuit admits (capacity aside).
-    pub fn available(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
-            && !self.draining.load(Ordering::Relaxed)
-            && self.breaker.as_ref().is_none_or(|b| b.may_admit())
-    }
-
-    fn full(&self) -> bool {
-        self.max_connections > 0 && self.in_flight.load(Ordering::Relaxed) >= self.max_connections
-    }
-
-    pub fn healthy(&self) -> bool {
-        self.healthy.load(Ordering::Relaxed)
-    }
-
-    /// Sets health; returns the previous value.
-    pub fn set_healthy(&self, healthy: bool) -> bool {
-        self.healthy.swap(healthy, Ordering::Relaxed)
-    }
-
-    pub fn draining(&self) -> bool {
-        self.draining.load(Ordering::Relaxed)
-    }
-
-    /// A draining backend gets no new requests; in-flight ones finish.
-    pub fn set_draining(&self, draining: bool) {
-        self.draining.store(draining, Ordering::Relaxed);
-    }
-
-    pub fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
-    }
-
-    pub fn circuit(&self) -> CircuitState {
-        self.breaker
-            .as_ref()
-            .map(|b| b.state())
-            .unwrap_or(CircuitState::Closed)
-    }
-
-    /// Requests sent here so far: (succeeded, failed).
-    pub fn outcomes(&self) -> (u64, u64) {
-        (
-            self.succeeded.load(Ordering::Relaxed),
-            self.failed.load(Ordering::Relaxed),
-        )
-    }
-
-    /// Counts one attempt's outcome (a 5xx answer is a failure) and feeds the circuit
-    /// breaker with what it counts (`breaker_success`: a 5xx fails it only with `on_5xx`).
-    pub fn record(&self, success: bool, breaker_success: bool) {
-        let counter = if success {
-            &self.succeeded
-        } else {
-            &self.failed
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        if let Some(b) = &self.breaker {
-            if breaker_success {
-                b.record_success()
-            } else {
-                b.record_failure()
-            }
-        }
-    }
-}
-
-/// Counts a request against its backend until dropped (errors included).
-pub struct InFlight(Arc<Backend>);
-
-impl InFlight {
-    /// Claims a slot; `None` when the backend filled up or its circuit stopped admitting
-    /// since it was selected.
-    pub fn acquire(backend: &Arc<Backend>) -> Option<Self> {
-        let n = backend.in_flight.fetch_add(1, Ordering::AcqRel);
-        let guard = InFlight(backend.clone());
-        if backend.max_connections > 0 && n >= backend.max_connections {
-            return None;
-        }
-        if let Some(b) = &backend.breaker {
-            if !b.admit() {
-                return None;
-            }
-        }
-        Some(guard)
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-/// A claimed backend: its index in `Members::backends` and the slot held on it.
-pub struct Claim {
-    pub idx: usize,
-    pub guard: InFlight,
-}
-
-struct Tier {
-    /// Indices into `Members::backends`.
-    members: Vec<usize>,
-    selector: Selector,
-}
-
-impl Tier {
-    fn new(algorithm: Algorithm, backends: &[Arc<Backend>], backup: bool) -> Self {
-        let members: Vec<usize> = (0..backends.len())
-            .filter(|i| backends[*i].backup == backup)
-            .collect();
-        let weighted: Vec<(SocketAddr, NonZeroU32)> = members
-            .iter()
-            .map(|i| (backends[*i].addr, backends[*i].weight()))
-            .collect();
-        Tier {
-            selector: Selector::new(algorithm, &weighted),
-            members,
-        }
-    }
-}
-
-/// One membership snapshot: the backends and the selection structures over them.
-pub struct Members {
-    pub backends: Vec<Arc<Backend>>,
-    primaries: Tier,
-    backups: Tier,
-    /// Sticky cookie value → backend index.
-    sticky_values: HashMap<String, usize>,
-    /// Backend index → its sticky cookie value.
-    pub sticky_of: Vec<String>,
-}
-
-impl Members {
-    /// Picks a usable backend not in `tried` (indices into `backends`): primaries first;
-    /// backups only while no primary is left for this request (all unusable, or all
-    /// already failed to connect).
-    pub fn select(&self, key: &[u8], tried: &[usize]) -> Option<usize> {
-        [&self.primaries, &self.backups]
-            .into_iter()
-            .find_map(|tier| {
-                let usable = |i: usize| {
-                    let m = tier.members[i];
-                    self.backends[m].usable() && !tried.contains(&m)
-                };
-                tier.selector
-                    .pick(key, usable, |i| self.backends[tier.members[i]].in_flight())
-                    .map(|i| tier.members[i])
-            })
-    }
-
-    /// The backend a sticky cookie names, if it exists and may take the request.
-    pub fn sticky_target(&self, value: &[u8], tried: &[usize]) -> Option<usize> {
-        let value = std::str::from_utf8(value).ok()?;
-        let idx = *self.sticky_values.get(value)?;
-        (self.backends[idx].usable() && !tried.contains(&idx)).then_some(idx)
-    }
-
-    /// Claims an in-flight slot on a backend not in `tried`: the one the sticky cookie
-    /// names when it is usable, else a selection. Every selected backend is recorded in
-    /// `tried`; one whose slot filled (or whose circuit stopped admitting) since it was
-    /// selected is passed over, for at most `bound` selections in all. The same routine
-    /// serves HTTP (bound: slots filling between selection and claim) and TCP (bound:
-    /// the connect attempts left).
-    pub fn claim(
-        &self,
-        key: &[u8],
-        sticky: Option<&[u8]>,
-        tried: &mut Vec<usize>,
-        bound: usize,
-    ) -> Option<Claim> {
-        for _ in 0..bound {
-            let idx = sticky
-                .and_then(|c| self.sticky_target(c, tried))
-                .or_else(|| self.select(key, tried))?;
-            tried.push(idx);
-            if let Some(guard) = InFlight::acquire(&self.backends[idx]) {
-                return Some(Claim { idx, guard });
-            }
-        }
-        None
-    }
-
-    /// The index of the backend named `address`.
-    pub fn find(&self, address: &str) -> Option<usize> {
-        self.backends.iter().position(|b| b.address == address)
-    }
-}
 
 pub struct Pool {
     pub name: String,
@@ -483,6 +250,7 @@ fn reuse_group(c: &PoolConfig) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
 
     fn pool_with(backups: &[bool], breaker: Option<CircuitBreakerConfig>) -> Pool {
         let backends = backups

@@ -1,0 +1,105 @@
+//! One membership snapshot of a pool: its backends, the primary and backup tiers with
+//! their selectors, the sticky-cookie maps, and the claim routine HTTP and TCP share.
+
+use super::backend::{Backend, InFlight};
+use super::select::Selector;
+use crate::config::Algorithm;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::num::NonZeroU32;
+use std::sync::Arc;
+
+/// A claimed backend: its index in `Members::backends` and the slot held on it.
+pub struct Claim {
+    pub idx: usize,
+    pub guard: InFlight,
+}
+
+pub(super) struct Tier {
+    /// Indices into `Members::backends`.
+    members: Vec<usize>,
+    selector: Selector,
+}
+
+impl Tier {
+    pub(super) fn new(algorithm: Algorithm, backends: &[Arc<Backend>], backup: bool) -> Self {
+        let members: Vec<usize> = (0..backends.len())
+            .filter(|i| backends[*i].backup == backup)
+            .collect();
+        let weighted: Vec<(SocketAddr, NonZeroU32)> = members
+            .iter()
+            .map(|i| (backends[*i].addr, backends[*i].weight()))
+            .collect();
+        Tier {
+            selector: Selector::new(algorithm, &weighted),
+            members,
+        }
+    }
+}
+
+/// One membership snapshot: the backends and the selection structures over them.
+pub struct Members {
+    pub backends: Vec<Arc<Backend>>,
+    pub(super) primaries: Tier,
+    pub(super) backups: Tier,
+    /// Sticky cookie value → backend index.
+    pub(super) sticky_values: HashMap<String, usize>,
+    /// Backend index → its sticky cookie value.
+    pub sticky_of: Vec<String>,
+}
+
+impl Members {
+    /// Picks a usable backend not in `tried` (indices into `backends`): primaries first;
+    /// backups only while no primary is left for this request (all unusable, or all
+    /// already failed to connect).
+    pub fn select(&self, key: &[u8], tried: &[usize]) -> Option<usize> {
+        [&self.primaries, &self.backups]
+            .into_iter()
+            .find_map(|tier| {
+                let usable = |i: usize| {
+                    let m = tier.members[i];
+                    self.backends[m].usable() && !tried.contains(&m)
+                };
+                tier.selector
+                    .pick(key, usable, |i| self.backends[tier.members[i]].in_flight())
+                    .map(|i| tier.members[i])
+            })
+    }
+
+    /// The backend a sticky cookie names, if it exists and may take the request.
+    pub fn sticky_target(&self, value: &[u8], tried: &[usize]) -> Option<usize> {
+        let value = std::str::from_utf8(value).ok()?;
+        let idx = *self.sticky_values.get(value)?;
+        (self.backends[idx].usable() && !tried.contains(&idx)).then_some(idx)
+    }
+
+    /// Claims an in-flight slot on a backend not in `tried`: the one the sticky cookie
+    /// names when it is usable, else a selection. Every selected backend is recorded in
+    /// `tried`; one whose slot filled (or whose circuit stopped admitting) since it was
+    /// selected is passed over, for at most `bound` selections in all. The same routine
+    /// serves HTTP (bound: slots filling between selection and claim) and TCP (bound:
+    /// the connect attempts left).
+    pub fn claim(
+        &self,
+        key: &[u8],
+        sticky: Option<&[u8]>,
+        tried: &mut Vec<usize>,
+        bound: usize,
+    ) -> Option<Claim> {
+        for _ in 0..bound {
+            let idx = sticky
+                .and_then(|c| self.sticky_target(c, tried))
+                .or_else(|| self.select(key, tried))?;
+            tried.push(idx);
+            if let Some(guard) = InFlight::acquire(&self.backends[idx]) {
+                return Some(Claim { idx, guard });
+            }
+        }
+        None
+    }
+
+    /// The index of the backend named `address`.
+    pub fn find(&self, address: &str) -> Option<usize> {
+        self.backends.iter().position(|b| b.address == address)
+    }
+}

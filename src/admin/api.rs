@@ -1,10 +1,9 @@
-//! The admin REST API (SPEC §5): request routing, authentication (bearer tokens compared
-//! in constant time, CIDR allowlist), input validation and the JSON shapes.
+//! The admin REST API (SPEC §5): request routing (after `auth`), input validation and
+//! the JSON shapes.
 
+use super::auth::{refusal, Refusal};
 use super::view;
 use crate::config::parse::lookup_backend;
-use crate::config::AdminConfig;
-use crate::net::contains_any;
 use crate::ops::reload::Reloader;
 use crate::pool::overlay::{AddedBackend, PoolOverlay};
 use crate::pool::Pool;
@@ -15,7 +14,6 @@ use serde_json::{json, Value};
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use subtle::ConstantTimeEq;
 
 const DASHBOARD: &str = include_str!("dashboard/index.html");
 const OPENAPI: &str = include_str!("openapi.json");
@@ -64,48 +62,10 @@ pub struct Request<'a> {
     pub body: &'a [u8],
 }
 
-/// Why a request is refused before routing, if it is: the client is outside
-/// `admin.allow` (403) or the bearer token is missing or wrong (401, `/api/` only).
-#[derive(Debug, PartialEq, Eq)]
-enum Refusal {
-    NotAllowed,
-    NoToken,
-}
-
-/// Checks `admin.allow` and, for `/api/`, the bearer token, against the policy of the
-/// running configuration, so a reload that rotates tokens or narrows `allow` applies to
-/// the next request.
-fn refusal(admin: &AdminConfig, r: &Request<'_>) -> Option<Refusal> {
-    if !r.client.is_some_and(|ip| contains_any(&admin.allow, ip)) {
-        return Some(Refusal::NotAllowed);
-    }
-    // The same segmentation as the router's (leading slashes trimmed), so no spelling
-    // of an /api/ path reaches it without the token check.
-    let api = r.path.trim_start_matches('/').split('/').next() == Some("api");
-    (api && !authorized(&admin.tokens, r.authorization)).then_some(Refusal::NoToken)
-}
-
-fn authorized(tokens: &[String], header: Option<&[u8]>) -> bool {
-    if tokens.is_empty() {
-        return true;
-    }
-    // The scheme is case-insensitive (RFC 9110); only Bearer is accepted.
-    let Some(token) = header
-        .filter(|h| h.len() > 7 && h[..7].eq_ignore_ascii_case(b"bearer "))
-        .map(|h| &h[7..])
-    else {
-        return false;
-    };
-    // Every token is compared, in constant time, whatever matches.
-    tokens
-        .iter()
-        .fold(false, |ok, t| ok | bool::from(t.as_bytes().ct_eq(token)))
-}
-
 impl Api {
     pub async fn handle(&self, r: &Request<'_>) -> Reply {
         let refused = match self.runtime.load().config.admin.as_ref() {
-            Some(admin) => refusal(admin, r),
+            Some(admin) => refusal(admin, r.path, r.client, r.authorization),
             // A reload removed the admin section: the listener stays until an upgrade,
             // refusing everything.
             None => Some(Refusal::NotAllowed),
@@ -422,55 +382,6 @@ pub fn percent_decode(s: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn admin(tokens: &[&str], allow: &str) -> AdminConfig {
-        AdminConfig {
-            listen: "127.0.0.1:9090".parse().unwrap(),
-            tokens: tokens.iter().map(|t| t.to_string()).collect(),
-            allow: vec![allow.parse().unwrap()],
-            state_file: "/tmp/unused".into(),
-        }
-    }
-
-    fn request<'a>(path: &'a str, authorization: Option<&'a [u8]>) -> Request<'a> {
-        Request {
-            method: &Method::GET,
-            path,
-            client: Some("127.0.0.1".parse().unwrap()),
-            authorization,
-            body: b"",
-        }
-    }
-
-    #[test]
-    fn every_spelling_of_an_api_path_needs_the_token() {
-        let a = admin(&["s3cret"], "127.0.0.0/8");
-        for path in [
-            "/api/v1/pools",
-            "//api/v1/pools",
-            "/api",
-            "///api/v1/config",
-        ] {
-            assert_eq!(
-                refusal(&a, &request(path, None)),
-                Some(Refusal::NoToken),
-                "{path}"
-            );
-            let ok = request(path, Some(b"Bearer s3cret"));
-            assert_eq!(refusal(&a, &ok), None, "{path}");
-        }
-        assert_eq!(refusal(&a, &request("/healthz", None)), None);
-        assert_eq!(refusal(&a, &request("/", None)), None);
-        let wrong = request("/api/v1/pools", Some(b"Bearer s3cre"));
-        assert_eq!(refusal(&a, &wrong), Some(Refusal::NoToken));
-    }
-
-    #[test]
-    fn allow_is_checked_before_the_token() {
-        let a = admin(&["s3cret"], "10.0.0.0/8");
-        let r = request("/api/v1/pools", Some(b"Bearer s3cret"));
-        assert_eq!(refusal(&a, &r), Some(Refusal::NotAllowed));
-    }
 
     #[test]
     fn decodes_percent_escapes() {

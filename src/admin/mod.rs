@@ -3,6 +3,7 @@
 //! `cluster.redis`.
 
 pub mod api;
+pub mod auth;
 pub mod sync;
 pub mod view;
 

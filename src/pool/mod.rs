@@ -282,6 +282,17 @@ mod tests {
         )
     }
 
+    /// Two primaries with `max_connections: 1`.
+    fn two_with_one_slot_each() -> Pool {
+        pool_with(
+            &[false, false],
+            Some(CircuitBreakerConfig {
+                max_connections: 1,
+                ..Default::default()
+            }),
+        )
+    }
+
     fn pool(backups: &[bool]) -> Pool {
         pool_with(backups, None)
     }
@@ -358,13 +369,7 @@ mod tests {
 
     #[test]
     fn claim_passes_over_full_backends_and_holds_a_slot() {
-        let p = pool_with(
-            &[false, false],
-            Some(CircuitBreakerConfig {
-                max_connections: 1,
-                ..Default::default()
-            }),
-        );
+        let p = two_with_one_slot_each();
         let m = p.members();
         let held = InFlight::acquire(&m.backends[0]);
         assert!(held.is_some());
@@ -390,13 +395,7 @@ mod tests {
 
     #[test]
     fn max_connections_skips_full_backends() {
-        let p = pool_with(
-            &[false, false],
-            Some(CircuitBreakerConfig {
-                max_connections: 1,
-                ..Default::default()
-            }),
-        );
+        let p = two_with_one_slot_each();
         let m = p.members();
         let g0 = InFlight::acquire(&m.backends[0]);
         assert!(g0.is_some());

@@ -3,7 +3,7 @@
 
 use super::auth::{refusal, Refusal};
 use super::view;
-use crate::config::parse::lookup_backend;
+use crate::config::value::lookup_backend;
 use crate::ops::reload::Reloader;
 use crate::pool::overlay::{AddedBackend, PoolOverlay};
 use crate::pool::Pool;
@@ -184,21 +184,23 @@ impl Api {
             return bad_field("address", "not a resolvable host:port");
         };
         let address = address.as_str();
-        let members = pool.members();
-        if let Some(b) = members
-            .backends
-            .iter()
-            .find(|b| b.addr == addr && b.address != address)
-        {
-            let message = format!("same address as backend {} ({addr})", b.address);
-            return error(StatusCode::CONFLICT, &message);
-        }
         let weight = match weight_field(&v) {
             Ok(w) => w.unwrap_or(1),
             Err(reply) => return reply,
         };
-        if pool.members().find(address).is_some() {
-            return error(StatusCode::CONFLICT, "backend already in the pool");
+        // One backend, one name: another spelling of a member's socket address is the
+        // same server, not a second backend.
+        let members = pool.members();
+        if let Some(b) = members
+            .backends
+            .iter()
+            .find(|b| b.address == address || b.addr == addr)
+        {
+            if b.address == address {
+                return error(StatusCode::CONFLICT, "backend already in the pool");
+            }
+            let message = format!("same address as backend {} ({addr})", b.address);
+            return error(StatusCode::CONFLICT, &message);
         }
         let is_static = pool.is_static(address);
         self.change_overlay(

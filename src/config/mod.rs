@@ -4,7 +4,6 @@
 pub mod files;
 pub mod keyword;
 pub mod model;
-pub mod parse;
 pub mod raw;
 pub mod read;
 pub mod ser;
@@ -85,7 +84,7 @@ pub fn parse_str(
             return Err(d.errors);
         }
     };
-    let config = parse::read_config(&mut d, &root);
+    let config = read::read_config(&mut d, &root);
     if let Some(c) = &config {
         // Reference checks run on what did parse, so they are reported with value errors.
         validate::check(&mut d, c);

@@ -25,18 +25,18 @@ fn reason(status: u16) -> &'static str {
 /// Writes an admission answer.
 pub async fn answer(
     session: &mut Session,
-    answer: &Answer,
+    answer: Answer,
     request_id: &str,
 ) -> pingora::Result<()> {
     match answer {
-        Answer::Status(status) => respond(session, *status, request_id).await,
+        Answer::Status(status) => respond(session, status, request_id).await,
         Answer::Close(status) => {
             session.set_keepalive(None);
-            respond(session, *status, request_id).await
+            respond(session, status, request_id).await
         }
-        Answer::TooMany { retry_after } => too_many(session, *retry_after, request_id).await,
-        Answer::Redirect(location) => redirect(session, location, request_id).await,
-        Answer::Text(body) => text(session, body.clone(), request_id).await,
+        Answer::TooMany { retry_after } => too_many(session, retry_after, request_id).await,
+        Answer::Redirect(location) => redirect(session, &location, request_id).await,
+        Answer::Text(body) => text(session, body, request_id).await,
     }
 }
 

@@ -57,7 +57,7 @@ impl ProxyHttp for Proxy {
         match verdict {
             Verdict::Proxy => Ok(false),
             Verdict::Answer(answer) => {
-                errors::answer(session, &answer, &ctx.request_id).await?;
+                errors::answer(session, answer, &ctx.request_id).await?;
                 Ok(true)
             }
         }

@@ -230,7 +230,7 @@ pub fn on_sigusr1() -> OnSignal<impl Fn() + Send + Sync> {
 pub fn log_override() -> process_log::Override {
     match std::env::var("SWITCHYARD_LOG") {
         Err(_) => process_log::Override::Unset,
-        Ok(v) => match crate::config::parse::parse_level(&v) {
+        Ok(v) => match crate::config::value::parse_level(&v) {
             Some(level) => process_log::Override::Level(level),
             None => process_log::Override::Invalid(v),
         },

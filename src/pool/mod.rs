@@ -166,7 +166,7 @@ impl Pool {
             specs.push(b);
         }
         for a in &overlay.added {
-            match crate::config::parse::resolve_backend(&a.address).ok() {
+            match crate::config::value::resolve_backend(&a.address).ok() {
                 Some(addr) if !specs.iter().any(|s| s.address == a.address) => {
                     specs.push(BackendConfig {
                         address: a.address.clone(),

@@ -913,7 +913,7 @@ fn security_headers_add_hsts_only_over_tls() {
 // ---------------------------------------------------------------------------------------
 
 /// An HTTP/1.1-over-TLS backend: answers every request `200 tls backend` and closes
-/// (or, started with `start_keep_alive`, keeps the connection for further requests).
+/// (or, started with `keep_alive`, keeps the connection for further requests).
 /// Records the SNI of each handshake.
 struct TlsBackend {
     addr: std::net::SocketAddr,
@@ -925,10 +925,6 @@ struct TlsBackend {
 impl TlsBackend {
     fn start(cert: &X509, key: &PKey<Private>) -> TlsBackend {
         Self::start_with(cert, key, false)
-    }
-
-    fn start_keep_alive(cert: &X509, key: &PKey<Private>) -> TlsBackend {
-        Self::start_with(cert, key, true)
     }
 
     fn start_with(cert: &X509, key: &PKey<Private>, keep_alive: bool) -> TlsBackend {
@@ -1026,6 +1022,16 @@ fn upstream_config(port: u16, backend: &TlsBackend, upstream_tls: &str) -> Strin
     )
 }
 
+/// A TLS backend whose certificate names only `localhost` (no IP SAN).
+fn localhost_only_backend(keep_alive: bool) -> (Pki, TlsBackend) {
+    let pki = Pki::new();
+    let (cert, key) = pki
+        .ca
+        .issue(&[("CN", "localhost")], &["DNS:localhost"], CertUse::Server);
+    let backend = TlsBackend::start_with(&cert, &key, keep_alive);
+    (pki, backend)
+}
+
 fn backend_pki() -> (Pki, TlsBackend) {
     let pki = Pki::new();
     let (cert, key) = pki.ca.issue(
@@ -1102,11 +1108,7 @@ fn upstream_tls_verify_is_on_by_default_and_an_untrusted_backend_gets_502() {
 /// reuse group.
 #[test]
 fn a_pool_that_does_not_trust_a_backend_never_reuses_another_pools_connection() {
-    let pki = Pki::new();
-    let (cert, key) = pki
-        .ca
-        .issue(&[("CN", "localhost")], &["DNS:localhost"], CertUse::Server);
-    let backend = TlsBackend::start_keep_alive(&cert, &key);
+    let (pki, backend) = localhost_only_backend(true);
     let other_ca_file = TestCa::new("Some Other CA").write(pki.dir.path(), "other-ca.pem");
     let port = listen_port();
     let pool = |name: &str, ca_file: &str| {
@@ -1174,11 +1176,7 @@ fn upstream_tls_to_an_ip_address_verifies_its_ip_san() {
 #[test]
 fn upstream_tls_to_an_ip_address_without_that_ip_san_is_refused() {
     // Trusted chain, but the certificate names only localhost, not 127.0.0.1.
-    let pki = Pki::new();
-    let (cert, key) = pki
-        .ca
-        .issue(&[("CN", "localhost")], &["DNS:localhost"], CertUse::Server);
-    let backend = TlsBackend::start(&cert, &key);
+    let (pki, backend) = localhost_only_backend(false);
     let port = listen_port();
     let yaml = upstream_config(port, &backend, &format!("{{ ca_file: {} }}", pki.ca_file));
     let _sy = Switchyard::start(&yaml, &[port]);

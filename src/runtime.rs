@@ -3,7 +3,7 @@
 //! every request works on one consistent snapshot.
 
 use crate::config::RateLimitConfig;
-use crate::config::{Config, HeaderEdits, HealthKind, PoolConfig, TcpProtocol};
+use crate::config::{Config, HeaderEdits, HealthKind, ListenerLimits, PoolConfig, TcpProtocol};
 use crate::limits::rate::RateLimiter;
 use crate::limits::Acl;
 use crate::observe::access_log::AccessLog;
@@ -26,6 +26,8 @@ pub struct Route {
     pub request_headers: HeaderEdits,
     pub response_headers: HeaderEdits,
     pub security_headers: bool,
+    /// `max_body_bytes` when the route sets it (else the listener's applies).
+    pub max_body_bytes: Option<u64>,
     pub metrics: RouteMetrics,
     pub rate_limit: Option<Arc<RateLimiter>>,
 }
@@ -61,6 +63,7 @@ pub struct TcpService {
 pub struct ListenerInfo {
     pub name: String,
     pub tls: bool,
+    pub limits: ListenerLimits,
 }
 
 pub struct Runtime {
@@ -113,6 +116,7 @@ impl Runtime {
                 request_headers: r.request_headers.clone(),
                 response_headers: r.response_headers.clone(),
                 security_headers: r.security_headers,
+                max_body_bytes: r.max_body_bytes,
                 metrics: RouteMetrics::new(&r.name, r.pool.as_deref().unwrap_or("")),
                 // An unchanged limit keeps its state (buckets) across a reload.
                 rate_limit: r.rate_limit.as_ref().map(|c| {
@@ -164,6 +168,7 @@ impl Runtime {
                 .map(|l| ListenerInfo {
                     name: l.name.clone(),
                     tls: l.tls.is_some(),
+                    limits: l.limits.clone(),
                 })
                 .collect(),
             trusted_proxies: config.server.trusted_proxies.clone(),

@@ -6,6 +6,9 @@ use crate::admin::sync::AdminSync;
 use crate::admin::AdminApp;
 use crate::cli::Cli;
 use crate::config::{self, Config, Diagnostic, ListenerConfig};
+use crate::edge::app::Side;
+use crate::edge::{fd_budget, EarlyGate, EdgeApp, Gate};
+use crate::http::limits;
 use crate::http::proxy::Proxy;
 use crate::limits::cluster::{Cluster, CLUSTER};
 use crate::observe::process_log;
@@ -19,12 +22,11 @@ use crate::tcp::TcpProxy;
 use crate::tls::acme::AcmeService;
 use crate::tls::{self, store::CertStore};
 use pingora::apps::http_app::HttpServer;
-use pingora::apps::HttpServerOptions;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
 use pingora::services::listening::Service;
-use pingora_proxy::ProxyServiceBuilder;
+use pingora_proxy::HttpProxy;
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -111,6 +113,8 @@ fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), String> {
     };
     let mut server = Server::new_with_opt_and_conf(Some(opt), server_conf(cli, &config));
     server.bootstrap();
+    let (file_limit, client_budget) = fd_budget::init();
+    log::info!("file limit {file_limit}: client connections are refused beyond {client_budget}");
 
     let state = Arc::new(StateStore::open(
         config.admin.as_ref().map(|a| a.state_file.clone()),
@@ -133,11 +137,16 @@ fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), String> {
         }
     }
     for t in &config.tcp_services {
-        let app = TcpProxy {
-            service: t.name.clone(),
-            runtime: runtime.clone(),
+        let gate = Gate::new(&t.name, Side::Service(t.name.clone()), runtime.clone());
+        let app = EdgeApp {
+            gate: gate.clone(),
+            inner: Arc::new(TcpProxy {
+                service: t.name.clone(),
+                runtime: runtime.clone(),
+            }),
         };
         let mut service = Service::new(format!("tcp {}", t.name), app);
+        service.set_connection_filter(Arc::new(EarlyGate(gate)));
         service.add_tcp(&t.listen.to_string());
         server.add_service(service);
     }
@@ -229,12 +238,17 @@ fn add_listener(
         runtime: runtime.clone(),
         ready: ready.clone(),
     };
-    let mut options = HttpServerOptions::default();
-    options.h2c = l.http2 && l.tls.is_none();
-    let mut service = ProxyServiceBuilder::new(&server.configuration, proxy)
-        .name(format!("listener {}", l.name))
-        .server_options(options)
-        .build();
+    let mut http = HttpProxy::new(proxy, server.configuration.clone());
+    http.handle_init_modules();
+    http.server_options = Some(limits::server_options(l));
+    http.h2_options = Some(limits::h2_options(&l.limits));
+    let gate = Gate::new(&l.name, Side::Listener(index), runtime.clone());
+    let app = EdgeApp {
+        gate: gate.clone(),
+        inner: Arc::new(http),
+    };
+    let mut service = Service::new(format!("listener {}", l.name), app);
+    service.set_connection_filter(Arc::new(EarlyGate(gate)));
     let addr = l.listen.to_string();
     let store = match &l.tls {
         None => {

@@ -76,6 +76,19 @@ fn legacy(c: &Config) -> Value {
                 "client_auth": format!("{:?}", t.client_auth).to_lowercase(),
                 "min_version": match t.min_version { TlsVersion::Tls12 => "1.2", TlsVersion::Tls13 => "1.3" },
             })),
+            "limits": {
+                "header_timeout": secs(l.limits.header_timeout),
+                "keepalive_timeout": secs(l.limits.keepalive_timeout),
+                "body_timeout": secs(l.limits.body_timeout),
+                "max_header_bytes": l.limits.max_header_bytes,
+                "max_headers": l.limits.max_headers,
+                "max_body_bytes": l.limits.max_body_bytes,
+                "max_connections": l.limits.max_connections,
+                "max_connections_per_ip": l.limits.max_connections_per_ip,
+                "max_requests_per_connection": l.limits.max_requests_per_connection,
+                "h2_max_concurrent_streams": l.limits.h2_max_concurrent_streams,
+            },
+            "proxy_protocol": l.proxy_protocol,
         })).collect::<Vec<_>>(),
         "pools": c.pools.iter().map(|p| json!({
             "name": p.name,
@@ -119,6 +132,7 @@ fn legacy(c: &Config) -> Value {
                 "tls": p.upstream.tls.as_ref().map(|t| json!({
                     "sni": t.sni, "verify": t.verify, "ca_file": t.ca_file,
                 })),
+                "proxy_protocol": p.upstream.proxy_protocol.as_str(),
             },
         })).collect::<Vec<_>>(),
         "routes": c.routes.iter().map(|r| json!({
@@ -146,6 +160,7 @@ fn legacy(c: &Config) -> Value {
             "request_headers": edits(&r.request_headers),
             "response_headers": edits(&r.response_headers),
             "security_headers": r.security_headers,
+            "max_body_bytes": r.max_body_bytes,
         })).collect::<Vec<_>>(),
         "tcp_services": c.tcp_services.iter().map(|t| json!({
             "name": t.name,
@@ -153,6 +168,9 @@ fn legacy(c: &Config) -> Value {
             "protocol": format!("{:?}", t.protocol).to_lowercase(),
             "pool": t.pool,
             "idle_timeout": secs(t.idle_timeout),
+            "max_connections": t.max_connections,
+            "max_connections_per_ip": t.max_connections_per_ip,
+            "proxy_protocol": t.proxy_protocol,
         })).collect::<Vec<_>>(),
         "cluster": c.cluster.as_ref().map(|cl| json!({"redis": REDACTED, "timeout": secs(cl.timeout)})),
     })
@@ -183,6 +201,18 @@ metrics:
 listeners:
   - name: web
     listen: 127.0.0.1:18080
+    proxy_protocol: true
+    limits:
+      header_timeout: 5s
+      keepalive_timeout: 0s
+      body_timeout: 7s
+      max_header_bytes: 8192
+      max_headers: 50
+      max_body_bytes: 1048576
+      max_connections: 1000
+      max_connections_per_ip: 10
+      max_requests_per_connection: 100
+      h2_max_concurrent_streams: 20
   - name: tls
     listen: 127.0.0.1:18443
     http2: false
@@ -216,6 +246,7 @@ pools:
     upstream:
       protocol: h2
       tls: { sni: web.example, verify: false, ca_file: /etc/up.pem }
+      proxy_protocol: v2
   - name: db
     algorithm: least_conn
     backends: [{ address: 127.0.0.1:15433 }]
@@ -240,13 +271,14 @@ routes:
     request_headers: { set: { X-A: "1" }, add: { X-B: "2" }, remove: [X-C] }
     response_headers: { set: { X-D: "3" } }
     security_headers: true
+    max_body_bytes: 10485760
   - name: redirect
     redirect_https: true
   - name: limited
     pool: h2c
     rate_limit: { rate: 5, key: route }
 tcp_services:
-  - { name: pg, listen: 127.0.0.1:15432, protocol: postgres, pool: db, idle_timeout: 10m }
+  - { name: pg, listen: 127.0.0.1:15432, protocol: postgres, pool: db, idle_timeout: 10m, max_connections: 50, max_connections_per_ip: 5, proxy_protocol: true }
 cluster:
   redis: redis://:password@127.0.0.1:6379/0
   timeout: 50ms

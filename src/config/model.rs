@@ -106,6 +106,46 @@ pub struct ListenerConfig {
     pub listen: SocketAddr,
     pub http2: bool,
     pub tls: Option<TlsConfig>,
+    pub limits: ListenerLimits,
+    /// Every connection must start with a PROXY v1/v2 header from `server.trusted_proxies`.
+    pub proxy_protocol: bool,
+}
+
+/// `listeners[].limits` (SPEC §10): what one client may hold and send.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ListenerLimits {
+    #[serde(serialize_with = "ser::duration")]
+    pub header_timeout: Duration,
+    /// Also the HTTP/2 idle timeout; zero closes the connection after each response.
+    #[serde(serialize_with = "ser::duration")]
+    pub keepalive_timeout: Duration,
+    #[serde(serialize_with = "ser::duration")]
+    pub body_timeout: Duration,
+    pub max_header_bytes: u32,
+    pub max_headers: u32,
+    /// Zero = unlimited.
+    pub max_body_bytes: u64,
+    pub max_connections: u32,
+    pub max_connections_per_ip: u32,
+    pub max_requests_per_connection: u32,
+    pub h2_max_concurrent_streams: u32,
+}
+
+impl Default for ListenerLimits {
+    fn default() -> Self {
+        ListenerLimits {
+            header_timeout: Duration::from_secs(10),
+            keepalive_timeout: Duration::from_secs(60),
+            body_timeout: Duration::from_secs(30),
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            max_body_bytes: 0,
+            max_connections: 0,
+            max_connections_per_ip: 0,
+            max_requests_per_connection: 0,
+            h2_max_concurrent_streams: 100,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -302,6 +342,16 @@ pub struct UpstreamTls {
 pub struct UpstreamConfig {
     pub protocol: UpstreamProtocol,
     pub tls: Option<UpstreamTls>,
+    pub proxy_protocol: ProxyProtocolSend,
+}
+
+keyword! {
+    /// `upstream.proxy_protocol`: the PROXY header sent on each new backend connection.
+    pub enum ProxyProtocolSend {
+        None = "none",
+        V1 = "v1",
+        V2 = "v2",
+    }
 }
 
 impl Default for UpstreamConfig {
@@ -309,6 +359,7 @@ impl Default for UpstreamConfig {
         UpstreamConfig {
             protocol: UpstreamProtocol::Http1,
             tls: None,
+            proxy_protocol: ProxyProtocolSend::None,
         }
     }
 }
@@ -401,6 +452,8 @@ pub struct RouteConfig {
     pub request_headers: HeaderEdits,
     pub response_headers: HeaderEdits,
     pub security_headers: bool,
+    /// Overrides the listener's `limits.max_body_bytes` (zero = unlimited).
+    pub max_body_bytes: Option<u64>,
 }
 
 keyword! {
@@ -419,6 +472,10 @@ pub struct TcpServiceConfig {
     pub pool: String,
     #[serde(serialize_with = "ser::duration")]
     pub idle_timeout: Duration,
+    /// Zero = unlimited.
+    pub max_connections: u32,
+    pub max_connections_per_ip: u32,
+    pub proxy_protocol: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

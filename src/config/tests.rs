@@ -227,3 +227,57 @@ fn missing_required_keys_are_reported_at_their_mapping() {
         "t.yaml:6:10: cluster.redis: is required",
     );
 }
+
+const LISTENER: &str = "listeners:\n  - name: web\n    listen: 127.0.0.1:18080\n";
+
+#[test]
+fn a_listener_without_limits_gets_the_spec_defaults() {
+    let c = accepted(&format!("{LISTENER}{POOL}"));
+    let l = &c.listeners[0];
+    assert_eq!(l.limits, super::ListenerLimits::default());
+    assert_eq!(l.limits.header_timeout, std::time::Duration::from_secs(10));
+    assert_eq!(l.limits.max_header_bytes, 65536);
+    assert_eq!(l.limits.h2_max_concurrent_streams, 100);
+    assert!(!l.proxy_protocol);
+}
+
+#[test]
+fn listener_limits_are_bounded() {
+    refused(
+        &format!("{LISTENER}    limits: {{ header_timeout: 0s }}\n{POOL}"),
+        "t.yaml:4:31: listeners[0].limits.header_timeout: must be greater than 0",
+    );
+    refused(
+        &format!("{LISTENER}    limits: {{ max_headers: 1000 }}\n{POOL}"),
+        "t.yaml:4:28: listeners[0].limits.max_headers: \"1000\" is not a whole number from 1 to 256",
+    );
+    refused(
+        &format!("{LISTENER}    limits: {{ max_body_bytes: 10MB }}\n{POOL}"),
+        "t.yaml:4:31: listeners[0].limits.max_body_bytes: \"10MB\" is not a whole number of bytes (0 = unlimited)",
+    );
+    let c = accepted(&format!(
+        "{LISTENER}    limits: {{ keepalive_timeout: 0s, max_body_bytes: 5000000000 }}\n{POOL}"
+    ));
+    assert!(c.listeners[0].limits.keepalive_timeout.is_zero());
+    assert_eq!(c.listeners[0].limits.max_body_bytes, 5_000_000_000);
+}
+
+#[test]
+fn proxy_protocol_needs_trusted_proxies() {
+    refused(
+        &format!("{LISTENER}    proxy_protocol: true\n{POOL}"),
+        "t.yaml:2:11: listeners[0].proxy_protocol: needs server.trusted_proxies: a PROXY header is accepted only from those addresses",
+    );
+    let c = accepted(&format!(
+        "server: {{ trusted_proxies: [127.0.0.1] }}\n{LISTENER}    proxy_protocol: true\n{POOL}"
+    ));
+    assert!(c.listeners[0].proxy_protocol);
+}
+
+#[test]
+fn upstream_proxy_protocol_is_a_keyword() {
+    refused(
+        &format!("{POOL}    upstream: {{ proxy_protocol: v3 }}\n"),
+        "t.yaml:5:33: pools[0].upstream.proxy_protocol: \"v3\" is not one of none | v1 | v2",
+    );
+}

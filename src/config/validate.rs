@@ -18,6 +18,28 @@ pub fn check(d: &mut Decoder, c: &Config) {
     ports(d, c);
     acme(d, c);
     cluster_scope(d, c);
+    proxy_protocol(d, c);
+}
+
+/// A PROXY header is believed only from `server.trusted_proxies`: without any, every
+/// connection to such a listener would be refused.
+fn proxy_protocol(d: &mut Decoder, c: &Config) {
+    if !c.server.trusted_proxies.is_empty() {
+        return;
+    }
+    let listeners = c.listeners.iter().map(|l| l.proxy_protocol).enumerate();
+    let services = c.tcp_services.iter().map(|t| t.proxy_protocol).enumerate();
+    let on = listeners
+        .map(|(i, on)| ("listeners", i, on))
+        .chain(services.map(|(i, on)| ("tcp_services", i, on)));
+    for (list, i, _) in on.filter(|(_, _, on)| *on) {
+        let path = d.spans.item_path(list, i);
+        d.error(
+            d.spans.at(&path),
+            &format!("{path}.proxy_protocol"),
+            "needs server.trusted_proxies: a PROXY header is accepted only from those addresses",
+        );
+    }
 }
 
 /// HTTP-01 is the only challenge: the CA must reach a plaintext listener on port 80.

@@ -5,8 +5,10 @@
 
 use super::ctx::RequestCtx;
 use super::headers;
+use super::limits::{self, BodyBudget};
 use crate::limits::rate::Key;
 use crate::net::canonical;
+use crate::observe::refusal::{self, Reason};
 use crate::routing::RequestFacts;
 use crate::runtime::Runtime;
 use crate::tls::acme;
@@ -23,6 +25,9 @@ pub struct Request<'a> {
     pub tls: bool,
     /// The header guard's status for a malformed request (`guard::refuse`).
     pub refused: Option<u16>,
+    /// Size of the request line and headers as received (HTTP/1; 0 for HTTP/2, whose
+    /// header list Pingora's h2 options bound).
+    pub header_bytes: usize,
 }
 
 /// A response Switchyard writes itself.
@@ -55,6 +60,13 @@ pub async fn admit(req: &Request<'_>, rt: &Runtime, ctx: &mut RequestCtx) -> Ver
     if let Some(status) = req.refused {
         return Verdict::Answer(Answer::Close(status));
     }
+    let listener = rt.listeners.get(req.listener);
+    let limits = listener.map(|l| &l.limits);
+    if let Some(reason) =
+        limits.and_then(|l| limits::header_refusal(l, req.header_bytes, header.headers.len()))
+    {
+        return refuse(rt, req, peer, reason, 431);
+    }
     // The CA validates from anywhere, for a host no route may know.
     if !req.tls {
         if let Some(body) = acme::challenge::answer(header.uri.path()) {
@@ -77,6 +89,12 @@ pub async fn admit(req: &Request<'_>, rt: &Runtime, ctx: &mut RequestCtx) -> Ver
         return Verdict::Answer(Answer::Status(404));
     };
     ctx.pool = route.pool;
+    if let Some(max) = limits.and_then(|l| limits::body_limit(l, route.max_body_bytes)) {
+        if declared_length(header).is_some_and(|n| n > max) {
+            return refuse(rt, req, peer, Reason::BodyTooLarge, 413);
+        }
+        ctx.body_budget = Some(BodyBudget::new(max));
+    }
     if ctx.client_ip.is_some_and(|ip| !route.acl.permits(ip)) {
         return Verdict::Answer(Answer::Status(403));
     }
@@ -94,6 +112,29 @@ pub async fn admit(req: &Request<'_>, rt: &Runtime, ctx: &mut RequestCtx) -> Ver
         return Verdict::Answer(Answer::Status(404));
     }
     Verdict::Proxy
+}
+
+/// Counts and logs a refusal at the edge; the answer closes the connection.
+fn refuse(
+    rt: &Runtime,
+    req: &Request<'_>,
+    peer: Option<IpAddr>,
+    reason: Reason,
+    status: u16,
+) -> Verdict {
+    let name = rt
+        .listeners
+        .get(req.listener)
+        .map_or("", |l| l.name.as_str());
+    let who = peer.map(|p| p.to_string()).unwrap_or_default();
+    refusal::http(name, reason, &format_args!("client {who}: {status}"));
+    Verdict::Answer(Answer::Close(status))
+}
+
+/// The request's Content-Length, when it has one valid value.
+fn declared_length(header: &RequestHeader) -> Option<u64> {
+    let v = header.headers.get(http::header::CONTENT_LENGTH)?;
+    v.to_str().ok()?.trim().parse().ok()
 }
 
 /// The client's `X-Request-Id` when it is acceptable, else a new one.
@@ -184,6 +225,7 @@ routes:
             listener: 0,
             tls,
             refused,
+            header_bytes: 0,
         };
         let verdict = futures_lite(admit(&req, rt, &mut ctx));
         (verdict, ctx)

@@ -1,5 +1,6 @@
 //! Per-request state carried between the proxy hooks.
 
+use super::limits::BodyBudget;
 use crate::ops::shutdown::Work;
 use crate::pool::{InFlight, Members};
 use crate::runtime::Runtime;
@@ -30,6 +31,8 @@ pub struct RequestCtx {
     pub outcome_recorded: bool,
     /// A `Set-Cookie` value for the response (a new sticky assignment).
     pub set_cookie: Option<String>,
+    /// What is left of the request body limit, when there is one.
+    pub body_budget: Option<BodyBudget>,
 }
 
 impl RequestCtx {
@@ -50,6 +53,7 @@ impl RequestCtx {
             connect_failure: None,
             outcome_recorded: false,
             set_cookie: None,
+            body_budget: None,
         }
     }
 }

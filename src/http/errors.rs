@@ -3,6 +3,7 @@
 
 use super::admission::Answer;
 use super::headers::X_REQUEST_ID;
+use crate::observe::refusal::Reason;
 use pingora::http::ResponseHeader;
 use pingora::{Error, ErrorSource, ErrorType};
 use pingora_proxy::Session;
@@ -12,6 +13,8 @@ fn reason(status: u16) -> &'static str {
         400 => "bad request",
         403 => "forbidden",
         404 => "no route for this request",
+        408 => "request timeout",
+        413 => "content too large",
         429 => "too many requests",
         431 => "request header fields too large",
         500 => "internal error",
@@ -121,10 +124,21 @@ pub fn status_for(e: &Error) -> u16 {
             ErrorSource::Upstream => 502,
             ErrorSource::Downstream => match e.etype() {
                 ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                ErrorType::ReadTimedout => 408,
                 _ => 400,
             },
             ErrorSource::Internal | ErrorSource::Unset => 500,
         },
+    }
+}
+
+/// The edge refusal a failed request counts as: a body that passed its limit or
+/// stalled past `body_timeout`.
+pub fn edge_refusal(e: &Error) -> Option<Reason> {
+    match (e.etype(), e.esource()) {
+        (ErrorType::HTTPStatus(413), _) => Some(Reason::BodyTooLarge),
+        (ErrorType::ReadTimedout, ErrorSource::Downstream) => Some(Reason::BodyTimeout),
+        _ => None,
     }
 }
 
@@ -163,11 +177,13 @@ mod tests {
         assert_eq!(status_for(&Error::new_up(ErrorType::ConnectRefused)), 502);
         assert_eq!(status_for(&Error::new_down(ErrorType::ConnectionClosed)), 0);
         assert_eq!(status_for(&Error::new(ErrorType::HTTPStatus(503))), 503);
+        // A client that stalls its body.
+        assert_eq!(status_for(&Error::new_down(ErrorType::ReadTimedout)), 408);
     }
 
     #[test]
     fn bodies_are_short() {
-        for s in [400, 403, 404, 429, 431, 500, 502, 503, 504] {
+        for s in [400, 403, 404, 408, 413, 429, 431, 500, 502, 503, 504] {
             assert!(format!("{s} {}\n", reason(s)).len() < 1024);
         }
     }

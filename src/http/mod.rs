@@ -5,6 +5,7 @@ pub mod ctx;
 pub mod errors;
 pub mod guard;
 pub mod headers;
+pub mod limits;
 pub mod log;
 pub mod proxy;
 pub mod upstream;

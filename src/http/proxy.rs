@@ -6,8 +6,10 @@ use super::ctx::RequestCtx;
 use super::errors;
 use super::guard;
 use super::headers;
+use super::limits;
 use super::upstream;
 use crate::http::log as access_log;
+use crate::observe::refusal;
 use crate::runtime::SharedRuntime;
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
@@ -38,6 +40,7 @@ impl Proxy {
             listener: self.listener,
             tls: self.tls,
             refused: guard::refuse(session),
+            header_bytes: limits::header_bytes(session),
         }
     }
 }
@@ -52,6 +55,9 @@ impl ProxyHttp for Proxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let rt = self.runtime.load_full();
+        if let Some(l) = rt.listeners.get(self.listener) {
+            limits::apply_to_session(session, &l.limits);
+        }
         let verdict = admission::admit(&self.admission_request(session), &rt, ctx).await;
         ctx.runtime = Some(rt);
         match verdict {
@@ -61,6 +67,26 @@ impl ProxyHttp for Proxy {
                 Ok(true)
             }
         }
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<bytes::Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let within = match (ctx.body_budget.as_mut(), body.as_ref()) {
+            (Some(budget), Some(chunk)) => budget.take(chunk.len()),
+            _ => true,
+        };
+        if within {
+            return Ok(());
+        }
+        Err(Error::explain(
+            ErrorType::HTTPStatus(413),
+            "request body passed max_body_bytes",
+        ))
     }
 
     async fn upstream_peer(
@@ -168,6 +194,15 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let error_code = errors::answer_failure(session, e, ctx).await;
+        if let Some(reason) = errors::edge_refusal(e) {
+            let listener = self.runtime.load();
+            let name = listener
+                .listeners
+                .get(self.listener)
+                .map_or("", |l| l.name.as_str());
+            let who = ctx.peer_ip.map(|p| p.to_string()).unwrap_or_default();
+            refusal::http(name, reason, &format_args!("client {who}: {error_code}"));
+        }
         FailToProxy {
             error_code,
             can_reuse_downstream: false,

@@ -25,6 +25,8 @@ pub struct Metrics {
     pub tcp_active: IntGaugeVec,
     pub tcp_bytes: IntCounterVec,
     pub config_reloads: IntCounterVec,
+    pub http_refused: IntCounterVec,
+    pub tcp_refused: IntCounterVec,
     pub certificate_expiry: prometheus::GaugeVec,
 }
 
@@ -81,6 +83,16 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
             "Configuration reloads by result.",
             &["result"],
         ),
+        http_refused: counter_vec(
+            "switchyard_http_refused_total",
+            "Client connections and requests refused at the edge, by listener and reason.",
+            &["listener", "reason"],
+        ),
+        tcp_refused: counter_vec(
+            "switchyard_tcp_refused_total",
+            "Client connections refused by a tcp_service, by reason.",
+            &["service", "reason"],
+        ),
         certificate_expiry: prometheus::GaugeVec::new(
             Opts::new(
                 "switchyard_tls_certificate_expiry_timestamp_seconds",
@@ -105,6 +117,8 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
         Box::new(m.tcp_active.clone()),
         Box::new(m.tcp_bytes.clone()),
         Box::new(m.config_reloads.clone()),
+        Box::new(m.http_refused.clone()),
+        Box::new(m.tcp_refused.clone()),
         Box::new(m.certificate_expiry.clone()),
         Box::new(build),
         Box::new(prometheus::process_collector::ProcessCollector::for_self()),

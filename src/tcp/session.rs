@@ -5,6 +5,7 @@
 use super::copy::{self, End, Traffic};
 use crate::net::{canonical, ip_key};
 use crate::observe::access_log::{millis, timestamp};
+use crate::observe::refusal::{self, Reason};
 use crate::ops::shutdown::Work;
 use crate::pool::{Claim, Members, Pool};
 use crate::runtime::{Runtime, TcpService};
@@ -41,10 +42,11 @@ pub async fn run(rt: Arc<Runtime>, service: &str, io: Stream) {
             .map(|a| canonical(a.ip()))
     });
     if rt.deny.refuses(client) {
-        log::debug!(
-            "tcp {}: {} is in server.deny; connection closed",
-            svc.name,
-            client.map(|c| c.to_string()).unwrap_or_default()
+        let who = client.map(|c| c.to_string()).unwrap_or_default();
+        refusal::tcp(
+            &svc.name,
+            Reason::Denied,
+            &format_args!("{who} is in server.deny"),
         );
         return;
     }

@@ -9,6 +9,8 @@ pub(super) fn read_listener(d: &mut Decoder, node: &Node, path: &str) -> Option<
     let listen = listen_addr(d, &mut m, "listen");
     let tls = get_with(d, &mut m, "tls", read_tls);
     let http2 = boolean(d, &mut m, "http2", tls.is_some());
+    let limits = get_with(d, &mut m, "limits", super::limits::read_limits).unwrap_or_default();
+    let proxy_protocol = boolean(d, &mut m, "proxy_protocol", false);
     m.finish(d, |k| {
         matches!(k, "http3" | "quic" | "alt_svc").then_some(HTTP3)
     });
@@ -17,6 +19,8 @@ pub(super) fn read_listener(d: &mut Decoder, node: &Node, path: &str) -> Option<
         listen: listen?.0,
         http2,
         tls,
+        limits,
+        proxy_protocol,
     })
 }
 

@@ -3,6 +3,7 @@
 //! typed key readers every section shares; one file per section holds its reader.
 
 mod health;
+mod limits;
 mod listener;
 mod pool;
 mod route;

@@ -15,6 +15,8 @@ pub(super) fn read_tcp_service(
     d.spans.set(&m.child("pool"), m.value_pos("pool"));
     let pool = required_string(d, &mut m, "pool");
     let idle_timeout = duration(d, &mut m, "idle_timeout", Duration::from_secs(3600));
+    let (max_connections, max_connections_per_ip) = super::limits::connection_caps(d, &mut m);
+    let proxy_protocol = boolean(d, &mut m, "proxy_protocol", false);
     m.finish(d, |_| None);
     let (listen, listen_pos) = listen?;
     d.spans.set(&format!("{path}.listen"), listen_pos);
@@ -24,5 +26,8 @@ pub(super) fn read_tcp_service(
         protocol,
         pool: pool?,
         idle_timeout,
+        max_connections,
+        max_connections_per_ip,
+        proxy_protocol,
     })
 }

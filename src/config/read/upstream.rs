@@ -46,6 +46,11 @@ pub(super) fn read_upstream(d: &mut Decoder, node: &Node, path: &str) -> Option<
     if let Some((key, e)) = validate::upstream_protocol(protocol, tls.is_some()) {
         d.error(m.key_pos(key), &m.child(key), e);
     }
+    let proxy_protocol = choice(d, &mut m, "proxy_protocol", ProxyProtocolSend::None);
     m.finish(d, |k| matches!(k, "http3" | "quic").then_some(HTTP3));
-    Some(UpstreamConfig { protocol, tls })
+    Some(UpstreamConfig {
+        protocol,
+        tls,
+        proxy_protocol,
+    })
 }

@@ -1,0 +1,11 @@
+//! The accept side of every HTTP listener and tcp_service (SPEC §10): what happens to a
+//! client connection before Pingora's HTTP code or our TCP session sees it. Connection
+//! caps per listener and per client IP, and the process-wide file-descriptor budget,
+//! are checked right after accept (before TLS, through Pingora's connection filter) and
+//! held for the connection's life by [`app::EdgeApp`], which wraps the service's app.
+
+pub mod app;
+pub mod caps;
+pub mod fd_budget;
+
+pub use app::{EarlyGate, EdgeApp, Gate};

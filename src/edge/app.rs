@@ -5,12 +5,13 @@
 
 use super::caps::{Caps, ConnectionCounts, Hold};
 use super::fd_budget::{self, FdHold};
+use super::header_clock::{ClockedStream, HeaderClock};
 use crate::net::canonical;
 use crate::observe::refusal::{self, Reason};
 use crate::runtime::{Runtime, SharedRuntime};
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
-use pingora::protocols::Stream;
+use pingora::protocols::{Stream, ALPN};
 use pingora::server::ShutdownWatch;
 use pingora_core::listeners::ConnectionFilter;
 use std::fmt;
@@ -127,6 +128,20 @@ impl Gate {
         }
     }
 
+    /// The header deadline for an HTTP/1 connection of a listener (TLS with ALPN h2 has
+    /// its own limits; tcp_services have no headers).
+    fn header_clock(&self, io: &Stream) -> Option<Arc<HeaderClock>> {
+        let Side::Listener(i) = self.side else {
+            return None;
+        };
+        if io.selected_alpn_proto() == Some(ALPN::H2) {
+            return None;
+        }
+        let rt = self.runtime.load();
+        let limits = &rt.config.listeners.get(i)?.limits;
+        Some(HeaderClock::new(&self.name, limits.header_timeout))
+    }
+
     /// The check before TLS: refuses what `admit` would refuse, without counting. The
     /// per-IP cap is left to `admit` when a PROXY header will name the real client.
     fn early_refusal(&self, peer: Option<IpAddr>) -> Option<Reason> {
@@ -178,14 +193,26 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for EdgeApp<A> {
         let _admitted = self.gate.admit(client)?;
         // The connection is served to its end here, so the counts are held for its life;
         // nothing is handed back for reuse.
-        let mut io = Some(io);
-        while let Some(stream) = io.take() {
-            io = self.inner.process_new(stream, shutdown).await;
+        match self.gate.header_clock(&io) {
+            Some(clock) => {
+                let io: Stream = Box::new(ClockedStream::new(io, clock.clone()));
+                clock.scope(self.serve(io, shutdown)).await;
+            }
+            None => self.serve(io, shutdown).await,
         }
         None
     }
 
     async fn cleanup(&self) {
         self.inner.cleanup().await;
+    }
+}
+
+impl<A: ServerApp + Send + Sync + 'static> EdgeApp<A> {
+    async fn serve(self: &Arc<Self>, io: Stream, shutdown: &ShutdownWatch) {
+        let mut io = Some(io);
+        while let Some(stream) = io.take() {
+            io = self.inner.process_new(stream, shutdown).await;
+        }
     }
 }

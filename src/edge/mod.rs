@@ -7,5 +7,6 @@
 pub mod app;
 pub mod caps;
 pub mod fd_budget;
+pub mod header_clock;
 
 pub use app::{EarlyGate, EdgeApp, Gate};

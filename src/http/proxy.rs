@@ -9,6 +9,7 @@ use super::headers;
 use super::limits;
 use super::upstream;
 use crate::http::log as access_log;
+use crate::edge::header_clock;
 use crate::observe::refusal;
 use crate::runtime::SharedRuntime;
 use async_trait::async_trait;
@@ -51,6 +52,11 @@ impl ProxyHttp for Proxy {
 
     fn new_ctx(&self) -> RequestCtx {
         RequestCtx::new()
+    }
+
+    async fn early_request_filter(&self, _session: &mut Session, _ctx: &mut RequestCtx) -> Result<()> {
+        header_clock::header_complete();
+        Ok(())
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
@@ -212,5 +218,6 @@ impl ProxyHttp for Proxy {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         upstream::finish_attempt(ctx, e);
         access_log::finish(session, ctx, self.tls);
+        header_clock::request_done();
     }
 }

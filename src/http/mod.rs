@@ -6,5 +6,6 @@ pub mod errors;
 pub mod guard;
 pub mod headers;
 pub mod log;
+pub mod path;
 pub mod proxy;
 pub mod upstream;

@@ -28,7 +28,11 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    fn admission_request<'a>(&self, session: &'a Session) -> admission::Request<'a> {
+    fn admission_request<'a>(
+        &self,
+        session: &'a Session,
+        path_refused: Option<u16>,
+    ) -> admission::Request<'a> {
         admission::Request {
             header: session.req_header(),
             peer: session
@@ -37,7 +41,7 @@ impl Proxy {
                 .map(|a| a.ip()),
             listener: self.listener,
             tls: self.tls,
-            refused: guard::refuse(session),
+            refused: guard::refuse(session).or(path_refused),
         }
     }
 }
@@ -52,7 +56,8 @@ impl ProxyHttp for Proxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let rt = self.runtime.load_full();
-        let verdict = admission::admit(&self.admission_request(session), &rt, ctx).await;
+        let path_refused = admission::normalize_target(session.req_header_mut(), ctx);
+        let verdict = admission::admit(&self.admission_request(session, path_refused), &rt, ctx).await;
         ctx.runtime = Some(rt);
         match verdict {
             Verdict::Proxy => Ok(false),

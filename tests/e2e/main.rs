@@ -20,6 +20,7 @@ mod headers;
 mod l4;
 mod metrics;
 mod operations;
+mod path;
 mod protocols;
 mod rate_limit;
 mod resilience;

@@ -131,7 +131,9 @@ pub fn normalize_target(header: &mut RequestHeader, ctx: &mut RequestCtx) -> Opt
     let rewritten = match raw.strip_suffix(original.as_bytes()) {
         // Absolute-form: the target is kept verbatim for the wire, scheme and authority
         // in front of the path.
-        Some(prefix) if !prefix.is_empty() => header.set_raw_path(&[prefix, target.as_bytes()].concat()),
+        Some(prefix) if !prefix.is_empty() => {
+            header.set_raw_path(&[prefix, target.as_bytes()].concat())
+        }
         // Origin-form (HTTP/1), or HTTP/2 whose URI carries scheme and authority: keep them.
         _ => {
             let mut parts = header.uri.clone().into_parts();
@@ -369,9 +371,15 @@ routes:
     fn the_path_is_normalised_in_place_with_the_query_kept() {
         let (refused, h, ctx) = normalized("/a/./b/../%63?x=%2e%2e&y=//");
         assert_eq!(refused, None);
-        assert_eq!(h.uri.path_and_query().map(|p| p.as_str()), Some("/a/c?x=%2e%2e&y=//"));
+        assert_eq!(
+            h.uri.path_and_query().map(|p| p.as_str()),
+            Some("/a/c?x=%2e%2e&y=//")
+        );
         assert_eq!(h.raw_path(), b"/a/c?x=%2e%2e&y=//");
-        assert_eq!(ctx.original_target.as_deref(), Some("/a/./b/../%63?x=%2e%2e&y=//"));
+        assert_eq!(
+            ctx.original_target.as_deref(),
+            Some("/a/./b/../%63?x=%2e%2e&y=//")
+        );
     }
 
     #[test]

@@ -218,7 +218,7 @@ mod tests {
         for p in [
             "/flag",
             "/fl%61g",
-            "/fl%61G",
+            "/fl%61%67",
             "//flag",
             "///flag",
             "/./flag",

@@ -57,7 +57,8 @@ impl ProxyHttp for Proxy {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let rt = self.runtime.load_full();
         let path_refused = admission::normalize_target(session.req_header_mut(), ctx);
-        let verdict = admission::admit(&self.admission_request(session, path_refused), &rt, ctx).await;
+        let verdict =
+            admission::admit(&self.admission_request(session, path_refused), &rt, ctx).await;
         ctx.runtime = Some(rt);
         match verdict {
             Verdict::Proxy => Ok(false),

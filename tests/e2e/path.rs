@@ -101,8 +101,15 @@ fn encoded_slash_backslash_and_nul_get_400_and_reach_no_backend() {
     }
     assert_eq!(app.count(), 0, "the backend saw nothing: {:?}", app.paths());
     let entries = sy.access_entries(targets.len());
-    let statuses: Vec<u64> = entries.iter().filter_map(|e| e["status"].as_u64()).collect();
-    assert_eq!(statuses, vec![400; targets.len()], "each refusal is logged: {entries:?}");
+    let statuses: Vec<u64> = entries
+        .iter()
+        .filter_map(|e| e["status"].as_u64())
+        .collect();
+    assert_eq!(
+        statuses,
+        vec![400; targets.len()],
+        "each refusal is logged: {entries:?}"
+    );
 }
 
 #[test]
@@ -133,7 +140,10 @@ fn an_absolute_form_target_is_normalised_too() {
     let r = raw_get(port, b"http://localhost/a/../b?q=1");
     assert_eq!(r.status, 200, "{r:?}");
     let seen = app.last().expect("the backend saw the request");
-    assert!(seen.path.ends_with("/b?q=1") && !seen.path.contains(".."), "{seen:?}");
+    assert!(
+        seen.path.ends_with("/b?q=1") && !seen.path.contains(".."),
+        "{seen:?}"
+    );
     assert_eq!(app.count(), 1);
 }
 

@@ -1,16 +1,18 @@
 //! The process's file-descriptor budget for client connections. At start the soft
 //! `RLIMIT_NOFILE` is raised to the hard limit (as nginx's `worker_rlimit_nofile` does);
-//! client connections are then refused once they would use the last ~5 % of it, so
-//! backend connections, health checks, logs and the admin API always find a descriptor.
+//! client connections are then refused once they would use the last 5 % of it (at least
+//! 128 descriptors), so backend connections, health checks, logs and the admin API
+//! always find a descriptor.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 static BUDGET: AtomicUsize = AtomicUsize::new(usize::MAX);
 static OPEN: AtomicUsize = AtomicUsize::new(0);
 
-/// Descriptors kept free: 5 % of the limit, at least 32.
+/// Descriptors kept free: 5 % of the limit, at least 128 (the process itself holds a few
+/// dozen: listeners, runtimes, logs).
 pub fn budget_for(limit: u64) -> usize {
-    let reserve = (limit / 20).max(32);
+    let reserve = (limit / 20).max(128);
     usize::try_from(limit.saturating_sub(reserve)).unwrap_or(usize::MAX)
 }
 
@@ -79,8 +81,8 @@ mod tests {
     fn five_percent_is_kept_free() {
         assert_eq!(budget_for(20_000), 19_000);
         assert_eq!(budget_for(1_048_576), 996_148);
-        // Small limits keep at least 32.
-        assert_eq!(budget_for(256), 224);
+        // Small limits keep at least 128.
+        assert_eq!(budget_for(256), 128);
         assert_eq!(budget_for(10), 0);
     }
 }

@@ -72,7 +72,9 @@ fn set_phase(phase: u8) {
         // OFF is final.
         let _ = c
             .phase
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| (p != OFF).then_some(phase));
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
+                (p != OFF).then_some(phase)
+            });
     });
 }
 
@@ -128,7 +130,11 @@ impl ClockedStream {
             let who = self
                 .inner
                 .get_socket_digest()
-                .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string()))
+                .and_then(|d| {
+                    d.peer_addr()
+                        .and_then(|a| a.as_inet())
+                        .map(|a| a.ip().to_string())
+                })
                 .unwrap_or_default();
             refusal::http(
                 &self.clock.listener,

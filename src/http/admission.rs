@@ -1,11 +1,13 @@
 //! Admission: the ordered policies that decide, before any backend is chosen, whether a
-//! request is proxied or answered here (request id, header guard, ACME challenge, client
-//! IP, `server.deny`, route, ACL, rate limit, `redirect_https`, no pool). Plain inputs in,
-//! a `Verdict` out, so every policy is testable without a Pingora session.
+//! request is proxied or answered here (path normalisation, request id, header guard, ACME
+//! challenge, client IP, `server.deny`, route, ACL, rate limit, `redirect_https`, no
+//! pool). Plain inputs in, a `Verdict` out, so every policy is testable without a Pingora
+//! session.
 
 use super::ctx::RequestCtx;
 use super::headers;
 use super::limits::{self, BodyBudget};
+use super::path;
 use crate::limits::rate::Key;
 use crate::net::canonical;
 use crate::observe::refusal::{self, Reason};
@@ -13,6 +15,7 @@ use crate::routing::RequestFacts;
 use crate::runtime::Runtime;
 use crate::tls::acme;
 use pingora::http::RequestHeader;
+use std::borrow::Cow;
 use std::net::IpAddr;
 
 /// What admission looks at.
@@ -23,7 +26,8 @@ pub struct Request<'a> {
     /// Index of the listener (routes filter on it).
     pub listener: usize,
     pub tls: bool,
-    /// The header guard's status for a malformed request (`guard::refuse`).
+    /// The status for a malformed request: the header guard's (`guard::refuse`), else
+    /// 400 for a path `normalize_target` refused.
     pub refused: Option<u16>,
     /// Size of the request line and headers as received (HTTP/1; 0 for HTTP/2, whose
     /// header list Pingora's h2 options bound).
@@ -58,7 +62,11 @@ pub async fn admit(req: &Request<'_>, rt: &Runtime, ctx: &mut RequestCtx) -> Ver
     ctx.peer_ip = peer;
     ctx.request_id = request_id(header);
     if let Some(status) = req.refused {
-        return Verdict::Answer(Answer::Close(status));
+        let reason = match status {
+            431 => Reason::HeaderTooLarge,
+            _ => Reason::Malformed,
+        };
+        return refuse(rt, req, peer, reason, status);
     }
     let listener = rt.listeners.get(req.listener);
     let limits = listener.map(|l| &l.limits);
@@ -135,6 +143,61 @@ fn refuse(
 fn declared_length(header: &RequestHeader) -> Option<u64> {
     let v = header.headers.get(http::header::CONTENT_LENGTH)?;
     v.to_str().ok()?.trim().parse().ok()
+}
+
+/// Rewrites the request's path to its normal form (SPEC §10) before anything reads it, so
+/// routing, ACLs, rate-limit keys, hashing, `strip_prefix` and the upstream request all
+/// see one spelling; the query is kept as sent. Records the target as sent in
+/// `ctx.original_target` when it changes. Returns 400 for a path that is refused.
+pub fn normalize_target(header: &mut RequestHeader, ctx: &mut RequestCtx) -> Option<u16> {
+    let normal = match path::normalize(header.uri.path()) {
+        Ok(Cow::Borrowed(_)) => return None,
+        Ok(Cow::Owned(normal)) => normal,
+        Err(why) => {
+            log::debug!("refused request path {:?}: {why}", header.uri.path());
+            return Some(400);
+        }
+    };
+    // The URI holds a lossy rendering of a non-UTF-8 target; rewriting it would send
+    // replacement characters instead of the client's bytes.
+    if !header.raw_path_is_utf8() {
+        return Some(400);
+    }
+    let original = header
+        .uri
+        .path_and_query()
+        .map_or("/", |p| p.as_str())
+        .to_string();
+    let target = match header.uri.query() {
+        Some(query) => format!("{normal}?{query}"),
+        None => normal,
+    };
+    let raw = header.raw_path();
+    let rewritten = match raw.strip_suffix(original.as_bytes()) {
+        // Absolute-form: the target is kept verbatim for the wire, scheme and authority
+        // in front of the path.
+        Some(prefix) if !prefix.is_empty() => {
+            header.set_raw_path(&[prefix, target.as_bytes()].concat())
+        }
+        // Origin-form (HTTP/1), or HTTP/2 whose URI carries scheme and authority: keep them.
+        _ => {
+            let mut parts = header.uri.clone().into_parts();
+            target
+                .parse::<http::uri::PathAndQuery>()
+                .ok()
+                .and_then(|pq| {
+                    parts.path_and_query = Some(pq);
+                    http::Uri::from_parts(parts).ok()
+                })
+                .map(|uri| header.set_uri(uri))
+                .ok_or_else(|| pingora::Error::new_str("normalised path"))
+        }
+    };
+    if rewritten.is_err() {
+        return Some(400);
+    }
+    ctx.original_target = Some(original);
+    None
 }
 
 /// The client's `X-Request-Id` when it is acceptable, else a new one.
@@ -342,6 +405,64 @@ routes:
             run(&rt, &h, CLIENT, true, None).0,
             Verdict::Answer(Answer::Status(404))
         );
+    }
+
+    fn normalized(target: &str) -> (Option<u16>, RequestHeader, RequestCtx) {
+        let mut h = header(target, "app.example.com", &[]);
+        let mut ctx = RequestCtx::new();
+        (normalize_target(&mut h, &mut ctx), h, ctx)
+    }
+
+    #[test]
+    fn the_path_is_normalised_in_place_with_the_query_kept() {
+        let (refused, h, ctx) = normalized("/a/./b/../%63?x=%2e%2e&y=//");
+        assert_eq!(refused, None);
+        assert_eq!(
+            h.uri.path_and_query().map(|p| p.as_str()),
+            Some("/a/c?x=%2e%2e&y=//")
+        );
+        assert_eq!(h.raw_path(), b"/a/c?x=%2e%2e&y=//");
+        assert_eq!(
+            ctx.original_target.as_deref(),
+            Some("/a/./b/../%63?x=%2e%2e&y=//")
+        );
+    }
+
+    #[test]
+    fn a_normal_path_is_left_alone() {
+        let (refused, h, ctx) = normalized("/a/c?q=1");
+        assert_eq!(refused, None);
+        assert_eq!(h.raw_path(), b"/a/c?q=1");
+        assert!(ctx.original_target.is_none());
+    }
+
+    #[test]
+    fn an_absolute_form_target_keeps_its_authority() {
+        let (refused, h, _) = normalized("http://app.example.com/x/../flag?q");
+        assert_eq!(refused, None);
+        assert_eq!(h.uri.path(), "/flag");
+        assert_eq!(h.raw_path(), b"http://app.example.com/flag?q");
+    }
+
+    #[test]
+    fn a_refused_path_is_400_and_reaches_no_route() {
+        let rt = runtime();
+        for target in ["/acl%2fx", "/acl%5C", "/acl%00"] {
+            let (refused, h, _) = normalized(target);
+            assert_eq!(refused, Some(400), "{target}");
+            let (v, ctx) = run(&rt, &h, CLIENT, false, refused);
+            assert_eq!(v, Verdict::Answer(Answer::Close(400)));
+            assert!(ctx.route.is_none());
+        }
+    }
+
+    #[test]
+    fn an_acl_sees_the_normalised_path() {
+        let rt = runtime();
+        let (_, h, _) = normalized("/x/%2e%2e/%61cl");
+        let (v, ctx) = run(&rt, &h, [172, 16, 0, 1], false, None);
+        assert_eq!(v, Verdict::Answer(Answer::Status(403)));
+        assert_eq!(ctx.route.map(|r| rt.routes[r].name.as_str()), Some("acl"));
     }
 
     #[test]

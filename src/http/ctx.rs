@@ -15,6 +15,9 @@ pub struct RequestCtx {
     /// The configuration snapshot this request uses from start to end.
     pub runtime: Option<Arc<Runtime>>,
     pub request_id: String,
+    /// The request target as the client sent it, when path normalisation changed it
+    /// (the access log shows this one).
+    pub original_target: Option<String>,
     pub peer_ip: Option<IpAddr>,
     pub client_ip: Option<IpAddr>,
     pub route: Option<usize>,
@@ -42,6 +45,7 @@ impl RequestCtx {
             start: Instant::now(),
             runtime: None,
             request_id: String::new(),
+            original_target: None,
             peer_ip: None,
             client_ip: None,
             route: None,

@@ -14,8 +14,9 @@ use std::time::Duration;
 pub fn server_options(l: &ListenerConfig) -> HttpServerOptions {
     let mut o = HttpServerOptions::default();
     o.h2c = l.http2 && l.tls.is_none();
+    // Pingora counts reuses: the first request is not one.
     let n = l.limits.max_requests_per_connection;
-    o.keepalive_request_limit = (n > 0).then_some(n);
+    o.keepalive_request_limit = (n > 0).then(|| n - 1);
     o.h2_idle_timeout = Some(h2_idle(&l.limits));
     o
 }

@@ -45,7 +45,11 @@ pub fn http_entry<'a>(
             .and_then(|h| h.to_str().ok())
             .or_else(|| req.uri.host())
             .unwrap_or(""),
-        path: req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"),
+        // As the client sent it (like nginx's `$request`), not as normalised.
+        path: ctx
+            .original_target
+            .as_deref()
+            .unwrap_or_else(|| req.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/")),
         status,
         duration_ms: millis(ctx.start.elapsed()),
         route: ctx.route.map(|r| rt.routes[r].name.as_str()).unwrap_or(""),

@@ -7,5 +7,6 @@ pub mod guard;
 pub mod headers;
 pub mod limits;
 pub mod log;
+pub mod path;
 pub mod proxy;
 pub mod upstream;

@@ -8,8 +8,8 @@ use super::guard;
 use super::headers;
 use super::limits;
 use super::upstream;
-use crate::http::log as access_log;
 use crate::edge::header_clock;
+use crate::http::log as access_log;
 use crate::observe::refusal;
 use crate::runtime::SharedRuntime;
 use async_trait::async_trait;
@@ -31,7 +31,11 @@ pub struct Proxy {
 }
 
 impl Proxy {
-    fn admission_request<'a>(&self, session: &'a Session) -> admission::Request<'a> {
+    fn admission_request<'a>(
+        &self,
+        session: &'a Session,
+        path_refused: Option<u16>,
+    ) -> admission::Request<'a> {
         admission::Request {
             header: session.req_header(),
             peer: session
@@ -40,7 +44,7 @@ impl Proxy {
                 .map(|a| a.ip()),
             listener: self.listener,
             tls: self.tls,
-            refused: guard::refuse(session),
+            refused: guard::refuse(session).or(path_refused),
             header_bytes: limits::header_bytes(session),
         }
     }
@@ -54,7 +58,11 @@ impl ProxyHttp for Proxy {
         RequestCtx::new()
     }
 
-    async fn early_request_filter(&self, _session: &mut Session, _ctx: &mut RequestCtx) -> Result<()> {
+    async fn early_request_filter(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
         header_clock::header_complete();
         Ok(())
     }
@@ -64,7 +72,9 @@ impl ProxyHttp for Proxy {
         if let Some(l) = rt.listeners.get(self.listener) {
             limits::apply_to_session(session, &l.limits);
         }
-        let verdict = admission::admit(&self.admission_request(session), &rt, ctx).await;
+        let path_refused = admission::normalize_target(session.req_header_mut(), ctx);
+        let verdict =
+            admission::admit(&self.admission_request(session, path_refused), &rt, ctx).await;
         ctx.runtime = Some(rt);
         match verdict {
             Verdict::Proxy => Ok(false),

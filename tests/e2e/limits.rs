@@ -510,3 +510,20 @@ fn a_connection_flood_stops_short_of_the_file_limit_and_is_logged_once() {
     });
     assert!(back, "served again after the flood");
 }
+
+#[test]
+fn a_failure_repeated_on_every_request_is_logged_a_few_times_not_per_request() {
+    let dead = format!("127.0.0.1:{}", closed_port());
+    let edge = start_with("      max_headers: 100\n", ROUTE_ALL, &dead, "");
+    let mut statuses = std::collections::HashMap::new();
+    for _ in 0..200 {
+        *statuses.entry(get(edge.port, "/").status).or_insert(0) += 1;
+    }
+    assert_eq!(statuses.get(&502), Some(&200), "{statuses:?}");
+    let log = edge.sy.stderr();
+    let lines = log
+        .lines()
+        .filter(|l| l.contains("ERROR") || l.contains("WARN"))
+        .count();
+    assert!(lines <= 6, "{lines} warning/error lines for 200 failed requests:\n{log}");
+}

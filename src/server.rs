@@ -150,6 +150,14 @@ fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), String> {
         service.add_tcp(&t.listen.to_string());
         server.add_service(service);
     }
+    if !cert_stores.is_empty() {
+        server.add_service(background_service(
+            "OCSP stapling",
+            tls::ocsp::Stapler {
+                stores: cert_stores.clone(),
+            },
+        ));
+    }
     let (reloader, reloaded) = Reloader::new(
         path.to_path_buf(),
         runtime.clone(),

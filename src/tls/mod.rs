@@ -2,6 +2,7 @@
 //! store, minimum version, ALPN h2, mutual TLS), certificate reload and ACME.
 
 pub mod acme;
+pub mod ocsp;
 pub mod store;
 
 use crate::config::{ClientAuth, ListenerConfig, TlsVersion};
@@ -11,7 +12,7 @@ use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::TlsAccept;
 use pingora::protocols::tls::TlsRef;
 use pingora::tls::ext;
-use pingora::tls::ssl::{NameType, SslVerifyMode, SslVersion};
+use pingora::tls::ssl::{NameType, SslOptions, SslVerifyMode, SslVersion};
 use pingora::tls::x509::X509;
 use std::any::Any;
 use std::collections::HashMap;
@@ -45,6 +46,16 @@ impl TlsAccept for Sni {
             });
         if let Err(e) = set {
             log::warn!("TLS: could not set the certificate for {:?}: {e}", c.names);
+            return;
+        }
+        // Sent only if the client asked (the status callback below says so).
+        if let Some(staple) = ocsp::staple_for(c) {
+            if let Err(e) = ssl.set_ocsp_status(&staple.der) {
+                log::debug!(
+                    "TLS: could not staple the OCSP response for {:?}: {e}",
+                    c.names
+                );
+            }
         }
     }
 
@@ -86,6 +97,12 @@ pub fn settings(l: &ListenerConfig) -> Result<(TlsSettings, Arc<CertStore>), Str
     }))
     .map_err(err)?;
     let ossl = |e: pingora::tls::error::ErrorStack| format!("listener {}: {e}", l.name);
+    // On top of Pingora's Mozilla "intermediate" profile (TLS 1.2+, AEAD ciphers with
+    // forward secrecy only, no compression): the server's cipher order wins (testssl.sh
+    // rates a client-chosen order HIGH), and renegotiation is refused outright (a
+    // client-initiated one costs the server a handshake per request: a DoS lever).
+    // See docs/SECURITY.md "TLS posture (testssl.sh)".
+    settings.set_options(SslOptions::CIPHER_SERVER_PREFERENCE | SslOptions::NO_RENEGOTIATION);
     if tls.min_version == TlsVersion::Tls13 {
         settings
             .set_min_proto_version(Some(SslVersion::TLS1_3))
@@ -94,6 +111,11 @@ pub fn settings(l: &ListenerConfig) -> Result<(TlsSettings, Arc<CertStore>), Str
     if l.http2 {
         settings.enable_h2();
     }
+    // OpenSSL asks this only for a client's status_request, after the SNI callback has
+    // picked the certificate and set its response (if any).
+    settings
+        .set_status_callback(|ssl| Ok(ssl.ocsp_status().is_some()))
+        .map_err(ossl)?;
     if let Some(ca) = &tls.client_ca_file {
         let mode = match tls.client_auth {
             ClientAuth::None => SslVerifyMode::NONE,

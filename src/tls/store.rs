@@ -6,6 +6,7 @@
 
 use crate::config::files::load_pair;
 use crate::config::CertificateFiles;
+use crate::tls::ocsp::OcspSlot;
 use arc_swap::ArcSwap;
 use pingora::tls::nid::Nid;
 use pingora::tls::pkey::{PKey, Private};
@@ -22,6 +23,10 @@ pub struct Certified {
     pub names: Vec<String>,
     /// Expiry as Unix seconds (for the expiry metric).
     pub not_after: i64,
+    /// The OCSP response stapled for this certificate, kept fresh by `ocsp::Stapler`
+    /// (empty when the leaf names no responder). Shared by clones, and carried over a
+    /// reload for an unchanged leaf, so the task and the handshakes see one slot.
+    pub ocsp: Arc<OcspSlot>,
 }
 
 pub struct Certs {
@@ -40,6 +45,7 @@ impl Certified {
             not_after: not_after_unix(leaf),
             chain,
             key,
+            ocsp: Arc::default(),
         })
     }
 
@@ -94,6 +100,13 @@ impl Certs {
             })
             .unwrap_or(0);
         self.list.get(idx)
+    }
+}
+
+fn same_leaf(a: &Certified, b: &Certified) -> bool {
+    match (a.chain.first(), b.chain.first()) {
+        (Some(x), Some(y)) => x == y,
+        _ => false,
     }
 }
 
@@ -166,7 +179,15 @@ impl CertStore {
         let Ok(mut parts) = self.parts.lock() else {
             return;
         };
+        let before: Vec<Certified> = parts.0.iter().chain(parts.1.iter()).cloned().collect();
         change(&mut parts);
+        let parts = &mut *parts;
+        // An unchanged leaf keeps its stapled response (and the stapler its schedule).
+        for c in parts.0.iter_mut().chain(parts.1.iter_mut()) {
+            if let Some(old) = before.iter().find(|o| same_leaf(o, c)) {
+                c.ocsp = old.ocsp.clone();
+            }
+        }
         let mut list = parts.0.clone();
         list.extend(parts.1.clone());
         self.current.store(Arc::new(Certs::index(list)));

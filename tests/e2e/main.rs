@@ -20,6 +20,7 @@ mod headers;
 mod l4;
 mod limits;
 mod metrics;
+mod ocsp;
 mod operations;
 mod path;
 mod protocols;

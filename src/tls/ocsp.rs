@@ -101,9 +101,10 @@ impl BackgroundService for Stapler {
                     Err(e) => {
                         job.next_at = Instant::now() + job.backoff;
                         let kept = match job.slot.load().as_ref() {
-                            Some(s) if s.expires > now_unix() => {
-                                format!("the previous response stays stapled until {}", s.expires)
-                            }
+                            Some(s) if s.expires > now_unix() => format!(
+                                "the previous response stays stapled for another {} s",
+                                s.expires - now_unix()
+                            ),
                             _ => {
                                 job.slot.store(None);
                                 "nothing is stapled".to_string()
@@ -254,8 +255,16 @@ fn verify(der: &[u8], id: &OcspCertId, issuer: &X509) -> Result<Checked, String>
     // The issuer is usually an intermediate: it is the anchor, not its root.
     store.set_flags(X509VerifyFlags::PARTIAL_CHAIN).map_err(e)?;
     let store = store.build();
+    // TRUST_OTHER: a response signed by the issuer itself verifies with its key alone.
+    // NO_EXPLICIT: a delegated signer must carry the OCSP-signing purpose; without it
+    // OpenSSL would still accept any certificate of a self-signed issuer (its implicit
+    // trust), i.e. any other customer of the same CA could answer for ours.
     basic
-        .verify(&certs, &store, OcspFlag::TRUST_OTHER)
+        .verify(
+            &certs,
+            &store,
+            OcspFlag::TRUST_OTHER | OcspFlag::NO_EXPLICIT,
+        )
         .map_err(|e| format!("the response's signature does not verify: {e}"))?;
     let status = basic
         .find_status(id)

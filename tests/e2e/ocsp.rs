@@ -2,8 +2,9 @@
 //! CLI (the leaf's Authority Information Access names the responder), `openssl ocsp` as
 //! the real responder, and `openssl s_client -status` as the client asking for the
 //! staple. Covers: a good response stapled, a revocation picked up at the refresh
-//! (a real 1-minute validity, so the refresh comes after 30 s), no responder URL, and
-//! a responder that is down.
+//! (a real 1-minute validity, so the refresh comes after 30 s), no responder URL, a
+//! responder that is down, and who may sign a response (the issuer or its delegated
+//! OCSP signer, not another certificate of the same CA).
 use crate::common::*;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -103,15 +104,20 @@ impl Pki {
     /// A server certificate for `localhost` issued by the issuing CA, with `ocsp_url` in
     /// its AIA (or none); returns (chain file: leaf then issuer, key file).
     fn leaf(&self, stem: &str, ocsp_url: Option<&str>) -> (String, String) {
+        self.leaf_from(stem, "issuer", ocsp_url)
+    }
+
+    /// Like `leaf`, issued by `ca` (`issuer` or `root`).
+    fn leaf_from(&self, stem: &str, ca: &str, ocsp_url: Option<&str>) -> (String, String) {
         let mut ext = "subjectAltName=DNS:localhost\nbasicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n".to_string();
         if let Some(url) = ocsp_url {
             ext.push_str(&format!("authorityInfoAccess=OCSP;URI:{url}\n"));
         }
         let ext_file = format!("{stem}.ext");
         self.write(&ext_file, &ext);
-        self.sign(stem, "/CN=localhost", "issuer", &ext_file);
+        self.sign(stem, "/CN=localhost", ca, &ext_file);
         let chain = std::fs::read_to_string(self.path(&format!("{stem}.pem"))).expect("leaf")
-            + &std::fs::read_to_string(self.path("issuer.pem")).expect("issuer");
+            + &std::fs::read_to_string(self.path(&format!("{ca}.pem"))).expect("issuer");
         let chain_file = self.path(&format!("{stem}-chain.pem"));
         std::fs::write(&chain_file, chain).expect("write chain");
         (
@@ -138,6 +144,16 @@ impl Pki {
     /// `openssl ocsp` answering on `port` from index.txt, signing as the issuing CA,
     /// with responses valid for one minute.
     fn responder(&self, port: u16) -> ChildGuard {
+        self.responder_as(port, "issuer", "issuer")
+    }
+
+    /// `openssl ocsp` for certificates of `ca`, signing as `signer` (`signer.pem/.key`).
+    fn responder_as(&self, port: u16, signer: &str, ca: &str) -> ChildGuard {
+        let (rsigner, rkey, ca) = (
+            format!("{signer}.pem"),
+            format!("{signer}.key"),
+            format!("{ca}.pem"),
+        );
         let log = std::fs::File::create(self.path("responder.log")).expect("responder log");
         let child = Command::new("openssl")
             .args([
@@ -147,11 +163,11 @@ impl Pki {
                 "-port",
                 &port.to_string(),
                 "-rsigner",
-                "issuer.pem",
+                &rsigner,
                 "-rkey",
-                "issuer.key",
+                &rkey,
                 "-CA",
-                "issuer.pem",
+                &ca,
                 "-nmin",
                 "1",
             ])
@@ -295,6 +311,57 @@ fn a_responder_that_is_down_costs_no_handshake_and_one_log_line() {
         sy.stderr_count(&format!("from {url}: cannot connect")),
         1,
         "stderr:\n{}",
+        sy.stderr()
+    );
+}
+
+#[test]
+fn only_the_issuer_or_a_delegated_ocsp_signer_may_answer() {
+    let pki = Pki::new();
+    let responder_port = listen_port();
+    let url = format!("http://127.0.0.1:{responder_port}");
+    // Issued straight by the self-signed root, which OpenSSL would trust implicitly for
+    // any certificate it issued.
+    let (cert, key) = pki.leaf_from("leaf", "root", Some(&url));
+    pki.index("leaf", false);
+    pki.write(
+        "delegate.ext",
+        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\nextendedKeyUsage=OCSPSigning\n",
+    );
+    pki.sign("delegate", "/CN=OCSP delegate", "root", "delegate.ext");
+    pki.write(
+        "impostor.ext",
+        "basicConstraints=CA:FALSE\nkeyUsage=digitalSignature\nextendedKeyUsage=serverAuth\n",
+    );
+    pki.sign(
+        "impostor",
+        "/CN=another customer of the CA",
+        "root",
+        "impostor.ext",
+    );
+    let backend = Backend::start("a");
+    let yaml_at = |p: u16| one_listener(p, &cert, &key, &backend);
+
+    // Another certificate of the same CA, not delegated OCSP signing, answers: refused.
+    let impostor = pki.responder_as(responder_port, "impostor", "root");
+    let port = listen_port();
+    let sy = Switchyard::start(&yaml_at(port), &[port]);
+    sy.expect_stderr("signature does not verify", 1, Duration::from_secs(10));
+    let out = s_client_status(port);
+    assert!(out.contains("OCSP response: no response sent"), "{out}");
+    drop(sy);
+    drop(impostor);
+
+    // A responder certificate with the OCSP-signing purpose, issued by the CA: stapled.
+    let _delegate = pki.responder_as(responder_port, "delegate", "root");
+    let port = listen_port();
+    let sy = Switchyard::start(&yaml_at(port), &[port]);
+    assert!(
+        wait_until(Duration::from_secs(15), Duration::from_millis(200), || {
+            staple_says(port, "good")
+        }),
+        "no response from the delegated signer stapled: {}\nstderr:\n{}",
+        s_client_status(port),
         sy.stderr()
     );
 }

@@ -256,9 +256,9 @@ fn verify(der: &[u8], id: &OcspCertId, issuer: &X509) -> Result<Checked, String>
     store.set_flags(X509VerifyFlags::PARTIAL_CHAIN).map_err(e)?;
     let store = store.build();
     // TRUST_OTHER: a response signed by the issuer itself verifies with its key alone.
-    // NO_EXPLICIT: a delegated signer must carry the OCSP-signing purpose; without it
-    // OpenSSL would still accept any certificate of a self-signed issuer (its implicit
-    // trust), i.e. any other customer of the same CA could answer for ours.
+    // NO_EXPLICIT: a signer that is neither the issuer nor delegated by it (OCSP-signing
+    // purpose) fails, with no fallback to "explicit trust" settings of the issuer
+    // (OpenSSL 3 already refuses such a signer here; this keeps it so).
     basic
         .verify(
             &certs,

@@ -320,8 +320,8 @@ fn only_the_issuer_or_a_delegated_ocsp_signer_may_answer() {
     let pki = Pki::new();
     let responder_port = listen_port();
     let url = format!("http://127.0.0.1:{responder_port}");
-    // Issued straight by the self-signed root, which OpenSSL would trust implicitly for
-    // any certificate it issued.
+    // Issued straight by the self-signed root (the case where a trust anchor could be
+    // mistaken for an authorised signer).
     let (cert, key) = pki.leaf_from("leaf", "root", Some(&url));
     pki.index("leaf", false);
     pki.write(

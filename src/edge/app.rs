@@ -5,7 +5,9 @@
 
 use super::caps::{Caps, ConnectionCounts, Hold};
 use super::fd_budget::{self, FdHold};
-use super::header_clock::{ClockedStream, HeaderClock};
+use super::header_clock::HeaderClock;
+use super::stream::EdgeStream;
+use crate::config::ListenerLimits;
 use crate::net::canonical;
 use crate::observe::refusal::{self, Reason};
 use crate::runtime::{Runtime, SharedRuntime};
@@ -128,18 +130,13 @@ impl Gate {
         }
     }
 
-    /// The header deadline for an HTTP/1 connection of a listener (TLS with ALPN h2 has
-    /// its own limits; tcp_services have no headers).
-    fn header_clock(&self, io: &Stream) -> Option<Arc<HeaderClock>> {
+    /// The running limits of an HTTP listener (None for a tcp_service).
+    fn listener_limits(&self) -> Option<ListenerLimits> {
         let Side::Listener(i) = self.side else {
             return None;
         };
-        if io.selected_alpn_proto() == Some(ALPN::H2) {
-            return None;
-        }
         let rt = self.runtime.load();
-        let limits = &rt.config.listeners.get(i)?.limits;
-        Some(HeaderClock::new(&self.name, limits.header_timeout))
+        rt.listeners.get(i).map(|l| l.limits.clone())
     }
 
     /// The check before TLS: refuses what `admit` would refuse, without counting. The
@@ -193,12 +190,18 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for EdgeApp<A> {
         let _admitted = self.gate.admit(client)?;
         // The connection is served to its end here, so the counts are held for its life;
         // nothing is handed back for reuse.
-        match self.gate.header_clock(&io) {
-            Some(clock) => {
-                let io: Stream = Box::new(ClockedStream::new(io, clock.clone()));
-                clock.scope(self.serve(io, shutdown)).await;
-            }
-            None => self.serve(io, shutdown).await,
+        let Some(limits) = self.gate.listener_limits() else {
+            self.serve(io, shutdown).await;
+            return None;
+        };
+        let name: Arc<str> = Arc::from(self.gate.name.as_str());
+        if io.selected_alpn_proto() == Some(ALPN::H2) {
+            let io: Stream = Box::new(EdgeStream::h2(io, name));
+            self.serve(io, shutdown).await;
+        } else {
+            let clock = HeaderClock::new(limits.header_timeout);
+            let io: Stream = Box::new(EdgeStream::http1(io, name, clock.clone()));
+            clock.scope(self.serve(io, shutdown)).await;
         }
         None
     }

@@ -2,11 +2,15 @@
 //! client connection before Pingora's HTTP code or our TCP session sees it. Connection
 //! caps per listener and per client IP, and the process-wide file-descriptor budget,
 //! are checked right after accept (before TLS, through Pingora's connection filter) and
-//! held for the connection's life by [`app::EdgeApp`], which wraps the service's app.
+//! held for the connection's life by [`app::EdgeApp`], which wraps the service's app;
+//! an HTTP connection's stream then carries the header deadline and the HTTP/2 abuse
+//! watch (`stream`).
 
 pub mod app;
 pub mod caps;
 pub mod fd_budget;
+pub mod h2_watch;
 pub mod header_clock;
+pub mod stream;
 
 pub use app::{EarlyGate, EdgeApp, Gate};

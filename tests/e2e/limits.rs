@@ -525,5 +525,8 @@ fn a_failure_repeated_on_every_request_is_logged_a_few_times_not_per_request() {
         .lines()
         .filter(|l| l.contains("ERROR") || l.contains("WARN"))
         .count();
-    assert!(lines <= 6, "{lines} warning/error lines for 200 failed requests:\n{log}");
+    assert!(
+        lines <= 6,
+        "{lines} warning/error lines for 200 failed requests:\n{log}"
+    );
 }

@@ -51,6 +51,7 @@ impl ProxyHttp for Proxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        guard::allow_pipelining(session);
         let rt = self.runtime.load_full();
         let verdict = admission::admit(&self.admission_request(session), &rt, ctx).await;
         ctx.runtime = Some(rt);

@@ -16,6 +16,7 @@ mod cluster;
 mod config_errors;
 mod dashboard;
 mod errors;
+mod framing;
 mod headers;
 mod l4;
 mod metrics;

@@ -21,8 +21,8 @@ pub struct Request<'a> {
     /// Index of the listener (routes filter on it).
     pub listener: usize,
     pub tls: bool,
-    /// The header guard's refusal of a malformed request (`guard::refuse`).
-    pub refused: Option<super::guard::Refusal>,
+    /// The header guard's status for a malformed request (`guard::refuse`).
+    pub refused: Option<u16>,
 }
 
 /// A response Switchyard writes itself.
@@ -52,8 +52,8 @@ pub async fn admit(req: &Request<'_>, rt: &Runtime, ctx: &mut RequestCtx) -> Ver
     let peer = req.peer.map(canonical);
     ctx.peer_ip = peer;
     ctx.request_id = request_id(header);
-    if let Some(refusal) = req.refused {
-        return Verdict::Answer(Answer::Close(refusal.status));
+    if let Some(status) = req.refused {
+        return Verdict::Answer(Answer::Close(status));
     }
     // The CA validates from anywhere, for a host no route may know.
     if !req.tls {
@@ -183,10 +183,7 @@ routes:
             peer: Some(IpAddr::from(peer)),
             listener: 0,
             tls,
-            refused: refused.map(|status| crate::http::guard::Refusal {
-                status,
-                reason: crate::http::guard::Reason::HeaderTooLarge,
-            }),
+            refused,
         };
         let verdict = futures_lite(admit(&req, rt, &mut ctx));
         (verdict, ctx)

@@ -63,8 +63,13 @@ impl Refusal {
     };
 }
 
-/// The refusal for this request, if any.
-pub fn refuse(session: &Session) -> Option<Refusal> {
+/// The status to refuse this request with, if any (what admission answers and closes).
+pub fn refuse(session: &Session) -> Option<u16> {
+    refusal(session).map(|r| r.status)
+}
+
+/// The typed refusal for this request, if any.
+pub fn refusal(session: &Session) -> Option<Refusal> {
     let HttpSession::H1(h1) = session.as_downstream() else {
         // HTTP/2 has its own framing (no CL/TE ambiguity) and header-list limits.
         return None;

@@ -68,6 +68,7 @@ impl ProxyHttp for Proxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        guard::allow_pipelining(session);
         let rt = self.runtime.load_full();
         if let Some(l) = rt.listeners.get(self.listener) {
             limits::apply_to_session(session, &l.limits);

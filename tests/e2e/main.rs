@@ -16,6 +16,7 @@ mod cluster;
 mod config_errors;
 mod dashboard;
 mod errors;
+mod framing;
 mod fuzz_corpus;
 mod headers;
 mod l4;

@@ -3,9 +3,13 @@
 //! caps per listener and per client IP, and the process-wide file-descriptor budget,
 //! are checked right after accept (before TLS, through Pingora's connection filter) and
 //! held for the connection's life by [`app::EdgeApp`], which wraps the service's app.
+//! A PROXY header (listeners' and tcp_services' `proxy_protocol`) is read there too,
+//! before the caps count the client it names; [`proxy_header`] also builds the header
+//! sent to backends.
 
 pub mod app;
 pub mod caps;
 pub mod fd_budget;
+pub mod proxy_header;
 
-pub use app::{EarlyGate, EdgeApp, Gate};
+pub use app::{EarlyGate, EdgeApp, Gate, PreTlsHeader};

@@ -21,6 +21,7 @@ mod l4;
 mod metrics;
 mod operations;
 mod protocols;
+mod proxy_protocol;
 mod rate_limit;
 mod resilience;
 mod routing;

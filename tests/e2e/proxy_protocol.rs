@@ -335,7 +335,7 @@ fn tcp_service_takes_v2_and_sends_v2() {
     let logged = wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
         sy.access_entries(1)
             .iter()
-            .any(|e| e["client_ip"] == Value::from("127.0.0.5"))
+            .any(|e| e["client_ip"] == "127.0.0.5")
     });
     assert!(logged, "{:?}", sy.access_entries(1));
     // Straight to the service without a header: closed, counted as denied.

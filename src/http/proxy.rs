@@ -118,7 +118,7 @@ impl ProxyHttp for Proxy {
         let backend = upstream::choose(&pool, session, ctx, self.tls)
             .ok_or_else(|| errors::no_backend(ctx.connect_failure))?;
         let upgrade = session.is_upgrade_req();
-        Ok(Box::new(upstream::peer(&pool, &backend, upgrade)))
+        Ok(Box::new(upstream::peer(&pool, &backend, upgrade, session)))
     }
 
     fn fail_to_connect(

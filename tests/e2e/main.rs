@@ -25,6 +25,7 @@ mod metrics;
 mod operations;
 mod path;
 mod protocols;
+mod proxy_protocol;
 mod rate_limit;
 mod resilience;
 mod routing;

@@ -18,6 +18,7 @@ mod dashboard;
 mod errors;
 mod framing;
 mod fuzz_corpus;
+mod h2_abuse;
 mod headers;
 mod l4;
 mod limits;

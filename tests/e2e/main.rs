@@ -32,3 +32,4 @@ mod resilience;
 mod routing;
 mod smoke;
 mod tls;
+mod ws_teardown;

@@ -74,6 +74,80 @@ pub fn mysql_exchange(data: &[u8]) {
     assert!(!(with_user.is_ok() && without.is_err()));
 }
 
+/// A request path: the normal form is a fixed point, has no empty, `.` or `..`
+/// segments, and an absolute path stays absolute.
+pub fn path_normalize(data: &[u8]) {
+    let Ok(path) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(normal) = crate::http::path::normalize(path) else {
+        return;
+    };
+    let again = crate::http::path::normalize(&normal);
+    assert!(
+        again.as_deref().is_ok_and(|a| a == normal),
+        "not idempotent: {path:?} -> {normal:?} -> {again:?}"
+    );
+    if path.starts_with('/') {
+        assert!(normal.starts_with('/'), "{path:?} -> {normal:?}");
+        let inner = normal.trim_end_matches('/');
+        assert!(
+            inner
+                .split('/')
+                .skip(1)
+                .all(|seg| !seg.is_empty() && seg != "." && seg != ".."),
+            "{path:?} -> {normal:?}"
+        );
+    }
+}
+
+/// The first bytes of a connection through the PROXY header reader: every step asks for
+/// more bytes or ends, and a header that names addresses encodes back to the same ones.
+pub fn proxy_header(data: &[u8]) {
+    use crate::config::ProxyProtocolSend;
+    use crate::edge::proxy_header::{encode, step, Header, Step};
+    let mut have = 0;
+    for _ in 0..4096 {
+        match step(&data[..have]) {
+            Ok(Step::Need(n)) => {
+                assert!(n > 0, "a step that asks for nothing");
+                have += n;
+                if have > data.len() {
+                    return;
+                }
+            }
+            Ok(Step::Done(Header::Proxied {
+                source,
+                destination,
+            })) => {
+                for send in [ProxyProtocolSend::V1, ProxyProtocolSend::V2] {
+                    let bytes = encode(send, Some((source, destination))).unwrap_or_default();
+                    let mut n = 0;
+                    let parsed = loop {
+                        match step(&bytes[..n.min(bytes.len())]) {
+                            Ok(Step::Need(k)) if n + k <= bytes.len() => n += k,
+                            other => break other,
+                        }
+                    };
+                    assert!(
+                        matches!(parsed, Ok(Step::Done(Header::Proxied { .. }))),
+                        "{send:?} of {source} -> {destination} does not parse back: {parsed:?}"
+                    );
+                }
+                return;
+            }
+            Ok(Step::Done(Header::Local)) | Err(_) => return,
+        }
+    }
+    panic!("the reader never finished");
+}
+
+/// A raw HTTP/1 header section through the framing guard: refused or accepted, never a
+/// panic.
+pub fn request_guard(data: &[u8]) {
+    let _ = crate::http::guard::check_raw(data);
+}
+
 /// The target named `name` (as in `fuzz/fuzz_targets/`).
 pub fn target(name: &str) -> Option<fn(&[u8])> {
     match name {
@@ -81,6 +155,9 @@ pub fn target(name: &str) -> Option<fn(&[u8])> {
         "admin_body" => Some(admin_body),
         "pg_greeting" => Some(pg_greeting),
         "mysql_greeting" => Some(mysql_exchange),
+        "path_normalize" => Some(path_normalize),
+        "proxy_header" => Some(proxy_header),
+        "request_guard" => Some(request_guard),
         _ => None,
     }
 }

@@ -68,6 +68,13 @@ pub fn allow_pipelining(session: &mut Session) {
     }
 }
 
+/// The checks on the raw header section alone (what `fuzzing` drives).
+pub fn check_raw(raw: &[u8]) -> Result<(), Refusal> {
+    let head = fields::split(raw)?;
+    target::check(head.request_line)?;
+    fields::check_framing(&head.fields)
+}
+
 /// Every check, on the raw header section and the parsed request header.
 fn check(raw: &[u8], req: &pingora::http::RequestHeader) -> Result<(), Refusal> {
     let head = fields::split(raw)?;

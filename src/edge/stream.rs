@@ -155,6 +155,24 @@ impl EdgeStream {
     }
 
     fn saw_write(&mut self, written: &[u8]) {
+        // Nothing is answered while a header is still being read, except Pingora's own
+        // refusal of a request its parser rejected (no hook runs for those): count it.
+        let refused_by_parser = self.deadline.as_ref().is_some_and(|d| {
+            d.clock.phase() == Phase::Reading && written.starts_with(b"HTTP/1.1 4")
+        });
+        if refused_by_parser {
+            if let Some(d) = self.deadline.as_ref() {
+                d.clock.set(Phase::Off);
+            }
+            let status =
+                String::from_utf8_lossy(written.get(9..12).unwrap_or_default()).into_owned();
+            let who = self.client();
+            refusal::http(
+                &self.listener,
+                Reason::Malformed,
+                &format_args!("client {who}: {status} from the HTTP/1 parser"),
+            );
+        }
         if let Some(w) = self.h2.as_mut() {
             let before = w.verdict();
             if w.wrote(written) == Verdict::RefusedByH2 && before == Verdict::Fine {

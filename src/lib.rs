@@ -18,3 +18,8 @@ pub mod server;
 pub mod state;
 pub(crate) mod tcp;
 pub(crate) mod tls;
+
+/// The pure parsers the fuzz targets in fuzz/ call: the same functions the server runs
+/// on untrusted bytes (not an API; the modules themselves stay crate-private).
+#[doc(hidden)]
+pub mod fuzzing;

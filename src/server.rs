@@ -7,7 +7,7 @@ use crate::admin::AdminApp;
 use crate::cli::Cli;
 use crate::config::{self, Config, Diagnostic, ListenerConfig};
 use crate::edge::app::Side;
-use crate::edge::{fd_budget, EarlyGate, EdgeApp, Gate};
+use crate::edge::{fd_budget, EarlyGate, EdgeApp, Gate, PreTlsHeader};
 use crate::http::limits;
 use crate::http::proxy::Proxy;
 use crate::limits::cluster::{Cluster, CLUSTER};
@@ -144,6 +144,7 @@ fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), String> {
                 service: t.name.clone(),
                 runtime: runtime.clone(),
             }),
+            header_before_tls: false,
         };
         let mut service = Service::new(format!("tcp {}", t.name), app);
         service.set_connection_filter(Arc::new(EarlyGate(gate)));
@@ -254,9 +255,17 @@ fn add_listener(
     let app = EdgeApp {
         gate: gate.clone(),
         inner: Arc::new(http),
+        header_before_tls: l.tls.is_some(),
     };
     let mut service = Service::new(format!("listener {}", l.name), app);
-    service.set_connection_filter(Arc::new(EarlyGate(gate)));
+    service.set_connection_filter(Arc::new(EarlyGate(gate.clone())));
+    if l.tls.is_some() {
+        // The PROXY header comes before the TLS handshake (it reads nothing when the
+        // running configuration has no proxy_protocol for this listener).
+        service
+            .endpoints()
+            .set_pre_tls_callback(Arc::new(PreTlsHeader(gate)));
+    }
     let addr = l.listen.to_string();
     let store = match &l.tls {
         None => {

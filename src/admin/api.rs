@@ -169,18 +169,11 @@ impl Api {
         let Some(pool) = self.pool(pool_name) else {
             return error(StatusCode::NOT_FOUND, "no such pool");
         };
-        let v = match json_body(
-            body,
-            &["address", "weight"],
-            "{\"address\":\"10.0.0.5:8080\",\"weight\":1}",
-        ) {
-            Ok(v) => v,
+        let (address, v) = match add_body(body) {
+            Ok(found) => found,
             Err(reply) => return reply,
         };
-        let Some(address) = v.get("address").and_then(|a| a.as_str()) else {
-            return bad_field("address", "required: \"host:port\"");
-        };
-        let Ok((address, addr)) = lookup_backend(address).await else {
+        let Ok((address, addr)) = lookup_backend(&address).await else {
             return bad_field("address", "not a resolvable host:port");
         };
         let address = address.as_str();
@@ -261,26 +254,10 @@ impl Api {
             Ok(found) => found,
             Err(reply) => return reply,
         };
-        let v = match json_body(
-            body,
-            &["weight", "draining"],
-            "{\"weight\":5} or {\"draining\":true}",
-        ) {
-            Ok(v) => v,
+        let (weight, draining) = match patch_body(body) {
+            Ok(change) => change,
             Err(reply) => return reply,
         };
-        let weight = match weight_field(&v) {
-            Ok(w) => w,
-            Err(reply) => return reply,
-        };
-        let draining = match v.get("draining") {
-            None => None,
-            Some(Value::Bool(b)) => Some(*b),
-            Some(_) => return bad_field("draining", "must be true or false"),
-        };
-        if weight.is_none() && draining.is_none() {
-            return bad_field("body", "nothing to change: give weight and/or draining");
-        }
         let is_static = pool.is_static(&address);
         self.change_overlay(
             &pool,
@@ -362,8 +339,45 @@ fn json_body(body: &[u8], allowed: &[&str], example: &str) -> Result<Value, Repl
     }
 }
 
+/// The checks of a `POST …/backends` body that need no lookup: a JSON object with only
+/// `address` and `weight`, and the `address` text. The weight is checked (`weight_field`)
+/// after the address resolves, so a bad address is the error reported first.
+pub fn add_body(body: &[u8]) -> Result<(String, Value), Reply> {
+    let v = json_body(
+        body,
+        &["address", "weight"],
+        "{\"address\":\"10.0.0.5:8080\",\"weight\":1}",
+    )?;
+    match v.get("address").and_then(|a| a.as_str()) {
+        Some(address) => Ok((address.to_string(), v)),
+        None => Err(bad_field("address", "required: \"host:port\"")),
+    }
+}
+
+/// A `PATCH …/backends/ADDRESS` body: the weight and/or draining state to set.
+pub fn patch_body(body: &[u8]) -> Result<(Option<u32>, Option<bool>), Reply> {
+    let v = json_body(
+        body,
+        &["weight", "draining"],
+        "{\"weight\":5} or {\"draining\":true}",
+    )?;
+    let weight = weight_field(&v)?;
+    let draining = match v.get("draining") {
+        None => None,
+        Some(Value::Bool(b)) => Some(*b),
+        Some(_) => return Err(bad_field("draining", "must be true or false")),
+    };
+    if weight.is_none() && draining.is_none() {
+        return Err(bad_field(
+            "body",
+            "nothing to change: give weight and/or draining",
+        ));
+    }
+    Ok((weight, draining))
+}
+
 /// An optional `weight` from 1 to 1000.
-fn weight_field(v: &Value) -> Result<Option<u32>, Reply> {
+pub fn weight_field(v: &Value) -> Result<Option<u32>, Reply> {
     match v.get("weight") {
         None => Ok(None),
         Some(w) => match w.as_u64() {
@@ -392,5 +406,55 @@ mod tests {
             Some("127.0.0.1:8080")
         );
         assert_eq!(percent_decode("plain").as_deref(), Some("plain"));
+    }
+
+    fn field(r: Reply) -> (StatusCode, String) {
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        (r.status, v["field"].as_str().unwrap().to_string())
+    }
+
+    #[test]
+    fn add_bodies() {
+        let (address, v) = add_body(br#"{"address":"10.0.0.5:80","weight":0}"#)
+            .ok()
+            .unwrap();
+        assert_eq!(address, "10.0.0.5:80");
+        // The weight is checked later (after the lookup), here it is still in the value.
+        assert!(weight_field(&v).is_err());
+        let bad = |b: &[u8]| field(add_body(b).err().unwrap());
+        assert_eq!(bad(b"[1]"), (StatusCode::BAD_REQUEST, "body".into()));
+        assert_eq!(
+            bad(br#"{"weight":1}"#),
+            (StatusCode::BAD_REQUEST, "address".into())
+        );
+        assert_eq!(
+            bad(br#"{"address":1}"#),
+            (StatusCode::BAD_REQUEST, "address".into())
+        );
+        assert_eq!(bad(br#"{"x":1}"#), (StatusCode::BAD_REQUEST, "x".into()));
+    }
+
+    #[test]
+    fn patch_bodies() {
+        assert_eq!(patch_body(br#"{"weight":5}"#).ok(), Some((Some(5), None)));
+        assert_eq!(
+            patch_body(br#"{"draining":true,"weight":1000}"#).ok(),
+            Some((Some(1000), Some(true)))
+        );
+        let bad = |b: &[u8]| field(patch_body(b).err().unwrap());
+        assert_eq!(bad(b"{}"), (StatusCode::BAD_REQUEST, "body".into()));
+        assert_eq!(
+            bad(br#"{"weight":1001}"#),
+            (StatusCode::BAD_REQUEST, "weight".into())
+        );
+        assert_eq!(
+            bad(br#"{"weight":2.5}"#),
+            (StatusCode::BAD_REQUEST, "weight".into())
+        );
+        assert_eq!(
+            bad(br#"{"draining":1}"#),
+            (StatusCode::BAD_REQUEST, "draining".into())
+        );
+        assert_eq!(bad(b"\xff"), (StatusCode::BAD_REQUEST, "body".into()));
     }
 }

@@ -1,22 +1,29 @@
 //! [`Gate`]: the admission of one client connection to a listener or tcp_service
 //! (descriptor budget, then the caps); [`EarlyGate`]: the same check without taking a
 //! count, run by Pingora's accept loop before TLS; [`EdgeApp`]: the service's app
-//! wrapped so every connection holds its counts until it closes.
+//! wrapped so every connection holds its counts until it closes; [`PreTlsHeader`]: the
+//! PROXY header of a TLS listener, read before the handshake.
 
 use super::caps::{Caps, ConnectionCounts, Hold};
 use super::fd_budget::{self, FdHold};
-use super::header_clock::{ClockedStream, HeaderClock};
-use crate::net::canonical;
+use super::header_clock::HeaderClock;
+use super::proxy_header::{self, Header};
+use super::stream::EdgeStream;
+use crate::config::ListenerLimits;
+use crate::net::{canonical, contains_any};
 use crate::observe::refusal::{self, Reason};
 use crate::runtime::{Runtime, SharedRuntime};
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
-use pingora::protocols::{Stream, ALPN};
+use pingora::protocols::{GetSocketDigest, Stream, UniqueID, ALPN};
 use pingora::server::ShutdownWatch;
-use pingora_core::listeners::ConnectionFilter;
+use pingora_core::listeners::{ConnectionFilter, PreTlsProcess};
+use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncRead;
 
 /// What a gate admits connections to.
 #[derive(Debug, Clone)]
@@ -97,6 +104,73 @@ impl Gate {
         }
     }
 
+    /// How long to wait for the PROXY header, when the configuration asks for one:
+    /// the listener's `limits.header_timeout`, a fixed bound for a tcp_service.
+    fn proxy_deadline(&self, rt: &Runtime) -> Option<Duration> {
+        match &self.side {
+            Side::Listener(i) => rt
+                .config
+                .listeners
+                .get(*i)
+                .filter(|l| l.proxy_protocol)
+                .map(|l| l.limits.header_timeout),
+            Side::Service(_) => self
+                .settings(rt)
+                .1
+                .then_some(proxy_header::TCP_HEADER_TIMEOUT),
+        }
+    }
+
+    /// Reads the PROXY header when the configuration asks for one and makes the stream's
+    /// digest name the client it gives. `Err` (already counted and logged) closes the
+    /// connection: a peer outside `server.trusted_proxies`, no header, a malformed one,
+    /// or none within the deadline.
+    async fn take_proxy_header<S>(&self, io: &mut S) -> Result<(), ()>
+    where
+        S: AsyncRead + GetSocketDigest + UniqueID + Unpin + ?Sized,
+    {
+        let rt = self.runtime.load();
+        let Some(deadline) = self.proxy_deadline(&rt) else {
+            return Ok(());
+        };
+        let peer = peer_ip(io.get_socket_digest().as_deref());
+        // What a header is accepted as: HTTP counts it as a malformed request, a
+        // tcp_service as a denied connection.
+        let reason = match self.side {
+            Side::Listener(_) => Reason::Malformed,
+            Side::Service(_) => Reason::Denied,
+        };
+        let who = peer.map_or_else(|| "a client".to_string(), |ip| format!("client {ip}"));
+        if !peer.is_some_and(|ip| contains_any(&rt.trusted_proxies, ip)) {
+            self.refuse_with(
+                reason,
+                &format_args!("{who}: not in server.trusted_proxies, no PROXY header accepted"),
+            );
+            return Err(());
+        }
+        drop(rt);
+        match proxy_header::read(io, deadline).await {
+            Ok(header) => {
+                proxy_header::apply(io, header);
+                if let Header::Proxied { source, .. } = header {
+                    log::debug!("{}: {who} proxies for {source}", self.name);
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.refuse_with(reason, &format_args!("{who}: {e}"));
+                Err(())
+            }
+        }
+    }
+
+    fn refuse_with(&self, reason: Reason, what: &dyn fmt::Display) {
+        match self.side {
+            Side::Listener(_) => refusal::http(&self.name, reason, what),
+            Side::Service(_) => refusal::tcp(&self.name, reason, what),
+        }
+    }
+
     pub fn refuse(&self, reason: Reason, client: Option<IpAddr>) {
         let who = match client {
             Some(ip) => format!("client {ip}"),
@@ -128,18 +202,13 @@ impl Gate {
         }
     }
 
-    /// The header deadline for an HTTP/1 connection of a listener (TLS with ALPN h2 has
-    /// its own limits; tcp_services have no headers).
-    fn header_clock(&self, io: &Stream) -> Option<Arc<HeaderClock>> {
+    /// The running limits of an HTTP listener (None for a tcp_service).
+    fn listener_limits(&self) -> Option<ListenerLimits> {
         let Side::Listener(i) = self.side else {
             return None;
         };
-        if io.selected_alpn_proto() == Some(ALPN::H2) {
-            return None;
-        }
         let rt = self.runtime.load();
-        let limits = &rt.config.listeners.get(i)?.limits;
-        Some(HeaderClock::new(&self.name, limits.header_timeout))
+        rt.listeners.get(i).map(|l| l.limits.clone())
     }
 
     /// The check before TLS: refuses what `admit` would refuse, without counting. The
@@ -155,7 +224,11 @@ impl Gate {
 }
 
 pub fn client_ip(stream: &Stream) -> Option<IpAddr> {
-    stream.get_socket_digest().and_then(|d| {
+    peer_ip(stream.get_socket_digest().as_deref())
+}
+
+fn peer_ip(digest: Option<&pingora::protocols::SocketDigest>) -> Option<IpAddr> {
+    digest.and_then(|d| {
         d.peer_addr()
             .and_then(|a| a.as_inet())
             .map(|a| canonical(a.ip()))
@@ -180,25 +253,56 @@ impl ConnectionFilter for EarlyGate {
     }
 }
 
+/// The PROXY header of a TLS listener: it comes before the TLS handshake, so it is read
+/// by Pingora's pre-TLS hook (the digest it sets is the one the TLS stream reports).
+#[derive(Debug)]
+pub struct PreTlsHeader(pub Arc<Gate>);
+
+#[async_trait]
+impl PreTlsProcess for PreTlsHeader {
+    async fn process(&self, stream: &mut L4Stream) -> pingora::Result<()> {
+        self.0.take_proxy_header(stream).await.map_err(|()| {
+            pingora::Error::explain(pingora::ErrorType::AcceptError, "PROXY header refused")
+        })
+    }
+}
+
 /// A service's app behind its gate.
 pub struct EdgeApp<A> {
     pub gate: Arc<Gate>,
     pub inner: Arc<A>,
+    /// Whether a PROXY header is read by [`PreTlsHeader`] (TLS listeners) rather than
+    /// here.
+    pub header_before_tls: bool,
 }
 
 #[async_trait]
 impl<A: ServerApp + Send + Sync + 'static> ServerApp for EdgeApp<A> {
-    async fn process_new(self: &Arc<Self>, io: Stream, shutdown: &ShutdownWatch) -> Option<Stream> {
+    async fn process_new(
+        self: &Arc<Self>,
+        mut io: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        // The header comes first so the caps below count the real client.
+        if !self.header_before_tls {
+            self.gate.take_proxy_header(&mut *io).await.ok()?;
+        }
         let client = client_ip(&io);
         let _admitted = self.gate.admit(client)?;
         // The connection is served to its end here, so the counts are held for its life;
         // nothing is handed back for reuse.
-        match self.gate.header_clock(&io) {
-            Some(clock) => {
-                let io: Stream = Box::new(ClockedStream::new(io, clock.clone()));
-                clock.scope(self.serve(io, shutdown)).await;
-            }
-            None => self.serve(io, shutdown).await,
+        let Some(limits) = self.gate.listener_limits() else {
+            self.serve(io, shutdown).await;
+            return None;
+        };
+        let name: Arc<str> = Arc::from(self.gate.name.as_str());
+        if io.selected_alpn_proto() == Some(ALPN::H2) {
+            let io: Stream = Box::new(EdgeStream::h2(io, name));
+            self.serve(io, shutdown).await;
+        } else {
+            let clock = HeaderClock::new(limits.header_timeout);
+            let io: Stream = Box::new(EdgeStream::http1(io, name, clock.clone()));
+            clock.scope(self.serve(io, shutdown)).await;
         }
         None
     }

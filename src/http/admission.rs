@@ -61,19 +61,16 @@ pub async fn admit(req: &Request<'_>, rt: &Runtime, ctx: &mut RequestCtx) -> Ver
     let peer = req.peer.map(canonical);
     ctx.peer_ip = peer;
     ctx.request_id = request_id(header);
-    if let Some(status) = req.refused {
-        let reason = match status {
-            431 => Reason::HeaderTooLarge,
-            _ => Reason::Malformed,
-        };
-        return refuse(rt, req, peer, reason, status);
-    }
     let listener = rt.listeners.get(req.listener);
     let limits = listener.map(|l| &l.limits);
+    // Size first: an oversized header section is 431 whatever else is wrong with it.
     if let Some(reason) =
         limits.and_then(|l| limits::header_refusal(l, req.header_bytes, header.headers.len()))
     {
         return refuse(rt, req, peer, reason, 431);
+    }
+    if let Some(status) = req.refused {
+        return refuse(rt, req, peer, Reason::Malformed, status);
     }
     // The CA validates from anywhere, for a host no route may know.
     if !req.tls {

@@ -17,6 +17,7 @@ fn reason(status: u16) -> &'static str {
         413 => "content too large",
         429 => "too many requests",
         431 => "request header fields too large",
+        501 => "not implemented",
         500 => "internal error",
         502 => "backend failed",
         503 => "no backend available",

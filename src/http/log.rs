@@ -37,7 +37,12 @@ pub fn http_entry<'a>(
     HttpEntry {
         ts: timestamp(),
         request_id: &ctx.request_id,
-        client_ip: ctx.client_ip.map(|ip| ip.to_string()).unwrap_or_default(),
+        // A request refused before the client IP is worked out logs the TCP peer.
+        client_ip: ctx
+            .client_ip
+            .or(ctx.peer_ip)
+            .map(|ip| ip.to_string())
+            .unwrap_or_default(),
         method: req.method.as_str(),
         host: req
             .headers

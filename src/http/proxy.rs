@@ -68,6 +68,7 @@ impl ProxyHttp for Proxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        guard::allow_pipelining(session);
         let rt = self.runtime.load_full();
         if let Some(l) = rt.listeners.get(self.listener) {
             limits::apply_to_session(session, &l.limits);
@@ -117,7 +118,7 @@ impl ProxyHttp for Proxy {
         let backend = upstream::choose(&pool, session, ctx, self.tls)
             .ok_or_else(|| errors::no_backend(ctx.connect_failure))?;
         let upgrade = session.is_upgrade_req();
-        Ok(Box::new(upstream::peer(&pool, &backend, upgrade)))
+        Ok(Box::new(upstream::peer(&pool, &backend, upgrade, session)))
     }
 
     fn fail_to_connect(

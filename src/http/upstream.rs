@@ -1,17 +1,27 @@
-//! Choosing the backend for a request and describing the connection to it.
+//! Choosing the backend for a request and describing the connection to it (with the
+//! PROXY header sent first on it when the pool's `upstream.proxy_protocol` asks).
 
 use super::ctx::RequestCtx;
-use crate::config::{HashKey, UpstreamProtocol};
+use crate::config::{HashKey, ProxyProtocolSend, UpstreamProtocol};
+use crate::edge::proxy_header;
 use crate::net::ip_key;
 use crate::pool::{Backend, Claim, Pool};
+use async_trait::async_trait;
 use once_cell::sync::Lazy;
+use pingora::connectors::L4Connect;
+use pingora::protocols::l4::socket::SocketAddr as PeerAddr;
+use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::tls::{HandshakeCompleteHook, TlsRef};
 use pingora::protocols::{Digest, ALPN};
 use pingora::upstreams::peer::{HttpPeer, Peer};
 use pingora::{Error, ErrorType};
 use pingora_proxy::Session;
-use std::net::IpAddr;
+use std::hash::{Hash, Hasher};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 
 /// The bytes the pool hashes: client IP for ip_hash, the configured key for
 /// consistent_hash (a missing header or cookie falls back to the client IP).
@@ -112,8 +122,9 @@ pub fn record_outcome(ctx: &mut RequestCtx, success: bool, breaker_success: bool
     }
 }
 
-/// The connection settings for `backend` (timeouts, TLS, HTTP version).
-pub fn peer(pool: &Pool, backend: &Backend, websocket: bool) -> HttpPeer {
+/// The connection settings for `backend` (timeouts, TLS, HTTP version, the PROXY
+/// header) for a request of `session`.
+pub fn peer(pool: &Pool, backend: &Backend, websocket: bool, session: &Session) -> HttpPeer {
     let tls = pool.upstream.tls.as_ref();
     let sni = tls
         .and_then(|t| t.sni.clone())
@@ -141,7 +152,79 @@ pub fn peer(pool: &Pool, backend: &Backend, websocket: bool) -> HttpPeer {
         (_, true) | (UpstreamProtocol::Http1, _) => ALPN::H1,
         (UpstreamProtocol::H2 | UpstreamProtocol::H2c, false) => ALPN::H2,
     };
+    if pool.upstream.proxy_protocol != ProxyProtocolSend::None {
+        send_proxy_header(&mut peer, pool, session);
+    }
     peer
+}
+
+/// The addresses of the client connection behind `session`: the client (after any
+/// inbound PROXY header) and the address it connected to.
+fn client_addresses(session: &Session) -> Option<(SocketAddr, SocketAddr)> {
+    let client = session.client_addr().and_then(|a| a.as_inet()).copied()?;
+    let local = session.server_addr().and_then(|a| a.as_inet()).copied()?;
+    Some((client, local))
+}
+
+/// New connections for this peer start with a PROXY header naming the client. A
+/// connection then belongs to that client connection: the reuse group takes in the
+/// client's address and port (and the address it connected to), so Pingora's
+/// keep-alive pool (and h2 multiplexing) never hands it to another client, while
+/// requests of one client connection still reuse it.
+fn send_proxy_header(peer: &mut HttpPeer, pool: &Pool, session: &Session) {
+    let addresses = client_addresses(session);
+    let Some(header) = proxy_header::encode(pool.upstream.proxy_protocol, addresses) else {
+        return;
+    };
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    pool.reuse_group.hash(&mut h);
+    addresses.hash(&mut h);
+    peer.group_key = h.finish();
+    peer.options.custom_l4 = Some(Arc::new(SendProxy {
+        header,
+        connect_timeout: pool.timeouts.connect,
+    }));
+}
+
+/// Pingora's L4 connect for a pool that sends the PROXY header: connect (within the
+/// pool's connect timeout, which Pingora leaves to a custom connect), then write the
+/// header before anything else (TLS included) goes out.
+#[derive(Debug)]
+struct SendProxy {
+    header: Vec<u8>,
+    connect_timeout: Duration,
+}
+
+#[async_trait]
+impl L4Connect for SendProxy {
+    async fn connect(&self, addr: &PeerAddr) -> pingora::Result<L4Stream> {
+        let Some(inet) = addr.as_inet() else {
+            return Error::e_explain(ErrorType::ConnectError, "PROXY header to a non-TCP address");
+        };
+        let mut tcp =
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(inet)).await {
+                Ok(Ok(tcp)) => tcp,
+                Ok(Err(e)) => {
+                    let kind = if e.kind() == std::io::ErrorKind::ConnectionRefused {
+                        ErrorType::ConnectRefused
+                    } else {
+                        ErrorType::ConnectError
+                    };
+                    return Err(Error::because(kind, format!("connecting to {inet}"), e));
+                }
+                Err(_) => {
+                    return Error::e_explain(
+                        ErrorType::ConnectTimedout,
+                        format!("timeout {:?} connecting to {inet}", self.connect_timeout),
+                    )
+                }
+            };
+        tokio::time::timeout(self.connect_timeout, tcp.write_all(&self.header))
+            .await
+            .map_err(|_| Error::explain(ErrorType::ConnectTimedout, "writing the PROXY header"))?
+            .map_err(|e| Error::because(ErrorType::ConnectError, "writing the PROXY header", e))?;
+        Ok(tcp.into())
+    }
 }
 
 /// The IP-address SANs of a backend's certificate, recorded at its TLS handshake.

@@ -64,38 +64,86 @@ impl PostgresCheck {
         s.write_all(&self.startup_message())
             .await
             .map_err(|e| fail(format!("write: {e}")))?;
-        let (mut kind, mut body) = read_message(&mut s).await?;
-        // AuthenticationOk (R, code 0) is followed by the session start: keep reading
-        // until ReadyForQuery or an error (an unknown database, no free slots, ...).
-        let mut steps = 0;
-        while steps < 64
-            && ((kind == b'R' && body.get(..4) == Some(&[0u8, 0, 0, 0][..]))
-                || matches!(kind, b'S' | b'K' | b'N'))
-        {
-            (kind, body) = read_message(&mut s).await?;
-            steps += 1;
-        }
+        let mut login = PgLogin::new(self.user.is_some());
+        let verdict = loop {
+            let (kind, body) = read_message(&mut s).await?;
+            if let Some(verdict) = login.on_message(kind, &body) {
+                break verdict;
+            }
+        };
         // Terminate politely whatever the answer was.
         let _ = s.write_all(&[b'X', 0, 0, 0, 4]).await;
         let _ = s.shutdown().await;
-        match kind {
+        verdict.map_err(fail)
+    }
+}
+
+/// The PostgreSQL check's reading of the server's answer to the StartupMessage, one
+/// message at a time (pure, so the fuzz target runs the same code as the check).
+pub struct PgLogin {
+    has_user: bool,
+    steps: usize,
+}
+
+impl PgLogin {
+    pub fn new(has_user: bool) -> Self {
+        PgLogin { has_user, steps: 0 }
+    }
+
+    /// `None`: read another message; else the verdict on the login.
+    pub fn on_message(&mut self, kind: u8, body: &[u8]) -> Option<Result<(), String>> {
+        // AuthenticationOk (R, code 0) is followed by the session start: keep reading
+        // until ReadyForQuery or an error (an unknown database, no free slots, ...).
+        let more = (kind == b'R' && body.get(..4) == Some(&[0u8, 0, 0, 0][..]))
+            || matches!(kind, b'S' | b'K' | b'N');
+        if more && self.steps < 64 {
+            self.steps += 1;
+            return None;
+        }
+        Some(match kind {
             // An authentication request, or a finished login (ReadyForQuery).
             b'R' | b'Z' => Ok(()),
             b'E' => {
-                let code = error_field(&body, b'C').unwrap_or_default();
+                let code = error_field(body, b'C').unwrap_or_default();
                 if code == "57P03" {
-                    Err(fail("server cannot accept connections now (57P03)"))
-                } else if self.user.is_some() {
-                    Err(fail(format!(
+                    Err("server cannot accept connections now (57P03)".to_string())
+                } else if self.has_user {
+                    Err(format!(
                         "login refused: {}",
-                        error_field(&body, b'M').unwrap_or(code)
-                    )))
+                        error_field(body, b'M').unwrap_or(code)
+                    ))
                 } else {
                     Ok(())
                 }
             }
-            other => Err(fail(format!("unexpected message type {:?}", other as char))),
+            other => Err(format!("unexpected message type {:?}", other as char)),
+        })
+    }
+}
+
+/// The length of a backend message's body from its 5-byte head (type, length), capped.
+fn pg_body_len(head: &[u8; 5]) -> usize {
+    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
+    len.saturating_sub(4).min(64 * 1024)
+}
+
+/// The PostgreSQL check's verdict on `answer`, the bytes a server sent back to the
+/// StartupMessage, framed as `read_message` frames them. For the fuzz target and tests.
+pub fn parse_pg_answer(answer: &[u8], has_user: bool) -> Result<(), String> {
+    let mut login = PgLogin::new(has_user);
+    let mut rest = answer;
+    loop {
+        let Some((head, tail)) = rest.split_first_chunk::<5>() else {
+            return Err("no answer: end of input".to_string());
+        };
+        let len = pg_body_len(head);
+        let Some(body) = tail.get(..len) else {
+            return Err("short answer: end of input".to_string());
+        };
+        if let Some(verdict) = login.on_message(head[0], body) {
+            return verdict;
         }
+        rest = &tail[len..];
     }
 }
 
@@ -105,8 +153,7 @@ async fn read_message(s: &mut TcpStream) -> Result<(u8, Vec<u8>)> {
     s.read_exact(&mut head)
         .await
         .map_err(|e| fail(format!("no answer: {e}")))?;
-    let len = u32::from_be_bytes([head[1], head[2], head[3], head[4]]) as usize;
-    let mut body = vec![0u8; len.saturating_sub(4).min(64 * 1024)];
+    let mut body = vec![0u8; pg_body_len(&head)];
     s.read_exact(&mut body)
         .await
         .map_err(|e| fail(format!("short answer: {e}")))?;
@@ -155,12 +202,12 @@ async fn read_packet(s: &mut TcpStream) -> Result<(u8, Vec<u8>)> {
     s.read_exact(&mut head)
         .await
         .map_err(|e| fail(format!("read: {e}")))?;
-    let len = u32::from_le_bytes([head[0], head[1], head[2], 0]) as usize;
-    let mut payload = vec![0u8; len.min(64 * 1024)];
+    let (len, seq) = mysql_head(&head);
+    let mut payload = vec![0u8; len];
     s.read_exact(&mut payload)
         .await
         .map_err(|e| fail(format!("read: {e}")))?;
-    Ok((head[3], payload))
+    Ok((seq, payload))
 }
 
 fn packet(seq: u8, payload: &[u8]) -> Vec<u8> {
@@ -174,15 +221,7 @@ impl MysqlCheck {
     async fn probe(&self, target: &LbBackend) -> Result<()> {
         let mut s = connect(target, self.timeout).await?;
         let (seq, greeting) = read_packet(&mut s).await?;
-        match greeting.first() {
-            Some(0x0a) => {}
-            Some(0xff) => {
-                let msg =
-                    String::from_utf8_lossy(greeting.get(3..).unwrap_or_default()).into_owned();
-                return Err(fail(format!("server refused: {msg}")));
-            }
-            _ => return Err(fail("not a MySQL handshake")),
-        }
+        mysql_greeting(&greeting).map_err(fail)?;
         // HandshakeResponse41: CLIENT_LONG_PASSWORD | CLIENT_PROTOCOL_41 | CLIENT_SECURE_CONNECTION.
         let caps: u32 = 0x0000_0001 | 0x0000_0200 | 0x0000_8000;
         let mut resp = Vec::new();
@@ -205,16 +244,60 @@ impl MysqlCheck {
         // COM_QUIT: the session ends cleanly, never as an aborted connection.
         let _ = s.write_all(&packet(0, &[0x01])).await;
         let _ = s.shutdown().await;
-        match (answer, &self.user) {
-            (Ok(Some(0x00)), _) => Ok(()),
-            (Ok(_), None) => Ok(()),
-            (Ok(Some(0xfe)), Some(_)) => Err(fail(
-                "the health-check user needs a password-less native login",
-            )),
-            (Ok(_), Some(user)) => Err(fail(format!("login as {user} refused"))),
-            (Err(e), _) => Err(e),
-        }
+        mysql_login(answer?, self.user.as_deref()).map_err(fail)
     }
+}
+
+/// The MySQL check's reading of the server's first packet (its payload): a protocol-10
+/// handshake, else why not.
+pub fn mysql_greeting(greeting: &[u8]) -> Result<(), String> {
+    match greeting.first() {
+        Some(0x0a) => Ok(()),
+        Some(0xff) => {
+            let msg = String::from_utf8_lossy(greeting.get(3..).unwrap_or_default()).into_owned();
+            Err(format!("server refused: {msg}"))
+        }
+        _ => Err("not a MySQL handshake".to_string()),
+    }
+}
+
+/// The verdict on the server's answer to the handshake response: the first byte of its
+/// payload (OK 0x00, auth switch 0xfe, error 0xff, ...).
+fn mysql_login(answer: Option<u8>, user: Option<&str>) -> Result<(), String> {
+    match (answer, user) {
+        (Some(0x00), _) => Ok(()),
+        (_, None) => Ok(()),
+        (Some(0xfe), Some(_)) => {
+            Err("the health-check user needs a password-less native login".to_string())
+        }
+        (_, Some(user)) => Err(format!("login as {user} refused")),
+    }
+}
+
+/// The 4-byte packet head: the payload length (capped) and the sequence number.
+fn mysql_head(head: &[u8; 4]) -> (usize, u8) {
+    let len = u32::from_le_bytes([head[0], head[1], head[2], 0]) as usize;
+    (len.min(64 * 1024), head[3])
+}
+
+/// The MySQL check's verdict on `exchange`, the bytes a server sent: its greeting packet
+/// then its answer to the handshake response, framed as `read_packet` frames them. For
+/// the fuzz target and tests.
+pub fn parse_mysql_exchange(exchange: &[u8], user: Option<&str>) -> Result<(), String> {
+    let mut rest = exchange;
+    let mut next = || -> Result<&[u8], String> {
+        let Some((head, tail)) = rest.split_first_chunk::<4>() else {
+            return Err("read: end of input".to_string());
+        };
+        let (len, _) = mysql_head(head);
+        let Some(payload) = tail.get(..len) else {
+            return Err("read: end of input".to_string());
+        };
+        rest = &tail[len..];
+        Ok(payload)
+    };
+    mysql_greeting(next()?)?;
+    mysql_login(next()?.first().copied(), user)
 }
 
 #[async_trait]
@@ -255,5 +338,59 @@ mod tests {
         assert_eq!(error_field(body, b'C').as_deref(), Some("57P03"));
         assert_eq!(error_field(body, b'M').as_deref(), Some("starting up"));
         assert_eq!(error_field(body, b'X'), None);
+    }
+
+    fn pg(kind: u8, body: &[u8]) -> Vec<u8> {
+        let mut m = vec![kind];
+        m.extend_from_slice(&((body.len() + 4) as u32).to_be_bytes());
+        m.extend_from_slice(body);
+        m
+    }
+
+    #[test]
+    fn postgres_answers() {
+        // Asked for a password (MD5): healthy with or without a user.
+        let md5 = pg(b'R', &[0, 0, 0, 5, 1, 2, 3, 4]);
+        assert_eq!(parse_pg_answer(&md5, true), Ok(()));
+        // AuthenticationOk, a parameter, then ReadyForQuery.
+        let mut ok = pg(b'R', &[0, 0, 0, 0]);
+        ok.extend(pg(b'S', b"server_version\x0017\0"));
+        ok.extend(pg(b'Z', b"I"));
+        assert_eq!(parse_pg_answer(&ok, true), Ok(()));
+        let starting = pg(b'E', b"SFATAL\0C57P03\0Mstarting up\0\0");
+        assert!(parse_pg_answer(&starting, false).is_err());
+        let no_role = pg(b'E', b"SFATAL\0C28000\0Mno such role\0\0");
+        assert_eq!(parse_pg_answer(&no_role, false), Ok(()));
+        assert_eq!(
+            parse_pg_answer(&no_role, true),
+            Err("login refused: no such role".to_string())
+        );
+        // Cut short, or never-ending notices: an answer, never a hang or a panic.
+        assert!(parse_pg_answer(&ok[..7], true).is_err());
+        let notices: Vec<u8> = (0..100).flat_map(|_| pg(b'N', b"\0")).collect();
+        assert!(parse_pg_answer(&notices, true).is_err());
+    }
+
+    fn my(seq: u8, payload: &[u8]) -> Vec<u8> {
+        packet(seq, payload)
+    }
+
+    #[test]
+    fn mysql_answers() {
+        let mut ok = my(0, b"\x0a8.0.36\0rest");
+        ok.extend(my(2, &[0x00, 0, 0, 2, 0, 0, 0]));
+        assert_eq!(parse_mysql_exchange(&ok, Some("u")), Ok(()));
+        let mut switch = my(0, b"\x0a11.4\0");
+        switch.extend(my(2, b"\xfemysql_native_password\0"));
+        assert_eq!(parse_mysql_exchange(&switch, None), Ok(()));
+        assert!(parse_mysql_exchange(&switch, Some("u")).is_err());
+        let blocked = my(0, b"\xff\x69\x04Host is blocked");
+        assert_eq!(
+            parse_mysql_exchange(&blocked, None),
+            Err("server refused: Host is blocked".to_string())
+        );
+        assert!(mysql_greeting(&[0xff]).is_err());
+        assert!(mysql_greeting(b"").is_err());
+        assert!(parse_mysql_exchange(&ok[..3], None).is_err());
     }
 }

@@ -1,8 +1,10 @@
 //! One L4 session from accept to close: `server.deny`, claiming a backend (up to
-//! `retries` + 1 connect attempts on different backends), piping bytes both ways, and
-//! the metrics and access-log line at the end.
+//! `retries` + 1 connect attempts on different backends, each new backend connection
+//! starting with a PROXY header when the pool's `upstream.proxy_protocol` asks), piping
+//! bytes both ways, and the metrics and access-log line at the end.
 
 use super::copy::{self, End, Traffic};
+use crate::edge::proxy_header;
 use crate::net::{canonical, ip_key};
 use crate::observe::access_log::{millis, timestamp};
 use crate::observe::refusal::{self, Reason};
@@ -16,6 +18,7 @@ use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 
 /// The session line written to the access log when a TCP session closes (SPEC §7).
@@ -58,7 +61,16 @@ pub async fn run(rt: Arc<Runtime>, service: &str, io: Stream) {
     let _active = Active::new(&svc.metrics.active);
     let members = pool.members();
     let client_ip = client.map(|c| c.to_string()).unwrap_or_default();
-    let Some((idx, _claim, upstream)) = connect(svc, pool, &members, client).await else {
+    // The client (after any inbound PROXY header) and the address it connected to.
+    let addresses = io.get_socket_digest().and_then(|d| {
+        let peer = d.peer_addr().and_then(|a| a.as_inet()).copied()?;
+        let local = d.local_addr().and_then(|a| a.as_inet()).copied()?;
+        Some((peer, local))
+    });
+    let header = proxy_header::encode(pool.upstream.proxy_protocol, addresses);
+    let Some((idx, _claim, upstream)) =
+        connect(svc, pool, &members, client, header.as_deref()).await
+    else {
         log::warn!(
             "tcp {}: no backend could take the connection from {client_ip}; closing it",
             svc.name
@@ -100,11 +112,13 @@ pub async fn run(rt: Arc<Runtime>, service: &str, io: Stream) {
 
 /// Connects to a claimed backend: up to `retries` + 1 selections in all (a backend
 /// whose slot filled since selection uses one up too), each on a backend not tried yet.
+/// `header` (the PROXY header) is written first; failing to write it fails the attempt.
 async fn connect(
     svc: &TcpService,
     pool: &Pool,
     members: &Members,
     client: Option<IpAddr>,
+    header: Option<&[u8]>,
 ) -> Option<(usize, Claim, TcpStream)> {
     let mut key_buf = [0u8; 16];
     let key = ip_key(client, &mut key_buf);
@@ -115,9 +129,19 @@ async fn connect(
         let claim = members.claim(key, None, &mut tried, left)?;
         let backend = members.backends.get(claim.idx)?;
         match tokio::time::timeout(pool.timeouts.connect, TcpStream::connect(backend.addr)).await {
-            Ok(Ok(stream)) => {
+            Ok(Ok(mut stream)) => {
                 let _ = stream.set_nodelay(true);
-                return Some((claim.idx, claim, stream));
+                match send_header(&mut stream, header, pool.timeouts.connect).await {
+                    Ok(()) => return Some((claim.idx, claim, stream)),
+                    Err(e) => {
+                        backend.record(false, false);
+                        log::warn!(
+                            "tcp {}: sending the PROXY header to {} failed: {e}",
+                            svc.name,
+                            backend.address
+                        );
+                    }
+                }
             }
             Ok(Err(e)) => {
                 backend.record(false, false);
@@ -134,6 +158,19 @@ async fn connect(
         }
     }
     None
+}
+
+async fn send_header(
+    stream: &mut TcpStream,
+    header: Option<&[u8]>,
+    within: std::time::Duration,
+) -> std::io::Result<()> {
+    let Some(header) = header else {
+        return Ok(());
+    };
+    tokio::time::timeout(within, stream.write_all(header))
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"))?
 }
 
 /// Holds the active-sessions gauge up for the life of a session, on every exit path.

@@ -530,3 +530,23 @@ fn a_failure_repeated_on_every_request_is_logged_a_few_times_not_per_request() {
         "{lines} warning/error lines for 200 failed requests:\n{log}"
     );
 }
+
+#[test]
+fn requests_the_http1_parser_rejects_are_counted_as_malformed() {
+    let a = Backend::start("a");
+    let edge = start("      max_headers: 100\n", ROUTE_ALL, &a);
+    // Each of these is refused by Pingora's parser before any hook runs.
+    for raw in [
+        &b"GET / HTTP/1.1\r\nHost : a\r\n\r\n"[..],
+        b"GET / HTTP/1.1\r\nHost: a\r\nX: a\r\n b\r\n\r\n",
+        b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+    ] {
+        let text = raw_exchange(edge.port, raw);
+        assert_eq!(status_of(&text), 400, "{text:?}");
+    }
+    assert_eq!(edge.wait_refused("malformed", 3.0), 3.0);
+    assert_eq!(a.count(), 0);
+    // A well-formed request is not counted.
+    assert_eq!(get(edge.port, "/").status, 200);
+    assert_eq!(edge.refused("malformed"), 3.0);
+}

@@ -1,0 +1,6 @@
+//! `switchyard::fuzzing::request_guard`: see src/fuzzing.rs for the property.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| switchyard::fuzzing::request_guard(data));

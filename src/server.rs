@@ -33,6 +33,7 @@ use std::sync::Arc;
 
 /// Runs the command line; returns the exit code (it does not return when serving).
 pub fn main(cli: &Cli) -> i32 {
+    ignore_signals_until_handled();
     let path = cli.config_path();
     let loaded = match config::load(&path) {
         Ok(l) => l,
@@ -232,6 +233,20 @@ fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), String> {
         }),
     });
     Ok(())
+}
+
+/// SIGHUP (reload) and SIGUSR1 (reopen logs) terminate a process by default, and their
+/// handlers start with the background services, a second or two after start or
+/// `--upgrade`: a `systemctl reload` in that window killed the new process (found by
+/// benches/soak.sh). Ignored until
+/// then (the handlers replace this); a reload sent that early is dropped, not fatal.
+fn ignore_signals_until_handled() {
+    for sig in [libc::SIGHUP, libc::SIGUSR1] {
+        // SAFETY: sets a signal's disposition to SIG_IGN; no handler code runs.
+        unsafe {
+            libc::signal(sig, libc::SIG_IGN);
+        }
+    }
 }
 
 fn add_listener(

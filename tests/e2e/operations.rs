@@ -879,3 +879,50 @@ fn readyz_answers_503_on_an_open_connection_after_sigterm() {
         .unwrap_or_else(|| panic!("still running after SIGTERM; stderr:\n{}", sy.stderr()));
     assert_eq!(status.code(), Some(0));
 }
+
+/// A reload or log reopen sent right after start, before the signal handlers run (found
+/// by benches/soak.sh: the default action killed the process), leaves it serving.
+#[test]
+fn sighup_and_sigusr1_right_after_start_do_not_kill_the_process() {
+    let a = Backend::start("a");
+    let port = listen_port();
+    let yaml = config_yaml(
+        TEST_SERVER,
+        &listener_yaml("web", port),
+        &pool_yaml("p", "    health_check: { kind: none }\n", &[a.address()]),
+        "  - name: all\n    pool: p\n",
+    );
+    let (dir, config) = write_config(&yaml);
+    let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
+    let child = std::process::Command::new(BIN)
+        .arg("-c")
+        .arg(&config)
+        .stdout(std::process::Stdio::null())
+        .stderr(stderr)
+        .spawn()
+        .unwrap();
+    let mut child = ChildGuard(child);
+    let pid = child.0.id().to_string();
+    // From the first log line (the process is past `main`'s start) until it listens.
+    let stderr_path = dir.path().join("stderr.log");
+    assert!(wait_until(
+        Duration::from_secs(10),
+        Duration::from_millis(2),
+        || { std::fs::read_to_string(&stderr_path).is_ok_and(|l| !l.is_empty()) }
+    ));
+    for _ in 0..20 {
+        for sig in ["-HUP", "-USR1"] {
+            let _ = std::process::Command::new("kill")
+                .args([sig, &pid])
+                .status();
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+    assert!(wait_for_port(port, Duration::from_secs(10)), "listening");
+    let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+    assert!(
+        child.0.try_wait().unwrap().is_none(),
+        "still running:\n{log}"
+    );
+    assert_eq!(get(port, "/").status, 200);
+}

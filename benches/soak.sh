@@ -247,6 +247,11 @@ do_upgrade() {
   OLD_PID=$SY_PID
   SY_PID=$new
   event upgrade "old=$OLD_PID new=$new (SIGQUIT sent)"
+  # Until its SIGHUP watcher runs, a SIGHUP would end the new process (the default action),
+  # so the next reload waits for it (10 s at most).
+  for n in $(seq 100); do grep -q 'Starting service: BG reload on SIGHUP' "$OUT/sy-1.err" && break; sleep 0.1; done
+  sleep 0.5
+  event upgrade-ready "new=$new $(grep -q 'Starting service: BG reload on SIGHUP' "$OUT/sy-1.err" && echo 'SIGHUP watcher started' || echo 'SIGHUP watcher not seen in 10 s')"
 }
 proc_gone() {  # pid: exited (or a zombie waiting to be reaped)
   [[ ! -e /proc/$1 ]] || [[ $(awk '/^State:/{print $2}' "/proc/$1/status" 2>/dev/null) == Z ]]
@@ -354,14 +359,27 @@ summarise() {  # name file -> the report lines for one client (one or several wr
   { summarise keepalive "$OUT/wrk-keepalive.out"; summarise close "$OUT/wrk-close.out" "$SEG"; } | tee "$OUT/clients.txt"
   awk '$1 == "SOAK" && $2 ~ /^client=/ { for (i = 3; i <= NF; i++) { split($i, x, "="); v[x[1]] += x[2] } }
        END { printf "  total      requests=%d non2xx=%d (near the kill %d) socket_errors=%d (near the kill %d)\n", v["requests"], v["non2xx"], v["non2xx_near_kill"], v["socket_errors"], v["socket_errors_near_kill"]
-             printf "SOAK client=total requests=%d non2xx=%d non2xx_near_kill=%d socket_errors=%d socket_errors_near_kill=%d failed_outside_kill=%d\n", v["requests"], v["non2xx"], v["non2xx_near_kill"], v["socket_errors"], v["socket_errors_near_kill"], v["non2xx"] - v["non2xx_near_kill"] + v["socket_errors"] - v["socket_errors_near_kill"] }' "$OUT/clients.txt"
+             printf "SOAK client=total requests=%d non2xx=%d non2xx_near_kill=%d socket_errors=%d socket_errors_near_kill=%d failed_outside_kill=%d\n", v["requests"], v["non2xx"], v["non2xx_near_kill"], v["socket_errors"], v["socket_errors_near_kill"], v["non2xx"] - v["non2xx_near_kill"] + v["socket_errors"] - v["socket_errors_near_kill"] }' "$OUT/clients.txt" | tee "$OUT/total.txt"
   echo "events (elapsed s):"
   awk -F'\t' 'NR>1{ printf "  %4ds  %-16s %s\n", $2, $3, $4 }' "$EVENTS"
   echo "reloads: $reloads_done sent, $reloads_logged logged as applied; upgrade: $([[ $upgrade_ok == 1 ]] && echo ok || echo FAILED)"
   echo "RSS (kB): start=$rss_start minute2=$rss_min2 middle=$rss_mid end=$rss_end (minute 2 -> end: ${rss_drift}%)"
   echo "open fds: start=$fds_first end=$fds_last"
+  echo "per process (the upgrade replaces it; first and last sample, from minute 2 when it ran that long):"
+  awk -F'\t' 'NR>1 { if (!($2 in f)) { order[++k] = $2; f[$2] = $3; ft[$2] = $1; ff[$2] = $4 }
+                   if ($1 >= 120 && !($2 in g)) { g[$2] = $3; gt[$2] = $1; gf[$2] = $4 }
+                   l[$2] = $3; lt[$2] = $1; lf[$2] = $4 }
+       END { for (i = 1; i <= k; i++) { p = order[i]
+               if (p in g) { a = g[p]; at = gt[p]; af = gf[p] } else { a = f[p]; at = ft[p]; af = ff[p] }
+               printf "  pid %s: %ds RSS %d kB, %d fds -> %ds RSS %d kB, %d fds (%+.1f%%)\n", p, at, a, af, lt[p], l[p], lf[p], a ? (l[p] - a) * 100 / a : 0 } }' "$SAMPLES"
+  # the foreground process writes no pid file (only -d does), so the PIDs are the ones started here
   echo "samples (elapsed s, pid, RSS kB, fds, loadavg):"
   awk -F'\t' 'NR>1{ printf "  %4d %7d %7d %5d %s\n", $1, $2, $3, $4, $5 }' "$SAMPLES"
   echo "SOAK duration_s=$DUR reloads_sent=$reloads_done reloads_applied=$reloads_logged upgrade_ok=$upgrade_ok kill_at_s=$KILL_AT restart_at_s=$RESTART_AT upgrade_at_s=$UPGRADE_AT"
+  failed_out=$(awk '$1 == "SOAK" && $2 == "client=total" { for (i = 3; i <= NF; i++) { split($i, x, "="); if (x[1] == "failed_outside_kill") print x[2] } }' "$OUT/total.txt" | head -1 || true)
+  rss_ok=$(awk -v d="$rss_drift" 'BEGIN { print (d != "nan" && d <= 10 && d >= -10) ? 1 : 0 }')
+  verdict="no"; [[ ${failed_out:-1} == 0 && $rss_ok == 1 && $upgrade_ok == 1 && $reloads_logged == "$N_RELOADS" ]] && verdict="yes"
+  echo "done criteria (0 failures outside the kill's +-2 s, RSS minute 2 -> end within 10 %, 20 reloads applied, upgrade ok): $verdict"
+  echo "SOAK failed_outside_kill=${failed_out:-?} rss_within_10pct=$rss_ok criteria_met=$verdict"
   echo "SOAK rss_start_kb=$rss_start rss_min2_kb=$rss_min2 rss_mid_kb=$rss_mid rss_end_kb=$rss_end rss_drift_min2_end_pct=$rss_drift fds_start=$fds_first fds_end=$fds_last metrics_scraped=$METRICS_OK"
 } | tee "$OUT/report.txt"

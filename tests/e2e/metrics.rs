@@ -770,11 +770,13 @@ fn reloads_are_counted_by_result_and_new_pools_get_gauges() {
     let extra_pool = pool_yaml("added", "", &[extra.address()]);
     f.sy.rewrite_config(&fixture_yaml(&f.addrs(), &extra_pool));
     f.sy.signal("-HUP");
+    let labels = [("pool", "added"), ("backend", &*extra.address())];
+    // The new pool's members are built by the pool tasks once the reload is announced,
+    // a moment after the counter moves.
     let e = scrape_until(f.metrics, "config_reloads_total{result=success} 1", |e| {
-        reloads(e, "success") == Some(1.0)
+        reloads(e, "success") == Some(1.0) && e.value("switchyard_backend_up", &labels).is_some()
     });
     assert_eq!(reloads(&e, "failure"), Some(0.0));
-    let labels = [("pool", "added"), ("backend", &*extra.address())];
     assert_eq!(e.value("switchyard_backend_up", &labels), Some(1.0));
     assert_eq!(
         e.value("switchyard_circuit_breaker_state", &labels),

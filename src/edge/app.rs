@@ -171,14 +171,12 @@ impl Gate {
         }
     }
 
+    /// A refused connection; the log text is formatted only when the flood guard lets
+    /// a line through (a connection flood refuses thousands a second).
     pub fn refuse(&self, reason: Reason, client: Option<IpAddr>) {
-        let who = match client {
-            Some(ip) => format!("client {ip}"),
-            None => "a client".to_string(),
-        };
-        match self.side {
-            Side::Listener(_) => refusal::http(&self.name, reason, &who),
-            Side::Service(_) => refusal::tcp(&self.name, reason, &who),
+        match client {
+            Some(ip) => self.refuse_with(reason, &format_args!("client {ip}")),
+            None => self.refuse_with(reason, &"a client"),
         }
     }
 

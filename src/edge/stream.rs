@@ -3,6 +3,7 @@
 //! (`header_clock`) and HTTP/2 abuse accounting (`h2_watch`). Everything else is passed
 //! through to the inner stream unchanged.
 
+use super::app::client_ip;
 use super::h2_watch::{H2Watch, Verdict};
 use super::header_clock::{HeaderClock, Phase, TIMEOUT_408};
 use crate::observe::refusal::{self, Reason};
@@ -81,13 +82,8 @@ impl EdgeStream {
     }
 
     fn client(&self) -> String {
-        self.inner
-            .get_socket_digest()
-            .and_then(|d| {
-                d.peer_addr()
-                    .and_then(|a| a.as_inet())
-                    .map(|a| a.ip().to_string())
-            })
+        client_ip(&self.inner)
+            .map(|ip| ip.to_string())
             .unwrap_or_default()
     }
 

@@ -4,6 +4,7 @@
 
 use super::metrics::METRICS;
 use once_cell::sync::Lazy;
+use prometheus::IntCounterVec;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -70,46 +71,39 @@ impl Reason {
 /// Creates every (listener, reason) series at zero, so alerts can `rate()` them from the
 /// start.
 pub fn register_http(listener: &str) {
-    for r in Reason::HTTP {
-        METRICS
-            .http_refused
-            .with_label_values(&[listener, r.as_str()]);
-    }
+    register(&METRICS.http_refused, listener, &Reason::HTTP);
 }
 
 pub fn register_tcp(service: &str) {
-    for r in Reason::TCP {
-        METRICS
-            .tcp_refused
-            .with_label_values(&[service, r.as_str()]);
+    register(&METRICS.tcp_refused, service, &Reason::TCP);
+}
+
+fn register(counter: &IntCounterVec, name: &str, reasons: &[Reason]) {
+    for r in reasons {
+        counter.with_label_values(&[name, r.as_str()]);
     }
 }
 
 /// Counts an HTTP refusal and logs it through the flood guard.
 pub fn http(listener: &str, reason: Reason, detail: &dyn std::fmt::Display) {
-    METRICS
-        .http_refused
-        .with_label_values(&[listener, reason.as_str()])
-        .inc();
-    FLOOD.note(reason, || {
-        format!(
-            "listener {listener}: refused ({}): {detail}",
-            reason.as_str()
-        )
-    });
+    count(&METRICS.http_refused, "listener", listener, reason, detail);
 }
 
 /// Counts a tcp_service refusal and logs it through the flood guard.
 pub fn tcp(service: &str, reason: Reason, detail: &dyn std::fmt::Display) {
-    METRICS
-        .tcp_refused
-        .with_label_values(&[service, reason.as_str()])
-        .inc();
+    count(&METRICS.tcp_refused, "tcp_service", service, reason, detail);
+}
+
+fn count(
+    counter: &IntCounterVec,
+    kind: &str,
+    name: &str,
+    reason: Reason,
+    detail: &dyn std::fmt::Display,
+) {
+    counter.with_label_values(&[name, reason.as_str()]).inc();
     FLOOD.note(reason, || {
-        format!(
-            "tcp_service {service}: refused ({}): {detail}",
-            reason.as_str()
-        )
+        format!("{kind} {name}: refused ({}): {detail}", reason.as_str())
     });
 }
 

@@ -4,8 +4,9 @@
 //! bytes both ways, and the metrics and access-log line at the end.
 
 use super::copy::{self, End, Traffic};
+use crate::edge::app::client_ip;
 use crate::edge::proxy_header;
-use crate::net::{canonical, ip_key};
+use crate::net::ip_key;
 use crate::observe::access_log::{millis, timestamp};
 use crate::observe::refusal::{self, Reason};
 use crate::ops::shutdown::Work;
@@ -39,11 +40,7 @@ pub async fn run(rt: Arc<Runtime>, service: &str, io: Stream) {
     let Some(svc) = rt.tcp_services.iter().find(|s| s.name == service) else {
         return;
     };
-    let client: Option<IpAddr> = io.get_socket_digest().and_then(|d| {
-        d.peer_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| canonical(a.ip()))
-    });
+    let client: Option<IpAddr> = client_ip(&io);
     if rt.deny.refuses(client) {
         let who = client.map(|c| c.to_string()).unwrap_or_default();
         refusal::tcp(

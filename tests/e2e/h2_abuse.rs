@@ -69,6 +69,16 @@ impl H2Edge {
         .unwrap_or(-1.0)
     }
 
+    /// Polls the h2_abuse count until it is `want` (10 s at most); the last value seen.
+    fn wait_abuse(&self, want: f64) -> f64 {
+        wait_metric(
+            self.metrics,
+            "switchyard_http_refused_total",
+            &[("listener", "web"), ("reason", "h2_abuse")],
+            want,
+        )
+    }
+
     /// A well-behaved h2c request from another client gets its 200.
     fn assert_others_served(&self) {
         let out = std::process::Command::new("curl")
@@ -155,12 +165,7 @@ fn rapid_reset_gets_goaway_and_is_counted() {
     let (code, _) = goaway_code(&mut s);
     // ENHANCE_YOUR_CALM (0xb).
     assert_eq!(code, Some(0xb), "a GOAWAY for rapid reset");
-    let after = wait_metric(
-        edge.metrics,
-        "switchyard_http_refused_total",
-        &[("listener", "web"), ("reason", "h2_abuse")],
-        before + 1.0,
-    );
+    let after = edge.wait_abuse(before + 1.0);
     assert_eq!(after, before + 1.0);
     edge.assert_others_served();
 }
@@ -183,12 +188,7 @@ fn an_endless_continuation_sequence_gets_goaway_and_is_counted() {
         "a GOAWAY with an error: {code:?}"
     );
     assert!(closed, "the connection is closed");
-    let after = wait_metric(
-        edge.metrics,
-        "switchyard_http_refused_total",
-        &[("listener", "web"), ("reason", "h2_abuse")],
-        before + 1.0,
-    );
+    let after = edge.wait_abuse(before + 1.0);
     assert_eq!(after, before + 1.0);
     edge.assert_others_served();
 }
@@ -204,12 +204,7 @@ fn a_ping_flood_is_closed_and_counted_while_others_are_served() {
     write_lossy(&mut s, &pings);
     let (_, closed) = goaway_code(&mut s);
     assert!(closed, "the flooding connection is closed");
-    let after = wait_metric(
-        edge.metrics,
-        "switchyard_http_refused_total",
-        &[("listener", "web"), ("reason", "h2_abuse")],
-        before + 1.0,
-    );
+    let after = edge.wait_abuse(before + 1.0);
     assert_eq!(after, before + 1.0);
     edge.assert_others_served();
     // A client that pings a few times is not abuse.

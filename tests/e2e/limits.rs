@@ -272,40 +272,6 @@ fn a_body_that_stalls_past_body_timeout_gets_408() {
     assert_eq!(edge.wait_refused("body_timeout", 1.0), 1.0);
 }
 
-/// A client connection to `port` from `source` (a loopback address), so it is counted
-/// as that client.
-fn connect_from(source: &str, port: u16) -> TcpStream {
-    bind_connect(source, port).unwrap_or_else(|e| panic!("connect from {source}: {e}"))
-}
-
-fn bind_connect(source: &str, port: u16) -> std::io::Result<TcpStream> {
-    use std::os::fd::FromRawFd;
-    let src: std::net::Ipv4Addr = source.parse().expect("ipv4 source");
-    // SAFETY: a plain BSD-socket sequence on a descriptor owned by the returned stream.
-    unsafe {
-        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM, 0);
-        if fd < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let stream = TcpStream::from_raw_fd(fd);
-        let mut local: libc::sockaddr_in = std::mem::zeroed();
-        local.sin_family = libc::AF_INET as libc::sa_family_t;
-        local.sin_addr.s_addr = u32::from(src).to_be();
-        let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-        if libc::bind(fd, &local as *const _ as *const libc::sockaddr, len) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        let mut remote: libc::sockaddr_in = std::mem::zeroed();
-        remote.sin_family = libc::AF_INET as libc::sa_family_t;
-        remote.sin_port = port.to_be();
-        remote.sin_addr.s_addr = u32::from(std::net::Ipv4Addr::LOCALHOST).to_be();
-        if libc::connect(fd, &remote as *const _ as *const libc::sockaddr, len) != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(stream)
-    }
-}
-
 /// Whether a request on `s` is answered 200 (false: closed or refused).
 fn served(s: &mut TcpStream) -> bool {
     let _ = s.set_read_timeout(Some(Duration::from_secs(3)));

@@ -60,29 +60,6 @@ fn haproxy(body: &str, ports: &[u16]) -> Option<Haproxy> {
     Some(h)
 }
 
-/// A TCP connection to 127.0.0.1:`port` from `ip` (a loopback address), 5 s timeouts.
-fn connect_from(ip: &str, port: u16) -> TcpStream {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let s = rt.block_on(async {
-        let sock = tokio::net::TcpSocket::new_v4().expect("socket");
-        sock.bind(format!("{ip}:0").parse().expect("ip"))
-            .expect("bind");
-        let to = format!("127.0.0.1:{port}").parse().expect("addr");
-        let s = tokio::time::timeout(Duration::from_secs(5), sock.connect(to))
-            .await
-            .expect("connect timed out")
-            .expect("connect");
-        s.into_std().expect("into_std")
-    });
-    s.set_nonblocking(false).expect("blocking");
-    s.set_read_timeout(Some(Duration::from_secs(5)))
-        .expect("timeout");
-    s
-}
-
 /// One GET on an open connection (kept alive).
 fn get_on(s: &mut (impl Read + Write), path: &str) -> Reply {
     write!(s, "GET {path} HTTP/1.1\r\nHost: example.com\r\n\r\n").expect("write request");

@@ -119,3 +119,26 @@ pub fn is_listening(port: u16) -> bool {
             })
     })
 }
+
+/// A TCP connection to 127.0.0.1:`port` from `ip` (a loopback address), 5 s timeouts.
+pub fn connect_from(ip: &str, port: u16) -> TcpStream {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let s = rt.block_on(async {
+        let sock = tokio::net::TcpSocket::new_v4().expect("socket");
+        sock.bind(format!("{ip}:0").parse().expect("ip"))
+            .expect("bind");
+        let to = format!("127.0.0.1:{port}").parse().expect("addr");
+        let s = tokio::time::timeout(Duration::from_secs(5), sock.connect(to))
+            .await
+            .expect("connect timed out")
+            .expect("connect");
+        s.into_std().expect("into_std")
+    });
+    s.set_nonblocking(false).expect("blocking");
+    s.set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    s
+}

@@ -163,7 +163,6 @@ fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), String> {
     let (reloader, reloaded) = Reloader::new(
         path.to_path_buf(),
         runtime.clone(),
-        &config,
         state.clone(),
         cert_stores,
     );

@@ -74,19 +74,15 @@ impl Gate {
     /// The caps and PROXY-protocol setting in the running configuration.
     fn settings(&self, rt: &Runtime) -> (Caps, bool) {
         match &self.side {
-            Side::Listener(i) => rt
-                .config
-                .listeners
-                .get(*i)
-                .map_or_else(Default::default, |l| {
-                    (
-                        Caps {
-                            max: l.limits.max_connections,
-                            per_ip: l.limits.max_connections_per_ip,
-                        },
-                        l.proxy_protocol,
-                    )
-                }),
+            Side::Listener(i) => rt.listeners.get(*i).map_or_else(Default::default, |l| {
+                (
+                    Caps {
+                        max: l.limits.max_connections,
+                        per_ip: l.limits.max_connections_per_ip,
+                    },
+                    l.proxy_protocol,
+                )
+            }),
             Side::Service(name) => rt
                 .config
                 .tcp_services
@@ -109,7 +105,6 @@ impl Gate {
     fn proxy_deadline(&self, rt: &Runtime) -> Option<Duration> {
         match &self.side {
             Side::Listener(i) => rt
-                .config
                 .listeners
                 .get(*i)
                 .filter(|l| l.proxy_protocol)

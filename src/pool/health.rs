@@ -102,11 +102,12 @@ pub async fn run(pool: Weak<Pool>, kind: HealthKind) {
             round.spawn(async move {
                 let result = match target {
                     Ok(t) => match tokio::time::timeout(limit, check.check(&t)).await {
-                        Ok(Ok(())) => Ok(()),
-                        Ok(Err(e)) => Err(e.to_string()),
-                        Err(_) => Err("timed out".to_string()),
+                        Ok(result) => result,
+                        Err(_) => {
+                            pingora::Error::e_explain(pingora::ErrorType::ReadTimedout, "timed out")
+                        }
                     },
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => Err(e),
                 };
                 (backend, result)
             });
@@ -130,7 +131,7 @@ fn apply(
     backend: &Backend,
     hc: &HealthCheckConfig,
     streak: &mut Streak,
-    result: Result<(), String>,
+    result: pingora::Result<()>,
 ) {
     match result {
         Ok(()) => {

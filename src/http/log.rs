@@ -2,27 +2,8 @@
 //! its context. `observe::access_log` writes it.
 
 use crate::http::ctx::RequestCtx;
-use crate::observe::access_log::{millis, timestamp};
+use crate::observe::access_log::{millis, timestamp, HttpEntry};
 use crate::runtime::Runtime;
-use serde::Serialize;
-
-#[derive(Serialize)]
-pub struct HttpEntry<'a> {
-    pub ts: String,
-    pub request_id: &'a str,
-    pub client_ip: String,
-    pub method: &'a str,
-    pub host: &'a str,
-    pub path: &'a str,
-    pub status: u16,
-    pub duration_ms: f64,
-    pub route: &'a str,
-    pub pool: &'a str,
-    pub backend: &'a str,
-    pub bytes_sent: usize,
-    pub protocol: &'a str,
-    pub tls: bool,
-}
 
 /// The access-log line for a finished request.
 pub fn http_entry<'a>(

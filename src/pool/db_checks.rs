@@ -43,17 +43,26 @@ fn fail(why: impl std::fmt::Display) -> Box<Error> {
     )
 }
 
-async fn connect(target: &LbBackend, timeout: Duration) -> Result<TcpStream> {
+/// Connects within `timeout` and sends the pool's PROXY header first, if it has one.
+async fn connect(
+    target: &LbBackend,
+    timeout: Duration,
+    proxy_header: Option<&[u8]>,
+) -> Result<TcpStream> {
     let addr = target
         .addr
         .as_inet()
         .copied()
         .ok_or_else(|| fail("not an inet address"))?;
-    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => Ok(s),
-        Ok(Err(e)) => Err(fail(format!("connect: {e}"))),
-        Err(_) => Err(fail("connect timed out")),
+    let mut s = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(fail(format!("connect: {e}"))),
+        Err(_) => return Err(fail("connect timed out")),
+    };
+    if let Some(header) = proxy_header {
+        super::proxy_out::write_header(&mut s, header, timeout).await?;
     }
+    Ok(s)
 }
 
 /// PostgreSQL: a StartupMessage (protocol 3.0) for `user`/`database`. Without a
@@ -65,6 +74,8 @@ pub struct PostgresCheck {
     pub user: Option<String>,
     pub database: Option<String>,
     pub timeout: Duration,
+    /// Sent first when the pool sends PROXY headers (`upstream.proxy_protocol`).
+    pub proxy_header: Option<Vec<u8>>,
 }
 
 impl PostgresCheck {
@@ -88,7 +99,7 @@ impl PostgresCheck {
     }
 
     async fn probe(&self, target: &LbBackend) -> Result<()> {
-        let mut s = connect(target, self.timeout).await?;
+        let mut s = connect(target, self.timeout, self.proxy_header.as_deref()).await?;
         s.write_all(&self.startup_message())
             .await
             .map_err(|e| fail(format!("write: {e}")))?;
@@ -222,6 +233,8 @@ impl HealthCheck for PostgresCheck {
 pub struct MysqlCheck {
     pub user: Option<String>,
     pub timeout: Duration,
+    /// As for `PostgresCheck`.
+    pub proxy_header: Option<Vec<u8>>,
 }
 
 async fn read_packet(s: &mut TcpStream) -> Result<(u8, Vec<u8>)> {
@@ -246,7 +259,7 @@ fn packet(seq: u8, payload: &[u8]) -> Vec<u8> {
 
 impl MysqlCheck {
     async fn probe(&self, target: &LbBackend) -> Result<()> {
-        let mut s = connect(target, self.timeout).await?;
+        let mut s = connect(target, self.timeout, self.proxy_header.as_deref()).await?;
         let (seq, greeting) = read_packet(&mut s).await?;
         mysql_greeting(&greeting).map_err(fail)?;
         // HandshakeResponse41: CLIENT_LONG_PASSWORD | CLIENT_PROTOCOL_41 | CLIENT_SECURE_CONNECTION.
@@ -347,6 +360,7 @@ mod tests {
             user: Some("u".into()),
             database: None,
             timeout: Duration::from_secs(1),
+            proxy_header: None,
         };
         let m = c.startup_message();
         assert_eq!(

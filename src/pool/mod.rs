@@ -10,6 +10,7 @@ pub mod discovery;
 pub mod health;
 pub mod members;
 pub mod overlay;
+pub mod proxy_out;
 pub mod select;
 pub mod sticky;
 

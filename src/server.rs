@@ -182,6 +182,7 @@ fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), StartError> {
             reloader: reloader.clone(),
             state: state.clone(),
             ready: ready.clone(),
+            guard: Default::default(),
         };
         let mut service = Service::new("admin".to_string(), HttpServer::new_app(AdminApp(api)));
         service.add_tcp(&admin.listen.to_string());

@@ -1,7 +1,9 @@
 //! The admin REST API (SPEC §5): request routing (after `auth`), input validation and
 //! the JSON shapes.
 
-use super::auth::{refusal, Refusal};
+use super::audit::Change;
+use super::auth::{self, Refusal};
+use super::roles::{self, Actor, Guard};
 use super::view;
 use crate::config::value::lookup_backend;
 use crate::ops::reload::Reloader;
@@ -51,6 +53,8 @@ pub struct Api {
     pub state: Arc<StateStore>,
     /// False once SIGTERM began the shutdown (/readyz answers 503).
     pub ready: Arc<AtomicBool>,
+    /// JWT keys (and the audit log) of the running `admin` section.
+    pub guard: Guard,
 }
 
 /// One parsed request.
@@ -60,29 +64,62 @@ pub struct Request<'a> {
     pub client: Option<IpAddr>,
     pub authorization: Option<&'a [u8]>,
     pub body: &'a [u8],
+    /// The query string, without `?`.
+    pub query: Option<&'a str>,
 }
 
 impl Api {
     pub async fn handle(&self, r: &Request<'_>) -> Reply {
-        let refused = match self.runtime.load().config.admin.as_ref() {
-            Some(admin) => refusal(admin, r.path, r.client, r.authorization),
-            // A reload removed the admin section: the listener stays until an upgrade,
-            // refusing everything.
-            None => Some(Refusal::NotAllowed),
+        let rt = self.runtime.load_full();
+        // A reload that removed the admin section: the listener stays until an upgrade,
+        // refusing everything.
+        let Some(admin) = rt.config.admin.as_ref() else {
+            return error(StatusCode::FORBIDDEN, "client address not in admin.allow");
         };
-        match refused {
-            Some(Refusal::NotAllowed) => {
-                return error(StatusCode::FORBIDDEN, "client address not in admin.allow")
+        let (method, path) = (r.method, r.path);
+        let authorization = r.authorization;
+        let actor = roles::authenticate(
+            admin,
+            &self.guard.jwt,
+            method,
+            path,
+            r.client,
+            authorization,
+        );
+        let (actor, reply) = match actor.await {
+            Ok(actor) => {
+                let reply = self.route(r).await;
+                (actor, reply)
             }
-            Some(Refusal::NoToken) => {
-                return Reply {
-                    status: StatusCode::UNAUTHORIZED,
-                    content_type: "application/json",
-                    body: br#"{"error":"a valid bearer token is required"}"#.to_vec(),
-                }
+            Err(Refusal::ReadOnly(actor)) => (actor, refused(&Refusal::ReadOnly(Actor::Open))),
+            Err(refusal) => return refused(&refusal),
+        };
+        if let Some(file) = admin.audit_log.as_deref() {
+            if auth::is_api(path) && !roles::reads_only(method) {
+                self.audit(file, r, &actor, reply.status);
             }
-            None => {}
         }
+        reply
+    }
+
+    /// The audit line of a change (or an attempt refused by role).
+    fn audit(&self, file: &std::path::Path, r: &Request<'_>, actor: &Actor, status: StatusCode) {
+        let target = match r.query {
+            Some(q) => format!("{}?{q}", r.path),
+            None => r.path.to_string(),
+        };
+        let change = Change {
+            actor,
+            client: r.client,
+            method: r.method.as_str(),
+            path: &target,
+            body: r.body,
+            status: status.as_u16(),
+        };
+        self.guard.audit.record(file, &change);
+    }
+
+    async fn route(&self, r: &Request<'_>) -> Reply {
         let segments: Vec<&str> = r.path.trim_start_matches('/').split('/').collect();
         match (r.method, segments.as_slice()) {
             (&Method::GET, [""]) => Reply {
@@ -316,6 +353,22 @@ impl Api {
             Some(i) => json_reply(status, view::backend(&members.backends[i])),
             None => error(StatusCode::INTERNAL_SERVER_ERROR, "backend vanished"),
         }
+    }
+}
+
+/// The answer to a refused request.
+fn refused(refusal: &Refusal) -> Reply {
+    match refusal {
+        Refusal::NotAllowed => error(StatusCode::FORBIDDEN, "client address not in admin.allow"),
+        Refusal::NoToken => Reply {
+            status: StatusCode::UNAUTHORIZED,
+            content_type: "application/json",
+            body: br#"{"error":"a valid bearer token is required"}"#.to_vec(),
+        },
+        Refusal::ReadOnly(_) => error(
+            StatusCode::FORBIDDEN,
+            "read-only access: this token may not change anything",
+        ),
     }
 }
 

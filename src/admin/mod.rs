@@ -3,7 +3,10 @@
 //! `cluster.redis`.
 
 pub mod api;
+pub mod audit;
 pub mod auth;
+pub mod jwt;
+pub mod roles;
 pub mod sync;
 pub mod view;
 
@@ -57,6 +60,7 @@ impl ServeHttp for AdminApp {
             client,
             authorization,
             body: &body,
+            query: req.uri.query(),
         };
         let reply = self.0.handle(&request).await;
         respond(reply.status, reply.content_type, reply.body)

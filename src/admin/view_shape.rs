@@ -57,6 +57,18 @@ fn legacy(c: &Config) -> Value {
             "tokens": a.tokens.iter().map(|_| REDACTED).collect::<Vec<_>>(),
             "allow": strings(&a.allow),
             "state_file": a.state_file,
+            "read_only_tokens": a.read_only_tokens.iter().map(|_| REDACTED).collect::<Vec<_>>(),
+            "jwt": a.jwt.as_ref().map(|j| {
+                let mut v = json!({
+                    "issuer": j.issuer, "audience": j.audience, "role_claim": j.role_claim,
+                });
+                match &j.jwks {
+                    JwksSource::File(f) => v["jwks_file"] = json!(f),
+                    JwksSource::Url(u) => v["jwks_url"] = json!(u),
+                }
+                v
+            }),
+            "audit_log": a.audit_log,
         })),
         "metrics": c.metrics.as_ref().map(|m| json!({"listen": m.listen.to_string()})),
         "listeners": c.listeners.iter().map(|l| json!({
@@ -196,6 +208,12 @@ admin:
   tokens: [secret-one, secret-two]
   allow: [127.0.0.0/8]
   state_file: /tmp/state.json
+  read_only_tokens: [secret-three]
+  jwt:
+    jwks_file: /etc/switchyard/jwks.json
+    issuer: https://id.example.com
+    audience: switchyard
+  audit_log: /var/log/sy/audit.log
 metrics:
   listen: 127.0.0.1:19100
 listeners:

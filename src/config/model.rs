@@ -93,6 +93,40 @@ pub struct AdminConfig {
     #[serde(serialize_with = "ser::display_list")]
     pub allow: Vec<IpNet>,
     pub state_file: PathBuf,
+    /// Bearer tokens that may only read (GET); a change answers 403 (SPEC §14).
+    #[serde(serialize_with = "ser::redacted_list")]
+    pub read_only_tokens: Vec<String>,
+    /// Bearer JWTs beside the static tokens (SPEC §14).
+    pub jwt: Option<JwtConfig>,
+    /// One JSON line per change made through the API (SPEC §14).
+    pub audit_log: Option<PathBuf>,
+}
+
+impl AdminConfig {
+    /// Whether `/api/` asks for a bearer token: any token or JWT source is configured.
+    pub fn asks_for_token(&self) -> bool {
+        !self.tokens.is_empty() || !self.read_only_tokens.is_empty() || self.jwt.is_some()
+    }
+}
+
+/// `admin.jwt`: where the signing keys come from and what a token must claim.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JwtConfig {
+    #[serde(flatten)]
+    pub jwks: JwksSource,
+    pub issuer: String,
+    pub audience: String,
+    /// The claim naming the role: "admin" or "read_only" (absent = read_only).
+    pub role_claim: String,
+}
+
+/// The JSON Web Key Set: a file (re-read on reload) or a URL (fetched every 10 min).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub enum JwksSource {
+    #[serde(rename = "jwks_file")]
+    File(PathBuf),
+    #[serde(rename = "jwks_url")]
+    Url(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

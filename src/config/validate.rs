@@ -177,9 +177,10 @@ fn cluster_scope(d: &mut Decoder, c: &Config) {
 // Rules within one section. The readers apply them where the value is read, so that an
 // entry refused for another reason (say, its name) is still checked: every error at once.
 
-/// A non-loopback admin listener must ask for a token.
-pub fn admin_tokens(listen: &SocketAddr, tokens: &[String]) -> Option<&'static str> {
-    (tokens.is_empty() && !listen.ip().is_loopback())
+/// A non-loopback admin listener must ask for a token (`any_token`: a token, read-only
+/// token or JWT source is configured).
+pub fn admin_tokens(listen: &SocketAddr, any_token: bool) -> Option<&'static str> {
+    (!any_token && !listen.ip().is_loopback())
         .then_some("at least one token is required when admin.listen is not a loopback address")
 }
 

@@ -18,6 +18,12 @@ pub fn reopen_files() {
     REOPEN.fetch_add(1, Ordering::Relaxed);
 }
 
+/// How many SIGUSR1 reopens were asked for: other log files (the admin audit log)
+/// reopen when it moves.
+pub fn reopen_generation() -> u64 {
+    REOPEN.load(Ordering::Relaxed)
+}
+
 const QUEUE_LINES: usize = 16 * 1024;
 
 pub fn timestamp() -> String {

@@ -13,6 +13,7 @@ mod admin_api;
 mod balancing;
 mod cli;
 mod cluster;
+mod cockpit;
 mod config_errors;
 mod dashboard;
 mod errors;

@@ -69,14 +69,22 @@ pub(super) fn read_admin(d: &mut Decoder, node: &Node) -> Option<AdminConfig> {
     }
     let state_file = opt_path(d, &mut m, "state_file")
         .unwrap_or_else(|| "/var/lib/switchyard/state.json".into());
+    let read_only_tokens = name_list(d, &mut m, "read_only_tokens", false);
+    let jwt = m
+        .get("jwt")
+        .and_then(|n| super::admin_roles::read_jwt(d, n));
+    let audit_log = opt_path(d, &mut m, "audit_log");
     if let Some((addr, lpos)) = listen {
-        if let Some(e) = validate::admin_tokens(&addr, &tokens) {
+        let any = !tokens.is_empty() || !read_only_tokens.is_empty() || jwt.is_some();
+        if let Some(e) = validate::admin_tokens(&addr, any) {
             d.error(lpos, "admin.tokens", e);
         }
     }
-    for (i, t) in tokens.iter().enumerate() {
-        if let Some(e) = validate::admin_token(t) {
-            d.error(pos, &format!("admin.tokens[{i}]"), e);
+    for (key, list) in [("tokens", &tokens), ("read_only_tokens", &read_only_tokens)] {
+        for (i, t) in list.iter().enumerate() {
+            if let Some(e) = validate::admin_token(t) {
+                d.error(pos, &format!("admin.{key}[{i}]"), e);
+            }
         }
     }
     m.finish(d, |_| None);
@@ -85,6 +93,9 @@ pub(super) fn read_admin(d: &mut Decoder, node: &Node) -> Option<AdminConfig> {
         tokens,
         allow,
         state_file,
+        read_only_tokens,
+        jwt,
+        audit_log,
     })
 }
 

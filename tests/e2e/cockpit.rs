@@ -1,0 +1,565 @@
+//! SPEC §14 admin roles and the audit log end to end: read-only tokens (GET only, 403
+//! on changes), bearer JWTs checked against a JWKS file or URL (RS256 and ES256 keys
+//! made with openssl, tokens signed here), 401 for every bad token, role changes applied
+//! by a reload, and one audit line per change, reopened on SIGUSR1.
+use crate::common::*;
+
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use std::io::{Read, Write};
+use std::path::Path;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+const FULL: &str = "full-t0ken-77a1";
+const READ_ONLY: &str = "ro-t0ken-31c9";
+const ISSUER: &str = "https://id.example.test";
+const AUDIENCE: &str = "switchyard";
+
+fn api(port: u16, method: &str, path: &str, bearer: Option<&str>, body: &str) -> Reply {
+    let auth = bearer.map(|b| format!("Bearer {b}"));
+    let mut headers: Vec<(&str, &str)> = Vec::new();
+    if let Some(a) = &auth {
+        headers.push(("Authorization", a));
+    }
+    if !body.is_empty() {
+        headers.push(("Content-Type", "application/json"));
+    }
+    request(port, method, path, &headers, body.as_bytes())
+}
+
+fn config(admin_port: u16, web: u16, backend: &str, admin_keys: &str) -> String {
+    config_yaml(
+        &format!(
+            "{TEST_SERVER}admin:\n  listen: 127.0.0.1:{admin_port}\n  state_file: {{dir}}/state.json\n{admin_keys}"
+        ),
+        &listener_yaml("web", web),
+        &pool_yaml("web", "", &[backend.to_string()]),
+        "  - name: all\n    pool: web\n",
+    )
+}
+
+fn drain_path(backend: &str) -> String {
+    format!("/api/v1/pools/web/backends/{backend}")
+}
+
+// ---------------------------------------------------------------- keys and tokens
+
+fn openssl(args: &[&str]) {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("run openssl");
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn b64url(bytes: &[u8]) -> String {
+    const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut out = String::new();
+    for chunk in bytes.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (b[0] as u32) << 16 | (b[1] as u32) << 8 | b[2] as u32;
+        for i in 0..chunk.len() + 1 {
+            out.push(A[(n >> (18 - 6 * i) & 63) as usize] as char);
+        }
+    }
+    out
+}
+
+/// A signing key made by the openssl command line, with its public JWK.
+struct Key {
+    kid: String,
+    alg: Algorithm,
+    encoding: EncodingKey,
+    jwk: Value,
+}
+
+impl Key {
+    fn rsa(dir: &Path, kid: &str) -> Key {
+        let pem = dir.join(format!("{kid}.pem"));
+        openssl(&["genrsa", "-out", pem.to_str().unwrap(), "2048"]);
+        let rsa = openssl::rsa::Rsa::private_key_from_pem(&std::fs::read(&pem).unwrap()).unwrap();
+        Key {
+            kid: kid.into(),
+            alg: Algorithm::RS256,
+            encoding: EncodingKey::from_rsa_der(&rsa.private_key_to_der().unwrap()),
+            jwk: json!({"kty": "RSA", "kid": kid, "use": "sig", "alg": "RS256",
+                "n": b64url(&rsa.n().to_vec()), "e": b64url(&rsa.e().to_vec())}),
+        }
+    }
+
+    fn ec(dir: &Path, kid: &str) -> Key {
+        let pem = dir.join(format!("{kid}.pem"));
+        openssl(&[
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+            pem.to_str().unwrap(),
+        ]);
+        let pkey =
+            openssl::pkey::PKey::private_key_from_pem(&std::fs::read(&pem).unwrap()).unwrap();
+        let ec = pkey.ec_key().unwrap();
+        let mut ctx = openssl::bn::BigNumContext::new().unwrap();
+        let (mut x, mut y) = (
+            openssl::bn::BigNum::new().unwrap(),
+            openssl::bn::BigNum::new().unwrap(),
+        );
+        ec.public_key()
+            .affine_coordinates(ec.group(), &mut x, &mut y, &mut ctx)
+            .unwrap();
+        Key {
+            kid: kid.into(),
+            alg: Algorithm::ES256,
+            encoding: EncodingKey::from_ec_der(&pkey.private_key_to_pkcs8().unwrap()),
+            jwk: json!({"kty": "EC", "kid": kid, "crv": "P-256", "use": "sig",
+                "x": b64url(&x.to_vec_padded(32).unwrap()), "y": b64url(&y.to_vec_padded(32).unwrap())}),
+        }
+    }
+
+    /// A token for `sub` with `extra` claims over the standard valid ones.
+    fn token(&self, sub: &str, extra: Value) -> String {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let mut claims =
+            json!({"sub": sub, "iss": ISSUER, "aud": AUDIENCE, "iat": now, "exp": now + 300});
+        for (k, v) in extra.as_object().unwrap() {
+            claims[k] = v.clone();
+        }
+        let mut header = Header::new(self.alg);
+        header.kid = Some(self.kid.clone());
+        jsonwebtoken::encode(&header, &claims, &self.encoding).unwrap()
+    }
+}
+
+fn jwks(keys: &[&Key]) -> String {
+    json!({"keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()}).to_string()
+}
+
+fn jwt_section(source: &str) -> String {
+    format!("  jwt:\n    {source}\n    issuer: {ISSUER}\n    audience: {AUDIENCE}\n    role_claim: switchyard_role\n")
+}
+
+/// An HTTP server answering every request with the current JWKS text; counts requests.
+fn jwks_server(body: Arc<Mutex<String>>) -> TcpServer {
+    TcpServer::start(move |mut s| {
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && head.len() < 8192 {
+            match s.read(&mut byte) {
+                Ok(1) => head.push(byte[0]),
+                _ => return,
+            }
+        }
+        let text = body.lock().unwrap().clone();
+        let reply = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+            text.len()
+        );
+        let _ = s.write_all(reply.as_bytes());
+    })
+}
+
+// ---------------------------------------------------------------- roles
+
+#[test]
+fn read_only_tokens_read_and_get_403_for_changes_and_a_reload_rotates_them() {
+    let b = Backend::start("b");
+    let (admin, web) = (listen_port(), listen_port());
+    let keys = format!("  tokens: [\"{FULL}\"]\n  read_only_tokens: [\"{READ_ONLY}\"]\n");
+    let sy = Switchyard::start(&config(admin, web, &b.address(), &keys), &[admin, web]);
+
+    let pools = api(admin, "GET", "/api/v1/pools", Some(READ_ONLY), "");
+    assert_eq!(pools.status, 200, "{pools:?}");
+    assert_eq!(
+        api(admin, "GET", "/api/v1/config", Some(READ_ONLY), "").status,
+        200
+    );
+    let drain = drain_path(&b.address());
+    for (method, path, body) in [
+        ("PATCH", drain.as_str(), r#"{"draining":true}"#),
+        ("DELETE", drain.as_str(), ""),
+        (
+            "POST",
+            "/api/v1/pools/web/backends",
+            r#"{"address":"127.0.0.1:9","weight":1}"#,
+        ),
+        ("POST", "/api/v1/reload", ""),
+    ] {
+        let r = api(admin, method, path, Some(READ_ONLY), body);
+        assert_eq!(r.status, 403, "{method} {path}: {r:?}");
+    }
+    // Nothing changed: the backend is neither drained nor gone, and still serves.
+    let pool: Value =
+        serde_json::from_str(&api(admin, "GET", "/api/v1/pools/web", Some(FULL), "").body).unwrap();
+    assert_eq!(pool["backends"].as_array().unwrap().len(), 1);
+    assert_eq!(pool["backends"][0]["draining"], json!(false));
+    assert_eq!(get(web, "/").status, 200);
+    // Bad tokens are 401 whatever the method.
+    for bad in [Some("ro-t0ken-31c"), Some("nope"), None] {
+        assert_eq!(
+            api(admin, "GET", "/api/v1/pools", bad, "").status,
+            401,
+            "{bad:?}"
+        );
+        assert_eq!(
+            api(admin, "PATCH", &drain, bad, r#"{"draining":true}"#).status,
+            401
+        );
+    }
+    // The full token changes things.
+    let r = api(admin, "PATCH", &drain, Some(FULL), r#"{"draining":true}"#);
+    assert_eq!(r.status, 200, "{r:?}");
+
+    // A reload that rotates the read-only token applies at once.
+    let keys = format!("  tokens: [\"{FULL}\"]\n  read_only_tokens: [\"ro-rotated\"]\n");
+    sy.rewrite_config(&config(admin, web, &b.address(), &keys));
+    assert_eq!(
+        api(admin, "POST", "/api/v1/reload", Some(FULL), "").status,
+        200
+    );
+    assert_eq!(
+        api(admin, "GET", "/api/v1/pools", Some(READ_ONLY), "").status,
+        401
+    );
+    assert_eq!(
+        api(admin, "GET", "/api/v1/pools", Some("ro-rotated"), "").status,
+        200
+    );
+    assert_eq!(
+        api(admin, "POST", "/api/v1/reload", Some("ro-rotated"), "").status,
+        403
+    );
+    // The configuration view redacts them.
+    let cfg = api(admin, "GET", "/api/v1/config", Some(FULL), "").body;
+    assert!(!cfg.contains("ro-rotated") && !cfg.contains(FULL), "{cfg}");
+}
+
+#[test]
+fn jwts_from_a_jwks_file_carry_their_role_and_bad_ones_get_401() {
+    let keydir = tempfile::tempdir().unwrap();
+    let rsa = Key::rsa(keydir.path(), "rsa-1");
+    let ec = Key::ec(keydir.path(), "ec-1");
+    let stranger = Key::rsa(keydir.path(), "unknown"); // not in the JWKS
+    let otherdir = tempfile::tempdir().unwrap();
+    let forger = Key::rsa(otherdir.path(), "rsa-1"); // claims the real kid
+    let jwks_file = keydir.path().join("jwks.json");
+    std::fs::write(&jwks_file, jwks(&[&rsa, &ec])).unwrap();
+
+    let b = Backend::start("b");
+    let (admin, web) = (listen_port(), listen_port());
+    let keys = format!(
+        "  tokens: [\"{FULL}\"]\n{}",
+        jwt_section(&format!("jwks_file: {}", jwks_file.display()))
+    );
+    let _sy = Switchyard::start(&config(admin, web, &b.address(), &keys), &[admin, web]);
+    let drain = drain_path(&b.address());
+
+    // RS256 with the admin role: may change things.
+    let alice = rsa.token("alice", json!({"switchyard_role": "admin"}));
+    assert_eq!(
+        api(admin, "GET", "/api/v1/pools", Some(&alice), "").status,
+        200
+    );
+    let r = api(admin, "PATCH", &drain, Some(&alice), r#"{"weight":7}"#);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&r.body).unwrap()["weight"],
+        json!(7)
+    );
+    // ES256 without a role claim: read-only.
+    let bob = ec.token("bob", json!({}));
+    assert_eq!(
+        api(admin, "GET", "/api/v1/pools", Some(&bob), "").status,
+        200
+    );
+    assert_eq!(
+        api(admin, "PATCH", &drain, Some(&bob), r#"{"weight":3}"#).status,
+        403
+    );
+    let carol = ec.token("carol", json!({"switchyard_role": "read_only"}));
+    assert_eq!(
+        api(admin, "POST", "/api/v1/reload", Some(&carol), "").status,
+        403
+    );
+
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let admin_role = json!({"switchyard_role": "admin"});
+    let with = |extra: Value| {
+        let mut v = admin_role.clone();
+        for (k, x) in extra.as_object().unwrap() {
+            v[k] = x.clone();
+        }
+        v
+    };
+    let hs256 = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &json!({"sub": "mallory", "iss": ISSUER, "aud": AUDIENCE, "exp": now + 300, "switchyard_role": "admin"}),
+        &EncodingKey::from_secret(b"guess"),
+    )
+    .unwrap();
+    let bad = [
+        ("expired", rsa.token("x", with(json!({"exp": now - 600})))),
+        (
+            "other audience",
+            rsa.token("x", with(json!({"aud": "someone-else"}))),
+        ),
+        (
+            "other issuer",
+            rsa.token("x", with(json!({"iss": "https://evil.test"}))),
+        ),
+        ("unknown key", stranger.token("x", admin_role.clone())),
+        ("forged signature", forger.token("x", admin_role.clone())),
+        ("HS256", hs256),
+        ("garbage", "a.b.c".to_string()),
+    ];
+    for (what, token) in &bad {
+        assert_eq!(
+            api(admin, "GET", "/api/v1/pools", Some(token), "").status,
+            401,
+            "{what}"
+        );
+        assert_eq!(
+            api(admin, "PATCH", &drain, Some(token), r#"{"weight":9}"#).status,
+            401,
+            "{what}"
+        );
+    }
+    let pool: Value =
+        serde_json::from_str(&api(admin, "GET", "/api/v1/pools/web", Some(FULL), "").body).unwrap();
+    assert_eq!(
+        pool["backends"][0]["weight"],
+        json!(7),
+        "no bad token changed anything"
+    );
+
+    // Rotating the file: the removed key's tokens stop working.
+    std::fs::write(&jwks_file, jwks(&[&ec])).unwrap();
+    assert_eq!(
+        api(admin, "GET", "/api/v1/pools", Some(&alice), "").status,
+        401
+    );
+    assert_eq!(
+        api(admin, "GET", "/api/v1/pools", Some(&bob), "").status,
+        200
+    );
+}
+
+#[test]
+fn a_jwks_url_is_fetched_and_refetched_for_a_new_key() {
+    let keydir = tempfile::tempdir().unwrap();
+    let old = Key::ec(keydir.path(), "old");
+    let new = Key::rsa(keydir.path(), "new");
+    let body = Arc::new(Mutex::new(jwks(&[&old])));
+    let server = jwks_server(body.clone());
+
+    let b = Backend::start("b");
+    let (admin, web) = (listen_port(), listen_port());
+    let url = format!("jwks_url: http://{}/jwks.json", server.address());
+    let keys = format!("  tokens: [\"{FULL}\"]\n{}", jwt_section(&url));
+    let sy = Switchyard::start(&config(admin, web, &b.address(), &keys), &[admin, web]);
+
+    let old_token = old.token("ops", json!({"switchyard_role": "admin"}));
+    let new_token = new.token("ops2", json!({"switchyard_role": "admin"}));
+    assert_eq!(
+        api(admin, "GET", "/api/v1/pools", Some(&old_token), "").status,
+        200
+    );
+    assert_eq!(
+        api(admin, "GET", "/api/v1/pools", Some(&old_token), "").status,
+        200
+    );
+    assert_eq!(
+        server.accepted.load(std::sync::atomic::Ordering::Relaxed),
+        1,
+        "fetched once, then cached"
+    );
+
+    // The provider rotates: a token with the new kid makes Switchyard fetch again
+    // (at most every 5 s), after which the old key is gone.
+    *body.lock().unwrap() = jwks(&[&new]);
+    let ok = wait_until(Duration::from_secs(12), Duration::from_millis(500), || {
+        api(admin, "GET", "/api/v1/pools", Some(&new_token), "").status == 200
+    });
+    assert!(
+        ok,
+        "the new key was never fetched; stderr:\n{}",
+        sy.stderr()
+    );
+    assert_eq!(
+        api(admin, "GET", "/api/v1/pools", Some(&old_token), "").status,
+        401
+    );
+    assert_eq!(
+        api(admin, "GET", "/api/v1/pools", Some("not-a-jwt"), "").status,
+        401
+    );
+}
+
+#[test]
+fn jwt_settings_are_checked_by_t() {
+    let cases = [
+        ("  jwt:\n    issuer: a\n    audience: b\n", "needs jwks_file or jwks_url"),
+        ("  jwt:\n    jwks_file: /x\n    jwks_url: https://id.test/k\n    issuer: a\n    audience: b\n", "not both"),
+        ("  jwt:\n    jwks_file: /x\n    audience: b\n", "admin.jwt.issuer"),
+        ("  jwt:\n    jwks_url: ftp://id.test/k\n    issuer: a\n    audience: b\n", "admin.jwt.jwks_url"),
+        ("  read_only_tokens: [\"\"]\n", "admin.read_only_tokens[0]"),
+    ];
+    for (section, needle) in cases {
+        let yaml = format!("admin:\n  listen: 127.0.0.1:9\n{section}");
+        let (out, _, _) = check_config(&yaml);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{section}: {stderr}");
+        assert!(
+            stderr.contains(needle),
+            "{section}: want {needle:?} in {stderr}"
+        );
+    }
+    // A non-loopback admin listener with only read-only tokens asks for them: valid.
+    let (out, _, _) = check_config("admin:\n  listen: 0.0.0.0:9\n  read_only_tokens: [ro]\n");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+// ---------------------------------------------------------------- audit log
+
+fn audit_lines(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+#[test]
+fn every_change_writes_one_audit_line_and_sigusr1_reopens_the_file() {
+    let keydir = tempfile::tempdir().unwrap();
+    let rsa = Key::rsa(keydir.path(), "k");
+    let jwks_file = keydir.path().join("jwks.json");
+    std::fs::write(&jwks_file, jwks(&[&rsa])).unwrap();
+    let b = Backend::start("b");
+    let (admin, web) = (listen_port(), listen_port());
+    let keys = format!(
+        "  tokens: [\"other\", \"{FULL}\"]\n  read_only_tokens: [\"{READ_ONLY}\"]\n  audit_log: {{dir}}/audit.log\n{}",
+        jwt_section(&format!("jwks_file: {}", jwks_file.display()))
+    );
+    let sy = Switchyard::start(&config(admin, web, &b.address(), &keys), &[admin, web]);
+    let log = sy.dir.path().join("audit.log");
+    let drain = drain_path(&b.address());
+
+    assert_eq!(
+        api(admin, "GET", "/api/v1/pools", Some(FULL), "").status,
+        200
+    );
+    assert_eq!(
+        api(admin, "PATCH", &drain, Some(FULL), r#"{"draining":true}"#).status,
+        200
+    );
+    let dave = rsa.token("dave@example.test", json!({"switchyard_role": "admin"}));
+    let add = r#"{"address":"127.0.0.1:9","weight":2}"#;
+    assert_eq!(
+        api(
+            admin,
+            "POST",
+            "/api/v1/pools/web/backends",
+            Some(&dave),
+            add
+        )
+        .status,
+        201
+    );
+    assert_eq!(
+        api(
+            admin,
+            "DELETE",
+            "/api/v1/pools/web/backends/127.0.0.1:9",
+            Some(READ_ONLY),
+            ""
+        )
+        .status,
+        403
+    );
+    assert_eq!(
+        api(
+            admin,
+            "PATCH",
+            "/api/v1/pools/nope/backends/x:1",
+            Some(FULL),
+            r#"{"weight":1}"#
+        )
+        .status,
+        404
+    );
+
+    let lines = audit_lines(&log);
+    assert_eq!(lines.len(), 4, "reads are not audited: {lines:#?}");
+    for l in &lines {
+        let keys: Vec<&str> = l.as_object().unwrap().keys().map(String::as_str).collect();
+        for k in [
+            "ts",
+            "actor",
+            "client_ip",
+            "method",
+            "path",
+            "body",
+            "status",
+        ] {
+            assert!(keys.contains(&k), "{k} in {l}");
+        }
+        assert_eq!(l["client_ip"], json!("127.0.0.1"));
+        assert!(l["ts"].as_str().unwrap().ends_with('Z'));
+    }
+    assert_eq!(
+        lines[0]["actor"],
+        json!(1),
+        "the token's index in admin.tokens"
+    );
+    assert_eq!(lines[0]["method"], json!("PATCH"));
+    assert_eq!(lines[0]["path"], json!(drain));
+    assert_eq!(lines[0]["body"], json!({"draining": true}));
+    assert_eq!(lines[0]["status"], json!(200));
+    assert_eq!(lines[1]["actor"], json!("dave@example.test"));
+    assert_eq!(lines[1]["status"], json!(201));
+    assert_eq!(
+        lines[1]["body"],
+        json!({"address": "127.0.0.1:9", "weight": 2})
+    );
+    assert_eq!(lines[2]["actor"], json!("read_only:0"));
+    assert_eq!(lines[2]["status"], json!(403));
+    assert_eq!(lines[3]["status"], json!(404));
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(!text.contains(FULL) && !text.contains(READ_ONLY) && !text.contains(&dave));
+
+    // logrotate: rename, SIGUSR1, the next change goes to a new file.
+    let rotated = sy.dir.path().join("audit.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    sy.signal("-USR1");
+    sy.expect_stderr("SIGUSR1", 1, Duration::from_secs(5));
+    assert_eq!(
+        api(admin, "PATCH", &drain, Some(FULL), r#"{"draining":false}"#).status,
+        200
+    );
+    assert_eq!(audit_lines(&rotated).len(), 4);
+    let fresh = audit_lines(&log);
+    assert_eq!(fresh.len(), 1, "{fresh:#?}");
+    assert_eq!(fresh[0]["body"], json!({"draining": false}));
+}

@@ -19,6 +19,7 @@ mod dashboard;
 mod errors;
 mod framing;
 mod fuzz_corpus;
+mod grafana_alerts;
 mod h2_abuse;
 mod headers;
 mod l4;

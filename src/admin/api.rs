@@ -173,6 +173,10 @@ impl Api {
                     json!({"errors": errors.iter().map(|e| e.to_string()).collect::<Vec<_>>()}),
                 ),
             },
+            ["stats"] if m == Method::GET => json_reply(
+                StatusCode::OK,
+                super::stats_view::stats(&self.runtime.load()),
+            ),
             ["config"] if m == Method::GET => {
                 json_reply(StatusCode::OK, view::config(&self.runtime.load().config))
             }
@@ -187,6 +191,7 @@ impl Api {
             | ["pools", _, "backends", _]
             | ["reload"]
             | ["config"]
+            | ["stats"]
             | ["openapi.json"] => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
             _ => error(StatusCode::NOT_FOUND, "not found"),
         }

@@ -7,6 +7,7 @@ pub mod audit;
 pub mod auth;
 pub mod jwt;
 pub mod roles;
+pub mod stats_view;
 pub mod sync;
 pub mod view;
 

@@ -12,6 +12,7 @@ use super::stream::{EdgeStream, HeaderLog};
 use crate::config::ListenerLimits;
 use crate::net::{canonical, contains_any};
 use crate::observe::refusal::{self, Reason};
+use crate::observe::stats;
 use crate::runtime::{Runtime, SharedRuntime};
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
@@ -63,11 +64,22 @@ impl Gate {
             Side::Listener(_) => refusal::register_http(name),
             Side::Service(_) => refusal::register_tcp(name),
         }
+        let counts: Arc<ConnectionCounts> = Arc::default();
+        let weak = Arc::downgrade(&counts);
+        let open_side = match side {
+            Side::Listener(_) => stats::Side::Listener,
+            Side::Service(_) => stats::Side::TcpService,
+        };
+        stats::register_open(
+            open_side,
+            name,
+            Arc::new(move || weak.upgrade().map(|c| c.open())),
+        );
         Arc::new(Gate {
             name: name.to_string(),
             side,
             runtime,
-            counts: Arc::default(),
+            counts,
         })
     }
 

@@ -55,6 +55,19 @@ pub fn http_entry<'a>(
     }
 }
 
+/// The request in its route's and backend's one-minute windows (`GET /api/v1/stats`).
+fn record_stats(ctx: &RequestCtx, rt: &crate::runtime::Runtime, status: u16) {
+    let (error, took) = (status >= 500, ctx.start.elapsed());
+    if let Some(route) = ctx.route.and_then(|r| rt.routes.get(r)) {
+        route.metrics.stats.record(error, took);
+    }
+    if let (Some(members), Some(i)) = (&ctx.members, ctx.backend) {
+        if let Some(b) = members.backends.get(i) {
+            b.stats.record(error, took);
+        }
+    }
+}
+
 /// The per-request metrics and access-log line, once the request is done.
 pub fn finish(session: &pingora_proxy::Session, ctx: &RequestCtx, tls: bool) {
     let Some(rt) = ctx.runtime.as_deref() else {
@@ -70,6 +83,9 @@ pub fn finish(session: &pingora_proxy::Session, ctx: &RequestCtx, tls: bool) {
             .and_then(|r| rt.routes.get(r))
             .map_or(&rt.unrouted_metrics, |r| &r.metrics);
         metrics.observe(&session.req_header().method, status, ctx.start.elapsed());
+    }
+    if status > 0 {
+        record_stats(ctx, rt, status);
     }
     if rt.access_log.enabled() {
         rt.access_log

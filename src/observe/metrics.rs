@@ -157,6 +157,8 @@ pub struct RouteMetrics {
     pool: String,
     duration: Histogram,
     by_method: [OnceCell<Box<[OnceCell<IntCounter>]>>; METHODS.len() + 1],
+    /// The route's last minute for `GET /api/v1/stats`, kept across reloads.
+    pub stats: std::sync::Arc<super::stats::Window>,
 }
 
 impl RouteMetrics {
@@ -167,6 +169,7 @@ impl RouteMetrics {
             pool: pool.to_string(),
             duration: METRICS.http_duration.with_label_values(&[route, pool]),
             by_method: Default::default(),
+            stats: super::stats::route_window(route),
         }
     }
 

@@ -27,6 +27,8 @@ pub struct Backend {
     pub breaker: Option<Breaker>,
     succeeded: AtomicU64,
     failed: AtomicU64,
+    /// The last minute of requests this backend answered, for `GET /api/v1/stats`.
+    pub stats: crate::observe::stats::Window,
 }
 
 impl Backend {
@@ -47,6 +49,7 @@ impl Backend {
             breaker: breaker.map(Breaker::new),
             succeeded: AtomicU64::new(0),
             failed: AtomicU64::new(0),
+            stats: Default::default(),
         }
     }
 

@@ -563,3 +563,130 @@ fn every_change_writes_one_audit_line_and_sigusr1_reopens_the_file() {
     assert_eq!(fresh.len(), 1, "{fresh:#?}");
     assert_eq!(fresh[0]["body"], json!({"draining": false}));
 }
+
+// ---------------------------------------------------------------- GET /api/v1/stats
+
+fn stats(admin: u16) -> Value {
+    let r = api(admin, "GET", "/api/v1/stats", Some(READ_ONLY), "");
+    assert_eq!(r.status, 200, "{r:?}");
+    serde_json::from_str(&r.body).unwrap()
+}
+
+fn entry<'a>(list: &'a Value, key: &str, value: &str) -> &'a Value {
+    list.as_array()
+        .and_then(|l| l.iter().find(|e| e[key] == value))
+        .unwrap_or_else(|| panic!("no {key}={value} in {list}"))
+}
+
+#[test]
+fn stats_show_the_last_minute_per_route_backend_listener_and_tcp_service() {
+    let fast = Backend::start("fast");
+    let slow = Backend::start_with("slow", Behaviour::with_delay(Duration::from_millis(200)));
+    let broken = Backend::start_with("broken", Behaviour::with_status(503));
+    let echo = TcpServer::echo();
+    let (admin, web, tcp) = (listen_port(), listen_port(), listen_port());
+    let pools = pool_yaml("fast", "", &[fast.address()])
+        + &pool_yaml("slow", "", &[slow.address()])
+        + &pool_yaml("broken", "", &[broken.address()])
+        + &pool_yaml("echo", "", &[echo.address()]);
+    let yaml = format!(
+        "{}tcp_services:\n  - {{name: echo, listen: 127.0.0.1:{tcp}, pool: echo}}\n",
+        config_yaml(
+            &format!(
+                "{TEST_SERVER}admin:\n  listen: 127.0.0.1:{admin}\n  state_file: {{dir}}/state.json\n  tokens: [\"{FULL}\"]\n  read_only_tokens: [\"{READ_ONLY}\"]\n"
+            ),
+            &listener_yaml("web", web),
+            &pools,
+            "  - name: slow\n    path_prefix: /slow\n    pool: slow\n  - name: broken\n    path_prefix: /broken\n    pool: broken\n  - name: fast\n    pool: fast\n",
+        )
+    );
+    let _sy = Switchyard::start(&yaml, &[admin, web, tcp]);
+    let before = stats(admin);
+    assert_eq!(before["window_seconds"], json!(60));
+    assert_eq!(
+        entry(&before["routes"], "name", "fast")["requests"],
+        json!(0)
+    );
+    assert_eq!(
+        entry(&before["routes"], "name", "fast")["p99_ms"],
+        Value::Null
+    );
+
+    for _ in 0..20 {
+        assert_eq!(get(web, "/").status, 200);
+    }
+    for _ in 0..4 {
+        assert_eq!(get(web, "/slow").status, 200);
+    }
+    for _ in 0..5 {
+        assert_eq!(get(web, "/broken").status, 503);
+    }
+    // One open HTTP connection and two open TCP sessions while the stats are read.
+    let mut held = HttpConn::new(web);
+    assert_eq!(held.get("/", &[]).unwrap().status, 200);
+    let mut sessions = Vec::new();
+    for _ in 0..2 {
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", tcp)).unwrap();
+        s.write_all(b"hi").unwrap();
+        let mut buf = [0u8; 2];
+        s.read_exact(&mut buf).unwrap();
+        sessions.push(s);
+    }
+
+    let s = stats(admin);
+    let fast_route = entry(&s["routes"], "name", "fast");
+    assert_eq!(fast_route["requests"], json!(21), "{s}");
+    assert_eq!(fast_route["errors"], json!(0));
+    assert_eq!(fast_route["error_rate"], json!(0.0));
+    let slow_route = entry(&s["routes"], "name", "slow");
+    assert_eq!(slow_route["requests"], json!(4));
+    let p50 = slow_route["p50_ms"].as_f64().unwrap();
+    assert!((170.0..400.0).contains(&p50), "slow p50 {p50} ms: {s}");
+    assert!(fast_route["p99_ms"].as_f64().unwrap() < p50, "{s}");
+    let broken_route = entry(&s["routes"], "name", "broken");
+    assert_eq!(
+        (
+            broken_route["requests"].clone(),
+            broken_route["errors"].clone()
+        ),
+        (json!(5), json!(5))
+    );
+    assert_eq!(broken_route["error_rate"], json!(1.0));
+    let b = entry(&s["backends"], "address", &broken.address());
+    assert_eq!(b["pool"], json!("broken"));
+    assert_eq!(
+        (b["requests"].clone(), b["error_rate"].clone()),
+        (json!(5), json!(1.0))
+    );
+    assert_eq!(
+        entry(&s["backends"], "address", &fast.address())["requests"],
+        json!(21)
+    );
+    assert_eq!(
+        entry(&s["listeners"], "name", "web")["open_connections"],
+        json!(1),
+        "{s}"
+    );
+    assert_eq!(
+        entry(&s["tcp_services"], "name", "echo")["sessions"],
+        json!(2),
+        "{s}"
+    );
+
+    drop(sessions);
+    drop(held);
+    let closed = wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+        let s = stats(admin);
+        entry(&s["tcp_services"], "name", "echo")["sessions"] == json!(0)
+            && entry(&s["listeners"], "name", "web")["open_connections"] == json!(0)
+    });
+    assert!(closed, "{}", stats(admin));
+    assert_eq!(
+        api(admin, "POST", "/api/v1/stats", Some(FULL), "").status,
+        405
+    );
+    assert_eq!(api(admin, "GET", "/api/v1/stats", None, "").status, 401);
+    let doc = api(admin, "GET", "/api/v1/openapi.json", Some(READ_ONLY), "");
+    let doc: Value = serde_json::from_str(&doc.body).unwrap();
+    assert_eq!(doc["paths"]["/api/v1/stats"]["get"]["operationId"], json!("getStats"));
+}

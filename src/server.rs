@@ -132,6 +132,7 @@ fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), StartError> {
         config.admin.as_ref().map(|a| a.state_file.clone()),
     )?);
     let runtime = runtime::shared(Runtime::build(&config, None, &state));
+    crate::observe::tracing::configure(config.tracing.as_ref());
     let ready = Arc::new(AtomicBool::new(true));
     let mut cert_stores = Vec::new();
     for (index, listener) in config.listeners.iter().enumerate() {

@@ -185,6 +185,11 @@ fn legacy(c: &Config) -> Value {
             "proxy_protocol": t.proxy_protocol,
         })).collect::<Vec<_>>(),
         "cluster": c.cluster.as_ref().map(|cl| json!({"redis": REDACTED, "timeout": secs(cl.timeout)})),
+        "tracing": c.tracing.as_ref().map(|t| json!({
+            "otlp_endpoint": t.otlp_endpoint,
+            "sample_ratio": t.sample_ratio.as_f64(),
+            "service_name": t.service_name,
+        })),
     })
 }
 
@@ -300,6 +305,10 @@ tcp_services:
 cluster:
   redis: redis://:password@127.0.0.1:6379/0
   timeout: 50ms
+tracing:
+  otlp_endpoint: http://127.0.0.1:4318/v1/traces
+  sample_ratio: 0.25
+  service_name: edge-lb
 "#;
 
 fn assert_same(name: &str, yaml: &str) {

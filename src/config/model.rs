@@ -23,6 +23,32 @@ pub struct Config {
     pub routes: Vec<RouteConfig>,
     pub tcp_services: Vec<TcpServiceConfig>,
     pub cluster: Option<ClusterConfig>,
+    /// OpenTelemetry tracing (SPEC §14); None = off.
+    pub tracing: Option<TracingConfig>,
+}
+
+/// `tracing`: where spans go and how many requests start a trace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TracingConfig {
+    pub otlp_endpoint: String,
+    pub sample_ratio: Ratio,
+    pub service_name: String,
+}
+
+/// A fraction from 0 to 1 kept in millionths, so the model stays `Eq`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Ratio(pub u32);
+
+impl Ratio {
+    pub fn as_f64(self) -> f64 {
+        f64::from(self.0) / 1_000_000.0
+    }
+}
+
+impl Serialize for Ratio {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(self.as_f64())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

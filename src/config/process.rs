@@ -4,7 +4,7 @@
 //! keep-alive counters). A reload applies everything else; `changes` names each fixed
 //! setting a new file would change, so the reload can say what waits for an upgrade.
 
-use super::model::{AcmeConfig, ClientAuth, Config, TlsVersion};
+use super::model::{AcmeConfig, ClientAuth, Config, TlsVersion, TracingConfig};
 use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -27,6 +27,8 @@ pub struct ProcessConfig {
     pub state_file: Option<PathBuf>,
     pub metrics_listen: Option<SocketAddr>,
     pub cluster_redis: Option<String>,
+    /// The span exporter starts once per process.
+    pub tracing: Option<TracingConfig>,
 }
 
 /// One listener's settings that Pingora takes when the listener is created.
@@ -92,6 +94,7 @@ impl ProcessConfig {
             state_file: c.admin.as_ref().map(|a| a.state_file.clone()),
             metrics_listen: c.metrics.as_ref().map(|m| m.listen),
             cluster_redis: c.cluster.as_ref().map(|k| k.redis.clone()),
+            tracing: c.tracing.clone(),
         }
     }
 
@@ -233,6 +236,19 @@ pub fn changes(running: &ProcessConfig, wanted: &ProcessConfig, redis: ShowSecre
             show(&r.cluster_redis),
             show(&w.cluster_redis),
             "rate limits and admin sync keep using the old setting (a restart applies it too)",
+        );
+    }
+    if r.tracing != w.tracing {
+        let show = |t: &Option<TracingConfig>| {
+            t.as_ref().map_or("off".into(), |t| {
+                format!("{} at {}", t.otlp_endpoint, t.sample_ratio.as_f64())
+            })
+        };
+        out.push(
+            "tracing".into(),
+            show(&r.tracing),
+            show(&w.tracing),
+            "spans keep going where they went",
         );
     }
     out.0

@@ -68,6 +68,14 @@ fn record_stats(ctx: &RequestCtx, rt: &crate::runtime::Runtime, status: u16) {
     }
 }
 
+/// The status sent to the client (0 when none was).
+pub fn status_of(session: &pingora_proxy::Session) -> u16 {
+    session
+        .response_written()
+        .map(|r| r.status.as_u16())
+        .unwrap_or(0)
+}
+
 /// The per-request metrics and access-log line, once the request is done.
 pub fn finish(session: &pingora_proxy::Session, ctx: &RequestCtx, tls: bool) {
     let Some(rt) = ctx.runtime.as_deref() else {

@@ -9,4 +9,5 @@ pub mod limits;
 pub mod log;
 pub mod path;
 pub mod proxy;
+pub mod trace;
 pub mod upstream;

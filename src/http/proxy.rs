@@ -7,6 +7,7 @@ use super::errors;
 use super::guard;
 use super::headers;
 use super::limits;
+use super::trace;
 use super::upstream;
 use crate::edge::header_clock;
 use crate::http::log as access_log;
@@ -69,6 +70,7 @@ impl ProxyHttp for Proxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         guard::allow_pipelining(session);
+        ctx.trace = trace::start(session.req_header());
         let rt = self.runtime.load_full();
         if let Some(l) = rt.listeners.get(self.listener) {
             limits::apply_to_session(session, &l.limits);
@@ -117,6 +119,7 @@ impl ProxyHttp for Proxy {
             .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(404), "route has no pool"))?;
         let backend = upstream::choose(&pool, session, ctx, self.tls)
             .ok_or_else(|| errors::no_backend(ctx.connect_failure))?;
+        trace::attempt(&mut ctx.trace, &backend.address);
         let upgrade = session.is_upgrade_req();
         Ok(Box::new(upstream::peer(&pool, &backend, upgrade, session)))
     }
@@ -129,6 +132,7 @@ impl ProxyHttp for Proxy {
         mut e: Box<Error>,
     ) -> Box<Error> {
         upstream::record_outcome(ctx, false, false);
+        trace::attempt_failed(&mut ctx.trace, &e);
         ctx.connect_failure = Some(errors::status_for(&e).max(502));
         // Nothing was sent yet, so another backend may take it.
         if upstream::may_retry_connect(ctx) {
@@ -155,6 +159,7 @@ impl ProxyHttp for Proxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        trace::inject(&ctx.trace, upstream_request)?;
         let Some(route) = ctx.route() else {
             return Ok(());
         };
@@ -174,6 +179,7 @@ impl ProxyHttp for Proxy {
     ) -> Result<()> {
         let on_5xx = ctx.pool().is_some_and(|p| p.on_5xx);
         let is_5xx = upstream_response.status.is_server_error();
+        trace::attempt_answered(&mut ctx.trace, upstream_response.status.as_u16());
         upstream::record_outcome(ctx, !is_5xx, !(on_5xx && is_5xx));
         Ok(())
     }
@@ -229,6 +235,7 @@ impl ProxyHttp for Proxy {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         upstream::finish_attempt(ctx, e);
         access_log::finish(session, ctx, self.tls);
+        trace::finish(ctx, access_log::status_of(session));
         header_clock::request_done();
     }
 }

@@ -5,3 +5,4 @@ pub mod metrics;
 pub mod process_log;
 pub mod refusal;
 pub mod stats;
+pub mod tracing;

@@ -688,5 +688,8 @@ fn stats_show_the_last_minute_per_route_backend_listener_and_tcp_service() {
     assert_eq!(api(admin, "GET", "/api/v1/stats", None, "").status, 401);
     let doc = api(admin, "GET", "/api/v1/openapi.json", Some(READ_ONLY), "");
     let doc: Value = serde_json::from_str(&doc.body).unwrap();
-    assert_eq!(doc["paths"]["/api/v1/stats"]["get"]["operationId"], json!("getStats"));
+    assert_eq!(
+        doc["paths"]["/api/v1/stats"]["get"]["operationId"],
+        json!("getStats")
+    );
 }

@@ -35,4 +35,5 @@ mod resilience;
 mod routing;
 mod smoke;
 mod tls;
+mod tracing;
 mod ws_teardown;

@@ -10,6 +10,7 @@ mod pool;
 mod route;
 mod server;
 mod tcp;
+mod tracing;
 mod upstream;
 
 pub use server::MAX_THREADS;
@@ -72,6 +73,7 @@ pub fn read_config(d: &mut Decoder, root: &Node) -> Option<Config> {
         })
         .unwrap_or_default();
     let cluster = top.get("cluster").and_then(|n| server::read_cluster(d, n));
+    let tracing = top.get("tracing").and_then(|n| tracing::read_tracing(d, n));
     top.finish(d, |k| matches!(k, "http3" | "quic").then_some(HTTP3));
     Some(Config {
         server,
@@ -83,6 +85,7 @@ pub fn read_config(d: &mut Decoder, root: &Node) -> Option<Config> {
         routes,
         tcp_services,
         cluster,
+        tracing,
     })
 }
 

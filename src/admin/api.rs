@@ -87,6 +87,10 @@ impl Api {
             authorization,
         );
         let (actor, reply) = match actor.await {
+            Ok(actor) if method == Method::GET && roles::is_whoami(path) => {
+                let reply = json_reply(StatusCode::OK, roles::whoami(&actor));
+                (actor, reply)
+            }
             Ok(actor) => {
                 let reply = self.route(r).await;
                 (actor, reply)

@@ -59,6 +59,20 @@ impl Actor {
     }
 }
 
+/// `GET /api/v1/whoami`: the dashboard asks what it may offer.
+pub fn is_whoami(path: &str) -> bool {
+    path.trim_start_matches('/') == "api/v1/whoami"
+}
+
+/// The caller's role and audit name.
+pub fn whoami(actor: &Actor) -> Value {
+    let role = match actor.role() {
+        Role::Admin => "admin",
+        Role::ReadOnly => "read_only",
+    };
+    json!({"role": role, "actor": actor.audit_value()})
+}
+
 /// Whether `method` only reads.
 pub fn reads_only(method: &Method) -> bool {
     matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS)

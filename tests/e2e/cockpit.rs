@@ -184,6 +184,15 @@ fn read_only_tokens_read_and_get_403_for_changes_and_a_reload_rotates_them() {
 
     let pools = api(admin, "GET", "/api/v1/pools", Some(READ_ONLY), "");
     assert_eq!(pools.status, 200, "{pools:?}");
+    let who = |t: &str| {
+        serde_json::from_str::<Value>(&api(admin, "GET", "/api/v1/whoami", Some(t), "").body)
+            .unwrap()
+    };
+    assert_eq!(
+        who(READ_ONLY),
+        json!({"role": "read_only", "actor": "read_only:0"})
+    );
+    assert_eq!(who(FULL), json!({"role": "admin", "actor": 0}));
     assert_eq!(
         api(admin, "GET", "/api/v1/config", Some(READ_ONLY), "").status,
         200

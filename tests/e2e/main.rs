@@ -14,6 +14,7 @@ mod balancing;
 mod cli;
 mod cluster;
 mod cockpit;
+mod cockpit_dashboard;
 mod config_errors;
 mod dashboard;
 mod errors;

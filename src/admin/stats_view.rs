@@ -28,12 +28,45 @@ pub fn stats(rt: &Runtime) -> Value {
         .map(|(name, open)| json!({"name": name, "sessions": open}))
         .collect();
     json!({
+        "certificates": certificates(),
         "window_seconds": WINDOW.as_secs(),
         "routes": routes,
         "backends": backends,
         "listeners": listeners,
         "tcp_services": tcp_services,
     })
+}
+
+/// Every served certificate's expiry, from the same gauges `/metrics` exports (an
+/// extension for the dashboard: `listener`, `name`, `expires_at` (Unix s), `days_left`).
+fn certificates() -> Vec<Value> {
+    use prometheus::core::Collector;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64());
+    let mut out = Vec::new();
+    for family in crate::observe::metrics::METRICS
+        .certificate_expiry
+        .collect()
+    {
+        for m in family.get_metric() {
+            let label = |name: &str| {
+                m.get_label()
+                    .iter()
+                    .find(|l| l.name() == name)
+                    .map(|l| l.value().to_string())
+                    .unwrap_or_default()
+            };
+            let expires = m.get_gauge().get_value();
+            out.push(json!({
+                "listener": label("listener"),
+                "name": label("name"),
+                "expires_at": expires as i64,
+                "days_left": ((expires - now) / 86_400.0).floor() as i64,
+            }));
+        }
+    }
+    out
 }
 
 /// `id`'s fields followed by the summary's.

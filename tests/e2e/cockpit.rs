@@ -702,3 +702,27 @@ fn stats_show_the_last_minute_per_route_backend_listener_and_tcp_service() {
         json!("getStats")
     );
 }
+
+#[test]
+fn stats_list_every_served_certificate_with_its_days_to_expiry() {
+    let (_certs, cert, key) = tls_test_cert_files();
+    let b = Backend::start("b");
+    let (admin, secure) = (listen_port(), listen_port());
+    let yaml = config_yaml(
+        &format!("{TEST_SERVER}admin:\n  listen: 127.0.0.1:{admin}\n  state_file: {{dir}}/state.json\n  read_only_tokens: [\"{READ_ONLY}\"]\n"),
+        &tls_listener_yaml("websecure", secure, &cert, &key),
+        &pool_yaml("web", "", &[b.address()]),
+        "  - name: all\n    pool: web\n",
+    );
+    let _sy = Switchyard::start(&yaml, &[admin, secure]);
+    let s = stats(admin);
+    let c = entry(&s["certificates"], "listener", "websecure");
+    assert_eq!(c["name"], json!("localhost"));
+    // The test certificate's notAfter: 2126-10-30 12:50:00 UTC.
+    assert_eq!(c["expires_at"], json!(4_949_038_200i64));
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    assert_eq!(c["days_left"], json!((4_949_038_200i64 - now) / 86_400));
+}

@@ -1,4 +1,4 @@
-//! Opens the files a configuration refers to (certificates, keys, CA bundles), so that
+//! Opens the files a configuration refers to (certificates, keys, CA bundles, the JWKS), so that
 //! `-t` and startup fail on an unreadable, unparsable or mismatched file.
 
 use super::model::Config;
@@ -60,6 +60,16 @@ pub fn check(d: &mut Decoder, c: &Config) {
             }
         }
     }
+    let jwks = c
+        .admin
+        .as_ref()
+        .and_then(|a| a.jwt.as_ref())
+        .map(|j| &j.jwks);
+    if let Some(super::model::JwksSource::File(path)) = jwks {
+        if let Err(e) = check_jwks(path) {
+            d.error(d.spans.at("admin"), "admin.jwt.jwks_file", e);
+        }
+    }
     for (i, p) in c.pools.iter().enumerate() {
         if let Some(ca) = p.upstream.tls.as_ref().and_then(|t| t.ca_file.as_ref()) {
             if let Err(e) = load_ca(ca) {
@@ -69,6 +79,14 @@ pub fn check(d: &mut Decoder, c: &Config) {
             }
         }
     }
+}
+
+/// The JWKS file must be readable and a JSON Web Key Set (keys rotate by replacing it).
+fn check_jwks(path: &Path) -> Result<(), String> {
+    let bytes = read(path).map_err(|e| e.to_string())?;
+    serde_json::from_slice::<jsonwebtoken::jwk::JwkSet>(&bytes)
+        .map(|_| ())
+        .map_err(|e| format!("{} is not a JSON Web Key Set: {e}", path.display()))
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, CertError> {

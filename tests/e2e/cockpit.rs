@@ -440,6 +440,38 @@ fn jwt_settings_are_checked_by_t() {
             "{section}: want {needle:?} in {stderr}"
         );
     }
+    // -t opens the JWKS file.
+    let (out, _, dir) = check_config(&format!(
+        "admin:\n  listen: 127.0.0.1:9\n{}",
+        jwt_section("jwks_file: {dir}/jwks.json")
+    ));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("admin.jwt.jwks_file") && stderr.contains("cannot read"),
+        "{stderr}"
+    );
+    std::fs::write(dir.path().join("jwks.json"), "{\"keys\": 1}").unwrap();
+    let again = Command::new(BIN)
+        .arg("-t")
+        .arg("-c")
+        .arg(dir.path().join("switchyard.yaml"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(stderr.contains("is not a JSON Web Key Set"), "{stderr}");
+    std::fs::write(dir.path().join("jwks.json"), r#"{"keys": []}"#).unwrap();
+    let ok = Command::new(BIN)
+        .arg("-t")
+        .arg("-c")
+        .arg(dir.path().join("switchyard.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
     // A non-loopback admin listener with only read-only tokens asks for them: valid.
     let (out, _, _) = check_config("admin:\n  listen: 0.0.0.0:9\n  read_only_tokens: [ro]\n");
     assert!(

@@ -95,7 +95,11 @@ impl Api {
                 let reply = self.route(r).await;
                 (actor, reply)
             }
-            Err(Refusal::ReadOnly(actor)) => (actor, refused(&Refusal::ReadOnly(Actor::Open))),
+            // Refused by role: answered 403 and still audited, with who tried.
+            Err(Refusal::ReadOnly(actor)) => {
+                let reply = refused(&Refusal::ReadOnly(actor.clone()));
+                (actor, reply)
+            }
             Err(refusal) => return refused(&refusal),
         };
         if let Some(file) = admin.audit_log.as_deref() {

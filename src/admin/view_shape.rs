@@ -103,9 +103,26 @@ fn legacy(c: &Config) -> Value {
             "backends": p.backends.iter().map(|b| json!({
                 "address": b.address, "weight": b.weight, "backup": b.backup,
             })).collect::<Vec<_>>(),
-            "discovery": p.discovery.as_ref().map(|d| json!({
-                "dns": {"name": d.name, "port": d.port, "interval": secs(d.interval)},
-            })),
+            "discovery": {
+                "dns": p.discovery.dns.as_ref().map(|d| json!({
+                    "name": d.name, "port": d.port, "interval": secs(d.interval),
+                })),
+                "dns_srv": p.discovery.dns_srv.as_ref().map(|d| json!({
+                    "name": d.name, "interval": secs(d.interval),
+                })),
+                "docker": p.discovery.docker.as_ref().map(|d| json!({
+                    "socket": d.socket, "label": d.label, "port_label": d.port_label,
+                    "weight_label": d.weight_label, "network": d.network,
+                })),
+                "kubernetes": p.discovery.kubernetes.as_ref().map(|k| json!({
+                    "namespace": k.namespace, "service": k.service,
+                    "port": k.port.as_ref().map(|p| match p {
+                        SlicePort::Name(n) => json!(n),
+                        SlicePort::Number(n) => json!(n),
+                    }),
+                    "kubeconfig": k.kubeconfig,
+                })),
+            },
             "health_check": p.health_check.as_ref().map(|h| json!({
                 "kind": h.kind.map(|k| format!("{k:?}").to_lowercase()),
                 "path": h.path, "host": h.host,
@@ -251,6 +268,15 @@ pools:
     algorithm: least_conn
     backends: [{ address: 127.0.0.1:15433 }]
     health_check: { kind: postgres, user: health, database: postgres }
+    discovery:
+      dns: { name: db.internal, port: 5432, interval: 10s }
+      dns_srv: { name: _pg._tcp.db.internal, interval: 20s }
+      docker: { socket: /run/podman.sock, label: app.pool, port_label: app.port, weight_label: app.weight, network: backend }
+      kubernetes: { namespace: data, service: pg, port: 5432, kubeconfig: /etc/kube.yaml }
+  - name: named-port
+    backends: [{ address: 127.0.0.1:15434 }]
+    discovery:
+      kubernetes: { service: web, port: http }
   - name: h2c
     algorithm: random
     hash_key: cookie:sid

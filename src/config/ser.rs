@@ -76,18 +76,3 @@ pub fn status_range<S: Serializer>(r: &(u16, u16), s: S) -> Result<S::Ok, S::Err
 pub fn level<S: Serializer>(l: &log::LevelFilter, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(super::value::LogLevel::of(*l).as_str())
 }
-
-/// `discovery` as written: `{dns: {...}}`.
-pub fn discovery<S: Serializer>(
-    d: &Option<super::model::DnsDiscovery>,
-    s: S,
-) -> Result<S::Ok, S::Error> {
-    match d {
-        Some(d) => {
-            let mut map = s.serialize_map(Some(1))?;
-            map.serialize_entry("dns", d)?;
-            map.end()
-        }
-        None => s.serialize_none(),
-    }
-}

@@ -6,11 +6,11 @@
 pub mod backend;
 pub mod circuit;
 pub mod db_checks;
-pub mod discovery;
 pub mod health;
 pub mod members;
 pub mod overlay;
 pub mod select;
+pub mod source;
 pub mod sticky;
 
 use crate::config::{
@@ -22,7 +22,8 @@ pub use backend::{Backend, InFlight};
 use members::Tier;
 pub use members::{Claim, Members};
 use overlay::PoolOverlay;
-use std::collections::HashMap;
+pub use source::{Discovered, Source};
+use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -52,8 +53,9 @@ pub struct Pool {
     /// state, when this is unchanged).
     pub definition: PoolConfig,
     members: ArcSwap<Members>,
-    /// Backends found by discovery, merged with the static ones on every change.
-    discovered: Mutex<Vec<BackendConfig>>,
+    /// Backends found by each discovery provider, merged with the static ones on every
+    /// change.
+    discovered: Mutex<BTreeMap<Source, Vec<Discovered>>>,
     /// Changes made through the admin API (added, re-weighted, drained, deleted).
     overlay: Mutex<PoolOverlay>,
 }
@@ -96,7 +98,7 @@ impl Pool {
                 sticky_values: HashMap::new(),
                 sticky_of: Vec::new(),
             }),
-            discovered: Mutex::new(Vec::new()),
+            discovered: Mutex::new(BTreeMap::new()),
             overlay: Mutex::new(overlay),
         };
         pool.rebuild();
@@ -108,10 +110,45 @@ impl Pool {
         self.members.load_full()
     }
 
-    /// Replaces the discovered backends (DNS); static ones always stay.
-    pub fn set_discovered(&self, found: Vec<BackendConfig>) {
-        *relock(&self.discovered) = found;
+    /// Replaces the backends one provider found; static ones always stay.
+    pub fn set_discovered(&self, source: Source, found: Vec<Discovered>) {
+        relock(&self.discovered).insert(source, found);
         self.rebuild();
+    }
+
+    /// What `source` found last (`None` before its first answer).
+    pub fn discovered(&self, source: Source) -> Option<Vec<Discovered>> {
+        relock(&self.discovered).get(&source).cloned()
+    }
+
+    /// After a reload replaced this pool's definition: takes over the backends of every
+    /// provider whose settings did not change (its task keeps running), with their
+    /// health, so they serve at once instead of waiting for the provider's next answer.
+    pub fn inherit_discovered(&self, old: &Pool) {
+        let kept =
+            source::unchanged_providers(&old.definition.discovery, &self.definition.discovery);
+        let mut inherited = false;
+        for s in kept {
+            if let Some(set) = old.discovered(s) {
+                relock(&self.discovered).insert(s, set);
+                inherited = true;
+            }
+        }
+        if !inherited {
+            return;
+        }
+        self.rebuild();
+        let old_members = old.members();
+        for b in self
+            .members()
+            .backends
+            .iter()
+            .filter(|b| b.source != Source::Static)
+        {
+            if let Some(i) = old_members.find(&b.address) {
+                b.set_healthy(old_members.backends[i].healthy());
+            }
+        }
     }
 
     /// The admin API's changes to this pool, as applied.
@@ -154,7 +191,7 @@ impl Pool {
         let old = self.members.load_full();
         let discovered = relock(&self.discovered).clone();
         let overlay = relock(&self.overlay).clone();
-        let mut specs: Vec<BackendConfig> = Vec::new();
+        let mut specs: Vec<(BackendConfig, Source, bool)> = Vec::new();
         for b in &self.definition.backends {
             if overlay.deleted.contains(&b.address) {
                 continue;
@@ -163,18 +200,20 @@ impl Pool {
             if let Some(w) = overlay.weights.get(&b.address) {
                 b.weight = *w;
             }
-            specs.push(b);
+            specs.push((b, Source::Static, false));
         }
         for a in &overlay.added {
             match crate::config::value::resolve_backend(&a.address).ok() {
-                Some(addr) if !specs.iter().any(|s| s.address == a.address) => {
-                    specs.push(BackendConfig {
+                Some(addr) if !specs.iter().any(|s| s.0.address == a.address) => specs.push((
+                    BackendConfig {
                         address: a.address.clone(),
                         addr,
                         weight: a.weight,
                         backup: false,
-                    })
-                }
+                    },
+                    Source::Api,
+                    false,
+                )),
                 Some(_) => {}
                 None => log::warn!(
                     "pool {}: admin-added backend {} does not resolve; skipped",
@@ -183,32 +222,37 @@ impl Pool {
                 ),
             }
         }
-        for d in discovered {
-            if !specs.iter().any(|s| s.addr == d.addr) {
-                specs.push(d);
+        for (source, found) in discovered {
+            for d in found {
+                if !specs.iter().any(|s| s.0.addr == d.addr) {
+                    specs.push((source::as_backend(&d), source, d.draining));
+                }
             }
         }
         let backends: Vec<Arc<Backend>> = specs
             .iter()
-            .map(|spec| {
+            .map(|(spec, source, _)| {
                 let weight = self.nonzero_weight(spec);
-                match old
-                    .backends
-                    .iter()
-                    .find(|b| b.address == spec.address && b.backup == spec.backup)
-                {
+                match old.backends.iter().find(|b| {
+                    b.address == spec.address && b.backup == spec.backup && b.source == *source
+                }) {
                     // Same backend: it keeps health, circuit and counters; a new weight
                     // applies in place.
                     Some(b) => {
                         b.weight.store(weight.get(), Ordering::Relaxed);
                         b.clone()
                     }
-                    None => Arc::new(Backend::new(spec, weight, self.circuit_breaker.as_ref())),
+                    None => Arc::new(Backend::new(
+                        spec,
+                        weight,
+                        self.circuit_breaker.as_ref(),
+                        *source,
+                    )),
                 }
             })
             .collect();
-        for b in &backends {
-            b.set_draining(overlay.draining.contains(&b.address));
+        for (b, (_, _, discovered_draining)) in backends.iter().zip(&specs) {
+            b.set_draining(*discovered_draining || overlay.draining.contains(&b.address));
         }
         let sticky_of: Vec<String> = match &self.sticky {
             Some(s) => backends.iter().map(|b| s.value_for(&b.address)).collect(),
@@ -269,7 +313,7 @@ mod tests {
                 algorithm: Algorithm::RoundRobin,
                 hash_key: HashKey::ClientIp,
                 backends,
-                discovery: None,
+                discovery: Default::default(),
                 health_check: None,
                 circuit_breaker: breaker,
                 sticky: None,
@@ -441,12 +485,13 @@ mod tests {
     fn rebuild_keeps_backend_state() {
         let p = pool(&[false, false]);
         p.members().backends[0].set_healthy(false);
-        p.set_discovered(vec![BackendConfig {
-            address: "127.0.0.1:9100".into(),
-            addr: SocketAddr::from(([127, 0, 0, 1], 9100)),
-            weight: 1,
-            backup: false,
-        }]);
+        p.set_discovered(
+            Source::Dns,
+            vec![Discovered::serving(
+                SocketAddr::from(([127, 0, 0, 1], 9100)),
+                1,
+            )],
+        );
         let m = p.members();
         assert_eq!(m.backends.len(), 3);
         assert!(!m.backends[0].healthy());

@@ -1,0 +1,165 @@
+//! Kubernetes discovery with kube-runtime's watcher over `discovery.k8s.io/v1`
+//! EndpointSlices labelled `kubernetes.io/service-name=<service>` in `namespace`: ready
+//! endpoints serve, terminating ones drain, others (and removed ones) leave. The watcher
+//! resumes from the last resource version and lists again on `410 Gone`. The client is
+//! configured from `kubeconfig` when set, else the in-cluster service account, else
+//! `$KUBECONFIG` (or ~/.kube/config).
+
+use super::{DiscoveryError, Provider, Updates};
+use crate::config::{KubernetesDiscovery, SlicePort};
+use crate::pool::Discovered;
+use async_trait::async_trait;
+use futures_util::StreamExt;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client, Config};
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::time::Duration;
+
+/// The wait before building the client again after a configuration failure.
+const RETRY: Duration = Duration::from_secs(5);
+
+pub struct Kubernetes(pub KubernetesDiscovery);
+
+#[async_trait]
+impl Provider for Kubernetes {
+    async fn run(self: Box<Self>, updates: Updates) {
+        let c = self.0;
+        let client = loop {
+            match client(&c).await {
+                Ok(client) => break client,
+                Err(e) => {
+                    if !updates.failed(e).await {
+                        return;
+                    }
+                    tokio::time::sleep(RETRY).await;
+                }
+            }
+        };
+        let api: Api<EndpointSlice> = Api::namespaced(client, &c.namespace);
+        let selector = format!("kubernetes.io/service-name={}", c.service);
+        let mut events = watcher::watcher(api, watcher::Config::default().labels(&selector))
+            .default_backoff()
+            .boxed();
+        let mut slices: BTreeMap<String, EndpointSlice> = BTreeMap::new();
+        let mut listing: Option<BTreeMap<String, EndpointSlice>> = None;
+        while let Some(event) = events.next().await {
+            let changed = match event {
+                Ok(Event::Apply(s)) => {
+                    slices.insert(slice_name(&s), s);
+                    true
+                }
+                Ok(Event::Delete(s)) => {
+                    slices.remove(&slice_name(&s));
+                    true
+                }
+                Ok(Event::Init) => {
+                    listing = Some(BTreeMap::new());
+                    false
+                }
+                Ok(Event::InitApply(s)) => {
+                    if let Some(l) = listing.as_mut() {
+                        l.insert(slice_name(&s), s);
+                    }
+                    false
+                }
+                Ok(Event::InitDone) => {
+                    slices = listing.take().unwrap_or_default();
+                    true
+                }
+                // An expired resource version: the watcher lists again, as designed.
+                Err(watcher::Error::WatchError(e)) if e.code == 410 => {
+                    log::debug!(
+                        "discovery: kubernetes watch expired ({}); listing again",
+                        e.message
+                    );
+                    false
+                }
+                Err(e) => {
+                    if !updates
+                        .failed(DiscoveryError::Kubernetes(Box::new(e)))
+                        .await
+                    {
+                        return;
+                    }
+                    false
+                }
+            };
+            if changed && !updates.found(backends(&slices, c.port.as_ref())).await {
+                return;
+            }
+        }
+    }
+}
+
+fn slice_name(s: &EndpointSlice) -> String {
+    s.metadata.name.clone().unwrap_or_default()
+}
+
+async fn client(c: &KubernetesDiscovery) -> Result<Client, DiscoveryError> {
+    let fail = |e: &dyn std::fmt::Display| DiscoveryError::KubeConfig(e.to_string());
+    let options = KubeConfigOptions::default();
+    let config = match &c.kubeconfig {
+        Some(path) => {
+            let file = Kubeconfig::read_from(path).map_err(|e| fail(&e))?;
+            Config::from_custom_kubeconfig(file, &options)
+                .await
+                .map_err(|e| fail(&e))?
+        }
+        None => match Config::incluster() {
+            Ok(config) => config,
+            Err(_) => Config::from_kubeconfig(&options)
+                .await
+                .map_err(|e| fail(&e))?,
+        },
+    };
+    Client::try_from(config).map_err(|e| fail(&e))
+}
+
+/// Every ready or terminating endpoint of `slices` on the chosen port.
+fn backends(slices: &BTreeMap<String, EndpointSlice>, port: Option<&SlicePort>) -> Vec<Discovered> {
+    let mut set = Vec::new();
+    for slice in slices.values() {
+        if slice.address_type == "FQDN" {
+            continue;
+        }
+        let Some(port) = slice_port(slice, port) else {
+            continue;
+        };
+        for e in &slice.endpoints {
+            let conditions = e.conditions.clone().unwrap_or_default();
+            // Per the API: a missing `ready` counts as ready, a missing `terminating` as not.
+            let terminating = conditions.terminating == Some(true);
+            let ready = conditions.ready.unwrap_or(true) && !terminating;
+            if !ready && !terminating {
+                continue;
+            }
+            for ip in e.addresses.iter().filter_map(|a| a.parse::<IpAddr>().ok()) {
+                let mut d = Discovered::serving(SocketAddr::new(ip, port), 1);
+                d.draining = terminating;
+                set.push(d);
+            }
+        }
+    }
+    set
+}
+
+/// The slice's port with `wanted`'s name or number, or its only port when unset.
+fn slice_port(slice: &EndpointSlice, wanted: Option<&SlicePort>) -> Option<u16> {
+    let ports = slice.ports.as_deref().unwrap_or_default();
+    let found = match wanted {
+        Some(SlicePort::Name(n)) => ports.iter().find(|p| p.name.as_deref() == Some(n)),
+        Some(SlicePort::Number(n)) => ports.iter().find(|p| p.port == Some(i32::from(*n))),
+        None => match ports {
+            [one] => Some(one),
+            _ => None,
+        },
+    }?;
+    found
+        .port
+        .and_then(|p| u16::try_from(p).ok())
+        .filter(|p| *p > 0)
+}

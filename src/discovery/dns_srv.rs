@@ -17,6 +17,9 @@ use std::time::{Duration, Instant};
 /// Never re-resolve more often than this, whatever the TTL (dnsmasq answers with 0).
 const MIN_REFRESH: Duration = Duration::from_secs(1);
 
+/// How long one query waits for its answer.
+const LOOKUP_TIMEOUT: Duration = Duration::from_secs(2);
+
 pub struct DnsSrv(pub DnsSrvDiscovery);
 
 #[async_trait]
@@ -59,7 +62,7 @@ impl Provider for DnsSrv {
 
 fn resolver() -> Result<TokioResolver, ResolveError> {
     let provider = TokioConnectionProvider::default();
-    let builder = match nameserver_override() {
+    let mut builder = match nameserver_override() {
         Some(ns) => {
             let group = NameServerConfigGroup::from_ips_clear(&[ns.ip()], ns.port(), true);
             let config = ResolverConfig::from_parts(None, Vec::new(), group);
@@ -67,6 +70,11 @@ fn resolver() -> Result<TokioResolver, ResolveError> {
         }
         None => TokioResolver::builder(provider)?,
     };
+    // A nameserver that went away shows as a failure within the interval, not after
+    // the default 2 x 5 s of retries.
+    let options = builder.options_mut();
+    options.timeout = LOOKUP_TIMEOUT;
+    options.attempts = 1;
     Ok(builder.build())
 }
 

@@ -9,6 +9,8 @@ use crate::common::*;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
+mod dns_srv;
+
 pub const TOKEN: &str = "discovery-test-token";
 /// How soon a change must show (the "within 2 s of an event").
 pub const PROMPT: Duration = Duration::from_secs(2);

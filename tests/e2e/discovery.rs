@@ -10,6 +10,8 @@ use serde_json::Value;
 use std::time::{Duration, Instant};
 
 mod dns_srv;
+mod docker;
+mod docker_api;
 
 pub const TOKEN: &str = "discovery-test-token";
 /// How soon a change must show (the "within 2 s of an event").

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 mod dns_srv;
 mod docker;
 mod docker_api;
+mod kube_api;
+mod kubernetes;
 
 pub const TOKEN: &str = "discovery-test-token";
 /// How soon a change must show (the "within 2 s of an event").

@@ -14,6 +14,7 @@ mod docker;
 mod docker_api;
 mod kube_api;
 mod kubernetes;
+mod reload;
 
 pub const TOKEN: &str = "discovery-test-token";
 /// How soon a change must show (the "within 2 s of an event").
@@ -57,11 +58,33 @@ impl Setup {
         }
     }
 
-    /// Rewrites the config with new `pools` and reloads (SIGHUP), waiting for it.
+    /// Rewrites the config with new `pools` and reloads (SIGHUP), waiting until the
+    /// reload counter moves.
     pub fn reload(&self, pools: &str) {
+        let reloads = |m| {
+            metric(
+                m,
+                "switchyard_config_reloads_total",
+                &[("result", "success")],
+            )
+            .unwrap_or(0.0)
+        };
+        let before = reloads(self.metrics);
         self.sy
             .rewrite_config(&config(self.web, self.admin, self.metrics, pools));
-        self.sy.reload_counted(self.metrics);
+        self.sy.signal("-HUP");
+        let now = wait_metric(
+            self.metrics,
+            "switchyard_config_reloads_total",
+            &[("result", "success")],
+            before + 1.0,
+        );
+        assert_eq!(
+            now,
+            before + 1.0,
+            "reload applied; stderr:\n{}",
+            self.sy.stderr()
+        );
     }
 
     /// The admin API's POOL `p`.

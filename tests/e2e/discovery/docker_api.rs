@@ -108,6 +108,8 @@ struct State {
     containers: Vec<Container>,
     /// Open `/events` streams: their filters and where their lines go.
     streams: Vec<(Filters, mpsc::Sender<String>)>,
+    /// `GET /containers/json` requests served.
+    lists: usize,
 }
 
 /// The engine: serves until dropped (or `stop`ped), removing its socket.
@@ -124,6 +126,7 @@ impl DockerApi {
         let state = Arc::new(Mutex::new(State {
             containers,
             streams: Vec::new(),
+            lists: 0,
         }));
         let stopping = Arc::new(AtomicBool::new(false));
         let (st, stop) = (state.clone(), stopping.clone());
@@ -178,6 +181,11 @@ impl DockerApi {
             "health_status: unhealthy"
         };
         publish(&mut s, &c, action);
+    }
+
+    /// `GET /containers/json` requests so far.
+    pub fn lists(&self) -> usize {
+        self.state.lock().unwrap().lists
     }
 
     /// Open `/events` streams.
@@ -347,14 +355,15 @@ fn serve(conn: UnixStream, state: &Mutex<State>, stopping: &AtomicBool) {
             ("GET", "/_ping") => write!(w, "HTTP/1.1 200 OK\r\nApi-Version: 1.47\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 2\r\n\r\nOK"),
             ("GET", "/containers/json") => {
                 let all = params.get("all").is_some_and(|a| a == "true" || a == "1");
-                let list: Vec<Value> = state
-                    .lock()
-                    .unwrap()
+                let mut s = state.lock().unwrap();
+                s.lists += 1;
+                let list: Vec<Value> = s
                     .containers
                     .iter()
                     .filter(|c| c.matches(&filters, all))
                     .map(Container::summary)
                     .collect();
+                drop(s);
                 respond(&mut w, "200 OK", &Value::Array(list))
             }
             ("GET", "/events") => {

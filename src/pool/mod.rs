@@ -225,7 +225,11 @@ impl Pool {
         for (source, found) in discovered {
             for d in found {
                 if !specs.iter().any(|s| s.0.addr == d.addr) {
-                    specs.push((source::as_backend(&d), source, d.draining));
+                    let mut spec = source::as_backend(&d);
+                    if let Some(w) = overlay.weights.get(&spec.address) {
+                        spec.weight = *w;
+                    }
+                    specs.push((spec, source, d.draining));
                 }
             }
         }

@@ -196,6 +196,31 @@ fn dns_backends_carry_their_source_beside_static_ones_and_failures_are_counted()
     let counts = s.spread(20);
     assert_eq!(counts.get("found"), Some(&10), "{counts:?}");
     assert_eq!(counts.get("file"), Some(&10), "{counts:?}");
+    // Drain and weight changes through the API apply to a discovered backend.
+    let auth = format!("Bearer {TOKEN}");
+    let path = format!("/api/v1/pools/p/backends/{discovered}");
+    let patch = |body: &str| {
+        let r = request(
+            s.admin,
+            "PATCH",
+            &path,
+            &[
+                ("Authorization", auth.as_str()),
+                ("Content-Type", "application/json"),
+            ],
+            body.as_bytes(),
+        );
+        assert_eq!(r.status, 200, "PATCH {body}: {r:?}");
+    };
+    patch(r#"{"weight": 3}"#);
+    assert_eq!(s.backend(&discovered)["weight"], 3);
+    let counts = s.spread(8);
+    assert_eq!(counts.get("found"), Some(&6), "weights 3:1 {counts:?}");
+    patch(r#"{"draining": true}"#);
+    let counts = s.spread(4);
+    assert_eq!(counts.get("file"), Some(&4), "drained {counts:?}");
+    patch(r#"{"draining": false, "weight": 1}"#);
+
     // The counter exists at 0 while the provider answers.
     assert_eq!(
         metric(

@@ -215,3 +215,121 @@ impl Provider for Docker {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bollard::models::{ContainerSummaryNetworkSettings, EndpointSettings, PortSummary};
+    use std::path::PathBuf;
+
+    fn provider(network: Option<&str>) -> Docker {
+        Docker::new(
+            "web",
+            DockerDiscovery {
+                socket: PathBuf::from("/run/docker.sock"),
+                label: "switchyard.pool".into(),
+                port_label: "switchyard.port".into(),
+                weight_label: "switchyard.weight".into(),
+                network: network.map(str::to_string),
+            },
+        )
+    }
+
+    fn container(
+        labels: &[(&str, &str)],
+        networks: &[(&str, &str)],
+        ports: &[u16],
+    ) -> ContainerSummary {
+        ContainerSummary {
+            id: Some("c0ffee".into()),
+            labels: Some(
+                labels
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            ),
+            network_settings: Some(ContainerSummaryNetworkSettings {
+                networks: Some(
+                    networks
+                        .iter()
+                        .map(|(n, ip)| {
+                            let settings = EndpointSettings {
+                                ip_address: Some(ip.to_string()),
+                                ..Default::default()
+                            };
+                            (n.to_string(), settings)
+                        })
+                        .collect(),
+                ),
+            }),
+            ports: Some(
+                ports
+                    .iter()
+                    .map(|p| PortSummary {
+                        private_port: *p,
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn address_port_and_weight_come_from_the_container() {
+        let nets = [("front", "10.1.0.5"), ("back", "10.2.0.5")];
+        let c = container(
+            &[("switchyard.port", "8080"), ("switchyard.weight", "7")],
+            &nets,
+            &[80, 443],
+        );
+        let none = HashSet::new();
+        let d = provider(Some("front")).backend(&c, &none);
+        assert_eq!(
+            d,
+            Some(Discovered::serving("10.1.0.5:8080".parse().unwrap(), 7))
+        );
+        // Without `network`, the first network by name ("back").
+        let d = provider(None).backend(&c, &none);
+        assert_eq!(d.map(|d| d.addr.to_string()), Some("10.2.0.5:8080".into()));
+    }
+
+    #[test]
+    fn the_single_exposed_port_serves_when_no_label_names_one() {
+        let none = HashSet::new();
+        let one = container(&[], &[("bridge", "172.17.0.2")], &[3000, 3000]);
+        let d = provider(None).backend(&one, &none);
+        assert_eq!(
+            d.map(|d| d.addr.to_string()),
+            Some("172.17.0.2:3000".into())
+        );
+        let two = container(&[], &[("bridge", "172.17.0.2")], &[3000, 3001]);
+        assert_eq!(provider(None).backend(&two, &none), None, "which of two?");
+        let elsewhere = container(
+            &[("switchyard.port", "80")],
+            &[("bridge", "172.17.0.2")],
+            &[],
+        );
+        assert_eq!(
+            provider(Some("backend")).backend(&elsewhere, &none),
+            None,
+            "not on that network"
+        );
+    }
+
+    #[test]
+    fn a_bad_weight_counts_as_1_and_unhealthy_drains() {
+        let c = container(
+            &[("switchyard.port", "80"), ("switchyard.weight", "0")],
+            &[("n", "10.0.0.1")],
+            &[],
+        );
+        let unhealthy = HashSet::from(["c0ffee".to_string()]);
+        let d = provider(None).backend(&c, &unhealthy).unwrap();
+        assert_eq!((d.weight, d.draining), (1, true));
+        let mut c = c;
+        c.status = Some("Up 3 minutes (unhealthy)".into());
+        let d = provider(None).backend(&c, &HashSet::new()).unwrap();
+        assert!(d.draining, "the list's status says so too");
+    }
+}

@@ -163,3 +163,89 @@ fn slice_port(slice: &EndpointSlice, wanted: Option<&SlicePort>) -> Option<u16> 
         .and_then(|p| u16::try_from(p).ok())
         .filter(|p| *p > 0)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::api::discovery::v1::{Endpoint, EndpointConditions, EndpointPort};
+
+    fn endpoint(ip: &str, ready: Option<bool>, terminating: Option<bool>) -> Endpoint {
+        Endpoint {
+            addresses: vec![ip.to_string()],
+            conditions: Some(EndpointConditions {
+                ready,
+                serving: None,
+                terminating,
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn slice(ports: &[(&str, i32)], endpoints: Vec<Endpoint>) -> EndpointSlice {
+        EndpointSlice {
+            address_type: "IPv4".into(),
+            endpoints,
+            ports: Some(
+                ports
+                    .iter()
+                    .map(|(n, p)| EndpointPort {
+                        name: Some(n.to_string()),
+                        port: Some(*p),
+                        ..Default::default()
+                    })
+                    .collect(),
+            ),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn ready_serve_terminating_drain_others_leave() {
+        let s = slice(
+            &[("http", 8080)],
+            vec![
+                endpoint("10.0.0.1", Some(true), Some(false)),
+                endpoint("10.0.0.2", None, None),
+                endpoint("10.0.0.3", Some(false), Some(true)),
+                endpoint("10.0.0.4", Some(false), None),
+            ],
+        );
+        let slices = BTreeMap::from([("a".to_string(), s)]);
+        let found = backends(&slices, Some(&SlicePort::Name("http".into())));
+        let got: Vec<(String, bool)> = found
+            .iter()
+            .map(|d| (d.addr.to_string(), d.draining))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("10.0.0.1:8080".to_string(), false),
+                ("10.0.0.2:8080".to_string(), false),
+                ("10.0.0.3:8080".to_string(), true),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_port_by_name_by_number_or_the_only_one() {
+        let two = slice(&[("metrics", 9090), ("http", 8080)], Vec::new());
+        let name = |n: &str| SlicePort::Name(n.into());
+        assert_eq!(slice_port(&two, Some(&name("http"))), Some(8080));
+        assert_eq!(slice_port(&two, Some(&SlicePort::Number(9090))), Some(9090));
+        assert_eq!(slice_port(&two, Some(&name("grpc"))), None);
+        assert_eq!(slice_port(&two, None), None, "two ports, none named");
+        let one = slice(&[("", 7000)], Vec::new());
+        assert_eq!(slice_port(&one, None), Some(7000));
+    }
+
+    #[test]
+    fn fqdn_slices_are_skipped() {
+        let mut s = slice(
+            &[("http", 80)],
+            vec![endpoint("web.example", Some(true), None)],
+        );
+        s.address_type = "FQDN".into();
+        let slices = BTreeMap::from([("a".to_string(), s)]);
+        assert!(backends(&slices, None).is_empty());
+    }
+}

@@ -110,47 +110,6 @@ impl Pool {
         self.members.load_full()
     }
 
-    /// Replaces the backends one provider found; static ones always stay.
-    pub fn set_discovered(&self, source: Source, found: Vec<Discovered>) {
-        relock(&self.discovered).insert(source, found);
-        self.rebuild();
-    }
-
-    /// What `source` found last (`None` before its first answer).
-    pub fn discovered(&self, source: Source) -> Option<Vec<Discovered>> {
-        relock(&self.discovered).get(&source).cloned()
-    }
-
-    /// After a reload replaced this pool's definition: takes over the backends of every
-    /// provider whose settings did not change (its task keeps running), with their
-    /// health, so they serve at once instead of waiting for the provider's next answer.
-    pub fn inherit_discovered(&self, old: &Pool) {
-        let kept =
-            source::unchanged_providers(&old.definition.discovery, &self.definition.discovery);
-        let mut inherited = false;
-        for s in kept {
-            if let Some(set) = old.discovered(s) {
-                relock(&self.discovered).insert(s, set);
-                inherited = true;
-            }
-        }
-        if !inherited {
-            return;
-        }
-        self.rebuild();
-        let old_members = old.members();
-        for b in self
-            .members()
-            .backends
-            .iter()
-            .filter(|b| b.source != Source::Static)
-        {
-            if let Some(i) = old_members.find(&b.address) {
-                b.set_healthy(old_members.backends[i].healthy());
-            }
-        }
-    }
-
     /// The admin API's changes to this pool, as applied.
     pub fn overlay(&self) -> PoolOverlay {
         relock(&self.overlay).clone()

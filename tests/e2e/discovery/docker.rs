@@ -208,3 +208,35 @@ fn a_real_engine_when_docker_host_is_set() {
     assert_eq!(s.errors("docker"), 0.0, "stderr:\n{}", s.sy.stderr());
     assert_eq!(s.addresses(), [file.address()]);
 }
+
+#[test]
+fn the_label_keys_are_configurable() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("docker.sock");
+    let [a, b] = Backend::start_each(["a", "b"]);
+    let (pa, pb) = (a.addr.port().to_string(), b.addr.port().to_string());
+    let api = DockerApi::start(
+        &socket,
+        vec![
+            one_network(Container::new(
+                "aaaa",
+                &[
+                    ("com.example.lb", "p"),
+                    ("com.example.port", &pa),
+                    ("com.example.weight", "4"),
+                ],
+            )),
+            // The default keys mean nothing here.
+            one_network(Container::new(
+                "bbbb",
+                &[("switchyard.pool", "p"), ("switchyard.port", &pb)],
+            )),
+        ],
+    );
+    let keys =
+        ", label: com.example.lb, port_label: com.example.port, weight_label: com.example.weight";
+    let s = Setup::start(&pool(&socket, keys), &[]);
+    s.wait_members(&[a.address()], Duration::from_secs(5));
+    assert_eq!(s.backend(&a.address())["weight"], 4);
+    drop(api);
+}

@@ -73,7 +73,26 @@ fn ready_endpoints_serve_terminating_ones_drain_and_removed_ones_leave() {
     assert_eq!(counts.get("a"), Some(&5), "{counts:?}");
     assert_eq!(counts.get("b"), Some(&5), "{counts:?}");
 
-    // MODIFIED to terminating: b drains (listed, no new requests).
+    // MODIFIED to terminating while a request is on b: b drains (listed, no new
+    // requests) and the request in flight finishes.
+    b.set(Behaviour::with_delay(Duration::from_millis(700)));
+    let web = s.web;
+    let in_flight = std::thread::spawn(move || {
+        for _ in 0..10 {
+            let r = get(web, "/");
+            if r.header("x-backend") == Some("b") {
+                return r.status;
+            }
+        }
+        panic!("b never answered");
+    });
+    let on_b = b.count();
+    assert!(
+        wait_until(Duration::from_secs(5), Duration::from_millis(5), || b
+            .count()
+            > on_b),
+        "the slow request never reached b"
+    );
     api.apply(one("web-b", &b, false, true));
     assert!(
         wait_until(PROMPT, Duration::from_millis(20), || s
@@ -90,6 +109,12 @@ fn ready_endpoints_serve_terminating_ones_drain_and_removed_ones_leave() {
         before,
         "a terminating endpoint takes no new request"
     );
+    assert_eq!(
+        in_flight.join().unwrap(),
+        200,
+        "the in-flight request finished"
+    );
+    b.set(Behaviour::default());
 
     // DELETED: leaves at once.
     api.delete("web-b");
@@ -213,4 +238,17 @@ fn a_real_cluster_when_kubeconfig_is_set() {
         s.sy.stderr()
     );
     assert_eq!(s.errors("kubernetes"), 0.0);
+}
+
+#[test]
+fn the_namespace_key_picks_the_slices_namespace() {
+    let [a, b] = Backend::start_each(["a", "b"]);
+    let mut in_shop = one("web-a", &a, true, false);
+    in_shop["metadata"]["namespace"] = serde_json::json!("shop");
+    let (_api, _dir, kubeconfig) = start(&[in_shop, one("web-b", &b, true, false)]);
+    let pools = pool(&kubeconfig, "http").replace("namespace: default", "namespace: shop");
+    let s = Setup::start(&pools, &[]);
+    s.wait_members(&[a.address()], Duration::from_secs(5));
+    let counts = s.spread(4);
+    assert_eq!(counts.get("a"), Some(&4), "{counts:?}");
 }

@@ -100,23 +100,23 @@ fn slice_name(s: &EndpointSlice) -> String {
 }
 
 async fn client(c: &KubernetesDiscovery) -> Result<Client, DiscoveryError> {
-    let fail = |e: &dyn std::fmt::Display| DiscoveryError::KubeConfig(e.to_string());
+    let bad_config = |e| DiscoveryError::Kubeconfig(Box::new(e));
     let options = KubeConfigOptions::default();
     let config = match &c.kubeconfig {
         Some(path) => {
-            let file = Kubeconfig::read_from(path).map_err(|e| fail(&e))?;
+            let file = Kubeconfig::read_from(path).map_err(bad_config)?;
             Config::from_custom_kubeconfig(file, &options)
                 .await
-                .map_err(|e| fail(&e))?
+                .map_err(bad_config)?
         }
         None => match Config::incluster() {
             Ok(config) => config,
             Err(_) => Config::from_kubeconfig(&options)
                 .await
-                .map_err(|e| fail(&e))?,
+                .map_err(bad_config)?,
         },
     };
-    Client::try_from(config).map_err(|e| fail(&e))
+    Client::try_from(config).map_err(|e| DiscoveryError::KubeClient(Box::new(e)))
 }
 
 /// Every ready or terminating endpoint of `slices` on the chosen port.

@@ -41,7 +41,9 @@ pub enum DiscoveryError {
     #[error("Docker event stream at {0} ended")]
     DockerEventsEnded(String),
     #[error("Kubernetes client configuration: {0}")]
-    KubeConfig(String),
+    Kubeconfig(Box<kube::config::KubeconfigError>),
+    #[error("Kubernetes client: {0}")]
+    KubeClient(Box<kube::Error>),
     #[error("Kubernetes API: {0}")]
     Kubernetes(Box<kube::runtime::watcher::Error>),
 }

@@ -122,8 +122,11 @@ impl KubeApi {
     }
 
     /// Creates or replaces a slice (ADDED or MODIFIED).
-    pub fn apply(&self, slice: Value) {
-        apply_locked(&mut self.state.lock().unwrap(), slice);
+    /// Returns the change's resourceVersion.
+    pub fn apply(&self, slice: Value) -> String {
+        let mut s = self.state.lock().unwrap();
+        apply_locked(&mut s, slice);
+        s.rv.to_string()
     }
 
     pub fn delete(&self, name: &str) {

@@ -103,26 +103,33 @@ fn legacy(c: &Config) -> Value {
             "backends": p.backends.iter().map(|b| json!({
                 "address": b.address, "weight": b.weight, "backup": b.backup,
             })).collect::<Vec<_>>(),
-            "discovery": {
-                "dns": p.discovery.dns.as_ref().map(|d| json!({
-                    "name": d.name, "port": d.port, "interval": secs(d.interval),
-                })),
-                "dns_srv": p.discovery.dns_srv.as_ref().map(|d| json!({
-                    "name": d.name, "interval": secs(d.interval),
-                })),
-                "docker": p.discovery.docker.as_ref().map(|d| json!({
-                    "socket": d.socket, "label": d.label, "port_label": d.port_label,
-                    "weight_label": d.weight_label, "network": d.network,
-                })),
-                "kubernetes": p.discovery.kubernetes.as_ref().map(|k| json!({
-                    "namespace": k.namespace, "service": k.service,
-                    "port": k.port.as_ref().map(|p| match p {
-                        SlicePort::Name(n) => json!(n),
-                        SlicePort::Number(n) => json!(n),
-                    }),
-                    "kubeconfig": k.kubeconfig,
-                })),
-            },
+            "discovery": (!p.discovery.is_empty()).then(|| {
+                let d = &p.discovery;
+                let mut m = serde_json::Map::new();
+                if let Some(x) = &d.dns {
+                    m.insert("dns".into(), json!({"name": x.name, "port": x.port, "interval": secs(x.interval)}));
+                }
+                if let Some(x) = &d.dns_srv {
+                    m.insert("dns_srv".into(), json!({"name": x.name, "interval": secs(x.interval)}));
+                }
+                if let Some(x) = &d.docker {
+                    m.insert("docker".into(), json!({
+                        "socket": x.socket, "label": x.label, "port_label": x.port_label,
+                        "weight_label": x.weight_label, "network": x.network,
+                    }));
+                }
+                if let Some(k) = &d.kubernetes {
+                    m.insert("kubernetes".into(), json!({
+                        "namespace": k.namespace, "service": k.service,
+                        "port": k.port.as_ref().map(|p| match p {
+                            SlicePort::Name(n) => json!(n),
+                            SlicePort::Number(n) => json!(n),
+                        }),
+                        "kubeconfig": k.kubeconfig,
+                    }));
+                }
+                Value::Object(m)
+            }),
             "health_check": p.health_check.as_ref().map(|h| json!({
                 "kind": h.kind.map(|k| format!("{k:?}").to_lowercase()),
                 "path": h.path, "host": h.host,

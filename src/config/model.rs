@@ -227,11 +227,16 @@ pub struct DnsDiscovery {
 }
 
 /// `pools[].discovery` (SPEC §12): any of the providers, added to the static backends.
+/// Shown as written: the configured providers only, `null` for none.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct DiscoveryConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub dns: Option<DnsDiscovery>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub dns_srv: Option<DnsSrvDiscovery>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub docker: Option<DockerDiscovery>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub kubernetes: Option<KubernetesDiscovery>,
 }
 
@@ -424,6 +429,7 @@ pub struct PoolConfig {
     #[serde(serialize_with = "ser::display")]
     pub hash_key: HashKey,
     pub backends: Vec<BackendConfig>,
+    #[serde(serialize_with = "ser::discovery")]
     pub discovery: DiscoveryConfig,
     pub health_check: Option<HealthCheckConfig>,
     pub circuit_breaker: Option<CircuitBreakerConfig>,

@@ -76,3 +76,15 @@ pub fn status_range<S: Serializer>(r: &(u16, u16), s: S) -> Result<S::Ok, S::Err
 pub fn level<S: Serializer>(l: &log::LevelFilter, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_str(super::value::LogLevel::of(*l).as_str())
 }
+
+/// `discovery` as written (`{dns: {...}, docker: {...}}`), `null` when none is set.
+pub fn discovery<S: Serializer>(
+    d: &super::model::DiscoveryConfig,
+    s: S,
+) -> Result<S::Ok, S::Error> {
+    if d.is_empty() {
+        s.serialize_none()
+    } else {
+        serde::Serialize::serialize(d, s)
+    }
+}

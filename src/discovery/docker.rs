@@ -63,7 +63,14 @@ impl Docker {
         .map_err(|e| self.error(e))?;
         let mut filters = self.filters();
         filters.insert("type".to_string(), vec!["container".to_string()]);
+        // From a second before the list: an event between the list and the stream's
+        // start is replayed, not missed (one more list at worst).
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs().saturating_sub(1).to_string())
+            .ok();
         let mut events = client.events(Some(EventsOptions {
+            since,
             filters: Some(filters),
             ..Default::default()
         }));

@@ -5,7 +5,7 @@
 //! `Ports`, `NetworkSettings.Networks.*.IPAddress`), and `GET /v{version}/events`, a
 //! chunked stream of newline-separated event objects (`Type`, `Action`, `Actor.ID`,
 //! `Actor.Attributes` holding the labels, `scope`, `time`, `timeNano`) filtered by
-//! `type` and `label`. Unknown paths get 404 `{"message": ...}` as the engine answers.
+//! `type` and `label`, replaying past events from `since` (Unix seconds) first. Unknown paths get 404 `{"message": ...}` as the engine answers.
 
 use serde_json::{json, Value};
 use std::collections::HashMap;
@@ -110,6 +110,8 @@ struct State {
     streams: Vec<(Filters, mpsc::Sender<String>)>,
     /// `GET /containers/json` requests served.
     lists: usize,
+    /// Every event as (time in seconds, the container, its line), for `since`.
+    history: Vec<(u64, Container, String)>,
 }
 
 /// The engine: serves until dropped (or `stop`ped), removing its socket.
@@ -127,6 +129,7 @@ impl DockerApi {
             containers,
             streams: Vec::new(),
             lists: 0,
+            history: Vec::new(),
         }));
         let stopping = Arc::new(AtomicBool::new(false));
         let (st, stop) = (state.clone(), stopping.clone());
@@ -232,15 +235,16 @@ fn publish(s: &mut State, c: &Container, action: &str) {
         "timeNano": now.as_nanos() as u64,
     });
     let line = format!("{event}\n");
-    s.streams.retain(|(filters, tx)| {
-        let type_ok = filters
-            .get("type")
-            .is_none_or(|t| t.iter().any(|t| t == "container"));
-        if !(type_ok && c.matches(filters, true)) {
-            return true;
-        }
-        tx.send(line.clone()).is_ok()
-    });
+    s.history.push((now.as_secs(), c.clone(), line.clone()));
+    s.streams
+        .retain(|(filters, tx)| !wanted(filters, c) || tx.send(line.clone()).is_ok());
+}
+
+fn wanted(filters: &Filters, c: &Container) -> bool {
+    let type_ok = filters
+        .get("type")
+        .is_none_or(|t| t.iter().any(|t| t == "container"));
+    type_ok && c.matches(filters, true)
 }
 
 /// The request target's path (without `/v1.xx`) and its decoded query parameters.
@@ -368,7 +372,19 @@ fn serve(conn: UnixStream, state: &Mutex<State>, stopping: &AtomicBool) {
             }
             ("GET", "/events") => {
                 let (tx, rx) = mpsc::channel();
-                state.lock().unwrap().streams.push((filters, tx));
+                let mut s = state.lock().unwrap();
+                // `since`: past events from that time on come first.
+                if let Some(since) = params.get("since").and_then(|t| t.parse::<u64>().ok()) {
+                    for (_, _, line) in s
+                        .history
+                        .iter()
+                        .filter(|(t, c, _)| *t >= since && wanted(&filters, c))
+                    {
+                        let _ = tx.send(line.clone());
+                    }
+                }
+                s.streams.push((filters, tx));
+                drop(s);
                 stream_events(w, rx, stopping);
                 return;
             }

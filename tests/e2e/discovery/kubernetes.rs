@@ -256,3 +256,25 @@ fn the_namespace_key_picks_the_slices_namespace() {
     let counts = s.spread(4);
     assert_eq!(counts.get("a"), Some(&4), "{counts:?}");
 }
+
+/// packaging/kubernetes/deployment.yaml's ConfigMap holds a valid configuration.
+#[test]
+fn the_shipped_deployment_example_is_valid() {
+    let manifest = include_str!("../../../packaging/kubernetes/deployment.yaml");
+    let (_, rest) = manifest
+        .split_once("  switchyard.yaml: |\n")
+        .expect("the ConfigMap's switchyard.yaml");
+    let block = rest.split("\n---").next().unwrap_or_default();
+    let yaml: String = block
+        .lines()
+        .map(|l| l.strip_prefix("    ").unwrap_or(l))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(yaml.contains("kubernetes:"), "{yaml}");
+    let (out, _, _dir) = check_config(&yaml);
+    assert!(
+        out.status.success(),
+        "{}\n{yaml}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

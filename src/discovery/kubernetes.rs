@@ -46,7 +46,10 @@ impl Provider for Kubernetes {
             .boxed();
         let mut slices: BTreeMap<String, EndpointSlice> = BTreeMap::new();
         let mut listing: Option<BTreeMap<String, EndpointSlice>> = None;
+        // After a failure, the next event reports the set again (the end of the outage).
+        let mut failing = false;
         while let Some(event) = events.next().await {
+            let recovered = event.is_ok() && std::mem::take(&mut failing);
             let changed = match event {
                 Ok(Event::Apply(s)) => {
                     slices.insert(slice_name(&s), s);
@@ -79,6 +82,7 @@ impl Provider for Kubernetes {
                     false
                 }
                 Err(e) => {
+                    failing = true;
                     if !updates
                         .failed(DiscoveryError::Kubernetes(Box::new(e)))
                         .await
@@ -88,7 +92,11 @@ impl Provider for Kubernetes {
                     false
                 }
             };
-            if changed && !updates.found(backends(&slices, c.port.as_ref())).await {
+            // Mid-list the set is not known yet; InitDone reports it.
+            let settled = listing.is_none();
+            if (changed || recovered && settled)
+                && !updates.found(backends(&slices, c.port.as_ref())).await
+            {
                 return;
             }
         }

@@ -86,6 +86,12 @@ fn labels_match(object: &Value, selector: &[(String, String)]) -> bool {
 
 impl KubeApi {
     pub fn start(port: u16, slices: &[Value]) -> KubeApi {
+        Self::start_at(port, slices, 100)
+    }
+
+    /// A server whose history starts at resourceVersion `rv` (an API server restarted
+    /// over the same store: older versions are gone, so a resuming watch gets 410).
+    pub fn start_at(port: u16, slices: &[Value], rv: u64) -> KubeApi {
         let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind the Kubernetes API");
         let api = KubeApi {
             port,
@@ -94,7 +100,8 @@ impl KubeApi {
         };
         {
             let mut s = api.state.lock().unwrap();
-            s.rv = 100;
+            s.rv = rv;
+            s.compacted = rv;
             for sl in slices {
                 apply_locked(&mut s, sl.clone());
             }
@@ -168,6 +175,11 @@ impl KubeApi {
     /// Holds new watch requests until `hold(false)`.
     pub fn hold(&self, on: bool) {
         self.state.lock().unwrap().hold = on;
+    }
+
+    /// The current resourceVersion.
+    pub fn version(&self) -> u64 {
+        self.state.lock().unwrap().rv
     }
 
     pub fn lists(&self) -> usize {

@@ -193,6 +193,14 @@ fn the_watch_resumes_from_its_version_and_lists_again_after_410_gone() {
         "stderr:\n{}",
         s.sy.stderr()
     );
+
+    // Back on the same address with other slices (and its watch history gone): listed
+    // again, recovery logged once.
+    let (port, version) = (api.port, api.version());
+    drop(api);
+    let _api = KubeApi::start_at(port, &[one("web-a", &a, true, false)], version + 10);
+    s.wait_members(&[a.address()], Duration::from_secs(10));
+    assert_eq!(s.sy.stderr_count("kubernetes: answering again"), 1);
 }
 
 /// `kubeconfig: null` outside a cluster: `$KUBECONFIG` names the server; the port is

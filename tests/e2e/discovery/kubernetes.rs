@@ -76,6 +76,7 @@ fn ready_endpoints_serve_terminating_ones_drain_and_removed_ones_leave() {
     // MODIFIED to terminating while a request is on b: b drains (listed, no new
     // requests) and the request in flight finishes.
     b.set(Behaviour::with_delay(Duration::from_millis(700)));
+    let on_b = b.count();
     let web = s.web;
     let in_flight = std::thread::spawn(move || {
         for _ in 0..10 {
@@ -86,7 +87,6 @@ fn ready_endpoints_serve_terminating_ones_drain_and_removed_ones_leave() {
         }
         panic!("b never answered");
     });
-    let on_b = b.count();
     assert!(
         wait_until(Duration::from_secs(5), Duration::from_millis(5), || b
             .count()

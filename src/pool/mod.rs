@@ -6,12 +6,12 @@
 pub mod backend;
 pub mod circuit;
 pub mod db_checks;
-pub mod discovery;
 pub mod health;
 pub mod members;
 pub mod overlay;
 pub mod proxy_out;
 pub mod select;
+pub mod source;
 pub mod sticky;
 
 use crate::config::{
@@ -23,7 +23,8 @@ pub use backend::{Backend, InFlight};
 use members::Tier;
 pub use members::{Claim, Members};
 use overlay::PoolOverlay;
-use std::collections::HashMap;
+pub use source::{Discovered, Source};
+use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -53,8 +54,9 @@ pub struct Pool {
     /// state, when this is unchanged).
     pub definition: PoolConfig,
     members: ArcSwap<Members>,
-    /// Backends found by discovery, merged with the static ones on every change.
-    discovered: Mutex<Vec<BackendConfig>>,
+    /// Backends found by each discovery provider, merged with the static ones on every
+    /// change.
+    discovered: Mutex<BTreeMap<Source, Vec<Discovered>>>,
     /// Changes made through the admin API (added, re-weighted, drained, deleted).
     overlay: Mutex<PoolOverlay>,
 }
@@ -97,7 +99,7 @@ impl Pool {
                 sticky_values: HashMap::new(),
                 sticky_of: Vec::new(),
             }),
-            discovered: Mutex::new(Vec::new()),
+            discovered: Mutex::new(BTreeMap::new()),
             overlay: Mutex::new(overlay),
         };
         pool.rebuild();
@@ -107,12 +109,6 @@ impl Pool {
     /// The current membership snapshot.
     pub fn members(&self) -> Arc<Members> {
         self.members.load_full()
-    }
-
-    /// Replaces the discovered backends (DNS); static ones always stay.
-    pub fn set_discovered(&self, found: Vec<BackendConfig>) {
-        *relock(&self.discovered) = found;
-        self.rebuild();
     }
 
     /// The admin API's changes to this pool, as applied.
@@ -155,7 +151,7 @@ impl Pool {
         let old = self.members.load_full();
         let discovered = relock(&self.discovered).clone();
         let overlay = relock(&self.overlay).clone();
-        let mut specs: Vec<BackendConfig> = Vec::new();
+        let mut specs: Vec<(BackendConfig, Source, bool)> = Vec::new();
         for b in &self.definition.backends {
             if overlay.deleted.contains(&b.address) {
                 continue;
@@ -164,18 +160,20 @@ impl Pool {
             if let Some(w) = overlay.weights.get(&b.address) {
                 b.weight = *w;
             }
-            specs.push(b);
+            specs.push((b, Source::Static, false));
         }
         for a in &overlay.added {
             match crate::config::value::resolve_backend(&a.address).ok() {
-                Some(addr) if !specs.iter().any(|s| s.address == a.address) => {
-                    specs.push(BackendConfig {
+                Some(addr) if !specs.iter().any(|s| s.0.address == a.address) => specs.push((
+                    BackendConfig {
                         address: a.address.clone(),
                         addr,
                         weight: a.weight,
                         backup: false,
-                    })
-                }
+                    },
+                    Source::Api,
+                    false,
+                )),
                 Some(_) => {}
                 None => log::warn!(
                     "pool {}: admin-added backend {} does not resolve; skipped",
@@ -184,32 +182,41 @@ impl Pool {
                 ),
             }
         }
-        for d in discovered {
-            if !specs.iter().any(|s| s.addr == d.addr) {
-                specs.push(d);
+        for (source, found) in discovered {
+            for d in found {
+                if !specs.iter().any(|s| s.0.addr == d.addr) {
+                    let mut spec = source::as_backend(&d);
+                    if let Some(w) = overlay.weights.get(&spec.address) {
+                        spec.weight = *w;
+                    }
+                    specs.push((spec, source, d.draining));
+                }
             }
         }
         let backends: Vec<Arc<Backend>> = specs
             .iter()
-            .map(|spec| {
+            .map(|(spec, source, _)| {
                 let weight = self.nonzero_weight(spec);
-                match old
-                    .backends
-                    .iter()
-                    .find(|b| b.address == spec.address && b.backup == spec.backup)
-                {
+                match old.backends.iter().find(|b| {
+                    b.address == spec.address && b.backup == spec.backup && b.source == *source
+                }) {
                     // Same backend: it keeps health, circuit and counters; a new weight
                     // applies in place.
                     Some(b) => {
                         b.weight.store(weight.get(), Ordering::Relaxed);
                         b.clone()
                     }
-                    None => Arc::new(Backend::new(spec, weight, self.circuit_breaker.as_ref())),
+                    None => Arc::new(Backend::new(
+                        spec,
+                        weight,
+                        self.circuit_breaker.as_ref(),
+                        *source,
+                    )),
                 }
             })
             .collect();
-        for b in &backends {
-            b.set_draining(overlay.draining.contains(&b.address));
+        for (b, (_, _, discovered_draining)) in backends.iter().zip(&specs) {
+            b.set_draining(*discovered_draining || overlay.draining.contains(&b.address));
         }
         let sticky_of: Vec<String> = match &self.sticky {
             Some(s) => backends.iter().map(|b| s.value_for(&b.address)).collect(),
@@ -270,7 +277,7 @@ mod tests {
                 algorithm: Algorithm::RoundRobin,
                 hash_key: HashKey::ClientIp,
                 backends,
-                discovery: None,
+                discovery: Default::default(),
                 health_check: None,
                 circuit_breaker: breaker,
                 sticky: None,
@@ -442,12 +449,13 @@ mod tests {
     fn rebuild_keeps_backend_state() {
         let p = pool(&[false, false]);
         p.members().backends[0].set_healthy(false);
-        p.set_discovered(vec![BackendConfig {
-            address: "127.0.0.1:9100".into(),
-            addr: SocketAddr::from(([127, 0, 0, 1], 9100)),
-            weight: 1,
-            backup: false,
-        }]);
+        p.set_discovered(
+            Source::Dns,
+            vec![Discovered::serving(
+                SocketAddr::from(([127, 0, 0, 1], 9100)),
+                1,
+            )],
+        );
         let m = p.members();
         assert_eq!(m.backends.len(), 3);
         assert!(!m.backends[0].healthy());

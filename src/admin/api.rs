@@ -196,6 +196,7 @@ impl Api {
             return error(StatusCode::CONFLICT, &message);
         }
         let is_static = pool.is_static(address);
+        pool.remember_added(address, addr);
         self.change_overlay(
             &pool,
             |o| {

@@ -1,6 +1,7 @@
 //! Pingora background services (so they run after daemonising) for the runtime's state:
-//! every pool's health-check loops (a loop ends by itself once its pool is gone) and
-//! its discovery providers (`discovery::Supervisor`), following reloads, and the rate limiters' idle-key cleanup.
+//! every pool's health-check loops (a loop ends by itself once its pool is gone), the
+//! lookup of its admin-added backend names and its discovery providers
+//! (`discovery::Supervisor`), following reloads, and the rate limiters' idle-key cleanup.
 
 use crate::config::HealthKind;
 use crate::discovery::Supervisor;
@@ -47,7 +48,9 @@ impl BackgroundService for PoolTasks {
 }
 
 fn spawn_for(pool: &Arc<Pool>) -> Vec<JoinHandle<()>> {
-    let mut tasks = Vec::new();
+    // Admin-added backends given by name (from the state file) join once resolved.
+    let added = pool.clone();
+    let mut tasks = vec![tokio::spawn(async move { added.resolve_added().await })];
     if pool.health_kind != HealthKind::None {
         tasks.push(tokio::spawn(health::run(
             Arc::downgrade(pool),

@@ -3,6 +3,7 @@
 //! Membership (static + discovered + admin changes) is swapped atomically; a request keeps
 //! the `Members` snapshot it started with.
 
+pub mod added;
 pub mod backend;
 pub mod circuit;
 pub mod db_checks;
@@ -59,6 +60,8 @@ pub struct Pool {
     discovered: Mutex<BTreeMap<Source, Vec<Discovered>>>,
     /// Changes made through the admin API (added, re-weighted, drained, deleted).
     overlay: Mutex<PoolOverlay>,
+    /// The addresses of admin-added backends given by host name.
+    added_names: added::AddedNames,
 }
 
 impl Pool {
@@ -101,6 +104,7 @@ impl Pool {
             }),
             discovered: Mutex::new(BTreeMap::new()),
             overlay: Mutex::new(overlay),
+            added_names: added::AddedNames::default(),
         };
         pool.rebuild();
         pool
@@ -122,6 +126,21 @@ impl Pool {
             .backends
             .iter()
             .any(|b| b.address == address)
+    }
+
+    /// Records where an admin-added backend's name resolved (the API looked it up).
+    pub fn remember_added(&self, address: &str, addr: std::net::SocketAddr) {
+        self.added_names.remember(address, addr);
+    }
+
+    /// Resolves the admin-added backends given by a name not looked up yet (from the
+    /// state file or another instance) and rebuilds when one was found.
+    pub async fn resolve_added(&self) {
+        let overlay = self.overlay();
+        let names = overlay.added.iter().map(|a| a.address.as_str());
+        if self.added_names.resolve(names).await {
+            self.rebuild();
+        }
     }
 
     /// Replaces the admin API's changes to this pool and rebuilds the membership.
@@ -163,8 +182,12 @@ impl Pool {
             specs.push((b, Source::Static, false));
         }
         for a in &overlay.added {
-            match crate::config::value::resolve_backend(&a.address).ok() {
-                Some(addr) if !specs.iter().any(|s| s.0.address == a.address) => specs.push((
+            // A name not resolved yet joins once `resolve_added` has looked it up.
+            let Some(addr) = self.added_names.addr_of(&a.address) else {
+                continue;
+            };
+            if !specs.iter().any(|s| s.0.address == a.address) {
+                specs.push((
                     BackendConfig {
                         address: a.address.clone(),
                         addr,
@@ -173,13 +196,7 @@ impl Pool {
                     },
                     Source::Api,
                     false,
-                )),
-                Some(_) => {}
-                None => log::warn!(
-                    "pool {}: admin-added backend {} does not resolve; skipped",
-                    self.name,
-                    a.address
-                ),
+                ));
             }
         }
         for (source, found) in discovered {

@@ -276,6 +276,7 @@ mod tests {
                 retries: 1,
                 timeouts: Timeouts::default(),
                 upstream: UpstreamConfig::default(),
+                traffic: Default::default(),
             },
             HealthKind::Tcp,
             PoolOverlay::default(),

@@ -33,4 +33,5 @@ mod resilience;
 mod routing;
 mod smoke;
 mod tls;
+mod traffic;
 mod ws_teardown;

@@ -36,6 +36,8 @@ pub struct RequestCtx {
     pub set_cookie: Option<String>,
     /// What is left of the request body limit, when there is one.
     pub body_budget: Option<BodyBudget>,
+    /// The attempts on backends: count, status, timings (SPEC §13).
+    pub attempts: super::attempt::Attempts,
 }
 
 impl RequestCtx {
@@ -58,6 +60,7 @@ impl RequestCtx {
             outcome_recorded: false,
             set_cookie: None,
             body_budget: None,
+            attempts: Default::default(),
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The HTTP side: the `ProxyHttp` dispatcher and the request-level helpers it calls.
 
 pub mod admission;
+pub mod attempt;
 pub mod ctx;
 pub mod errors;
 pub mod guard;

@@ -144,8 +144,9 @@ impl ProxyHttp for Proxy {
         peer: &HttpPeer,
         _fd: std::os::unix::io::RawFd,
         digest: Option<&pingora::protocols::Digest>,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
+        ctx.attempts.connected();
         upstream::check_ip_san(peer, digest)
     }
 
@@ -172,6 +173,8 @@ impl ProxyHttp for Proxy {
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        ctx.attempts
+            .response_header(upstream_response.status.as_u16());
         let on_5xx = ctx.pool().is_some_and(|p| p.on_5xx);
         let is_5xx = upstream_response.status.is_server_error();
         upstream::record_outcome(ctx, !is_5xx, !(on_5xx && is_5xx));

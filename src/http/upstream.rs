@@ -5,6 +5,7 @@ use super::ctx::RequestCtx;
 use crate::config::{HashKey, ProxyProtocolSend, UpstreamProtocol};
 use crate::edge::proxy_header;
 use crate::net::ip_key;
+use crate::pool::outlier::{self, Outcome};
 use crate::pool::{Backend, Claim, Pool};
 use async_trait::async_trait;
 use once_cell::sync::Lazy;
@@ -101,6 +102,7 @@ pub fn choose(
     ctx.in_flight = Some(guard);
     ctx.backend = Some(idx);
     ctx.outcome_recorded = false;
+    ctx.attempts.start();
     ctx.set_cookie = match (&pool.sticky, members.sticky_of.get(idx)) {
         (Some(s), Some(value)) if cookie != Some(value.as_bytes()) => {
             Some(s.set_cookie(value, tls))
@@ -118,6 +120,12 @@ pub fn record_outcome(ctx: &mut RequestCtx, success: bool, breaker_success: bool
     }
     if let (Some(members), Some(idx)) = (&ctx.members, ctx.backend) {
         members.backends[idx].record(success, breaker_success);
+        let outcome = match ctx.attempts.status {
+            _ if success => Outcome::Success,
+            Some(status) if status >= 500 => Outcome::Status(status),
+            _ => Outcome::GatewayFailure,
+        };
+        outlier::observe(members, idx, outcome);
         ctx.outcome_recorded = true;
     }
 }

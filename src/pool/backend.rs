@@ -3,6 +3,7 @@
 //! in-flight slot a request or TCP session holds on it.
 
 use super::circuit::{Breaker, CircuitState};
+use super::outlier::Outlier;
 use crate::config::{BackendConfig, CircuitBreakerConfig};
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -25,6 +26,8 @@ pub struct Backend {
     /// 0 = unlimited.
     max_connections: usize,
     pub breaker: Option<Breaker>,
+    /// Passive ejection (`outlier_detection`), when the pool has it.
+    pub outlier: Option<Outlier>,
     succeeded: AtomicU64,
     failed: AtomicU64,
 }
@@ -45,9 +48,23 @@ impl Backend {
             in_flight: AtomicUsize::new(0),
             max_connections: breaker.map(|b| b.max_connections as usize).unwrap_or(0),
             breaker: breaker.map(Breaker::new),
+            outlier: None,
             succeeded: AtomicU64::new(0),
             failed: AtomicU64::new(0),
         }
+    }
+
+    /// The same backend with outlier detection.
+    pub(super) fn with_outlier(mut self, outlier: Option<Outlier>) -> Self {
+        self.outlier = outlier;
+        self
+    }
+
+    /// Ejected by outlier detection right now.
+    pub fn ejected(&self) -> bool {
+        self.outlier
+            .as_ref()
+            .is_some_and(|o| o.is_ejected(&self.address))
     }
 
     pub fn weight(&self) -> NonZeroU32 {
@@ -59,11 +76,17 @@ impl Backend {
         self.available() && !self.full()
     }
 
-    /// Healthy, not draining and the circuit admits (capacity aside).
+    /// Healthy, not draining, not ejected and the circuit admits (capacity aside).
     pub fn available(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
             && !self.draining.load(Ordering::Relaxed)
             && self.breaker.as_ref().is_none_or(|b| b.may_admit())
+            && !self.ejected()
+    }
+
+    /// Not draining and not full: what panic mode still asks of a backend.
+    pub fn panic_usable(&self) -> bool {
+        !self.draining.load(Ordering::Relaxed) && !self.full()
     }
 
     fn full(&self) -> bool {

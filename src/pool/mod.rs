@@ -9,6 +9,7 @@ pub mod db_checks;
 pub mod discovery;
 pub mod health;
 pub mod members;
+pub mod outlier;
 pub mod overlay;
 pub mod select;
 pub mod sticky;
@@ -95,6 +96,7 @@ impl Pool {
                 backups: Tier::new(c.algorithm, &[], true),
                 sticky_values: HashMap::new(),
                 sticky_of: Vec::new(),
+                panic_threshold: c.traffic.panic_threshold,
             }),
             discovered: Mutex::new(Vec::new()),
             overlay: Mutex::new(overlay),
@@ -146,6 +148,12 @@ impl Pool {
             );
             NonZeroU32::MIN
         })
+    }
+
+    /// Outlier state for a new backend, when the pool has `outlier_detection`.
+    fn new_outlier(&self) -> Option<outlier::Outlier> {
+        let config = self.definition.traffic.outlier_detection.as_ref()?;
+        Some(outlier::Outlier::new(self.name.as_str().into(), config))
     }
 
     /// Rebuilds the membership from static + admin-added + discovered backends, keeping
@@ -203,7 +211,10 @@ impl Pool {
                         b.weight.store(weight.get(), Ordering::Relaxed);
                         b.clone()
                     }
-                    None => Arc::new(Backend::new(spec, weight, self.circuit_breaker.as_ref())),
+                    None => Arc::new(
+                        Backend::new(spec, weight, self.circuit_breaker.as_ref())
+                            .with_outlier(self.new_outlier()),
+                    ),
                 }
             })
             .collect();
@@ -224,6 +235,7 @@ impl Pool {
                 .collect(),
             sticky_of,
             backends,
+            panic_threshold: self.definition.traffic.panic_threshold,
         };
         self.members.store(Arc::new(members));
     }

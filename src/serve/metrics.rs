@@ -37,6 +37,14 @@ impl PoolCollector {
                 "switchyard_circuit_breaker_state",
                 "Circuit state: 0 closed, 1 open, 2 half_open.",
             ),
+            (
+                "switchyard_backend_ejected",
+                "1 while outlier detection keeps the backend out, else 0.",
+            ),
+            (
+                "switchyard_outlier_ejections_total",
+                "Times outlier detection ejected the backend.",
+            ),
         ]
         .iter()
         .filter_map(|(n, h)| {
@@ -73,6 +81,16 @@ impl Collector for PoolCollector {
             "Circuit state: 0 closed, 1 open, 2 half_open.",
             &["pool", "backend"],
         );
+        let ejected = gauge_vec(
+            "switchyard_backend_ejected",
+            "1 while outlier detection keeps the backend out, else 0.",
+            &["pool", "backend"],
+        );
+        let ejections = counter_vec(
+            "switchyard_outlier_ejections_total",
+            "Times outlier detection ejected the backend.",
+            &["pool", "backend"],
+        );
         let rt = self.runtime.load();
         for pool in &rt.pools {
             for b in pool.members().backends.iter() {
@@ -80,6 +98,10 @@ impl Collector for PoolCollector {
                 up.with_label_values(&labels).set(b.healthy() as i64);
                 active.with_label_values(&labels).set(b.in_flight() as i64);
                 circuit.with_label_values(&labels).set(b.circuit() as i64);
+                ejected.with_label_values(&labels).set(b.ejected() as i64);
+                ejections
+                    .with_label_values(&labels)
+                    .inc_by(b.outlier.as_ref().map_or(0, |o| o.ejections()));
                 let (ok, failed) = b.outcomes();
                 total
                     .with_label_values(&[labels[0], labels[1], "success"])
@@ -94,6 +116,8 @@ impl Collector for PoolCollector {
         families.extend(active.collect());
         families.extend(total.collect());
         families.extend(circuit.collect());
+        families.extend(ejected.collect());
+        families.extend(ejections.collect());
         families
     }
 }

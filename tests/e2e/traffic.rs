@@ -7,6 +7,8 @@ use crate::common::*;
 mod mmdb;
 
 use serde_json::Value;
+use std::collections::HashMap;
+use std::time::Duration;
 
 const TOKEN: &str = "traffic-token-0123456789";
 
@@ -113,4 +115,236 @@ fn section_13_mistakes_are_refused_with_their_place() {
     ] {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
+}
+fn metrics_section(port: u16) -> String {
+    format!("metrics:\n  listen: 127.0.0.1:{port}\n")
+}
+
+const ROUTE_ALL: &str = "  - name: all\n    pool: p\n";
+
+/// Counts which backend (X-Backend) answered each of `n` GETs; Switchyard's own
+/// answers count under their status ("503").
+fn answered_by(port: u16, path: &str, n: usize) -> HashMap<String, usize> {
+    let mut counts = HashMap::new();
+    for _ in 0..n {
+        let r = get(port, path);
+        let who = r
+            .header("x-backend")
+            .map(str::to_string)
+            .unwrap_or_else(|| r.status.to_string());
+        *counts.entry(who).or_insert(0) += 1;
+    }
+    counts
+}
+
+/// One plaintext listener and a metrics listener.
+fn with_metrics(port: u16, metrics: u16, pools: &str, routes: &str) -> String {
+    config_yaml(
+        &format!("{TEST_SERVER}{}", metrics_section(metrics)),
+        &listener_yaml("web", port),
+        pools,
+        routes,
+    )
+}
+
+// ---------------------------------------------------------------- outlier detection
+
+#[test]
+fn a_backend_answering_5xx_is_ejected_after_the_streak_and_returns_after_its_time() {
+    let [good, bad] = Backend::start_each(["good", "bad"]);
+    bad.set(Behaviour::with_status(500));
+    let (port, metrics) = (listen_port(), listen_port());
+    let pools = pool_yaml(
+        "p",
+        "    retries: 0\n    outlier_detection: { consecutive_5xx: 3, base_ejection_time: 2s, max_ejection_time: 1m }\n",
+        &[good.address(), bad.address()],
+    );
+    let sy = Switchyard::start(
+        &with_metrics(port, metrics, &pools, ROUTE_ALL),
+        &[port, metrics],
+    );
+    let labels =
+        [("pool", "p"), ("backend", bad.address().as_str())].map(|(k, v)| (k, v.to_string()));
+    let labels: Vec<(&str, &str)> = labels.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    assert_eq!(
+        metric(metrics, "switchyard_backend_ejected", &labels),
+        Some(0.0)
+    );
+
+    // Round robin: the bad backend gets every other request until its third 500.
+    let counts = answered_by(port, "/", 20);
+    assert_eq!(
+        bad.count(),
+        3,
+        "exactly consecutive_5xx requests reach it: {counts:?}"
+    );
+    assert_eq!(counts.get("good"), Some(&17), "{counts:?}");
+    assert!(
+        sy.wait_stderr(
+            &format!("backend {} ejected for 2s (consecutive 5xx)", bad.address()),
+            1,
+            Duration::from_secs(5)
+        ),
+        "{}",
+        sy.stderr()
+    );
+    assert_eq!(
+        metric(metrics, "switchyard_backend_ejected", &labels),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(metrics, "switchyard_outlier_ejections_total", &labels),
+        Some(1.0)
+    );
+
+    // It recovers; after base_ejection_time it gets its share again.
+    bad.set(Behaviour::default());
+    assert!(
+        wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
+            metric(metrics, "switchyard_backend_ejected", &labels) == Some(0.0)
+        }),
+        "the ejection ends after base_ejection_time"
+    );
+    assert!(sy.wait_stderr("returned after its ejection", 1, Duration::from_secs(5)));
+    let counts = answered_by(port, "/", 10);
+    assert_eq!(counts.get("bad"), Some(&5), "{counts:?}");
+    assert_eq!(counts.get("good"), Some(&5), "{counts:?}");
+
+    // A second ejection lasts twice as long.
+    bad.set(Behaviour::with_status(500));
+    answered_by(port, "/", 8);
+    assert!(
+        sy.wait_stderr(
+            &format!("backend {} ejected for 4s (consecutive 5xx)", bad.address()),
+            1,
+            Duration::from_secs(5)
+        ),
+        "{}",
+        sy.stderr()
+    );
+    assert_eq!(
+        metric(metrics, "switchyard_outlier_ejections_total", &labels),
+        Some(2.0)
+    );
+}
+
+#[test]
+fn gateway_failures_eject_and_the_admin_api_shows_ejected() {
+    let good = Backend::start("good");
+    let refused = closed_port();
+    let (port, admin) = (listen_port(), listen_port());
+    let pools = pool_yaml(
+        "p",
+        "    retries: 0\n    health_check: { kind: none }\n    outlier_detection: { consecutive_5xx: 0, consecutive_gateway_failures: 2, base_ejection_time: 1m }\n",
+        &[good.address(), format!("127.0.0.1:{refused}")],
+    );
+    let yaml = config_yaml(
+        &format!("{TEST_SERVER}{}", admin_section(admin)),
+        &listener_yaml("web", port),
+        &pools,
+        ROUTE_ALL,
+    );
+    let sy = Switchyard::start(&yaml, &[port, admin]);
+    let counts = answered_by(port, "/", 12);
+    assert_eq!(
+        counts.get("good"),
+        Some(&10),
+        "two connect failures, then ejected: {counts:?}"
+    );
+    assert_eq!(counts.get("502"), Some(&2), "{counts:?}");
+    assert!(sy.wait_stderr("(consecutive gateway failures)", 1, Duration::from_secs(5)));
+    let pool = admin_get(admin, "/api/v1/pools/p");
+    let ejected: Vec<(String, bool)> = pool["backends"]
+        .as_array()
+        .expect("backends")
+        .iter()
+        .map(|b| {
+            (
+                b["address"].as_str().unwrap_or("").to_string(),
+                b["ejected"] == true,
+            )
+        })
+        .collect();
+    assert_eq!(
+        ejected,
+        vec![
+            (good.address(), false),
+            (format!("127.0.0.1:{refused}"), true)
+        ],
+        "{pool}"
+    );
+}
+
+#[test]
+fn max_ejection_percent_keeps_the_rest_of_the_pool_in() {
+    let backends = Backend::start_each(["a", "b", "c", "d"]);
+    for b in &backends {
+        b.set(Behaviour::with_status(503));
+    }
+    let (port, metrics) = (listen_port(), listen_port());
+    let addresses: Vec<String> = backends.iter().map(Backend::address).collect();
+    let pools = pool_yaml(
+        "p",
+        "    retries: 0\n    outlier_detection: { consecutive_5xx: 2, base_ejection_time: 1m, max_ejection_percent: 50 }\n",
+        &addresses,
+    );
+    let sy = Switchyard::start(
+        &with_metrics(port, metrics, &pools, ROUTE_ALL),
+        &[port, metrics],
+    );
+    let counts = answered_by(port, "/", 40);
+    assert!(
+        sy.wait_stderr("max_ejection_percent 50 reached", 1, Duration::from_secs(5)),
+        "{}",
+        sy.stderr()
+    );
+    let ejected: f64 = addresses
+        .iter()
+        .map(|a| {
+            metric(
+                metrics,
+                "switchyard_backend_ejected",
+                &[("pool", "p"), ("backend", a)],
+            )
+            .unwrap_or(-1.0)
+        })
+        .sum();
+    assert_eq!(ejected, 2.0, "half of four backends at most: {counts:?}");
+    assert_eq!(sy.stderr_count(" ejected for 1m"), 2, "{}", sy.stderr());
+    // The two left in keep answering (with their 503s): no request got Switchyard's own.
+    assert!(counts.keys().all(|k| k != "503"), "{counts:?}");
+}
+
+#[test]
+fn panic_threshold_balances_across_every_primary_when_too_few_are_usable() {
+    let [a, b] = Backend::start_each(["a", "b"]);
+    let [c, d] = Backend::start_each(["c", "d"]);
+    for x in [&a, &b, &c, &d] {
+        x.set(Behaviour::with_status(500));
+    }
+    let port = listen_port();
+    let keys = |panic: u32| {
+        format!("    retries: 0\n    panic_threshold: {panic}\n    outlier_detection: {{ consecutive_5xx: 1, base_ejection_time: 1m, max_ejection_percent: 100 }}\n")
+    };
+    let pools = pool_yaml("calm", &keys(0), &[a.address(), b.address()])
+        + &pool_yaml("panicky", &keys(50), &[c.address(), d.address()]);
+    let routes = "  - name: calm\n    path_prefix: /calm\n    pool: calm\n  - name: panicky\n    pool: panicky\n";
+    let _sy = Switchyard::start(
+        &config_yaml(TEST_SERVER, &listener_yaml("web", port), &pools, routes),
+        &[port],
+    );
+    // One 500 each ejects both backends of both pools.
+    let calm = answered_by(port, "/calm", 6);
+    assert_eq!((a.count(), b.count()), (1, 1), "{calm:?}");
+    assert_eq!(
+        calm.get("503"),
+        Some(&4),
+        "no usable backend, no panic: {calm:?}"
+    );
+    let panicky = answered_by(port, "/", 10);
+    assert_eq!(
+        (panicky.get("c"), panicky.get("d")),
+        (Some(&5), Some(&5)),
+        "below panic_threshold every primary takes traffic, ejected or not: {panicky:?}"
+    );
 }

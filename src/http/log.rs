@@ -22,6 +22,14 @@ pub struct HttpEntry<'a> {
     pub bytes_sent: usize,
     pub protocol: &'a str,
     pub tls: bool,
+    /// Who ended the exchange (SPEC §13, `http::termination`).
+    pub termination: &'static str,
+    /// Backends this request was sent to.
+    pub attempts: u32,
+    /// The last attempt's connect time; null when no backend was reached.
+    pub upstream_connect_ms: Option<f64>,
+    /// The last attempt's wait for the response header; null when none arrived.
+    pub upstream_response_ms: Option<f64>,
 }
 
 /// The access-log line for a finished request.
@@ -71,11 +79,20 @@ pub fn http_entry<'a>(
             _ => "HTTP/1.1",
         },
         tls,
+        termination: "-",
+        attempts: ctx.attempts.count,
+        upstream_connect_ms: ctx.attempts.connect_ms,
+        upstream_response_ms: ctx.attempts.response_ms,
     }
 }
 
 /// The per-request metrics and access-log line, once the request is done.
-pub fn finish(session: &pingora_proxy::Session, ctx: &RequestCtx, tls: bool) {
+pub fn finish(
+    session: &pingora_proxy::Session,
+    ctx: &RequestCtx,
+    e: Option<&pingora::Error>,
+    tls: bool,
+) {
     let Some(rt) = ctx.runtime.as_deref() else {
         return;
     };
@@ -91,7 +108,8 @@ pub fn finish(session: &pingora_proxy::Session, ctx: &RequestCtx, tls: bool) {
         metrics.observe(&session.req_header().method, status, ctx.start.elapsed());
     }
     if rt.access_log.enabled() {
-        rt.access_log
-            .write(&http_entry(session, ctx, rt, status, tls));
+        let mut entry = http_entry(session, ctx, rt, status, tls);
+        entry.termination = crate::http::termination::code(e, &ctx.attempts, status);
+        rt.access_log.write(&entry);
     }
 }

@@ -10,4 +10,5 @@ pub mod limits;
 pub mod log;
 pub mod path;
 pub mod proxy;
+pub mod termination;
 pub mod upstream;

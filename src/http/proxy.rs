@@ -231,7 +231,7 @@ impl ProxyHttp for Proxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         upstream::finish_attempt(ctx, e);
-        access_log::finish(session, ctx, self.tls);
+        access_log::finish(session, ctx, e, self.tls);
         header_clock::request_done();
     }
 }

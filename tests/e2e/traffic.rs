@@ -348,3 +348,151 @@ fn panic_threshold_balances_across_every_primary_when_too_few_are_usable() {
         "below panic_threshold every primary takes traffic, ejected or not: {panicky:?}"
     );
 }
+
+// ---------------------------------------------------------------- termination codes
+
+/// A backend that reads the request header, sends a response header promising 100
+/// bytes and 10 of them, then closes.
+fn truncating_backend() -> TcpServer {
+    TcpServer::start(|mut s| {
+        use std::io::{Read, Write};
+        let mut buf = [0u8; 4096];
+        let mut seen = Vec::new();
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789");
+    })
+}
+
+#[test]
+fn the_access_log_says_who_ended_each_exchange_and_where_the_time_went() {
+    let ok = Backend::start_with("ok", Behaviour::with_delay(Duration::from_millis(150)));
+    let slow = Backend::start_with("slow", Behaviour::with_delay(Duration::from_secs(3)));
+    let truncating = truncating_backend();
+    let refused = closed_port();
+    let port = listen_port();
+    let pools = [
+        pool_yaml("ok", "", &[ok.address()]),
+        pool_yaml("slow", "    timeouts: { read: 300ms }\n", &[slow.address()]),
+        pool_yaml("cut", "", &[truncating.address()]),
+        pool_yaml(
+            "refused",
+            "    retries: 1\n    health_check: { kind: none }\n",
+            &[
+                format!("127.0.0.1:{refused}"),
+                format!("127.0.0.1:{}", closed_port()),
+            ],
+        ),
+    ]
+    .concat();
+    let routes = "  - name: denied\n    path_prefix: /denied\n    deny: [127.0.0.0/8]\n    pool: ok\n  - name: slow\n    path_prefix: /slow\n    pool: slow\n  - name: cut\n    path_prefix: /cut\n    pool: cut\n  - name: refused\n    path_prefix: /refused\n    pool: refused\n  - name: ok\n    pool: ok\n";
+    let head = TEST_SERVER.to_string();
+    let listener = format!(
+        "{}    limits: {{ body_timeout: 500ms }}\n",
+        listener_yaml("web", port)
+    );
+    let sy = Switchyard::start(&config_yaml(&head, &listener, &pools, routes), &[port]);
+
+    assert_eq!(get(port, "/fine").status, 200);
+    assert_eq!(get(port, "/denied").status, 403);
+    assert_eq!(get(port, "/slow").status, 504);
+    let _ = raw_exchange(
+        port,
+        b"GET /cut HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    );
+    assert_eq!(get(port, "/refused").status, 502);
+    // A body that stops coming: the client timed out.
+    let _ = raw_exchange(
+        port,
+        b"POST /fine HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\nConnection: close\r\n\r\nab",
+    );
+    let entries = sy.access_entries(6);
+    let by_path = |p: &str| -> Value {
+        entries
+            .iter()
+            .find(|e| e["path"] == p && (p != "/fine" || e["method"] == "GET"))
+            .cloned()
+            .unwrap_or_else(|| panic!("no entry for {p}: {entries:?}"))
+    };
+    let fine = by_path("/fine");
+    assert_eq!(
+        (fine["termination"].as_str(), fine["attempts"].as_u64()),
+        (Some("-"), Some(1)),
+        "{fine}"
+    );
+    let connect = fine["upstream_connect_ms"].as_f64().expect("connect time");
+    let response = fine["upstream_response_ms"]
+        .as_f64()
+        .expect("response time");
+    assert!(
+        connect >= 0.0 && response >= 150.0,
+        "the backend waited 150 ms before its header: {fine}"
+    );
+    assert!(
+        fine["duration_ms"].as_f64().unwrap_or(0.0) >= response,
+        "{fine}"
+    );
+
+    let denied = by_path("/denied");
+    assert_eq!(
+        (denied["termination"].as_str(), denied["attempts"].as_u64()),
+        (Some("PR"), Some(0)),
+        "{denied}"
+    );
+    assert_eq!(denied["upstream_connect_ms"], Value::Null, "{denied}");
+
+    let slow_entry = by_path("/slow");
+    assert_eq!(slow_entry["termination"], "SH", "{slow_entry}");
+    assert!(
+        slow_entry["upstream_connect_ms"].is_number()
+            && slow_entry["upstream_response_ms"].is_null(),
+        "{slow_entry}"
+    );
+
+    let cut = by_path("/cut");
+    assert_eq!(cut["termination"], "SD", "{cut}");
+
+    let refused_entry = by_path("/refused");
+    assert_eq!(
+        (
+            refused_entry["termination"].as_str(),
+            refused_entry["attempts"].as_u64()
+        ),
+        (Some("SC"), Some(2)),
+        "both backends refused (retries: 1): {refused_entry}"
+    );
+    let post = entries
+        .iter()
+        .find(|e| e["method"] == "POST")
+        .unwrap_or_else(|| panic!("no POST entry: {entries:?}"));
+    assert_eq!(post["termination"], "CT", "{post}");
+}
+
+#[test]
+fn a_client_that_hangs_up_while_waiting_is_logged_as_cd() {
+    let slow = Backend::start_with("slow", Behaviour::with_delay(Duration::from_millis(1500)));
+    let port = listen_port();
+    let pools = pool_yaml("p", "", &[slow.address()]);
+    let sy = Switchyard::start(
+        &config_yaml(TEST_SERVER, &listener_yaml("web", port), &pools, ROUTE_ALL),
+        &[port],
+    );
+    {
+        use std::io::Write;
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+        s.write_all(b"GET /hang HTTP/1.1\r\nHost: x\r\n\r\n")
+            .expect("send");
+        assert!(slow.wait_count(1, Duration::from_secs(5)));
+    }
+    let entries = sy.access_entries(1);
+    let e = entries
+        .iter()
+        .find(|e| e["path"] == "/hang")
+        .unwrap_or_else(|| panic!("no entry: {entries:?}"));
+    assert_eq!(e["termination"], "CD", "{e}");
+    assert_eq!(e["attempts"], 1, "{e}");
+}

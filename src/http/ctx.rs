@@ -38,6 +38,8 @@ pub struct RequestCtx {
     pub body_budget: Option<BodyBudget>,
     /// The attempts on backends: count, status, timings (SPEC §13).
     pub attempts: super::attempt::Attempts,
+    /// Retry budget slots and the `try_duration` deadline.
+    pub retry: super::retry::RetryState,
 }
 
 impl RequestCtx {
@@ -61,6 +63,7 @@ impl RequestCtx {
             set_cookie: None,
             body_budget: None,
             attempts: Default::default(),
+            retry: Default::default(),
         }
     }
 }

@@ -10,5 +10,7 @@ pub mod limits;
 pub mod log;
 pub mod path;
 pub mod proxy;
+pub mod retry;
 pub mod termination;
 pub mod upstream;
+pub mod wait;

@@ -7,7 +7,9 @@ use super::errors;
 use super::guard;
 use super::headers;
 use super::limits;
+use super::retry;
 use super::upstream;
+use super::wait;
 use crate::edge::header_clock;
 use crate::http::log as access_log;
 use crate::observe::refusal;
@@ -115,7 +117,8 @@ impl ProxyHttp for Proxy {
             .pool()
             .cloned()
             .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(404), "route has no pool"))?;
-        let backend = upstream::choose(&pool, session, ctx, self.tls)
+        let backend = wait::choose(&pool, session, ctx, self.tls)
+            .await
             .ok_or_else(|| errors::no_backend(ctx.connect_failure))?;
         let upgrade = session.is_upgrade_req();
         Ok(Box::new(upstream::peer(&pool, &backend, upgrade, session)))
@@ -131,9 +134,7 @@ impl ProxyHttp for Proxy {
         upstream::record_outcome(ctx, false, false);
         ctx.connect_failure = Some(errors::status_for(&e).max(502));
         // Nothing was sent yet, so another backend may take it.
-        if upstream::may_retry_connect(ctx) {
-            e.set_retry(true);
-        }
+        retry::after_connect_failure(ctx, &mut e);
         e
     }
 
@@ -169,16 +170,36 @@ impl ProxyHttp for Proxy {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        ctx.attempts
-            .response_header(upstream_response.status.as_u16());
+        let status = upstream_response.status.as_u16();
+        ctx.attempts.response_header(status);
         let on_5xx = ctx.pool().is_some_and(|p| p.on_5xx);
         let is_5xx = upstream_response.status.is_server_error();
         upstream::record_outcome(ctx, !is_5xx, !(on_5xx && is_5xx));
-        Ok(())
+        retry::after_response_header(ctx, &session.req_header().method, status)
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let truncated = session.as_ref().retry_buffer_truncated();
+        retry::after_error(
+            ctx,
+            &session.req_header().method,
+            truncated,
+            &mut e,
+            client_reused,
+        );
+        e
     }
 
     async fn response_filter(

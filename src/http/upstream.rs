@@ -286,13 +286,6 @@ fn host_of(address: &str) -> &str {
     }
 }
 
-/// Whether a failed connect may move on to another backend: within the pool's
-/// `retries` (the first attempt is not a retry).
-pub fn may_retry_connect(ctx: &RequestCtx) -> bool {
-    let retries = ctx.pool().map(|p| p.retries as usize).unwrap_or(0);
-    ctx.tried.len() <= retries
-}
-
 /// The request URI with the route's prefix removed (`strip_prefix`).
 pub fn stripped_uri(
     prefix: &str,

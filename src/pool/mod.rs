@@ -4,6 +4,7 @@
 //! the `Members` snapshot it started with.
 
 pub mod backend;
+pub mod budget;
 pub mod circuit;
 pub mod db_checks;
 pub mod discovery;
@@ -57,6 +58,8 @@ pub struct Pool {
     discovered: Mutex<Vec<BackendConfig>>,
     /// Changes made through the admin API (added, re-weighted, drained, deleted).
     overlay: Mutex<PoolOverlay>,
+    /// Retries in progress against active requests (`retry_budget`).
+    pub retry_budget: Arc<budget::RetryBudget>,
 }
 
 impl Pool {
@@ -100,6 +103,7 @@ impl Pool {
             }),
             discovered: Mutex::new(Vec::new()),
             overlay: Mutex::new(overlay),
+            retry_budget: Arc::default(),
         };
         pool.rebuild();
         pool

@@ -496,3 +496,178 @@ fn a_client_that_hangs_up_while_waiting_is_logged_as_cd() {
     assert_eq!(e["termination"], "CD", "{e}");
     assert_eq!(e["attempts"], 1, "{e}");
 }
+
+// ---------------------------------------------------------------- retries
+
+/// A backend that reads the request header and closes without answering.
+fn resetting_backend() -> TcpServer {
+    TcpServer::start(|mut s| {
+        use std::io::Read;
+        let mut buf = [0u8; 4096];
+        let mut seen = Vec::new();
+        while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => seen.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+}
+
+#[test]
+fn retry_on_statuses_moves_idempotent_requests_to_another_backend() {
+    let [bad, good] = Backend::start_each(["bad", "good"]);
+    bad.set(Behaviour::with_status(502));
+    let port = listen_port();
+    let pools = pool_yaml(
+        "p",
+        "    retries: 1\n    retry_on: [connect_failure, 502]\n",
+        &[bad.address(), good.address()],
+    ) + &pool_yaml(
+        "plain",
+        "    retries: 1\n",
+        &[bad.address(), good.address()],
+    );
+    let routes =
+        "  - name: plain\n    path_prefix: /plain\n    pool: plain\n  - name: all\n    pool: p\n";
+    let sy = Switchyard::start(
+        &config_yaml(TEST_SERVER, &listener_yaml("web", port), &pools, routes),
+        &[port],
+    );
+    let counts = answered_by(port, "/", 10);
+    assert_eq!(
+        counts.get("good"),
+        Some(&10),
+        "every GET ends at the good backend: {counts:?}"
+    );
+    assert!(
+        bad.count() >= 4,
+        "the bad backend was asked first about half the time: {}",
+        bad.count()
+    );
+    let entries = sy.access_entries(10);
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["attempts"] == 2 && e["status"] == 200),
+        "{entries:?}"
+    );
+
+    // POST is not idempotent: the backend's 502 goes to the client.
+    let posts: Vec<u16> = (0..6)
+        .map(|_| request(port, "POST", "/", &[], b"x").status)
+        .collect();
+    assert!(posts.contains(&502) && posts.contains(&200), "{posts:?}");
+    // Without 502 in retry_on, the 502 is the answer too.
+    let plain = answered_by(port, "/plain", 6);
+    assert_eq!(
+        (plain.get("bad"), plain.get("good")),
+        (Some(&3), Some(&3)),
+        "{plain:?}"
+    );
+}
+
+#[test]
+fn retry_on_reset_hides_a_backend_that_hangs_up() {
+    let resetting = resetting_backend();
+    let good = Backend::start("good");
+    let port = listen_port();
+    let backends = [resetting.address(), good.address()];
+    let pools = pool_yaml(
+        "p",
+        "    retries: 1\n    retry_on: [connect_failure, reset]\n",
+        &backends,
+    ) + &pool_yaml("plain", "    retries: 1\n", &backends);
+    let routes =
+        "  - name: plain\n    path_prefix: /plain\n    pool: plain\n  - name: all\n    pool: p\n";
+    let _sy = Switchyard::start(
+        &config_yaml(TEST_SERVER, &listener_yaml("web", port), &pools, routes),
+        &[port],
+    );
+    let counts = answered_by(port, "/", 10);
+    assert_eq!(counts.get("good"), Some(&10), "{counts:?}");
+    let plain = answered_by(port, "/plain", 10);
+    assert_eq!(plain.get("good"), Some(&5), "{plain:?}");
+    assert_eq!(
+        plain.get("502"),
+        Some(&5),
+        "no reset retry without retry_on: [reset]: {plain:?}"
+    );
+}
+
+#[test]
+fn a_zero_retry_budget_turns_retries_off() {
+    let good = Backend::start("good");
+    let refused = format!("127.0.0.1:{}", closed_port());
+    let port = listen_port();
+    let keys = |budget: u32| {
+        format!("    retries: 1\n    retry_budget: {budget}\n    health_check: {{ kind: none }}\n")
+    };
+    let pools = pool_yaml("p", &keys(20), &[refused.clone(), good.address()])
+        + &pool_yaml("none", &keys(0), &[refused, good.address()]);
+    let routes =
+        "  - name: none\n    path_prefix: /none\n    pool: none\n  - name: all\n    pool: p\n";
+    let _sy = Switchyard::start(
+        &config_yaml(TEST_SERVER, &listener_yaml("web", port), &pools, routes),
+        &[port],
+    );
+    let counts = answered_by(port, "/", 10);
+    assert_eq!(
+        counts.get("good"),
+        Some(&10),
+        "within the budget: {counts:?}"
+    );
+    let none = answered_by(port, "/none", 10);
+    assert_eq!(
+        (none.get("good"), none.get("502")),
+        (Some(&5), Some(&5)),
+        "{none:?}"
+    );
+}
+
+#[test]
+fn try_duration_holds_requests_while_the_only_backend_restarts() {
+    let port = listen_port();
+    let backend_port = listen_port();
+    let address = format!("127.0.0.1:{backend_port}");
+    let pools = pool_yaml(
+        "p",
+        "    try_duration: 10s\n    health_check: { kind: none }\n",
+        std::slice::from_ref(&address),
+    ) + &pool_yaml("quick", "    health_check: { kind: none }\n", &[address]);
+    let routes =
+        "  - name: quick\n    path_prefix: /quick\n    pool: quick\n  - name: all\n    pool: p\n";
+    let sy = Switchyard::start(
+        &config_yaml(TEST_SERVER, &listener_yaml("web", port), &pools, routes),
+        &[port],
+    );
+    assert_eq!(
+        get(port, "/quick").status,
+        502,
+        "without try_duration: an error at once"
+    );
+    let waiting: Vec<_> = (0..3)
+        .map(|_| std::thread::spawn(move || get(port, "/held")))
+        .collect();
+    std::thread::sleep(Duration::from_millis(800));
+    let backend = Backend::start_on("late", backend_port);
+    for w in waiting {
+        let r = w.join().expect("request thread");
+        assert_eq!(
+            (r.status, r.header("x-backend")),
+            (200, Some("late")),
+            "{r:?}"
+        );
+    }
+    assert_eq!(backend.count(), 3);
+    let entries = sy.access_entries(4);
+    let held = entries
+        .iter()
+        .find(|e| e["path"] == "/held")
+        .unwrap_or_else(|| panic!("{entries:?}"));
+    assert!(
+        held["attempts"].as_u64().unwrap_or(0) >= 2,
+        "it tried again: {held}"
+    );
+    assert_eq!(held["termination"], "-", "{held}");
+}

@@ -2,6 +2,13 @@
 
 use super::*;
 
+/// `try_duration` holds a request at most this long (Pingora's retry loop is bounded).
+const TRY_LIMIT: Limit = Limit {
+    max: Duration::from_secs(300),
+    text: "5m",
+    nonzero: false,
+};
+
 /// The §13 keys of one pool, read from its mapping.
 pub(super) fn read_pool_traffic(d: &mut Decoder, m: &mut Map) -> PoolTraffic {
     let def = PoolTraffic::default();
@@ -19,7 +26,7 @@ pub(super) fn read_pool_traffic(d: &mut Decoder, m: &mut Map) -> PoolTraffic {
         Some(v)
     })
     .unwrap_or_default();
-    let try_duration = duration_within(d, m, "try_duration", def.try_duration, DAY);
+    let try_duration = duration_within(d, m, "try_duration", def.try_duration, TRY_LIMIT);
     let retry_on = match m.get("retry_on") {
         None => def.retry_on,
         Some(n) => {

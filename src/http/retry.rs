@@ -115,12 +115,13 @@ pub fn after_error(
     e: &mut Error,
     client_reused: bool,
 ) {
-    if std::mem::take(&mut ctx.retry.status_retry) {
-        e.set_retry(true);
-        return;
-    }
+    let status_retry = std::mem::take(&mut ctx.retry.status_retry);
     if !method.is_idempotent() || body_truncated {
         e.set_retry(false);
+        return;
+    }
+    if status_retry {
+        e.set_retry(true);
         return;
     }
     let reset = e.esource() == &ErrorSource::Upstream

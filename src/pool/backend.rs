@@ -4,6 +4,7 @@
 
 use super::circuit::{Breaker, CircuitState};
 use super::outlier::Outlier;
+use super::slow_start::SlowStart;
 use crate::config::{BackendConfig, CircuitBreakerConfig};
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -28,6 +29,8 @@ pub struct Backend {
     pub breaker: Option<Breaker>,
     /// Passive ejection (`outlier_detection`), when the pool has it.
     pub outlier: Option<Outlier>,
+    /// The ramp after joining or coming back (`slow_start`), when the pool has one.
+    pub slow_start: Option<SlowStart>,
     succeeded: AtomicU64,
     failed: AtomicU64,
 }
@@ -49,6 +52,7 @@ impl Backend {
             max_connections: breaker.map(|b| b.max_connections as usize).unwrap_or(0),
             breaker: breaker.map(Breaker::new),
             outlier: None,
+            slow_start: None,
             succeeded: AtomicU64::new(0),
             failed: AtomicU64::new(0),
         }
@@ -60,11 +64,36 @@ impl Backend {
         self
     }
 
-    /// Ejected by outlier detection right now.
+    /// The same backend with a slow-start ramp.
+    pub(super) fn with_slow_start(mut self, slow_start: Option<SlowStart>) -> Self {
+        self.slow_start = slow_start;
+        self
+    }
+
+    /// Ejected by outlier detection right now (a return restarts the slow start).
     pub fn ejected(&self) -> bool {
-        self.outlier
-            .as_ref()
-            .is_some_and(|o| o.is_ejected(&self.address))
+        let Some(o) = &self.outlier else {
+            return false;
+        };
+        match o.state(&self.address) {
+            super::outlier::State::Ejected => true,
+            super::outlier::State::Returned => {
+                self.ramp();
+                false
+            }
+            super::outlier::State::In => false,
+        }
+    }
+
+    fn ramp(&self) {
+        if let Some(s) = &self.slow_start {
+            s.restart();
+        }
+    }
+
+    /// Takes this selection, given its slow-start ramp.
+    pub fn ramp_admits(&self) -> bool {
+        self.slow_start.as_ref().is_none_or(|s| s.admits())
     }
 
     pub fn weight(&self) -> NonZeroU32 {
@@ -97,9 +126,13 @@ impl Backend {
         self.healthy.load(Ordering::Relaxed)
     }
 
-    /// Sets health; returns the previous value.
+    /// Sets health; returns the previous value. Coming back restarts the slow start.
     pub fn set_healthy(&self, healthy: bool) -> bool {
-        self.healthy.swap(healthy, Ordering::Relaxed)
+        let was = self.healthy.swap(healthy, Ordering::Relaxed);
+        if healthy && !was {
+            self.ramp();
+        }
+        was
     }
 
     pub fn draining(&self) -> bool {

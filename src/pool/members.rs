@@ -76,7 +76,14 @@ impl Members {
                 return backup.or_else(|| pick(&self.primaries, &|b| b.panic_usable()));
             }
         }
-        pick(&self.primaries, &usable).or_else(|| pick(&self.backups, &usable))
+        let ramped = |b: &Backend| b.usable() && b.ramp_admits();
+        [&self.primaries, &self.backups]
+            .into_iter()
+            .find_map(|tier| {
+                // A ramping backend (slow_start) passes some selections on; if every
+                // candidate did, the plain choice stands.
+                pick(tier, &ramped).or_else(|| pick(tier, &usable))
+            })
     }
 
     /// Below `panic_threshold` percent of the primaries are usable: how many are.

@@ -13,6 +13,7 @@ pub mod members;
 pub mod outlier;
 pub mod overlay;
 pub mod select;
+pub mod slow_start;
 pub mod sticky;
 
 use crate::config::{
@@ -60,6 +61,8 @@ pub struct Pool {
     overlay: Mutex<PoolOverlay>,
     /// Retries in progress against active requests (`retry_budget`).
     pub retry_budget: Arc<budget::RetryBudget>,
+    /// Set after the first membership: backends joining later ramp up (`slow_start`).
+    started: std::sync::atomic::AtomicBool,
 }
 
 impl Pool {
@@ -104,8 +107,10 @@ impl Pool {
             discovered: Mutex::new(Vec::new()),
             overlay: Mutex::new(overlay),
             retry_budget: Arc::default(),
+            started: Default::default(),
         };
         pool.rebuild();
+        pool.started.store(true, Ordering::Relaxed);
         pool
     }
 
@@ -158,6 +163,14 @@ impl Pool {
     fn new_outlier(&self) -> Option<outlier::Outlier> {
         let config = self.definition.traffic.outlier_detection.as_ref()?;
         Some(outlier::Outlier::new(self.name.as_str().into(), config))
+    }
+
+    /// A slow-start ramp for a new backend, when the pool has `slow_start`: ramping at
+    /// once when it joins a running pool, not for the pool's first members.
+    fn new_slow_start(&self) -> Option<slow_start::SlowStart> {
+        let window = self.definition.traffic.slow_start;
+        let running = self.started.load(Ordering::Relaxed);
+        (!window.is_zero()).then(|| slow_start::SlowStart::new(window, running))
     }
 
     /// Rebuilds the membership from static + admin-added + discovered backends, keeping
@@ -217,7 +230,8 @@ impl Pool {
                     }
                     None => Arc::new(
                         Backend::new(spec, weight, self.circuit_breaker.as_ref())
-                            .with_outlier(self.new_outlier()),
+                            .with_outlier(self.new_outlier())
+                            .with_slow_start(self.new_slow_start()),
                     ),
                 }
             })

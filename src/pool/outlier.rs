@@ -31,6 +31,15 @@ pub enum Outcome {
     GatewayFailure,
 }
 
+/// Where a backend stands with outlier detection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    In,
+    Ejected,
+    /// Its ejection ended at this look.
+    Returned,
+}
+
 /// One backend's outlier state.
 pub struct Outlier {
     pool: Arc<str>,
@@ -128,12 +137,18 @@ impl Outlier {
 
     /// Ejected right now. The first look after the ejection time ends it (and logs it).
     pub fn is_ejected(&self, address: &str) -> bool {
+        self.state(address) == State::Ejected
+    }
+
+    /// Ejected, in, or back this moment (the first look after the ejection time ends
+    /// it, and logs it).
+    pub fn state(&self, address: &str) -> State {
         if !self.ejected.load(Ordering::Acquire) {
-            return false;
+            return State::In;
         }
         let now = now_ms();
         if now < self.until_ms.load(Ordering::Acquire) {
-            return true;
+            return State::Ejected;
         }
         if self
             .ejected
@@ -146,8 +161,9 @@ impl Outlier {
                 "pool {}: backend {address} returned after its ejection",
                 self.pool
             );
+            return State::Returned;
         }
-        false
+        State::In
     }
 
     /// Ejections so far.

@@ -671,3 +671,58 @@ fn try_duration_holds_requests_while_the_only_backend_restarts() {
     );
     assert_eq!(held["termination"], "-", "{held}");
 }
+
+// ---------------------------------------------------------------- slow start
+
+fn admin_send(port: u16, method: &str, path: &str, body: &str) -> Reply {
+    let auth = format!("Bearer {TOKEN}");
+    request(
+        port,
+        method,
+        path,
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        body.as_bytes(),
+    )
+}
+
+#[test]
+fn a_backend_joining_a_running_pool_ramps_up_over_slow_start() {
+    let [old, new] = Backend::start_each(["old", "new"]);
+    let (port, admin) = (listen_port(), listen_port());
+    let pools = pool_yaml("p", "    slow_start: 5s\n", &[old.address()]);
+    let yaml = config_yaml(
+        &format!("{TEST_SERVER}{}", admin_section(admin)),
+        &listener_yaml("web", port),
+        &pools,
+        ROUTE_ALL,
+    );
+    let _sy = Switchyard::start(&yaml, &[port, admin]);
+    // The pool's first members take their full share at once.
+    assert_eq!(answered_by(port, "/", 4).get("old"), Some(&4));
+    let added = admin_send(
+        admin,
+        "POST",
+        "/api/v1/pools/p/backends",
+        &format!("{{\"address\":\"{}\",\"weight\":1}}", new.address()),
+    );
+    assert_eq!(added.status, 201, "{added:?}");
+    let early = answered_by(port, "/", 60);
+    let early_new = early.get("new").copied().unwrap_or(0);
+    eprintln!("first 60 requests after the join: {early:?}");
+    assert!(
+        early_new < 20,
+        "in its first second a joining backend gets far less than half (10 % of its weight, rising): {early:?}"
+    );
+    assert_eq!(early.values().sum::<usize>(), 60, "{early:?}");
+    // After slow_start it takes its whole share: round robin alternates exactly.
+    std::thread::sleep(Duration::from_millis(5200));
+    let late = answered_by(port, "/", 40);
+    assert_eq!(
+        (late.get("old"), late.get("new")),
+        (Some(&20), Some(&20)),
+        "{late:?}"
+    );
+}

@@ -31,6 +31,8 @@ pub struct Backend {
     pub outlier: Option<Outlier>,
     /// The ramp after joining or coming back (`slow_start`), when the pool has one.
     pub slow_start: Option<SlowStart>,
+    /// The pool's queue (`queue.max` > 0): told when a slot is released.
+    queue: Option<Arc<super::queue::Queue>>,
     succeeded: AtomicU64,
     failed: AtomicU64,
 }
@@ -53,6 +55,7 @@ impl Backend {
             breaker: breaker.map(Breaker::new),
             outlier: None,
             slow_start: None,
+            queue: None,
             succeeded: AtomicU64::new(0),
             failed: AtomicU64::new(0),
         }
@@ -67,6 +70,12 @@ impl Backend {
     /// The same backend with a slow-start ramp.
     pub(super) fn with_slow_start(mut self, slow_start: Option<SlowStart>) -> Self {
         self.slow_start = slow_start;
+        self
+    }
+
+    /// The same backend, telling `queue` about released slots.
+    pub(super) fn with_queue(mut self, queue: Option<Arc<super::queue::Queue>>) -> Self {
+        self.queue = queue;
         self
     }
 
@@ -206,5 +215,8 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if let Some(q) = &self.0.queue {
+            q.released();
+        }
     }
 }

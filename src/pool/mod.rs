@@ -12,6 +12,7 @@ pub mod health;
 pub mod members;
 pub mod outlier;
 pub mod overlay;
+pub mod queue;
 pub mod select;
 pub mod slow_start;
 pub mod sticky;
@@ -61,6 +62,8 @@ pub struct Pool {
     overlay: Mutex<PoolOverlay>,
     /// Retries in progress against active requests (`retry_budget`).
     pub retry_budget: Arc<budget::RetryBudget>,
+    /// Requests waiting for a backend slot (`queue`).
+    pub queue: Arc<queue::Queue>,
     /// Set after the first membership: backends joining later ramp up (`slow_start`).
     started: std::sync::atomic::AtomicBool,
 }
@@ -108,6 +111,7 @@ impl Pool {
             overlay: Mutex::new(overlay),
             retry_budget: Arc::default(),
             started: Default::default(),
+            queue: Arc::default(),
         };
         pool.rebuild();
         pool.started.store(true, Ordering::Relaxed);
@@ -163,6 +167,15 @@ impl Pool {
     fn new_outlier(&self) -> Option<outlier::Outlier> {
         let config = self.definition.traffic.outlier_detection.as_ref()?;
         Some(outlier::Outlier::new(self.name.as_str().into(), config))
+    }
+
+    /// Whether requests queue for a slot: `queue.max` with `max_connections`.
+    pub fn queued(&self) -> bool {
+        self.definition.traffic.queue.max > 0
+            && self
+                .circuit_breaker
+                .as_ref()
+                .is_some_and(|b| b.max_connections > 0)
     }
 
     /// A slow-start ramp for a new backend, when the pool has `slow_start`: ramping at
@@ -231,7 +244,8 @@ impl Pool {
                     None => Arc::new(
                         Backend::new(spec, weight, self.circuit_breaker.as_ref())
                             .with_outlier(self.new_outlier())
-                            .with_slow_start(self.new_slow_start()),
+                            .with_slow_start(self.new_slow_start())
+                            .with_queue(self.queued().then(|| self.queue.clone())),
                     ),
                 }
             })

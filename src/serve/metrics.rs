@@ -45,6 +45,10 @@ impl PoolCollector {
                 "switchyard_outlier_ejections_total",
                 "Times outlier detection ejected the backend.",
             ),
+            (
+                "switchyard_pool_queue_length",
+                "Requests waiting for a free backend slot (queue).",
+            ),
         ]
         .iter()
         .filter_map(|(n, h)| {
@@ -91,8 +95,16 @@ impl Collector for PoolCollector {
             "Times outlier detection ejected the backend.",
             &["pool", "backend"],
         );
+        let queue = gauge_vec(
+            "switchyard_pool_queue_length",
+            "Requests waiting for a free backend slot (queue).",
+            &["pool"],
+        );
         let rt = self.runtime.load();
         for pool in &rt.pools {
+            queue
+                .with_label_values(&[pool.name.as_str()])
+                .set(pool.queue.len() as i64);
             for b in pool.members().backends.iter() {
                 let labels = [pool.name.as_str(), b.address.as_str()];
                 up.with_label_values(&labels).set(b.healthy() as i64);
@@ -118,6 +130,7 @@ impl Collector for PoolCollector {
         families.extend(circuit.collect());
         families.extend(ejected.collect());
         families.extend(ejections.collect());
+        families.extend(queue.collect());
         families
     }
 }

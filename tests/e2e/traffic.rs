@@ -726,3 +726,83 @@ fn a_backend_joining_a_running_pool_ramps_up_over_slow_start() {
         "{late:?}"
     );
 }
+
+// ---------------------------------------------------------------- queue
+
+/// `n` GETs of `path` sent at once, each from its own thread; their statuses, sorted.
+fn concurrent_statuses(port: u16, path: &str, n: usize) -> Vec<u16> {
+    let handles: Vec<_> = (0..n)
+        .map(|i| {
+            let path = path.to_string();
+            std::thread::spawn(move || {
+                // Spread the arrivals a little so the first one holds the slot.
+                std::thread::sleep(Duration::from_millis(30 * i as u64));
+                get(port, &path).status
+            })
+        })
+        .collect();
+    let mut out: Vec<u16> = handles
+        .into_iter()
+        .map(|h| h.join().expect("thread"))
+        .collect();
+    out.sort_unstable();
+    out
+}
+
+#[test]
+fn a_full_backend_queues_requests_up_to_queue_max_then_answers_503() {
+    let slow = Backend::start_with("slow", Behaviour::with_delay(Duration::from_millis(700)));
+    let (port, metrics) = (listen_port(), listen_port());
+    let keys = |queue: &str| {
+        format!(
+            "    retries: 0\n    circuit_breaker: {{ max_connections: 1 }}\n    queue: {queue}\n"
+        )
+    };
+    let pools = pool_yaml("p", &keys("{ max: 2, timeout: 5s }"), &[slow.address()])
+        + &pool_yaml(
+            "short",
+            &keys("{ max: 5, timeout: 300ms }"),
+            &[slow.address()],
+        )
+        + &pool_yaml("none", &keys("{ max: 0 }"), &[slow.address()]);
+    let routes = "  - name: short\n    path_prefix: /short\n    pool: short\n  - name: none\n    path_prefix: /none\n    pool: none\n  - name: all\n    pool: p\n";
+    let sy = Switchyard::start(
+        &with_metrics(port, metrics, &pools, routes),
+        &[port, metrics],
+    );
+
+    // One in flight, two waiting, the fourth finds the queue full.
+    let watcher = std::thread::spawn(move || {
+        let mut most = 0.0f64;
+        for _ in 0..40 {
+            most = most.max(
+                metric(metrics, "switchyard_pool_queue_length", &[("pool", "p")]).unwrap_or(0.0),
+            );
+            std::thread::sleep(Duration::from_millis(25));
+        }
+        most
+    });
+    assert_eq!(concurrent_statuses(port, "/", 4), vec![200, 200, 200, 503]);
+    assert_eq!(
+        watcher.join().expect("watcher"),
+        2.0,
+        "the gauge showed both waiting"
+    );
+    assert_eq!(
+        metric(metrics, "switchyard_pool_queue_length", &[("pool", "p")]),
+        Some(0.0)
+    );
+
+    // Without a queue the second request is refused at once.
+    assert_eq!(concurrent_statuses(port, "/none", 2), vec![200, 503]);
+    // A waiter that outlives queue.timeout is answered 503.
+    assert_eq!(concurrent_statuses(port, "/short", 2), vec![200, 503]);
+    let entries = sy.access_entries(10);
+    let timed_out = entries
+        .iter()
+        .find(|e| e["path"] == "/short" && e["status"] == 503)
+        .unwrap_or_else(|| panic!("{entries:?}"));
+    assert_eq!(timed_out["termination"], "SC", "{timed_out}");
+    let waited = timed_out["duration_ms"].as_f64().unwrap_or(0.0);
+    assert!(waited >= 300.0, "it waited queue.timeout: {timed_out}");
+}

@@ -40,6 +40,8 @@ pub struct RequestCtx {
     pub attempts: super::attempt::Attempts,
     /// Retry budget slots and the `try_duration` deadline.
     pub retry: super::retry::RetryState,
+    /// The copy of this request for `routes[].mirror`.
+    pub mirror: super::mirror::MirrorState,
 }
 
 impl RequestCtx {
@@ -64,6 +66,7 @@ impl RequestCtx {
             body_budget: None,
             attempts: Default::default(),
             retry: Default::default(),
+            mirror: Default::default(),
         }
     }
 }

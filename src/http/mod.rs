@@ -8,6 +8,7 @@ pub mod guard;
 pub mod headers;
 pub mod limits;
 pub mod log;
+pub mod mirror;
 pub mod path;
 pub mod proxy;
 pub mod retry;

@@ -7,6 +7,7 @@ use super::errors;
 use super::guard;
 use super::headers;
 use super::limits;
+use super::mirror;
 use super::retry;
 use super::upstream;
 use super::wait;
@@ -95,6 +96,7 @@ impl ProxyHttp for Proxy {
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        mirror::collect(ctx, body.as_ref());
         let within = match (ctx.body_budget.as_mut(), body.as_ref()) {
             (Some(budget), Some(chunk)) => budget.take(chunk.len()),
             _ => true,
@@ -252,6 +254,7 @@ impl ProxyHttp for Proxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         upstream::finish_attempt(ctx, e);
+        mirror::send(session, ctx);
         access_log::finish(session, ctx, e, self.tls);
         header_clock::request_done();
     }

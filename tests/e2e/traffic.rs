@@ -806,3 +806,116 @@ fn a_full_backend_queues_requests_up_to_queue_max_then_answers_503() {
     let waited = timed_out["duration_ms"].as_f64().unwrap_or(0.0);
     assert!(waited >= 300.0, "it waited queue.timeout: {timed_out}");
 }
+
+// ---------------------------------------------------------------- mirror
+
+#[test]
+fn mirrored_copies_reach_the_shadow_pool_and_never_change_the_answer() {
+    let main = Backend::start("main");
+    let shadow = Backend::start_with("shadow", Behaviour::with_status(500));
+    let sleepy = Backend::start_with("sleepy", Behaviour::with_delay(Duration::from_secs(3)));
+    let gone = closed_port();
+    let (port, metrics) = (listen_port(), listen_port());
+    let pools = pool_yaml("p", "", &[main.address()])
+        + &pool_yaml("shadow", "", &[shadow.address()])
+        + &pool_yaml("sleepy", "", &[sleepy.address()])
+        + &pool_yaml(
+            "gone",
+            "    health_check: { kind: none }\n",
+            &[format!("127.0.0.1:{gone}")],
+        )
+        + &pool_yaml("half", "", &[shadow.address()]);
+    let routes = "  - name: slow\n    path_prefix: /slow\n    pool: p\n    mirror: { pool: sleepy }\n  - name: gone\n    path_prefix: /gone\n    pool: p\n    mirror: { pool: gone }\n  - name: half\n    path_prefix: /half\n    pool: p\n    mirror: { pool: half, percent: 50 }\n  - name: all\n    pool: p\n    mirror: { pool: shadow, percent: 100 }\n";
+    let _sy = Switchyard::start(
+        &with_metrics(port, metrics, &pools, routes),
+        &[port, metrics],
+    );
+    let counted = |route: &str, outcome: &str| {
+        metric(
+            metrics,
+            "switchyard_mirror_requests_total",
+            &[("route", route), ("outcome", outcome)],
+        )
+        .unwrap_or(0.0)
+    };
+
+    // Every request is copied; the client sees the main backend's 200.
+    for i in 0..5 {
+        let body = format!("payload-{i}");
+        let r = request(port, "POST", &format!("/items/{i}"), &[], body.as_bytes());
+        assert_eq!(
+            (r.status, r.header("x-backend")),
+            (200, Some("main")),
+            "{r:?}"
+        );
+    }
+    assert_eq!(
+        wait_metric(
+            metrics,
+            "switchyard_mirror_requests_total",
+            &[("route", "all"), ("outcome", "success")],
+            5.0
+        ),
+        5.0
+    );
+    let seen = shadow.seen.lock().expect("seen").clone();
+    let mut paths: Vec<&str> = seen.iter().map(|s| s.path.as_str()).collect();
+    paths.sort_unstable();
+    assert_eq!(
+        paths,
+        ["/items/0", "/items/1", "/items/2", "/items/3", "/items/4"]
+    );
+    assert!(seen.iter().all(|s| s.method == "POST"), "{seen:?}");
+
+    // A mirror that answers after 3 s: the client has its answer before the copy is answered.
+    let r = get(port, "/slow");
+    assert_eq!(r.status, 200);
+    assert!(
+        sleepy.wait_count(1, Duration::from_secs(5)),
+        "the copy arrived"
+    );
+    assert_eq!(
+        counted("slow", "success"),
+        0.0,
+        "the client did not wait for the mirror"
+    );
+
+    // A mirror that refuses connections: the client never notices.
+    for _ in 0..3 {
+        assert_eq!(get(port, "/gone").status, 200);
+    }
+    assert_eq!(
+        wait_metric(
+            metrics,
+            "switchyard_mirror_requests_total",
+            &[("route", "gone"), ("outcome", "failure")],
+            3.0
+        ),
+        3.0
+    );
+
+    // percent: 50 copies about half.
+    for _ in 0..100 {
+        assert_eq!(get(port, "/half").status, 200);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let half = counted("half", "success");
+    assert!(
+        (20.0..=80.0).contains(&half),
+        "about half of 100 mirrored: {half}"
+    );
+
+    // A body over 1 MiB is not mirrored.
+    let big = vec![b'x'; 1024 * 1024 + 10];
+    let r = request(port, "POST", "/big", &[], &big);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert_eq!(
+        wait_metric(
+            metrics,
+            "switchyard_mirror_requests_total",
+            &[("route", "all"), ("outcome", "skipped")],
+            1.0
+        ),
+        1.0
+    );
+}

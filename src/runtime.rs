@@ -112,6 +112,8 @@ pub struct Runtime {
     pub metrics_enabled: bool,
     /// The configuration this runtime was built from (the API shows it).
     pub config: Arc<Config>,
+    /// `server.geoip`, opened for this runtime (a reload re-reads the file).
+    pub geoip: Option<Arc<crate::geo::GeoIp>>,
 }
 
 fn same_limit(a: &RateLimitConfig, b: &RateLimitConfig) -> bool {
@@ -220,6 +222,12 @@ impl Runtime {
             unrouted_metrics: RouteMetrics::new("", ""),
             metrics_enabled: config.metrics.is_some(),
             config: Arc::new(config.clone()),
+            geoip: config.server.geoip.as_ref().and_then(|g| {
+                crate::geo::GeoIp::open(&g.database)
+                    .map_err(|e| log::error!("{e}; client countries are unknown"))
+                    .ok()
+                    .map(Arc::new)
+            }),
         }
     }
 }

@@ -8,6 +8,7 @@ use pingora::tls::x509::X509;
 use std::path::Path;
 
 pub fn check(d: &mut Decoder, c: &Config) {
+    super::traffic::check_files(d, c);
     for (i, l) in c.listeners.iter().enumerate() {
         let Some(tls) = &l.tls else { continue };
         let listener = format!("listeners[{i}]");

@@ -181,6 +181,17 @@ pub fn check(d: &mut super::raw::Decoder, c: &super::model::Config) {
     }
 }
 
+/// `server.geoip.database` must open as a MaxMind DB.
+pub fn check_files(d: &mut super::raw::Decoder, c: &super::model::Config) {
+    if let Some(g) = &c.server.geoip {
+        if let Err(e) = maxminddb::Reader::open_readfile(&g.database) {
+            let path = "server.geoip.database";
+            let message = format!("cannot open {} as a MaxMind DB: {e}", g.database.display());
+            d.error(d.spans.at("server.geoip"), path, message);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -20,6 +20,8 @@ pub struct RequestCtx {
     pub original_target: Option<String>,
     pub peer_ip: Option<IpAddr>,
     pub client_ip: Option<IpAddr>,
+    /// The client's country (`server.geoip`), when known.
+    pub country: Option<crate::geo::Country>,
     pub route: Option<usize>,
     pub pool: Option<usize>,
     /// The pool membership snapshot `backend` and `tried` index into.
@@ -54,6 +56,7 @@ impl RequestCtx {
             original_target: None,
             peer_ip: None,
             client_ip: None,
+            country: None,
             route: None,
             pool: None,
             members: None,

@@ -30,6 +30,9 @@ pub struct HttpEntry<'a> {
     pub upstream_connect_ms: Option<f64>,
     /// The last attempt's wait for the response header; null when none arrived.
     pub upstream_response_ms: Option<f64>,
+    /// With `server.geoip`: the client's country ("" when unknown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub country: Option<&'a str>,
 }
 
 /// The access-log line for a finished request.
@@ -83,6 +86,10 @@ pub fn http_entry<'a>(
         attempts: ctx.attempts.count,
         upstream_connect_ms: ctx.attempts.connect_ms,
         upstream_response_ms: ctx.attempts.response_ms,
+        country: rt
+            .geoip
+            .is_some()
+            .then(|| ctx.country.as_ref().map_or("", |c| c.as_str())),
     }
 }
 

@@ -166,6 +166,7 @@ impl ProxyHttp for Proxy {
             upstream_request.set_uri(upstream::stripped_uri(prefix, session.req_header())?);
         }
         headers::forward(upstream_request, ctx, self.tls)?;
+        super::country::forward(upstream_request, ctx)?;
         headers::set_client_cert_subject(upstream_request, session)?;
         headers::apply_edits(upstream_request, &route.request_headers)
     }

@@ -919,3 +919,122 @@ fn mirrored_copies_reach_the_shadow_pool_and_never_change_the_answer() {
         1.0
     );
 }
+
+// ---------------------------------------------------------------- geo routing
+
+/// A GET of `path` from the loopback address `ip`, with `headers`.
+fn get_from(ip: &str, port: u16, path: &str, headers: &str) -> Reply {
+    use std::io::Write;
+    let mut s = connect_from(ip, port);
+    let raw = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{headers}Connection: close\r\n\r\n");
+    s.write_all(raw.as_bytes()).expect("send");
+    read_reply(&mut s).expect("reply")
+}
+
+#[test]
+fn geo_routes_by_the_clients_country_and_tells_backends_and_the_log() {
+    let [de, rest] = Backend::start_each(["de", "rest"]);
+    let (port, metrics) = (listen_port(), listen_port());
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("countries.mmdb");
+    std::fs::write(
+        &db,
+        mmdb::country_db(&[("127.0.0.2", "DE"), ("127.0.0.3", "FR")]),
+    )
+    .expect("db");
+    let pools = pool_yaml("de", "", &[de.address()]) + &pool_yaml("rest", "", &[rest.address()]);
+    let routes = "  - name: dach\n    geo: { countries: [DE, AT, CH] }\n    pool: de\n  - name: all\n    pool: rest\n";
+    let head = format!(
+        "{}{}",
+        test_server_with(&format!("  geoip: {{ database: {} }}\n", db.display())),
+        metrics_section(metrics)
+    );
+    let sy = Switchyard::start(
+        &config_yaml(&head, &listener_yaml("web", port), &pools, routes),
+        &[port, metrics],
+    );
+
+    let r = get_from("127.0.0.2", port, "/a", "X-Client-Country: US\r\n");
+    assert_eq!(
+        r.header("x-backend"),
+        Some("de"),
+        "a German client takes the geo route: {r:?}"
+    );
+    assert_eq!(
+        de.last()
+            .and_then(|s| s.header("x-client-country").map(str::to_string))
+            .as_deref(),
+        Some("DE")
+    );
+    assert_eq!(
+        de.last().map(|s| s.header_all("x-client-country").len()),
+        Some(1),
+        "the client's own header is gone"
+    );
+    let r = get_from("127.0.0.3", port, "/b", "");
+    assert_eq!(r.header("x-backend"), Some("rest"), "{r:?}");
+    assert_eq!(
+        rest.last()
+            .and_then(|s| s.header("x-client-country").map(str::to_string))
+            .as_deref(),
+        Some("FR")
+    );
+    let r = get_from("127.0.0.1", port, "/c", "X-Client-Country: DE\r\n");
+    assert_eq!(
+        r.header("x-backend"),
+        Some("rest"),
+        "an unknown client matches no geo route, whatever it claims: {r:?}"
+    );
+    assert_eq!(
+        rest.last()
+            .and_then(|s| s.header("x-client-country").map(str::to_string))
+            .as_deref(),
+        Some("")
+    );
+
+    let entries = sy.access_entries(3);
+    let countries: Vec<(&str, &str)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["path"].as_str().unwrap_or(""),
+                e["country"].as_str().unwrap_or("?"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        countries,
+        [("/a", "DE"), ("/b", "FR"), ("/c", "")],
+        "{entries:?}"
+    );
+
+    // An updated database is read on SIGHUP.
+    std::fs::write(&db, mmdb::country_db(&[("127.0.0.3", "AT")])).expect("db");
+    sy.reload_counted(metrics);
+    let r = get_from("127.0.0.3", port, "/d", "");
+    assert_eq!(
+        r.header("x-backend"),
+        Some("de"),
+        "127.0.0.3 is in AT now: {r:?}"
+    );
+}
+
+#[test]
+fn an_unreadable_geoip_database_is_a_config_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("broken.mmdb");
+    std::fs::write(&db, b"not a maxmind database").expect("write");
+    let yaml = config_yaml(
+        &test_server_with(&format!("  geoip: {{ database: {} }}\n", db.display())),
+        &listener_yaml("web", 18080),
+        &pool_yaml("p", "", &["127.0.0.1:18081".into()]),
+        ROUTE_ALL,
+    );
+    let (out, _, _tmp) = check_config(&yaml);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("server.geoip.database: cannot open") && err.contains("broken.mmdb"),
+        "{err}"
+    );
+}

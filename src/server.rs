@@ -176,6 +176,7 @@ fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), String> {
             reloader: reloader.clone(),
             state: state.clone(),
             ready: ready.clone(),
+            rollouts: Default::default(),
         };
         let mut service = Service::new("admin".to_string(), HttpServer::new_app(AdminApp(api)));
         service.add_tcp(&admin.listen.to_string());

@@ -1038,3 +1038,149 @@ fn an_unreadable_geoip_database_is_a_config_error() {
         "{err}"
     );
 }
+
+// ---------------------------------------------------------------- rollout
+
+fn pool_addresses(admin: u16, pool: &str) -> Vec<String> {
+    let v = admin_get(admin, &format!("/api/v1/pools/{pool}"));
+    let mut out: Vec<String> = v["backends"]
+        .as_array()
+        .expect("backends")
+        .iter()
+        .filter_map(|b| b["address"].as_str().map(str::to_string))
+        .collect();
+    out.sort();
+    out
+}
+
+#[test]
+fn a_rollout_replaces_the_backends_batch_by_batch_without_failing_a_request() {
+    let [old1, old2, new1, new2] = Backend::start_each(["old1", "old2", "new1", "new2"]);
+    let (port, admin) = (listen_port(), listen_port());
+    let pools = pool_yaml(
+        "p",
+        "    health_check: { interval: 200ms, timeout: 200ms, healthy_threshold: 1, unhealthy_threshold: 1 }\n",
+        &[old1.address(), old2.address()],
+    );
+    let yaml = config_yaml(
+        &format!("{TEST_SERVER}{}", admin_section(admin)),
+        &listener_yaml("web", port),
+        &pools,
+        ROUTE_ALL,
+    );
+    let _sy = Switchyard::start(&yaml, &[port, admin]);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let traffic = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut statuses: HashMap<u16, usize> = HashMap::new();
+            for _ in 0..2000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                *statuses.entry(get(port, "/").status).or_insert(0) += 1;
+            }
+            statuses
+        })
+    };
+    let body = format!(
+        "{{\"backends\":[{{\"address\":\"{}\",\"weight\":1}},{{\"address\":\"{}\"}}],\"batch\":1,\"interval\":\"400ms\"}}",
+        new1.address(),
+        new2.address()
+    );
+    let r = admin_send(admin, "POST", "/api/v1/pools/p/rollout", &body);
+    assert_eq!(r.status, 202, "{r:?}");
+    let started: Value = serde_json::from_str(&r.body).expect("json");
+    assert_eq!(
+        (started["status"].as_str(), started["batches"].as_u64()),
+        (Some("running"), Some(2)),
+        "{started}"
+    );
+    let again = admin_send(admin, "POST", "/api/v1/pools/p/rollout", &body);
+    assert_eq!(again.status, 409, "one rollout per pool: {again:?}");
+
+    let mut seen_steps = Vec::new();
+    let done = wait_until(Duration::from_secs(20), Duration::from_millis(100), || {
+        let p = admin_get(admin, "/api/v1/pools/p/rollout");
+        seen_steps.push(p["step"].as_u64().unwrap_or(99));
+        p["status"] == "done"
+    });
+    assert!(
+        done,
+        "the rollout finishes: {}",
+        admin_get(admin, "/api/v1/pools/p/rollout")
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let statuses = traffic.join().expect("traffic");
+    assert!(
+        seen_steps.contains(&1),
+        "progress was visible batch by batch: {seen_steps:?}"
+    );
+    let mut want = vec![new1.address(), new2.address()];
+    want.sort();
+    assert_eq!(pool_addresses(admin, "p"), want);
+    assert_eq!(
+        statuses.keys().copied().collect::<Vec<_>>(),
+        vec![200],
+        "no request failed during the rollout: {statuses:?}"
+    );
+    let after = answered_by(port, "/", 10);
+    assert_eq!(
+        (after.get("new1"), after.get("new2")),
+        (Some(&5), Some(&5)),
+        "{after:?}"
+    );
+}
+
+#[test]
+fn deleting_a_rollout_puts_the_old_backends_back() {
+    let [old, new] = Backend::start_each(["old", "new"]);
+    let (port, admin) = (listen_port(), listen_port());
+    let pools = pool_yaml("p", "", &[old.address()]);
+    let yaml = config_yaml(
+        &format!("{TEST_SERVER}{}", admin_section(admin)),
+        &listener_yaml("web", port),
+        &pools,
+        ROUTE_ALL,
+    );
+    let _sy = Switchyard::start(&yaml, &[port, admin]);
+    assert_eq!(
+        admin_send(admin, "GET", "/api/v1/pools/p/rollout", "").status,
+        404
+    );
+    let body = format!(
+        "{{\"backends\":[{{\"address\":\"{}\"}}],\"interval\":\"1m\"}}",
+        new.address()
+    );
+    assert_eq!(
+        admin_send(admin, "POST", "/api/v1/pools/p/rollout", &body).status,
+        202
+    );
+    assert!(
+        wait_until(
+            Duration::from_secs(5),
+            Duration::from_millis(50),
+            || pool_addresses(admin, "p").len() == 2
+        ),
+        "the new backend is added first"
+    );
+    let r = admin_send(admin, "DELETE", "/api/v1/pools/p/rollout", "");
+    assert_eq!(r.status, 200, "{r:?}");
+    let v: Value = serde_json::from_str(&r.body).expect("json");
+    assert_eq!(v["status"], "aborted", "{v}");
+    assert_eq!(pool_addresses(admin, "p"), vec![old.address()]);
+    assert_eq!(answered_by(port, "/", 4).get("old"), Some(&4));
+    // A new rollout may start once the last one ended; bad input is a 400 naming the field.
+    let bad = admin_send(
+        admin,
+        "POST",
+        "/api/v1/pools/p/rollout",
+        "{\"backends\":[],\"batch\":1}",
+    );
+    assert_eq!(bad.status, 400, "{bad:?}");
+    assert!(bad.body.contains("\"field\":\"backends\""), "{bad:?}");
+    assert_eq!(
+        admin_send(admin, "POST", "/api/v1/pools/p/rollout", &body).status,
+        202
+    );
+}

@@ -809,6 +809,52 @@ fn a_full_backend_queues_requests_up_to_queue_max_then_answers_503() {
 
 // ---------------------------------------------------------------- mirror
 
+/// Request targets and bodies, as a recording backend saw them.
+type Recorded = std::sync::Arc<std::sync::Mutex<Vec<(String, Vec<u8>)>>>;
+
+/// A mirror backend that records each request's target and body, and answers 204.
+fn recording_backend() -> (TcpServer, Recorded) {
+    let got: Recorded = Default::default();
+    let record = got.clone();
+    let server = TcpServer::start(move |mut s| {
+        use std::io::{Read, Write};
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 8192];
+        let head_end = loop {
+            if let Some(p) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+                break p + 4;
+            }
+            match s.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        };
+        let head = String::from_utf8_lossy(&buf[..head_end]).to_string();
+        let target = head.split_whitespace().nth(1).unwrap_or("").to_string();
+        let length: usize = head
+            .lines()
+            .find_map(|l| {
+                l.to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().to_string())
+            })
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        while buf.len() < head_end + length {
+            match s.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+        record
+            .lock()
+            .expect("record")
+            .push((target, buf[head_end..head_end + length].to_vec()));
+        let _ = s.write_all(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+    });
+    (server, got)
+}
+
 #[test]
 fn mirrored_copies_reach_the_shadow_pool_and_never_change_the_answer() {
     let main = Backend::start("main");
@@ -1182,5 +1228,82 @@ fn deleting_a_rollout_puts_the_old_backends_back() {
     assert_eq!(
         admin_send(admin, "POST", "/api/v1/pools/p/rollout", &body).status,
         202
+    );
+}
+
+#[test]
+fn mirror_copies_carry_the_request_body_up_to_1_mib() {
+    let main = Backend::start("main");
+    let (recorder, bodies) = recording_backend();
+    let (port, metrics) = (listen_port(), listen_port());
+    let pools =
+        pool_yaml("p", "", &[main.address()]) + &pool_yaml("rec", "", &[recorder.address()]);
+    let routes = "  - name: all\n    pool: p\n    mirror: { pool: rec }\n";
+    let _sy = Switchyard::start(
+        &with_metrics(port, metrics, &pools, routes),
+        &[port, metrics],
+    );
+    let small = b"{\"order\":42}".to_vec();
+    let exactly = vec![b'y'; 1024 * 1024];
+    assert_eq!(request(port, "PUT", "/small?x=1", &[], &small).status, 200);
+    assert_eq!(request(port, "PUT", "/full", &[], &exactly).status, 200);
+    let sent = wait_metric(
+        metrics,
+        "switchyard_mirror_requests_total",
+        &[("route", "all"), ("outcome", "success")],
+        2.0,
+    );
+    assert_eq!(sent, 2.0);
+    let mut got = bodies.lock().expect("bodies").clone();
+    got.sort();
+    assert_eq!(
+        got.len(),
+        2,
+        "{:?}",
+        got.iter().map(|(t, b)| (t, b.len())).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        got[0],
+        ("/full".to_string(), exactly),
+        "a 1 MiB body is copied whole"
+    );
+    assert_eq!(got[1], ("/small?x=1".to_string(), small));
+}
+
+#[test]
+fn a_backend_that_comes_back_healthy_ramps_up_again() {
+    let a = Backend::start("a");
+    let b_port = listen_port();
+    let b = Backend::start_on("b", b_port);
+    let b_addr = b.address();
+    let port = listen_port();
+    let pools = pool_yaml(
+        "p",
+        "    retries: 0\n    slow_start: 5s\n    health_check: { interval: 200ms, timeout: 200ms, healthy_threshold: 1, unhealthy_threshold: 1 }\n",
+        &[a.address(), b.address()],
+    );
+    let sy = Switchyard::start(
+        &config_yaml(TEST_SERVER, &listener_yaml("web", port), &pools, ROUTE_ALL),
+        &[port],
+    );
+    let first = answered_by(port, "/", 10);
+    assert_eq!(
+        first.get("b"),
+        Some(&5),
+        "the pool's first members start at full share: {first:?}"
+    );
+    drop(b);
+    sy.expect_stderr(&went_down(&b_addr), 1, Duration::from_secs(5));
+    let _b = Backend::start_on("b", b_port);
+    sy.expect_stderr(&came_up(&b_addr), 1, Duration::from_secs(5));
+    let early = answered_by(port, "/", 60);
+    eprintln!("first 60 requests after the return: {early:?}");
+    assert!(early.get("b").copied().unwrap_or(0) < 20, "{early:?}");
+    std::thread::sleep(Duration::from_millis(5200));
+    let late = answered_by(port, "/", 40);
+    assert_eq!(
+        (late.get("a"), late.get("b")),
+        (Some(&20), Some(&20)),
+        "{late:?}"
     );
 }

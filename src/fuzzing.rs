@@ -105,7 +105,8 @@ pub fn path_normalize(data: &[u8]) {
 /// more bytes or ends, and a header that names addresses encodes back to the same ones.
 pub fn proxy_header(data: &[u8]) {
     use crate::config::ProxyProtocolSend;
-    use crate::edge::proxy_header::{encode, step, Header, Step};
+    use crate::edge::proxy_header::{step, Header, Step};
+    use crate::pool::proxy_out::encode;
     let mut have = 0;
     for _ in 0..4096 {
         match step(&data[..have]) {

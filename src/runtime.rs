@@ -2,8 +2,11 @@
 //! state, per-route actions. Held in an `ArcSwap` so a reload swaps it atomically and
 //! every request works on one consistent snapshot.
 
+use crate::config::process::ProcessConfig;
 use crate::config::RateLimitConfig;
-use crate::config::{Config, HeaderEdits, HealthKind, ListenerLimits, PoolConfig, TcpProtocol};
+use crate::config::{
+    Config, HeaderEdits, HealthKind, ListenerConfig, ListenerLimits, PoolConfig, TcpProtocol,
+};
 use crate::limits::rate::RateLimiter;
 use crate::limits::Acl;
 use crate::observe::access_log::AccessLog;
@@ -88,10 +91,24 @@ pub struct TcpService {
     pub metrics: TcpMetrics,
 }
 
+/// A bound listener's reloadable settings.
+#[derive(Clone)]
 pub struct ListenerInfo {
     pub name: String,
     pub tls: bool,
     pub limits: ListenerLimits,
+    pub proxy_protocol: bool,
+}
+
+impl ListenerInfo {
+    fn of(l: &ListenerConfig) -> ListenerInfo {
+        ListenerInfo {
+            name: l.name.clone(),
+            tls: l.tls.is_some(),
+            limits: l.limits.clone(),
+            proxy_protocol: l.proxy_protocol,
+        }
+    }
 }
 
 pub struct Runtime {
@@ -99,7 +116,12 @@ pub struct Runtime {
     pub routes: Vec<Route>,
     pub pools: Vec<Arc<Pool>>,
     pub tcp_services: Vec<TcpService>,
+    /// One per listener the process bound, in that order (a listener's index in the
+    /// running process): a reload that reorders or removes listeners keeps each
+    /// socket's index, and a removed one keeps its last settings until an upgrade.
     pub listeners: Vec<ListenerInfo>,
+    /// What the process was started with and only an upgrade changes.
+    pub process: Arc<ProcessConfig>,
     pub trusted_proxies: Vec<IpNet>,
     /// `server.deny`: refused on every HTTP listener and tcp_service before routing.
     pub deny: Acl,
@@ -132,7 +154,11 @@ impl Runtime {
     /// kept as they are, with their health, circuit and in-flight state; new pools get
     /// their admin overlay from `state`.
     pub fn build(config: &Config, previous: Option<&Runtime>, state: &StateStore) -> Runtime {
-        let listener_index = |name: &str| config.listeners.iter().position(|l| l.name == name);
+        let process = previous.map_or_else(
+            || Arc::new(ProcessConfig::of(config)),
+            |old| old.process.clone(),
+        );
+        let listener_index = |name: &str| process.listener_index(name);
         let pool_index = |name: &str| config.pools.iter().position(|p| p.name == name);
         let routes =
             config
@@ -196,18 +222,28 @@ impl Runtime {
                     })
                 })
                 .collect(),
-            listeners: config
+            listeners: process
                 .listeners
                 .iter()
-                .map(|l| ListenerInfo {
-                    name: l.name.clone(),
-                    tls: l.tls.is_some(),
-                    limits: l.limits.clone(),
+                .enumerate()
+                .map(|(index, bound)| {
+                    let current = config.listeners.iter().find(|l| l.name == bound.name);
+                    current
+                        .map(ListenerInfo::of)
+                        .or_else(|| previous.and_then(|old| old.listeners.get(index).cloned()))
+                        .unwrap_or_else(|| ListenerInfo {
+                            name: bound.name.clone(),
+                            tls: bound.tls.is_some(),
+                            limits: ListenerLimits::default(),
+                            proxy_protocol: false,
+                        })
                 })
                 .collect(),
             trusted_proxies: config.server.trusted_proxies.clone(),
             deny: Acl::deny_only(&config.server.deny),
-            https_port: config
+            // Where the process serves TLS (a moved listener keeps its old port until
+            // an upgrade).
+            https_port: process
                 .listeners
                 .iter()
                 .find(|l| l.tls.is_some())
@@ -220,7 +256,8 @@ impl Runtime {
                 _ => Arc::new(AccessLog::new(config.log.access_log.clone())),
             },
             unrouted_metrics: RouteMetrics::new("", ""),
-            metrics_enabled: config.metrics.is_some(),
+            // The metrics listener is bound at start (or not).
+            metrics_enabled: process.metrics_listen.is_some(),
             config: Arc::new(config.clone()),
             geoip: config.server.geoip.as_ref().and_then(|g| {
                 crate::geo::GeoIp::open(&g.database)
@@ -228,6 +265,7 @@ impl Runtime {
                     .ok()
                     .map(Arc::new)
             }),
+            process,
         }
     }
 }

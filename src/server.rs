@@ -109,7 +109,18 @@ fn server_conf(cli: &Cli, c: &Config) -> ServerConf {
     }
 }
 
-fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), String> {
+/// Why the process could not start serving (after the configuration passed).
+#[derive(Debug, thiserror::Error)]
+enum StartError {
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
+    #[error(transparent)]
+    Tls(#[from] tls::TlsSetupError),
+    #[error(transparent)]
+    Acme(#[from] crate::tls::acme::AcmeError),
+}
+
+fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), StartError> {
     let opt = Opt {
         upgrade: cli.upgrade,
         daemon: cli.daemon,
@@ -129,8 +140,7 @@ fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), String> {
     for (index, listener) in config.listeners.iter().enumerate() {
         if let Some(store) = add_listener(&mut server, index, listener, &runtime, &ready)? {
             if let Some(acme) = listener.tls.as_ref().and_then(|t| t.acme.as_ref()) {
-                let service = AcmeService::prepare(&listener.name, acme, &store)
-                    .map_err(|e| e.to_string())?;
+                let service = AcmeService::prepare(&listener.name, acme, &store)?;
                 server.add_service(background_service(
                     &format!("acme {}", listener.name),
                     service,
@@ -166,7 +176,6 @@ fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), String> {
     let (reloader, reloaded) = Reloader::new(
         path.to_path_buf(),
         runtime.clone(),
-        &config,
         state.clone(),
         cert_stores,
     );
@@ -259,7 +268,7 @@ fn add_listener(
     l: &ListenerConfig,
     runtime: &SharedRuntime,
     ready: &Arc<AtomicBool>,
-) -> Result<Option<Arc<CertStore>>, String> {
+) -> Result<Option<Arc<CertStore>>, StartError> {
     let proxy = Proxy {
         listener: index,
         tls: l.tls.is_some(),

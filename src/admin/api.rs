@@ -253,7 +253,7 @@ impl Api {
             pool.set_overlay(overlay.clone())
         }) {
             Ok(_) => done(),
-            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e),
+            Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, &e.to_string()),
         }
     }
 

@@ -23,6 +23,17 @@ const HEALTH_INTERVALS: u32 = 10;
 const MIN_HEALTH_WAIT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(100);
 
+/// Why a rollout stopped short.
+#[derive(Debug, thiserror::Error)]
+pub enum RolloutError {
+    #[error("the pool is gone (removed by a reload)")]
+    PoolGone,
+    #[error("new backends not healthy after {waited}: {backends}")]
+    NotHealthy { waited: String, backends: String },
+    #[error("changing the pool's overlay failed: {0}")]
+    State(#[from] crate::state::StateError),
+}
+
 /// A requested rollout.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
@@ -222,9 +233,8 @@ struct Run {
 }
 
 impl Run {
-    fn change(&self, change: impl FnOnce(&mut PoolOverlay, &Pool)) -> Result<(), String> {
-        let pool = current_pool(&self.runtime, &self.name)
-            .ok_or_else(|| "the pool is gone".to_string())?;
+    fn change(&self, change: impl FnOnce(&mut PoolOverlay, &Pool)) -> Result<(), RolloutError> {
+        let pool = current_pool(&self.runtime, &self.name).ok_or(RolloutError::PoolGone)?;
         self.state
             .update(
                 &self.name,
@@ -232,9 +242,10 @@ impl Run {
                 |o| pool.set_overlay(o.clone()),
             )
             .map(|_| ())
+            .map_err(RolloutError::from)
     }
 
-    async fn steps(&self) -> Result<(), String> {
+    async fn steps(&self) -> Result<(), RolloutError> {
         let (adding, removing) = {
             let p = relock(&self.rollout.progress);
             (p.adding.clone(), p.removing.clone())
@@ -274,7 +285,7 @@ impl Run {
             .map_or(1, |(_, w)| *w)
     }
 
-    fn add(&self, batch: &[String]) -> Result<(), String> {
+    fn add(&self, batch: &[String]) -> Result<(), RolloutError> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -297,12 +308,11 @@ impl Run {
     }
 
     /// Every backend of `batch` is in the pool, healthy and not ejected.
-    async fn wait_healthy(&self, batch: &[String]) -> Result<(), String> {
+    async fn wait_healthy(&self, batch: &[String]) -> Result<(), RolloutError> {
         let limit = (self.plan.interval * HEALTH_INTERVALS).max(MIN_HEALTH_WAIT);
         let deadline = Instant::now() + limit;
         loop {
-            let pool = current_pool(&self.runtime, &self.name)
-                .ok_or_else(|| "the pool is gone".to_string())?;
+            let pool = current_pool(&self.runtime, &self.name).ok_or(RolloutError::PoolGone)?;
             let members = pool.members();
             let ready = batch.iter().all(|a| {
                 members.find(a).is_some_and(|i| {
@@ -313,18 +323,17 @@ impl Run {
                 return Ok(());
             }
             if Instant::now() > deadline {
-                return Err(format!(
-                    "new backends not healthy after {}: {}",
-                    humantime::format_duration(limit),
-                    batch.join(", ")
-                ));
+                return Err(RolloutError::NotHealthy {
+                    waited: humantime::format_duration(limit).to_string(),
+                    backends: batch.join(", "),
+                });
             }
             tokio::time::sleep(POLL).await;
         }
     }
 
     /// Drains `batch`, waits for its in-flight requests (at most `interval`), removes it.
-    async fn drain(&self, batch: &[String]) -> Result<(), String> {
+    async fn drain(&self, batch: &[String]) -> Result<(), RolloutError> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -358,7 +367,7 @@ impl Run {
         })
     }
 
-    fn finish(&self, outcome: Result<(), String>) {
+    fn finish(&self, outcome: Result<(), RolloutError>) {
         {
             let mut p = relock(&self.rollout.progress);
             match &outcome {

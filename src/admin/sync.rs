@@ -169,7 +169,7 @@ impl AdminSync {
         client: &redis::Client,
         reloaded: &mut watch::Receiver<u64>,
         on_ready: impl FnOnce(),
-    ) -> Result<(), String> {
+    ) -> Result<(), SyncError> {
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(TIMEOUT))
             .set_response_timeout(Some(TIMEOUT));
@@ -188,7 +188,7 @@ impl AdminSync {
             tokio::select! {
                 message = messages.next() => match message {
                     Some(m) => self.receive(&m, &mut versions),
-                    None => return Err("the subscription connection closed".into()),
+                    None => return Err(SyncError::SubscriptionClosed),
                 },
                 _ = self.state.changed() => self.push_unpublished(&mut conn, &mut versions).await?,
                 changed = reloaded.changed(), if reloads => match changed {
@@ -207,7 +207,7 @@ impl AdminSync {
     async fn catch_up(
         &self,
         conn: &mut redis::aio::MultiplexedConnection,
-    ) -> Result<Versions, String> {
+    ) -> Result<Versions, SyncError> {
         let local = self.state.snapshot();
         let unpublished = self.state.unpublished();
         let mut call = self.seed.key(POOLS_KEY);
@@ -273,7 +273,7 @@ impl AdminSync {
         &self,
         conn: &mut redis::aio::MultiplexedConnection,
         versions: &mut Versions,
-    ) -> Result<(), String> {
+    ) -> Result<(), SyncError> {
         for (name, overlay) in self.state.unpublished() {
             let json = if overlay.is_empty() {
                 String::new()
@@ -347,16 +347,28 @@ impl AdminSync {
     }
 }
 
-fn to_json<T: Serialize>(value: &T) -> Result<String, String> {
-    serde_json::to_string(value).map_err(|e| e.to_string())
+/// Why a session with Redis ended (the service reconnects after a pause).
+#[derive(Debug, thiserror::Error)]
+enum SyncError {
+    #[error(transparent)]
+    Redis(#[from] redis::RedisError),
+    #[error("no answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the subscription connection closed")]
+    SubscriptionClosed,
+    #[error("cannot encode an overlay: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+fn to_json<T: Serialize>(value: &T) -> Result<String, SyncError> {
+    Ok(serde_json::to_string(value)?)
 }
 
 /// Runs one Redis operation, giving up after `TIMEOUT`.
-async fn bounded<T>(op: impl Future<Output = redis::RedisResult<T>>) -> Result<T, String> {
+async fn bounded<T>(op: impl Future<Output = redis::RedisResult<T>>) -> Result<T, SyncError> {
     match tokio::time::timeout(TIMEOUT, op).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => Err(format!("no answer within {TIMEOUT:?}")),
+        Ok(result) => Ok(result?),
+        Err(_) => Err(SyncError::Timeout(TIMEOUT)),
     }
 }
 

@@ -54,11 +54,12 @@ macro_rules! keyword {
         }
 
         impl std::str::FromStr for $name {
-            type Err = String;
+            type Err = $crate::config::value::ValueError;
 
-            fn from_str(s: &str) -> Result<Self, String> {
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
                 use $crate::config::keyword::Keyword;
-                Self::from_name(s).ok_or_else(|| format!("{s:?} is not {}", Self::expected()))
+                Self::from_name(s)
+                    .ok_or_else(|| $crate::config::value::ValueError::invalid(s, Self::expected()))
             }
         }
 
@@ -112,7 +113,7 @@ mod tests {
             "one of http | tcp | postgres | mysql | none"
         );
         assert_eq!(
-            "fast".parse::<Scope>(),
+            "fast".parse::<Scope>().map_err(|e| e.to_string()),
             Err("\"fast\" is not one of local | cluster".to_string())
         );
         assert_eq!(TlsVersion::Tls13.to_string(), "1.3");

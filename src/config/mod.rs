@@ -4,6 +4,7 @@
 pub mod files;
 pub mod keyword;
 pub mod model;
+pub mod process;
 pub mod raw;
 pub mod read;
 pub mod ser;

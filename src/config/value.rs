@@ -19,6 +19,26 @@ pub enum Host {
     Name(String),
 }
 
+/// Why a value in the file or an admin request was refused; the message names the value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ValueError {
+    #[error("{value:?} is not {expected}")]
+    Invalid { value: String, expected: String },
+    #[error("{0:?} is not a canonical IP address (four numbers 0-255 without leading zeros, e.g. 127.0.0.1)")]
+    NonCanonicalIp(String),
+    #[error("{0:?} does not resolve")]
+    Unresolved(String),
+}
+
+impl ValueError {
+    pub fn invalid(value: &str, expected: impl Into<String>) -> ValueError {
+        ValueError::Invalid {
+            value: value.to_string(),
+            expected: expected.into(),
+        }
+    }
+}
+
 /// A backend address `host:port`, not yet resolved.
 ///
 /// Canonical form: IP literals are written as Rust's `SocketAddr` prints them
@@ -32,10 +52,10 @@ pub struct BackendAddr {
 }
 
 impl FromStr for BackendAddr {
-    type Err = String;
+    type Err = ValueError;
 
-    fn from_str(s: &str) -> Result<Self, String> {
-        let not = || format!("{s:?} is not host:port");
+    fn from_str(s: &str) -> Result<Self, ValueError> {
+        let not = || ValueError::invalid(s, "host:port");
         let (host, port) = s.rsplit_once(':').ok_or_else(not)?;
         let port = port
             .parse::<u16>()
@@ -63,9 +83,7 @@ impl FromStr for BackendAddr {
                     .strip_prefix("0x")
                     .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
             if numeric {
-                return Err(format!(
-                    "{s:?} is not a canonical IP address (four numbers 0-255 without leading zeros, e.g. 127.0.0.1)"
-                ));
+                return Err(ValueError::NonCanonicalIp(s.to_string()));
             }
             Host::Name(name)
         };
@@ -86,7 +104,7 @@ impl BackendAddr {
     /// The socket address to connect to: the literal (no DNS), or the first address the
     /// name resolves to. Blocks on DNS for a name (through `block_in_place` on a
     /// multi-thread runtime worker); async code uses [`BackendAddr::lookup`].
-    pub fn resolve(&self) -> Result<SocketAddr, String> {
+    pub fn resolve(&self) -> Result<SocketAddr, ValueError> {
         match &self.host {
             Host::Ip(ip) => Ok(SocketAddr::new(*ip, self.port)),
             Host::Name(name) => {
@@ -106,20 +124,20 @@ impl BackendAddr {
                 } else {
                     resolve()
                 };
-                found.ok_or_else(|| format!("{:?} does not resolve", self.to_string()))
+                found.ok_or_else(|| ValueError::Unresolved(self.to_string()))
             }
         }
     }
 
     /// [`BackendAddr::resolve`] without blocking the runtime.
-    pub async fn lookup(&self) -> Result<SocketAddr, String> {
+    pub async fn lookup(&self) -> Result<SocketAddr, ValueError> {
         match &self.host {
             Host::Ip(ip) => Ok(SocketAddr::new(*ip, self.port)),
             Host::Name(name) => tokio::net::lookup_host((name.as_str(), self.port))
                 .await
                 .ok()
                 .and_then(|mut it| it.next())
-                .ok_or_else(|| format!("{:?} does not resolve", self.to_string())),
+                .ok_or_else(|| ValueError::Unresolved(self.to_string())),
         }
     }
 }
@@ -273,9 +291,9 @@ impl HashKey {
 }
 
 impl FromStr for HashKey {
-    type Err = String;
+    type Err = ValueError;
 
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, ValueError> {
         let key = match s {
             "client_ip" => Some(HashKey::ClientIp),
             "uri" => Some(HashKey::Uri),
@@ -290,7 +308,7 @@ impl FromStr for HashKey {
                 }
             }
         };
-        key.ok_or_else(|| format!("{s:?} is not {}", HashKey::EXPECTED))
+        key.ok_or_else(|| ValueError::invalid(s, HashKey::EXPECTED))
     }
 }
 
@@ -300,9 +318,9 @@ impl RateLimitKey {
 }
 
 impl FromStr for RateLimitKey {
-    type Err = String;
+    type Err = ValueError;
 
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, ValueError> {
         let key = match s {
             "client_ip" => Some(RateLimitKey::ClientIp),
             "route" => Some(RateLimitKey::Route),
@@ -311,7 +329,7 @@ impl FromStr for RateLimitKey {
                 .and_then(parse_header_name)
                 .map(RateLimitKey::Header),
         };
-        key.ok_or_else(|| format!("{s:?} is not {}", RateLimitKey::EXPECTED))
+        key.ok_or_else(|| ValueError::invalid(s, RateLimitKey::EXPECTED))
     }
 }
 
@@ -352,7 +370,7 @@ pub fn parse_host_pattern(s: &str) -> Option<String> {
 /// A backend address: `host:port` in canonical form (see [`BackendAddr`]) and the
 /// socket address it resolves to (the first one). The config file and the admin API
 /// both go through here.
-pub fn backend_address(s: &str) -> Result<(String, SocketAddr), String> {
+pub fn backend_address(s: &str) -> Result<(String, SocketAddr), ValueError> {
     let a: BackendAddr = s.parse()?;
     let addr = a.resolve()?;
     Ok((a.to_string(), addr))
@@ -360,14 +378,14 @@ pub fn backend_address(s: &str) -> Result<(String, SocketAddr), String> {
 
 /// [`backend_address`] for async code: a name is resolved by `tokio::net::lookup_host`
 /// instead of blocking a runtime thread.
-pub async fn lookup_backend(s: &str) -> Result<(String, SocketAddr), String> {
+pub async fn lookup_backend(s: &str) -> Result<(String, SocketAddr), ValueError> {
     let a: BackendAddr = s.parse()?;
     let addr = a.lookup().await?;
     Ok((a.to_string(), addr))
 }
 
 /// [`backend_address`] without the canonical name.
-pub fn resolve_backend(s: &str) -> Result<SocketAddr, String> {
+pub fn resolve_backend(s: &str) -> Result<SocketAddr, ValueError> {
     backend_address(s).map(|(_, addr)| addr)
 }
 

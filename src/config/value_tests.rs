@@ -2,7 +2,7 @@
 
 use super::*;
 
-fn canon(s: &str) -> Result<String, String> {
+fn canon(s: &str) -> Result<String, ValueError> {
     s.parse::<BackendAddr>().map(|a| a.to_string())
 }
 
@@ -26,7 +26,7 @@ fn numeric_hosts_must_be_plain_ip_literals() {
         "2130706433:80",
         "0x7f.1:80",
     ] {
-        let e = canon(bad).unwrap_err();
+        let e = canon(bad).unwrap_err().to_string();
         assert!(e.contains("not a canonical IP address"), "{bad}: {e}");
     }
 }
@@ -42,7 +42,7 @@ fn malformed_host_port() {
         "[x]:80",
         ".a:80",
     ] {
-        let e = canon(bad).unwrap_err();
+        let e = canon(bad).unwrap_err().to_string();
         assert!(e.ends_with("is not host:port"), "{bad}: {e}");
     }
 }

@@ -8,7 +8,7 @@ use super::caps::{Caps, ConnectionCounts, Hold};
 use super::fd_budget::{self, FdHold};
 use super::header_clock::HeaderClock;
 use super::proxy_header::{self, Header};
-use super::stream::EdgeStream;
+use super::stream::{EdgeStream, HeaderLog};
 use crate::config::ListenerLimits;
 use crate::net::{canonical, contains_any};
 use crate::observe::refusal::{self, Reason};
@@ -74,19 +74,15 @@ impl Gate {
     /// The caps and PROXY-protocol setting in the running configuration.
     fn settings(&self, rt: &Runtime) -> (Caps, bool) {
         match &self.side {
-            Side::Listener(i) => rt
-                .config
-                .listeners
-                .get(*i)
-                .map_or_else(Default::default, |l| {
-                    (
-                        Caps {
-                            max: l.limits.max_connections,
-                            per_ip: l.limits.max_connections_per_ip,
-                        },
-                        l.proxy_protocol,
-                    )
-                }),
+            Side::Listener(i) => rt.listeners.get(*i).map_or_else(Default::default, |l| {
+                (
+                    Caps {
+                        max: l.limits.max_connections,
+                        per_ip: l.limits.max_connections_per_ip,
+                    },
+                    l.proxy_protocol,
+                )
+            }),
             Side::Service(name) => rt
                 .config
                 .tcp_services
@@ -109,7 +105,6 @@ impl Gate {
     fn proxy_deadline(&self, rt: &Runtime) -> Option<Duration> {
         match &self.side {
             Side::Listener(i) => rt
-                .config
                 .listeners
                 .get(*i)
                 .filter(|l| l.proxy_protocol)
@@ -299,7 +294,11 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for EdgeApp<A> {
             self.serve(io, shutdown).await;
         } else {
             let clock = HeaderClock::new(limits.header_timeout);
-            let io: Stream = Box::new(EdgeStream::http1(io, name, clock.clone()));
+            let log = HeaderLog {
+                runtime: self.gate.runtime.clone(),
+                tls: io.get_ssl().is_some(),
+            };
+            let io: Stream = Box::new(EdgeStream::http1(io, name, clock.clone(), log));
             clock.scope(self.serve(io, shutdown)).await;
         }
         None

@@ -1,15 +1,14 @@
-//! The PROXY protocol (v1 text, v2 binary) on our side of the wire (SPEC §10): reading
-//! the header a trusted load balancer puts in front of a client connection, and building
-//! the one we send to a backend. The wire format itself is the `ppp` crate's; this
+//! The PROXY protocol (v1 text, v2 binary) on the accept side (SPEC §10): reading the
+//! header a trusted load balancer puts in front of a client connection (what we send to
+//! backends is `pool::proxy_out`). The wire format itself is the `ppp` crate's; this
 //! module decides how many bytes to read (exactly the header's, so nothing of the
 //! request behind it is consumed), what a header means for the client address, and
 //! sets the stream's socket digest so everything downstream sees the real client.
 
-use crate::config::ProxyProtocolSend;
 use pingora::protocols::{GetSocketDigest, SocketDigest, UniqueID};
 use pingora_core::protocols::l4::socket::SocketAddr as PingoraAddr;
 use ppp::v2;
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -188,68 +187,11 @@ where
     io.set_socket_digest(digest);
 }
 
-/// The header to send first on a new backend connection for a client at `source` that
-/// connected to `destination` (`None` when unknown: v1 `UNKNOWN` / v2 `LOCAL`, which
-/// tell the backend to use the connection's own addresses). Nothing for `none`.
-pub fn encode(
-    send: ProxyProtocolSend,
-    addresses: Option<(SocketAddr, SocketAddr)>,
-) -> Option<Vec<u8>> {
-    let addresses = addresses.map(|(s, d)| same_family(s, d));
-    match send {
-        ProxyProtocolSend::None => None,
-        ProxyProtocolSend::V1 => Some(
-            match addresses {
-                Some(a) => ppp::v1::Addresses::from(a),
-                None => ppp::v1::Addresses::Unknown,
-            }
-            .to_string()
-            .into_bytes(),
-        ),
-        ProxyProtocolSend::V2 => {
-            let builder = match addresses {
-                Some(a) => v2::Builder::with_addresses(
-                    v2::Version::Two | v2::Command::Proxy,
-                    v2::Protocol::Stream,
-                    a,
-                ),
-                None => v2::Builder::with_addresses(
-                    v2::Version::Two | v2::Command::Local,
-                    v2::Protocol::Unspecified,
-                    v2::Addresses::Unspecified,
-                ),
-            };
-            // Building only fails for a payload over 64 KiB; two addresses are 36 bytes.
-            builder.build().ok()
-        }
-    }
-}
-
-/// Both addresses in one family, as the header needs: IPv4-mapped IPv6 addresses as
-/// IPv4, and an IPv4 address beside an IPv6 one as IPv4-mapped.
-fn same_family(source: SocketAddr, destination: SocketAddr) -> (SocketAddr, SocketAddr) {
-    let source = canonical(source);
-    let destination = canonical(destination);
-    match (source.ip(), destination.ip()) {
-        (IpAddr::V4(s), IpAddr::V6(_)) => (
-            SocketAddr::new(IpAddr::V6(s.to_ipv6_mapped()), source.port()),
-            destination,
-        ),
-        (IpAddr::V6(_), IpAddr::V4(d)) => (
-            source,
-            SocketAddr::new(IpAddr::V6(d.to_ipv6_mapped()), destination.port()),
-        ),
-        _ => (source, destination),
-    }
-}
-
-fn canonical(a: SocketAddr) -> SocketAddr {
-    SocketAddr::new(crate::net::canonical(a.ip()), a.port())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::ProxyProtocolSend;
+    use crate::pool::proxy_out::encode;
 
     fn addr(s: &str) -> SocketAddr {
         s.parse().unwrap()

@@ -6,7 +6,9 @@
 use super::app::client_ip;
 use super::h2_watch::{H2Watch, Verdict};
 use super::header_clock::{HeaderClock, Phase, TIMEOUT_408};
+use crate::observe::access_log::HttpEntry;
 use crate::observe::refusal::{self, Reason};
+use crate::runtime::SharedRuntime;
 use async_trait::async_trait;
 use pingora_core::protocols::raw_connect::ProxyDigest;
 use pingora_core::protocols::tls::{SslDigest, TlsRef};
@@ -30,6 +32,16 @@ struct Deadline {
     sleep: Pin<Box<Sleep>>,
     /// Bytes of the current request's header read so far (0 = none: an idle client).
     header_bytes: usize,
+    /// When the current request's first byte came.
+    started: Instant,
+    /// Where a request refused mid-header gets its access-log line.
+    log: HeaderLog,
+}
+
+/// The running access log (a reload may swap it) and whether the connection is TLS.
+pub struct HeaderLog {
+    pub runtime: SharedRuntime,
+    pub tls: bool,
 }
 
 pub struct EdgeStream {
@@ -53,7 +65,12 @@ impl fmt::Debug for EdgeStream {
 
 impl EdgeStream {
     /// An HTTP/1 (or not yet known: h2c) connection under `clock`.
-    pub fn http1(inner: Stream, listener: Arc<str>, clock: Arc<HeaderClock>) -> Self {
+    pub fn http1(
+        inner: Stream,
+        listener: Arc<str>,
+        clock: Arc<HeaderClock>,
+        log: HeaderLog,
+    ) -> Self {
         let sleep = Box::pin(tokio::time::sleep(clock.timeout));
         EdgeStream {
             inner,
@@ -62,6 +79,8 @@ impl EdgeStream {
                 clock,
                 sleep,
                 header_bytes: 0,
+                started: Instant::now(),
+                log,
             }),
             h2: None,
             seen_bytes: false,
@@ -87,6 +106,15 @@ impl EdgeStream {
             .unwrap_or_default()
     }
 
+    /// The access-log line of a request answered `status` before its header was whole.
+    fn log_refused(&self, status: u16) {
+        if let Some(d) = &self.deadline {
+            let entry =
+                HttpEntry::refused_header(self.client(), status, d.started.elapsed(), d.log.tls);
+            d.log.runtime.load().access_log.write(&entry);
+        }
+    }
+
     /// The header deadline passed: answer 408 if part of a header arrived, then report
     /// end of stream so Pingora closes the connection.
     fn expire(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -106,6 +134,7 @@ impl EdgeStream {
                 Reason::HeaderTimeout,
                 &format_args!("client {who}: 408 after {partial} header bytes"),
             );
+            self.log_refused(408);
         }
         Poll::Ready(Ok(()))
     }
@@ -127,7 +156,8 @@ impl EdgeStream {
                 Phase::Idle => {
                     // The first byte of the next request starts its deadline.
                     d.clock.set(Phase::Reading);
-                    d.sleep.as_mut().reset(Instant::now() + d.clock.timeout);
+                    d.started = Instant::now();
+                    d.sleep.as_mut().reset(d.started + d.clock.timeout);
                     d.header_bytes = fresh.len();
                 }
                 Phase::Reading => d.header_bytes += fresh.len(),
@@ -160,14 +190,17 @@ impl EdgeStream {
             if let Some(d) = self.deadline.as_ref() {
                 d.clock.set(Phase::Off);
             }
-            let status =
-                String::from_utf8_lossy(written.get(9..12).unwrap_or_default()).into_owned();
+            let status = written
+                .get(9..12)
+                .and_then(|s| std::str::from_utf8(s).ok()?.parse().ok())
+                .unwrap_or(400);
             let who = self.client();
             refusal::http(
                 &self.listener,
                 Reason::Malformed,
                 &format_args!("client {who}: {status} from the HTTP/1 parser"),
             );
+            self.log_refused(status);
         }
         if let Some(w) = self.h2.as_mut() {
             let before = w.verdict();

@@ -2,38 +2,8 @@
 //! its context. `observe::access_log` writes it.
 
 use crate::http::ctx::RequestCtx;
-use crate::observe::access_log::{millis, timestamp};
+use crate::observe::access_log::{millis, timestamp, HttpEntry};
 use crate::runtime::Runtime;
-use serde::Serialize;
-
-#[derive(Serialize)]
-pub struct HttpEntry<'a> {
-    pub ts: String,
-    pub request_id: &'a str,
-    pub client_ip: String,
-    pub method: &'a str,
-    pub host: &'a str,
-    pub path: &'a str,
-    pub status: u16,
-    pub duration_ms: f64,
-    pub route: &'a str,
-    pub pool: &'a str,
-    pub backend: &'a str,
-    pub bytes_sent: usize,
-    pub protocol: &'a str,
-    pub tls: bool,
-    /// Who ended the exchange (SPEC §13, `http::termination`).
-    pub termination: &'static str,
-    /// Backends this request was sent to.
-    pub attempts: u32,
-    /// The last attempt's connect time; null when no backend was reached.
-    pub upstream_connect_ms: Option<f64>,
-    /// The last attempt's wait for the response header; null when none arrived.
-    pub upstream_response_ms: Option<f64>,
-    /// With `server.geoip`: the client's country ("" when unknown).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub country: Option<&'a str>,
-}
 
 /// The access-log line for a finished request.
 pub fn http_entry<'a>(

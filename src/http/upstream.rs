@@ -3,15 +3,11 @@
 
 use super::ctx::RequestCtx;
 use crate::config::{HashKey, ProxyProtocolSend, UpstreamProtocol};
-use crate::edge::proxy_header;
 use crate::net::ip_key;
 use crate::pool::outlier::{self, Outcome};
+use crate::pool::proxy_out::{self, SendProxy};
 use crate::pool::{Backend, Claim, Pool};
-use async_trait::async_trait;
 use once_cell::sync::Lazy;
-use pingora::connectors::L4Connect;
-use pingora::protocols::l4::socket::SocketAddr as PeerAddr;
-use pingora::protocols::l4::stream::Stream as L4Stream;
 use pingora::protocols::tls::{HandshakeCompleteHook, TlsRef};
 use pingora::protocols::{Digest, ALPN};
 use pingora::upstreams::peer::{HttpPeer, Peer};
@@ -20,9 +16,6 @@ use pingora_proxy::Session;
 use std::hash::{Hash, Hasher};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Duration;
-use tokio::io::AsyncWriteExt;
-use tokio::net::TcpStream;
 
 /// The bytes the pool hashes: client IP for ip_hash, the configured key for
 /// consistent_hash (a missing header or cookie falls back to the client IP).
@@ -181,7 +174,7 @@ fn client_addresses(session: &Session) -> Option<(SocketAddr, SocketAddr)> {
 /// requests of one client connection still reuse it.
 fn send_proxy_header(peer: &mut HttpPeer, pool: &Pool, session: &Session) {
     let addresses = client_addresses(session);
-    let Some(header) = proxy_header::encode(pool.upstream.proxy_protocol, addresses) else {
+    let Some(header) = proxy_out::encode(pool.upstream.proxy_protocol, addresses) else {
         return;
     };
     let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -192,47 +185,6 @@ fn send_proxy_header(peer: &mut HttpPeer, pool: &Pool, session: &Session) {
         header,
         connect_timeout: pool.timeouts.connect,
     }));
-}
-
-/// Pingora's L4 connect for a pool that sends the PROXY header: connect (within the
-/// pool's connect timeout, which Pingora leaves to a custom connect), then write the
-/// header before anything else (TLS included) goes out.
-#[derive(Debug)]
-struct SendProxy {
-    header: Vec<u8>,
-    connect_timeout: Duration,
-}
-
-#[async_trait]
-impl L4Connect for SendProxy {
-    async fn connect(&self, addr: &PeerAddr) -> pingora::Result<L4Stream> {
-        let Some(inet) = addr.as_inet() else {
-            return Error::e_explain(ErrorType::ConnectError, "PROXY header to a non-TCP address");
-        };
-        let mut tcp =
-            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(inet)).await {
-                Ok(Ok(tcp)) => tcp,
-                Ok(Err(e)) => {
-                    let kind = if e.kind() == std::io::ErrorKind::ConnectionRefused {
-                        ErrorType::ConnectRefused
-                    } else {
-                        ErrorType::ConnectError
-                    };
-                    return Err(Error::because(kind, format!("connecting to {inet}"), e));
-                }
-                Err(_) => {
-                    return Error::e_explain(
-                        ErrorType::ConnectTimedout,
-                        format!("timeout {:?} connecting to {inet}", self.connect_timeout),
-                    )
-                }
-            };
-        tokio::time::timeout(self.connect_timeout, tcp.write_all(&self.header))
-            .await
-            .map_err(|_| Error::explain(ErrorType::ConnectTimedout, "writing the PROXY header"))?
-            .map_err(|e| Error::because(ErrorType::ConnectError, "writing the PROXY header", e))?;
-        Ok(tcp.into())
-    }
 }
 
 /// The IP-address SANs of a backend's certificate, recorded at its TLS handshake.

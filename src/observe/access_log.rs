@@ -29,6 +29,66 @@ pub fn millis(d: Duration) -> f64 {
     (d.as_micros() as f64) / 1000.0
 }
 
+/// One HTTP request's line (SPEC §7); `http::log` fills it for proxied and answered
+/// requests, `edge` for requests refused before any hook ran.
+#[derive(Serialize)]
+pub struct HttpEntry<'a> {
+    pub ts: String,
+    pub request_id: &'a str,
+    pub client_ip: String,
+    pub method: &'a str,
+    pub host: &'a str,
+    pub path: &'a str,
+    pub status: u16,
+    pub duration_ms: f64,
+    pub route: &'a str,
+    pub pool: &'a str,
+    pub backend: &'a str,
+    pub bytes_sent: usize,
+    pub protocol: &'a str,
+    pub tls: bool,
+    /// Who ended the exchange (SPEC §13, `http::termination`).
+    pub termination: &'static str,
+    /// Backends this request was sent to.
+    pub attempts: u32,
+    /// The last attempt's connect time; null when no backend was reached.
+    pub upstream_connect_ms: Option<f64>,
+    /// The last attempt's wait for the response header; null when none arrived.
+    pub upstream_response_ms: Option<f64>,
+    /// With `server.geoip`: the client's country ("" when unknown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub country: Option<&'a str>,
+}
+
+impl HttpEntry<'_> {
+    /// A request refused while its header was still being read (Pingora's parser, the
+    /// header deadline): nothing of it is known but who sent it and when.
+    pub fn refused_header(client_ip: String, status: u16, took: Duration, tls: bool) -> Self {
+        HttpEntry {
+            ts: timestamp(),
+            request_id: "",
+            client_ip,
+            method: "",
+            host: "",
+            path: "",
+            status,
+            duration_ms: millis(took),
+            route: "",
+            pool: "",
+            backend: "",
+            bytes_sent: 0,
+            protocol: "HTTP/1.1",
+            tls,
+            // The header deadline is the client's timeout; a malformed header a refusal.
+            termination: if status == 408 { "CT" } else { "PR" },
+            attempts: 0,
+            upstream_connect_ms: None,
+            upstream_response_ms: None,
+            country: None,
+        }
+    }
+}
+
 pub struct AccessLog {
     target: AccessLogTarget,
     /// Started on first use, so the thread exists in the daemonised child.

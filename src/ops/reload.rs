@@ -2,7 +2,8 @@
 //! build the new runtime completely (keeping unchanged pools and their state), then swap
 //! it in atomically. An invalid file changes nothing; every error is logged.
 
-use crate::config::{self, AcmeConfig, Config, Diagnostic, ListenerConfig};
+use crate::config::process::{self, ProcessConfig};
+use crate::config::{self, Diagnostic};
 use crate::limits::cluster::log_address;
 use crate::observe::metrics::METRICS;
 use crate::observe::process_log;
@@ -20,42 +21,24 @@ use tokio::sync::watch;
 pub struct Reloader {
     pub path: PathBuf,
     pub runtime: SharedRuntime,
-    /// Listener addresses bound at startup, and their ACME settings (the ACME service
-    /// is started with the listener): a change of either needs an upgrade.
-    pub bound: Vec<(String, std::net::SocketAddr, Option<AcmeConfig>)>,
-    /// The admin listener's address bound at startup (its tokens and allowlist reload;
-    /// its address needs an upgrade).
-    pub admin_listen: Option<std::net::SocketAddr>,
     pub notify: watch::Sender<u64>,
     pub state: Arc<StateStore>,
     /// Each TLS listener's certificate store: a reload re-reads the files.
     pub cert_stores: Vec<(String, Arc<CertStore>)>,
 }
 
-fn acme_of(l: &ListenerConfig) -> Option<AcmeConfig> {
-    l.tls.as_ref().and_then(|t| t.acme.clone())
-}
-
 impl Reloader {
     pub fn new(
         path: PathBuf,
         runtime: SharedRuntime,
-        config: &Config,
         state: Arc<StateStore>,
         cert_stores: Vec<(String, Arc<CertStore>)>,
     ) -> (Arc<Self>, watch::Receiver<u64>) {
         let (notify, rx) = watch::channel(0);
-        let bound = config
-            .listeners
-            .iter()
-            .map(|l| (l.name.clone(), l.listen, acme_of(l)))
-            .collect();
         (
             Arc::new(Reloader {
                 path,
                 runtime,
-                bound,
-                admin_listen: config.admin.as_ref().map(|a| a.listen),
                 notify,
                 state,
                 cert_stores,
@@ -90,27 +73,10 @@ impl Reloader {
         for w in &loaded.warnings {
             log::warn!("{w}");
         }
-        for l in &loaded.config.listeners {
-            match self.bound.iter().find(|(name, _, _)| name == &l.name) {
-                Some((_, addr, acme)) if *addr == l.listen => {
-                    if *acme != acme_of(l) {
-                        log::warn!(
-                            "reload: listener {}'s tls.acme changed: this needs an upgrade (switchyard -u, then SIGQUIT); ACME keeps its old settings until then",
-                            l.name
-                        );
-                    }
-                }
-                Some((_, addr, _)) => log::warn!(
-                    "reload: listener {} moves from {addr} to {}: this needs an upgrade (switchyard -u, then SIGQUIT); it keeps serving on {addr} until then",
-                    l.name,
-                    l.listen
-                ),
-                None => log::warn!(
-                    "reload: new listener {} on {} needs an upgrade (switchyard -u, then SIGQUIT) before it serves",
-                    l.name,
-                    l.listen
-                ),
-            }
+        let old = self.runtime.load_full();
+        let wanted = ProcessConfig::of(&loaded.config);
+        for fixed in process::changes(&old.process, &wanted, &log_address) {
+            log::warn!("{fixed}");
         }
         // Certificates were already checked by `config::load`; re-read them into each
         // listener's store (new contents at unchanged paths included).
@@ -133,30 +99,6 @@ impl Reloader {
                 }
             }
         }
-        let admin_wanted = loaded.config.admin.as_ref().map(|a| a.listen);
-        if admin_wanted != self.admin_listen {
-            let show =
-                |a: Option<std::net::SocketAddr>| a.map_or("none".to_string(), |a| a.to_string());
-            log::warn!(
-                "reload: admin.listen changes from {} to {}: this needs an upgrade (switchyard -u, then SIGQUIT); until then the admin listener stays where it is{}",
-                show(self.admin_listen),
-                show(admin_wanted),
-                if admin_wanted.is_none() { " and refuses every request" } else { ", with the new tokens and allow" }
-            );
-        }
-        let redis_now = crate::limits::cluster::CLUSTER
-            .get()
-            .map(|c| c.url.as_str());
-        let redis_wanted = loaded.config.cluster.as_ref().map(|c| c.redis.as_str());
-        if redis_now != redis_wanted {
-            let show = |url: Option<&str>| url.map_or("none".to_string(), log_address);
-            log::warn!(
-                "reload: cluster.redis changes from {} to {}: this needs a restart or an upgrade (switchyard -u, then SIGQUIT); until then rate limits and admin sync keep using the old setting",
-                show(redis_now),
-                show(redis_wanted)
-            );
-        }
-        let old = self.runtime.load_full();
         let new = Runtime::build(&loaded.config, Some(&old), &self.state);
         process_log::apply_level(loaded.config.log.level, &log_override());
         self.runtime.store(Arc::new(new));

@@ -11,21 +11,58 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-fn fail(why: impl Into<String>) -> Box<Error> {
-    Error::explain(ErrorType::CustomCode("health check failed", 0), why.into())
+/// Why a database's answer to a health check means "not ready".
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DbRefusal {
+    #[error("no answer: end of input")]
+    NoAnswer,
+    #[error("short answer: end of input")]
+    ShortAnswer,
+    #[error("server cannot accept connections now (57P03)")]
+    NotAccepting,
+    #[error("login refused: {0}")]
+    LoginRefused(String),
+    #[error("unexpected message type {0:?}")]
+    UnexpectedMessage(char),
+    #[error("server refused: {0}")]
+    ServerRefused(String),
+    #[error("not a MySQL handshake")]
+    NotMysql,
+    #[error("the health-check user needs a password-less native login")]
+    NeedsNativeLogin,
+    #[error("login as {0} refused")]
+    UserRefused(String),
+    #[error("read: end of input")]
+    Truncated,
 }
 
-async fn connect(target: &LbBackend, timeout: Duration) -> Result<TcpStream> {
+fn fail(why: impl std::fmt::Display) -> Box<Error> {
+    Error::explain(
+        ErrorType::CustomCode("health check failed", 0),
+        why.to_string(),
+    )
+}
+
+/// Connects within `timeout` and sends the pool's PROXY header first, if it has one.
+async fn connect(
+    target: &LbBackend,
+    timeout: Duration,
+    proxy_header: Option<&[u8]>,
+) -> Result<TcpStream> {
     let addr = target
         .addr
         .as_inet()
         .copied()
         .ok_or_else(|| fail("not an inet address"))?;
-    match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
-        Ok(Ok(s)) => Ok(s),
-        Ok(Err(e)) => Err(fail(format!("connect: {e}"))),
-        Err(_) => Err(fail("connect timed out")),
+    let mut s = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
+        Ok(Ok(s)) => s,
+        Ok(Err(e)) => return Err(fail(format!("connect: {e}"))),
+        Err(_) => return Err(fail("connect timed out")),
+    };
+    if let Some(header) = proxy_header {
+        super::proxy_out::write_header(&mut s, header, timeout).await?;
     }
+    Ok(s)
 }
 
 /// PostgreSQL: a StartupMessage (protocol 3.0) for `user`/`database`. Without a
@@ -37,6 +74,8 @@ pub struct PostgresCheck {
     pub user: Option<String>,
     pub database: Option<String>,
     pub timeout: Duration,
+    /// Sent first when the pool sends PROXY headers (`upstream.proxy_protocol`).
+    pub proxy_header: Option<Vec<u8>>,
 }
 
 impl PostgresCheck {
@@ -60,7 +99,7 @@ impl PostgresCheck {
     }
 
     async fn probe(&self, target: &LbBackend) -> Result<()> {
-        let mut s = connect(target, self.timeout).await?;
+        let mut s = connect(target, self.timeout, self.proxy_header.as_deref()).await?;
         s.write_all(&self.startup_message())
             .await
             .map_err(|e| fail(format!("write: {e}")))?;
@@ -91,7 +130,7 @@ impl PgLogin {
     }
 
     /// `None`: read another message; else the verdict on the login.
-    pub fn on_message(&mut self, kind: u8, body: &[u8]) -> Option<Result<(), String>> {
+    pub fn on_message(&mut self, kind: u8, body: &[u8]) -> Option<Result<(), DbRefusal>> {
         // AuthenticationOk (R, code 0) is followed by the session start: keep reading
         // until ReadyForQuery or an error (an unknown database, no free slots, ...).
         let more = (kind == b'R' && body.get(..4) == Some(&[0u8, 0, 0, 0][..]))
@@ -106,17 +145,16 @@ impl PgLogin {
             b'E' => {
                 let code = error_field(body, b'C').unwrap_or_default();
                 if code == "57P03" {
-                    Err("server cannot accept connections now (57P03)".to_string())
+                    Err(DbRefusal::NotAccepting)
                 } else if self.has_user {
-                    Err(format!(
-                        "login refused: {}",
-                        error_field(body, b'M').unwrap_or(code)
+                    Err(DbRefusal::LoginRefused(
+                        error_field(body, b'M').unwrap_or(code),
                     ))
                 } else {
                     Ok(())
                 }
             }
-            other => Err(format!("unexpected message type {:?}", other as char)),
+            other => Err(DbRefusal::UnexpectedMessage(other as char)),
         })
     }
 }
@@ -129,16 +167,16 @@ fn pg_body_len(head: &[u8; 5]) -> usize {
 
 /// The PostgreSQL check's verdict on `answer`, the bytes a server sent back to the
 /// StartupMessage, framed as `read_message` frames them. For the fuzz target and tests.
-pub fn parse_pg_answer(answer: &[u8], has_user: bool) -> Result<(), String> {
+pub fn parse_pg_answer(answer: &[u8], has_user: bool) -> Result<(), DbRefusal> {
     let mut login = PgLogin::new(has_user);
     let mut rest = answer;
     loop {
         let Some((head, tail)) = rest.split_first_chunk::<5>() else {
-            return Err("no answer: end of input".to_string());
+            return Err(DbRefusal::NoAnswer);
         };
         let len = pg_body_len(head);
         let Some(body) = tail.get(..len) else {
-            return Err("short answer: end of input".to_string());
+            return Err(DbRefusal::ShortAnswer);
         };
         if let Some(verdict) = login.on_message(head[0], body) {
             return verdict;
@@ -195,6 +233,8 @@ impl HealthCheck for PostgresCheck {
 pub struct MysqlCheck {
     pub user: Option<String>,
     pub timeout: Duration,
+    /// As for `PostgresCheck`.
+    pub proxy_header: Option<Vec<u8>>,
 }
 
 async fn read_packet(s: &mut TcpStream) -> Result<(u8, Vec<u8>)> {
@@ -219,7 +259,7 @@ fn packet(seq: u8, payload: &[u8]) -> Vec<u8> {
 
 impl MysqlCheck {
     async fn probe(&self, target: &LbBackend) -> Result<()> {
-        let mut s = connect(target, self.timeout).await?;
+        let mut s = connect(target, self.timeout, self.proxy_header.as_deref()).await?;
         let (seq, greeting) = read_packet(&mut s).await?;
         mysql_greeting(&greeting).map_err(fail)?;
         // HandshakeResponse41: CLIENT_LONG_PASSWORD | CLIENT_PROTOCOL_41 | CLIENT_SECURE_CONNECTION.
@@ -250,27 +290,25 @@ impl MysqlCheck {
 
 /// The MySQL check's reading of the server's first packet (its payload): a protocol-10
 /// handshake, else why not.
-pub fn mysql_greeting(greeting: &[u8]) -> Result<(), String> {
+pub fn mysql_greeting(greeting: &[u8]) -> Result<(), DbRefusal> {
     match greeting.first() {
         Some(0x0a) => Ok(()),
         Some(0xff) => {
             let msg = String::from_utf8_lossy(greeting.get(3..).unwrap_or_default()).into_owned();
-            Err(format!("server refused: {msg}"))
+            Err(DbRefusal::ServerRefused(msg))
         }
-        _ => Err("not a MySQL handshake".to_string()),
+        _ => Err(DbRefusal::NotMysql),
     }
 }
 
 /// The verdict on the server's answer to the handshake response: the first byte of its
 /// payload (OK 0x00, auth switch 0xfe, error 0xff, ...).
-fn mysql_login(answer: Option<u8>, user: Option<&str>) -> Result<(), String> {
+fn mysql_login(answer: Option<u8>, user: Option<&str>) -> Result<(), DbRefusal> {
     match (answer, user) {
         (Some(0x00), _) => Ok(()),
         (_, None) => Ok(()),
-        (Some(0xfe), Some(_)) => {
-            Err("the health-check user needs a password-less native login".to_string())
-        }
-        (_, Some(user)) => Err(format!("login as {user} refused")),
+        (Some(0xfe), Some(_)) => Err(DbRefusal::NeedsNativeLogin),
+        (_, Some(user)) => Err(DbRefusal::UserRefused(user.to_string())),
     }
 }
 
@@ -283,15 +321,15 @@ fn mysql_head(head: &[u8; 4]) -> (usize, u8) {
 /// The MySQL check's verdict on `exchange`, the bytes a server sent: its greeting packet
 /// then its answer to the handshake response, framed as `read_packet` frames them. For
 /// the fuzz target and tests.
-pub fn parse_mysql_exchange(exchange: &[u8], user: Option<&str>) -> Result<(), String> {
+pub fn parse_mysql_exchange(exchange: &[u8], user: Option<&str>) -> Result<(), DbRefusal> {
     let mut rest = exchange;
-    let mut next = || -> Result<&[u8], String> {
+    let mut next = || -> Result<&[u8], DbRefusal> {
         let Some((head, tail)) = rest.split_first_chunk::<4>() else {
-            return Err("read: end of input".to_string());
+            return Err(DbRefusal::Truncated);
         };
         let (len, _) = mysql_head(head);
         let Some(payload) = tail.get(..len) else {
-            return Err("read: end of input".to_string());
+            return Err(DbRefusal::Truncated);
         };
         rest = &tail[len..];
         Ok(payload)
@@ -322,6 +360,7 @@ mod tests {
             user: Some("u".into()),
             database: None,
             timeout: Duration::from_secs(1),
+            proxy_header: None,
         };
         let m = c.startup_message();
         assert_eq!(
@@ -363,7 +402,7 @@ mod tests {
         assert_eq!(parse_pg_answer(&no_role, false), Ok(()));
         assert_eq!(
             parse_pg_answer(&no_role, true),
-            Err("login refused: no such role".to_string())
+            Err(DbRefusal::LoginRefused("no such role".into()))
         );
         // Cut short, or never-ending notices: an answer, never a hang or a panic.
         assert!(parse_pg_answer(&ok[..7], true).is_err());
@@ -387,7 +426,7 @@ mod tests {
         let blocked = my(0, b"\xff\x69\x04Host is blocked");
         assert_eq!(
             parse_mysql_exchange(&blocked, None),
-            Err("server refused: Host is blocked".to_string())
+            Err(DbRefusal::ServerRefused("Host is blocked".into()))
         );
         assert!(mysql_greeting(&[0xff]).is_err());
         assert!(mysql_greeting(b"").is_err());

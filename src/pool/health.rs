@@ -4,6 +4,7 @@
 //! consecutive successes, logging each transition once.
 
 use super::db_checks::{MysqlCheck, PostgresCheck};
+use super::proxy_out::{self, SendProxy};
 use super::{Backend, Pool};
 use crate::config::{HealthCheckConfig, HealthKind};
 use pingora::lb::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
@@ -20,6 +21,16 @@ fn checker(
     kind: HealthKind,
     backend: &Backend,
 ) -> Option<Checker> {
+    // Behind `upstream.proxy_protocol`, every check opens with a PROXY header too.
+    let header = proxy_out::for_health_check(pool.upstream.proxy_protocol);
+    let send_proxy = || {
+        header.clone().map(|header| {
+            Arc::new(SendProxy {
+                header,
+                connect_timeout: hc.timeout,
+            }) as Arc<dyn pingora::connectors::L4Connect + Send + Sync>
+        })
+    };
     match kind {
         HealthKind::None => None,
         HealthKind::Http => {
@@ -38,6 +49,7 @@ fn checker(
             );
             check.peer_template.options.connection_timeout = Some(hc.timeout);
             check.peer_template.options.read_timeout = Some(hc.timeout);
+            check.peer_template.options.custom_l4 = send_proxy();
             let (lo, hi) = hc.expect_status;
             check.validator = Some(Box::new(move |resp| {
                 let code = resp.status.as_u16();
@@ -56,14 +68,17 @@ fn checker(
             user: hc.user.clone(),
             database: hc.database.clone(),
             timeout: hc.timeout,
+            proxy_header: header,
         })),
         HealthKind::Mysql => Some(Arc::new(MysqlCheck {
             user: hc.user.clone(),
             timeout: hc.timeout,
+            proxy_header: header,
         })),
         HealthKind::Tcp => {
             let mut check = TcpHealthCheck::new();
             check.peer_template.options.connection_timeout = Some(hc.timeout);
+            check.peer_template.options.custom_l4 = send_proxy();
             Some(Arc::from(check as Box<dyn HealthCheck + Send + Sync>))
         }
     }
@@ -102,11 +117,12 @@ pub async fn run(pool: Weak<Pool>, kind: HealthKind) {
             round.spawn(async move {
                 let result = match target {
                     Ok(t) => match tokio::time::timeout(limit, check.check(&t)).await {
-                        Ok(Ok(())) => Ok(()),
-                        Ok(Err(e)) => Err(e.to_string()),
-                        Err(_) => Err("timed out".to_string()),
+                        Ok(result) => result,
+                        Err(_) => {
+                            pingora::Error::e_explain(pingora::ErrorType::ReadTimedout, "timed out")
+                        }
                     },
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => Err(e),
                 };
                 (backend, result)
             });
@@ -130,7 +146,7 @@ fn apply(
     backend: &Backend,
     hc: &HealthCheckConfig,
     streak: &mut Streak,
-    result: Result<(), String>,
+    result: pingora::Result<()>,
 ) {
     match result {
         Ok(()) => {

@@ -12,6 +12,7 @@ pub mod health;
 pub mod members;
 pub mod outlier;
 pub mod overlay;
+pub mod proxy_out;
 pub mod queue;
 pub mod select;
 pub mod slow_start;

@@ -3,11 +3,20 @@
 
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
+
+/// A file that could not be replaced; the old one is still in place.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot write {}: {source}", path.display())]
+pub struct WriteError {
+    pub path: PathBuf,
+    #[source]
+    pub source: std::io::Error,
+}
 
 /// Writes `bytes` to `path` with permissions `mode`: a temporary file in the same
 /// directory, fsync, rename over `path`, fsync the directory.
-pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), String> {
+pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), WriteError> {
     let dir = path
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -17,7 +26,6 @@ pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Stri
         path.file_name().and_then(|n| n.to_str()).unwrap_or("file"),
         std::process::id()
     ));
-    let fail = |e: std::io::Error| format!("cannot write {}: {e}", path.display());
     // A leftover from a crash would keep its own permissions: start afresh.
     let _ = std::fs::remove_file(&tmp);
     let written = (|| {
@@ -33,7 +41,10 @@ pub fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), Stri
     })();
     if let Err(e) = written {
         let _ = std::fs::remove_file(&tmp);
-        return Err(fail(e));
+        return Err(WriteError {
+            path: path.to_path_buf(),
+            source: e,
+        });
     }
     if let Ok(d) = std::fs::File::open(dir) {
         let _ = d.sync_all();
@@ -51,7 +62,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("{e}"));
         let path = dir.path().join("key.pem");
         std::fs::write(&path, b"old").unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(write_atomically(&path, b"new", 0o600), Ok(()));
+        assert!(write_atomically(&path, b"new", 0o600).is_ok());
         assert_eq!(std::fs::read(&path).ok().as_deref(), Some(&b"new"[..]));
         let mode = std::fs::metadata(&path).map(|m| m.permissions().mode() & 0o777);
         // A fresh temporary file gets `mode`; rename keeps it.
@@ -65,6 +76,6 @@ mod tests {
     #[test]
     fn reports_an_unwritable_directory() {
         let err = write_atomically(Path::new("/nonexistent-dir/x"), b"x", 0o600);
-        assert!(err.is_err_and(|e| e.contains("/nonexistent-dir/x")));
+        assert!(err.is_err_and(|e| e.to_string().contains("/nonexistent-dir/x")));
     }
 }

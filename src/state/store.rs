@@ -6,6 +6,7 @@
 //! one lock, so a change made here and one arriving from another instance never
 //! interleave.
 
+use super::StateError;
 pub use crate::pool::overlay::{AddedBackend, PoolOverlay};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -35,13 +36,17 @@ pub struct StateStore {
 
 impl StateStore {
     /// Loads `path` if it exists; a corrupt file is an error (never silently dropped).
-    pub fn open(path: Option<PathBuf>) -> Result<Self, String> {
+    pub fn open(path: Option<PathBuf>) -> Result<Self, StateError> {
         let overlay = match &path {
             Some(p) if p.exists() => {
-                let text = std::fs::read_to_string(p)
-                    .map_err(|e| format!("cannot read {}: {e}", p.display()))?;
-                serde_json::from_str(&text)
-                    .map_err(|e| format!("{} is not a valid state file: {e}", p.display()))?
+                let text = std::fs::read_to_string(p).map_err(|source| StateError::Read {
+                    path: p.clone(),
+                    source,
+                })?;
+                serde_json::from_str(&text).map_err(|source| StateError::Corrupt {
+                    path: p.clone(),
+                    source,
+                })?
             }
             _ => Overlay::default(),
         };
@@ -92,7 +97,7 @@ impl StateStore {
         name: &str,
         change: impl FnOnce(&mut PoolOverlay),
         apply: impl FnOnce(&PoolOverlay),
-    ) -> Result<PoolOverlay, String> {
+    ) -> Result<PoolOverlay, StateError> {
         let mut guard = self.lock();
         let mut next = guard.overlay.clone();
         let entry = next.pools.entry(name.to_string()).or_default();
@@ -153,7 +158,7 @@ impl StateStore {
         name: &str,
         overlay: PoolOverlay,
         apply: impl FnOnce(&PoolOverlay),
-    ) -> Result<bool, String> {
+    ) -> Result<bool, StateError> {
         let mut one = BTreeMap::new();
         one.insert(name.to_string(), overlay);
         let mut apply = Some(apply);
@@ -175,7 +180,7 @@ impl StateStore {
         pools: BTreeMap<String, PoolOverlay>,
         keep: &BTreeSet<String>,
         apply: impl FnMut(&str, &PoolOverlay),
-    ) -> Result<Vec<String>, String> {
+    ) -> Result<Vec<String>, StateError> {
         let mut all = pools;
         for name in self.lock().overlay.pools.keys() {
             all.entry(name.clone()).or_default();
@@ -188,7 +193,7 @@ impl StateStore {
         pools: BTreeMap<String, PoolOverlay>,
         keep: &BTreeSet<String>,
         mut apply: impl FnMut(&str, &PoolOverlay),
-    ) -> Result<Vec<String>, String> {
+    ) -> Result<Vec<String>, StateError> {
         let mut guard = self.lock();
         let mut changed = Vec::new();
         for (name, overlay) in pools {
@@ -217,9 +222,9 @@ impl StateStore {
 }
 
 /// The whole overlay as pretty JSON, replacing `path` atomically.
-fn write_atomically(path: &Path, overlay: &Overlay) -> Result<(), String> {
-    let text = serde_json::to_vec_pretty(overlay).map_err(|e| e.to_string())?;
-    super::durable::write_atomically(path, &text, 0o640)
+fn write_atomically(path: &Path, overlay: &Overlay) -> Result<(), StateError> {
+    let text = serde_json::to_vec_pretty(overlay)?;
+    Ok(super::durable::write_atomically(path, &text, 0o640)?)
 }
 
 #[cfg(test)]
@@ -262,7 +267,10 @@ mod tests {
         assert_eq!(store.unpublished(), vec![("web".into(), draining("a:1"))]);
 
         // Not published yet: ours wins over what arrives meanwhile.
-        assert_eq!(store.replace("web", draining("b:1"), |_| {}), Ok(false));
+        assert_eq!(
+            store.replace("web", draining("b:1"), |_| {}).ok(),
+            Some(false)
+        );
         assert_eq!(store.pool("web"), draining("a:1"));
 
         // Published: the next remote change applies and is not ours to publish.
@@ -270,8 +278,10 @@ mod tests {
         assert!(store.unpublished().is_empty());
         let mut seen = None;
         assert_eq!(
-            store.replace("web", draining("b:1"), |o| seen = Some(o.clone())),
-            Ok(true)
+            store
+                .replace("web", draining("b:1"), |o| seen = Some(o.clone()))
+                .ok(),
+            Some(true)
         );
         assert_eq!(seen, Some(draining("b:1")));
         assert_eq!(store.pool("web"), draining("b:1"));
@@ -323,7 +333,10 @@ mod tests {
         let changed = store.replace_all(cluster, &BTreeSet::new(), |n, o| {
             applied.push((n.to_string(), o.clone()))
         });
-        assert_eq!(changed, Ok(vec!["new".to_string(), "old".to_string()]));
+        assert_eq!(
+            changed.ok(),
+            Some(vec!["new".to_string(), "old".to_string()])
+        );
         assert_eq!(
             applied,
             vec![

@@ -21,12 +21,12 @@ pub struct Traffic {
 }
 
 /// How a session ended.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug)]
 pub enum End {
     /// Both sides finished (each direction saw EOF and passed it on).
     Closed,
     Idle,
-    Error(String),
+    Error(std::io::Error),
 }
 
 async fn pump<R, W>(
@@ -35,23 +35,23 @@ async fn pump<R, W>(
     count: &AtomicU64,
     traffic: &Traffic,
     start: Instant,
-) -> Result<(), String>
+) -> std::io::Result<()>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
     let mut buf = vec![0u8; BUFFER];
     loop {
-        let n = from.read(&mut buf).await.map_err(|e| e.to_string())?;
+        let n = from.read(&mut buf).await?;
         if n == 0 {
             // Pass the half-close on; the other direction keeps flowing.
             let _ = to.shutdown().await;
             return Ok(());
         }
-        to.write_all(&buf[..n]).await.map_err(|e| e.to_string())?;
+        to.write_all(&buf[..n]).await?;
         // Pingora's client stream buffers writes: a reply must leave now, not when the
         // buffer fills (request/response protocols would stall).
-        to.flush().await.map_err(|e| e.to_string())?;
+        to.flush().await?;
         count.fetch_add(n as u64, Ordering::Relaxed);
         traffic
             .last_active_ms
@@ -124,7 +124,7 @@ mod tests {
         let mut back = Vec::new();
         client_peer.read_to_end(&mut back).await.unwrap_or(0);
         assert_eq!(back, b"world!");
-        assert_eq!(session.await.ok(), Some(End::Closed));
+        assert!(matches!(session.await, Ok(End::Closed)));
         assert_eq!(traffic.rx.load(Ordering::Relaxed), 5);
         assert_eq!(traffic.tx.load(Ordering::Relaxed), 6);
     }
@@ -134,6 +134,6 @@ mod tests {
         let (client, _client_peer) = tokio::io::duplex(64);
         let (backend, _backend_peer) = tokio::io::duplex(64);
         let end = bidirectional(client, backend, Duration::from_millis(50), Arc::default()).await;
-        assert_eq!(end, End::Idle);
+        assert!(matches!(end, End::Idle), "{end:?}");
     }
 }

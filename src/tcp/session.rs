@@ -5,11 +5,11 @@
 
 use super::copy::{self, End, Traffic};
 use crate::edge::app::client_ip;
-use crate::edge::proxy_header;
 use crate::net::ip_key;
 use crate::observe::access_log::{millis, timestamp};
 use crate::observe::refusal::{self, Reason};
 use crate::ops::shutdown::Work;
+use crate::pool::proxy_out;
 use crate::pool::{Claim, Members, Pool};
 use crate::runtime::{Runtime, TcpService};
 use pingora::protocols::Stream;
@@ -64,7 +64,7 @@ pub async fn run(rt: Arc<Runtime>, service: &str, io: Stream) {
         let local = d.local_addr().and_then(|a| a.as_inet()).copied()?;
         Some((peer, local))
     });
-    let header = proxy_header::encode(pool.upstream.proxy_protocol, addresses);
+    let header = proxy_out::encode(pool.upstream.proxy_protocol, addresses);
     let Some((idx, _claim, upstream)) =
         connect(svc, pool, &members, client, header.as_deref()).await
     else {

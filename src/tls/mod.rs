@@ -16,7 +16,7 @@ use pingora::tls::ssl::{NameType, SslOptions, SslVerifyMode, SslVersion};
 use pingora::tls::x509::X509;
 use std::any::Any;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use store::{CertStore, Certified};
 
 /// The verified subject of a client certificate (mutual TLS), attached to the
@@ -85,18 +85,20 @@ fn subject_of(cert: &X509) -> String {
 }
 
 /// Builds a TLS listener's settings and returns its certificate store (for reload).
-pub fn settings(l: &ListenerConfig) -> Result<(TlsSettings, Arc<CertStore>), String> {
+pub fn settings(l: &ListenerConfig) -> Result<(TlsSettings, Arc<CertStore>), TlsSetupError> {
     let tls = l
         .tls
         .as_ref()
-        .ok_or_else(|| format!("listener {} has no tls section", l.name))?;
+        .ok_or_else(|| TlsSetupError::NotTls(l.name.clone()))?;
     let store = CertStore::new(Certified::load_files(&tls.certificates)?);
-    let err = |e: pingora::BError| format!("listener {}: {e}", l.name);
     let mut settings = TlsSettings::with_callbacks(Box::new(Sni {
         store: store.clone(),
     }))
-    .map_err(err)?;
-    let ossl = |e: pingora::tls::error::ErrorStack| format!("listener {}: {e}", l.name);
+    .map_err(|e| TlsSetupError::Pingora(l.name.clone(), e))?;
+    let ossl = |source| TlsSetupError::OpenSsl {
+        listener: l.name.clone(),
+        source,
+    };
     // On top of Pingora's Mozilla "intermediate" profile (TLS 1.2+, AEAD ciphers with
     // forward secrecy only, no compression): the server's cipher order wins (testssl.sh
     // rates a client-chosen order HIGH), and renegotiation is refused outright (a
@@ -125,7 +127,10 @@ pub fn settings(l: &ListenerConfig) -> Result<(TlsSettings, Arc<CertStore>), Str
         settings.set_verify(mode);
         settings.set_ca_file(ca).map_err(ossl)?;
         // The CA names sent to clients, so they pick the right certificate.
-        let pem = std::fs::read(ca).map_err(|e| format!("cannot read {}: {e}", ca.display()))?;
+        let pem = std::fs::read(ca).map_err(|source| TlsSetupError::ReadCa {
+            path: ca.clone(),
+            source,
+        })?;
         let mut names = openssl::stack::Stack::new().map_err(ossl)?;
         for c in X509::stack_from_pem(&pem).map_err(ossl)? {
             names
@@ -135,6 +140,27 @@ pub fn settings(l: &ListenerConfig) -> Result<(TlsSettings, Arc<CertStore>), Str
         settings.set_client_ca_list(names);
     }
     Ok((settings, store))
+}
+
+/// Why a TLS listener could not be set up at start.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsSetupError {
+    #[error("listener {0} has no tls section")]
+    NotTls(String),
+    #[error(transparent)]
+    Files(#[from] crate::config::files::CertError),
+    #[error("listener {0}: {1}")]
+    Pingora(String, pingora::BError),
+    #[error("listener {listener}: {source}")]
+    OpenSsl {
+        listener: String,
+        source: pingora::tls::error::ErrorStack,
+    },
+    #[error("cannot read {}: {source}", path.display())]
+    ReadCa {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Sets `switchyard_tls_certificate_expiry_timestamp_seconds{listener,name}` for every
@@ -154,7 +180,8 @@ pub fn publish_expiry(listener: &str, store: &CertStore) {
             .with_label_values(&[listener, name])
             .set(c.not_after as f64);
     }
-    if let Ok(mut published) = PUBLISHED.lock() {
+    {
+        let mut published = PUBLISHED.lock().unwrap_or_else(PoisonError::into_inner);
         let before = published.insert(listener.to_string(), names.clone());
         for gone in before.iter().flatten().filter(|n| !names.contains(n)) {
             let _ = gauge.remove_label_values(&[listener, gone]);

@@ -4,7 +4,7 @@
 //! (re-read files) or an ACME renewal swaps certificates without touching open
 //! connections.
 
-use crate::config::files::load_pair;
+use crate::config::files::{load_pair, CertError};
 use crate::config::CertificateFiles;
 use crate::tls::ocsp::OcspSlot;
 use arc_swap::ArcSwap;
@@ -12,7 +12,7 @@ use pingora::tls::nid::Nid;
 use pingora::tls::pkey::{PKey, Private};
 use pingora::tls::x509::X509;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 #[derive(Clone)]
 pub struct Certified {
@@ -50,13 +50,13 @@ impl Certified {
     }
 
     /// Loads every pair; any unreadable or mismatched pair is an error naming the file.
-    pub fn load_files(files: &[CertificateFiles]) -> Result<Vec<Certified>, String> {
+    pub fn load_files(files: &[CertificateFiles]) -> Result<Vec<Certified>, CertError> {
         files
             .iter()
             .map(|f| {
                 let (chain, key) = load_pair(&f.cert_file, &f.key_file)?;
                 Certified::new(chain, key)
-                    .ok_or_else(|| format!("{} holds no certificate", f.cert_file.display()))
+                    .ok_or_else(|| CertError::Empty(f.cert_file.display().to_string()))
             })
             .collect()
     }
@@ -176,9 +176,9 @@ impl CertStore {
     }
 
     fn update(&self, change: impl FnOnce(&mut (Vec<Certified>, Option<Certified>))) {
-        let Ok(mut parts) = self.parts.lock() else {
-            return;
-        };
+        // After a panic elsewhere under this lock the parts are still whole (each
+        // change replaces one of them): keep going rather than drop every later update.
+        let mut parts = self.parts.lock().unwrap_or_else(PoisonError::into_inner);
         let before: Vec<Certified> = parts.0.iter().chain(parts.1.iter()).cloned().collect();
         change(&mut parts);
         let parts = &mut *parts;

@@ -138,6 +138,38 @@ fn a_request_writes_one_line_with_exactly_the_spec_fields() {
 }
 
 #[test]
+fn requests_refused_while_their_header_is_read_are_logged_too() {
+    let b = Backend::start("a");
+    let port = listen_port();
+    let yaml = config_yaml(
+        TEST_SERVER,
+        &format!(
+            "{}    limits: {{ header_timeout: 1s }}\n",
+            listener_yaml("web", port)
+        ),
+        &pool_yaml("web", "", &[b.address()]),
+        ROUTE_ALL,
+    );
+    let sy = Switchyard::start(&yaml, &[port]);
+    // Pingora's parser refuses a space before the colon (no hook runs for it).
+    let reply = raw_exchange(port, b"GET / HTTP/1.1\r\nHost : a\r\n\r\n");
+    assert!(reply.starts_with("HTTP/1.1 400"), "{reply:?}");
+    let e = &only_entry(&sy);
+    assert_eq!(e["status"], 400);
+    assert_eq!(e["client_ip"], "127.0.0.1");
+    assert_eq!(e["route"], "");
+    assert_eq!(b.count(), 0);
+
+    // Half a header, then silence past header_timeout: 408, logged as well.
+    let mut slow = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    std::io::Write::write_all(&mut slow, b"GET / HTTP/1.1\r\nHo").expect("write");
+    let entries = sy.access_entries(2);
+    assert_eq!(entries.len(), 2, "{entries:?}");
+    assert_exact_fields(&entries[1]);
+    assert_eq!(entries[1]["status"], 408);
+}
+
+#[test]
 fn a_post_is_logged_with_its_method_and_status() {
     let b = Backend::start_with("a", Behaviour::with_status(201));
     let port = listen_port();

@@ -365,3 +365,46 @@ fn http_pool_sends_v1_and_never_shares_a_connection_between_clients() {
     }
     assert_eq!(b.count(), 6);
 }
+
+#[test]
+fn health_checks_send_the_header_too() {
+    let b = Backend::start("a");
+    let back = listen_port();
+    let Some(_h) = haproxy(&accept_proxy_frontend("in", back, &b.address()), &[back]) else {
+        return;
+    };
+    for send in ["v1", "v2"] {
+        let port = listen_port();
+        let before = b.paths().iter().filter(|p| *p == "/health").count();
+        let yaml = config_yaml(
+            TEST_SERVER,
+            &listener_yaml("web", port),
+            &pool_yaml(
+                "hap",
+                &format!(
+                    "    health_check: {{ kind: http, path: /health, interval: 200ms, timeout: 1s, healthy_threshold: 1, unhealthy_threshold: 1 }}\n    upstream: {{ proxy_protocol: {send} }}\n"
+                ),
+                &[format!("127.0.0.1:{back}")],
+            ),
+            "  - name: all\n    pool: hap\n",
+        );
+        let sy = Switchyard::start(&yaml, &[port]);
+        // HAProxy's accept-proxy closes a connection without a header: each check would
+        // fail and take the backend out.
+        let checked = wait_until(Duration::from_secs(5), Duration::from_millis(50), || {
+            b.paths().iter().filter(|p| *p == "/health").count() >= before + 5
+        });
+        assert!(
+            checked,
+            "{send}: the checks never reached the backend\n{}",
+            sy.stderr()
+        );
+        assert_eq!(
+            sy.stderr_count("healthy -> unhealthy"),
+            0,
+            "{send}: {}",
+            sy.stderr()
+        );
+        assert_eq!(get(port, "/").status, 200, "{send}: {}", sy.stderr());
+    }
+}

@@ -642,6 +642,84 @@ fn reload_keeps_state_of_unchanged_pools_and_refreshes_changed_ones() {
 }
 
 #[test]
+fn a_reload_that_reorders_or_drops_listeners_keeps_each_socket_on_its_own_routes() {
+    let (a, b) = (Backend::start("a"), Backend::start("b"));
+    let (pa, pb) = (listen_port(), listen_port());
+    let pools = format!(
+        "{}{}",
+        pool_yaml("pa", "    health_check: { kind: none }\n", &[a.address()]),
+        pool_yaml("pb", "    health_check: { kind: none }\n", &[b.address()])
+    );
+    let routes = |listeners: &[&str]| {
+        let mut r = String::new();
+        for l in listeners {
+            let pool = if *l == "first" { "pa" } else { "pb" };
+            r.push_str(&format!(
+                "  - name: to-{pool}\n    listeners: [{l}]\n    pool: {pool}\n"
+            ));
+        }
+        r
+    };
+    let first = listener_yaml("first", pa);
+    let second = listener_yaml("second", pb);
+    let yaml = |listeners: &str, names: &[&str]| {
+        config_yaml(TEST_SERVER, listeners, &pools, &routes(names))
+    };
+    let sy = Switchyard::start(
+        &yaml(&format!("{first}{second}"), &["first", "second"]),
+        &[pa, pb],
+    );
+    assert_eq!(served_by(pa, "/", 3).get("a"), Some(&3));
+    assert_eq!(served_by(pb, "/", 3).get("b"), Some(&3));
+
+    let reload = |text: String, n: usize| {
+        sy.rewrite_config(&text);
+        sy.signal("-HUP");
+        assert!(
+            sy.wait_stderr("reloaded ", n, Duration::from_secs(5)),
+            "stderr:\n{}",
+            sy.stderr()
+        );
+    };
+
+    // The same listeners in the other order: each port keeps its own routes.
+    reload(yaml(&format!("{second}{first}"), &["second", "first"]), 1);
+    assert_eq!(
+        served_by(pa, "/", 3).get("a"),
+        Some(&3),
+        "stderr:\n{}",
+        sy.stderr()
+    );
+    assert_eq!(
+        served_by(pb, "/", 3).get("b"),
+        Some(&3),
+        "stderr:\n{}",
+        sy.stderr()
+    );
+
+    // "first" removed: its socket stays open until an upgrade and the reload says so;
+    // "second" still serves its own route.
+    reload(yaml(&second, &["second"]), 2);
+    assert_eq!(
+        sy.stderr_count("listener first changes from"),
+        1,
+        "the reload must say the removed listener needs an upgrade; stderr:\n{}",
+        sy.stderr()
+    );
+    assert_eq!(
+        served_by(pb, "/", 3).get("b"),
+        Some(&3),
+        "stderr:\n{}",
+        sy.stderr()
+    );
+    assert_eq!(
+        get(pa, "/").status,
+        404,
+        "no route names the removed listener"
+    );
+}
+
+#[test]
 fn invalid_config_on_sighup_keeps_the_old_one_serving() {
     let a = Backend::start("a");
     let port = listen_port();

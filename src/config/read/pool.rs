@@ -16,7 +16,7 @@ pub(super) fn read_backend(
         match backend_address(&s.text) {
             Ok(v) => Some((v, s.pos)),
             Err(e) => {
-                d.error(s.pos, p, e);
+                d.error(s.pos, p, e.to_string());
                 None
             }
         }

@@ -33,9 +33,13 @@ pub enum AcmeError {
     #[error("cannot encode the account: {0}")]
     Encode(#[from] serde_json::Error),
     /// A stored or issued certificate that cannot serve (unreadable, not matching its
-    /// key, empty), or a file that could not be written.
+    /// key, empty).
     #[error("{0}")]
     Certificate(String),
+    #[error(transparent)]
+    Write(#[from] crate::state::durable::WriteError),
+    #[error(transparent)]
+    Files(#[from] crate::config::files::CertError),
     #[error("cannot make a placeholder certificate: {0}")]
     Placeholder(#[from] openssl::error::ErrorStack),
 }

@@ -107,8 +107,7 @@ impl Storage {
         if !cert.exists() {
             return Ok(None);
         }
-        let (chain, key) =
-            crate::config::files::load_pair(&cert, &key).map_err(AcmeError::Certificate)?;
+        let (chain, key) = crate::config::files::load_pair(&cert, &key)?;
         let stored = Certified::new(chain, key).ok_or_else(|| {
             AcmeError::Certificate(format!("{} holds no certificate", cert.display()))
         })?;
@@ -134,8 +133,7 @@ pub fn parse(chain_pem: &str, key_pem: &str) -> Result<Certified, AcmeError> {
         key_pem.as_bytes(),
         "the CA's certificate chain",
         "the certificate key",
-    )
-    .map_err(AcmeError::Certificate)?;
+    )?;
     Certified::new(chain, key)
         .ok_or_else(|| AcmeError::Certificate("the CA sent an empty chain".to_string()))
 }
@@ -177,7 +175,7 @@ pub fn placeholder(domains: &[String]) -> Result<Certified, AcmeError> {
 
 /// Files are written by `durable`, whose errors name the file.
 fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), AcmeError> {
-    durable::write_atomically(path, bytes, mode).map_err(AcmeError::Certificate)
+    Ok(durable::write_atomically(path, bytes, mode)?)
 }
 
 #[cfg(test)]

@@ -1307,3 +1307,50 @@ fn a_backend_that_comes_back_healthy_ramps_up_again() {
         "{late:?}"
     );
 }
+
+#[test]
+fn the_retry_budget_caps_retries_in_progress_under_load() {
+    let bad = Backend::start_with("bad", Behaviour::with_status(503));
+    let good = Backend::start_with("good", Behaviour::with_delay(Duration::from_millis(1500)));
+    let port = listen_port();
+    let keys = |budget: u32| {
+        format!(
+            "    retries: 1\n    retry_on: [connect_failure, 503]\n    retry_budget: {budget}\n"
+        )
+    };
+    let pools = pool_yaml("tight", &keys(20), &[bad.address(), good.address()])
+        + &pool_yaml("loose", &keys(100), &[bad.address(), good.address()]);
+    let routes = "  - name: loose\n    path_prefix: /loose\n    pool: loose\n  - name: tight\n    pool: tight\n";
+    let sy = Switchyard::start(
+        &config_yaml(TEST_SERVER, &listener_yaml("web", port), &pools, routes),
+        &[port],
+    );
+    let burst = |path: &'static str| -> Vec<u16> {
+        let handles: Vec<_> = (0..24)
+            .map(|_| std::thread::spawn(move || get(port, path).status))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .collect()
+    };
+    // 24 at once, about half sent to the 503 backend first: 20 % of 24 active is 5
+    // retries in progress at most (each holds its slot while the good backend takes
+    // 1.5 s), so the rest get the 503.
+    let tight = burst("/tight");
+    let retried = sy
+        .access_entries(24)
+        .iter()
+        .filter(|e| e["route"] == "tight" && e["attempts"] == 2)
+        .count();
+    let refused = tight.iter().filter(|s| **s == 503).count();
+    assert!(
+        retried <= 5,
+        "at most 20 % of 24 active requests retried: {retried}, {tight:?}"
+    );
+    assert!(refused >= 1 && retried >= 1, "{tight:?}");
+    eprintln!("tight budget: {retried} retried, {refused} answered 503 of 24");
+    // With a budget of 100 % every one of them is retried.
+    let loose = burst("/loose");
+    assert!(loose.iter().all(|s| *s == 200), "{loose:?}");
+}

@@ -18,9 +18,9 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 
 /// How long a new batch may take to become healthy before the rollout fails (and
-/// rolls back): this many intervals, and at least `MIN_HEALTH_WAIT`.
+/// rolls back): this many intervals, and at least twice the time its checks take to
+/// take it out and bring it back.
 const HEALTH_INTERVALS: u32 = 10;
-const MIN_HEALTH_WAIT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(100);
 
 /// Why a rollout stopped short.
@@ -204,6 +204,21 @@ impl Rollouts {
     }
 }
 
+/// How long the pool's active check takes to find a dead new backend (a round is at
+/// most `timeout + interval`, `unhealthy_threshold` rounds must fail), and to take one
+/// out and bring it back; zero without checks.
+fn check_times(pool: &Pool) -> (Duration, Duration) {
+    if pool.health_kind == crate::config::HealthKind::None {
+        return (Duration::ZERO, Duration::ZERO);
+    }
+    let hc = pool.health_check.clone().unwrap_or_default();
+    let round = hc.interval + hc.timeout;
+    (
+        round * hc.unhealthy_threshold.max(1),
+        round * (hc.unhealthy_threshold + hc.healthy_threshold).max(1),
+    )
+}
+
 fn current_pool(runtime: &SharedRuntime, name: &str) -> Option<Arc<Pool>> {
     runtime
         .load()
@@ -307,9 +322,18 @@ impl Run {
         })
     }
 
-    /// Every backend of `batch` is in the pool, healthy and not ejected.
+    /// Every backend of `batch` is in the pool, healthy and not ejected. A new backend
+    /// starts healthy, so it must first have had time to fail its check
+    /// `unhealthy_threshold` times (`interval` has passed already).
     async fn wait_healthy(&self, batch: &[String]) -> Result<(), RolloutError> {
-        let limit = (self.plan.interval * HEALTH_INTERVALS).max(MIN_HEALTH_WAIT);
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let (settle, flip) = current_pool(&self.runtime, &self.name)
+            .map(|p| check_times(&p))
+            .unwrap_or_default();
+        tokio::time::sleep(settle.saturating_sub(self.plan.interval)).await;
+        let limit = (self.plan.interval * HEALTH_INTERVALS).max(flip * 2);
         let deadline = Instant::now() + limit;
         loop {
             let pool = current_pool(&self.runtime, &self.name).ok_or(RolloutError::PoolGone)?;

@@ -1354,3 +1354,50 @@ fn the_retry_budget_caps_retries_in_progress_under_load() {
     let loose = burst("/loose");
     assert!(loose.iter().all(|s| *s == 200), "{loose:?}");
 }
+
+#[test]
+fn a_rollout_to_a_dead_backend_fails_and_rolls_back() {
+    let old = Backend::start("old");
+    let dead = format!("127.0.0.1:{}", closed_port());
+    let (port, admin) = (listen_port(), listen_port());
+    let pools = pool_yaml(
+        "p",
+        "    retries: 0\n    health_check: { interval: 200ms, timeout: 200ms, healthy_threshold: 1, unhealthy_threshold: 1 }\n",
+        &[old.address()],
+    );
+    let yaml = config_yaml(
+        &format!("{TEST_SERVER}{}", admin_section(admin)),
+        &listener_yaml("web", port),
+        &pools,
+        ROUTE_ALL,
+    );
+    let sy = Switchyard::start(&yaml, &[port, admin]);
+    let body = format!("{{\"backends\":[{{\"address\":\"{dead}\"}}],\"interval\":\"100ms\"}}");
+    assert_eq!(
+        admin_send(admin, "POST", "/api/v1/pools/p/rollout", &body).status,
+        202
+    );
+    let mut last = Value::Null;
+    let ended = wait_until(Duration::from_secs(15), Duration::from_millis(100), || {
+        last = admin_get(admin, "/api/v1/pools/p/rollout");
+        last["status"] != "running"
+    });
+    assert!(ended, "{last}");
+    assert_eq!(last["status"], "failed", "{last}");
+    assert!(
+        last["message"].as_str().unwrap_or("").contains(&dead),
+        "{last}"
+    );
+    assert_eq!(
+        pool_addresses(admin, "p"),
+        vec![old.address()],
+        "rolled back"
+    );
+    assert_eq!(old.count(), 0);
+    assert_eq!(
+        answered_by(port, "/", 4).get("old"),
+        Some(&4),
+        "the old backend was never drained for good"
+    );
+    assert!(sy.stderr().contains("rollout failed"), "{}", sy.stderr());
+}

@@ -4,6 +4,7 @@
 pub(crate) mod admin;
 pub mod cli;
 pub mod config;
+pub(crate) mod discovery;
 pub(crate) mod edge;
 pub(crate) mod geo;
 pub(crate) mod http;

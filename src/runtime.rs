@@ -202,11 +202,17 @@ impl Runtime {
                     });
                     match kept {
                         Some(pool) => pool.clone(),
-                        None => Arc::new(Pool::new(
-                            p,
-                            default_check(config, &p.name),
-                            state.pool(&p.name),
-                        )),
+                        None => {
+                            let pool =
+                                Pool::new(p, default_check(config, &p.name), state.pool(&p.name));
+                            // Unchanged discovery settings keep their backends and health.
+                            let replaced = previous
+                                .and_then(|old| old.pools.iter().find(|o| o.name == p.name));
+                            if let Some(old) = replaced {
+                                pool.inherit_discovered(old);
+                            }
+                            Arc::new(pool)
+                        }
                     }
                 })
                 .collect(),

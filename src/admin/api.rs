@@ -266,18 +266,17 @@ impl Api {
             Ok(change) => change,
             Err(reply) => return reply,
         };
-        let is_static = pool.is_static(&address);
         self.change_overlay(
             &pool,
             |o| {
                 if let Some(w) = weight {
                     match o.added.iter_mut().find(|a| a.address == address) {
                         Some(added) => added.weight = w,
-                        None if is_static => {
+                        // A static or discovered backend (SPEC §12: weight changes
+                        // apply to discovered ones like any other).
+                        None => {
                             o.weights.insert(address.clone(), w);
                         }
-                        // A discovered backend: its weight is the discovery's.
-                        None => {}
                     }
                 }
                 match draining {

@@ -104,9 +104,33 @@ fn legacy(c: &Config) -> Value {
             "backends": p.backends.iter().map(|b| json!({
                 "address": b.address, "weight": b.weight, "backup": b.backup,
             })).collect::<Vec<_>>(),
-            "discovery": p.discovery.as_ref().map(|d| json!({
-                "dns": {"name": d.name, "port": d.port, "interval": secs(d.interval)},
-            })),
+            "discovery": (!p.discovery.is_empty()).then(|| {
+                let d = &p.discovery;
+                let mut m = serde_json::Map::new();
+                if let Some(x) = &d.dns {
+                    m.insert("dns".into(), json!({"name": x.name, "port": x.port, "interval": secs(x.interval)}));
+                }
+                if let Some(x) = &d.dns_srv {
+                    m.insert("dns_srv".into(), json!({"name": x.name, "interval": secs(x.interval)}));
+                }
+                if let Some(x) = &d.docker {
+                    m.insert("docker".into(), json!({
+                        "socket": x.socket, "label": x.label, "port_label": x.port_label,
+                        "weight_label": x.weight_label, "network": x.network,
+                    }));
+                }
+                if let Some(k) = &d.kubernetes {
+                    m.insert("kubernetes".into(), json!({
+                        "namespace": k.namespace, "service": k.service,
+                        "port": k.port.as_ref().map(|p| match p {
+                            SlicePort::Name(n) => json!(n),
+                            SlicePort::Number(n) => json!(n),
+                        }),
+                        "kubeconfig": k.kubeconfig,
+                    }));
+                }
+                Value::Object(m)
+            }),
             "health_check": p.health_check.as_ref().map(|h| json!({
                 "kind": h.kind.map(|k| format!("{k:?}").to_lowercase()),
                 "path": h.path, "host": h.host,
@@ -275,6 +299,15 @@ pools:
     algorithm: least_conn
     backends: [{ address: 127.0.0.1:15433 }]
     health_check: { kind: postgres, user: health, database: postgres }
+    discovery:
+      dns: { name: db.internal, port: 5432, interval: 10s }
+      dns_srv: { name: _pg._tcp.db.internal, interval: 20s }
+      docker: { socket: /run/podman.sock, label: app.pool, port_label: app.port, weight_label: app.weight, network: backend }
+      kubernetes: { namespace: data, service: pg, port: 5432, kubeconfig: /etc/kube.yaml }
+  - name: named-port
+    backends: [{ address: 127.0.0.1:15434 }]
+    discovery:
+      kubernetes: { service: web, port: http }
   - name: h2c
     algorithm: random
     hash_key: cookie:sid

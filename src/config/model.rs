@@ -230,6 +230,64 @@ pub struct DnsDiscovery {
     pub interval: Duration,
 }
 
+/// `pools[].discovery` (SPEC §12): any of the providers, added to the static backends.
+/// Shown as written: the configured providers only, `null` for none.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DiscoveryConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsDiscovery>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_srv: Option<DnsSrvDiscovery>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub docker: Option<DockerDiscovery>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubernetesDiscovery>,
+}
+
+impl DiscoveryConfig {
+    pub fn is_empty(&self) -> bool {
+        self.dns.is_none()
+            && self.dns_srv.is_none()
+            && self.docker.is_none()
+            && self.kubernetes.is_none()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DnsSrvDiscovery {
+    pub name: String,
+    #[serde(serialize_with = "ser::duration")]
+    pub interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DockerDiscovery {
+    pub socket: PathBuf,
+    pub label: String,
+    pub port_label: String,
+    pub weight_label: String,
+    /// `None`: the container's first network (by name).
+    pub network: Option<String>,
+}
+
+/// An EndpointSlice port by name or number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum SlicePort {
+    Name(String),
+    Number(u16),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KubernetesDiscovery {
+    pub namespace: String,
+    pub service: String,
+    /// `None`: the slice's only port.
+    pub port: Option<SlicePort>,
+    /// `None`: the in-cluster service account, else `$KUBECONFIG`.
+    pub kubeconfig: Option<PathBuf>,
+}
+
 keyword! {
     pub enum HealthKind {
         Http = "http",
@@ -376,7 +434,7 @@ pub struct PoolConfig {
     pub hash_key: HashKey,
     pub backends: Vec<BackendConfig>,
     #[serde(serialize_with = "ser::discovery")]
-    pub discovery: Option<DnsDiscovery>,
+    pub discovery: DiscoveryConfig,
     pub health_check: Option<HealthCheckConfig>,
     pub circuit_breaker: Option<CircuitBreakerConfig>,
     pub sticky: Option<StickyConfig>,

@@ -30,6 +30,7 @@ pub struct Metrics {
     pub certificate_expiry: prometheus::GaugeVec,
     /// `routes[].mirror` copies by outcome (success, failure, skipped).
     pub mirror_requests: IntCounterVec,
+    pub discovery_errors: IntCounterVec,
 }
 
 pub fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -108,6 +109,11 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
             "Request copies sent to a route's mirror pool, by outcome.",
             &["route", "outcome"],
         ),
+        discovery_errors: counter_vec(
+            "switchyard_discovery_errors_total",
+            "Failed discovery attempts (lookups, API requests, broken watches), by pool and provider.",
+            &["pool", "provider"],
+        ),
         registry,
     };
     let build = gauge_vec(
@@ -128,6 +134,7 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
         Box::new(m.tcp_refused.clone()),
         Box::new(m.certificate_expiry.clone()),
         Box::new(m.mirror_requests.clone()),
+        Box::new(m.discovery_errors.clone()),
         Box::new(build),
         Box::new(prometheus::process_collector::ProcessCollector::for_self()),
     ];

@@ -21,6 +21,8 @@ pub struct Backend {
     /// (every store goes through `NonZeroU32`).
     pub(super) weight: AtomicU32,
     pub backup: bool,
+    /// The file, a discovery provider or the admin API.
+    pub source: super::Source,
     healthy: AtomicBool,
     draining: AtomicBool,
     in_flight: AtomicUsize,
@@ -42,12 +44,14 @@ impl Backend {
         c: &BackendConfig,
         weight: NonZeroU32,
         breaker: Option<&CircuitBreakerConfig>,
+        source: super::Source,
     ) -> Self {
         Backend {
             address: c.address.clone(),
             addr: c.addr,
             weight: AtomicU32::new(weight.get()),
             backup: c.backup,
+            source,
             healthy: AtomicBool::new(true),
             draining: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),

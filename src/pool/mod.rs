@@ -7,7 +7,6 @@ pub mod backend;
 pub mod budget;
 pub mod circuit;
 pub mod db_checks;
-pub mod discovery;
 pub mod health;
 pub mod members;
 pub mod outlier;
@@ -16,6 +15,7 @@ pub mod proxy_out;
 pub mod queue;
 pub mod select;
 pub mod slow_start;
+pub mod source;
 pub mod sticky;
 
 use crate::config::{
@@ -27,7 +27,8 @@ pub use backend::{Backend, InFlight};
 use members::Tier;
 pub use members::{Claim, Members};
 use overlay::PoolOverlay;
-use std::collections::HashMap;
+pub use source::{Discovered, Source};
+use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -57,8 +58,9 @@ pub struct Pool {
     /// state, when this is unchanged).
     pub definition: PoolConfig,
     members: ArcSwap<Members>,
-    /// Backends found by discovery, merged with the static ones on every change.
-    discovered: Mutex<Vec<BackendConfig>>,
+    /// Backends found by each discovery provider, merged with the static ones on every
+    /// change.
+    discovered: Mutex<BTreeMap<Source, Vec<Discovered>>>,
     /// Changes made through the admin API (added, re-weighted, drained, deleted).
     overlay: Mutex<PoolOverlay>,
     /// Retries in progress against active requests (`retry_budget`).
@@ -108,7 +110,7 @@ impl Pool {
                 sticky_of: Vec::new(),
                 panic_threshold: c.traffic.panic_threshold,
             }),
-            discovered: Mutex::new(Vec::new()),
+            discovered: Mutex::new(BTreeMap::new()),
             overlay: Mutex::new(overlay),
             retry_budget: Arc::default(),
             started: Default::default(),
@@ -122,12 +124,6 @@ impl Pool {
     /// The current membership snapshot.
     pub fn members(&self) -> Arc<Members> {
         self.members.load_full()
-    }
-
-    /// Replaces the discovered backends (DNS); static ones always stay.
-    pub fn set_discovered(&self, found: Vec<BackendConfig>) {
-        *relock(&self.discovered) = found;
-        self.rebuild();
     }
 
     /// The admin API's changes to this pool, as applied.
@@ -193,7 +189,7 @@ impl Pool {
         let old = self.members.load_full();
         let discovered = relock(&self.discovered).clone();
         let overlay = relock(&self.overlay).clone();
-        let mut specs: Vec<BackendConfig> = Vec::new();
+        let mut specs: Vec<(BackendConfig, Source, bool)> = Vec::new();
         for b in &self.definition.backends {
             if overlay.deleted.contains(&b.address) {
                 continue;
@@ -202,18 +198,20 @@ impl Pool {
             if let Some(w) = overlay.weights.get(&b.address) {
                 b.weight = *w;
             }
-            specs.push(b);
+            specs.push((b, Source::Static, false));
         }
         for a in &overlay.added {
             match crate::config::value::resolve_backend(&a.address).ok() {
-                Some(addr) if !specs.iter().any(|s| s.address == a.address) => {
-                    specs.push(BackendConfig {
+                Some(addr) if !specs.iter().any(|s| s.0.address == a.address) => specs.push((
+                    BackendConfig {
                         address: a.address.clone(),
                         addr,
                         weight: a.weight,
                         backup: false,
-                    })
-                }
+                    },
+                    Source::Api,
+                    false,
+                )),
                 Some(_) => {}
                 None => log::warn!(
                     "pool {}: admin-added backend {} does not resolve; skipped",
@@ -222,20 +220,24 @@ impl Pool {
                 ),
             }
         }
-        for d in discovered {
-            if !specs.iter().any(|s| s.addr == d.addr) {
-                specs.push(d);
+        for (source, found) in discovered {
+            for d in found {
+                if !specs.iter().any(|s| s.0.addr == d.addr) {
+                    let mut spec = source::as_backend(&d);
+                    if let Some(w) = overlay.weights.get(&spec.address) {
+                        spec.weight = *w;
+                    }
+                    specs.push((spec, source, d.draining));
+                }
             }
         }
         let backends: Vec<Arc<Backend>> = specs
             .iter()
-            .map(|spec| {
+            .map(|(spec, source, _)| {
                 let weight = self.nonzero_weight(spec);
-                match old
-                    .backends
-                    .iter()
-                    .find(|b| b.address == spec.address && b.backup == spec.backup)
-                {
+                match old.backends.iter().find(|b| {
+                    b.address == spec.address && b.backup == spec.backup && b.source == *source
+                }) {
                     // Same backend: it keeps health, circuit and counters; a new weight
                     // applies in place.
                     Some(b) => {
@@ -243,7 +245,7 @@ impl Pool {
                         b.clone()
                     }
                     None => Arc::new(
-                        Backend::new(spec, weight, self.circuit_breaker.as_ref())
+                        Backend::new(spec, weight, self.circuit_breaker.as_ref(), *source)
                             .with_outlier(self.new_outlier())
                             .with_slow_start(self.new_slow_start())
                             .with_queue(self.queued().then(|| self.queue.clone())),
@@ -251,8 +253,8 @@ impl Pool {
                 }
             })
             .collect();
-        for b in &backends {
-            b.set_draining(overlay.draining.contains(&b.address));
+        for (b, (_, _, discovered_draining)) in backends.iter().zip(&specs) {
+            b.set_draining(*discovered_draining || overlay.draining.contains(&b.address));
         }
         let sticky_of: Vec<String> = match &self.sticky {
             Some(s) => backends.iter().map(|b| s.value_for(&b.address)).collect(),
@@ -314,7 +316,7 @@ mod tests {
                 algorithm: Algorithm::RoundRobin,
                 hash_key: HashKey::ClientIp,
                 backends,
-                discovery: None,
+                discovery: Default::default(),
                 health_check: None,
                 circuit_breaker: breaker,
                 sticky: None,
@@ -487,12 +489,13 @@ mod tests {
     fn rebuild_keeps_backend_state() {
         let p = pool(&[false, false]);
         p.members().backends[0].set_healthy(false);
-        p.set_discovered(vec![BackendConfig {
-            address: "127.0.0.1:9100".into(),
-            addr: SocketAddr::from(([127, 0, 0, 1], 9100)),
-            weight: 1,
-            backup: false,
-        }]);
+        p.set_discovered(
+            Source::Dns,
+            vec![Discovered::serving(
+                SocketAddr::from(([127, 0, 0, 1], 9100)),
+                1,
+            )],
+        );
         let m = p.members();
         assert_eq!(m.backends.len(), 3);
         assert!(!m.backends[0].healthy());

@@ -15,6 +15,7 @@ mod cli;
 mod cluster;
 mod config_errors;
 mod dashboard;
+mod discovery;
 mod errors;
 mod framing;
 mod fuzz_corpus;

@@ -2,6 +2,7 @@
 //! default applied and every malformed value reported (see `raw`). This module holds the
 //! typed key readers every section shares; one file per section holds its reader.
 
+mod discovery;
 mod health;
 mod limits;
 mod listener;

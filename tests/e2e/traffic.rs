@@ -1401,3 +1401,37 @@ fn a_rollout_to_a_dead_backend_fails_and_rolls_back() {
     );
     assert!(sy.stderr().contains("rollout failed"), "{}", sy.stderr());
 }
+
+#[test]
+fn repeated_ejections_double_up_to_max_ejection_time() {
+    let [good, bad] = Backend::start_each(["good", "bad"]);
+    bad.set(Behaviour::with_status(500));
+    let port = listen_port();
+    let pools = pool_yaml(
+        "p",
+        "    retries: 0\n    outlier_detection: { consecutive_5xx: 1, base_ejection_time: 1s, max_ejection_time: 1500ms }\n",
+        &[good.address(), bad.address()],
+    );
+    let sy = Switchyard::start(
+        &config_yaml(TEST_SERVER, &listener_yaml("web", port), &pools, ROUTE_ALL),
+        &[port],
+    );
+    let ejected = |n: usize, time: &str| {
+        let needle = format!(
+            "backend {} ejected for {time} (consecutive 5xx)",
+            bad.address()
+        );
+        wait_until(Duration::from_secs(8), Duration::from_millis(50), || {
+            answered_by(port, "/", 2);
+            sy.stderr_count(&needle) >= n
+        })
+    };
+    assert!(ejected(1, "1s"), "{}", sy.stderr());
+    assert!(
+        ejected(1, "1s 500ms"),
+        "doubled, capped at 1.5 s: {}",
+        sy.stderr()
+    );
+    assert!(ejected(2, "1s 500ms"), "stays at the cap: {}", sy.stderr());
+    assert_eq!(sy.stderr_count(" ejected for 2s"), 0, "{}", sy.stderr());
+}

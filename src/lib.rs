@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub(crate) mod discovery;
 pub(crate) mod edge;
+pub(crate) mod geo;
 pub(crate) mod http;
 pub(crate) mod limits;
 pub(crate) mod net;

@@ -26,7 +26,7 @@ pub struct Reply {
     pub body: Vec<u8>,
 }
 
-fn json_reply(status: StatusCode, value: Value) -> Reply {
+pub(super) fn json_reply(status: StatusCode, value: Value) -> Reply {
     Reply {
         status,
         content_type: "application/json",
@@ -34,11 +34,11 @@ fn json_reply(status: StatusCode, value: Value) -> Reply {
     }
 }
 
-fn error(status: StatusCode, message: &str) -> Reply {
+pub(super) fn error(status: StatusCode, message: &str) -> Reply {
     json_reply(status, json!({ "error": message }))
 }
 
-fn bad_field(field: &str, message: &str) -> Reply {
+pub(super) fn bad_field(field: &str, message: &str) -> Reply {
     json_reply(
         StatusCode::BAD_REQUEST,
         json!({ "error": message, "field": field }),
@@ -51,6 +51,8 @@ pub struct Api {
     pub state: Arc<StateStore>,
     /// False once SIGTERM began the shutdown (/readyz answers 503).
     pub ready: Arc<AtomicBool>,
+    /// Each pool's latest rollout (SPEC §13).
+    pub rollouts: Arc<super::rollout::Rollouts>,
 }
 
 /// One parsed request.
@@ -129,6 +131,11 @@ impl Api {
             ["pools", name, "backends", address] if m == Method::DELETE => {
                 self.delete_backend(name, address)
             }
+            ["pools", name, "rollout"] if m == Method::POST => {
+                self.start_rollout(name, r.body).await
+            }
+            ["pools", name, "rollout"] if m == Method::GET => self.rollout_progress(name),
+            ["pools", name, "rollout"] if m == Method::DELETE => self.stop_rollout(name),
             ["reload"] if m == Method::POST => match self.reloader.reload() {
                 Ok(()) => json_reply(StatusCode::OK, json!({"status": "ok"})),
                 Err(errors) => json_reply(
@@ -148,6 +155,7 @@ impl Api {
             | ["pools", _]
             | ["pools", _, "backends"]
             | ["pools", _, "backends", _]
+            | ["pools", _, "rollout"]
             | ["reload"]
             | ["config"]
             | ["openapi.json"] => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),
@@ -155,7 +163,7 @@ impl Api {
         }
     }
 
-    fn pool(&self, name: &str) -> Option<Arc<Pool>> {
+    pub(super) fn pool(&self, name: &str) -> Option<Arc<Pool>> {
         let name = percent_decode(name)?;
         self.runtime
             .load()

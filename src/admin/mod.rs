@@ -4,6 +4,8 @@
 
 pub mod api;
 pub mod auth;
+pub mod rollout;
+mod rollout_api;
 pub mod sync;
 pub mod view;
 

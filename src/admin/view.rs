@@ -16,6 +16,7 @@ pub fn backend(b: &Backend) -> Value {
         "circuit": b.circuit().as_str(),
         "active": b.in_flight(),
         "draining": b.draining(),
+        "ejected": b.ejected(),
         "requests": ok + failed,
     })
 }

@@ -4,6 +4,7 @@
 use super::keyword::keyword;
 pub use super::keyword::Keyword;
 use super::ser;
+pub use super::traffic::*;
 use http::header::{HeaderName, HeaderValue};
 use http::Method;
 use ipnet::IpNet;
@@ -42,6 +43,8 @@ pub struct ServerConfig {
     /// routing (an extension of SPEC §3).
     #[serde(serialize_with = "ser::display_list")]
     pub deny: Vec<IpNet>,
+    /// `server.geoip` (SPEC §13).
+    pub geoip: Option<GeoIpConfig>,
 }
 
 impl Default for ServerConfig {
@@ -56,6 +59,7 @@ impl Default for ServerConfig {
             shutdown_timeout: Duration::from_secs(10),
             trusted_proxies: Vec::new(),
             deny: Vec::new(),
+            geoip: None,
         }
     }
 }
@@ -437,6 +441,9 @@ pub struct PoolConfig {
     pub retries: u32,
     pub timeouts: Timeouts,
     pub upstream: UpstreamConfig,
+    /// The traffic-management keys (SPEC §13), shown at the pool's top level.
+    #[serde(flatten)]
+    pub traffic: PoolTraffic,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -512,6 +519,9 @@ pub struct RouteConfig {
     pub security_headers: bool,
     /// Overrides the listener's `limits.max_body_bytes` (zero = unlimited).
     pub max_body_bytes: Option<u64>,
+    /// `mirror` and `geo` (SPEC §13), shown at the route's top level.
+    #[serde(flatten)]
+    pub traffic: RouteTraffic,
 }
 
 keyword! {

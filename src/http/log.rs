@@ -52,11 +52,24 @@ pub fn http_entry<'a>(
             _ => "HTTP/1.1",
         },
         tls,
+        termination: "-",
+        attempts: ctx.attempts.count,
+        upstream_connect_ms: ctx.attempts.connect_ms,
+        upstream_response_ms: ctx.attempts.response_ms,
+        country: rt
+            .geoip
+            .is_some()
+            .then(|| ctx.country.as_ref().map_or("", |c| c.as_str())),
     }
 }
 
 /// The per-request metrics and access-log line, once the request is done.
-pub fn finish(session: &pingora_proxy::Session, ctx: &RequestCtx, tls: bool) {
+pub fn finish(
+    session: &pingora_proxy::Session,
+    ctx: &RequestCtx,
+    e: Option<&pingora::Error>,
+    tls: bool,
+) {
     let Some(rt) = ctx.runtime.as_deref() else {
         return;
     };
@@ -72,7 +85,8 @@ pub fn finish(session: &pingora_proxy::Session, ctx: &RequestCtx, tls: bool) {
         metrics.observe(&session.req_header().method, status, ctx.start.elapsed());
     }
     if rt.access_log.enabled() {
-        rt.access_log
-            .write(&http_entry(session, ctx, rt, status, tls));
+        let mut entry = http_entry(session, ctx, rt, status, tls);
+        entry.termination = crate::http::termination::code(e, &ctx.attempts, status);
+        rt.access_log.write(&entry);
     }
 }

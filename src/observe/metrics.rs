@@ -28,6 +28,8 @@ pub struct Metrics {
     pub http_refused: IntCounterVec,
     pub tcp_refused: IntCounterVec,
     pub certificate_expiry: prometheus::GaugeVec,
+    /// `routes[].mirror` copies by outcome (success, failure, skipped).
+    pub mirror_requests: IntCounterVec,
     pub discovery_errors: IntCounterVec,
 }
 
@@ -102,6 +104,11 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
             &["listener", "name"],
         )
         .unwrap_or_else(|e| panic!("gauge: {e}")),
+        mirror_requests: counter_vec(
+            "switchyard_mirror_requests_total",
+            "Request copies sent to a route's mirror pool, by outcome.",
+            &["route", "outcome"],
+        ),
         discovery_errors: counter_vec(
             "switchyard_discovery_errors_total",
             "Failed discovery attempts (lookups, API requests, broken watches), by pool and provider.",
@@ -126,6 +133,7 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
         Box::new(m.http_refused.clone()),
         Box::new(m.tcp_refused.clone()),
         Box::new(m.certificate_expiry.clone()),
+        Box::new(m.mirror_requests.clone()),
         Box::new(m.discovery_errors.clone()),
         Box::new(build),
         Box::new(prometheus::process_collector::ProcessCollector::for_self()),

@@ -5,13 +5,17 @@
 
 pub mod added;
 pub mod backend;
+pub mod budget;
 pub mod circuit;
 pub mod db_checks;
 pub mod health;
 pub mod members;
+pub mod outlier;
 pub mod overlay;
 pub mod proxy_out;
+pub mod queue;
 pub mod select;
+pub mod slow_start;
 pub mod source;
 pub mod sticky;
 
@@ -62,6 +66,12 @@ pub struct Pool {
     overlay: Mutex<PoolOverlay>,
     /// The addresses of admin-added backends given by host name.
     added_names: added::AddedNames,
+    /// Retries in progress against active requests (`retry_budget`).
+    pub retry_budget: Arc<budget::RetryBudget>,
+    /// Requests waiting for a backend slot (`queue`).
+    pub queue: Arc<queue::Queue>,
+    /// Set after the first membership: backends joining later ramp up (`slow_start`).
+    started: std::sync::atomic::AtomicBool,
 }
 
 impl Pool {
@@ -101,12 +111,17 @@ impl Pool {
                 backups: Tier::new(c.algorithm, &[], true),
                 sticky_values: HashMap::new(),
                 sticky_of: Vec::new(),
+                panic_threshold: c.traffic.panic_threshold,
             }),
             discovered: Mutex::new(BTreeMap::new()),
             overlay: Mutex::new(overlay),
             added_names: added::AddedNames::default(),
+            retry_budget: Arc::default(),
+            started: Default::default(),
+            queue: Arc::default(),
         };
         pool.rebuild();
+        pool.started.store(true, Ordering::Relaxed);
         pool
     }
 
@@ -162,6 +177,29 @@ impl Pool {
             );
             NonZeroU32::MIN
         })
+    }
+
+    /// Outlier state for a new backend, when the pool has `outlier_detection`.
+    fn new_outlier(&self) -> Option<outlier::Outlier> {
+        let config = self.definition.traffic.outlier_detection.as_ref()?;
+        Some(outlier::Outlier::new(self.name.as_str().into(), config))
+    }
+
+    /// Whether requests queue for a slot: `queue.max` with `max_connections`.
+    pub fn queued(&self) -> bool {
+        self.definition.traffic.queue.max > 0
+            && self
+                .circuit_breaker
+                .as_ref()
+                .is_some_and(|b| b.max_connections > 0)
+    }
+
+    /// A slow-start ramp for a new backend, when the pool has `slow_start`: ramping at
+    /// once when it joins a running pool, not for the pool's first members.
+    fn new_slow_start(&self) -> Option<slow_start::SlowStart> {
+        let window = self.definition.traffic.slow_start;
+        let running = self.started.load(Ordering::Relaxed);
+        (!window.is_zero()).then(|| slow_start::SlowStart::new(window, running))
     }
 
     /// Rebuilds the membership from static + admin-added + discovered backends, keeping
@@ -223,12 +261,12 @@ impl Pool {
                         b.weight.store(weight.get(), Ordering::Relaxed);
                         b.clone()
                     }
-                    None => Arc::new(Backend::new(
-                        spec,
-                        weight,
-                        self.circuit_breaker.as_ref(),
-                        *source,
-                    )),
+                    None => Arc::new(
+                        Backend::new(spec, weight, self.circuit_breaker.as_ref(), *source)
+                            .with_outlier(self.new_outlier())
+                            .with_slow_start(self.new_slow_start())
+                            .with_queue(self.queued().then(|| self.queue.clone())),
+                    ),
                 }
             })
             .collect();
@@ -249,6 +287,7 @@ impl Pool {
                 .collect(),
             sticky_of,
             backends,
+            panic_threshold: self.definition.traffic.panic_threshold,
         };
         self.members.store(Arc::new(members));
     }
@@ -301,6 +340,7 @@ mod tests {
                 retries: 1,
                 timeouts: Timeouts::default(),
                 upstream: UpstreamConfig::default(),
+                traffic: Default::default(),
             },
             HealthKind::Tcp,
             PoolOverlay::default(),

@@ -162,6 +162,7 @@ mod tests {
             retries: 1,
             timeouts: Timeouts::default(),
             upstream: UpstreamConfig::default(),
+            traffic: Default::default(),
         };
         Pool::new(&c, HealthKind::Tcp, PoolOverlay::default())
     }

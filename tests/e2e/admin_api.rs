@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 const TOKEN: &str = "t0ken-5ecret-9f3a";
 
 /// The BACKEND keys of SPEC §5 (plus `requests`, the dashboard's request counter).
-const BACKEND_KEYS: [&str; 9] = [
-    "address", "weight", "backup", "source", "healthy", "circuit", "active", "draining", "requests",
+const BACKEND_KEYS: [&str; 10] = [
+    "address", "weight", "backup", "source", "healthy", "circuit", "active", "draining", "ejected",
+    "requests",
 ];
 
 // ---------------------------------------------------------------- helpers

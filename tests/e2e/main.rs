@@ -34,4 +34,5 @@ mod resilience;
 mod routing;
 mod smoke;
 mod tls;
+mod traffic;
 mod ws_teardown;

@@ -10,6 +10,7 @@ mod pool;
 mod route;
 mod server;
 mod tcp;
+mod traffic;
 mod upstream;
 
 pub use server::MAX_THREADS;

@@ -109,6 +109,7 @@ pub(super) fn read_pool(d: &mut Decoder, node: &Node, path: &str) -> Option<Pool
     })
     .unwrap_or_default();
     let upstream = get_with(d, &mut m, "upstream", read_upstream).unwrap_or_default();
+    let traffic = super::traffic::read_pool_traffic(d, &mut m);
     let written_backends = m
         .get("backends")
         .and_then(|n| n.as_sequence())
@@ -129,5 +130,6 @@ pub(super) fn read_pool(d: &mut Decoder, node: &Node, path: &str) -> Option<Pool
         retries,
         timeouts,
         upstream,
+        traffic,
     })
 }

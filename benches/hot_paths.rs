@@ -43,6 +43,7 @@ fn bench_routing(c: &mut Criterion) {
         path: "/api/users/42",
         method: &method,
         headers: &headers,
+        country: None,
     };
     c.bench_function("route_match_50_routes_last", |b| {
         b.iter(|| black_box(rt.table.find(black_box(&facts))))

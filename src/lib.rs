@@ -4,7 +4,9 @@
 pub(crate) mod admin;
 pub mod cli;
 pub mod config;
+pub(crate) mod discovery;
 pub(crate) mod edge;
+pub(crate) mod geo;
 pub(crate) mod http;
 pub(crate) mod limits;
 pub(crate) mod net;

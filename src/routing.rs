@@ -14,6 +14,8 @@ pub struct RequestFacts<'a> {
     pub path: &'a str,
     pub method: &'a Method,
     pub headers: &'a HeaderMap,
+    /// The client's country (`server.geoip`), when known.
+    pub country: Option<&'a str>,
 }
 
 enum HostPattern {
@@ -43,6 +45,8 @@ struct Matcher {
     prefix: Option<String>,
     methods: Vec<Method>,
     headers: Vec<(HeaderName, String)>,
+    /// `geo.countries` (upper case); empty = any client.
+    countries: Vec<String>,
 }
 
 impl Matcher {
@@ -60,6 +64,9 @@ impl Matcher {
                     .iter()
                     .any(|v| v.as_bytes() == want.as_bytes())
             })
+            && (self.countries.is_empty()
+                || r.country
+                    .is_some_and(|c| self.countries.iter().any(|x| x == c)))
     }
 }
 
@@ -111,6 +118,12 @@ impl RouteTable {
                 prefix: r.path_prefix.clone().filter(|p| p != "/"),
                 methods: r.methods.clone(),
                 headers: r.headers.clone(),
+                countries: r
+                    .traffic
+                    .geo
+                    .as_ref()
+                    .map(|g| g.countries.clone())
+                    .unwrap_or_default(),
             })
             .collect();
         RouteTable { matchers }

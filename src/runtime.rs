@@ -33,6 +33,34 @@ pub struct Route {
     pub max_body_bytes: Option<u64>,
     pub metrics: RouteMetrics,
     pub rate_limit: Option<Arc<RateLimiter>>,
+    /// `mirror` (SPEC §13).
+    pub mirror: Option<RouteMirror>,
+}
+
+/// A route's `mirror`: the pool copies go to, the share copied, the outcome counters.
+pub struct RouteMirror {
+    pub pool: usize,
+    pub percent: u32,
+    pub success: prometheus::IntCounter,
+    pub failure: prometheus::IntCounter,
+    pub skipped: prometheus::IntCounter,
+}
+
+impl RouteMirror {
+    fn new(route: &str, pool: usize, percent: u32) -> Self {
+        let c = |outcome: &str| {
+            crate::observe::metrics::METRICS
+                .mirror_requests
+                .with_label_values(&[route, outcome])
+        };
+        RouteMirror {
+            pool,
+            percent,
+            success: c("success"),
+            failure: c("failure"),
+            skipped: c("skipped"),
+        }
+    }
 }
 
 /// Per-service metric handles, resolved once.
@@ -106,6 +134,8 @@ pub struct Runtime {
     pub metrics_enabled: bool,
     /// The configuration this runtime was built from (the API shows it).
     pub config: Arc<Config>,
+    /// `server.geoip`, opened for this runtime (a reload re-reads the file).
+    pub geoip: Option<Arc<crate::geo::GeoIp>>,
 }
 
 fn same_limit(a: &RateLimitConfig, b: &RateLimitConfig) -> bool {
@@ -130,30 +160,34 @@ impl Runtime {
         );
         let listener_index = |name: &str| process.listener_index(name);
         let pool_index = |name: &str| config.pools.iter().position(|p| p.name == name);
-        let routes = config
-            .routes
-            .iter()
-            .map(|r| Route {
-                name: r.name.clone(),
-                pool: r.pool.as_deref().and_then(pool_index),
-                strip: r.path_prefix.clone().filter(|p| r.strip_prefix && p != "/"),
-                redirect_https: r.redirect_https,
-                acl: Acl::new(&r.allow, &r.deny),
-                request_headers: r.request_headers.clone(),
-                response_headers: r.response_headers.clone(),
-                security_headers: r.security_headers,
-                max_body_bytes: r.max_body_bytes,
-                metrics: RouteMetrics::new(&r.name, r.pool.as_deref().unwrap_or("")),
-                // An unchanged limit keeps its state (buckets) across a reload.
-                rate_limit: r.rate_limit.as_ref().map(|c| {
-                    previous
-                        .and_then(|old| old.routes.iter().find(|o| o.name == r.name))
-                        .and_then(|o| o.rate_limit.clone())
-                        .filter(|l| same_limit(&l.config, c))
-                        .unwrap_or_else(|| Arc::new(RateLimiter::new(c)))
-                }),
-            })
-            .collect();
+        let routes =
+            config
+                .routes
+                .iter()
+                .map(|r| Route {
+                    name: r.name.clone(),
+                    pool: r.pool.as_deref().and_then(pool_index),
+                    strip: r.path_prefix.clone().filter(|p| r.strip_prefix && p != "/"),
+                    redirect_https: r.redirect_https,
+                    acl: Acl::new(&r.allow, &r.deny),
+                    request_headers: r.request_headers.clone(),
+                    response_headers: r.response_headers.clone(),
+                    security_headers: r.security_headers,
+                    max_body_bytes: r.max_body_bytes,
+                    metrics: RouteMetrics::new(&r.name, r.pool.as_deref().unwrap_or("")),
+                    // An unchanged limit keeps its state (buckets) across a reload.
+                    rate_limit: r.rate_limit.as_ref().map(|c| {
+                        previous
+                            .and_then(|old| old.routes.iter().find(|o| o.name == r.name))
+                            .and_then(|o| o.rate_limit.clone())
+                            .filter(|l| same_limit(&l.config, c))
+                            .unwrap_or_else(|| Arc::new(RateLimiter::new(c)))
+                    }),
+                    mirror: r.traffic.mirror.as_ref().and_then(|m| {
+                        Some(RouteMirror::new(&r.name, pool_index(&m.pool)?, m.percent))
+                    }),
+                })
+                .collect();
         Runtime {
             table: RouteTable::compile(&config.routes, listener_index),
             routes,
@@ -168,11 +202,17 @@ impl Runtime {
                     });
                     match kept {
                         Some(pool) => pool.clone(),
-                        None => Arc::new(Pool::new(
-                            p,
-                            default_check(config, &p.name),
-                            state.pool(&p.name),
-                        )),
+                        None => {
+                            let pool =
+                                Pool::new(p, default_check(config, &p.name), state.pool(&p.name));
+                            // Unchanged discovery settings keep their backends and health.
+                            let replaced = previous
+                                .and_then(|old| old.pools.iter().find(|o| o.name == p.name));
+                            if let Some(old) = replaced {
+                                pool.inherit_discovered(old);
+                            }
+                            Arc::new(pool)
+                        }
                     }
                 })
                 .collect(),
@@ -225,6 +265,12 @@ impl Runtime {
             // The metrics listener is bound at start (or not).
             metrics_enabled: process.metrics_listen.is_some(),
             config: Arc::new(config.clone()),
+            geoip: config.server.geoip.as_ref().and_then(|g| {
+                crate::geo::GeoIp::open(&g.database)
+                    .map_err(|e| log::error!("{e}; client countries are unknown"))
+                    .ok()
+                    .map(Arc::new)
+            }),
             process,
         }
     }

@@ -102,6 +102,9 @@ fn server_conf(cli: &Cli, c: &Config) -> ServerConf {
                 .as_secs(),
         ),
         graceful_shutdown_timeout_seconds: Some(c.server.shutdown_timeout.as_secs()),
+        // Retries are bounded by each pool's `retries` and `try_duration` (at most 5m
+        // of connect retries 250 ms apart); Pingora's default of 16 would cut the latter.
+        max_retries: crate::http::retry::MAX_PROXY_TRIES,
         ..ServerConf::default()
     }
 }
@@ -184,6 +187,7 @@ fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), StartError> {
             state: state.clone(),
             ready: ready.clone(),
             guard: Default::default(),
+            rollouts: Default::default(),
         };
         let mut service = Service::new("admin".to_string(), HttpServer::new_app(AdminApp(api)));
         service.add_tcp(&admin.listen.to_string());

@@ -28,7 +28,7 @@ pub struct Reply {
     pub body: Vec<u8>,
 }
 
-fn json_reply(status: StatusCode, value: Value) -> Reply {
+pub(super) fn json_reply(status: StatusCode, value: Value) -> Reply {
     Reply {
         status,
         content_type: "application/json",
@@ -36,11 +36,11 @@ fn json_reply(status: StatusCode, value: Value) -> Reply {
     }
 }
 
-fn error(status: StatusCode, message: &str) -> Reply {
+pub(super) fn error(status: StatusCode, message: &str) -> Reply {
     json_reply(status, json!({ "error": message }))
 }
 
-fn bad_field(field: &str, message: &str) -> Reply {
+pub(super) fn bad_field(field: &str, message: &str) -> Reply {
     json_reply(
         StatusCode::BAD_REQUEST,
         json!({ "error": message, "field": field }),
@@ -55,6 +55,8 @@ pub struct Api {
     pub ready: Arc<AtomicBool>,
     /// JWT keys (and the audit log) of the running `admin` section.
     pub guard: Guard,
+    /// Each pool's latest rollout (SPEC §13).
+    pub rollouts: Arc<super::rollout::Rollouts>,
 }
 
 /// One parsed request.
@@ -174,6 +176,11 @@ impl Api {
             ["pools", name, "backends", address] if m == Method::DELETE => {
                 self.delete_backend(name, address)
             }
+            ["pools", name, "rollout"] if m == Method::POST => {
+                self.start_rollout(name, r.body).await
+            }
+            ["pools", name, "rollout"] if m == Method::GET => self.rollout_progress(name),
+            ["pools", name, "rollout"] if m == Method::DELETE => self.stop_rollout(name),
             ["reload"] if m == Method::POST => match self.reloader.reload() {
                 Ok(()) => json_reply(StatusCode::OK, json!({"status": "ok"})),
                 Err(errors) => json_reply(
@@ -197,6 +204,7 @@ impl Api {
             | ["pools", _]
             | ["pools", _, "backends"]
             | ["pools", _, "backends", _]
+            | ["pools", _, "rollout"]
             | ["reload"]
             | ["config"]
             | ["stats"]
@@ -205,7 +213,7 @@ impl Api {
         }
     }
 
-    fn pool(&self, name: &str) -> Option<Arc<Pool>> {
+    pub(super) fn pool(&self, name: &str) -> Option<Arc<Pool>> {
         let name = percent_decode(name)?;
         self.runtime
             .load()
@@ -246,6 +254,7 @@ impl Api {
             return error(StatusCode::CONFLICT, &message);
         }
         let is_static = pool.is_static(address);
+        pool.remember_added(address, addr);
         self.change_overlay(
             &pool,
             |o| {
@@ -308,18 +317,17 @@ impl Api {
             Ok(change) => change,
             Err(reply) => return reply,
         };
-        let is_static = pool.is_static(&address);
         self.change_overlay(
             &pool,
             |o| {
                 if let Some(w) = weight {
                     match o.added.iter_mut().find(|a| a.address == address) {
                         Some(added) => added.weight = w,
-                        None if is_static => {
+                        // A static or discovered backend (SPEC §12: weight changes
+                        // apply to discovered ones like any other).
+                        None => {
                             o.weights.insert(address.clone(), w);
                         }
-                        // A discovered backend: its weight is the discovery's.
-                        None => {}
                     }
                 }
                 match draining {

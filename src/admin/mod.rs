@@ -7,6 +7,8 @@ pub mod audit;
 pub mod auth;
 pub mod jwt;
 pub mod roles;
+pub mod rollout;
+mod rollout_api;
 pub mod stats_view;
 pub mod sync;
 pub mod view;

@@ -329,6 +329,9 @@ impl AdminSync {
         if let Some(pool) = rt.pools.iter().find(|p| p.name == name) {
             if pool.overlay() != *overlay {
                 pool.set_overlay(overlay.clone());
+                // Names another instance added are looked up off this lock.
+                let pool = pool.clone();
+                tokio::spawn(async move { pool.resolve_added().await });
             }
         }
     }

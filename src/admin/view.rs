@@ -11,10 +11,12 @@ pub fn backend(b: &Backend) -> Value {
         "address": b.address,
         "weight": b.weight(),
         "backup": b.backup,
+        "source": b.source.as_str(),
         "healthy": b.healthy(),
         "circuit": b.circuit().as_str(),
         "active": b.in_flight(),
         "draining": b.draining(),
+        "ejected": b.ejected(),
         "requests": ok + failed,
     })
 }

@@ -42,6 +42,7 @@ fn legacy(c: &Config) -> Value {
             "shutdown_timeout": secs(c.server.shutdown_timeout),
             "trusted_proxies": strings(&c.server.trusted_proxies),
             "deny": strings(&c.server.deny),
+            "geoip": c.server.geoip.as_ref().map(|g| json!({"database": g.database})),
         },
         "log": {
             "level": c.log.level.to_string().to_lowercase(),
@@ -115,9 +116,33 @@ fn legacy(c: &Config) -> Value {
             "backends": p.backends.iter().map(|b| json!({
                 "address": b.address, "weight": b.weight, "backup": b.backup,
             })).collect::<Vec<_>>(),
-            "discovery": p.discovery.as_ref().map(|d| json!({
-                "dns": {"name": d.name, "port": d.port, "interval": secs(d.interval)},
-            })),
+            "discovery": (!p.discovery.is_empty()).then(|| {
+                let d = &p.discovery;
+                let mut m = serde_json::Map::new();
+                if let Some(x) = &d.dns {
+                    m.insert("dns".into(), json!({"name": x.name, "port": x.port, "interval": secs(x.interval)}));
+                }
+                if let Some(x) = &d.dns_srv {
+                    m.insert("dns_srv".into(), json!({"name": x.name, "interval": secs(x.interval)}));
+                }
+                if let Some(x) = &d.docker {
+                    m.insert("docker".into(), json!({
+                        "socket": x.socket, "label": x.label, "port_label": x.port_label,
+                        "weight_label": x.weight_label, "network": x.network,
+                    }));
+                }
+                if let Some(k) = &d.kubernetes {
+                    m.insert("kubernetes".into(), json!({
+                        "namespace": k.namespace, "service": k.service,
+                        "port": k.port.as_ref().map(|p| match p {
+                            SlicePort::Name(n) => json!(n),
+                            SlicePort::Number(n) => json!(n),
+                        }),
+                        "kubeconfig": k.kubeconfig,
+                    }));
+                }
+                Value::Object(m)
+            }),
             "health_check": p.health_check.as_ref().map(|h| json!({
                 "kind": h.kind.map(|k| format!("{k:?}").to_lowercase()),
                 "path": h.path, "host": h.host,
@@ -146,6 +171,19 @@ fn legacy(c: &Config) -> Value {
                 })),
                 "proxy_protocol": p.upstream.proxy_protocol.as_str(),
             },
+            "outlier_detection": p.traffic.outlier_detection.as_ref().map(|o| json!({
+                "consecutive_5xx": o.consecutive_5xx,
+                "consecutive_gateway_failures": o.consecutive_gateway_failures,
+                "base_ejection_time": secs(o.base_ejection_time),
+                "max_ejection_time": secs(o.max_ejection_time),
+                "max_ejection_percent": o.max_ejection_percent,
+            })),
+            "panic_threshold": p.traffic.panic_threshold,
+            "slow_start": secs(p.traffic.slow_start),
+            "queue": {"max": p.traffic.queue.max, "timeout": secs(p.traffic.queue.timeout)},
+            "try_duration": secs(p.traffic.try_duration),
+            "retry_on": strings(&p.traffic.retry_on),
+            "retry_budget": p.traffic.retry_budget,
         })).collect::<Vec<_>>(),
         "routes": c.routes.iter().map(|r| json!({
             "name": r.name,
@@ -173,6 +211,8 @@ fn legacy(c: &Config) -> Value {
             "response_headers": edits(&r.response_headers),
             "security_headers": r.security_headers,
             "max_body_bytes": r.max_body_bytes,
+            "mirror": r.traffic.mirror.as_ref().map(|m| json!({"pool": m.pool, "percent": m.percent})),
+            "geo": r.traffic.geo.as_ref().map(|g| json!({"countries": g.countries})),
         })).collect::<Vec<_>>(),
         "tcp_services": c.tcp_services.iter().map(|t| json!({
             "name": t.name,
@@ -205,6 +245,7 @@ server:
   shutdown_timeout: 250ms
   trusted_proxies: [10.0.0.0/8, "::1"]
   deny: [192.0.2.7]
+  geoip: { database: /var/lib/GeoIP/GeoLite2-Country.mmdb }
 log:
   level: debug
   access_log: /var/log/sy/access.log
@@ -270,10 +311,26 @@ pools:
       protocol: h2
       tls: { sni: web.example, verify: false, ca_file: /etc/up.pem }
       proxy_protocol: v2
+    outlier_detection: { consecutive_5xx: 4, consecutive_gateway_failures: 2, base_ejection_time: 10s, max_ejection_time: 2m, max_ejection_percent: 30 }
+    panic_threshold: 40
+    slow_start: 20s
+    queue: { max: 10, timeout: 2s }
+    try_duration: 3s
+    retry_on: [connect_failure, reset, 502, 503, 504]
+    retry_budget: 25
   - name: db
     algorithm: least_conn
     backends: [{ address: 127.0.0.1:15433 }]
     health_check: { kind: postgres, user: health, database: postgres }
+    discovery:
+      dns: { name: db.internal, port: 5432, interval: 10s }
+      dns_srv: { name: _pg._tcp.db.internal, interval: 20s }
+      docker: { socket: /run/podman.sock, label: app.pool, port_label: app.port, weight_label: app.weight, network: backend }
+      kubernetes: { namespace: data, service: pg, port: 5432, kubeconfig: /etc/kube.yaml }
+  - name: named-port
+    backends: [{ address: 127.0.0.1:15434 }]
+    discovery:
+      kubernetes: { service: web, port: http }
   - name: h2c
     algorithm: random
     hash_key: cookie:sid
@@ -295,6 +352,8 @@ routes:
     response_headers: { set: { X-D: "3" } }
     security_headers: true
     max_body_bytes: 10485760
+    mirror: { pool: h2c, percent: 10 }
+    geo: { countries: [de, FR] }
   - name: redirect
     redirect_https: true
   - name: limited

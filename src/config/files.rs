@@ -31,6 +31,7 @@ pub enum CertError {
 }
 
 pub fn check(d: &mut Decoder, c: &Config) {
+    super::traffic::check_files(d, c);
     for (i, l) in c.listeners.iter().enumerate() {
         let Some(tls) = &l.tls else { continue };
         let listener = format!("listeners[{i}]");

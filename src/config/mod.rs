@@ -9,6 +9,7 @@ pub mod raw;
 pub mod read;
 pub mod ser;
 pub mod spans;
+pub mod traffic;
 pub mod validate;
 pub mod value;
 

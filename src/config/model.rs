@@ -4,6 +4,7 @@
 use super::keyword::keyword;
 pub use super::keyword::Keyword;
 use super::ser;
+pub use super::traffic::*;
 use http::header::{HeaderName, HeaderValue};
 use http::Method;
 use ipnet::IpNet;
@@ -68,6 +69,8 @@ pub struct ServerConfig {
     /// routing (an extension of SPEC §3).
     #[serde(serialize_with = "ser::display_list")]
     pub deny: Vec<IpNet>,
+    /// `server.geoip` (SPEC §13).
+    pub geoip: Option<GeoIpConfig>,
 }
 
 impl Default for ServerConfig {
@@ -82,6 +85,7 @@ impl Default for ServerConfig {
             shutdown_timeout: Duration::from_secs(10),
             trusted_proxies: Vec::new(),
             deny: Vec::new(),
+            geoip: None,
         }
     }
 }
@@ -286,6 +290,64 @@ pub struct DnsDiscovery {
     pub interval: Duration,
 }
 
+/// `pools[].discovery` (SPEC §12): any of the providers, added to the static backends.
+/// Shown as written: the configured providers only, `null` for none.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DiscoveryConfig {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns: Option<DnsDiscovery>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_srv: Option<DnsSrvDiscovery>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub docker: Option<DockerDiscovery>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kubernetes: Option<KubernetesDiscovery>,
+}
+
+impl DiscoveryConfig {
+    pub fn is_empty(&self) -> bool {
+        self.dns.is_none()
+            && self.dns_srv.is_none()
+            && self.docker.is_none()
+            && self.kubernetes.is_none()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DnsSrvDiscovery {
+    pub name: String,
+    #[serde(serialize_with = "ser::duration")]
+    pub interval: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DockerDiscovery {
+    pub socket: PathBuf,
+    pub label: String,
+    pub port_label: String,
+    pub weight_label: String,
+    /// `None`: the container's first network (by name).
+    pub network: Option<String>,
+}
+
+/// An EndpointSlice port by name or number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum SlicePort {
+    Name(String),
+    Number(u16),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct KubernetesDiscovery {
+    pub namespace: String,
+    pub service: String,
+    /// `None`: the slice's only port.
+    pub port: Option<SlicePort>,
+    /// `None`: the in-cluster service account, else `$KUBECONFIG`.
+    pub kubeconfig: Option<PathBuf>,
+}
+
 keyword! {
     pub enum HealthKind {
         Http = "http",
@@ -432,13 +494,16 @@ pub struct PoolConfig {
     pub hash_key: HashKey,
     pub backends: Vec<BackendConfig>,
     #[serde(serialize_with = "ser::discovery")]
-    pub discovery: Option<DnsDiscovery>,
+    pub discovery: DiscoveryConfig,
     pub health_check: Option<HealthCheckConfig>,
     pub circuit_breaker: Option<CircuitBreakerConfig>,
     pub sticky: Option<StickyConfig>,
     pub retries: u32,
     pub timeouts: Timeouts,
     pub upstream: UpstreamConfig,
+    /// The traffic-management keys (SPEC §13), shown at the pool's top level.
+    #[serde(flatten)]
+    pub traffic: PoolTraffic,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -514,6 +579,9 @@ pub struct RouteConfig {
     pub security_headers: bool,
     /// Overrides the listener's `limits.max_body_bytes` (zero = unlimited).
     pub max_body_bytes: Option<u64>,
+    /// `mirror` and `geo` (SPEC §13), shown at the route's top level.
+    #[serde(flatten)]
+    pub traffic: RouteTraffic,
 }
 
 keyword! {

@@ -77,17 +77,14 @@ pub fn level<S: Serializer>(l: &log::LevelFilter, s: S) -> Result<S::Ok, S::Erro
     s.serialize_str(super::value::LogLevel::of(*l).as_str())
 }
 
-/// `discovery` as written: `{dns: {...}}`.
+/// `discovery` as written (`{dns: {...}, docker: {...}}`), `null` when none is set.
 pub fn discovery<S: Serializer>(
-    d: &Option<super::model::DnsDiscovery>,
+    d: &super::model::DiscoveryConfig,
     s: S,
 ) -> Result<S::Ok, S::Error> {
-    match d {
-        Some(d) => {
-            let mut map = s.serialize_map(Some(1))?;
-            map.serialize_entry("dns", d)?;
-            map.end()
-        }
-        None => s.serialize_none(),
+    if d.is_empty() {
+        s.serialize_none()
+    } else {
+        serde::Serialize::serialize(d, s)
     }
 }

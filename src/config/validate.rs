@@ -19,6 +19,7 @@ pub fn check(d: &mut Decoder, c: &Config) {
     acme(d, c);
     cluster_scope(d, c);
     proxy_protocol(d, c);
+    super::traffic::check(d, c);
 }
 
 /// A PROXY header is believed only from `server.trusted_proxies`: without any, every

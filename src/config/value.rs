@@ -103,7 +103,9 @@ impl fmt::Display for BackendAddr {
 impl BackendAddr {
     /// The socket address to connect to: the literal (no DNS), or the first address the
     /// name resolves to. Blocks on DNS for a name (through `block_in_place` on a
-    /// multi-thread runtime worker); async code uses [`BackendAddr::lookup`].
+    /// multi-thread runtime worker): only the configuration loader calls it (at start,
+    /// and on a reload, where the file's names must resolve before anything changes);
+    /// the admin API and the pools use [`BackendAddr::lookup`].
     pub fn resolve(&self) -> Result<SocketAddr, ValueError> {
         match &self.host {
             Host::Ip(ip) => Ok(SocketAddr::new(*ip, self.port)),
@@ -382,11 +384,6 @@ pub async fn lookup_backend(s: &str) -> Result<(String, SocketAddr), ValueError>
     let a: BackendAddr = s.parse()?;
     let addr = a.lookup().await?;
     Ok((a.to_string(), addr))
-}
-
-/// [`backend_address`] without the canonical name.
-pub fn resolve_backend(s: &str) -> Result<SocketAddr, ValueError> {
-    backend_address(s).map(|(_, addr)| addr)
 }
 
 #[cfg(test)]

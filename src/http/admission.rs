@@ -82,12 +82,18 @@ pub async fn admit(req: &Request<'_>, rt: &Runtime, ctx: &mut RequestCtx) -> Ver
     if rt.deny.refuses(ctx.client_ip) {
         return Verdict::Answer(Answer::Status(403));
     }
+    ctx.country = rt
+        .geoip
+        .as_ref()
+        .zip(ctx.client_ip)
+        .and_then(|(g, ip)| g.country(ip));
     let facts = RequestFacts {
         listener: req.listener,
         host: headers::request_host(header),
         path: header.uri.path(),
         method: &header.method,
         headers: &header.headers,
+        country: ctx.country.as_ref().map(|c| c.as_str()),
     };
     ctx.route = rt.table.find(&facts);
     let Some(route) = ctx.route.and_then(|i| rt.routes.get(i)) else {

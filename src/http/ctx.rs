@@ -20,6 +20,8 @@ pub struct RequestCtx {
     pub original_target: Option<String>,
     pub peer_ip: Option<IpAddr>,
     pub client_ip: Option<IpAddr>,
+    /// The client's country (`server.geoip`), when known.
+    pub country: Option<crate::geo::Country>,
     pub route: Option<usize>,
     pub pool: Option<usize>,
     /// The pool membership snapshot `backend` and `tried` index into.
@@ -38,6 +40,12 @@ pub struct RequestCtx {
     pub body_budget: Option<BodyBudget>,
     /// The request's spans when tracing is on (`http::trace`).
     pub trace: Option<Box<super::trace::RequestTrace>>,
+    /// The attempts on backends: count, status, timings (SPEC §13).
+    pub attempts: super::attempt::Attempts,
+    /// Retry budget slots and the `try_duration` deadline.
+    pub retry: super::retry::RetryState,
+    /// The copy of this request for `routes[].mirror`.
+    pub mirror: super::mirror::MirrorState,
 }
 
 impl RequestCtx {
@@ -50,6 +58,7 @@ impl RequestCtx {
             original_target: None,
             peer_ip: None,
             client_ip: None,
+            country: None,
             route: None,
             pool: None,
             members: None,
@@ -61,6 +70,9 @@ impl RequestCtx {
             set_cookie: None,
             body_budget: None,
             trace: None,
+            attempts: Default::default(),
+            retry: Default::default(),
+            mirror: Default::default(),
         }
     }
 }

@@ -52,6 +52,14 @@ pub fn http_entry<'a>(
             _ => "HTTP/1.1",
         },
         tls,
+        termination: "-",
+        attempts: ctx.attempts.count,
+        upstream_connect_ms: ctx.attempts.connect_ms,
+        upstream_response_ms: ctx.attempts.response_ms,
+        country: rt
+            .geoip
+            .is_some()
+            .then(|| ctx.country.as_ref().map_or("", |c| c.as_str())),
     }
 }
 
@@ -77,7 +85,12 @@ pub fn status_of(session: &pingora_proxy::Session) -> u16 {
 }
 
 /// The per-request metrics and access-log line, once the request is done.
-pub fn finish(session: &pingora_proxy::Session, ctx: &RequestCtx, tls: bool) {
+pub fn finish(
+    session: &pingora_proxy::Session,
+    ctx: &RequestCtx,
+    e: Option<&pingora::Error>,
+    tls: bool,
+) {
     let Some(rt) = ctx.runtime.as_deref() else {
         return;
     };
@@ -96,7 +109,8 @@ pub fn finish(session: &pingora_proxy::Session, ctx: &RequestCtx, tls: bool) {
         record_stats(ctx, rt, status);
     }
     if rt.access_log.enabled() {
-        rt.access_log
-            .write(&http_entry(session, ctx, rt, status, tls));
+        let mut entry = http_entry(session, ctx, rt, status, tls);
+        entry.termination = crate::http::termination::code(e, &ctx.attempts, status);
+        rt.access_log.write(&entry);
     }
 }

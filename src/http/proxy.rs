@@ -7,8 +7,11 @@ use super::errors;
 use super::guard;
 use super::headers;
 use super::limits;
+use super::mirror;
+use super::retry;
 use super::trace;
 use super::upstream;
+use super::wait;
 use crate::edge::header_clock;
 use crate::http::log as access_log;
 use crate::observe::refusal;
@@ -95,6 +98,7 @@ impl ProxyHttp for Proxy {
         _end_of_stream: bool,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        mirror::collect(ctx, body.as_ref());
         let within = match (ctx.body_budget.as_mut(), body.as_ref()) {
             (Some(budget), Some(chunk)) => budget.take(chunk.len()),
             _ => true,
@@ -117,7 +121,8 @@ impl ProxyHttp for Proxy {
             .pool()
             .cloned()
             .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(404), "route has no pool"))?;
-        let backend = upstream::choose(&pool, session, ctx, self.tls)
+        let backend = wait::choose(&pool, session, ctx, self.tls)
+            .await
             .ok_or_else(|| errors::no_backend(ctx.connect_failure))?;
         trace::attempt(&mut ctx.trace, &backend.address);
         let upgrade = session.is_upgrade_req();
@@ -135,9 +140,7 @@ impl ProxyHttp for Proxy {
         trace::attempt_failed(&mut ctx.trace, &e);
         ctx.connect_failure = Some(errors::status_for(&e).max(502));
         // Nothing was sent yet, so another backend may take it.
-        if upstream::may_retry_connect(ctx) {
-            e.set_retry(true);
-        }
+        retry::after_connect_failure(ctx, &mut e);
         e
     }
 
@@ -148,8 +151,9 @@ impl ProxyHttp for Proxy {
         peer: &HttpPeer,
         _fd: std::os::unix::io::RawFd,
         digest: Option<&pingora::protocols::Digest>,
-        _ctx: &mut RequestCtx,
+        ctx: &mut RequestCtx,
     ) -> Result<()> {
+        ctx.attempts.connected();
         upstream::check_ip_san(peer, digest)
     }
 
@@ -167,21 +171,44 @@ impl ProxyHttp for Proxy {
             upstream_request.set_uri(upstream::stripped_uri(prefix, session.req_header())?);
         }
         headers::forward(upstream_request, ctx, self.tls)?;
+        super::country::forward(upstream_request, ctx)?;
         headers::set_client_cert_subject(upstream_request, session)?;
         headers::apply_edits(upstream_request, &route.request_headers)
     }
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         upstream_response: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
+        let status = upstream_response.status.as_u16();
+        ctx.attempts.response_header(status);
         let on_5xx = ctx.pool().is_some_and(|p| p.on_5xx);
         let is_5xx = upstream_response.status.is_server_error();
         trace::attempt_answered(&mut ctx.trace, upstream_response.status.as_u16());
         upstream::record_outcome(ctx, !is_5xx, !(on_5xx && is_5xx));
-        Ok(())
+        retry::after_response_header(ctx, &session.req_header().method, status)
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let truncated = session.as_ref().retry_buffer_truncated();
+        retry::after_error(
+            ctx,
+            &session.req_header().method,
+            truncated,
+            &mut e,
+            client_reused,
+        );
+        e
     }
 
     async fn response_filter(
@@ -234,7 +261,8 @@ impl ProxyHttp for Proxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         upstream::finish_attempt(ctx, e);
-        access_log::finish(session, ctx, self.tls);
+        mirror::send(session, ctx);
+        access_log::finish(session, ctx, e, self.tls);
         trace::finish(ctx, access_log::status_of(session));
         header_clock::request_done();
     }

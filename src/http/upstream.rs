@@ -4,6 +4,7 @@
 use super::ctx::RequestCtx;
 use crate::config::{HashKey, ProxyProtocolSend, UpstreamProtocol};
 use crate::net::ip_key;
+use crate::pool::outlier::{self, Outcome};
 use crate::pool::proxy_out::{self, SendProxy};
 use crate::pool::{Backend, Claim, Pool};
 use once_cell::sync::Lazy;
@@ -94,6 +95,7 @@ pub fn choose(
     ctx.in_flight = Some(guard);
     ctx.backend = Some(idx);
     ctx.outcome_recorded = false;
+    ctx.attempts.start();
     ctx.set_cookie = match (&pool.sticky, members.sticky_of.get(idx)) {
         (Some(s), Some(value)) if cookie != Some(value.as_bytes()) => {
             Some(s.set_cookie(value, tls))
@@ -111,6 +113,12 @@ pub fn record_outcome(ctx: &mut RequestCtx, success: bool, breaker_success: bool
     }
     if let (Some(members), Some(idx)) = (&ctx.members, ctx.backend) {
         members.backends[idx].record(success, breaker_success);
+        let outcome = match ctx.attempts.status {
+            _ if success => Outcome::Success,
+            Some(status) if status >= 500 => Outcome::Status(status),
+            _ => Outcome::GatewayFailure,
+        };
+        outlier::observe(members, idx, outcome);
         ctx.outcome_recorded = true;
     }
 }
@@ -228,13 +236,6 @@ fn host_of(address: &str) -> &str {
         Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),
         None => address,
     }
-}
-
-/// Whether a failed connect may move on to another backend: within the pool's
-/// `retries` (the first attempt is not a retry).
-pub fn may_retry_connect(ctx: &RequestCtx) -> bool {
-    let retries = ctx.pool().map(|p| p.retries as usize).unwrap_or(0);
-    ctx.tried.len() <= retries
 }
 
 /// The request URI with the route's prefix removed (`strip_prefix`).

@@ -53,6 +53,17 @@ pub struct HttpEntry<'a> {
     pub bytes_sent: usize,
     pub protocol: &'a str,
     pub tls: bool,
+    /// Who ended the exchange (SPEC §13, `http::termination`).
+    pub termination: &'static str,
+    /// Backends this request was sent to.
+    pub attempts: u32,
+    /// The last attempt's connect time; null when no backend was reached.
+    pub upstream_connect_ms: Option<f64>,
+    /// The last attempt's wait for the response header; null when none arrived.
+    pub upstream_response_ms: Option<f64>,
+    /// With `server.geoip`: the client's country ("" when unknown).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub country: Option<&'a str>,
 }
 
 impl HttpEntry<'_> {
@@ -74,6 +85,12 @@ impl HttpEntry<'_> {
             bytes_sent: 0,
             protocol: "HTTP/1.1",
             tls,
+            // The header deadline is the client's timeout; a malformed header a refusal.
+            termination: if status == 408 { "CT" } else { "PR" },
+            attempts: 0,
+            upstream_connect_ms: None,
+            upstream_response_ms: None,
+            country: None,
         }
     }
 }

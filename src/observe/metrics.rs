@@ -28,6 +28,9 @@ pub struct Metrics {
     pub http_refused: IntCounterVec,
     pub tcp_refused: IntCounterVec,
     pub certificate_expiry: prometheus::GaugeVec,
+    /// `routes[].mirror` copies by outcome (success, failure, skipped).
+    pub mirror_requests: IntCounterVec,
+    pub discovery_errors: IntCounterVec,
 }
 
 pub fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -101,6 +104,16 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
             &["listener", "name"],
         )
         .unwrap_or_else(|e| panic!("gauge: {e}")),
+        mirror_requests: counter_vec(
+            "switchyard_mirror_requests_total",
+            "Request copies sent to a route's mirror pool, by outcome.",
+            &["route", "outcome"],
+        ),
+        discovery_errors: counter_vec(
+            "switchyard_discovery_errors_total",
+            "Failed discovery attempts (lookups, API requests, broken watches), by pool and provider.",
+            &["pool", "provider"],
+        ),
         registry,
     };
     let build = gauge_vec(
@@ -120,6 +133,8 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
         Box::new(m.http_refused.clone()),
         Box::new(m.tcp_refused.clone()),
         Box::new(m.certificate_expiry.clone()),
+        Box::new(m.mirror_requests.clone()),
+        Box::new(m.discovery_errors.clone()),
         Box::new(build),
         Box::new(prometheus::process_collector::ProcessCollector::for_self()),
     ];

@@ -1,9 +1,11 @@
 //! Pingora background services (so they run after daemonising) for the runtime's state:
-//! every pool's health-check and discovery loops, following reloads (a loop ends by
-//! itself once its pool is gone), and the rate limiters' idle-key cleanup.
+//! every pool's health-check loops (a loop ends by itself once its pool is gone), the
+//! lookup of its admin-added backend names and its discovery providers
+//! (`discovery::Supervisor`), following reloads, and the rate limiters' idle-key cleanup.
 
 use crate::config::HealthKind;
-use crate::pool::{discovery, health, Pool};
+use crate::discovery::Supervisor;
+use crate::pool::{health, Pool};
 use crate::runtime::SharedRuntime;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
@@ -24,6 +26,7 @@ impl BackgroundService for PoolTasks {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         let mut reloaded = self.reloaded.clone();
         let mut running: HashMap<usize, Vec<JoinHandle<()>>> = HashMap::new();
+        let mut discovery = Supervisor::default();
         loop {
             running.retain(|_, tasks| tasks.iter().any(|t| !t.is_finished()));
             let rt = self.runtime.load_full();
@@ -31,6 +34,7 @@ impl BackgroundService for PoolTasks {
                 let key = Arc::as_ptr(pool) as usize;
                 running.entry(key).or_insert_with(|| spawn_for(pool));
             }
+            discovery.follow(&rt.pools);
             drop(rt);
             tokio::select! {
                 _ = shutdown.changed() => break,
@@ -44,15 +48,14 @@ impl BackgroundService for PoolTasks {
 }
 
 fn spawn_for(pool: &Arc<Pool>) -> Vec<JoinHandle<()>> {
-    let mut tasks = Vec::new();
+    // Admin-added backends given by name (from the state file) join once resolved.
+    let added = pool.clone();
+    let mut tasks = vec![tokio::spawn(async move { added.resolve_added().await })];
     if pool.health_kind != HealthKind::None {
         tasks.push(tokio::spawn(health::run(
             Arc::downgrade(pool),
             pool.health_kind,
         )));
-    }
-    if let Some(d) = pool.definition.discovery.clone() {
-        tasks.push(tokio::spawn(discovery::run(Arc::downgrade(pool), d)));
     }
     tasks
 }

@@ -3,6 +3,8 @@
 //! in-flight slot a request or TCP session holds on it.
 
 use super::circuit::{Breaker, CircuitState};
+use super::outlier::Outlier;
+use super::slow_start::SlowStart;
 use crate::config::{BackendConfig, CircuitBreakerConfig};
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
@@ -19,12 +21,20 @@ pub struct Backend {
     /// (every store goes through `NonZeroU32`).
     pub(super) weight: AtomicU32,
     pub backup: bool,
+    /// The file, a discovery provider or the admin API.
+    pub source: super::Source,
     healthy: AtomicBool,
     draining: AtomicBool,
     in_flight: AtomicUsize,
     /// 0 = unlimited.
     max_connections: usize,
     pub breaker: Option<Breaker>,
+    /// Passive ejection (`outlier_detection`), when the pool has it.
+    pub outlier: Option<Outlier>,
+    /// The ramp after joining or coming back (`slow_start`), when the pool has one.
+    pub slow_start: Option<SlowStart>,
+    /// The pool's queue (`queue.max` > 0): told when a slot is released.
+    queue: Option<Arc<super::queue::Queue>>,
     succeeded: AtomicU64,
     failed: AtomicU64,
     /// The last minute of requests this backend answered, for `GET /api/v1/stats`.
@@ -36,21 +46,70 @@ impl Backend {
         c: &BackendConfig,
         weight: NonZeroU32,
         breaker: Option<&CircuitBreakerConfig>,
+        source: super::Source,
     ) -> Self {
         Backend {
             address: c.address.clone(),
             addr: c.addr,
             weight: AtomicU32::new(weight.get()),
             backup: c.backup,
+            source,
             healthy: AtomicBool::new(true),
             draining: AtomicBool::new(false),
             in_flight: AtomicUsize::new(0),
             max_connections: breaker.map(|b| b.max_connections as usize).unwrap_or(0),
             breaker: breaker.map(Breaker::new),
+            outlier: None,
+            slow_start: None,
+            queue: None,
             succeeded: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             stats: Default::default(),
         }
+    }
+
+    /// The same backend with outlier detection.
+    pub(super) fn with_outlier(mut self, outlier: Option<Outlier>) -> Self {
+        self.outlier = outlier;
+        self
+    }
+
+    /// The same backend with a slow-start ramp.
+    pub(super) fn with_slow_start(mut self, slow_start: Option<SlowStart>) -> Self {
+        self.slow_start = slow_start;
+        self
+    }
+
+    /// The same backend, telling `queue` about released slots.
+    pub(super) fn with_queue(mut self, queue: Option<Arc<super::queue::Queue>>) -> Self {
+        self.queue = queue;
+        self
+    }
+
+    /// Ejected by outlier detection right now (a return restarts the slow start).
+    pub fn ejected(&self) -> bool {
+        let Some(o) = &self.outlier else {
+            return false;
+        };
+        match o.state(&self.address) {
+            super::outlier::State::Ejected => true,
+            super::outlier::State::Returned => {
+                self.ramp();
+                false
+            }
+            super::outlier::State::In => false,
+        }
+    }
+
+    fn ramp(&self) {
+        if let Some(s) = &self.slow_start {
+            s.restart();
+        }
+    }
+
+    /// Takes this selection, given its slow-start ramp.
+    pub fn ramp_admits(&self) -> bool {
+        self.slow_start.as_ref().is_none_or(|s| s.admits())
     }
 
     pub fn weight(&self) -> NonZeroU32 {
@@ -62,11 +121,17 @@ impl Backend {
         self.available() && !self.full()
     }
 
-    /// Healthy, not draining and the circuit admits (capacity aside).
+    /// Healthy, not draining, not ejected and the circuit admits (capacity aside).
     pub fn available(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
             && !self.draining.load(Ordering::Relaxed)
             && self.breaker.as_ref().is_none_or(|b| b.may_admit())
+            && !self.ejected()
+    }
+
+    /// Not draining and not full: what panic mode still asks of a backend.
+    pub fn panic_usable(&self) -> bool {
+        !self.draining.load(Ordering::Relaxed) && !self.full()
     }
 
     fn full(&self) -> bool {
@@ -77,9 +142,13 @@ impl Backend {
         self.healthy.load(Ordering::Relaxed)
     }
 
-    /// Sets health; returns the previous value.
+    /// Sets health; returns the previous value. Coming back restarts the slow start.
     pub fn set_healthy(&self, healthy: bool) -> bool {
-        self.healthy.swap(healthy, Ordering::Relaxed)
+        let was = self.healthy.swap(healthy, Ordering::Relaxed);
+        if healthy && !was {
+            self.ramp();
+        }
+        was
     }
 
     pub fn draining(&self) -> bool {
@@ -153,5 +222,8 @@ impl InFlight {
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::AcqRel);
+        if let Some(q) = &self.0.queue {
+            q.released();
+        }
     }
 }

@@ -46,6 +46,8 @@ pub struct Members {
     pub(super) sticky_values: HashMap<String, usize>,
     /// Backend index → its sticky cookie value.
     pub sticky_of: Vec<String>,
+    /// `panic_threshold` (percent of usable primaries; 0 = off).
+    pub(super) panic_threshold: u32,
 }
 
 impl Members {
@@ -53,17 +55,47 @@ impl Members {
     /// backups only while no primary is left for this request (all unusable, or all
     /// already failed to connect).
     pub fn select(&self, key: &[u8], tried: &[usize]) -> Option<usize> {
+        let pick = |tier: &Tier, usable: &dyn Fn(&Backend) -> bool| {
+            let ok = |i: usize| {
+                let m = tier.members[i];
+                usable(&self.backends[m]) && !tried.contains(&m)
+            };
+            tier.selector
+                .pick(key, ok, |i| self.backends[tier.members[i]].in_flight())
+                .map(|i| tier.members[i])
+        };
+        let usable = |b: &Backend| b.usable();
+        if self.panic_threshold > 0 {
+            if let Some(usable_primaries) = self.panicking() {
+                // A backup still takes over when no primary is usable (what it is for);
+                // otherwise every primary not draining or full takes its share, healthy
+                // or not, ejected or not (an open circuit still refuses its claim).
+                let backup = (usable_primaries == 0)
+                    .then(|| pick(&self.backups, &usable))
+                    .flatten();
+                return backup.or_else(|| pick(&self.primaries, &|b| b.panic_usable()));
+            }
+        }
+        let ramped = |b: &Backend| b.usable() && b.ramp_admits();
         [&self.primaries, &self.backups]
             .into_iter()
             .find_map(|tier| {
-                let usable = |i: usize| {
-                    let m = tier.members[i];
-                    self.backends[m].usable() && !tried.contains(&m)
-                };
-                tier.selector
-                    .pick(key, usable, |i| self.backends[tier.members[i]].in_flight())
-                    .map(|i| tier.members[i])
+                // A ramping backend (slow_start) passes some selections on; if every
+                // candidate did, the plain choice stands.
+                pick(tier, &ramped).or_else(|| pick(tier, &usable))
             })
+    }
+
+    /// Below `panic_threshold` percent of the primaries are usable: how many are.
+    fn panicking(&self) -> Option<usize> {
+        let n = self.primaries.members.len();
+        let usable = self
+            .primaries
+            .members
+            .iter()
+            .filter(|m| self.backends[**m].available())
+            .count();
+        (n > 0 && usable * 100 < self.panic_threshold as usize * n).then_some(usable)
     }
 
     /// The backend a sticky cookie names, if it exists and may take the request.

@@ -3,15 +3,20 @@
 //! Membership (static + discovered + admin changes) is swapped atomically; a request keeps
 //! the `Members` snapshot it started with.
 
+pub mod added;
 pub mod backend;
+pub mod budget;
 pub mod circuit;
 pub mod db_checks;
-pub mod discovery;
 pub mod health;
 pub mod members;
+pub mod outlier;
 pub mod overlay;
 pub mod proxy_out;
+pub mod queue;
 pub mod select;
+pub mod slow_start;
+pub mod source;
 pub mod sticky;
 
 use crate::config::{
@@ -23,7 +28,8 @@ pub use backend::{Backend, InFlight};
 use members::Tier;
 pub use members::{Claim, Members};
 use overlay::PoolOverlay;
-use std::collections::HashMap;
+pub use source::{Discovered, Source};
+use std::collections::{BTreeMap, HashMap};
 use std::num::NonZeroU32;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
@@ -53,10 +59,19 @@ pub struct Pool {
     /// state, when this is unchanged).
     pub definition: PoolConfig,
     members: ArcSwap<Members>,
-    /// Backends found by discovery, merged with the static ones on every change.
-    discovered: Mutex<Vec<BackendConfig>>,
+    /// Backends found by each discovery provider, merged with the static ones on every
+    /// change.
+    discovered: Mutex<BTreeMap<Source, Vec<Discovered>>>,
     /// Changes made through the admin API (added, re-weighted, drained, deleted).
     overlay: Mutex<PoolOverlay>,
+    /// The addresses of admin-added backends given by host name.
+    added_names: added::AddedNames,
+    /// Retries in progress against active requests (`retry_budget`).
+    pub retry_budget: Arc<budget::RetryBudget>,
+    /// Requests waiting for a backend slot (`queue`).
+    pub queue: Arc<queue::Queue>,
+    /// Set after the first membership: backends joining later ramp up (`slow_start`).
+    started: std::sync::atomic::AtomicBool,
 }
 
 impl Pool {
@@ -96,23 +111,23 @@ impl Pool {
                 backups: Tier::new(c.algorithm, &[], true),
                 sticky_values: HashMap::new(),
                 sticky_of: Vec::new(),
+                panic_threshold: c.traffic.panic_threshold,
             }),
-            discovered: Mutex::new(Vec::new()),
+            discovered: Mutex::new(BTreeMap::new()),
             overlay: Mutex::new(overlay),
+            added_names: added::AddedNames::default(),
+            retry_budget: Arc::default(),
+            started: Default::default(),
+            queue: Arc::default(),
         };
         pool.rebuild();
+        pool.started.store(true, Ordering::Relaxed);
         pool
     }
 
     /// The current membership snapshot.
     pub fn members(&self) -> Arc<Members> {
         self.members.load_full()
-    }
-
-    /// Replaces the discovered backends (DNS); static ones always stay.
-    pub fn set_discovered(&self, found: Vec<BackendConfig>) {
-        *relock(&self.discovered) = found;
-        self.rebuild();
     }
 
     /// The admin API's changes to this pool, as applied.
@@ -126,6 +141,21 @@ impl Pool {
             .backends
             .iter()
             .any(|b| b.address == address)
+    }
+
+    /// Records where an admin-added backend's name resolved (the API looked it up).
+    pub fn remember_added(&self, address: &str, addr: std::net::SocketAddr) {
+        self.added_names.remember(address, addr);
+    }
+
+    /// Resolves the admin-added backends given by a name not looked up yet (from the
+    /// state file or another instance) and rebuilds when one was found.
+    pub async fn resolve_added(&self) {
+        let overlay = self.overlay();
+        let names = overlay.added.iter().map(|a| a.address.as_str());
+        if self.added_names.resolve(names).await {
+            self.rebuild();
+        }
     }
 
     /// Replaces the admin API's changes to this pool and rebuilds the membership.
@@ -149,13 +179,36 @@ impl Pool {
         })
     }
 
+    /// Outlier state for a new backend, when the pool has `outlier_detection`.
+    fn new_outlier(&self) -> Option<outlier::Outlier> {
+        let config = self.definition.traffic.outlier_detection.as_ref()?;
+        Some(outlier::Outlier::new(self.name.as_str().into(), config))
+    }
+
+    /// Whether requests queue for a slot: `queue.max` with `max_connections`.
+    pub fn queued(&self) -> bool {
+        self.definition.traffic.queue.max > 0
+            && self
+                .circuit_breaker
+                .as_ref()
+                .is_some_and(|b| b.max_connections > 0)
+    }
+
+    /// A slow-start ramp for a new backend, when the pool has `slow_start`: ramping at
+    /// once when it joins a running pool, not for the pool's first members.
+    fn new_slow_start(&self) -> Option<slow_start::SlowStart> {
+        let window = self.definition.traffic.slow_start;
+        let running = self.started.load(Ordering::Relaxed);
+        (!window.is_zero()).then(|| slow_start::SlowStart::new(window, running))
+    }
+
     /// Rebuilds the membership from static + admin-added + discovered backends, keeping
     /// the live state of every backend whose address, weight and role are unchanged.
     fn rebuild(&self) {
         let old = self.members.load_full();
         let discovered = relock(&self.discovered).clone();
         let overlay = relock(&self.overlay).clone();
-        let mut specs: Vec<BackendConfig> = Vec::new();
+        let mut specs: Vec<(BackendConfig, Source, bool)> = Vec::new();
         for b in &self.definition.backends {
             if overlay.deleted.contains(&b.address) {
                 continue;
@@ -164,52 +217,61 @@ impl Pool {
             if let Some(w) = overlay.weights.get(&b.address) {
                 b.weight = *w;
             }
-            specs.push(b);
+            specs.push((b, Source::Static, false));
         }
         for a in &overlay.added {
-            match crate::config::value::resolve_backend(&a.address).ok() {
-                Some(addr) if !specs.iter().any(|s| s.address == a.address) => {
-                    specs.push(BackendConfig {
+            // A name not resolved yet joins once `resolve_added` has looked it up.
+            let Some(addr) = self.added_names.addr_of(&a.address) else {
+                continue;
+            };
+            if !specs.iter().any(|s| s.0.address == a.address) {
+                specs.push((
+                    BackendConfig {
                         address: a.address.clone(),
                         addr,
                         weight: a.weight,
                         backup: false,
-                    })
-                }
-                Some(_) => {}
-                None => log::warn!(
-                    "pool {}: admin-added backend {} does not resolve; skipped",
-                    self.name,
-                    a.address
-                ),
+                    },
+                    Source::Api,
+                    false,
+                ));
             }
         }
-        for d in discovered {
-            if !specs.iter().any(|s| s.addr == d.addr) {
-                specs.push(d);
+        for (source, found) in discovered {
+            for d in found {
+                if !specs.iter().any(|s| s.0.addr == d.addr) {
+                    let mut spec = source::as_backend(&d);
+                    if let Some(w) = overlay.weights.get(&spec.address) {
+                        spec.weight = *w;
+                    }
+                    specs.push((spec, source, d.draining));
+                }
             }
         }
         let backends: Vec<Arc<Backend>> = specs
             .iter()
-            .map(|spec| {
+            .map(|(spec, source, _)| {
                 let weight = self.nonzero_weight(spec);
-                match old
-                    .backends
-                    .iter()
-                    .find(|b| b.address == spec.address && b.backup == spec.backup)
-                {
+                match old.backends.iter().find(|b| {
+                    b.address == spec.address && b.backup == spec.backup && b.source == *source
+                }) {
                     // Same backend: it keeps health, circuit and counters; a new weight
                     // applies in place.
                     Some(b) => {
                         b.weight.store(weight.get(), Ordering::Relaxed);
                         b.clone()
                     }
-                    None => Arc::new(Backend::new(spec, weight, self.circuit_breaker.as_ref())),
+                    None => Arc::new(
+                        Backend::new(spec, weight, self.circuit_breaker.as_ref(), *source)
+                            .with_outlier(self.new_outlier())
+                            .with_slow_start(self.new_slow_start())
+                            .with_queue(self.queued().then(|| self.queue.clone())),
+                    ),
                 }
             })
             .collect();
-        for b in &backends {
-            b.set_draining(overlay.draining.contains(&b.address));
+        for (b, (_, _, discovered_draining)) in backends.iter().zip(&specs) {
+            b.set_draining(*discovered_draining || overlay.draining.contains(&b.address));
         }
         let sticky_of: Vec<String> = match &self.sticky {
             Some(s) => backends.iter().map(|b| s.value_for(&b.address)).collect(),
@@ -225,6 +287,7 @@ impl Pool {
                 .collect(),
             sticky_of,
             backends,
+            panic_threshold: self.definition.traffic.panic_threshold,
         };
         self.members.store(Arc::new(members));
     }
@@ -270,13 +333,14 @@ mod tests {
                 algorithm: Algorithm::RoundRobin,
                 hash_key: HashKey::ClientIp,
                 backends,
-                discovery: None,
+                discovery: Default::default(),
                 health_check: None,
                 circuit_breaker: breaker,
                 sticky: None,
                 retries: 1,
                 timeouts: Timeouts::default(),
                 upstream: UpstreamConfig::default(),
+                traffic: Default::default(),
             },
             HealthKind::Tcp,
             PoolOverlay::default(),
@@ -442,12 +506,13 @@ mod tests {
     fn rebuild_keeps_backend_state() {
         let p = pool(&[false, false]);
         p.members().backends[0].set_healthy(false);
-        p.set_discovered(vec![BackendConfig {
-            address: "127.0.0.1:9100".into(),
-            addr: SocketAddr::from(([127, 0, 0, 1], 9100)),
-            weight: 1,
-            backup: false,
-        }]);
+        p.set_discovered(
+            Source::Dns,
+            vec![Discovered::serving(
+                SocketAddr::from(([127, 0, 0, 1], 9100)),
+                1,
+            )],
+        );
         let m = p.members();
         assert_eq!(m.backends.len(), 3);
         assert!(!m.backends[0].healthy());

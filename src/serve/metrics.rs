@@ -37,6 +37,18 @@ impl PoolCollector {
                 "switchyard_circuit_breaker_state",
                 "Circuit state: 0 closed, 1 open, 2 half_open.",
             ),
+            (
+                "switchyard_backend_ejected",
+                "1 while outlier detection keeps the backend out, else 0.",
+            ),
+            (
+                "switchyard_outlier_ejections_total",
+                "Times outlier detection ejected the backend.",
+            ),
+            (
+                "switchyard_pool_queue_length",
+                "Requests waiting for a free backend slot (queue).",
+            ),
         ]
         .iter()
         .filter_map(|(n, h)| {
@@ -73,13 +85,35 @@ impl Collector for PoolCollector {
             "Circuit state: 0 closed, 1 open, 2 half_open.",
             &["pool", "backend"],
         );
+        let ejected = gauge_vec(
+            "switchyard_backend_ejected",
+            "1 while outlier detection keeps the backend out, else 0.",
+            &["pool", "backend"],
+        );
+        let ejections = counter_vec(
+            "switchyard_outlier_ejections_total",
+            "Times outlier detection ejected the backend.",
+            &["pool", "backend"],
+        );
+        let queue = gauge_vec(
+            "switchyard_pool_queue_length",
+            "Requests waiting for a free backend slot (queue).",
+            &["pool"],
+        );
         let rt = self.runtime.load();
         for pool in &rt.pools {
+            queue
+                .with_label_values(&[pool.name.as_str()])
+                .set(pool.queue.len() as i64);
             for b in pool.members().backends.iter() {
                 let labels = [pool.name.as_str(), b.address.as_str()];
                 up.with_label_values(&labels).set(b.healthy() as i64);
                 active.with_label_values(&labels).set(b.in_flight() as i64);
                 circuit.with_label_values(&labels).set(b.circuit() as i64);
+                ejected.with_label_values(&labels).set(b.ejected() as i64);
+                ejections
+                    .with_label_values(&labels)
+                    .inc_by(b.outlier.as_ref().map_or(0, |o| o.ejections()));
                 let (ok, failed) = b.outcomes();
                 total
                     .with_label_values(&[labels[0], labels[1], "success"])
@@ -94,6 +128,9 @@ impl Collector for PoolCollector {
         families.extend(active.collect());
         families.extend(total.collect());
         families.extend(circuit.collect());
+        families.extend(ejected.collect());
+        families.extend(ejections.collect());
+        families.extend(queue.collect());
         families
     }
 }

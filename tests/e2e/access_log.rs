@@ -6,7 +6,8 @@ use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
-const FIELDS: [&str; 14] = [
+/// SPEC §7's fields, then the four SPEC §13 adds.
+const FIELDS: [&str; 18] = [
     "ts",
     "request_id",
     "client_ip",
@@ -21,6 +22,10 @@ const FIELDS: [&str; 14] = [
     "bytes_sent",
     "protocol",
     "tls",
+    "termination",
+    "attempts",
+    "upstream_connect_ms",
+    "upstream_response_ms",
 ];
 
 /// `2026-11-22T10:30:45.123Z`: RFC 3339, UTC, milliseconds.

@@ -19,8 +19,9 @@ use std::time::{Duration, Instant};
 const TOKEN: &str = "t0ken-5ecret-9f3a";
 
 /// The BACKEND keys of SPEC §5 (plus `requests`, the dashboard's request counter).
-const BACKEND_KEYS: [&str; 8] = [
-    "address", "weight", "backup", "healthy", "circuit", "active", "draining", "requests",
+const BACKEND_KEYS: [&str; 10] = [
+    "address", "weight", "backup", "source", "healthy", "circuit", "active", "draining", "ejected",
+    "requests",
 ];
 
 // ---------------------------------------------------------------- helpers
@@ -170,6 +171,11 @@ fn assert_backend_shape(b: &Value) {
     assert!(b["address"].is_string(), "{b}");
     assert!(b["weight"].is_u64(), "{b}");
     assert!(b["backup"].is_boolean(), "{b}");
+    assert!(
+        ["static", "dns", "dns_srv", "docker", "kubernetes", "api"]
+            .contains(&b["source"].as_str().unwrap_or("")),
+        "{b}"
+    );
     assert!(b["healthy"].is_boolean(), "{b}");
     assert!(
         ["closed", "open", "half_open"].contains(&b["circuit"].as_str().unwrap_or("")),
@@ -444,6 +450,7 @@ fn an_added_backend_takes_traffic_at_once() {
     assert_eq!(b["weight"], 1);
     assert_eq!(b["draining"], false);
     assert_eq!(b["backup"], false);
+    assert_eq!(b["source"], "api", "added through the API (SPEC §12)");
 
     let counts = served_by(s.web, "/", 30);
     assert_eq!(counts.get("d"), Some(&10), "{counts:?}");

@@ -305,6 +305,11 @@ fn chromium_renders_every_pool_and_backend_with_its_health() {
             .get(addr)
             .unwrap_or_else(|| panic!("no row data-backend=\"{addr}\" (pool {pool}):\n{dom}"));
         let cls = classes(row);
+        assert_eq!(
+            row.get("data-source").map(String::as_str),
+            Some("static"),
+            "{addr}: the Source column (SPEC §12)"
+        );
         if *addr == s.dead {
             assert!(cls.contains(&"unhealthy"), "{addr}: class {cls:?}");
             assert!(!cls.contains(&"healthy"), "{addr}: class {cls:?}");

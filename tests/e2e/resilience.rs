@@ -672,14 +672,18 @@ fn a_reload_that_reorders_or_drops_listeners_keeps_each_socket_on_its_own_routes
     assert_eq!(served_by(pa, "/", 3).get("a"), Some(&3));
     assert_eq!(served_by(pb, "/", 3).get("b"), Some(&3));
 
+    let reload = |text: String, n: usize| {
+        sy.rewrite_config(&text);
+        sy.signal("-HUP");
+        assert!(
+            sy.wait_stderr("reloaded ", n, Duration::from_secs(5)),
+            "stderr:\n{}",
+            sy.stderr()
+        );
+    };
+
     // The same listeners in the other order: each port keeps its own routes.
-    sy.rewrite_config(&yaml(&format!("{second}{first}"), &["second", "first"]));
-    sy.signal("-HUP");
-    assert!(
-        sy.wait_stderr("reloaded ", 1, Duration::from_secs(5)),
-        "stderr:\n{}",
-        sy.stderr()
-    );
+    reload(yaml(&format!("{second}{first}"), &["second", "first"]), 1);
     assert_eq!(
         served_by(pa, "/", 3).get("a"),
         Some(&3),
@@ -695,13 +699,7 @@ fn a_reload_that_reorders_or_drops_listeners_keeps_each_socket_on_its_own_routes
 
     // "first" removed: its socket stays open until an upgrade and the reload says so;
     // "second" still serves its own route.
-    sy.rewrite_config(&yaml(&second, &["second"]));
-    sy.signal("-HUP");
-    assert!(
-        sy.wait_stderr("reloaded ", 2, Duration::from_secs(5)),
-        "stderr:\n{}",
-        sy.stderr()
-    );
+    reload(yaml(&second, &["second"]), 2);
     assert_eq!(
         sy.stderr_count("listener first changes from"),
         1,

@@ -3,6 +3,7 @@
 //! typed key readers every section shares; one file per section holds its reader.
 
 mod admin_roles;
+mod discovery;
 mod health;
 mod limits;
 mod listener;
@@ -11,6 +12,7 @@ mod route;
 mod server;
 mod tcp;
 mod tracing;
+mod traffic;
 mod upstream;
 
 pub use server::MAX_THREADS;

@@ -1,7 +1,8 @@
 //! `pools[]`: backends (one socket address each), sticky sessions, timeouts.
 
+use super::discovery::read_discovery;
 use super::health::{read_circuit_breaker, read_health_check};
-use super::upstream::{read_discovery, read_upstream};
+use super::upstream::read_upstream;
 use super::*;
 
 /// A backend, where its address is written and its key path.
@@ -61,7 +62,7 @@ pub(super) fn read_pool(d: &mut Decoder, node: &Node, path: &str) -> Option<Pool
     })
     .unwrap_or_default();
     let backends = validate::distinct_backends(d, backends);
-    let discovery = get_with(d, &mut m, "discovery", read_discovery);
+    let discovery = get_with(d, &mut m, "discovery", read_discovery).unwrap_or_default();
     let health_check = get_with(d, &mut m, "health_check", read_health_check);
     let circuit_breaker = get_with(d, &mut m, "circuit_breaker", read_circuit_breaker);
     let sticky = get_with(d, &mut m, "sticky", |d, n, p| {
@@ -108,11 +109,12 @@ pub(super) fn read_pool(d: &mut Decoder, node: &Node, path: &str) -> Option<Pool
     })
     .unwrap_or_default();
     let upstream = get_with(d, &mut m, "upstream", read_upstream).unwrap_or_default();
+    let traffic = super::traffic::read_pool_traffic(d, &mut m);
     let written_backends = m
         .get("backends")
         .and_then(|n| n.as_sequence())
         .map_or(0, |s| s.len());
-    if let Some(e) = validate::pool_sources(written_backends, discovery.is_some()) {
+    if let Some(e) = validate::pool_sources(written_backends, !discovery.is_empty()) {
         d.error(m.key_pos("backends"), &m.child("backends"), e);
     }
     m.finish(d, |_| None);
@@ -128,5 +130,6 @@ pub(super) fn read_pool(d: &mut Decoder, node: &Node, path: &str) -> Option<Pool
         retries,
         timeouts,
         upstream,
+        traffic,
     })
 }

@@ -56,6 +56,7 @@ pub(super) fn read_route(d: &mut Decoder, node: &Node, path: &str) -> Option<Rou
         get_with(d, &mut m, "response_headers", read_header_edits).unwrap_or_default();
     let security_headers = boolean(d, &mut m, "security_headers", false);
     let max_body_bytes = super::limits::byte_count(d, &mut m, "max_body_bytes");
+    let traffic = super::traffic::read_route_traffic(d, &mut m);
     if strip_prefix && path_prefix.is_none() {
         d.warn(
             m.key_pos("strip_prefix"),
@@ -81,6 +82,7 @@ pub(super) fn read_route(d: &mut Decoder, node: &Node, path: &str) -> Option<Rou
         response_headers,
         security_headers,
         max_body_bytes,
+        traffic,
     })
 }
 

@@ -27,6 +27,7 @@ pub(super) fn read_server(d: &mut Decoder, node: &Node) -> Option<ServerConfig> 
         shutdown_timeout: duration_within(d, &mut m, "shutdown_timeout", def.shutdown_timeout, DAY),
         trusted_proxies: cidr_list(d, &mut m, "trusted_proxies"),
         deny: cidr_list(d, &mut m, "deny"),
+        geoip: super::traffic::read_geoip(d, &mut m),
     };
     m.finish(d, |_| None);
     Some(s)

@@ -1,34 +1,6 @@
-//! `pools[].discovery` and `pools[].upstream`.
+//! `pools[].upstream`.
 
 use super::*;
-
-pub(super) fn read_discovery(d: &mut Decoder, node: &Node, path: &str) -> Option<DnsDiscovery> {
-    let mut m = d.map(node, path)?;
-    let dns = get_with(d, &mut m, "dns", |d, n, p| {
-        let mut s = d.map(n, p)?;
-        let name = required_string(d, &mut s, "name");
-        let port = required(d, &mut s, "port", |d, n, p| {
-            d.parse(n, p, "a port number 1-65535", |v| {
-                v.parse::<u16>().ok().filter(|p| *p > 0)
-            })
-        });
-        let interval = duration_within(
-            d,
-            &mut s,
-            "interval",
-            Duration::from_secs(30),
-            DAY.nonzero(),
-        );
-        s.finish(d, |_| None);
-        Some(DnsDiscovery {
-            name: name?,
-            port: port?,
-            interval,
-        })
-    });
-    m.finish(d, |_| None);
-    dns
-}
 
 pub(super) fn read_upstream(d: &mut Decoder, node: &Node, path: &str) -> Option<UpstreamConfig> {
     let mut m = d.map(node, path)?;

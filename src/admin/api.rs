@@ -394,7 +394,7 @@ fn refused(refusal: &Refusal) -> Reply {
 }
 
 /// The request body as a JSON object with only `allowed` keys.
-fn json_body(body: &[u8], allowed: &[&str], example: &str) -> Result<Value, Reply> {
+pub(super) fn json_body(body: &[u8], allowed: &[&str], example: &str) -> Result<Value, Reply> {
     let v: Value = match serde_json::from_slice(body) {
         Ok(v @ Value::Object(_)) => v,
         _ => {

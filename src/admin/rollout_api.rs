@@ -11,21 +11,7 @@ use serde_json::Value;
 fn plan_body(body: &[u8]) -> Result<Plan, Reply> {
     let example =
         r#"{"backends":[{"address":"10.0.0.5:8080","weight":1}],"batch":1,"interval":"30s"}"#;
-    let v: Value = match serde_json::from_slice(body) {
-        Ok(v @ Value::Object(_)) => v,
-        _ => {
-            return Err(bad_field(
-                "body",
-                &format!("expected a JSON object like {example}"),
-            ))
-        }
-    };
-    if let Some(k) = v.as_object().and_then(|o| {
-        o.keys()
-            .find(|k| !["backends", "batch", "interval"].contains(&k.as_str()))
-    }) {
-        return Err(bad_field(k, "unknown field"));
-    }
+    let v = super::api::json_body(body, &["backends", "batch", "interval"], example)?;
     let Some(list) = v
         .get("backends")
         .and_then(|b| b.as_array())

@@ -116,8 +116,14 @@ impl State {
             self.tokens -= 1;
             // Prefetch only for keys busy enough to need more than one token per batch.
             if !self.asking && self.want >= 2 && self.tokens <= self.want / 2 {
-                self.asking = true;
-                return Step::Admit(Some(self.next_want(now, cap)));
+                // Held and asked for together stay within `cap` (the accuracy bound).
+                let n = self
+                    .next_want(now, cap)
+                    .min(cap.saturating_sub(self.tokens));
+                if n > 0 {
+                    self.asking = true;
+                    return Step::Admit(Some(n));
+                }
             }
             return Step::Admit(None);
         }
@@ -433,6 +439,19 @@ mod tests {
             .count();
         assert_eq!(refreshes, 1, "one ask in flight at a time: {steps:?}");
         assert!(steps.iter().all(|s| matches!(s, Step::Admit(_))));
+        // At the cap, what is held and what is asked for stay within it.
+        let mut capped = State {
+            want: 8,
+            asked_at: Some(t0),
+            ..State::default()
+        };
+        capped.answered(t0, t0, TokenBucket, grant(8));
+        let steps: Vec<Step> = (0..4).map(|_| capped.step(t1, 8, true, UP)).collect();
+        assert_eq!(
+            steps[3],
+            Step::Admit(Some(4)),
+            "4 held, 4 asked for: {steps:?}"
+        );
         // All spent before the answer: requests wait for it rather than ask again.
         assert_eq!(s.step(t1, 100, true, UP), Step::Wait);
         s.answered(t1, t1, TokenBucket, grant(5));

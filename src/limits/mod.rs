@@ -1,7 +1,8 @@
 //! Client limits: CIDR `deny` (checked first) and `allow` lists per route and the global
-//! `server.deny` here, rate limits in `rate` and `cluster`.
+//! `server.deny` here, rate limits in `rate`, shared ones in `lease` and `cluster`.
 
 pub mod cluster;
+pub mod lease;
 pub mod rate;
 
 use crate::net::canonical;

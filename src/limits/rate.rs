@@ -1,5 +1,6 @@
-//! Per-route rate limits (SPEC §3 rate_limit, §9); `scope: cluster` goes through
-//! `cluster` and falls back to the local limiter here:
+//! Per-route rate limits (SPEC §3 rate_limit, §9); `scope: cluster` is decided by the
+//! instance's leases of the shared limit (`lease`, `cluster`) and falls back to the
+//! local limiter here:
 //! `token_bucket` is governor's keyed GCRA (a bucket of `burst` refilled at `rate`/s,
 //! exact per key); `sliding_window` admits at most `rate` requests in any rolling second
 //! per key (a log of the last `rate` admission times). Keys idle for longer than the
@@ -8,7 +9,8 @@
 //! and every token-bucket key (governor's store cannot be queried), share one overflow
 //! bucket until idle keys are dropped.
 
-use super::cluster::CLUSTER;
+use super::cluster::{Limit, CLUSTER};
+use super::lease::Shares;
 use crate::config::{RateLimitAlgorithm, RateLimitConfig, RateLimitKey, Scope};
 use dashmap::DashMap;
 use governor::clock::{Clock, DefaultClock};
@@ -63,6 +65,8 @@ enum Algorithm {
 pub struct RateLimiter {
     pub config: RateLimitConfig,
     algorithm: Algorithm,
+    /// `scope: cluster`: this instance's leases of the shared limit.
+    shares: Option<Shares>,
 }
 
 const WINDOW: Duration = Duration::from_secs(1);
@@ -85,6 +89,7 @@ impl RateLimiter {
         RateLimiter {
             config: c.clone(),
             algorithm,
+            shares: (c.scope == Scope::Cluster).then(Shares::default),
         }
     }
 
@@ -96,15 +101,14 @@ impl RateLimiter {
     }
 
     /// `Ok` to admit; `Err(seconds)` for `Retry-After` (whole seconds, at least 1).
-    /// `scope: cluster` asks Redis first and falls back to the local limiter.
+    /// `scope: cluster` spends this instance's lease of the shared limit (asking Redis
+    /// for more when it runs low) and falls back to the local limiter when Redis cannot
+    /// decide.
     pub async fn check(&self, route: &str, key: Key) -> Result<(), u64> {
-        if self.config.scope == Scope::Cluster {
-            if let Some(cluster) = CLUSTER.get() {
-                let c = &self.config;
-                let name = redis_key(route, &key);
-                if let Some(answer) = cluster.check(&name, c.rate, c.burst, c.algorithm).await {
-                    return answer;
-                }
+        if let (Some(shares), Some(cluster)) = (&self.shares, CLUSTER.get()) {
+            let limit = Limit::from(&self.config);
+            if let Some(answer) = shares.check(cluster, limit, route, &key).await {
+                return answer;
             }
         }
         self.check_local(key)
@@ -156,8 +160,12 @@ impl RateLimiter {
         }
     }
 
-    /// Drops keys that are back to a full allowance (called once a second).
+    /// Drops keys that are back to a full allowance, and gives unused leased tokens back
+    /// (called once a second).
     pub fn forget_idle(&self) {
+        if let Some(shares) = &self.shares {
+            shares.sweep(CLUSTER.get().map(|c| &**c), Limit::from(&self.config));
+        }
         match &self.algorithm {
             Algorithm::Token(l) => {
                 l.retain_recent();
@@ -182,7 +190,7 @@ impl RateLimiter {
 }
 
 /// The Redis key of a limit: route and key, header values hashed to bound the size.
-fn redis_key(route: &str, key: &Key) -> String {
+pub(super) fn redis_key(route: &str, key: &Key) -> String {
     match key {
         Key::Ip(ip) => format!("switchyard:rl:{route}:ip:{ip}"),
         Key::Header(v) => format!("switchyard:rl:{route}:h:{:016x}", crate::net::hash(v)),

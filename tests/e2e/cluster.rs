@@ -1,6 +1,7 @@
 //! State shared by several instances through `cluster.redis` (SPEC §3, §5):
 //! cluster-wide rate limits (two Switchyard instances sharing one private Redis hold
-//! one combined limit; with Redis gone each falls back to its local limit without an
+//! one combined limit, also under unequal load, leasing tokens in batches rather than
+//! asking Redis once a request; with Redis gone each falls back to its local limit without an
 //! error or a hang, and the shared limit resumes once Redis is back) and admin API
 //! changes (made on one instance, applied by every other within a second, picked up by
 //! an instance that starts later, and not lost while Redis is down). Skipped when
@@ -9,8 +10,9 @@ use crate::common::*;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
-/// Redis connections one instance keeps: the rate limits' link, and the admin sync's
-/// command and subscription connections.
+/// Redis connections one instance keeps: the rate limits' link (one multiplexed
+/// connection for every ask, background lease refresh and give-back), and the admin
+/// sync's command and subscription connections.
 const CONNECTIONS_PER_INSTANCE: usize = 3;
 
 /// One instance: listener on `port`, `cluster.redis: url` (and `extra` top-level
@@ -101,6 +103,17 @@ impl Run {
 /// keep-alive connection each). Every request must be answered (5 s read timeout) with
 /// 200 or 429, never anything else.
 fn paced(ports: [u16; 2], path: &str, n: usize, over: Duration) -> Run {
+    paced_by(ports, path, n, over, |i| i % 2)
+}
+
+/// `paced`, request `i` going to instance `which(i)` (0: A, 1: B).
+fn paced_by(
+    ports: [u16; 2],
+    path: &str,
+    n: usize,
+    over: Duration,
+    which: impl Fn(usize) -> usize,
+) -> Run {
     let mut conns = [HttpConn::new(ports[0]), HttpConn::new(ports[1])];
     let mut statuses: [Vec<u16>; 2] = [Vec::new(), Vec::new()];
     let step = over / n as u32;
@@ -110,7 +123,7 @@ fn paced(ports: [u16; 2], path: &str, n: usize, over: Duration) -> Run {
         if let Some(d) = (start + step * i as u32).checked_duration_since(Instant::now()) {
             std::thread::sleep(d);
         }
-        let which = i % 2;
+        let which = which(i);
         let sent = Instant::now();
         let r = conns[which]
             .get(path, &[])
@@ -234,6 +247,95 @@ fn two_instances_sharing_redis_hold_one_combined_limit() {
         );
     }
     drop((a, bb));
+}
+
+/// Redis's count of script calls (EVALSHA and EVAL) so far.
+fn script_calls(redis: &Redis) -> usize {
+    ["cmdstat_evalsha", "cmdstat_eval"]
+        .iter()
+        .filter_map(|c| redis.info("commandstats", c))
+        .filter_map(|v| {
+            v.split(',')
+                .find_map(|f| f.strip_prefix("calls="))
+                .and_then(|n| n.parse::<usize>().ok())
+        })
+        .sum()
+}
+
+#[test]
+fn two_instances_under_unequal_load_admit_one_shared_rate() {
+    let Some(redis) = Redis::start() else { return };
+    let b = Backend::start("a");
+    // burst defaults to rate: a bucket of one second's worth.
+    let routes = route("lim", "/lim", "rate: 100, key: route");
+    let (a, pa, bb, pb) = start_pair(&redis, &b, &routes);
+
+    // 200 requests a second for 10 s, 70 % through A and 30 % through B: twice the
+    // shared rate. Together they admit burst + rate × T (the bound in
+    // docs/OPERATIONS.md), not one limit each and not less because of leases held.
+    let run = paced_by([pa, pb], "/lim", 2000, Duration::from_secs(10), |i| {
+        usize::from(i % 10 >= 7)
+    });
+    let want = expected(100, 100, run.duration);
+    eprintln!(
+        "70/30: A admitted {} of {}, B admitted {} of {} in {:.2?} (want {want:.1} in all), \
+         slowest answer {:.2?}",
+        run.admitted(0),
+        run.statuses[0].len(),
+        run.admitted(1),
+        run.statuses[1].len(),
+        run.duration,
+        run.slowest
+    );
+    assert_within_10_percent(run.total_admitted(), want, "70/30 over two instances");
+    assert!(
+        run.admitted(0) > 0 && run.admitted(1) > 0,
+        "both instances admit their share"
+    );
+    assert_eq!(
+        b.count(),
+        run.total_admitted(),
+        "only admitted requests are proxied"
+    );
+    drop((a, bb));
+}
+
+#[test]
+fn a_limit_far_from_its_end_is_not_asked_of_redis_per_request() {
+    let Some(redis) = Redis::start() else { return };
+    let b = Backend::start("a");
+    let routes = route("big", "/big", "rate: 100000, key: route");
+    let (a, pa, bb, pb) = start_pair(&redis, &b, &routes);
+    let before = script_calls(&redis);
+
+    // 2 000 requests through both instances, as fast as one client sends them: all
+    // admitted, and each instance asks Redis for batches of tokens, not once a request.
+    let mut conns = [HttpConn::new(pa), HttpConn::new(pb)];
+    let n = 2000;
+    for i in 0..n {
+        let r = conns[i % 2]
+            .get("/big", &[])
+            .unwrap_or_else(|e| panic!("request {i}: {e}"));
+        assert_eq!(
+            r.status, 200,
+            "request {i} under a limit of 100 000/s: {r:?}"
+        );
+    }
+    let calls = script_calls(&redis) - before;
+    eprintln!("{n} requests, {calls} Redis script calls");
+    assert!(
+        calls <= n / 4,
+        "{calls} Redis calls for {n} requests: the instances do not lease tokens in batches"
+    );
+    let log = format!("{}{}", a.stderr(), bb.stderr());
+    assert!(!log.contains("rate limits are local"), "{log}");
+    assert!(
+        redis
+            .command(&["EXISTS", "switchyard:rl:big:route"])
+            .as_deref()
+            == Ok(":1"),
+        "the limit is kept in Redis"
+    );
 }
 
 #[test]

@@ -88,6 +88,14 @@ pub fn stamp(session: &Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx)
     resp.insert_header(X_CACHE, status.header())
 }
 
+/// `fail_to_proxy`: the `X-Cache` word of an error answer on a caching route.
+pub fn stamp_error(session: &Session, ctx: &mut RequestCtx) -> Option<&'static str> {
+    ctx.cache_status?;
+    let status = policy::status_of(session.cache.phase(), ctx.cache_bypass);
+    ctx.cache_status = Some(status);
+    Some(status.header())
+}
+
 /// `logging`: the route's counter for this request's cache status.
 pub fn count(ctx: &RequestCtx) {
     if let (Some(status), Some(rc)) = (ctx.cache_status, ctx.route().and_then(|r| r.cache.as_ref()))

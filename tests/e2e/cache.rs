@@ -337,6 +337,7 @@ fn stale_if_error_serves_the_old_body_on_a_5xx_and_with_the_origin_stopped() {
     // Without a stale window a stopped origin is an error.
     let e = get(c.port, "/never-stored");
     assert!(e.status >= 500, "{e:?}");
+    assert_eq!(x_cache(&e), "MISS", "error answers carry X-Cache too");
 }
 
 fn concurrent_gets(port: u16, path: &str, n: usize) -> Vec<Reply> {

@@ -61,8 +61,11 @@ pub fn build(route: &str, parts: &[CacheKeyPart], req: &RequestHeader) -> CacheK
             }
         }
     }
-    let mut key = CacheKey::new(primary, "");
-    key.extensions.insert(UrlTag(url));
+    let hash = pingora_cache::key::hash_key(&primary);
+    // The URL rides in the user tag (not hashed): the purge index reads it on a fill.
+    let mut key = CacheKey::new(primary, UrlTag::encode(&url));
+    // Hashed once here instead of at every use of the key.
+    key.set_primary_bin_override(hash);
     key
 }
 
@@ -133,7 +136,11 @@ mod tests {
     fn the_key_remembers_its_url_for_purges() {
         let r = req("GET", "/img/a.png?v=2", &[("Host", "Cdn.test")]);
         let k = build("static", &CacheKeyPart::defaults(), &r);
-        let tag = k.extensions.get::<UrlTag>().unwrap();
-        assert_eq!(tag.0, Url::new("cdn.test", "/img/a.png"));
+        assert_eq!(
+            UrlTag::decode(&k.user_tag),
+            Url::new("cdn.test", "/img/a.png")
+        );
+        let plain = pingora_cache::key::hash_key(k.primary_key());
+        assert_eq!(k.primary_bin(), plain, "the override is the key's own hash");
     }
 }

@@ -2,8 +2,10 @@
 //! (TinyLFU admission, S3-FIFO eviction) bounded by `cache.memory`, with the purge index
 //! beside it and the size, object and eviction metrics kept as objects come and go.
 //!
-//! An object is its serialized `CacheMeta` (Pingora's own encoding) and its body in one
-//! `Bytes`; a hit hands out the body without copying. A miss is buffered up to
+//! An object is its `CacheMeta` fields (freshness, stale windows, variance, the parsed
+//! response header) and its body in one `Bytes`: a hit rebuilds the `CacheMeta` from
+//! them (no decompression or header parsing per hit) and hands out the body without
+//! copying. A miss is buffered up to
 //! `cache.max_object` while it streams to the client and becomes visible only when its
 //! last byte arrived, so a fetch that breaks off never leaves a truncated object.
 
@@ -12,6 +14,7 @@ use crate::observe::metrics::METRICS;
 use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
+use pingora::http::ResponseHeader;
 use pingora_cache::eviction::CacheEntryId;
 use pingora_cache::key::{CacheHashKey, CacheKey, HashBinary};
 use pingora_cache::storage::{
@@ -24,16 +27,70 @@ use pingora_error::{Error, ErrorType, Result};
 use std::any::Any;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 use tinyufo::TinyUfo;
 
 /// What an object costs beyond its bytes: the table's bucket, the index entry, the Arcs.
 const OVERHEAD: usize = 256;
 
+/// What a `CacheMeta` holds, kept parsed.
+pub struct Meta {
+    fresh_until: SystemTime,
+    created: SystemTime,
+    updated: SystemTime,
+    stale_while_revalidate: u32,
+    stale_if_error: u32,
+    variance: Option<HashBinary>,
+    header: ResponseHeader,
+}
+
+impl Meta {
+    fn of(m: &CacheMeta) -> Meta {
+        Meta {
+            fresh_until: m.fresh_until(),
+            created: m.created(),
+            updated: m.updated(),
+            stale_while_revalidate: m.stale_while_revalidate_sec(),
+            stale_if_error: m.stale_if_error_sec(),
+            variance: m.variance(),
+            header: m.response_header_copy(),
+        }
+    }
+
+    fn to_cache_meta(&self) -> CacheMeta {
+        let mut m = CacheMeta::new(
+            self.fresh_until,
+            self.created,
+            self.stale_while_revalidate,
+            self.stale_if_error,
+            self.header.clone(),
+        );
+        // A refreshed entry's age and freshness count from its refresh.
+        if self.updated != self.created {
+            m.set_epoch_override(self.updated);
+        }
+        if let Some(v) = self.variance {
+            m.set_variance(v);
+        }
+        m
+    }
+
+    /// Roughly what the header takes in memory.
+    fn size(&self) -> usize {
+        self.header
+            .headers
+            .iter()
+            .map(|(k, v)| k.as_str().len() * 2 + v.len() + 48)
+            .sum::<usize>()
+            + 128
+    }
+}
+
 /// One stored response.
 pub struct Object {
     hash: HashBinary,
     url: Url,
-    meta: ArcSwap<(Vec<u8>, Vec<u8>)>,
+    meta: ArcSwap<Meta>,
     body: Bytes,
     /// Bytes counted against `cache.memory`.
     size: usize,
@@ -165,9 +222,27 @@ impl Store {
     }
 }
 
-/// The URL a cache key was built for (set by `cache::key`, read when storing).
-#[derive(Debug, Clone)]
-pub struct UrlTag(pub Url);
+/// The URL a cache key was built for, carried in the key's user tag as `host\npath`
+/// (set by `cache::key`, read when storing).
+pub struct UrlTag;
+
+impl UrlTag {
+    pub fn encode(url: &Url) -> String {
+        let mut s = String::with_capacity(url.host.len() + url.path.len() + 1);
+        s.push_str(&url.host);
+        s.push('\n');
+        s.push_str(&url.path);
+        s
+    }
+
+    pub fn decode(tag: &str) -> Url {
+        let (host, path) = tag.split_once('\n').unwrap_or(("", tag));
+        Url {
+            host: host.to_string(),
+            path: path.to_string(),
+        }
+    }
+}
 
 /// A hit: the stored body, whole or a byte range of it.
 struct Hit {
@@ -228,7 +303,7 @@ struct Fill {
     store: &'static Store,
     hash: HashBinary,
     url: Url,
-    meta: (Vec<u8>, Vec<u8>),
+    meta: Meta,
     body: BytesMut,
     too_large: bool,
 }
@@ -267,12 +342,7 @@ impl HandleMiss for Fill {
         } else {
             body.freeze()
         };
-        let size = body.len()
-            + meta.0.len()
-            + meta.1.len()
-            + url.host.len() * 2
-            + url.path.len() * 2
-            + OVERHEAD;
+        let size = body.len() + meta.size() + url.host.len() * 2 + url.path.len() * 2 + OVERHEAD;
         store.insert(Arc::new(Object {
             hash,
             url,
@@ -294,8 +364,7 @@ impl Storage for Store {
         let Some(object) = self.get(key) else {
             return Ok(None);
         };
-        let meta = object.meta.load();
-        let meta = CacheMeta::deserialize(&meta.0, &meta.1)?;
+        let meta = object.meta.load().to_cache_meta();
         let hit = Hit {
             body: object.body.clone(),
             done: false,
@@ -311,11 +380,7 @@ impl Storage for Store {
         meta: &CacheMeta,
         _trace: &SpanHandle,
     ) -> Result<MissHandler> {
-        let url = key
-            .extensions
-            .get::<UrlTag>()
-            .map(|t| t.0.clone())
-            .unwrap_or_else(|| Url::new("", ""));
+        let url = UrlTag::decode(&key.user_tag);
         let expected = meta
             .headers()
             .get(http::header::CONTENT_LENGTH)
@@ -327,7 +392,7 @@ impl Storage for Store {
             store: self,
             hash: key.combined_bin(),
             url,
-            meta: meta.serialize()?,
+            meta: Meta::of(meta),
             body: BytesMut::with_capacity(expected),
             too_large: false,
         }))
@@ -357,7 +422,7 @@ impl Storage for Store {
     ) -> Result<bool> {
         match self.get(key) {
             Some(object) => {
-                object.meta.store(Arc::new(meta.serialize()?));
+                object.meta.store(Arc::new(Meta::of(meta)));
                 Ok(true)
             }
             None => Ok(false),
@@ -379,7 +444,13 @@ mod tests {
         Arc::new(Object {
             hash,
             url: Url::new(host, path),
-            meta: ArcSwap::from_pointee((Vec::new(), Vec::new())),
+            meta: ArcSwap::from_pointee(Meta::of(&CacheMeta::new(
+                SystemTime::now(),
+                SystemTime::now(),
+                0,
+                0,
+                ResponseHeader::build(200, None).unwrap(),
+            ))),
             body: Bytes::from(vec![b'x'; len]),
             size: len + OVERHEAD,
         })

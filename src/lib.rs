@@ -2,6 +2,7 @@
 //! The module tree follows DESIGN.md.
 
 pub(crate) mod admin;
+pub mod cache;
 pub mod cli;
 pub mod config;
 pub(crate) mod discovery;

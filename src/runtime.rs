@@ -35,6 +35,8 @@ pub struct Route {
     pub rate_limit: Option<Arc<RateLimiter>>,
     /// `mirror` (SPEC §13).
     pub mirror: Option<RouteMirror>,
+    /// `cache` (SPEC §11), on the process's one storage.
+    pub cache: Option<crate::cache::RouteCache>,
 }
 
 /// A route's `mirror`: the pool copies go to, the share copied, the outcome counters.
@@ -160,6 +162,8 @@ impl Runtime {
         );
         let listener_index = |name: &str| process.listener_index(name);
         let pool_index = |name: &str| config.pools.iter().position(|p| p.name == name);
+        // Made once per process: a reload keeps every stored object.
+        let store = crate::cache::store_for(config.cache.as_ref());
         let routes =
             config
                 .routes
@@ -186,6 +190,11 @@ impl Runtime {
                     mirror: r.traffic.mirror.as_ref().and_then(|m| {
                         Some(RouteMirror::new(&r.name, pool_index(&m.pool)?, m.percent))
                     }),
+                    cache: r
+                        .cache
+                        .as_ref()
+                        .zip(store)
+                        .map(|(c, store)| crate::cache::RouteCache::new(&r.name, c, store)),
                 })
                 .collect();
         Runtime {

@@ -217,6 +217,13 @@ fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), StartError> {
                 reloaded.clone(),
             ),
         ));
+        // Its own two Redis connections, only for a process that caches.
+        if config.cache.is_some() {
+            server.add_service(background_service(
+                "cache purge sync",
+                crate::admin::cache_sync::CacheSync::new(&cluster.redis),
+            ));
+        }
     }
     server.add_service(background_service(
         "pool tasks",

@@ -181,6 +181,7 @@ impl Api {
             }
             ["pools", name, "rollout"] if m == Method::GET => self.rollout_progress(name),
             ["pools", name, "rollout"] if m == Method::DELETE => self.stop_rollout(name),
+            ["cache"] if m == Method::DELETE => super::cache_api::purge(r.query),
             ["reload"] if m == Method::POST => match self.reloader.reload() {
                 Ok(()) => json_reply(StatusCode::OK, json!({"status": "ok"})),
                 Err(errors) => json_reply(
@@ -206,6 +207,7 @@ impl Api {
             | ["pools", _, "backends", _]
             | ["pools", _, "rollout"]
             | ["reload"]
+            | ["cache"]
             | ["config"]
             | ["stats"]
             | ["openapi.json"] => error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed"),

@@ -5,6 +5,8 @@
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod cache_api;
+pub mod cache_sync;
 pub mod jwt;
 pub mod roles;
 pub mod rollout;

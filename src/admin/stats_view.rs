@@ -10,7 +10,13 @@ pub fn stats(rt: &Runtime) -> Value {
     let routes: Vec<Value> = rt
         .routes
         .iter()
-        .map(|r| with(json!({"name": r.name}), r.metrics.stats.summary()))
+        .map(|r| {
+            let mut v = with(json!({"name": r.name}), r.metrics.stats.summary());
+            if let (Some(map), Some(rc)) = (v.as_object_mut(), r.cache.as_ref()) {
+                map.insert("cache".into(), cache_summary(rc));
+            }
+            v
+        })
         .collect();
     let mut backends = Vec::new();
     for pool in rt.pools.iter() {
@@ -34,6 +40,28 @@ pub fn stats(rt: &Runtime) -> Value {
         "backends": backends,
         "listeners": listeners,
         "tcp_services": tcp_services,
+    })
+}
+
+/// A caching route's answers since start (an extension for the dashboard): requests that
+/// could use the cache, those answered from it (HIT, STALE, REVALIDATED) and their ratio.
+fn cache_summary(rc: &crate::cache::RouteCache) -> Value {
+    use crate::cache::Status;
+    let served = [Status::Hit, Status::Stale, Status::Revalidated]
+        .iter()
+        .map(|s| rc.counted(*s))
+        .sum::<u64>();
+    let lookups = served + rc.counted(Status::Miss) + rc.counted(Status::Expired);
+    let ratio = if lookups == 0 {
+        Value::Null
+    } else {
+        json!(served as f64 / lookups as f64)
+    };
+    json!({
+        "lookups": lookups,
+        "served_from_cache": served,
+        "bypassed": rc.counted(Status::Bypass),
+        "hit_ratio": ratio,
     })
 }
 

@@ -213,6 +213,14 @@ fn legacy(c: &Config) -> Value {
             "max_body_bytes": r.max_body_bytes,
             "mirror": r.traffic.mirror.as_ref().map(|m| json!({"pool": m.pool, "percent": m.percent})),
             "geo": r.traffic.geo.as_ref().map(|g| json!({"countries": g.countries})),
+            "cache": r.cache.as_ref().map(|k| json!({
+                "default_ttl": secs(k.default_ttl),
+                "max_ttl": secs(k.max_ttl),
+                "stale_while_revalidate": secs(k.stale_while_revalidate),
+                "stale_if_error": secs(k.stale_if_error),
+                "key": strings(&k.key),
+                "lock_timeout": secs(k.lock_timeout),
+            })),
         })).collect::<Vec<_>>(),
         "tcp_services": c.tcp_services.iter().map(|t| json!({
             "name": t.name,
@@ -230,6 +238,7 @@ fn legacy(c: &Config) -> Value {
             "sample_ratio": t.sample_ratio.as_f64(),
             "service_name": t.service_name,
         })),
+        "cache": c.cache.as_ref().map(|k| json!({"memory": k.memory, "max_object": k.max_object})),
     })
 }
 
@@ -354,6 +363,7 @@ routes:
     max_body_bytes: 10485760
     mirror: { pool: h2c, percent: 10 }
     geo: { countries: [de, FR] }
+    cache: { default_ttl: 10m, max_ttl: 1h, stale_while_revalidate: 30s, stale_if_error: 5m, key: [method, path, "header:Accept-Language", "cookie:tier"], lock_timeout: 2s }
   - name: redirect
     redirect_https: true
   - name: limited
@@ -364,6 +374,9 @@ tcp_services:
 cluster:
   redis: redis://:password@127.0.0.1:6379/0
   timeout: 50ms
+cache:
+  memory: 128MiB
+  max_object: 4MiB
 tracing:
   otlp_endpoint: http://127.0.0.1:4318/v1/traces
   sample_ratio: 0.25

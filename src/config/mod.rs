@@ -1,6 +1,7 @@
 //! Configuration: YAML with spans → typed `Config`, with every error reported at once
 //! as `FILE:LINE:COL: key.path: what was expected` (SPEC §1, §3).
 
+pub mod cache;
 pub mod files;
 pub mod keyword;
 pub mod model;
@@ -13,6 +14,7 @@ pub mod traffic;
 pub mod validate;
 pub mod value;
 
+pub use cache::{CacheConfig, CacheKeyPart, RouteCacheConfig};
 pub use model::*;
 pub use raw::Diagnostic;
 pub use value::{AccessLogKeyword, LogLevel};

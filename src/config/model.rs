@@ -26,6 +26,8 @@ pub struct Config {
     pub cluster: Option<ClusterConfig>,
     /// OpenTelemetry tracing (SPEC §14); None = off.
     pub tracing: Option<TracingConfig>,
+    /// The HTTP cache storage (SPEC §11); None = no route caches.
+    pub cache: Option<super::cache::CacheConfig>,
 }
 
 /// `tracing`: where spans go and how many requests start a trace.
@@ -582,6 +584,8 @@ pub struct RouteConfig {
     /// `mirror` and `geo` (SPEC §13), shown at the route's top level.
     #[serde(flatten)]
     pub traffic: RouteTraffic,
+    /// `cache` (SPEC §11); None = responses are never cached.
+    pub cache: Option<super::cache::RouteCacheConfig>,
 }
 
 keyword! {

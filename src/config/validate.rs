@@ -20,6 +20,25 @@ pub fn check(d: &mut Decoder, c: &Config) {
     cluster_scope(d, c);
     proxy_protocol(d, c);
     super::traffic::check(d, c);
+    route_caches(d, c);
+}
+
+/// A route's `cache` needs the process-wide `cache` storage.
+fn route_caches(d: &mut Decoder, c: &Config) {
+    if c.cache.is_some() {
+        return;
+    }
+    for (i, r) in c.routes.iter().enumerate() {
+        if r.cache.is_some() {
+            let path = d.spans.item_path("routes", i);
+            let at = format!("{path}.cache");
+            d.error(
+                d.spans.at(&at),
+                &at,
+                "needs the top-level cache section (cache.memory), which is not configured",
+            );
+        }
+    }
 }
 
 /// A PROXY header is believed only from `server.trusted_proxies`: without any, every

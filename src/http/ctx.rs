@@ -46,6 +46,10 @@ pub struct RequestCtx {
     pub retry: super::retry::RetryState,
     /// The copy of this request for `routes[].mirror`.
     pub mirror: super::mirror::MirrorState,
+    /// On a caching route: what the cache did (`X-Cache`, the log's `cache`).
+    pub cache_status: Option<crate::cache::Status>,
+    /// The route caches but this request may not use the cache (method, upgrade).
+    pub cache_bypass: bool,
 }
 
 impl RequestCtx {
@@ -73,6 +77,8 @@ impl RequestCtx {
             attempts: Default::default(),
             retry: Default::default(),
             mirror: Default::default(),
+            cache_status: None,
+            cache_bypass: false,
         }
     }
 }

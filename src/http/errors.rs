@@ -46,7 +46,7 @@ pub async fn answer(
 
 /// Writes a complete error answer.
 pub async fn respond(session: &mut Session, status: u16, request_id: &str) -> pingora::Result<()> {
-    respond_with(session, status, request_id, None).await
+    respond_with(session, status, request_id, None, None).await
 }
 
 /// 429 with `Retry-After` in whole seconds.
@@ -55,7 +55,7 @@ pub async fn too_many(
     retry_after: u64,
     request_id: &str,
 ) -> pingora::Result<()> {
-    respond_with(session, 429, request_id, Some(retry_after)).await
+    respond_with(session, 429, request_id, Some(retry_after), None).await
 }
 
 async fn respond_with(
@@ -63,9 +63,13 @@ async fn respond_with(
     status: u16,
     request_id: &str,
     retry_after: Option<u64>,
+    x_cache: Option<&'static str>,
 ) -> pingora::Result<()> {
     let body = format!("{status} {}\n", reason(status));
-    let mut resp = ResponseHeader::build(status, Some(5))?;
+    let mut resp = ResponseHeader::build(status, Some(6))?;
+    if let Some(word) = x_cache {
+        resp.insert_header(super::cache::X_CACHE, word)?;
+    }
     if let Some(secs) = retry_after {
         resp.insert_header(http::header::RETRY_AFTER, secs)?;
     }
@@ -161,7 +165,9 @@ pub async fn answer_failure(
         if ctx.request_id.is_empty() {
             ctx.request_id = super::headers::new_request_id();
         }
-        if let Err(err) = respond(session, code, &ctx.request_id).await {
+        // A caching route's error answers carry X-Cache too.
+        let x_cache = super::cache::stamp_error(session, ctx);
+        if let Err(err) = respond_with(session, code, &ctx.request_id, None, x_cache).await {
             log::debug!("could not send the {code} answer: {err}");
         }
     }

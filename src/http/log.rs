@@ -60,6 +60,10 @@ pub fn http_entry<'a>(
             .geoip
             .is_some()
             .then(|| ctx.country.as_ref().map_or("", |c| c.as_str())),
+        cache: ctx.cache_status.map(|s| s.header()),
+        cache_wait_ms: ctx
+            .cache_status
+            .and_then(|_| crate::http::cache::lock_wait_ms(session)),
     }
 }
 

@@ -2,6 +2,7 @@
 
 pub mod admission;
 pub mod attempt;
+pub mod cache;
 pub mod country;
 pub mod ctx;
 pub mod errors;

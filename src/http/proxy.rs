@@ -2,6 +2,7 @@
 //! access control, selection, header rules, errors and the access log.
 
 use super::admission::{self, Verdict};
+use super::cache;
 use super::ctx::RequestCtx;
 use super::errors;
 use super::guard;
@@ -20,6 +21,7 @@ use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType, Result};
+use pingora_cache::{CacheKey, CacheMeta, ForcedFreshness, HitHandler, RespCacheable};
 use pingora_proxy::{FailToProxy, ProxyHttp, Session};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
@@ -89,6 +91,53 @@ impl ProxyHttp for Proxy {
                 Ok(true)
             }
         }
+    }
+
+    fn request_cache_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<()> {
+        cache::enable(session, ctx);
+        Ok(())
+    }
+
+    fn cache_key_callback(&self, session: &Session, ctx: &mut RequestCtx) -> Result<CacheKey> {
+        cache::key(session, ctx)
+    }
+
+    fn response_cache_filter(
+        &self,
+        session: &Session,
+        resp: &ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<RespCacheable> {
+        Ok(cache::cacheable(session, resp, ctx))
+    }
+
+    fn cache_vary_filter(
+        &self,
+        meta: &CacheMeta,
+        _ctx: &mut RequestCtx,
+        req: &RequestHeader,
+    ) -> Option<pingora_cache::key::HashBinary> {
+        cache::vary(meta, req)
+    }
+
+    async fn cache_hit_filter(
+        &self,
+        session: &mut Session,
+        meta: &CacheMeta,
+        _hit_handler: &mut HitHandler,
+        _is_fresh: bool,
+        _ctx: &mut RequestCtx,
+    ) -> Result<Option<ForcedFreshness>> {
+        Ok(cache::hit_filter(session, meta))
+    }
+
+    fn should_serve_stale(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut RequestCtx,
+        error: Option<&Error>,
+    ) -> bool {
+        cache::serve_stale(error)
     }
 
     async fn request_body_filter(
@@ -218,6 +267,7 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         crate::ops::shutdown::drain_keepalive(session, &self.ready);
+        cache::stamp(session, upstream_response, ctx)?;
         headers::stamp_response(upstream_response, ctx)?;
         let Some(route) = ctx.route() else {
             return Ok(());
@@ -262,6 +312,7 @@ impl ProxyHttp for Proxy {
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         upstream::finish_attempt(ctx, e);
         mirror::send(session, ctx);
+        cache::count(ctx);
         access_log::finish(session, ctx, e, self.tls);
         trace::finish(ctx, access_log::status_of(session));
         header_clock::request_done();

@@ -64,6 +64,12 @@ pub struct HttpEntry<'a> {
     /// With `server.geoip`: the client's country ("" when unknown).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub country: Option<&'a str>,
+    /// On a caching route (SPEC §11): HIT, MISS, STALE, EXPIRED, REVALIDATED or BYPASS.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache: Option<&'static str>,
+    /// How long the request waited for another request's fetch of the same key.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cache_wait_ms: Option<f64>,
 }
 
 impl HttpEntry<'_> {
@@ -91,6 +97,8 @@ impl HttpEntry<'_> {
             upstream_connect_ms: None,
             upstream_response_ms: None,
             country: None,
+            cache: None,
+            cache_wait_ms: None,
         }
     }
 }

@@ -31,6 +31,11 @@ pub struct Metrics {
     /// `routes[].mirror` copies by outcome (success, failure, skipped).
     pub mirror_requests: IntCounterVec,
     pub discovery_errors: IntCounterVec,
+    /// SPEC §11: cache answers by route and X-Cache status (lower case).
+    pub cache_requests: IntCounterVec,
+    pub cache_size_bytes: prometheus::IntGauge,
+    pub cache_objects: prometheus::IntGauge,
+    pub cache_evictions: IntCounter,
 }
 
 pub fn counter_vec(name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
@@ -114,6 +119,26 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
             "Failed discovery attempts (lookups, API requests, broken watches), by pool and provider.",
             &["pool", "provider"],
         ),
+        cache_requests: counter_vec(
+            "switchyard_cache_requests_total",
+            "Requests on caching routes, by route and cache status (hit, miss, stale, expired, revalidated, bypass).",
+            &["route", "status"],
+        ),
+        cache_size_bytes: prometheus::IntGauge::new(
+            "switchyard_cache_size_bytes",
+            "Bytes held by the HTTP cache (bodies, headers and bookkeeping).",
+        )
+        .unwrap_or_else(|e| panic!("gauge: {e}")),
+        cache_objects: prometheus::IntGauge::new(
+            "switchyard_cache_objects",
+            "Objects held by the HTTP cache.",
+        )
+        .unwrap_or_else(|e| panic!("gauge: {e}")),
+        cache_evictions: IntCounter::new(
+            "switchyard_cache_evictions_total",
+            "Objects the HTTP cache evicted to stay within cache.memory.",
+        )
+        .unwrap_or_else(|e| panic!("counter: {e}")),
         registry,
     };
     let build = gauge_vec(
@@ -135,6 +160,10 @@ pub static METRICS: Lazy<Metrics> = Lazy::new(|| {
         Box::new(m.certificate_expiry.clone()),
         Box::new(m.mirror_requests.clone()),
         Box::new(m.discovery_errors.clone()),
+        Box::new(m.cache_requests.clone()),
+        Box::new(m.cache_size_bytes.clone()),
+        Box::new(m.cache_objects.clone()),
+        Box::new(m.cache_evictions.clone()),
         Box::new(build),
         Box::new(prometheus::process_collector::ProcessCollector::for_self()),
     ];

@@ -11,6 +11,8 @@ mod access_log;
 mod acme;
 mod admin_api;
 mod balancing;
+mod cache;
+mod cache_ops;
 mod cli;
 mod cluster;
 mod cockpit;

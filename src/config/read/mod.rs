@@ -3,6 +3,7 @@
 //! typed key readers every section shares; one file per section holds its reader.
 
 mod admin_roles;
+mod cache;
 mod discovery;
 mod health;
 mod limits;
@@ -76,6 +77,7 @@ pub fn read_config(d: &mut Decoder, root: &Node) -> Option<Config> {
         .unwrap_or_default();
     let cluster = top.get("cluster").and_then(|n| server::read_cluster(d, n));
     let tracing = top.get("tracing").and_then(|n| tracing::read_tracing(d, n));
+    let cache = top.get("cache").and_then(|n| cache::read_cache(d, n));
     top.finish(d, |k| matches!(k, "http3" | "quic").then_some(HTTP3));
     Some(Config {
         server,
@@ -88,6 +90,7 @@ pub fn read_config(d: &mut Decoder, root: &Node) -> Option<Config> {
         tcp_services,
         cluster,
         tracing,
+        cache,
     })
 }
 

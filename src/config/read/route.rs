@@ -57,6 +57,7 @@ pub(super) fn read_route(d: &mut Decoder, node: &Node, path: &str) -> Option<Rou
     let security_headers = boolean(d, &mut m, "security_headers", false);
     let max_body_bytes = super::limits::byte_count(d, &mut m, "max_body_bytes");
     let traffic = super::traffic::read_route_traffic(d, &mut m);
+    let cache = get_with(d, &mut m, "cache", super::cache::read_route_cache);
     if strip_prefix && path_prefix.is_none() {
         d.warn(
             m.key_pos("strip_prefix"),
@@ -83,6 +84,7 @@ pub(super) fn read_route(d: &mut Decoder, node: &Node, path: &str) -> Option<Rou
         security_headers,
         max_body_bytes,
         traffic,
+        cache,
     })
 }
 

@@ -1,8 +1,14 @@
-//! Micro-benchmarks of the per-request hot paths: route matching and backend selection.
-//! Run with `cargo bench`; the side-by-side proxy comparison is ../shared/bench/run.sh.
+//! Micro-benchmarks of the per-request hot paths: route matching (host index and the
+//! scan it replaces), backend selection, the header edits on request and response, the
+//! request id and the access-log line. Run with `cargo bench`; the side-by-side proxy
+//! comparison is ../shared/bench/run.sh and ../shared/bench/instructions.sh.
 
-use criterion::{black_box, criterion_group, criterion_main, Criterion};
+use criterion::{black_box, criterion_group, criterion_main, BatchSize, Criterion};
 use http::{HeaderMap, Method};
+use pingora::http::{RequestHeader, ResponseHeader};
+use std::net::IpAddr;
+use std::time::Duration;
+use switchyard::benching;
 use switchyard::config::{parse_str, Config};
 use switchyard::routing::RequestFacts;
 use switchyard::runtime::Runtime;
@@ -48,6 +54,97 @@ fn bench_routing(c: &mut Criterion) {
     c.bench_function("route_match_50_routes_last", |b| {
         b.iter(|| black_box(rt.table.find(black_box(&facts))))
     });
+    c.bench_function("route_scan_50_routes_last", |b| {
+        b.iter(|| black_box(rt.table.find_by_scan(black_box(&facts))))
+    });
+}
+
+/// A route with one edit of each kind on the request and on the response.
+const EDITS_YAML: &str = "
+listeners: [{name: web, listen: '127.0.0.1:8080'}]
+pools: [{name: p, backends: [{address: '127.0.0.1:9001'}]}]
+routes:
+  - name: r
+    pool: p
+    security_headers: true
+    request_headers: {set: {x-env: prod}, add: {x-tag: a}, remove: [x-debug]}
+    response_headers: {set: {cache-control: no-store}, add: {x-served-by: switchyard}, remove: [server]}
+";
+
+fn request() -> RequestHeader {
+    let mut req =
+        RequestHeader::build("GET", b"/api/v1/users/42", None).unwrap_or_else(|e| panic!("{e}"));
+    for (n, v) in [
+        ("host", "app.example.com"),
+        ("user-agent", "bench/1.0"),
+        ("accept", "*/*"),
+        ("x-forwarded-for", "198.51.100.7"),
+        ("x-debug", "1"),
+    ] {
+        req.insert_header(n, v).unwrap_or_else(|e| panic!("{e}"));
+    }
+    req
+}
+
+fn response() -> ResponseHeader {
+    let mut resp = ResponseHeader::build(200, None).unwrap_or_else(|e| panic!("{e}"));
+    for (n, v) in [
+        ("server", "nginx"),
+        ("content-type", "application/json"),
+        ("content-length", "5120"),
+    ] {
+        resp.insert_header(n, v).unwrap_or_else(|e| panic!("{e}"));
+    }
+    resp
+}
+
+fn bench_headers(c: &mut Criterion) {
+    let rt = Runtime::build(
+        &config(EDITS_YAML),
+        None,
+        &StateStore::open(None).unwrap_or_else(|e| panic!("{e}")),
+    );
+    let route = &rt.routes[0];
+    let peer: IpAddr = "10.1.2.3".parse().unwrap_or_else(|e| panic!("{e}"));
+    let client: IpAddr = "198.51.100.7".parse().unwrap_or_else(|e| panic!("{e}"));
+    let id = benching::new_request_id();
+    c.bench_function("request_header_edits", |b| {
+        b.iter_batched_ref(
+            request,
+            |req| {
+                benching::request_edits(req, peer, client, &id, &route.request_headers)
+                    .unwrap_or_else(|e| panic!("{e}"))
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    c.bench_function("response_header_edits_security", |b| {
+        b.iter_batched_ref(
+            response,
+            |resp| {
+                benching::response_edits(resp, &id, true, &route.response_headers)
+                    .unwrap_or_else(|e| panic!("{e}"))
+            },
+            BatchSize::SmallInput,
+        )
+    });
+    c.bench_function("new_request_id", |b| {
+        b.iter(|| black_box(benching::new_request_id()))
+    });
+}
+
+fn bench_access_log(c: &mut Criterion) {
+    let client: IpAddr = "198.51.100.7".parse().unwrap_or_else(|e| panic!("{e}"));
+    let id = benching::new_request_id();
+    c.bench_function("access_log_line", |b| {
+        b.iter(|| {
+            black_box(benching::access_log_line(
+                black_box(client),
+                &id,
+                Duration::from_micros(3_619),
+            ))
+        })
+    });
 }
 
 fn bench_selection(c: &mut Criterion) {
@@ -80,5 +177,11 @@ fn bench_selection(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, bench_routing, bench_selection);
+criterion_group!(
+    benches,
+    bench_routing,
+    bench_selection,
+    bench_headers,
+    bench_access_log
+);
 criterion_main!(benches);

@@ -22,6 +22,10 @@ pub mod state;
 pub(crate) mod tcp;
 pub(crate) mod tls;
 
+/// The per-request steps the criterion benches in benches/ measure (not an API).
+#[doc(hidden)]
+pub mod benching;
+
 /// The pure parsers the fuzz targets in fuzz/ call: the same functions the server runs
 /// on untrusted bytes (not an API; the modules themselves stay crate-private).
 #[doc(hidden)]

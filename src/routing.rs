@@ -1,9 +1,12 @@
 //! The route table, compiled once per configuration: for a request (listener, host,
 //! path, method, headers) it returns the first matching route in file order (SPEC §4).
+//! A host index, built with the table, narrows the routes a request is tested against
+//! to those that could match its host; the answer is the one a scan in file order gives.
 
 use crate::config::RouteConfig;
 use http::header::HeaderName;
 use http::{HeaderMap, Method};
+use std::collections::HashMap;
 
 /// What a request offers for matching; borrowed from the request header.
 pub struct RequestFacts<'a> {
@@ -94,7 +97,16 @@ pub fn strip_prefix(prefix: &str, path_and_query: &str) -> String {
 
 pub struct RouteTable {
     matchers: Vec<Matcher>,
+    /// Lower-case exact host → the routes that may match a request for it, in file
+    /// order: the routes naming that host, and every route in `other_hosts`.
+    by_host: HashMap<String, Box<[usize]>>,
+    /// The routes that may match any host (no `host`, or a wildcard), in file order.
+    other_hosts: Box<[usize]>,
 }
+
+/// The longest host looked up without allocating (longer ones are lower-cased on the
+/// heap; DNS names are at most 253 bytes).
+const HOST_BUF: usize = 256;
 
 impl RouteTable {
     /// `listener_index` maps a listener name to its index (names were validated).
@@ -125,14 +137,82 @@ impl RouteTable {
                     .map(|g| g.countries.clone())
                     .unwrap_or_default(),
             })
-            .collect();
-        RouteTable { matchers }
+            .collect::<Vec<_>>();
+        let (by_host, other_hosts) = host_index(&matchers);
+        RouteTable {
+            matchers,
+            by_host,
+            other_hosts,
+        }
     }
 
     /// Index of the first matching route.
     pub fn find(&self, request: &RequestFacts) -> Option<usize> {
+        let host = request.host.as_bytes();
+        let mut buf = [0u8; HOST_BUF];
+        let heap;
+        let lower: &[u8] = if host.iter().any(u8::is_ascii_uppercase) {
+            if host.len() <= HOST_BUF {
+                let b = &mut buf[..host.len()];
+                b.copy_from_slice(host);
+                b.make_ascii_lowercase();
+                b
+            } else {
+                heap = host.to_ascii_lowercase();
+                &heap
+            }
+        } else {
+            host
+        };
+        let candidates = std::str::from_utf8(lower)
+            .ok()
+            .and_then(|h| self.by_host.get(h))
+            .unwrap_or(&self.other_hosts);
+        candidates
+            .iter()
+            .copied()
+            .find(|&i| self.matchers[i].matches(request))
+    }
+
+    /// The first matching route by testing every route in order (what `find` must
+    /// agree with; kept for tests and benches).
+    pub fn find_by_scan(&self, request: &RequestFacts) -> Option<usize> {
         self.matchers.iter().position(|m| m.matches(request))
     }
+}
+
+/// The host index: a route with only exact hosts can match only those hosts; one with
+/// no host or a wildcard may match any host, so it is a candidate for every host.
+type HostIndex = (HashMap<String, Box<[usize]>>, Box<[usize]>);
+
+fn host_index(matchers: &[Matcher]) -> HostIndex {
+    let any_host = |m: &Matcher| {
+        m.hosts.is_empty() || m.hosts.iter().any(|h| matches!(h, HostPattern::Suffix(_)))
+    };
+    let other: Vec<usize> = (0..matchers.len())
+        .filter(|&i| any_host(&matchers[i]))
+        .collect();
+    let mut named: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, m) in matchers.iter().enumerate() {
+        for h in &m.hosts {
+            if let HostPattern::Exact(h) = h {
+                let list = named.entry(h.to_ascii_lowercase()).or_default();
+                if list.last() != Some(&i) {
+                    list.push(i);
+                }
+            }
+        }
+    }
+    let by_host = named
+        .into_iter()
+        .map(|(host, mut list)| {
+            list.extend_from_slice(&other);
+            list.sort_unstable();
+            list.dedup();
+            (host, list.into_boxed_slice())
+        })
+        .collect();
+    (by_host, other.into_boxed_slice())
 }
 
 #[cfg(test)]
@@ -154,6 +234,69 @@ mod tests {
         assert_eq!(strip_prefix("/api", "/api"), "/");
         assert_eq!(strip_prefix("/api", "/api?x=1"), "/?x=1");
         assert_eq!(strip_prefix("/api", "/api/users?x=1"), "/users?x=1");
+    }
+
+    fn table(yaml_routes: &str) -> RouteTable {
+        let yaml = format!(
+            "listeners: [{{name: web, listen: '127.0.0.1:8080'}}, {{name: alt, listen: '127.0.0.1:8081'}}]\npools: [{{name: p, backends: [{{address: '127.0.0.1:9001'}}]}}]\nroutes:\n{yaml_routes}"
+        );
+        let config = match crate::config::parse_str("t.yaml", &yaml, &|_| None, false) {
+            Ok(l) => l.config,
+            Err(e) => panic!("{e:?}"),
+        };
+        let names: Vec<String> = config.listeners.iter().map(|l| l.name.clone()).collect();
+        RouteTable::compile(&config.routes, |n| names.iter().position(|x| x == n))
+    }
+
+    #[test]
+    fn the_host_index_gives_the_first_match_in_file_order() {
+        let t = table(concat!(
+            "  - {name: a, host: App.example.com, path_prefix: /a, pool: p}\n",
+            "  - {name: any, path_prefix: /b, pool: p}\n",
+            "  - {name: wild, host: '*.example.com', path_prefix: /c, pool: p}\n",
+            "  - {name: a2, host: [app.example.com, other.example.org], pool: p}\n",
+            "  - {name: alt, host: app.example.com, listeners: [alt], pool: p}\n",
+            "  - {name: last, pool: p}\n",
+        ));
+        let headers = HeaderMap::new();
+        let hosts = [
+            "app.example.com",
+            "APP.EXAMPLE.COM",
+            "x.example.com",
+            "other.example.org",
+            "unknown.test",
+            "",
+            "é.example.com",
+        ];
+        let long = "a".repeat(300) + ".example.com";
+        for listener in [0, 1] {
+            for host in hosts.iter().copied().chain([long.as_str()]) {
+                for path in ["/a", "/b", "/c", "/d"] {
+                    let facts = RequestFacts {
+                        listener,
+                        host,
+                        path,
+                        method: &Method::GET,
+                        headers: &headers,
+                        country: None,
+                    };
+                    assert_eq!(
+                        t.find(&facts),
+                        t.find_by_scan(&facts),
+                        "{listener} {host} {path}"
+                    );
+                }
+            }
+        }
+        let facts = RequestFacts {
+            listener: 0,
+            host: "APP.example.com",
+            path: "/d",
+            method: &Method::GET,
+            headers: &headers,
+            country: None,
+        };
+        assert_eq!(t.find(&facts), Some(3), "a2 comes before last");
     }
 
     #[test]

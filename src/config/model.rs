@@ -197,6 +197,15 @@ pub struct ListenerLimits {
     pub h2_max_concurrent_streams: u32,
 }
 
+impl ListenerLimits {
+    /// The keep-alive in Pingora's unit, whole seconds rounded up; `None` closes the
+    /// connection after each response.
+    pub fn keepalive_seconds(&self) -> Option<u64> {
+        let d = self.keepalive_timeout;
+        (!d.is_zero()).then(|| d.as_secs_f64().ceil() as u64)
+    }
+}
+
 impl Default for ListenerLimits {
     fn default() -> Self {
         ListenerLimits {

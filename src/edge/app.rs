@@ -7,6 +7,7 @@
 use super::caps::{Caps, ConnectionCounts, Hold};
 use super::fd_budget::{self, FdHold};
 use super::header_clock::HeaderClock;
+use super::keepalive::ServeHttp1;
 use super::proxy_header::{self, Header};
 use super::stream::{EdgeStream, HeaderLog};
 use crate::config::ListenerLimits;
@@ -216,6 +217,17 @@ impl Gate {
         rt.listeners.get(i).map(|l| l.limits.clone())
     }
 
+    /// The running keep-alive timeout of an HTTP listener, in Pingora's whole seconds
+    /// (None: close after each response).
+    fn keepalive(&self) -> Option<Duration> {
+        let Side::Listener(i) = self.side else {
+            return None;
+        };
+        let rt = self.runtime.load();
+        let limits = &rt.listeners.get(i)?.limits;
+        limits.keepalive_seconds().map(Duration::from_secs)
+    }
+
     /// The check before TLS: refuses what `admit` would refuse, without counting. The
     /// per-IP cap is left to `admit` when a PROXY header will name the real client.
     fn early_refusal(&self, peer: Option<IpAddr>) -> Option<Reason> {
@@ -282,7 +294,7 @@ pub struct EdgeApp<A> {
 }
 
 #[async_trait]
-impl<A: ServerApp + Send + Sync + 'static> ServerApp for EdgeApp<A> {
+impl<A: ServeHttp1> ServerApp for EdgeApp<A> {
     async fn process_new(
         self: &Arc<Self>,
         mut io: Stream,
@@ -311,7 +323,10 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for EdgeApp<A> {
                 tls: io.get_ssl().is_some(),
             };
             let io: Stream = Box::new(EdgeStream::http1(io, name, clock.clone(), log));
-            clock.scope(self.serve(io, shutdown)).await;
+            let keepalive = || self.gate.keepalive();
+            clock
+                .scope(self.inner.serve_http1(io, shutdown, &keepalive))
+                .await;
         }
         None
     }
@@ -321,7 +336,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for EdgeApp<A> {
     }
 }
 
-impl<A: ServerApp + Send + Sync + 'static> EdgeApp<A> {
+impl<A: ServeHttp1> EdgeApp<A> {
     async fn serve(self: &Arc<Self>, io: Stream, shutdown: &ShutdownWatch) {
         let mut io = Some(io);
         while let Some(stream) = io.take() {

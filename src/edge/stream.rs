@@ -1,7 +1,8 @@
 //! [`EdgeStream`]: an accepted HTTP connection's stream as Pingora reads and writes it,
 //! with the two watches that need its bytes: the HTTP/1 header deadline
 //! (`header_clock`) and HTTP/2 abuse accounting (`h2_watch`). Everything else is passed
-//! through to the inner stream unchanged.
+//! through to the inner stream unchanged. Between HTTP/1 requests it waits for the next
+//! one without a buffer (`next_request`), keeping what arrived for Pingora's next read.
 
 use super::app::client_ip;
 use super::h2_watch::{H2Watch, Verdict};
@@ -10,6 +11,7 @@ use crate::observe::access_log::HttpEntry;
 use crate::observe::refusal::{self, Reason};
 use crate::runtime::SharedRuntime;
 use async_trait::async_trait;
+use bytes::Bytes;
 use pingora_core::protocols::raw_connect::ProxyDigest;
 use pingora_core::protocols::tls::{SslDigest, TlsRef};
 use pingora_core::protocols::{
@@ -53,7 +55,14 @@ pub struct EdgeStream {
     seen_bytes: bool,
     /// The connection was refused here: reads end.
     closed: bool,
+    /// Bytes `next_request` read and Pingora has not read yet (already seen by the
+    /// watches).
+    pending: Option<Bytes>,
 }
+
+/// The most `next_request` reads at once (Pingora's first read of a request header is
+/// this size too).
+const FIRST_READ: usize = 4096;
 
 impl fmt::Debug for EdgeStream {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -85,6 +94,7 @@ impl EdgeStream {
             h2: None,
             seen_bytes: false,
             closed: false,
+            pending: None,
         }
     }
 
@@ -97,7 +107,30 @@ impl EdgeStream {
             h2: Some(H2Watch::new(Instant::now().into_std())),
             seen_bytes: true,
             closed: false,
+            pending: None,
         }
+    }
+
+    /// Waits for the first bytes of the next request, holding no buffer while nothing
+    /// comes (an idle keep-alive connection costs only this stream); they are kept for
+    /// the next read. False when the client closed the connection, a read failed, or
+    /// the header deadline ended it.
+    pub async fn next_request(&mut self) -> bool {
+        std::future::poll_fn(|cx| {
+            // On the stack only while polled: nothing is held between polls.
+            let mut space = [std::mem::MaybeUninit::<u8>::uninit(); FIRST_READ];
+            let mut buf = ReadBuf::uninit(&mut space);
+            match Pin::new(&mut *self).poll_read(cx, &mut buf) {
+                Poll::Pending => Poll::Pending,
+                Poll::Ready(Err(_)) => Poll::Ready(false),
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => Poll::Ready(false),
+                Poll::Ready(Ok(())) => {
+                    self.pending = Some(Bytes::copy_from_slice(buf.filled()));
+                    Poll::Ready(true)
+                }
+            }
+        })
+        .await
     }
 
     fn client(&self) -> String {
@@ -226,6 +259,14 @@ impl AsyncRead for EdgeStream {
         if this.closed {
             return Poll::Ready(Err(io::ErrorKind::ConnectionAborted.into()));
         }
+        if let Some(pending) = this.pending.as_mut() {
+            let n = pending.len().min(buf.remaining());
+            buf.put_slice(&pending.split_to(n));
+            if pending.is_empty() {
+                this.pending = None;
+            }
+            return Poll::Ready(Ok(()));
+        }
         let expired = this.deadline.as_mut().is_some_and(|d| {
             d.clock.phase() == Phase::Reading && d.sleep.as_mut().poll(cx).is_ready()
         });
@@ -350,6 +391,14 @@ impl GetSocketDigest for EdgeStream {
 #[async_trait]
 impl Peek for EdgeStream {
     async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
-        self.inner.try_peek(buf).await
+        match &self.pending {
+            None => self.inner.try_peek(buf).await,
+            // Only what `next_request` holds can be peeked without losing its order.
+            Some(pending) if pending.len() >= buf.len() => {
+                buf.copy_from_slice(&pending[..buf.len()]);
+                Ok(true)
+            }
+            Some(_) => Ok(false),
+        }
     }
 }

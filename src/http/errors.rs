@@ -4,27 +4,49 @@
 use super::admission::Answer;
 use super::headers::X_REQUEST_ID;
 use crate::observe::refusal::Reason;
+use bytes::Bytes;
+use http::HeaderValue;
 use pingora::http::ResponseHeader;
 use pingora::{Error, ErrorSource, ErrorType};
 use pingora_proxy::Session;
 
-fn reason(status: u16) -> &'static str {
-    match status {
-        400 => "bad request",
-        403 => "forbidden",
-        404 => "no route for this request",
-        408 => "request timeout",
-        413 => "content too large",
-        429 => "too many requests",
-        431 => "request header fields too large",
-        501 => "not implemented",
-        500 => "internal error",
-        502 => "backend failed",
-        503 => "no backend available",
-        504 => "backend timed out",
-        _ => "error",
-    }
+/// The statuses Switchyard answers itself and their reasons: `reason` for the text,
+/// `body` for the whole body (`"<status> <reason>\n"`), compiled in for these statuses.
+macro_rules! answers {
+    ($($code:literal => $text:literal),* $(,)?) => {
+        #[cfg(test)]
+        fn reason(status: u16) -> &'static str {
+            match status {
+                $($code => $text,)*
+                _ => "error",
+            }
+        }
+
+        fn body(status: u16) -> Bytes {
+            match status {
+                $($code => Bytes::from_static(concat!(stringify!($code), " ", $text, "\n").as_bytes()),)*
+                _ => Bytes::from(format!("{status} error\n")),
+            }
+        }
+    };
 }
+
+answers! {
+    400 => "bad request",
+    403 => "forbidden",
+    404 => "no route for this request",
+    408 => "request timeout",
+    413 => "content too large",
+    429 => "too many requests",
+    431 => "request header fields too large",
+    501 => "not implemented",
+    500 => "internal error",
+    502 => "backend failed",
+    503 => "no backend available",
+    504 => "backend timed out",
+}
+
+const TEXT_PLAIN_UTF8: HeaderValue = HeaderValue::from_static("text/plain; charset=utf-8");
 
 /// Writes an admission answer.
 pub async fn answer(
@@ -65,7 +87,7 @@ async fn respond_with(
     retry_after: Option<u64>,
     x_cache: Option<&'static str>,
 ) -> pingora::Result<()> {
-    let body = format!("{status} {}\n", reason(status));
+    let body = body(status);
     let mut resp = ResponseHeader::build(status, Some(6))?;
     if let Some(word) = x_cache {
         resp.insert_header(super::cache::X_CACHE, word)?;
@@ -73,7 +95,7 @@ async fn respond_with(
     if let Some(secs) = retry_after {
         resp.insert_header(http::header::RETRY_AFTER, secs)?;
     }
-    resp.insert_header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
+    resp.insert_header(http::header::CONTENT_TYPE, TEXT_PLAIN_UTF8)?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
     resp.insert_header(X_REQUEST_ID, request_id)?;
     send(session, resp, Some(body)).await
@@ -85,7 +107,7 @@ pub async fn text(session: &mut Session, body: String, request_id: &str) -> ping
     resp.insert_header(http::header::CONTENT_TYPE, "text/plain")?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
     resp.insert_header(X_REQUEST_ID, request_id)?;
-    send(session, resp, Some(body)).await
+    send(session, resp, Some(Bytes::from(body))).await
 }
 
 /// 308 to the https:// URL of this request.
@@ -104,13 +126,13 @@ pub async fn redirect(
 async fn send(
     session: &mut Session,
     resp: ResponseHeader,
-    body: Option<String>,
+    body: Option<Bytes>,
 ) -> pingora::Result<()> {
     let end = body.is_none() || session.req_header().method == http::Method::HEAD;
     session.write_response_header(Box::new(resp), end).await?;
     if !end {
         if let Some(body) = body {
-            session.write_response_body(Some(body.into()), true).await?;
+            session.write_response_body(Some(body), true).await?;
         }
     }
     Ok(())
@@ -193,5 +215,13 @@ mod tests {
         for s in [400, 403, 404, 408, 413, 429, 431, 500, 502, 503, 504] {
             assert!(format!("{s} {}\n", reason(s)).len() < 1024);
         }
+    }
+
+    #[test]
+    fn compiled_bodies_are_status_reason_newline() {
+        for s in 100..600 {
+            assert_eq!(body(s), format!("{s} {}\n", reason(s)).as_bytes(), "{s}");
+        }
+        assert_eq!(body(404), "404 no route for this request\n".as_bytes());
     }
 }

@@ -12,6 +12,32 @@ use std::net::IpAddr;
 pub const X_REQUEST_ID: &str = "x-request-id";
 pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
 
+/// The security headers (SPEC §9), names and values compiled once: the name for the
+/// lookup, the same name as text for Pingora's insert (which keeps the case given).
+struct Security {
+    name: HeaderName,
+    text: &'static str,
+    value: HeaderValue,
+}
+
+const fn security(text: &'static str, value: &'static str) -> Security {
+    Security {
+        name: HeaderName::from_static(text),
+        text,
+        value: HeaderValue::from_static(value),
+    }
+}
+
+/// Added to every response of a route with `security_headers`.
+static SECURITY: [Security; 3] = [
+    security("x-content-type-options", "nosniff"),
+    security("x-frame-options", "DENY"),
+    security("referrer-policy", "strict-origin-when-cross-origin"),
+];
+
+/// Added over TLS only.
+static HSTS: Security = security("strict-transport-security", "max-age=31536000");
+
 /// The client IP: the peer, or, when the peer is a trusted proxy, the right-most
 /// X-Forwarded-For entry that is not itself trusted.
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr {
@@ -53,7 +79,15 @@ pub fn valid_request_id(id: &[u8]) -> bool {
 
 /// 128 random bits as 32 lowercase hex characters.
 pub fn new_request_id() -> String {
-    format!("{:032x}", fastrand::u128(..))
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut n = fastrand::u128(..);
+    let mut out = [0u8; 32];
+    for b in out.iter_mut().rev() {
+        *b = HEX[(n & 0xf) as usize];
+        n >>= 4;
+    }
+    // Only ASCII hex digits were written.
+    out.iter().map(|&b| char::from(b)).collect()
 }
 
 /// The request's host without the port: the URI authority (HTTP/2) or the Host header.
@@ -89,24 +123,41 @@ pub struct Forwarded<'a> {
     pub request_id: &'a str,
 }
 
-pub fn add_forwarding(req: &mut RequestHeader, f: &Forwarded) -> pingora::Result<()> {
-    let peer = f.peer.to_string();
-    let xff = {
-        let existing: Vec<&str> = req
-            .headers
-            .get_all(X_FORWARDED_FOR)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect();
-        if existing.is_empty() {
-            peer
-        } else {
-            format!("{}, {peer}", existing.join(", "))
+/// `X-Forwarded-For` for the backend: the client's entries (every line, joined with
+/// ", "; a line that is not text is left out) followed by the peer.
+fn forwarded_for(headers: &HeaderMap, peer: IpAddr) -> String {
+    use std::fmt::Write;
+    let mut xff = String::with_capacity(48);
+    for v in headers.get_all(X_FORWARDED_FOR) {
+        if let Ok(v) = v.to_str() {
+            xff.push_str(v);
+            xff.push_str(", ");
         }
-    };
+    }
+    // Writing to a String cannot fail.
+    let _ = write!(xff, "{peer}");
+    xff
+}
+
+/// An IP address as text, for a header value.
+fn ip_text(ip: IpAddr) -> String {
+    use std::fmt::Write;
+    let mut s = String::with_capacity(39);
+    let _ = write!(s, "{ip}");
+    s
+}
+
+const PROTO_HTTPS: HeaderValue = HeaderValue::from_static("https");
+const PROTO_HTTP: HeaderValue = HeaderValue::from_static("http");
+
+pub fn add_forwarding(req: &mut RequestHeader, f: &Forwarded) -> pingora::Result<()> {
+    let xff = forwarded_for(&req.headers, f.peer);
     req.insert_header(X_FORWARDED_FOR, xff)?;
-    req.insert_header("x-real-ip", f.client.to_string())?;
-    req.insert_header("x-forwarded-proto", if f.tls { "https" } else { "http" })?;
+    req.insert_header("x-real-ip", ip_text(f.client))?;
+    req.insert_header(
+        "x-forwarded-proto",
+        if f.tls { PROTO_HTTPS } else { PROTO_HTTP },
+    )?;
     if let Some(host) = req.headers.get(http::header::HOST).cloned().or_else(|| {
         req.uri
             .authority()
@@ -182,17 +233,10 @@ pub fn apply_edits(h: &mut impl EditableHeaders, edits: &HeaderEdits) -> pingora
 
 /// Added unless the backend already sent them; HSTS only over TLS.
 pub fn add_security_headers(resp: &mut ResponseHeader, tls: bool) -> pingora::Result<()> {
-    let mut headers = vec![
-        ("x-content-type-options", "nosniff"),
-        ("x-frame-options", "DENY"),
-        ("referrer-policy", "strict-origin-when-cross-origin"),
-    ];
-    if tls {
-        headers.push(("strict-transport-security", "max-age=31536000"));
-    }
-    for (name, value) in headers {
-        if !resp.headers.contains_key(name) {
-            resp.insert_header(name, value)?;
+    let hsts = tls.then_some(&HSTS);
+    for h in SECURITY.iter().chain(hsts) {
+        if !resp.headers.contains_key(&h.name) {
+            resp.insert_header(h.text, h.value.clone())?;
         }
     }
     Ok(())
@@ -264,6 +308,60 @@ mod tests {
         assert!(!valid_request_id(b"has space"));
         assert!(!valid_request_id(&[b'a'; 129]));
         assert_eq!(new_request_id().len(), 32);
+    }
+
+    #[test]
+    fn forwarded_for_appends_the_peer_to_every_line() {
+        let peer = ip("192.0.2.9");
+        assert_eq!(forwarded_for(&HeaderMap::new(), peer), "192.0.2.9");
+        let mut h = HeaderMap::new();
+        h.append(
+            X_FORWARDED_FOR,
+            HeaderValue::from_static("1.1.1.1, 2.2.2.2"),
+        );
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("3.3.3.3"));
+        assert_eq!(
+            forwarded_for(&h, peer),
+            "1.1.1.1, 2.2.2.2, 3.3.3.3, 192.0.2.9"
+        );
+        let v6 = ip("2001:db8::1");
+        assert_eq!(forwarded_for(&HeaderMap::new(), v6), "2001:db8::1");
+    }
+
+    #[test]
+    fn security_headers_keep_the_backends_own_and_hsts_needs_tls() {
+        let build = || match ResponseHeader::build(200, None) {
+            Ok(r) => r,
+            Err(e) => panic!("{e}"),
+        };
+        let mut r = build();
+        if let Err(e) = r.insert_header("x-frame-options", "SAMEORIGIN") {
+            panic!("{e}");
+        }
+        if let Err(e) = add_security_headers(&mut r, false) {
+            panic!("{e}");
+        }
+        assert_eq!(r.headers["x-frame-options"], "SAMEORIGIN");
+        assert_eq!(r.headers["x-content-type-options"], "nosniff");
+        assert_eq!(
+            r.headers["referrer-policy"],
+            "strict-origin-when-cross-origin"
+        );
+        assert!(!r.headers.contains_key("strict-transport-security"));
+        let mut r = build();
+        if let Err(e) = add_security_headers(&mut r, true) {
+            panic!("{e}");
+        }
+        assert_eq!(r.headers["strict-transport-security"], "max-age=31536000");
+    }
+
+    #[test]
+    fn new_request_ids_are_lowercase_hex_and_differ() {
+        let (a, b) = (new_request_id(), new_request_id());
+        assert!(a
+            .bytes()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert_ne!(a, b);
     }
 
     #[test]

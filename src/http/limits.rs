@@ -38,8 +38,7 @@ pub fn h2_options(limits: &ListenerLimits) -> H2Options {
 /// The keep-alive to set on each HTTP/1 request (Pingora's unit is whole seconds;
 /// `None` closes the connection after the response).
 pub fn keepalive_seconds(limits: &ListenerLimits) -> Option<u64> {
-    let d = limits.keepalive_timeout;
-    (!d.is_zero()).then(|| d.as_secs_f64().ceil() as u64)
+    limits.keepalive_seconds()
 }
 
 /// Per request: the keep-alive (unless the connection is already closing: the client

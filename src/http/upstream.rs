@@ -127,9 +127,11 @@ pub fn record_outcome(ctx: &mut RequestCtx, success: bool, breaker_success: bool
 /// header) for a request of `session`.
 pub fn peer(pool: &Pool, backend: &Backend, websocket: bool, session: &Session) -> HttpPeer {
     let tls = pool.upstream.tls.as_ref();
-    let sni = tls
-        .and_then(|t| t.sni.clone())
-        .unwrap_or_else(|| host_of(&backend.address).to_string());
+    // A plaintext connection has no SNI (none is built for it).
+    let sni = match tls {
+        None => String::new(),
+        Some(t) => t.sni.as_deref().unwrap_or(&backend.host).to_string(),
+    };
     let mut peer = HttpPeer::new(backend.addr, tls.is_some(), sni);
     peer.group_key = pool.reuse_group;
     let o = &mut peer.options;
@@ -144,7 +146,7 @@ pub fn peer(pool: &Pool, backend: &Backend, websocket: bool, session: &Session) 
         // Pingora checks the name with OpenSSL's host check, which never matches an IP
         // literal against the IP SANs: for a backend addressed by IP without `sni`, the
         // chain is verified there and the IP by `check_ip_san` once connected.
-        if t.verify && t.sni.is_none() && host_of(&backend.address).parse::<IpAddr>().is_ok() {
+        if t.verify && t.sni.is_none() && backend.host_is_ip {
             o.verify_hostname = false;
             o.upstream_tls_handshake_complete_hook = Some(RECORD_IP_SANS.clone());
         }
@@ -227,14 +229,6 @@ pub fn check_ip_san(peer: &HttpPeer, digest: Option<&Digest>) -> pingora::Result
             ErrorType::HTTPStatus(502),
             format!("the backend's certificate does not name {ip} (set upstream.tls.sni to check a DNS name)"),
         )),
-    }
-}
-
-/// `host` of `host:port` (an IP literal gives no useful SNI, but is harmless).
-fn host_of(address: &str) -> &str {
-    match address.rsplit_once(':') {
-        Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),
-        None => address,
     }
 }
 

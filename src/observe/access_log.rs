@@ -127,15 +127,21 @@ impl AccessLog {
         self.target != AccessLogTarget::Off
     }
 
+    /// One JSON line, newline included.
+    pub fn line<T: Serialize>(entry: &T) -> Option<Vec<u8>> {
+        let mut line = Vec::with_capacity(320);
+        serde_json::to_writer(&mut line, entry).ok()?;
+        line.push(b'\n');
+        Some(line)
+    }
+
     pub fn write<T: Serialize>(&self, entry: &T) {
         if !self.enabled() {
             return;
         }
-        let mut line = Vec::with_capacity(320);
-        if serde_json::to_writer(&mut line, entry).is_err() {
+        let Some(line) = Self::line(entry) else {
             return;
-        }
-        line.push(b'\n');
+        };
         let queue = self.queue.get_or_init(|| start_writer(self.target.clone()));
         match queue.try_send(line) {
             Ok(()) => {}

@@ -17,6 +17,11 @@ pub struct Backend {
     /// the API and metrics.
     pub address: String,
     pub addr: SocketAddr,
+    /// The host of `address` (brackets off an IPv6 literal): the SNI of a TLS pool
+    /// without `upstream.tls.sni`, worked out once.
+    pub host: Box<str>,
+    /// Whether `host` is an IP literal (its certificate is checked by IP SAN).
+    pub host_is_ip: bool,
     /// Changed in place by the admin API (the backend keeps its live state); never 0
     /// (every store goes through `NonZeroU32`).
     pub(super) weight: AtomicU32,
@@ -41,6 +46,14 @@ pub struct Backend {
     pub stats: crate::observe::stats::Window,
 }
 
+/// `host` of `host:port`, brackets off an IPv6 literal.
+pub fn host_of(address: &str) -> &str {
+    match address.rsplit_once(':') {
+        Some((h, _)) => h.trim_start_matches('[').trim_end_matches(']'),
+        None => address,
+    }
+}
+
 impl Backend {
     pub(super) fn new(
         c: &BackendConfig,
@@ -48,9 +61,12 @@ impl Backend {
         breaker: Option<&CircuitBreakerConfig>,
         source: super::Source,
     ) -> Self {
+        let host = host_of(&c.address);
         Backend {
             address: c.address.clone(),
             addr: c.addr,
+            host: host.into(),
+            host_is_ip: host.parse::<std::net::IpAddr>().is_ok(),
             weight: AtomicU32::new(weight.get()),
             backup: c.backup,
             source,

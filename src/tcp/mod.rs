@@ -20,6 +20,9 @@ pub struct TcpProxy {
     pub runtime: SharedRuntime,
 }
 
+/// A tcp_service has no HTTP/1 requests: the default (Pingora's loop) is never reached.
+impl crate::edge::keepalive::ServeHttp1 for TcpProxy {}
+
 #[async_trait]
 impl ServerApp for TcpProxy {
     async fn process_new(

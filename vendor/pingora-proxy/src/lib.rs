@@ -69,6 +69,7 @@ use pingora_core::protocols::http::subrequest::server::SubrequestHandle;
 use pingora_core::protocols::http::v1::client::HttpSession as HttpSessionV1;
 use pingora_core::protocols::http::v2::server::H2Options;
 use pingora_core::protocols::http::HttpTask;
+use pingora_core::protocols::http::ReusableHttpStream;
 use pingora_core::protocols::http::ServerSession as HttpSession;
 use pingora_core::protocols::http::SERVER_NAME;
 use pingora_core::protocols::Stream;
@@ -549,7 +550,7 @@ where
                 .await
                 .ok()
                 .flatten()
-                .map(|s| ReusedHttpStream::from_reusable_stream(s, persistent_settings))
+                .map(|s| reused_stream(s, persistent_settings))
         } else {
             None
         }
@@ -1202,7 +1203,7 @@ where
                         .await
                         .ok()
                         .flatten()
-                        .map(|s| ReusedHttpStream::from_reusable_stream(s, persistent_settings));
+                        .map(|s| reused_stream(s, persistent_settings));
                 }
                 /* else continue */
             }
@@ -1400,11 +1401,36 @@ where
                 .await
                 .ok()
                 .flatten()
-                .map(|s| ReusedHttpStream::from_reusable_stream(s, persistent_settings))
+                .map(|s| reused_stream(s, persistent_settings))
         } else {
             None
         }
     }
+}
+
+/// Switchyard patch: the marker in a reused HTTP/1 connection's persistent user context
+/// when the finished request left bytes of the next (pipelined) request behind, so an
+/// application that waits for the next request outside the session (to hold no session
+/// while the connection is idle) knows that the next request has already arrived. Set
+/// only when the application gave no user context of its own (an application with one
+/// cannot tell, and must not wait).
+#[derive(Debug)]
+pub struct PipelinedRequest;
+
+/// `ReusedHttpStream::from_reusable_stream`, with [`PipelinedRequest`] marked.
+fn reused_stream(
+    reusable: ReusableHttpStream,
+    mut settings: HttpPersistentSettings,
+) -> ReusedHttpStream {
+    let (stream, prefix) = reusable.into_parts();
+    if let Some(prefix) = prefix {
+        settings.set_pipelined_prefix(prefix);
+        match settings.take_user_context() {
+            Some(own) => settings.set_user_context(own),
+            None => settings.set_user_context(Box::new(PipelinedRequest)),
+        }
+    }
+    ReusedHttpStream::new(stream, Some(settings))
 }
 
 /* Make process_subrequest() a trait to workaround https://github.com/rust-lang/rust/issues/78649

@@ -316,7 +316,13 @@ fn add_listener(
     };
     server.add_service(service);
     if let Some(store) = store.as_ref().filter(|_| l.http3) {
-        let grace = runtime.load().config.server.grace_period;
+        let (grace, upgrade_sock) = {
+            let rt = runtime.load();
+            (
+                rt.config.server.grace_period,
+                rt.config.server.upgrade_sock.clone(),
+            )
+        };
         server.add_service(QuicListener {
             name: format!("http3 {}", l.name),
             addr: l.listen,
@@ -326,6 +332,7 @@ fn add_listener(
             runtime: runtime.clone(),
             crypto: Arc::new(crate::quic::tls::server_crypto(store.clone())?),
             grace,
+            upgrade_sock,
         });
     }
     Ok(store)

@@ -11,8 +11,10 @@
 //! TCP side); streams, idle time and header size follow its `limits` (see
 //! [`transport`]). Certificates come from the listener's SNI store (`tls`). The UDP
 //! socket is kept in Pingora's descriptor table under [`fd_key`], so a zero-downtime
-//! upgrade hands it to the new process with the TCP sockets (`socket`).
+//! upgrade hands it to the new process with the TCP sockets (`socket`); `handover`
+//! routes each datagram to the process whose connection it belongs to while both run.
 
+pub mod handover;
 pub mod request;
 pub mod session;
 pub mod socket;
@@ -89,6 +91,8 @@ pub struct QuicListener<A> {
     pub crypto: Arc<quinn::crypto::rustls::QuicServerConfig>,
     /// How long open connections may take to finish after shutdown starts.
     pub grace: Duration,
+    /// `server.upgrade_sock`: the relays of `handover` are named after it.
+    pub upgrade_sock: std::path::PathBuf,
 }
 
 /// What every connection task shares.
@@ -145,10 +149,24 @@ impl<A: HttpServerApp + Send + Sync + 'static> Service for QuicListener<A> {
         server.transport_config(Arc::new(transport(&limits)));
         server.max_incoming(MAX_INCOMING);
         let fd = std::os::fd::AsRawFd::as_raw_fd(&socket);
-        let endpoint = match quinn::Endpoint::new(
-            quinn::EndpointConfig::default(),
+        let tag = handover::new_tag();
+        let socket = match handover::HandoverSocket::new(socket, &self.upgrade_sock, tag) {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!(
+                    "listener {}: cannot open the QUIC relay next to {}: {e}",
+                    self.name,
+                    self.upgrade_sock.display()
+                );
+                return;
+            }
+        };
+        let mut config = quinn::EndpointConfig::default();
+        config.cid_generator(move || Box::new(handover::TaggedCids(tag)));
+        let endpoint = match quinn::Endpoint::new_with_abstract_socket(
+            config,
             Some(server),
-            socket,
+            socket.clone(),
             Arc::new(quinn::TokioRuntime),
         ) {
             Ok(e) => e,
@@ -179,6 +197,16 @@ impl<A: HttpServerApp + Send + Sync + 'static> Service for QuicListener<A> {
                 }
                 _ = watch.changed() => break,
             }
+        }
+        if socket.successor_listening() {
+            // A newer process reads the UDP socket now and relays our connections'
+            // datagrams here: new connections all go to it.
+            socket.read_relay_only();
+            log::info!(
+                "listener {}: HTTP/3 handed to the new process; finishing {} connection(s)",
+                self.name,
+                shared.open.load(Ordering::Acquire)
+            );
         }
         drain(&endpoint, &shared, self.grace).await;
     }

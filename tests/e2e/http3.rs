@@ -473,3 +473,155 @@ fn quic_connections_count_against_the_listeners_connection_caps() {
         "a new connection once the first closed"
     );
 }
+
+/// Outcome of one HTTP/3 client loop across an upgrade.
+#[derive(Default, Debug)]
+struct LoopResult {
+    ok: usize,
+    failures: Vec<String>,
+    /// New connections opened because the server said GOAWAY (the request was not
+    /// sent on the old one, or refused unprocessed with H3_REQUEST_REJECTED).
+    reconnects: usize,
+}
+
+/// Whether an HTTP/3 error means the request was never processed and may be sent again
+/// on a new connection (RFC 9114 §4.1.1, §5.2): refused after GOAWAY, or the connection
+/// closed gracefully (H3_NO_ERROR: the server closes only once every request it accepted
+/// is answered, so an unanswered one was not accepted).
+fn not_processed(e: &str) -> bool {
+    let e = e.to_ascii_lowercase();
+    ["goaway", "request_rejected", "closing", "h3_no_error"]
+        .iter()
+        .any(|m| e.contains(m))
+}
+
+/// Requests until `stop` (bounded by 40 s and 5000 requests): on one long-lived
+/// connection (`reuse`) or a new connection each time.
+fn h3_loop(
+    ca: X509,
+    port: u16,
+    reuse: bool,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> LoopResult {
+    let client = H3Client::new(&ca);
+    let mut result = LoopResult::default();
+    let mut conn = None;
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    let mut n = 0;
+    while !stop.load(std::sync::atomic::Ordering::Relaxed)
+        && std::time::Instant::now() < deadline
+        && n < 5000
+    {
+        n += 1;
+        if conn.is_none() {
+            match client.connect(port, "a.example.com") {
+                Ok(c) => conn = Some(c),
+                Err(e) => {
+                    result.failures.push(format!("request {n}: connect: {e}"));
+                    continue;
+                }
+            }
+        }
+        let Some(c) = conn.as_mut() else { continue };
+        let mut reply = client.request(c, "GET", "/", &[], &[]);
+        if let Err(e) = &reply {
+            if reuse && not_processed(e) {
+                result.reconnects += 1;
+                conn = client.connect(port, "a.example.com").ok();
+                reply = match conn.as_mut() {
+                    Some(c) => client.request(c, "GET", "/", &[], &[]),
+                    None => Err(format!("reconnect after {e}")),
+                };
+            }
+        }
+        match reply {
+            Ok(r) if r.status == 200 => result.ok += 1,
+            Ok(r) => result
+                .failures
+                .push(format!("request {n}: status {}", r.status)),
+            Err(e) => {
+                result.failures.push(format!("request {n}: {e}"));
+                conn = None;
+            }
+        }
+        if !reuse {
+            conn = None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    result
+}
+
+#[test]
+fn an_upgrade_under_http3_load_fails_no_request() {
+    let pki = Pki::new();
+    let backend = Backend::start("a");
+    let (old, port) = start(&pki, &backend.address(), "");
+    ok(
+        pki.client().get(port, "a.example.com", "/"),
+        "before the upgrade",
+    );
+
+    let new_stderr = old.dir.path().join("new-stderr.log");
+    let new = switchyard_command()
+        .arg("-u")
+        .arg("-c")
+        .arg(&old.config_path)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&new_stderr).expect("stderr file"))
+        .spawn()
+        .expect("start switchyard -u");
+    let mut new = ChildGuard(new);
+    let sock = old.dir.path().join("upgrade.sock");
+    assert!(
+        wait_until(Duration::from_secs(5), Duration::from_millis(20), || sock
+            .exists()),
+        "the new instance never opened upgrade_sock"
+    );
+
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let loops: Vec<_> = [true, false]
+        .into_iter()
+        .map(|reuse| {
+            let (ca, stop) = (pki.ca.cert.clone(), stop.clone());
+            std::thread::spawn(move || h3_loop(ca, port, reuse, stop))
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    signal_process("-QUIT", old.pid());
+    let old_pid = old.pid();
+    let exited = wait_pid_gone(old_pid, Duration::from_secs(20));
+    // Keep going a little on the new process alone.
+    std::thread::sleep(Duration::from_millis(700));
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let results: Vec<LoopResult> = loops.into_iter().map(|h| h.join().unwrap()).collect();
+    let new_log = std::fs::read_to_string(&new_stderr).unwrap_or_default();
+    for (r, what) in results
+        .iter()
+        .zip(["one connection", "a connection per request"])
+    {
+        assert!(
+            r.failures.is_empty(),
+            "{what}: {} failed, {} ok: {:#?}\nold stderr:\n{}\nnew stderr:\n{new_log}",
+            r.failures.len(),
+            r.ok,
+            r.failures,
+            old.stderr()
+        );
+        assert!(r.ok >= 50, "{what}: only {} requests", r.ok);
+    }
+    assert!(exited, "the old process did not exit:\n{}", old.stderr());
+    assert!(
+        new_log.contains("socket taken over from the previous process"),
+        "the new process did not take the UDP socket over:\n{new_log}"
+    );
+    assert!(
+        matches!(new.0.try_wait(), Ok(None)),
+        "the new instance exited:\n{new_log}"
+    );
+    // The new process serves HTTP/3 on its own.
+    ok(
+        pki.client().get(port, "a.example.com", "/"),
+        "after the upgrade",
+    );
+}

@@ -625,3 +625,79 @@ fn an_upgrade_under_http3_load_fails_no_request() {
         "after the upgrade",
     );
 }
+
+#[test]
+fn listener_limits_apply_to_http3() {
+    let pki = Pki::new();
+    let echo = EchoBackend::start();
+    let port = listen_port();
+    let limits = "    limits:\n      max_body_bytes: 100000\n      max_header_bytes: 4096\n      max_requests_per_connection: 3\n      keepalive_timeout: 1s\n";
+    let yaml = config(
+        TEST_SERVER,
+        &listener(&pki, "websecure", port, true, limits),
+        &echo.addr,
+        "",
+    );
+    let sy = Switchyard::start(&yaml, &[port]);
+    assert!(sy.wait_stderr("HTTP/3 on udp", 1, Duration::from_secs(10)));
+    let client = pki.client();
+
+    // Body: a declared length over the limit is refused before the backend; a streamed
+    // body is cut at the limit.
+    let mut conn = client.connect(port, "a.example.com").expect("connect");
+    let big = pattern(200_000);
+    let r = client
+        .request(
+            &mut conn,
+            "POST",
+            "/",
+            &[("content-length", "200000")],
+            &big,
+        )
+        .expect("declared length");
+    assert_eq!(r.status, 413, "{r:?}");
+    let mut conn = client.connect(port, "a.example.com").expect("connect");
+    match client.request(&mut conn, "POST", "/", &[], &big) {
+        Ok(r) => assert_eq!(r.status, 413, "streamed body over the limit: {r:?}"),
+        Err(e) => assert!(!e.is_empty()),
+    }
+    let small = pattern(50_000);
+    let mut conn = client.connect(port, "a.example.com").expect("connect");
+    let r = ok(
+        client.request(&mut conn, "POST", "/", &[], &small),
+        "within the limit",
+    );
+    assert!(r.body == small);
+
+    // Header section over max_header_bytes: never reaches the backend.
+    let long = "x".repeat(8000);
+    let mut conn = client.connect(port, "a.example.com").expect("connect");
+    let refused = client.request(&mut conn, "GET", "/", &[("x-long", &long)], &[]);
+    assert!(
+        refused.as_ref().map_or(true, |r| r.status == 431),
+        "an 8 KB header on a 4 KiB listener: {refused:?}"
+    );
+
+    // max_requests_per_connection: 3 answered, then GOAWAY; a new connection goes on.
+    let mut conn = client.connect(port, "a.example.com").expect("connect");
+    for i in 0..3 {
+        ok(
+            client.request(&mut conn, "GET", "/", &[], &[]),
+            &format!("request {i}"),
+        );
+    }
+    let fourth = client.request(&mut conn, "GET", "/", &[], &[]);
+    assert!(
+        fourth.is_err(),
+        "a fourth request on the connection: {fourth:?}"
+    );
+    ok(client.get(port, "a.example.com", "/"), "a new connection");
+
+    // keepalive_timeout is the QUIC idle timeout.
+    let idle = client.connect(port, "a.example.com").expect("connect");
+    let quic = idle.quic.clone();
+    let closed = client
+        .rt
+        .block_on(async { tokio::time::timeout(Duration::from_secs(10), quic.closed()).await });
+    assert!(closed.is_ok(), "an idle connection is closed by the server");
+}

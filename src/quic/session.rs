@@ -159,14 +159,28 @@ impl H3Session {
         Ok(())
     }
 
+    /// Resets the response if it is not finished; asks the client to stop sending a
+    /// request body nobody will read (H3_NO_ERROR once the response is whole, RFC 9114
+    /// §4.1).
     fn reset(&mut self, code: Code) {
+        let finished = self.ended;
         if !self.ended {
             self.ended = true;
             self.send().stop_stream(code);
         }
         if !self.body_done {
-            self.recv().stop_sending(code);
+            self.body_done = true;
+            let why = if finished { Code::H3_NO_ERROR } else { code };
+            self.recv().stop_sending(why);
         }
+    }
+}
+
+impl Drop for H3Session {
+    /// A response that was not finished is reset, never ended with a FIN (dropping a
+    /// QUIC send stream would finish it): a cut response must not look whole.
+    fn drop(&mut self) {
+        self.reset(Code::H3_INTERNAL_ERROR);
     }
 }
 

@@ -30,8 +30,9 @@ use tokio::net::UnixDatagram;
 pub const CID_LEN: usize = 12;
 const TAG_LEN: usize = 4;
 /// A relayed datagram: the client's address (16-byte IPv6, v4-mapped; 2-byte port),
-/// the ECN bits, then the datagram.
-const RELAY_HEADER: usize = 19;
+/// the ECN bits, the local address it was sent to (a flag byte, 16 bytes: replies must
+/// leave from it on a multi-homed host), then the datagram.
+const RELAY_HEADER: usize = 36;
 
 pub type Tag = [u8; TAG_LEN];
 
@@ -107,26 +108,49 @@ fn parse_hex(s: &str) -> Option<Tag> {
     Some(tag)
 }
 
-fn encode(from: SocketAddr, ecn: Option<EcnCodepoint>, datagram: &[u8]) -> Vec<u8> {
-    let ip = match from.ip() {
+fn v6(ip: IpAddr) -> Ipv6Addr {
+    match ip {
         IpAddr::V4(v4) => v4.to_ipv6_mapped(),
         IpAddr::V6(v6) => v6,
-    };
+    }
+}
+
+fn ip(octets: &[u8]) -> Option<IpAddr> {
+    let octets: [u8; 16] = octets.try_into().ok()?;
+    let v6 = Ipv6Addr::from(octets);
+    Some(v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4))
+}
+
+/// What a relayed datagram carries besides its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Origin {
+    from: SocketAddr,
+    ecn: Option<EcnCodepoint>,
+    to: Option<IpAddr>,
+}
+
+fn encode(o: Origin, datagram: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(RELAY_HEADER + datagram.len());
-    out.extend_from_slice(&ip.octets());
-    out.extend_from_slice(&from.port().to_be_bytes());
-    out.push(ecn.map_or(0, |e| e as u8));
+    out.extend_from_slice(&v6(o.from.ip()).octets());
+    out.extend_from_slice(&o.from.port().to_be_bytes());
+    out.push(o.ecn.map_or(0, |e| e as u8));
+    out.push(u8::from(o.to.is_some()));
+    out.extend_from_slice(&o.to.map_or([0; 16], |t| v6(t).octets()));
     out.extend_from_slice(datagram);
     out
 }
 
-fn decode(header: &[u8]) -> Option<(SocketAddr, Option<EcnCodepoint>)> {
-    let octets: [u8; 16] = header.get(..16)?.try_into().ok()?;
-    let v6 = Ipv6Addr::from(octets);
-    let ip = v6.to_ipv4_mapped().map_or(IpAddr::V6(v6), IpAddr::V4);
-    let port = u16::from_be_bytes(header.get(16..18)?.try_into().ok()?);
+fn decode(header: &[u8]) -> Option<Origin> {
+    let from = SocketAddr::new(
+        ip(header.get(..16)?)?,
+        u16::from_be_bytes(header.get(16..18)?.try_into().ok()?),
+    );
     let ecn = EcnCodepoint::from_bits(*header.get(18)?);
-    Some((SocketAddr::new(ip, port), ecn))
+    let to = match header.get(19)? {
+        0 => None,
+        _ => Some(ip(header.get(20..36)?)?),
+    };
+    Some(Origin { from, ecn, to })
 }
 
 /// The UDP socket as this endpoint reads it: datagrams for other tags go to their
@@ -225,7 +249,12 @@ impl HandoverSocket {
         let path = relay_path(&self.upgrade_sock, self.port, tag);
         let stride = meta.stride.max(1);
         for segment in data.chunks(stride) {
-            let relayed = encode(meta.addr, meta.ecn, segment);
+            let origin = Origin {
+                from: meta.addr,
+                ecn: meta.ecn,
+                to: meta.dst_ip,
+            };
+            let relayed = encode(origin, segment);
             match self.out.send_to(&relayed, &path) {
                 Ok(_) => {}
                 // A full relay queue drops the datagram like a full socket buffer
@@ -283,17 +312,17 @@ impl HandoverSocket {
             if got <= RELAY_HEADER {
                 continue;
             }
-            let Some((addr, ecn)) = decode(&buf[..RELAY_HEADER]) else {
+            let Some(origin) = decode(&buf[..RELAY_HEADER]) else {
                 continue;
             };
             buf.copy_within(RELAY_HEADER..got, 0);
             let len = got - RELAY_HEADER;
             *m = RecvMeta {
-                addr,
+                addr: origin.from,
                 len,
                 stride: len,
-                ecn,
-                dst_ip: None,
+                ecn: origin.ecn,
+                dst_ip: origin.to,
             };
             return Poll::Ready(Ok(1));
         }
@@ -380,15 +409,19 @@ mod tests {
     }
 
     #[test]
-    fn relayed_datagrams_keep_their_source() {
-        for from in ["192.0.2.7:4433", "[2001:db8::1]:9"] {
-            let from: SocketAddr = from.parse().unwrap();
-            let wire = encode(from, Some(EcnCodepoint::Ect0), b"payload");
+    fn relayed_datagrams_keep_their_source_and_destination() {
+        for (from, to) in [
+            ("192.0.2.7:4433", Some("198.51.100.1")),
+            ("[2001:db8::1]:9", None),
+        ] {
+            let o = Origin {
+                from: from.parse().unwrap(),
+                ecn: Some(EcnCodepoint::Ect0),
+                to: to.map(|t| t.parse().unwrap()),
+            };
+            let wire = encode(o, b"payload");
             assert_eq!(&wire[RELAY_HEADER..], b"payload");
-            assert_eq!(
-                decode(&wire[..RELAY_HEADER]),
-                Some((from, Some(EcnCodepoint::Ect0)))
-            );
+            assert_eq!(decode(&wire[..RELAY_HEADER]), Some(o));
         }
     }
 

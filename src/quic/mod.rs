@@ -247,6 +247,11 @@ async fn drain<A>(endpoint: &quinn::Endpoint, shared: &Shared<A>, grace: Duratio
     log::info!("listener {}: HTTP/3 stopped", shared.name);
 }
 
+/// Whether a connection attempt is answered with a Retry (address validation) first.
+fn needs_retry(handshakes_in_progress: usize, address_validated: bool) -> bool {
+    handshakes_in_progress >= RETRY_ABOVE_HANDSHAKES && !address_validated
+}
+
 /// Counts the connection against the listener's caps, asks an unvalidated client for a
 /// Retry when many handshakes are in progress, then serves it on its own task.
 fn admit<A: HttpServerApp + Send + Sync + 'static>(
@@ -255,9 +260,10 @@ fn admit<A: HttpServerApp + Send + Sync + 'static>(
     shutdown: &ShutdownWatch,
 ) {
     let peer = incoming.remote_address();
-    if shared.handshakes.load(Ordering::Relaxed) >= RETRY_ABOVE_HANDSHAKES
-        && !incoming.remote_address_validated()
-    {
+    if needs_retry(
+        shared.handshakes.load(Ordering::Relaxed),
+        incoming.remote_address_validated(),
+    ) {
         if let Err(e) = incoming.retry() {
             e.into_incoming().ignore();
         }
@@ -405,5 +411,31 @@ fn digest(peer: SocketAddr, local: SocketAddr, fd: RawFd) -> Digest {
         })],
         proxy_digest: None,
         socket_digest: Some(Arc::new(socket)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_only_under_load_and_only_for_unvalidated_addresses() {
+        assert!(!needs_retry(0, false));
+        assert!(!needs_retry(RETRY_ABOVE_HANDSHAKES - 1, false));
+        assert!(needs_retry(RETRY_ABOVE_HANDSHAKES, false));
+        // A client that echoed a Retry token is validated: never asked twice.
+        assert!(!needs_retry(RETRY_ABOVE_HANDSHAKES * 10, true));
+    }
+
+    #[test]
+    fn transport_follows_the_listener_limits() {
+        let limits = ListenerLimits {
+            keepalive_timeout: Duration::ZERO,
+            ..ListenerLimits::default()
+        };
+        // Builds without panicking for a zero keep-alive (clamped to a second).
+        let _ = transport(&limits);
+        assert_eq!(alt_svc(8443), "h3=\":8443\"; ma=86400");
+        assert_eq!(fd_key(&"0.0.0.0:443".parse().unwrap()), "udp://0.0.0.0:443");
     }
 }

@@ -14,6 +14,7 @@ pub(crate) mod net;
 pub(crate) mod observe;
 pub(crate) mod ops;
 pub(crate) mod pool;
+pub(crate) mod quic;
 pub mod routing;
 pub mod runtime;
 pub(crate) mod serve;

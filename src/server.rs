@@ -15,6 +15,7 @@ use crate::observe::process_log;
 use crate::ops::reload::{on_sighup, on_sigusr1, Reloader};
 use crate::ops::shutdown::Signals;
 use crate::ops::tasks::{ClusterLink, LimiterJanitor, PoolTasks};
+use crate::quic::QuicListener;
 use crate::runtime::{self, Runtime, SharedRuntime};
 use crate::serve::metrics;
 use crate::state::store::StateStore;
@@ -118,6 +119,8 @@ enum StartError {
     Tls(#[from] tls::TlsSetupError),
     #[error(transparent)]
     Acme(#[from] crate::tls::acme::AcmeError),
+    #[error(transparent)]
+    Quic(#[from] crate::quic::tls::QuicTlsError),
 }
 
 fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), StartError> {
@@ -283,17 +286,20 @@ fn add_listener(
         tls: l.tls.is_some(),
         runtime: runtime.clone(),
         ready: ready.clone(),
+        alt_svc: l.http3.then(|| crate::quic::alt_svc(l.listen.port())),
     };
     let mut http = HttpProxy::new(proxy, server.configuration.clone());
     http.handle_init_modules();
     http.server_options = Some(limits::server_options(l));
     http.h2_options = Some(limits::h2_options(&l.limits));
     let gate = Gate::new(&l.name, Side::Listener(index), runtime.clone());
+    let http = Arc::new(http);
     let app = EdgeApp {
         gate: gate.clone(),
-        inner: Arc::new(http),
+        inner: http.clone(),
         header_before_tls: l.tls.is_some(),
     };
+    let gate_for_quic = gate.clone();
     let mut service = Service::new(format!("listener {}", l.name), app);
     service.set_connection_filter(Arc::new(EarlyGate(gate.clone())));
     if l.tls.is_some() {
@@ -316,5 +322,25 @@ fn add_listener(
         }
     };
     server.add_service(service);
+    if let Some(store) = store.as_ref().filter(|_| l.http3) {
+        let (grace, upgrade_sock) = {
+            let rt = runtime.load();
+            (
+                rt.config.server.grace_period,
+                rt.config.server.upgrade_sock.clone(),
+            )
+        };
+        server.add_service(QuicListener {
+            name: format!("http3 {}", l.name),
+            addr: l.listen,
+            listener: index,
+            app: http,
+            gate: gate_for_quic,
+            runtime: runtime.clone(),
+            crypto: Arc::new(crate::quic::tls::server_crypto(store.clone())?),
+            grace,
+            upgrade_sock,
+        });
+    }
     Ok(store)
 }

@@ -76,6 +76,7 @@ fn legacy(c: &Config) -> Value {
             "name": l.name,
             "listen": l.listen.to_string(),
             "http2": l.http2,
+            "http3": l.http3,
             "tls": l.tls.as_ref().map(|t| json!({
                 "certificates": t.certificates.iter().map(|c| json!({
                     "cert_file": c.cert_file,

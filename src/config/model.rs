@@ -171,6 +171,8 @@ pub struct ListenerConfig {
     pub name: String,
     pub listen: SocketAddr,
     pub http2: bool,
+    /// Also serve HTTP/3 over QUIC on the same UDP port (SPEC §15; TLS listeners only).
+    pub http3: bool,
     pub tls: Option<TlsConfig>,
     pub limits: ListenerLimits,
     /// Every connection must start with a PROXY v1/v2 header from `server.trusted_proxies`.

@@ -37,6 +37,8 @@ pub struct BoundListener {
     pub name: String,
     pub listen: SocketAddr,
     pub http2: bool,
+    /// The QUIC endpoint is bound at start (SPEC §15).
+    pub http3: bool,
     pub tls: Option<BoundTls>,
     pub max_requests_per_connection: u32,
     pub h2_max_concurrent_streams: u32,
@@ -73,6 +75,7 @@ impl ProcessConfig {
                     name: l.name.clone(),
                     listen: l.listen,
                     http2: l.http2,
+                    http3: l.http3,
                     tls: l.tls.as_ref().map(|t| BoundTls {
                         min_version: t.min_version,
                         client_auth: t.client_auth,
@@ -315,6 +318,12 @@ impl Changes {
             &old.http2,
             &new.http2,
             "ALPN and h2c keep the old setting",
+        );
+        self.check(
+            &at("http3"),
+            &old.http3,
+            &new.http3,
+            "the QUIC endpoint is bound at start (HTTP/3 keeps the old setting)",
         );
         let same = "connections keep the old setting";
         self.check(

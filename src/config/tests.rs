@@ -281,3 +281,30 @@ fn upstream_proxy_protocol_is_a_keyword() {
         "t.yaml:5:33: pools[0].upstream.proxy_protocol: \"v3\" is not one of none | v1 | v2",
     );
 }
+
+const TLS_LISTENER: &str = "listeners:\n  - name: web\n    listen: 127.0.0.1:18443\n    tls:\n      certificates:\n        - { cert_file: /c.pem, key_file: /k.pem }\n";
+
+#[test]
+fn http3_is_a_tls_listener_key() {
+    let on = accepted(&format!("{TLS_LISTENER}    http3: true\n{POOL}"));
+    assert!(on.listeners[0].http3);
+    let off = accepted(&format!("{TLS_LISTENER}{POOL}"));
+    assert!(!off.listeners[0].http3, "http3 is off by default");
+    let plain = errors(&format!(
+        "listeners:\n  - name: web\n    listen: 127.0.0.1:18080\n    http3: true\n{POOL}"
+    ));
+    assert_eq!(plain.len(), 1, "{plain:?}");
+    assert!(
+        plain[0].contains("listeners[0].http3") && plain[0].contains("needs TLS"),
+        "{plain:?}"
+    );
+    let proxied = errors(&format!(
+        "{TLS_LISTENER}    proxy_protocol: true\n    http3: true\n{POOL}"
+    ));
+    assert!(
+        proxied[0].contains("listeners[0].http3") && proxied[0].contains("PROXY header"),
+        "{proxied:?}"
+    );
+    let quic = errors(&format!("{TLS_LISTENER}    quic: true\n{POOL}"));
+    assert!(quic[0].contains("http3: true"), "{quic:?}");
+}

@@ -212,6 +212,15 @@ pub fn tls_sources(certificates: usize, acme: bool) -> Option<&'static str> {
     (certificates == 0 && !acme).then_some("needs certificates or acme")
 }
 
+/// `http3: true` needs TLS (QUIC always encrypts) and no PROXY header (QUIC has none).
+pub fn http3(tls: Option<&TlsConfig>, proxy_protocol: bool) -> Option<&'static str> {
+    if tls.is_none() {
+        return Some("HTTP/3 runs over QUIC, which needs TLS: add a tls section or remove http3");
+    }
+    proxy_protocol
+        .then_some("HTTP/3 cannot be combined with proxy_protocol (QUIC carries no PROXY header)")
+}
+
 pub fn client_auth(auth: ClientAuth, client_ca_file: bool) -> Option<&'static str> {
     (auth != ClientAuth::None && !client_ca_file).then_some("needs client_ca_file")
 }

@@ -49,6 +49,7 @@ pub fn http_entry<'a>(
         protocol: match req.version {
             http::Version::HTTP_10 => "HTTP/1.0",
             http::Version::HTTP_2 => "HTTP/2",
+            http::Version::HTTP_3 => "HTTP/3",
             _ => "HTTP/1.1",
         },
         tls,

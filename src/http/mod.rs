@@ -1,6 +1,7 @@
 //! The HTTP side: the `ProxyHttp` dispatcher and the request-level helpers it calls.
 
 pub mod admission;
+pub mod alt_svc;
 pub mod attempt;
 pub mod cache;
 pub mod country;

@@ -34,6 +34,8 @@ pub struct Proxy {
     /// False from SIGQUIT/SIGTERM on: responses then close their connection, so
     /// clients move to the new process instead of racing the old one's shutdown.
     pub ready: Arc<AtomicBool>,
+    /// `Alt-Svc` for TCP responses when the listener also serves HTTP/3.
+    pub alt_svc: Option<http::HeaderValue>,
 }
 
 impl Proxy {
@@ -269,6 +271,7 @@ impl ProxyHttp for Proxy {
         crate::ops::shutdown::drain_keepalive(session, &self.ready);
         cache::stamp(session, upstream_response, ctx)?;
         headers::stamp_response(upstream_response, ctx)?;
+        super::alt_svc::stamp(session, upstream_response, self.alt_svc.as_ref())?;
         let Some(route) = ctx.route() else {
             return Ok(());
         };

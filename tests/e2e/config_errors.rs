@@ -497,7 +497,7 @@ tcp_services:
 }
 
 #[test]
-fn http3_on_a_listener_is_an_error_saying_so() {
+fn http3_on_a_plaintext_listener_is_an_error_saying_so() {
     let yaml = format!(
         "
 listeners:
@@ -512,8 +512,8 @@ pools:
     );
     let line = expect_error(&yaml, locate(&yaml, "http3:", 0), "listeners[0].http3");
     assert!(
-        line.contains("HTTP/3"),
-        "the error should mention HTTP/3: {line}"
+        line.contains("HTTP/3") && line.contains("needs TLS"),
+        "the error should say HTTP/3 needs TLS: {line}"
     );
 }
 

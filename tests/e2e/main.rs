@@ -26,6 +26,7 @@ mod fuzz_corpus;
 mod grafana_alerts;
 mod h2_abuse;
 mod headers;
+mod http3;
 mod l4;
 mod limits;
 mod metrics;

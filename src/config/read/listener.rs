@@ -11,13 +11,20 @@ pub(super) fn read_listener(d: &mut Decoder, node: &Node, path: &str) -> Option<
     let http2 = boolean(d, &mut m, "http2", tls.is_some());
     let limits = get_with(d, &mut m, "limits", super::limits::read_limits).unwrap_or_default();
     let proxy_protocol = boolean(d, &mut m, "proxy_protocol", false);
+    let http3 = boolean(d, &mut m, "http3", false);
+    if http3 {
+        if let Some(e) = validate::http3(tls.as_ref(), proxy_protocol) {
+            d.error(m.key_pos("http3"), &m.child("http3"), e);
+        }
+    }
     m.finish(d, |k| {
-        matches!(k, "http3" | "quic" | "alt_svc").then_some(HTTP3)
+        matches!(k, "quic" | "alt_svc").then_some("HTTP/3 is turned on with `http3: true`")
     });
     Some(ListenerConfig {
         name: name?,
         listen: listen?.0,
         http2,
+        http3,
         tls,
         limits,
         proxy_protocol,

@@ -30,7 +30,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-const HTTP3: &str = "HTTP/3 (QUIC) is not supported; remove this key";
+const HTTP3: &str = "HTTP/3 is served by a TLS listener with `http3: true` (listeners[].http3)";
 
 /// Reads the whole document (a mapping at the top level).
 pub fn read_config(d: &mut Decoder, root: &Node) -> Option<Config> {

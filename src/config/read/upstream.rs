@@ -19,7 +19,10 @@ pub(super) fn read_upstream(d: &mut Decoder, node: &Node, path: &str) -> Option<
         d.error(m.key_pos(key), &m.child(key), e);
     }
     let proxy_protocol = choice(d, &mut m, "proxy_protocol", ProxyProtocolSend::None);
-    m.finish(d, |k| matches!(k, "http3" | "quic").then_some(HTTP3));
+    m.finish(d, |k| {
+        matches!(k, "http3" | "quic")
+            .then_some("HTTP/3 to backends is not supported (clients only: listeners[].http3)")
+    });
     Some(UpstreamConfig {
         protocol,
         tls,

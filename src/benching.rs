@@ -68,6 +68,8 @@ pub fn access_log_line(client: IpAddr, request_id: &str, took: Duration) -> Vec<
         upstream_connect_ms: Some(0.412),
         upstream_response_ms: Some(3.207),
         country: None,
+        cache: None,
+        cache_wait_ms: None,
     };
     AccessLog::line(&entry).unwrap_or_default()
 }

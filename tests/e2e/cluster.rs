@@ -49,8 +49,12 @@ fn start_pair_unchecked(
     routes: &str,
 ) -> (Switchyard, u16, Switchyard, u16) {
     let (pa, pb) = (listen_port(), listen_port());
-    let a = Switchyard::start(&config(pa, &redis.url(), "", b, routes), &[pa]);
-    let bb = Switchyard::start(&config(pb, &redis.url(), "", b, routes), &[pb]);
+    // A Redis answer slower than cluster.timeout (20 ms by default) sends an instance to
+    // its local limit for a second, which a loaded test machine can cause on its own; the
+    // tests here are about a Redis that answers, stops or comes back, not a slow one.
+    let slow_machine = "  timeout: 250ms\n";
+    let a = Switchyard::start(&config(pa, &redis.url(), slow_machine, b, routes), &[pa]);
+    let bb = Switchyard::start(&config(pb, &redis.url(), slow_machine, b, routes), &[pb]);
     (a, pa, bb, pb)
 }
 

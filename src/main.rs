@@ -6,6 +6,19 @@ use std::io::Write;
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
+/// jemalloc's settings, read at its start (docs/PERFORMANCE.md, "Idle connections"):
+/// freed memory goes back to the system from a background thread, within about
+/// `dirty_decay_ms`, also when no request comes after a burst of connections closes
+/// (decay otherwise only advances when the process allocates). `muzzy_decay_ms:0`
+/// (jemalloc's default, stated here) returns pages with MADV_DONTNEED, so RSS falls.
+#[allow(non_upper_case_globals)]
+#[export_name = "_rjem_malloc_conf"]
+pub static malloc_conf: Option<&'static libc::c_char> = Some(
+    // SAFETY: a pointer to the first byte of a NUL-terminated string with static
+    // lifetime, which is what jemalloc's `malloc_conf` is.
+    unsafe { &*c"background_thread:true,dirty_decay_ms:5000,muzzy_decay_ms:0".as_ptr() },
+);
+
 fn main() {
     let cli = switchyard::cli::Cli::parse();
     if cli.version {

@@ -23,6 +23,7 @@ use crate::tcp::TcpProxy;
 use crate::tls::acme::AcmeService;
 use crate::tls::{self, store::CertStore};
 use pingora::apps::http_app::HttpServer;
+use pingora::listeners::{L4BufferSettings, ListenerConfig as Endpoint};
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{RunArgs, Server};
 use pingora::services::background::background_service;
@@ -78,6 +79,14 @@ fn report_invalid(path: &Path, errors: &[Diagnostic]) {
     );
 }
 
+/// Idle backend connections kept for reuse, per worker thread: Pingora 0.9 keeps one
+/// LRU pool per listener of this size × threads, shared by all backends of all pools
+/// (so with many backends the default of 128 starts closing connections that would be
+/// reused a moment later). 256 lets every request in flight on a busy thread give its
+/// connection back; an idle pooled connection costs about 1 KB here plus its sockets,
+/// and is closed after the pool's `timeouts.idle` (docs/PERFORMANCE.md).
+const UPSTREAM_IDLE_PER_THREAD: usize = 256;
+
 fn server_conf(cli: &Cli, c: &Config) -> ServerConf {
     let threads = if c.server.threads == 0 {
         std::thread::available_parallelism()
@@ -106,6 +115,7 @@ fn server_conf(cli: &Cli, c: &Config) -> ServerConf {
         // Retries are bounded by each pool's `retries` and `try_duration` (at most 5m
         // of connect retries 250 ms apart); Pingora's default of 16 would cut the latter.
         max_retries: crate::http::retry::MAX_PROXY_TRIES,
+        upstream_keepalive_pool_size: UPSTREAM_IDLE_PER_THREAD,
         ..ServerConf::default()
     }
 }
@@ -274,6 +284,21 @@ fn ignore_signals_until_handled() {
     }
 }
 
+/// The read buffers Pingora puts under each accepted client connection of an HTTP
+/// listener, for the connection's whole life (Pingora's default is 64 KiB). Plaintext:
+/// none; Pingora reads a request header into its own buffer, so one would only add a
+/// copy, and any size held costs ~4.7 KB more per idle connection (one page touched, or
+/// all of it zeroed when the allocator reuses memory). TLS: one full TLS record
+/// (16 KiB), so OpenSSL reads a record in one call rather than header and body apart.
+/// Measurements: docs/PERFORMANCE.md, "Idle connections".
+fn client_buffers(tls: bool) -> L4BufferSettings {
+    L4BufferSettings {
+        read: Some(if tls { 16 * 1024 } else { 0 }),
+        // Pingora's default (one MSS) for the write side.
+        write: None,
+    }
+}
+
 fn add_listener(
     server: &mut Server,
     index: usize,
@@ -310,14 +335,15 @@ fn add_listener(
             .set_pre_tls_callback(Arc::new(PreTlsHeader(gate)));
     }
     let addr = l.listen.to_string();
+    let endpoint = Endpoint::tcp(&addr).l4_buffer(client_buffers(l.tls.is_some()));
     let store = match &l.tls {
         None => {
-            service.add_tcp(&addr);
+            service.add_listener(endpoint);
             None
         }
         Some(_) => {
             let (settings, store) = tls::settings(l)?;
-            service.add_tls_with_settings(&addr, None, settings);
+            service.add_listener(endpoint.tls(settings));
             Some(store)
         }
     };

@@ -205,12 +205,15 @@ impl HandoverSocket {
     /// Whether another live process has a relay for this port (a stale relay file,
     /// whose process is gone, is removed).
     pub fn successor_listening(&self) -> bool {
-        let (Some(dir), Some(stem)) = (
-            self.upgrade_sock.parent(),
-            self.upgrade_sock.file_name().and_then(|n| n.to_str()),
-        ) else {
+        let Some(stem) = self.upgrade_sock.file_name().and_then(|n| n.to_str()) else {
             return false;
         };
+        // A relative `upgrade_sock` ("upgrade.sock") lives in the working directory.
+        let dir = self
+            .upgrade_sock
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
         let prefix = format!("{stem}.quic{}-", self.port);
         let Ok(entries) = std::fs::read_dir(dir) else {
             return false;

@@ -129,3 +129,73 @@ pub fn server_crypto(
     config.max_early_data_size = 0;
     Ok(quinn::crypto::rustls::QuicServerConfig::try_from(config)?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use openssl::ec::{EcGroup, EcKey};
+    use openssl::nid::Nid;
+    use openssl::pkey::PKey;
+    use openssl::x509::extension::SubjectAlternativeName;
+    use openssl::x509::{X509Builder, X509NameBuilder};
+
+    fn cert(name: &str) -> Certified {
+        let group = EcGroup::from_curve_name(Nid::X9_62_PRIME256V1).unwrap();
+        let key = PKey::from_ec_key(EcKey::generate(&group).unwrap()).unwrap();
+        let mut subject = X509NameBuilder::new().unwrap();
+        subject.append_entry_by_text("CN", name).unwrap();
+        let subject = subject.build();
+        let mut b = X509Builder::new().unwrap();
+        b.set_version(2).unwrap();
+        b.set_subject_name(&subject).unwrap();
+        b.set_issuer_name(&subject).unwrap();
+        b.set_pubkey(&key).unwrap();
+        b.set_not_before(&openssl::asn1::Asn1Time::days_from_now(0).unwrap())
+            .unwrap();
+        b.set_not_after(&openssl::asn1::Asn1Time::days_from_now(1).unwrap())
+            .unwrap();
+        let san = SubjectAlternativeName::new()
+            .dns(name)
+            .build(&b.x509v3_context(None, None))
+            .unwrap();
+        b.append_extension(san).unwrap();
+        b.sign(&key, openssl::hash::MessageDigest::sha256())
+            .unwrap();
+        Certified::new(vec![b.build()], key).unwrap()
+    }
+
+    fn der(c: &Certified) -> Vec<u8> {
+        c.chain[0].to_der().unwrap()
+    }
+
+    #[test]
+    fn keys_follow_the_store_and_are_converted_once_per_published_set() {
+        let a = cert("a.example.test");
+        let store = CertStore::new(vec![a.clone()]);
+        let resolver = StoreResolver::new(store.clone());
+        let first = resolver.converted();
+        assert_eq!(first.keys.len(), 1);
+        assert_eq!(first.keys[0].as_ref().unwrap().cert[0].as_ref(), der(&a));
+        assert!(
+            Arc::ptr_eq(&first, &resolver.converted()),
+            "an unchanged store is not converted again"
+        );
+        // An ACME certificate, then new files (a reload): each reaches QUIC.
+        let acme = cert("b.example.test");
+        store.set_acme(acme.clone());
+        let second = resolver.converted();
+        assert_eq!(second.keys.len(), 2);
+        assert_eq!(
+            second.keys[1].as_ref().unwrap().cert[0].as_ref(),
+            der(&acme)
+        );
+        let renewed = cert("a.example.test");
+        store.set_files(vec![renewed.clone()]);
+        let third = resolver.converted();
+        assert_eq!(
+            third.keys[0].as_ref().unwrap().cert[0].as_ref(),
+            der(&renewed)
+        );
+        assert!(server_crypto(store).is_ok());
+    }
+}

@@ -720,3 +720,78 @@ fn listener_limits_apply_to_http3() {
         .block_on(async { tokio::time::timeout(Duration::from_secs(10), quic.closed()).await });
     assert!(closed.is_ok(), "an idle connection is closed by the server");
 }
+
+/// A gRPC message frame: uncompressed, 4-byte length, the message.
+fn grpc_frame(msg: &impl prost::Message) -> Vec<u8> {
+    let body = msg.encode_to_vec();
+    let mut out = vec![0];
+    out.extend_from_slice(&(body.len() as u32).to_be_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+fn grpc_messages(mut body: &[u8]) -> Vec<crate::protocols::EchoReply> {
+    let mut out = Vec::new();
+    while body.len() >= 5 {
+        let n = u32::from_be_bytes(body[1..5].try_into().unwrap()) as usize;
+        out.push(prost::Message::decode(&body[5..5 + n]).expect("a reply message"));
+        body = &body[5 + n..];
+    }
+    out
+}
+
+#[test]
+fn grpc_over_http3_reaches_an_h2c_backend_with_its_trailers() {
+    let pki = Pki::new();
+    let grpc = crate::protocols::GrpcBackend::start();
+    let port = listen_port();
+    let yaml = config_yaml(
+        TEST_SERVER,
+        &listener(&pki, "websecure", port, true, ""),
+        &pool_yaml(
+            "p",
+            "    upstream: { protocol: h2c }\n",
+            &[format!("127.0.0.1:{}", grpc.port)],
+        ),
+        "  - name: r\n    pool: p\n",
+    );
+    let sy = Switchyard::start(&yaml, &[port]);
+    assert!(sy.wait_stderr("HTTP/3 on udp", 1, Duration::from_secs(10)));
+    let client = pki.client();
+    let mut conn = client.connect(port, "a.example.com").expect("connect");
+    let headers = [
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+        ("x-tenant", "t-7"),
+    ];
+    let call = |conn: &mut H3Conn, count: u32, fail_with: i32| {
+        let req = crate::protocols::EchoRequest {
+            message: "tick".into(),
+            count,
+            fail_with,
+        };
+        client
+            .request(
+                conn,
+                "POST",
+                "/test.Echo/Stream",
+                &headers,
+                &grpc_frame(&req),
+            )
+            .expect("a gRPC call over HTTP/3")
+    };
+    let r = call(&mut conn, 5, 0);
+    assert_eq!(r.status, 200, "{r:?}");
+    let replies = grpc_messages(&r.body);
+    assert_eq!(replies.len(), 5, "every streamed message arrives: {r:?}");
+    assert_eq!(replies[4].message, "tick #4");
+    assert_eq!(replies[0].tenant, "t-7", "metadata reaches the backend");
+    let trailers = r.trailers.expect("the response ends with trailers");
+    assert_eq!(trailers.get("grpc-status").unwrap(), "0", "{trailers:?}");
+
+    // An error status travels in the trailers too.
+    let r = call(&mut conn, 2, 8);
+    assert_eq!(grpc_messages(&r.body).len(), 2);
+    let trailers = r.trailers.expect("trailers with the error");
+    assert_eq!(trailers.get("grpc-status").unwrap(), "8", "{trailers:?}");
+}

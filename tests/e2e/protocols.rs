@@ -100,26 +100,26 @@ fn h2c_prior_knowledge_works_on_a_plaintext_listener_with_http2() {
 // ---------------------------------------------------------------------------------------
 
 #[derive(Clone, PartialEq, prost::Message)]
-struct EchoRequest {
+pub(crate) struct EchoRequest {
     #[prost(string, tag = "1")]
-    message: String,
+    pub(crate) message: String,
     /// Server streaming: how many replies.
     #[prost(uint32, tag = "2")]
-    count: u32,
+    pub(crate) count: u32,
     /// Server streaming: end with this error status after the replies (0 = OK).
     #[prost(int32, tag = "3")]
-    fail_with: i32,
+    pub(crate) fail_with: i32,
 }
 
 #[derive(Clone, PartialEq, prost::Message)]
-struct EchoReply {
+pub(crate) struct EchoReply {
     #[prost(string, tag = "1")]
-    message: String,
+    pub(crate) message: String,
     #[prost(uint32, tag = "2")]
-    index: u32,
+    pub(crate) index: u32,
     /// The `x-tenant` metadata the server received.
     #[prost(string, tag = "3")]
-    tenant: String,
+    pub(crate) tenant: String,
 }
 
 const UNARY: &str = "/test.Echo/Unary";
@@ -243,15 +243,16 @@ where
     }
 }
 
-/// A tonic gRPC server (HTTP/2 cleartext) on 127.0.0.1, stopped when dropped.
-struct GrpcBackend {
-    port: u16,
+/// A tonic gRPC server (HTTP/2 cleartext) on 127.0.0.1, stopped when dropped (also used
+/// by `http3`).
+pub(crate) struct GrpcBackend {
+    pub(crate) port: u16,
     calls: Arc<AtomicUsize>,
     rt: Option<tokio::runtime::Runtime>,
 }
 
 impl GrpcBackend {
-    fn start() -> GrpcBackend {
+    pub(crate) fn start() -> GrpcBackend {
         let rt = runtime();
         let (listener, port) = bind_local();
         let server = EchoServer::default();

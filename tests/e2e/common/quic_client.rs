@@ -18,6 +18,7 @@ pub struct H3Reply {
     pub status: u16,
     pub headers: http::HeaderMap,
     pub body: Vec<u8>,
+    pub trailers: Option<http::HeaderMap>,
 }
 
 impl H3Reply {
@@ -157,10 +158,15 @@ impl H3Client {
                         chunk.advance(n);
                     }
                 }
+                let trailers = stream
+                    .recv_trailers()
+                    .await
+                    .map_err(|e| format!("trailers: {e}"))?;
                 Ok(H3Reply {
                     status: resp.status().as_u16(),
                     headers: resp.headers().clone(),
                     body,
+                    trailers,
                 })
             })
             .await

@@ -6,6 +6,7 @@
 //! are not opened otherwise). Purges made while Redis is away wait in a bounded queue and
 //! are published once it answers; the request path never waits for Redis.
 
+use super::sync::{bounded, SyncError};
 use crate::cache::Store;
 use async_trait::async_trait;
 use futures_util::StreamExt;
@@ -151,7 +152,7 @@ impl CacheSync {
         client: &redis::Client,
         outbox: &mut mpsc::Receiver<Purge>,
         pending: &mut Option<Purge>,
-    ) -> Result<(), String> {
+    ) -> Result<(), SyncError> {
         let config = redis::AsyncConnectionConfig::new()
             .set_connection_timeout(Some(TIMEOUT))
             .set_response_timeout(Some(TIMEOUT));
@@ -164,8 +165,7 @@ impl CacheSync {
         let mut ping = tokio::time::interval(RETRY);
         loop {
             if let Some(p) = pending.as_ref() {
-                let json = serde_json::to_string(&Message::of(&self.origin, p))
-                    .map_err(|e| e.to_string())?;
+                let json = serde_json::to_string(&Message::of(&self.origin, p))?;
                 let _: i64 = bounded(
                     redis::cmd("PUBLISH")
                         .arg(CHANNEL)
@@ -179,7 +179,7 @@ impl CacheSync {
             tokio::select! {
                 message = messages.next() => match message {
                     Some(m) => self.receive(&m),
-                    None => return Err("the subscription connection closed".into()),
+                    None => return Err(SyncError::SubscriptionClosed),
                 },
                 next = outbox.recv() => match next {
                     Some(p) => *pending = Some(p),
@@ -211,15 +211,6 @@ impl CacheSync {
             let n = purge.apply(store);
             log::info!("cache sync: another instance purged {purge:?}; {n} object(s) dropped here");
         }
-    }
-}
-
-async fn bounded<T>(
-    op: impl std::future::Future<Output = redis::RedisResult<T>>,
-) -> Result<T, String> {
-    match tokio::time::timeout(TIMEOUT, op).await {
-        Ok(r) => r.map_err(|e| e.to_string()),
-        Err(_) => Err(format!("no answer within {TIMEOUT:?}")),
     }
 }
 

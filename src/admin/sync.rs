@@ -352,7 +352,7 @@ impl AdminSync {
 
 /// Why a session with Redis ended (the service reconnects after a pause).
 #[derive(Debug, thiserror::Error)]
-enum SyncError {
+pub(super) enum SyncError {
     #[error(transparent)]
     Redis(#[from] redis::RedisError),
     #[error("no answer within {0:?}")]
@@ -368,7 +368,9 @@ fn to_json<T: Serialize>(value: &T) -> Result<String, SyncError> {
 }
 
 /// Runs one Redis operation, giving up after `TIMEOUT`.
-async fn bounded<T>(op: impl Future<Output = redis::RedisResult<T>>) -> Result<T, SyncError> {
+pub(super) async fn bounded<T>(
+    op: impl Future<Output = redis::RedisResult<T>>,
+) -> Result<T, SyncError> {
     match tokio::time::timeout(TIMEOUT, op).await {
         Ok(result) => Ok(result?),
         Err(_) => Err(SyncError::Timeout(TIMEOUT)),

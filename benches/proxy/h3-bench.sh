@@ -13,19 +13,9 @@ REPS=${REPS:-3}
 N=${N:-60000}
 CONNS=${CONNS:-16}
 IN_FLIGHT=${IN_FLIGHT:-10}
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj /CN=bench.test \
-  -addext subjectAltName=DNS:bench.test -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
-cat > "$work/backend.conf" <<CONF
-worker_processes 1; daemon off; pid $work/be.pid; error_log $work/be.err;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:19321; location / { return 200 "ok"; } } }
-CONF
-taskset -c 0 nginx -c "$work/backend.conf" -p "$work" & pids+=($!)
+. benches/proxy/common.sh
+bench_cert
+bench_nginx_backend 19321
 cat > "$work/sy.yaml" <<YAML
 server: {threads: 1, pid_file: $work/sy.pid, upgrade_sock: $work/sy.sock, grace_period: 1s, shutdown_timeout: 1s}
 log: {level: warn, access_log: "off"}

@@ -8,10 +8,7 @@ cd "$(dirname "$0")/../.."
 BIN=${BIN:-target/release/switchyard}
 REPS=${REPS:-3}
 SECONDS_PER_RUN=${SECONDS_PER_RUN:-5}
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
+. benches/proxy/common.sh
 
 iperf3 -s -p 15201 -D --logfile "$work/iperf.log" --pidfile "$work/iperf.pid"
 sleep 0.5

@@ -8,20 +8,9 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 BIN=${BIN:-$PWD/target/release/switchyard}
 REPS=${REPS:-3}
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 -subj /CN=bench.test \
-  -addext subjectAltName=DNS:bench.test -keyout "$work/key.pem" -out "$work/cert.pem" 2>/dev/null
-
-cat > "$work/backend.conf" <<CONF
-worker_processes 1; daemon off; pid $work/be.pid; error_log $work/be.err;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000;
-  server { listen 127.0.0.1:19301; location / { return 200 "ok"; } } }
-CONF
-taskset -c 0 nginx -c "$work/backend.conf" -p "$work" & pids+=($!)
+. benches/proxy/common.sh
+bench_cert
+bench_nginx_backend 19301
 cat > "$work/nginx.conf" <<CONF
 worker_processes 1; daemon off; pid $work/ng.pid; error_log $work/ng.err;
 events { worker_connections 4096; }

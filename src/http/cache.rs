@@ -80,16 +80,20 @@ pub fn serve_stale(error: Option<&Error>) -> bool {
 
 /// `response_filter`: the `X-Cache` header, and the word the log and metrics use.
 pub fn stamp(session: &Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
-    if ctx.cache_status.is_none() {
-        return Ok(());
+    match settle(session, ctx) {
+        Some(word) => resp.insert_header(X_CACHE, word),
+        None => Ok(()),
     }
-    let status = policy::status_of(session.cache.phase(), ctx.cache_bypass);
-    ctx.cache_status = Some(status);
-    resp.insert_header(X_CACHE, status.header())
 }
 
 /// `fail_to_proxy`: the `X-Cache` word of an error answer on a caching route.
 pub fn stamp_error(session: &Session, ctx: &mut RequestCtx) -> Option<&'static str> {
+    settle(session, ctx)
+}
+
+/// On a caching route, fixes the request's cache status from the cache phase reached
+/// and returns its `X-Cache` word.
+fn settle(session: &Session, ctx: &mut RequestCtx) -> Option<&'static str> {
     ctx.cache_status?;
     let status = policy::status_of(session.cache.phase(), ctx.cache_bypass);
     ctx.cache_status = Some(status);

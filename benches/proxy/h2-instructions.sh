@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Instructions per HTTP/2-over-TLS request, counted by callgrind (repeatable on a noisy
+# machine): Switchyard and nginx each terminate TLS, speak h2 to h2load and HTTP/1.1 to
+# the same nginx backend. Each proxy runs under valgrind twice (N1 and N2 requests,
+# h2load -c 4 -m 10 over fresh connections); instructions/request =
+# (I(N2) - I(N1)) / (N2 - N1), so start-up, handshakes of the same count and shutdown
+# cancel out. With PROFILE=1 the Switchyard N2 run is kept and its top functions
+# (inclusive) printed by callgrind_annotate: build with `cargo build --profile profiling`
+# and set BIN=target/profiling/switchyard for names.
+# Needs: valgrind, nginx-light, nghttp2-client (h2load), openssl.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+BIN=${BIN:-$PWD/target/release/switchyard}
+N1=${N1:-2000}; N2=${N2:-6000}
+TARGETS=${TARGETS:-"switchyard nginx"}
+. benches/proxy/common.sh
+bench_cert
+bench_nginx_backend 19311
+cat > "$work/nginx.conf" <<CONF
+worker_processes 1; daemon off; master_process off; pid $work/ng.pid; error_log $work/ng.err;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000; ssl_protocols TLSv1.2 TLSv1.3;
+  upstream be { server 127.0.0.1:19311; keepalive 128; }
+  server { listen 127.0.0.1:19453 ssl http2; ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem;
+    location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+CONF
+cat > "$work/sy.yaml" <<YAML
+server: {threads: 1, pid_file: $work/sy.pid, upgrade_sock: $work/sy.sock, grace_period: 1s, shutdown_timeout: 1s}
+log: {level: warn, access_log: "off"}
+listeners:
+  - {name: tls, listen: 127.0.0.1:18453, tls: {certificates: [{cert_file: $work/cert.pem, key_file: $work/key.pem}]}}
+pools: [{name: be, backends: [{address: 127.0.0.1:19311}], health_check: {kind: none}}]
+routes: [{name: all, pool: be}]
+YAML
+sleep 0.5
+cmd_for() { case $1 in
+  switchyard) echo "$BIN -c $work/sy.yaml" ;;
+  nginx) echo "nginx -c $work/nginx.conf -p $work" ;;
+esac; }
+port_for() { case $1 in switchyard) echo 18453 ;; nginx) echo 19453 ;; esac; }
+measure() { # TARGET N -> total instructions
+  local out="$work/cg.$1.$2" port; port=$(port_for "$1")
+  valgrind --tool=callgrind --callgrind-out-file="$out" $(cmd_for "$1") >"$work/$1.$2.log" 2>&1 &
+  local vp=$!
+  for _ in $(seq 1 300); do curl -sk -o /dev/null "https://127.0.0.1:$port/" && break; sleep 0.2; done
+  h2load -n "$2" -c 4 -m 10 "https://127.0.0.1:$port/" >"$work/h2load.$1.$2" 2>&1 \
+    || echo "WARN $1: h2load failed" >&2
+  grep -q "$2 succeeded" "$work/h2load.$1.$2" || echo "WARN $1: not all $2 requests succeeded" >&2
+  kill -INT "$vp"; wait "$vp" 2>/dev/null || true
+  grep -E '^(summary|totals):' "$out" | head -1 | awk '{print $2}'
+}
+declare -A per
+for t in $TARGETS; do
+  a=$(measure "$t" "$N1"); b=$(measure "$t" "$N2")
+  per[$t]=$(awk -v a="$a" -v b="$b" -v n1="$N1" -v n2="$N2" 'BEGIN{printf "%.0f", (b-a)/(n2-n1)}')
+  echo "$t: ${per[$t]} instructions/request (I($N1)=$a, I($N2)=$b)"
+done
+if [ "${PROFILE:-0}" = 1 ] && [ -f "$work/cg.switchyard.$N2" ]; then
+  cp "$work/cg.switchyard.$N2" "${PROFILE_OUT:-/tmp/h2-switchyard.callgrind}"
+  callgrind_annotate --inclusive=yes "$work/cg.switchyard.$N2" 2>/dev/null | head -60
+fi
+if [ -n "${per[switchyard]:-}" ] && [ -n "${per[nginx]:-}" ]; then
+  echo "RATIO switchyard_vs_nginx_h2_instr_per_req=$(awk -v x="${per[switchyard]}" -v y="${per[nginx]}" 'BEGIN{printf "%.3f", x/y}')"
+fi

@@ -29,6 +29,7 @@ sed -i 's/worker_connections 4096/worker_connections 20000/' "$work/backend.conf
 
 # PostgreSQL on 127.0.0.1:15203 as the postgres user (it refuses to run as root).
 pgbin=$(ls -d /usr/lib/postgresql/*/bin | sort -V | tail -1)
+chmod o+x "$work"
 mkdir -p "$work/pg" && chown postgres "$work/pg" && chmod 700 "$work/pg"
 as_pg() { if [ "$(id -u)" -eq 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi; }
 as_pg "$pgbin/initdb" -D "$work/pg" --auth=trust -U postgres -N >/dev/null
@@ -52,10 +53,10 @@ YAML
 cat > "$work/haproxy.cfg" <<CFG
 global
   nbthread 1
-  maxconn 20000
+  maxconn 8000
 defaults
   mode tcp
-  maxconn 20000
+  maxconn 8000
   timeout connect 3s
   timeout client 1h
   timeout server 1h
@@ -72,7 +73,9 @@ CFG
 
 throughput() { # port -> MiB/s
   taskset -c 0 iperf3 -c 127.0.0.1 -p "$1" -t "$SECONDS_PER_RUN" -J 2>/dev/null \
-    | python3 -c 'import json,sys; print(round(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/8/1048576, 1))'
+    | python3 -c 'import json,sys; 
+try: print(round(json.load(sys.stdin)["end"]["sum_received"]["bits_per_second"]/8/1048576, 1))
+except Exception: print("nan")'
 }
 conn_rate() { # port -> new sessions/s (one request each)
   taskset -c 0 wrk -t1 -c32 -d"${SECONDS_PER_RUN}s" -H 'Connection: close' "http://127.0.0.1:$1/" \
@@ -87,8 +90,8 @@ idle_bytes() { # pid port -> bytes per idle session
   local before fifo holder line after
   before=$(rss_kb "$1")
   fifo="$work/idle.fifo"; rm -f "$fifo"; mkfifo "$fifo"
-  ulimit -n 65536
-  taskset -c 0 python3 "$BENCH/idleconns.py" 127.0.0.1 "$2" "$IDLE_N" --hold 120 --setup-timeout 100 >"$fifo" &
+  ulimit -n "$(ulimit -Hn)"
+  taskset -c 0 python3 "$BENCH/idleconns.py" 127.0.0.1 "$2" "$IDLE_N" --hold 120 --setup-timeout 100 >"$fifo" 2>/dev/null &
   holder=$!
   read -r line <"$fifo" || true
   sleep 1
@@ -102,14 +105,15 @@ for rep in $(seq 1 "$REPS"); do
   echo "$rep direct - - $(pg_tps 15203) -"
   for target in switchyard haproxy; do
     if [ "$target" = switchyard ]; then
-      (ulimit -n 65536; exec taskset -c 1 "$BIN" -c "$work/sy.yaml") 2>"$work/sy.err" & p=$!; base=16200
+      (ulimit -n "$(ulimit -Hn)"; exec taskset -c 1 "$BIN" -c "$work/sy.yaml") 2>"$work/sy.err" & p=$!; base=16200
     else
-      (ulimit -n 65536; exec taskset -c 1 haproxy -f "$work/haproxy.cfg" -db) 2>"$work/ha.err" & p=$!; base=17200
+      (ulimit -n "$(ulimit -Hn)"; exec taskset -c 1 haproxy -f "$work/haproxy.cfg" -db) 2>"$work/ha.err" & p=$!; base=17200
     fi
     sleep 1
     t=$(throughput $((base + 1))); r=$(conn_rate $((base + 2))); q=$(pg_tps $((base + 3)))
     i=$(idle_bytes "$p" $((base + 2)))
     echo "$rep $target $t $r $q $i"
+    [ "$t" != nan ] || tail -5 "$work/sy.err" "$work/ha.err" >&2 2>/dev/null || true
     kill "$p"; wait "$p" 2>/dev/null || true
     sleep 1
   done

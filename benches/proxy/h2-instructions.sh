@@ -57,7 +57,7 @@ for t in $TARGETS; do
 done
 if [ "${PROFILE:-0}" = 1 ] && [ -f "$work/cg.switchyard.$N2" ]; then
   cp "$work/cg.switchyard.$N2" "${PROFILE_OUT:-/tmp/h2-switchyard.callgrind}"
-  callgrind_annotate --inclusive=yes "$work/cg.switchyard.$N2" 2>/dev/null | head -60
+  { callgrind_annotate --inclusive=yes "$work/cg.switchyard.$N2" 2>/dev/null || true; } | head -60 || true
 fi
 if [ -n "${per[switchyard]:-}" ] && [ -n "${per[nginx]:-}" ]; then
   echo "RATIO switchyard_vs_nginx_h2_instr_per_req=$(awk -v x="${per[switchyard]}" -v y="${per[nginx]}" 'BEGIN{printf "%.3f", x/y}')"

@@ -22,3 +22,25 @@ http { access_log off; keepalive_requests 1000000;
 CONF
   taskset -c 0 nginx -c "$work/backend.conf" -p "$work" & pids+=($!)
 }
+
+# $work/nginx.conf and $work/sy.yaml: nginx (on NGINX_PORT) and Switchyard (on SY_PORT)
+# each terminating TLS with the bench certificate (h2 by ALPN) and proxying to the
+# backend on 127.0.0.1:BACKEND_PORT. Extra main-context nginx directives may follow.
+bench_tls_proxies() { # BACKEND_PORT SY_PORT NGINX_PORT [nginx directives]
+  cat > "$work/nginx.conf" <<CONF
+worker_processes 1; daemon off; ${4:-} pid $work/ng.pid; error_log $work/ng.err;
+events { worker_connections 4096; }
+http { access_log off; keepalive_requests 1000000; ssl_protocols TLSv1.2 TLSv1.3;
+  upstream be { server 127.0.0.1:$1; keepalive 128; }
+  server { listen 127.0.0.1:$3 ssl http2; ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem;
+    location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+CONF
+  cat > "$work/sy.yaml" <<YAML
+server: {threads: 1, pid_file: $work/sy.pid, upgrade_sock: $work/sy.sock, grace_period: 1s, shutdown_timeout: 1s}
+log: {level: warn, access_log: "off"}
+listeners:
+  - {name: tls, listen: 127.0.0.1:$2, tls: {certificates: [{cert_file: $work/cert.pem, key_file: $work/key.pem}]}}
+pools: [{name: be, backends: [{address: 127.0.0.1:$1}], health_check: {kind: none}}]
+routes: [{name: all, pool: be}]
+YAML
+}

@@ -16,22 +16,7 @@ TARGETS=${TARGETS:-"switchyard nginx"}
 . benches/proxy/common.sh
 bench_cert
 bench_nginx_backend 19311
-cat > "$work/nginx.conf" <<CONF
-worker_processes 1; daemon off; master_process off; pid $work/ng.pid; error_log $work/ng.err;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000; ssl_protocols TLSv1.2 TLSv1.3;
-  upstream be { server 127.0.0.1:19311; keepalive 128; }
-  server { listen 127.0.0.1:19453 ssl http2; ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem;
-    location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
-CONF
-cat > "$work/sy.yaml" <<YAML
-server: {threads: 1, pid_file: $work/sy.pid, upgrade_sock: $work/sy.sock, grace_period: 1s, shutdown_timeout: 1s}
-log: {level: warn, access_log: "off"}
-listeners:
-  - {name: tls, listen: 127.0.0.1:18453, tls: {certificates: [{cert_file: $work/cert.pem, key_file: $work/key.pem}]}}
-pools: [{name: be, backends: [{address: 127.0.0.1:19311}], health_check: {kind: none}}]
-routes: [{name: all, pool: be}]
-YAML
+bench_tls_proxies 19311 18453 19453 'master_process off;'
 sleep 0.5
 cmd_for() { case $1 in
   switchyard) echo "$BIN -c $work/sy.yaml" ;;

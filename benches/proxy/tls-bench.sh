@@ -11,22 +11,7 @@ REPS=${REPS:-3}
 . benches/proxy/common.sh
 bench_cert
 bench_nginx_backend 19301
-cat > "$work/nginx.conf" <<CONF
-worker_processes 1; daemon off; pid $work/ng.pid; error_log $work/ng.err;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000; ssl_protocols TLSv1.2 TLSv1.3;
-  upstream be { server 127.0.0.1:19301; keepalive 128; }
-  server { listen 127.0.0.1:19443 ssl http2; ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem;
-    location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
-CONF
-cat > "$work/sy.yaml" <<YAML
-server: {threads: 1, pid_file: $work/sy.pid, upgrade_sock: $work/sy.sock, grace_period: 1s, shutdown_timeout: 1s}
-log: {level: warn, access_log: "off"}
-listeners:
-  - {name: tls, listen: 127.0.0.1:18443, tls: {certificates: [{cert_file: $work/cert.pem, key_file: $work/key.pem}]}}
-pools: [{name: be, backends: [{address: 127.0.0.1:19301}], health_check: {kind: none}}]
-routes: [{name: all, pool: be}]
-YAML
+bench_tls_proxies 19301 18443 19443
 sleep 0.5
 handshakes() { taskset -c 0 openssl s_time -connect "127.0.0.1:$1" -new -time 5 -tls1_3 2>/dev/null \
   | awk '/connections in [0-9.]+s/ {print $1/$4; exit}' | sed 's/s;//'; }

@@ -145,7 +145,19 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncReadExt, DuplexStream};
+    use tokio::task::JoinHandle;
+
+    /// A session between two in-memory pipes, with a 5 s idle timeout, on its own task.
+    fn start(client: DuplexStream, backend: DuplexStream) -> (JoinHandle<End>, Arc<Traffic>) {
+        let traffic = Arc::new(Traffic::default());
+        let t = traffic.clone();
+        let session =
+            tokio::spawn(
+                async move { bidirectional(client, backend, Duration::from_secs(5), t).await },
+            );
+        (session, traffic)
+    }
 
     /// A writer that takes fewer bytes than a read brings (a 64-byte pipe) gets every
     /// byte in order: the part it could not take at once is written from the spill.
@@ -153,12 +165,7 @@ mod tests {
     async fn slow_writer_gets_every_byte_in_order() {
         let (client, mut client_peer) = tokio::io::duplex(64 * 1024);
         let (backend, mut backend_peer) = tokio::io::duplex(64);
-        let traffic = Arc::new(Traffic::default());
-        let t = traffic.clone();
-        let session =
-            tokio::spawn(
-                async move { bidirectional(client, backend, Duration::from_secs(5), t).await },
-            );
+        let (session, traffic) = start(client, backend);
         let payload: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
         let sent = payload.clone();
         let writer = tokio::spawn(async move {
@@ -180,12 +187,7 @@ mod tests {
     async fn copies_both_ways_with_half_close() {
         let (client, mut client_peer) = tokio::io::duplex(1024);
         let (backend, mut backend_peer) = tokio::io::duplex(1024);
-        let traffic = Arc::new(Traffic::default());
-        let t = traffic.clone();
-        let session =
-            tokio::spawn(
-                async move { bidirectional(client, backend, Duration::from_secs(5), t).await },
-            );
+        let (session, traffic) = start(client, backend);
         client_peer.write_all(b"hello").await.unwrap_or(());
         client_peer.shutdown().await.unwrap_or(());
         let mut got = Vec::new();

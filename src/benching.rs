@@ -36,7 +36,7 @@ pub fn response_edits(
     tls: bool,
     edits: &HeaderEdits,
 ) -> pingora::Result<()> {
-    resp.insert_header(headers::X_REQUEST_ID, request_id)?;
+    headers::set_request_id(resp, request_id)?;
     headers::add_security_headers(resp, tls)?;
     headers::apply_edits(resp, edits)
 }

@@ -44,3 +44,11 @@ pools: [{name: be, backends: [{address: 127.0.0.1:$1}], health_check: {kind: non
 routes: [{name: all, pool: be}]
 YAML
 }
+
+# The same pair without TLS: $work/nginx.conf and $work/sy.yaml proxy plaintext HTTP/1.1
+# on SY_PORT and NGINX_PORT to the backend on 127.0.0.1:BACKEND_PORT.
+bench_plain_proxies() { # BACKEND_PORT SY_PORT NGINX_PORT [nginx directives]
+  bench_tls_proxies "$@"
+  sed -i "s| ssl http2; ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem;|;|" "$work/nginx.conf"
+  sed -i "s|, tls: {certificates: \[{cert_file: $work/cert.pem, key_file: $work/key.pem}\]}}|}|" "$work/sy.yaml"
+}

@@ -2,7 +2,7 @@
 //! always with X-Request-Id (SPEC §4, §9), and the mapping from proxy errors to codes.
 
 use super::admission::Answer;
-use super::headers::X_REQUEST_ID;
+use super::headers::set_request_id;
 use crate::observe::refusal::Reason;
 use bytes::Bytes;
 use http::HeaderValue;
@@ -97,7 +97,7 @@ async fn respond_with(
     }
     resp.insert_header(http::header::CONTENT_TYPE, TEXT_PLAIN_UTF8)?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
-    resp.insert_header(X_REQUEST_ID, request_id)?;
+    set_request_id(&mut resp, request_id)?;
     send(session, resp, Some(body)).await
 }
 
@@ -106,7 +106,7 @@ pub async fn text(session: &mut Session, body: String, request_id: &str) -> ping
     let mut resp = ResponseHeader::build(200, Some(3))?;
     resp.insert_header(http::header::CONTENT_TYPE, "text/plain")?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
-    resp.insert_header(X_REQUEST_ID, request_id)?;
+    set_request_id(&mut resp, request_id)?;
     send(session, resp, Some(Bytes::from(body))).await
 }
 
@@ -119,7 +119,7 @@ pub async fn redirect(
     let mut resp = ResponseHeader::build(308, Some(4))?;
     resp.insert_header(http::header::LOCATION, location)?;
     resp.insert_header(http::header::CONTENT_LENGTH, 0)?;
-    resp.insert_header(X_REQUEST_ID, request_id)?;
+    set_request_id(&mut resp, request_id)?;
     send(session, resp, None).await
 }
 

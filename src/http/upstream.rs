@@ -153,13 +153,22 @@ pub fn peer(pool: &Pool, backend: &Backend, websocket: bool, session: &Session) 
     }
     o.alpn = match (pool.upstream.protocol, websocket) {
         (_, true) | (UpstreamProtocol::Http1, _) => ALPN::H1,
-        (UpstreamProtocol::H2 | UpstreamProtocol::H2c, false) => ALPN::H2,
+        (UpstreamProtocol::H2 | UpstreamProtocol::H2c, false) => {
+            o.max_h2_streams = H2_STREAMS_PER_CONNECTION;
+            ALPN::H2
+        }
     };
     if pool.upstream.proxy_protocol != ProxyProtocolSend::None {
         send_proxy_header(&mut peer, pool, session);
     }
     peer
 }
+
+/// Concurrent requests on one HTTP/2 backend connection (Pingora's default is 1: a
+/// connection per request in flight). The backend's own SETTINGS_MAX_CONCURRENT_STREAMS
+/// lowers it; past it Pingora opens another connection. 100 is the common server default
+/// (nginx, Go, h2), so a busy pool needs few connections and none waits for a stream.
+const H2_STREAMS_PER_CONNECTION: usize = 100;
 
 /// The addresses of the client connection behind `session`: the client (after any
 /// inbound PROXY header) and the address it connected to.

@@ -248,6 +248,8 @@ where
 pub(crate) struct GrpcBackend {
     pub(crate) port: u16,
     calls: Arc<AtomicUsize>,
+    /// Connections accepted so far.
+    connections: Arc<AtomicUsize>,
     rt: Option<tokio::runtime::Runtime>,
 }
 
@@ -257,9 +259,14 @@ impl GrpcBackend {
         let (listener, port) = bind_local();
         let server = EchoServer::default();
         let calls = server.calls.clone();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let accepted = connections.clone();
         rt.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
-            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            let incoming =
+                tokio_stream::wrappers::TcpListenerStream::new(listener).inspect(move |_| {
+                    accepted.fetch_add(1, Ordering::Relaxed);
+                });
             if let Err(e) = tonic::transport::Server::builder()
                 .add_service(server)
                 .serve_with_incoming(incoming)
@@ -271,6 +278,7 @@ impl GrpcBackend {
         GrpcBackend {
             port,
             calls,
+            connections,
             rt: Some(rt),
         }
     }
@@ -342,10 +350,13 @@ impl GrpcBackend {
         let (listener, port) = bind_local();
         let server = EchoServer::default();
         let calls = server.calls.clone();
+        let connections = Arc::new(AtomicUsize::new(0));
+        let accepted = connections.clone();
         let (tx, rx) = tokio::sync::mpsc::channel::<TlsIo>(16);
         rt.spawn(async move {
             let listener = tokio::net::TcpListener::from_std(listener).expect("tokio listener");
             while let Ok((tcp, _)) = listener.accept().await {
+                accepted.fetch_add(1, Ordering::Relaxed);
                 let (acceptor, tx) = (acceptor.clone(), tx.clone());
                 tokio::spawn(async move {
                     let Ok(ssl) = openssl::ssl::Ssl::new(acceptor.context()) else {
@@ -375,6 +386,7 @@ impl GrpcBackend {
         GrpcBackend {
             port,
             calls,
+            connections,
             rt: Some(rt),
         }
     }
@@ -545,6 +557,10 @@ fn grpc_calls_run_concurrently_over_one_connection() {
     let rt = runtime();
     rt.block_on(async {
         let client = grpc_client(port).await;
+        // One call first, so that the backend connection exists before the others start.
+        unary(&mut client.clone(), request("first", 1, tonic::Code::Ok))
+            .await
+            .expect("first call");
         let mut tasks = Vec::new();
         for i in 0..8u32 {
             let mut c = client.clone();
@@ -565,7 +581,14 @@ fn grpc_calls_run_concurrently_over_one_connection() {
             assert_eq!(t.await.expect("task"), 5);
         }
     });
-    assert_eq!(backend.calls.load(Ordering::Relaxed), 8);
+    assert_eq!(backend.calls.load(Ordering::Relaxed), 9);
+    // The eight calls (100 ms each) overlap; over one stream per backend connection
+    // (Pingora's default) they would need about eight connections.
+    let connections = backend.connections.load(Ordering::Relaxed);
+    assert!(
+        connections <= 2,
+        "the calls share the backend connection as h2 streams: {connections} connections"
+    );
 }
 
 #[test]

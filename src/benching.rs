@@ -41,6 +41,12 @@ pub fn response_edits(
     headers::apply_edits(resp, edits)
 }
 
+/// The checks on a request's raw header section (line endings, field shapes, framing);
+/// true when it passes.
+pub fn check_raw_header(raw: &[u8]) -> bool {
+    crate::http::guard::check_raw(raw).is_ok()
+}
+
 /// A new request id, as a request without an acceptable X-Request-Id gets.
 pub fn new_request_id() -> String {
     headers::new_request_id()

@@ -22,26 +22,28 @@ pub struct Field<'a> {
 /// lenient backend see other lines than we did), obs-fold (§5.2) and whitespace between
 /// a field name and its colon (§5.1).
 pub fn split(raw: &[u8]) -> Result<Head<'_>, Refusal> {
-    for (i, b) in raw.iter().enumerate() {
-        let ok = match b {
+    // Every LF after a CR and every CR before an LF (memchr: the section is scanned by
+    // word, not byte by byte).
+    let mut from = 0;
+    while let Some(found) = memchr::memchr2(b'\r', b'\n', &raw[from..]) {
+        let i = from + found;
+        let ok = match raw[i] {
             b'\n' => i > 0 && raw[i - 1] == b'\r',
-            b'\r' => raw.get(i + 1) == Some(&b'\n'),
-            _ => true,
+            _ => raw.get(i + 1) == Some(&b'\n'),
         };
         if !ok {
             return Err(Refusal::BAD_REQUEST);
         }
+        from = i + 1;
     }
-    let mut lines = raw
-        .split(|b| *b == b'\n')
-        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
+    let mut lines = Lines { rest: Some(raw) };
     let request_line = lines.next().unwrap_or_default();
     let mut fields = Vec::new();
     for line in lines.take_while(|l| !l.is_empty()) {
         if matches!(line.first(), Some(b' ' | b'\t')) {
             return Err(Refusal::BAD_REQUEST);
         }
-        let Some(colon) = line.iter().position(|b| *b == b':') else {
+        let Some(colon) = memchr::memchr(b':', line) else {
             return Err(Refusal::BAD_REQUEST);
         };
         let name = &line[..colon];
@@ -57,6 +59,26 @@ pub fn split(raw: &[u8]) -> Result<Head<'_>, Refusal> {
         request_line,
         fields,
     })
+}
+
+/// The lines of a header section, each without its CR LF (the last one is what follows
+/// the last LF).
+struct Lines<'a> {
+    rest: Option<&'a [u8]>,
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = &'a [u8];
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let rest = self.rest?;
+        let Some(end) = memchr::memchr(b'\n', rest) else {
+            self.rest = None;
+            return Some(rest);
+        };
+        self.rest = Some(&rest[end + 1..]);
+        let line = &rest[..end];
+        Some(line.strip_suffix(b"\r").unwrap_or(line))
+    }
 }
 
 /// Refuses ambiguous framing: more than one Content-Length field or a list in one
@@ -118,8 +140,37 @@ fn transfer_coding(value: &[u8]) -> Result<(), Refusal> {
 
 /// RFC 9110 §5.6.2 token characters.
 fn is_tchar(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+    TCHAR[usize::from(b)]
 }
+
+/// RFC 9110 §5.6.2 token characters, as a table (one load per name byte).
+static TCHAR: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        t[b] = c.is_ascii_alphanumeric()
+            || matches!(
+                c,
+                b'!' | b'#'
+                    | b'$'
+                    | b'%'
+                    | b'&'
+                    | b'\''
+                    | b'*'
+                    | b'+'
+                    | b'-'
+                    | b'.'
+                    | b'^'
+                    | b'_'
+                    | b'`'
+                    | b'|'
+                    | b'~'
+            );
+        b += 1;
+    }
+    t
+};
 
 /// Strips optional whitespace (SP, HTAB) from both ends.
 fn trim_ows(v: &[u8]) -> &[u8] {

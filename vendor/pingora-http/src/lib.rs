@@ -423,7 +423,7 @@ impl Clone for RequestHeader {
     fn clone(&self) -> Self {
         Self {
             base: self.as_owned_parts(),
-            header_name_map: self.header_name_map.clone(),
+            header_name_map: self.header_name_map.as_ref().map(clone_with_headroom),
             raw_target: self.raw_target.clone(),
             send_end_stream: self.send_end_stream,
         }
@@ -492,7 +492,7 @@ impl Clone for ResponseHeader {
     fn clone(&self) -> Self {
         Self {
             base: self.as_owned_parts(),
-            header_name_map: self.header_name_map.clone(),
+            header_name_map: self.header_name_map.as_ref().map(clone_with_headroom),
             reason_phrase: self.reason_phrase.clone(),
         }
     }
@@ -838,7 +838,7 @@ fn clone_req_parts(me: &ReqParts) -> ReqParts {
         .unwrap()
         .into_parts()
         .0;
-    parts.headers = me.headers.clone();
+    parts.headers = clone_with_headroom(&me.headers);
     parts.extensions = me.extensions.clone();
     parts
 }
@@ -851,9 +851,21 @@ fn clone_resp_parts(me: &RespParts) -> RespParts {
         .unwrap()
         .into_parts()
         .0;
-    parts.headers = me.headers.clone();
+    parts.headers = clone_with_headroom(&me.headers);
     parts.extensions = me.extensions.clone();
     parts
+}
+
+/// Switchyard patch: a copy of a header map with room for PROXY_HEADROOM more, as a
+/// parsed one has (`HeaderMap::clone` keeps no spare room: the first header a proxy adds
+/// to a cloned request or response grew both maps). Same order of names and values.
+fn clone_with_headroom<T: Clone>(map: &HMap<T>) -> HMap<T> {
+    let mut copy = HMap::with_capacity(http_header_map_upper_bound(Some(map.len())));
+    for (name, value) in map {
+        // Cannot overflow: the original holds as many.
+        let _ = copy.try_append(name.clone(), value.clone());
+    }
+    copy
 }
 
 // This function returns an upper bound on the size of the header map used inside the http crate.

@@ -74,7 +74,7 @@ where
         // As Pingora's loop: no reuse once the service is shutting down.
         session.set_keepalive((!*shutdown.borrow()).then_some(FIRST_KEEPALIVE.as_secs()));
         session.set_keepalive_reuses_remaining(limit);
-        let mut reused = self.process_new_http(session, shutdown).await;
+        let mut reused = self.process_new_http_in_place(session, shutdown).await;
         while let Some((stream, mut settings)) = reused.map(|r| r.consume()) {
             let stream = if next_request_arrived(&mut settings) {
                 stream
@@ -88,7 +88,7 @@ where
             if let Some(settings) = settings {
                 settings.apply_to_session(&mut session);
             }
-            reused = self.process_new_http(session, shutdown).await;
+            reused = self.process_new_http_in_place(session, shutdown).await;
         }
     }
 }

@@ -1576,14 +1576,28 @@ impl SubrequestSpawner {
     }
 }
 
-#[async_trait]
-impl<SV, C> HttpServerApp for HttpProxy<SV, C>
+/// Switchyard patch: one HTTP request served as `HttpServerApp::process_new_http` does,
+/// with its (~9 KB) future built in its heap slot rather than on the stack and then
+/// copied there, as `Box::pin` of the trait method does (one copy per request: about
+/// 10 k instructions, docs/PERFORMANCE.md). Switchyard's own keep-alive loop calls it.
+impl<SV, C> HttpProxy<SV, C>
 where
     SV: ProxyHttp + Send + Sync + 'static,
     <SV as ProxyHttp>::CTX: Send + Sync,
     C: custom::Connector,
 {
-    async fn process_new_http(
+    pub fn process_new_http_in_place<'a>(
+        self: &'a Arc<Self>,
+        session: HttpSession,
+        shutdown: &'a ShutdownWatch,
+    ) -> std::pin::Pin<Box<impl Future<Output = Option<ReusedHttpStream>> + Send + 'a>> {
+        let mut slot = Box::new_uninit();
+        slot.write(self.serve_new_http(session, shutdown));
+        // SAFETY: written on the line above.
+        Box::into_pin(unsafe { slot.assume_init() })
+    }
+
+    async fn serve_new_http(
         self: &Arc<Self>,
         mut session: HttpSession,
         shutdown: &ShutdownWatch,
@@ -1619,6 +1633,22 @@ where
         }
 
         self.process_request(session, ctx).await
+    }
+}
+
+#[async_trait]
+impl<SV, C> HttpServerApp for HttpProxy<SV, C>
+where
+    SV: ProxyHttp + Send + Sync + 'static,
+    <SV as ProxyHttp>::CTX: Send + Sync,
+    C: custom::Connector,
+{
+    async fn process_new_http(
+        self: &Arc<Self>,
+        session: HttpSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        self.serve_new_http(session, shutdown).await
     }
 
     async fn http_cleanup(&self) {

@@ -53,7 +53,8 @@ impl Meta {
             stale_while_revalidate: m.stale_while_revalidate_sec(),
             stale_if_error: m.stale_if_error_sec(),
             variance: m.variance(),
-            header: m.response_header_copy(),
+            // Kept as long as the entry: without the room for added headers a copy has.
+            header: m.response_header().clone_compact(),
         }
     }
 

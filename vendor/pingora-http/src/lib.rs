@@ -602,6 +602,18 @@ impl ResponseHeader {
         )
     }
 
+    /// Switchyard patch: a copy without the room `Clone` leaves for added headers, for
+    /// a header that is kept rather than sent on (a cache entry's).
+    pub fn clone_compact(&self) -> Self {
+        let mut base = self.as_owned_parts();
+        base.headers = self.base.headers.clone();
+        Self {
+            base,
+            header_name_map: self.header_name_map.clone(),
+            reason_phrase: self.reason_phrase.clone(),
+        }
+    }
+
     /// Switchyard patch: [`Self::insert_header`] under a name parsed once (`name`,
     /// written on the wire as `case`), without parsing or copying the name.
     pub fn insert_header_prepared(

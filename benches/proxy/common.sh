@@ -24,31 +24,29 @@ CONF
 }
 
 # $work/nginx.conf and $work/sy.yaml: nginx (on NGINX_PORT) and Switchyard (on SY_PORT)
-# each terminating TLS with the bench certificate (h2 by ALPN) and proxying to the
-# backend on 127.0.0.1:BACKEND_PORT. Extra main-context nginx directives may follow.
-bench_tls_proxies() { # BACKEND_PORT SY_PORT NGINX_PORT [nginx directives]
+# proxying to the backend on 127.0.0.1:BACKEND_PORT, each terminating TLS with the bench
+# certificate (h2 by ALPN), or with PROXY_TLS=0 plaintext HTTP/1.1. Extra main-context
+# nginx directives may follow.
+bench_proxies() { # BACKEND_PORT SY_PORT NGINX_PORT [nginx directives]
+  local ng_tls="" sy_tls=""
+  if [ "${PROXY_TLS:-1}" = 1 ]; then
+    ng_tls=" ssl http2; ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem"
+    sy_tls=", tls: {certificates: [{cert_file: $work/cert.pem, key_file: $work/key.pem}]}"
+  fi
   cat > "$work/nginx.conf" <<CONF
 worker_processes 1; daemon off; ${4:-} pid $work/ng.pid; error_log $work/ng.err;
 events { worker_connections 4096; }
 http { access_log off; keepalive_requests 1000000; ssl_protocols TLSv1.2 TLSv1.3;
   upstream be { server 127.0.0.1:$1; keepalive 128; }
-  server { listen 127.0.0.1:$3 ssl http2; ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem;
+  server { listen 127.0.0.1:$3$ng_tls;
     location / { proxy_pass http://be; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
 CONF
   cat > "$work/sy.yaml" <<YAML
 server: {threads: 1, pid_file: $work/sy.pid, upgrade_sock: $work/sy.sock, grace_period: 1s, shutdown_timeout: 1s}
 log: {level: warn, access_log: "off"}
 listeners:
-  - {name: tls, listen: 127.0.0.1:$2, tls: {certificates: [{cert_file: $work/cert.pem, key_file: $work/key.pem}]}}
+  - {name: edge, listen: 127.0.0.1:$2$sy_tls}
 pools: [{name: be, backends: [{address: 127.0.0.1:$1}], health_check: {kind: none}}]
 routes: [{name: all, pool: be}]
 YAML
-}
-
-# The same pair without TLS: $work/nginx.conf and $work/sy.yaml proxy plaintext HTTP/1.1
-# on SY_PORT and NGINX_PORT to the backend on 127.0.0.1:BACKEND_PORT.
-bench_plain_proxies() { # BACKEND_PORT SY_PORT NGINX_PORT [nginx directives]
-  bench_tls_proxies "$@"
-  sed -i "s| ssl http2; ssl_certificate $work/cert.pem; ssl_certificate_key $work/key.pem;|;|" "$work/nginx.conf"
-  sed -i "s|, tls: {certificates: \[{cert_file: $work/cert.pem, key_file: $work/key.pem}\]}}|}|" "$work/sy.yaml"
 }

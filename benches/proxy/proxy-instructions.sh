@@ -20,11 +20,11 @@ TARGETS=${TARGETS:-"switchyard nginx"}
 PROTO=${PROTO:-h2}
 bench_nginx_backend 19311
 if [ "$PROTO" = h1 ]; then
-  bench_plain_proxies 19311 18453 19453 'master_process off;'
+  PROXY_TLS=0 bench_proxies 19311 18453 19453 'master_process off;'
   scheme=http; load_opts=(--h1 -c 8)
 else
   bench_cert
-  bench_tls_proxies 19311 18453 19453 'master_process off;'
+  bench_proxies 19311 18453 19453 'master_process off;'
   scheme=https; load_opts=(-c 4 -m 10)
 fi
 sleep 0.5

@@ -11,7 +11,7 @@ REPS=${REPS:-3}
 . benches/proxy/common.sh
 bench_cert
 bench_nginx_backend 19301
-bench_tls_proxies 19301 18443 19443
+bench_proxies 19301 18443 19443
 sleep 0.5
 handshakes() { taskset -c 0 openssl s_time -connect "127.0.0.1:$1" -new -time 5 -tls1_3 2>/dev/null \
   | awk '/connections in [0-9.]+s/ {print $1/$4; exit}' | sed 's/s;//'; }

@@ -205,7 +205,7 @@ pub fn normalize_target(header: &mut RequestHeader, ctx: &mut RequestCtx) -> Opt
 
 /// The client's `X-Request-Id` when it is acceptable, else a new one.
 fn request_id(header: &RequestHeader) -> String {
-    match header.headers.get(headers::X_REQUEST_ID) {
+    match header.headers.get(&headers::REQUEST_ID.name) {
         Some(id) if headers::valid_request_id(id.as_bytes()) => {
             String::from_utf8_lossy(id.as_bytes()).into_owned()
         }

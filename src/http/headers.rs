@@ -9,9 +9,6 @@ use ipnet::IpNet;
 use pingora::http::{CaseHeaderName, RequestHeader, ResponseHeader};
 use std::net::{IpAddr, Ipv4Addr};
 
-pub const X_REQUEST_ID: &str = "x-request-id";
-pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
-
 /// A header name compiled once for Pingora's two header maps: the name for the lookup
 /// and the case it is written with (Pingora's own insert parses and copies the name
 /// on every call).
@@ -30,8 +27,8 @@ impl Prepared {
     }
 }
 
-static REQUEST_ID: Prepared = Prepared::new(X_REQUEST_ID);
-static FORWARDED_FOR: Prepared = Prepared::new(X_FORWARDED_FOR);
+pub static REQUEST_ID: Prepared = Prepared::new("x-request-id");
+static FORWARDED_FOR: Prepared = Prepared::new("x-forwarded-for");
 static REAL_IP: Prepared = Prepared::new("x-real-ip");
 static FORWARDED_PROTO: Prepared = Prepared::new("x-forwarded-proto");
 static FORWARDED_HOST: Prepared = Prepared::new("x-forwarded-host");
@@ -68,7 +65,7 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[IpNet]) -> IpAddr
     }
     let mut leftmost = None;
     let entries: Vec<IpAddr> = headers
-        .get_all(X_FORWARDED_FOR)
+        .get_all(&FORWARDED_FOR.name)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
@@ -151,7 +148,7 @@ pub struct Forwarded<'a> {
 /// ", "; a line that is not text is left out) followed by the peer.
 fn forwarded_for(headers: &HeaderMap, peer: IpAddr) -> String {
     let mut xff = String::with_capacity(48);
-    for v in headers.get_all(X_FORWARDED_FOR) {
+    for v in headers.get_all(&FORWARDED_FOR.name) {
         if let Ok(v) = v.to_str() {
             xff.push_str(v);
             xff.push_str(", ");
@@ -355,7 +352,7 @@ mod tests {
         let trusted: Vec<IpNet> = vec!["10.0.0.0/8".parse().unwrap_or_default()];
         let mut h = HeaderMap::new();
         h.insert(
-            X_FORWARDED_FOR,
+            &FORWARDED_FOR.name,
             HeaderValue::from_static("1.1.1.1, 2.2.2.2, 10.0.0.5"),
         );
         assert_eq!(client_ip(ip("10.0.0.1"), &h, &trusted), ip("2.2.2.2"));
@@ -383,10 +380,10 @@ mod tests {
         assert_eq!(forwarded_for(&HeaderMap::new(), peer), "192.0.2.9");
         let mut h = HeaderMap::new();
         h.append(
-            X_FORWARDED_FOR,
+            &FORWARDED_FOR.name,
             HeaderValue::from_static("1.1.1.1, 2.2.2.2"),
         );
-        h.append(X_FORWARDED_FOR, HeaderValue::from_static("3.3.3.3"));
+        h.append(&FORWARDED_FOR.name, HeaderValue::from_static("3.3.3.3"));
         assert_eq!(
             forwarded_for(&h, peer),
             "1.1.1.1, 2.2.2.2, 3.3.3.3, 192.0.2.9"

@@ -153,11 +153,11 @@ pub fn peer(pool: &Pool, backend: &Backend, websocket: bool, session: &Session) 
     }
     o.alpn = match (pool.upstream.protocol, websocket) {
         (_, true) | (UpstreamProtocol::Http1, _) => ALPN::H1,
-        (UpstreamProtocol::H2 | UpstreamProtocol::H2c, false) => {
-            o.max_h2_streams = H2_STREAMS_PER_CONNECTION;
-            ALPN::H2
-        }
+        (UpstreamProtocol::H2 | UpstreamProtocol::H2c, false) => ALPN::H2,
     };
+    if o.alpn == ALPN::H2 {
+        o.max_h2_streams = H2_STREAMS_PER_CONNECTION;
+    }
     if pool.upstream.proxy_protocol != ProxyProtocolSend::None {
         send_proxy_header(&mut peer, pool, session);
     }

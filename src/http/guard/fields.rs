@@ -36,7 +36,9 @@ pub fn split(raw: &[u8]) -> Result<Head<'_>, Refusal> {
         }
         from = i + 1;
     }
-    let mut lines = Lines { rest: Some(raw) };
+    let mut lines = raw
+        .split(|b| *b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l));
     let request_line = lines.next().unwrap_or_default();
     let mut fields = Vec::new();
     for line in lines.take_while(|l| !l.is_empty()) {
@@ -59,26 +61,6 @@ pub fn split(raw: &[u8]) -> Result<Head<'_>, Refusal> {
         request_line,
         fields,
     })
-}
-
-/// The lines of a header section, each without its CR LF (the last one is what follows
-/// the last LF).
-struct Lines<'a> {
-    rest: Option<&'a [u8]>,
-}
-
-impl<'a> Iterator for Lines<'a> {
-    type Item = &'a [u8];
-    fn next(&mut self) -> Option<&'a [u8]> {
-        let rest = self.rest?;
-        let Some(end) = memchr::memchr(b'\n', rest) else {
-            self.rest = None;
-            return Some(rest);
-        };
-        self.rest = Some(&rest[end + 1..]);
-        let line = &rest[..end];
-        Some(line.strip_suffix(b"\r").unwrap_or(line))
-    }
 }
 
 /// Refuses ambiguous framing: more than one Content-Length field or a list in one

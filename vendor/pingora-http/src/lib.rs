@@ -605,10 +605,8 @@ impl ResponseHeader {
     /// Switchyard patch: a copy without the room `Clone` leaves for added headers, for
     /// a header that is kept rather than sent on (a cache entry's).
     pub fn clone_compact(&self) -> Self {
-        let mut base = self.as_owned_parts();
-        base.headers = self.base.headers.clone();
         Self {
-            base,
+            base: resp_parts_with(&self.base, self.base.headers.clone()),
             header_name_map: self.header_name_map.clone(),
             reason_phrase: self.reason_phrase.clone(),
         }
@@ -856,6 +854,11 @@ fn clone_req_parts(me: &ReqParts) -> ReqParts {
 }
 
 fn clone_resp_parts(me: &RespParts) -> RespParts {
+    resp_parts_with(me, clone_with_headroom(&me.headers))
+}
+
+/// Switchyard patch: `me` with `headers` in place of its own.
+fn resp_parts_with(me: &RespParts, headers: HMap) -> RespParts {
     let mut parts = RespBuilder::new()
         .status(me.status)
         .version(me.version)
@@ -863,7 +866,7 @@ fn clone_resp_parts(me: &RespParts) -> RespParts {
         .unwrap()
         .into_parts()
         .0;
-    parts.headers = clone_with_headroom(&me.headers);
+    parts.headers = headers;
     parts.extensions = me.extensions.clone();
     parts
 }

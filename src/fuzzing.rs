@@ -2,7 +2,8 @@
 //! committed corpus also runs as a plain regression test (tests/e2e/fuzz_corpus.rs)
 //! without libFuzzer. Each panics when its property fails.
 
-use crate::admin::api::{add_body, patch_body, weight_field, Reply};
+use crate::admin::api::Reply;
+use crate::admin::backends_api::{add_body, patch_body, weight_field};
 use crate::pool::db_checks::{mysql_greeting, parse_mysql_exchange, parse_pg_answer};
 
 /// YAML text → what `switchyard -t` decides: an accepted config serialises (the admin

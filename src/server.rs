@@ -14,7 +14,7 @@ use crate::limits::cluster::{Cluster, CLUSTER};
 use crate::observe::process_log;
 use crate::ops::reload::{on_sighup, on_sigusr1, Reloader};
 use crate::ops::shutdown::Signals;
-use crate::ops::tasks::{ClusterLink, LimiterJanitor, PoolTasks};
+use crate::ops::tasks::{ClusterLink, LimiterJanitor, PoolTasks, UntilShutdown};
 use crate::quic::QuicListener;
 use crate::runtime::{self, Runtime, SharedRuntime};
 use crate::serve::metrics;
@@ -220,21 +220,24 @@ fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), StartError> {
     if let Some(cluster) = &config.cluster {
         let link = Cluster::new(&cluster.redis, cluster.timeout);
         let _ = CLUSTER.set(link.clone());
-        server.add_service(background_service("cluster link", ClusterLink(link)));
+        server.add_service(background_service(
+            "cluster link",
+            UntilShutdown(ClusterLink(link)),
+        ));
         server.add_service(background_service(
             "admin sync",
-            AdminSync::new(
+            UntilShutdown(AdminSync::new(
                 &cluster.redis,
                 state.clone(),
                 runtime.clone(),
                 reloaded.clone(),
-            ),
+            )),
         ));
         // Its own two Redis connections, only for a process that caches.
         if config.cache.is_some() {
             server.add_service(background_service(
                 "cache purge sync",
-                crate::admin::cache_sync::CacheSync::new(&cluster.redis),
+                UntilShutdown(crate::admin::cache_sync::CacheSync::new(&cluster.redis)),
             ));
         }
     }

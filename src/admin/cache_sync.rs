@@ -8,11 +8,10 @@
 
 use super::sync::{bounded, SyncError};
 use crate::cache::Store;
+use crate::ops::tasks::Forever;
 use async_trait::async_trait;
 use futures_util::StreamExt;
 use once_cell::sync::OnceCell;
-use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use tokio::sync::{mpsc, Mutex};
@@ -118,34 +117,6 @@ impl CacheSync {
         }
     }
 
-    async fn run(&self) {
-        let client = match redis::Client::open(self.url.as_str()) {
-            Ok(c) => c,
-            Err(e) => {
-                log::error!(
-                    "cache sync: cluster.redis is unusable ({e}); purges stay on this instance"
-                );
-                return;
-            }
-        };
-        let at = crate::limits::cluster::log_address(&self.url);
-        let mut outbox = self.outbox.lock().await;
-        let mut degraded = false;
-        // A purge taken from the queue but not yet published (kept across a failure).
-        let mut pending: Option<Purge> = None;
-        loop {
-            match self.session(&client, &mut outbox, &mut pending).await {
-                Ok(()) => return,
-                Err(e) if !degraded => {
-                    log::warn!("cache sync: Redis at {at} unavailable ({e}); purges are published when it answers again");
-                    degraded = true;
-                }
-                Err(e) => log::debug!("cache sync: Redis at {at}: {e}"),
-            }
-            tokio::time::sleep(RETRY).await;
-        }
-    }
-
     /// One connection: subscribe, then publish ours and apply theirs until Redis fails.
     async fn session(
         &self,
@@ -215,11 +186,32 @@ impl CacheSync {
 }
 
 #[async_trait]
-impl BackgroundService for CacheSync {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        tokio::select! {
-            _ = shutdown.changed() => {}
-            _ = self.run() => {}
+impl Forever for CacheSync {
+    async fn run(&self) {
+        let client = match redis::Client::open(self.url.as_str()) {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!(
+                    "cache sync: cluster.redis is unusable ({e}); purges stay on this instance"
+                );
+                return;
+            }
+        };
+        let at = crate::limits::cluster::log_address(&self.url);
+        let mut outbox = self.outbox.lock().await;
+        let mut degraded = false;
+        // A purge taken from the queue but not yet published (kept across a failure).
+        let mut pending: Option<Purge> = None;
+        loop {
+            match self.session(&client, &mut outbox, &mut pending).await {
+                Ok(()) => return,
+                Err(e) if !degraded => {
+                    log::warn!("cache sync: Redis at {at} unavailable ({e}); purges are published when it answers again");
+                    degraded = true;
+                }
+                Err(e) => log::debug!("cache sync: Redis at {at}: {e}"),
+            }
+            tokio::time::sleep(RETRY).await;
         }
     }
 }

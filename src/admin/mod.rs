@@ -5,6 +5,7 @@
 pub mod api;
 pub mod audit;
 pub mod auth;
+pub mod backends_api;
 pub mod cache_api;
 pub mod cache_sync;
 pub mod jwt;

@@ -19,13 +19,12 @@
 //! is ignored (the push that follows it wins in Redis too). All of it runs in one
 //! background task: the request path never waits for Redis.
 
+use crate::ops::tasks::Forever;
 use crate::pool::overlay::PoolOverlay;
 use crate::runtime::SharedRuntime;
 use crate::state::store::StateStore;
 use async_trait::async_trait;
 use futures_util::StreamExt;
-use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::future::Future;
@@ -125,40 +124,6 @@ impl AdminSync {
             reloaded,
             push: redis::Script::new(PUSH),
             seed: redis::Script::new(SEED),
-        }
-    }
-
-    async fn run(&self) {
-        let client = match redis::Client::open(self.url.as_str()) {
-            Ok(c) => c,
-            Err(e) => {
-                log::error!("admin sync: cluster.redis is unusable ({e}); admin API changes stay on this instance");
-                return;
-            }
-        };
-        let at = crate::limits::cluster::log_address(&self.url);
-        let mut reloaded = self.reloaded.clone();
-        let mut ever_connected = false;
-        let mut degraded = false;
-        loop {
-            let end = self
-                .session(&client, &mut reloaded, || {
-                    if degraded || !ever_connected {
-                        log::info!("admin sync: connected to Redis at {at}; admin API changes are shared with the other instances");
-                    }
-                    degraded = false;
-                    ever_connected = true;
-                })
-                .await;
-            if let Err(e) = end {
-                if !degraded {
-                    log::warn!("admin sync: Redis at {at} unavailable ({e}); admin API changes stay on this instance and are published when it answers again");
-                    degraded = true;
-                } else {
-                    log::debug!("admin sync: Redis at {at}: {e}");
-                }
-            }
-            tokio::time::sleep(RETRY).await;
         }
     }
 
@@ -378,11 +343,38 @@ pub(super) async fn bounded<T>(
 }
 
 #[async_trait]
-impl BackgroundService for AdminSync {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        tokio::select! {
-            _ = shutdown.changed() => {}
-            _ = self.run() => {}
+impl Forever for AdminSync {
+    async fn run(&self) {
+        let client = match redis::Client::open(self.url.as_str()) {
+            Ok(c) => c,
+            Err(e) => {
+                log::error!("admin sync: cluster.redis is unusable ({e}); admin API changes stay on this instance");
+                return;
+            }
+        };
+        let at = crate::limits::cluster::log_address(&self.url);
+        let mut reloaded = self.reloaded.clone();
+        let mut ever_connected = false;
+        let mut degraded = false;
+        loop {
+            let end = self
+                .session(&client, &mut reloaded, || {
+                    if degraded || !ever_connected {
+                        log::info!("admin sync: connected to Redis at {at}; admin API changes are shared with the other instances");
+                    }
+                    degraded = false;
+                    ever_connected = true;
+                })
+                .await;
+            if let Err(e) = end {
+                if !degraded {
+                    log::warn!("admin sync: Redis at {at} unavailable ({e}); admin API changes stay on this instance and are published when it answers again");
+                    degraded = true;
+                } else {
+                    log::debug!("admin sync: Redis at {at}: {e}");
+                }
+            }
+            tokio::time::sleep(RETRY).await;
         }
     }
 }

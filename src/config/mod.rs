@@ -5,6 +5,7 @@ pub mod cache;
 pub mod files;
 pub mod keyword;
 pub mod model;
+pub mod pool;
 pub mod process;
 pub mod raw;
 pub mod read;

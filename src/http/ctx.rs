@@ -24,26 +24,12 @@ pub struct RequestCtx {
     pub country: Option<crate::geo::Country>,
     pub route: Option<usize>,
     pub pool: Option<usize>,
-    /// The pool membership snapshot `backend` and `tried` index into.
-    pub members: Option<Arc<Members>>,
-    pub backend: Option<usize>,
-    /// Backends tried so far (connect failures move on to one not in here).
-    pub tried: Vec<usize>,
-    pub in_flight: Option<InFlight>,
-    /// The status to answer with when every attempt failed to connect.
-    pub connect_failure: Option<u16>,
-    /// Whether the current attempt's outcome was fed to the circuit breaker.
-    pub outcome_recorded: bool,
-    /// A `Set-Cookie` value for the response (a new sticky assignment).
-    pub set_cookie: Option<String>,
+    /// The backends tried for this request and what became of them.
+    pub upstream: Upstream,
     /// What is left of the request body limit, when there is one.
     pub body_budget: Option<BodyBudget>,
     /// The request's spans when tracing is on (`http::trace`).
     pub trace: Option<Box<super::trace::RequestTrace>>,
-    /// The attempts on backends: count, status, timings (SPEC §13).
-    pub attempts: super::attempt::Attempts,
-    /// Retry budget slots and the `try_duration` deadline.
-    pub retry: super::retry::RetryState,
     /// The copy of this request for `routes[].mirror`.
     pub mirror: super::mirror::MirrorState,
     /// On a caching route: what the cache did (`X-Cache`, the log's `cache`).
@@ -65,21 +51,58 @@ impl RequestCtx {
             country: None,
             route: None,
             pool: None,
-            members: None,
-            backend: None,
-            tried: Vec::new(),
-            in_flight: None,
-            connect_failure: None,
-            outcome_recorded: false,
-            set_cookie: None,
+            upstream: Upstream::default(),
             body_budget: None,
             trace: None,
-            attempts: Default::default(),
-            retry: Default::default(),
             mirror: Default::default(),
             cache_status: None,
             cache_bypass: false,
         }
+    }
+}
+
+/// The backend side of a request: the membership snapshot it chooses from, the backend
+/// of the current attempt, the slots it holds and what each attempt did. Kept apart
+/// from the runtime snapshot so a hook can borrow the pool from one and change the other
+/// (`RequestCtx::pool_and_upstream`) without cloning an `Arc`.
+#[derive(Default)]
+pub struct Upstream {
+    /// The pool membership snapshot `backend` and `tried` index into.
+    pub members: Option<Arc<Members>>,
+    pub backend: Option<usize>,
+    /// Backends tried so far (connect failures move on to one not in here).
+    pub tried: Vec<usize>,
+    pub in_flight: Option<InFlight>,
+    /// The status to answer with when every attempt failed to connect.
+    pub connect_failure: Option<u16>,
+    /// Whether the current attempt's outcome was fed to the circuit breaker.
+    pub outcome_recorded: bool,
+    /// A `Set-Cookie` value for the response (a new sticky assignment).
+    pub set_cookie: Option<String>,
+    /// The attempts on backends: count, status, timings (SPEC §13).
+    pub attempts: super::attempt::Attempts,
+    /// Retry budget slots and the `try_duration` deadline.
+    pub retry: super::retry::RetryState,
+}
+
+impl Upstream {
+    /// The backend of the current attempt.
+    pub fn backend(&self) -> Option<&crate::pool::Backend> {
+        self.members
+            .as_ref()?
+            .backends
+            .get(self.backend?)
+            .map(|b| &**b)
+    }
+
+    /// A backend in the snapshot this request has not tried yet that `pred` accepts.
+    pub fn untried(&self, pred: impl Fn(&crate::pool::Backend) -> bool) -> bool {
+        self.members.as_ref().is_some_and(|m| {
+            m.backends
+                .iter()
+                .enumerate()
+                .any(|(i, b)| pred(b) && !self.tried.contains(&i))
+        })
     }
 }
 
@@ -94,6 +117,15 @@ impl RequestCtx {
     pub fn pool(&self) -> Option<&Arc<crate::pool::Pool>> {
         let rt = self.runtime.as_ref()?;
         rt.pools.get(self.pool?)
+    }
+
+    /// The matched pool (borrowed from the snapshot) beside the upstream state to change.
+    pub fn pool_and_upstream(&mut self) -> (Option<&Arc<crate::pool::Pool>>, &mut Upstream) {
+        let pool = match (&self.runtime, self.pool) {
+            (Some(rt), Some(i)) => rt.pools.get(i),
+            _ => None,
+        };
+        (pool, &mut self.upstream)
     }
 }
 

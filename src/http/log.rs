@@ -40,11 +40,7 @@ pub fn http_entry<'a>(
         duration_ms: millis(ctx.start.elapsed()),
         route: ctx.route.map(|r| rt.routes[r].name.as_str()).unwrap_or(""),
         pool: pool.map(|p| p.name.as_str()).unwrap_or(""),
-        backend: ctx
-            .members
-            .as_ref()
-            .and_then(|m| ctx.backend.map(|b| m.backends[b].address.as_str()))
-            .unwrap_or(""),
+        backend: ctx.upstream.backend().map_or("", |b| b.address.as_str()),
         bytes_sent: session.body_bytes_sent(),
         protocol: match req.version {
             http::Version::HTTP_10 => "HTTP/1.0",
@@ -54,9 +50,9 @@ pub fn http_entry<'a>(
         },
         tls,
         termination: "-",
-        attempts: ctx.attempts.count,
-        upstream_connect_ms: ctx.attempts.connect_ms,
-        upstream_response_ms: ctx.attempts.response_ms,
+        attempts: ctx.upstream.attempts.count,
+        upstream_connect_ms: ctx.upstream.attempts.connect_ms,
+        upstream_response_ms: ctx.upstream.attempts.response_ms,
         country: rt
             .geoip
             .is_some()
@@ -74,10 +70,8 @@ fn record_stats(ctx: &RequestCtx, rt: &crate::runtime::Runtime, status: u16) {
     if let Some(route) = ctx.route.and_then(|r| rt.routes.get(r)) {
         route.metrics.stats.record(error, took);
     }
-    if let (Some(members), Some(i)) = (&ctx.members, ctx.backend) {
-        if let Some(b) = members.backends.get(i) {
-            b.stats.record(error, took);
-        }
+    if let Some(b) = ctx.upstream.backend() {
+        b.stats.record(error, took);
     }
 }
 
@@ -115,7 +109,7 @@ pub fn finish(
     }
     if rt.access_log.enabled() {
         let mut entry = http_entry(session, ctx, rt, status, tls);
-        entry.termination = crate::http::termination::code(e, &ctx.attempts, status);
+        entry.termination = crate::http::termination::code(e, &ctx.upstream.attempts, status);
         rt.access_log.write(&entry);
     }
 }

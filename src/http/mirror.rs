@@ -72,8 +72,8 @@ pub fn send(session: &Session, ctx: &mut RequestCtx) {
     if route_mirror(ctx).is_none() || !sampled(ctx) {
         return;
     }
-    // The request's own runtime snapshot, held apart from `ctx` (its body is taken below).
-    let Some(rt) = ctx.runtime.clone() else {
+    // Borrowed field by field: the snapshot stays borrowed while the body is taken below.
+    let Some(rt) = ctx.runtime.as_deref() else {
         return;
     };
     let Some(m) = ctx.route.and_then(|r| rt.routes.get(r)?.mirror.as_ref()) else {
@@ -87,12 +87,7 @@ pub fn send(session: &Session, ctx: &mut RequestCtx) {
         m.skipped.inc();
         return;
     };
-    let Some(pool) = ctx
-        .runtime
-        .as_ref()
-        .and_then(|rt| rt.pools.get(m.pool))
-        .cloned()
-    else {
+    let Some(pool) = rt.pools.get(m.pool) else {
         return;
     };
     let members = pool.members();
@@ -102,7 +97,7 @@ pub fn send(session: &Session, ctx: &mut RequestCtx) {
         return;
     };
     let backend = members.backends[claim.idx].clone();
-    let peer = upstream::peer(&pool, &backend, false, session);
+    let peer = upstream::peer(pool, &backend, false, session);
     let mut header = session.req_header().clone();
     if header.headers.get(http::header::HOST).is_none() {
         if let Some(host) = header.uri.authority().map(|a| a.to_string()) {

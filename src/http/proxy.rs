@@ -168,16 +168,16 @@ impl ProxyHttp for Proxy {
         session: &mut Session,
         ctx: &mut RequestCtx,
     ) -> Result<Box<HttpPeer>> {
-        let pool = ctx
-            .pool()
-            .cloned()
-            .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(404), "route has no pool"))?;
-        let backend = wait::choose(&pool, session, ctx, self.tls)
+        let client_ip = ctx.client_ip;
+        let (pool, up) = ctx.pool_and_upstream();
+        let pool =
+            pool.ok_or_else(|| Error::explain(ErrorType::HTTPStatus(404), "route has no pool"))?;
+        let backend = wait::choose(pool, session, up, client_ip, self.tls)
             .await
-            .ok_or_else(|| errors::no_backend(ctx.connect_failure))?;
+            .ok_or_else(|| errors::no_backend(up.connect_failure))?;
+        let peer = upstream::peer(pool, &backend, session.is_upgrade_req(), session);
         trace::attempt(&mut ctx.trace, &backend.address);
-        let upgrade = session.is_upgrade_req();
-        Ok(Box::new(upstream::peer(&pool, &backend, upgrade, session)))
+        Ok(Box::new(peer))
     }
 
     fn fail_to_connect(
@@ -187,9 +187,9 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        upstream::record_outcome(ctx, false, false);
+        upstream::record_outcome(&mut ctx.upstream, false, false);
         trace::attempt_failed(&mut ctx.trace, &e);
-        ctx.connect_failure = Some(errors::status_for(&e).max(502));
+        ctx.upstream.connect_failure = Some(errors::status_for(&e).max(502));
         // Nothing was sent yet, so another backend may take it.
         retry::after_connect_failure(ctx, &mut e);
         e
@@ -204,7 +204,7 @@ impl ProxyHttp for Proxy {
         digest: Option<&pingora::protocols::Digest>,
         ctx: &mut RequestCtx,
     ) -> Result<()> {
-        ctx.attempts.connected();
+        ctx.upstream.attempts.connected();
         upstream::check_ip_san(peer, digest)
     }
 
@@ -234,11 +234,12 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let status = upstream_response.status.as_u16();
-        ctx.attempts.response_header(status);
-        let on_5xx = ctx.pool().is_some_and(|p| p.on_5xx);
         let is_5xx = upstream_response.status.is_server_error();
-        trace::attempt_answered(&mut ctx.trace, upstream_response.status.as_u16());
-        upstream::record_outcome(ctx, !is_5xx, !(on_5xx && is_5xx));
+        trace::attempt_answered(&mut ctx.trace, status);
+        let (pool, up) = ctx.pool_and_upstream();
+        let on_5xx = pool.is_some_and(|p| p.on_5xx);
+        up.attempts.response_header(status);
+        upstream::record_outcome(up, !is_5xx, !(on_5xx && is_5xx));
         retry::after_response_header(ctx, &session.req_header().method, status)
     }
 
@@ -313,7 +314,7 @@ impl ProxyHttp for Proxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
-        upstream::finish_attempt(ctx, e);
+        upstream::finish_attempt(&mut ctx.upstream, e);
         mirror::send(session, ctx);
         cache::count(ctx);
         access_log::finish(session, ctx, e, self.tls);

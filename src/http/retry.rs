@@ -9,7 +9,6 @@ use crate::config::RetryOn;
 use crate::pool::budget::{Active, Retrying};
 use crate::pool::Pool;
 use pingora::{Error, ErrorSource, ErrorType};
-use std::sync::Arc;
 use std::time::Instant;
 
 /// The most tries Pingora makes for one request: `retries` (≤ 100) plus `try_duration`
@@ -31,7 +30,7 @@ pub struct RetryState {
 
 impl RetryState {
     /// The request starts using `pool` (its first backend choice).
-    pub fn enter(&mut self, pool: &Arc<Pool>) {
+    pub fn enter(&mut self, pool: &Pool) {
         if self.active.is_none() {
             self.active = Some(pool.retry_budget.enter());
             let t = pool.definition.traffic.try_duration;
@@ -54,7 +53,7 @@ enum Cause {
 /// Whether `cause` may send the request on: configured, idempotent where it must be,
 /// within `retries`, and within the pool's budget (taking a retry slot).
 fn allowed(ctx: &mut RequestCtx, idempotent: bool, cause: Cause) -> bool {
-    let Some(pool) = ctx.pool().cloned() else {
+    let (Some(pool), up) = ctx.pool_and_upstream() else {
         return false;
     };
     let on = &pool.definition.traffic.retry_on;
@@ -63,20 +62,20 @@ fn allowed(ctx: &mut RequestCtx, idempotent: bool, cause: Cause) -> bool {
         Cause::Reset => idempotent && on.contains(&RetryOn::Reset),
         Cause::Status(s) => idempotent && on.iter().any(|r| r.status() == Some(s)),
     };
-    if !wanted || ctx.attempts.count > pool.retries {
+    if !wanted || up.attempts.count > pool.retries {
         return false;
     }
-    if ctx.retry.retrying.is_none() {
+    if up.retry.retrying.is_none() {
         let percent = pool.definition.traffic.retry_budget;
-        ctx.retry.retrying = pool.retry_budget.try_retry(percent);
+        up.retry.retrying = pool.retry_budget.try_retry(percent);
     }
-    ctx.retry.retrying.is_some()
+    up.retry.retrying.is_some()
 }
 
 /// After a failed connect: retry on another backend (retry_on), or keep trying the
 /// pool while `try_duration` lasts.
 pub fn after_connect_failure(ctx: &mut RequestCtx, e: &mut Error) {
-    if allowed(ctx, true, Cause::Connect) || ctx.retry.trying() {
+    if allowed(ctx, true, Cause::Connect) || ctx.upstream.retry.trying() {
         e.set_retry(true);
     }
 }
@@ -89,13 +88,13 @@ pub fn after_response_header(
     method: &http::Method,
     status: u16,
 ) -> pingora::Result<()> {
-    if !matches!(status, 502..=504) || !another_backend_left(ctx) {
+    if !matches!(status, 502..=504) || !ctx.upstream.untried(|b| b.usable()) {
         return Ok(());
     }
     if !allowed(ctx, method.is_idempotent(), Cause::Status(status)) {
         return Ok(());
     }
-    ctx.retry.status_retry = true;
+    ctx.upstream.retry.status_retry = true;
     let mut e = Error::explain(
         ErrorType::HTTPStatus(status),
         "retry_on: answered with a retried status",
@@ -115,7 +114,7 @@ pub fn after_error(
     e: &mut Error,
     client_reused: bool,
 ) {
-    let status_retry = std::mem::take(&mut ctx.retry.status_retry);
+    let status_retry = std::mem::take(&mut ctx.upstream.retry.status_retry);
     if !method.is_idempotent() || body_truncated {
         e.set_retry(false);
         return;
@@ -125,25 +124,15 @@ pub fn after_error(
         return;
     }
     let reset = e.esource() == &ErrorSource::Upstream
-        && ctx.attempts.status.is_none()
+        && ctx.upstream.attempts.status.is_none()
         && matches!(
             e.etype(),
             ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError
         );
-    if reset && another_backend_left(ctx) && allowed(ctx, true, Cause::Reset) {
-        super::upstream::record_outcome(ctx, false, false);
+    if reset && ctx.upstream.untried(|b| b.usable()) && allowed(ctx, true, Cause::Reset) {
+        super::upstream::record_outcome(&mut ctx.upstream, false, false);
         e.set_retry(true);
         return;
     }
     e.retry.decide_reuse(client_reused);
-}
-
-/// A usable backend this request has not tried yet.
-fn another_backend_left(ctx: &RequestCtx) -> bool {
-    ctx.members.as_ref().is_some_and(|m| {
-        m.backends
-            .iter()
-            .enumerate()
-            .any(|(i, b)| b.usable() && !ctx.tried.contains(&i))
-    })
 }

@@ -124,10 +124,7 @@ pub fn finish(ctx: &mut RequestCtx, status: u16) {
     if let Some(mut span) = t.attempt.take() {
         span.end();
     }
-    let backend = match (&ctx.members, ctx.backend) {
-        (Some(m), Some(i)) => m.backends.get(i).map(|b| b.address.clone()),
-        _ => None,
-    };
+    let backend = ctx.upstream.backend().map(|b| b.address.clone());
     let span = t.cx.span();
     span.set_attributes([
         KeyValue::new(

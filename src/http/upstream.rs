@@ -1,7 +1,7 @@
 //! Choosing the backend for a request and describing the connection to it (with the
 //! PROXY header sent first on it when the pool's `upstream.proxy_protocol` asks).
 
-use super::ctx::RequestCtx;
+use super::ctx::Upstream;
 use crate::config::{HashKey, ProxyProtocolSend, UpstreamProtocol};
 use crate::net::ip_key;
 use crate::pool::outlier::{self, Outcome};
@@ -69,14 +69,15 @@ pub fn cookie_value<'a>(
 pub fn choose(
     pool: &Pool,
     session: &Session,
-    ctx: &mut RequestCtx,
+    up: &mut Upstream,
+    client_ip: Option<IpAddr>,
     tls: bool,
 ) -> Option<Arc<Backend>> {
     let mut ip_buf = [0u8; 16];
-    let key = hash_input(pool, session, &mut ip_buf, ctx.client_ip);
-    // Borrowed field by field (no `Arc` clone): the snapshot stays in `ctx.members`
+    let key = hash_input(pool, session, &mut ip_buf, client_ip);
+    // Borrowed field by field (no `Arc` clone): the snapshot stays in `up.members`
     // while the attempt fields below change.
-    let members = ctx.members.get_or_insert_with(|| pool.members());
+    let members = up.members.get_or_insert_with(|| pool.members());
     let cookie = pool.sticky.as_ref().and_then(|s| {
         cookie_value(
             session
@@ -88,15 +89,15 @@ pub fn choose(
         )
     });
     // The previous (failed) attempt's slot is released before the next claim.
-    ctx.in_flight = None;
+    up.in_flight = None;
     // A slot can fill between selection and claim: try the next candidate, boundedly.
     let bound = members.backends.len().max(1);
-    let Claim { idx, guard } = members.claim(key, cookie, &mut ctx.tried, bound)?;
-    ctx.in_flight = Some(guard);
-    ctx.backend = Some(idx);
-    ctx.outcome_recorded = false;
-    ctx.attempts.start();
-    ctx.set_cookie = match (&pool.sticky, members.sticky_of.get(idx)) {
+    let Claim { idx, guard } = members.claim(key, cookie, &mut up.tried, bound)?;
+    up.in_flight = Some(guard);
+    up.backend = Some(idx);
+    up.outcome_recorded = false;
+    up.attempts.start();
+    up.set_cookie = match (&pool.sticky, members.sticky_of.get(idx)) {
         (Some(s), Some(value)) if cookie != Some(value.as_bytes()) => {
             Some(s.set_cookie(value, tls))
         }
@@ -107,19 +108,19 @@ pub fn choose(
 
 /// Counts the chosen backend's outcome once per attempt; `breaker_success` is what the
 /// circuit breaker sees (a 5xx fails it only with `on_5xx`).
-pub fn record_outcome(ctx: &mut RequestCtx, success: bool, breaker_success: bool) {
-    if ctx.outcome_recorded {
+pub fn record_outcome(up: &mut Upstream, success: bool, breaker_success: bool) {
+    if up.outcome_recorded {
         return;
     }
-    if let (Some(members), Some(idx)) = (&ctx.members, ctx.backend) {
+    if let (Some(members), Some(idx)) = (&up.members, up.backend) {
         members.backends[idx].record(success, breaker_success);
-        let outcome = match ctx.attempts.status {
+        let outcome = match up.attempts.status {
             _ if success => Outcome::Success,
             Some(status) if status >= 500 => Outcome::Status(status),
             _ => Outcome::GatewayFailure,
         };
         outlier::observe(members, idx, outcome);
-        ctx.outcome_recorded = true;
+        up.outcome_recorded = true;
     }
 }
 
@@ -255,10 +256,10 @@ pub fn stripped_uri(
 /// Closes the attempt when the request ends: a timeout or reset after connecting is a
 /// failure; a finished exchange whose response header was not seen (e.g. an upgrade)
 /// counts as a success. Releases the in-flight slot.
-pub fn finish_attempt(ctx: &mut RequestCtx, e: Option<&Error>) {
+pub fn finish_attempt(up: &mut Upstream, e: Option<&Error>) {
     let upstream_failed = e.is_some_and(|e| e.esource() == &pingora::ErrorSource::Upstream);
-    record_outcome(ctx, !upstream_failed, !upstream_failed);
-    ctx.in_flight = None;
+    record_outcome(up, !upstream_failed, !upstream_failed);
+    up.in_flight = None;
 }
 
 #[cfg(test)]

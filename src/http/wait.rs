@@ -5,11 +5,12 @@
 //! request that finds no usable backend is held and the pool tried again every 250 ms
 //! until the deadline (a backend restarting during a deploy costs latency, not errors).
 
-use super::ctx::RequestCtx;
+use super::ctx::Upstream;
 use super::upstream;
 use crate::pool::queue::Place;
 use crate::pool::{Backend, Pool};
 use pingora_proxy::Session;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -24,23 +25,24 @@ const QUEUE_POLL: Duration = Duration::from_millis(50);
 pub async fn choose(
     pool: &Arc<Pool>,
     session: &Session,
-    ctx: &mut RequestCtx,
+    up: &mut Upstream,
+    client_ip: Option<IpAddr>,
     tls: bool,
 ) -> Option<Arc<Backend>> {
-    ctx.retry.enter(pool);
+    up.retry.enter(pool);
     let queued = pool.queued();
     let mut place: Option<(Place, Instant)> = None;
     loop {
         let behind_others = queued && place.is_none() && !pool.queue.is_empty();
         if !behind_others {
-            let before = ctx.tried.len();
-            if let Some(b) = upstream::choose(pool, session, ctx, tls) {
+            let before = up.tried.len();
+            if let Some(b) = upstream::choose(pool, session, up, client_ip, tls) {
                 return Some(b);
             }
             // A backend passed over because it filled up may be tried again.
-            ctx.tried.truncate(before);
+            up.tried.truncate(before);
         }
-        if queued && (behind_others || slot_to_wait_for(ctx)) {
+        if queued && (behind_others || up.untried(|b| b.available())) {
             if place.is_none() {
                 let max = pool.definition.traffic.queue.max;
                 let timeout = pool.definition.traffic.queue.timeout;
@@ -56,22 +58,12 @@ pub async fn choose(
                 .await;
             continue;
         }
-        let deadline = ctx.retry.try_deadline?;
+        let deadline = up.retry.try_deadline?;
         let left = deadline.checked_duration_since(Instant::now())?;
         tokio::time::sleep(left.min(TRY_INTERVAL)).await;
         // Every backend may be tried again, in the pool's current membership.
-        ctx.tried.clear();
-        ctx.members = None;
-        ctx.backend = None;
+        up.tried.clear();
+        up.members = None;
+        up.backend = None;
     }
-}
-
-/// An available backend this request has not tried is there, only full.
-fn slot_to_wait_for(ctx: &RequestCtx) -> bool {
-    ctx.members.as_ref().is_some_and(|m| {
-        m.backends
-            .iter()
-            .enumerate()
-            .any(|(i, b)| b.available() && !ctx.tried.contains(&i))
-    })
 }

@@ -24,17 +24,6 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 9] = [
-        Reason::HeaderTimeout,
-        Reason::BodyTimeout,
-        Reason::HeaderTooLarge,
-        Reason::BodyTooLarge,
-        Reason::Malformed,
-        Reason::ConnectionLimit,
-        Reason::PerIpLimit,
-        Reason::H2Abuse,
-        Reason::Denied,
-    ];
     /// The reasons an HTTP listener reports (SPEC §10).
     pub const HTTP: [Reason; 8] = [
         Reason::HeaderTimeout,
@@ -48,6 +37,16 @@ impl Reason {
     ];
     /// The reasons a tcp_service reports.
     pub const TCP: [Reason; 3] = [Reason::ConnectionLimit, Reason::PerIpLimit, Reason::Denied];
+    /// Every reason: the HTTP ones and `Denied` (`Reason::index` numbers them in order).
+    pub const ALL: [Reason; 9] = {
+        let mut all = [Reason::Denied; 9];
+        let mut i = 0;
+        while i < Reason::HTTP.len() {
+            all[i] = Reason::HTTP[i];
+            i += 1;
+        }
+        all
+    };
 
     pub fn as_str(self) -> &'static str {
         match self {

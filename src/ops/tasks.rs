@@ -1,7 +1,8 @@
 //! Pingora background services (so they run after daemonising) for the runtime's state:
 //! every pool's health-check loops (a loop ends by itself once its pool is gone), the
 //! lookup of its admin-added backend names and its discovery providers
-//! (`discovery::Supervisor`), following reloads, and the rate limiters' idle-key cleanup.
+//! (`discovery::Supervisor`), following reloads, and the rate limiters' idle-key cleanup;
+//! `UntilShutdown` runs the Redis links' loops.
 
 use crate::config::HealthKind;
 use crate::discovery::Supervisor;
@@ -88,11 +89,27 @@ impl BackgroundService for LimiterJanitor {
 pub struct ClusterLink(pub Arc<crate::limits::cluster::Cluster>);
 
 #[async_trait]
-impl BackgroundService for ClusterLink {
+impl Forever for ClusterLink {
+    async fn run(&self) {
+        self.0.connect_forever().await
+    }
+}
+
+/// Work that runs for the life of the process (or until it gives up by itself).
+#[async_trait]
+pub trait Forever: Send + Sync {
+    async fn run(&self);
+}
+
+/// A `Forever` as a Pingora background service: stopped when the server shuts down.
+pub struct UntilShutdown<T>(pub T);
+
+#[async_trait]
+impl<T: Forever> BackgroundService for UntilShutdown<T> {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         tokio::select! {
             _ = shutdown.changed() => {}
-            _ = self.0.connect_forever() => {}
+            _ = self.0.run() => {}
         }
     }
 }

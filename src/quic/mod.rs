@@ -19,6 +19,7 @@ pub mod handover;
 pub mod request;
 pub mod session;
 pub mod socket;
+mod stream;
 pub mod tls;
 
 use crate::config::ListenerLimits;

@@ -4,12 +4,12 @@
 //! both ways chunk by chunk (QUIC flow control is the back-pressure); nothing is
 //! buffered beyond Pingora's retry buffer (64 KiB, as its HTTP/2 session keeps).
 
+use super::stream::Streams;
 use async_trait::async_trait;
-use bytes::{Buf, Bytes};
-use futures_util::FutureExt;
+use bytes::Bytes;
 use h3::error::Code;
 use h3::server::RequestStream;
-use http::{header, HeaderMap, HeaderName, Response};
+use http::{header, HeaderMap, HeaderName};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::l4::socket::SocketAddr;
 use pingora::protocols::Digest;
@@ -19,39 +19,25 @@ use pingora_core::protocols::http::custom::server::Session;
 use pingora_core::protocols::http::custom::CustomMessageWrite;
 use pingora_core::protocols::http::date::get_cached_date;
 use pingora_core::protocols::http::HttpTask;
-use std::sync::Mutex;
 use std::time::Duration;
 use tokio::time::timeout;
 
-type Send = RequestStream<h3_quinn::SendStream<Bytes>, Bytes>;
-type Recv = RequestStream<h3_quinn::RecvStream, Bytes>;
 type MessageReader =
     Box<dyn futures_util::Stream<Item = Result<Bytes>> + Unpin + core::marker::Send + Sync>;
 
 /// What Pingora keeps of a request body for a retry on another backend.
 const RETRY_BUFFER: usize = 64 * 1024;
 
-/// One request stream. The h3 stream halves are not `Sync` (Pingora's session trait asks
-/// for it); every use is through `&mut self`, so the mutexes are only ever `get_mut`.
+/// One request stream.
 pub struct H3Session {
     req: RequestHeader,
-    send: Mutex<Send>,
-    recv: Mutex<Recv>,
+    io: Streams,
     /// Ends `read_body_or_idle` when the client goes away.
     conn: quinn::Connection,
     digest: Digest,
-    /// A body chunk read while checking for an empty body, handed out first.
-    first: Option<Bytes>,
     response: Option<Box<ResponseHeader>>,
-    /// The response is finished (FIN sent) or abandoned.
-    ended: bool,
-    /// The request body's end was seen.
-    body_done: bool,
     body_read: usize,
-    body_sent: usize,
     retry: Option<FixedBuffer>,
-    read_timeout: Option<Duration>,
-    write_timeout: Option<Duration>,
     drain_timeout: Option<Duration>,
 }
 
@@ -63,124 +49,21 @@ impl H3Session {
         conn: quinn::Connection,
         digest: Digest,
     ) -> Self {
-        let (send, mut recv) = stream.split();
-        // A request without a body usually arrives with its FIN: knowing it now lets
-        // Pingora send the backend a request without a body (not an empty chunked one).
-        let (first, body_done) = match recv.recv_data().now_or_never() {
-            Some(Ok(Some(mut chunk))) => (Some(chunk.copy_to_bytes(chunk.remaining())), false),
-            Some(Ok(None)) => (None, true),
-            Some(Err(_)) | None => (None, false),
-        };
         H3Session {
             req,
-            send: Mutex::new(send),
-            recv: Mutex::new(recv),
+            io: Streams::new(stream),
             conn,
             digest,
-            first,
             response: None,
-            ended: false,
-            body_done,
             body_read: 0,
-            body_sent: 0,
             retry: None,
-            read_timeout: None,
-            write_timeout: None,
             drain_timeout: None,
-        }
-    }
-
-    fn send(&mut self) -> &mut Send {
-        self.send.get_mut().unwrap_or_else(|e| e.into_inner())
-    }
-
-    fn recv(&mut self) -> &mut Recv {
-        self.recv.get_mut().unwrap_or_else(|e| e.into_inner())
-    }
-
-    async fn next_chunk(&mut self) -> Result<Option<Bytes>> {
-        if let Some(chunk) = self.first.take() {
-            return Ok(Some(chunk));
-        }
-        if self.body_done {
-            return Ok(None);
-        }
-        let wait = self.read_timeout;
-        let read = self.recv().recv_data();
-        let data = match wait {
-            Some(t) => timeout(t, read)
-                .await
-                .or_err(ErrorType::ReadTimedout, "reading the HTTP/3 request body")?,
-            None => read.await,
-        }
-        .or_err(ErrorType::ReadError, "reading the HTTP/3 request body")?;
-        match data {
-            Some(mut chunk) => Ok(Some(chunk.copy_to_bytes(chunk.remaining()))),
-            None => {
-                self.body_done = true;
-                Ok(None)
-            }
         }
     }
 
     async fn drain(&mut self) -> Result<()> {
         while self.read_body_bytes().await?.is_some() {}
         Ok(())
-    }
-
-    async fn finish_stream(&mut self) -> Result<()> {
-        if self.ended {
-            return Ok(());
-        }
-        self.ended = true;
-        self.send()
-            .finish()
-            .await
-            .or_err(ErrorType::WriteError, "finishing the HTTP/3 response")
-    }
-
-    async fn send_body(&mut self, data: Bytes, end: bool) -> Result<()> {
-        let len = data.len();
-        if len > 0 {
-            let wait = self.write_timeout;
-            let write = self.send().send_data(data);
-            match wait {
-                Some(t) => timeout(t, write)
-                    .await
-                    .or_err(ErrorType::WriteTimedout, "writing the HTTP/3 response body")?,
-                None => write.await,
-            }
-            .or_err(ErrorType::WriteError, "writing the HTTP/3 response body")?;
-            self.body_sent += len;
-        }
-        if end {
-            self.finish_stream().await?;
-        }
-        Ok(())
-    }
-
-    /// Resets the response if it is not finished; asks the client to stop sending a
-    /// request body nobody will read (H3_NO_ERROR once the response is whole, RFC 9114
-    /// §4.1).
-    fn reset(&mut self, code: Code) {
-        let finished = self.ended;
-        if !self.ended {
-            self.ended = true;
-            self.send().stop_stream(code);
-        }
-        if !self.body_done {
-            self.body_done = true;
-            let why = if finished { Code::H3_NO_ERROR } else { code };
-            self.recv().stop_sending(why);
-        }
-    }
-}
-
-impl Drop for H3Session {
-    /// A response that was not finished is reset, never ended with a FIN (dropping a
-    /// QUIC send stream would finish it): a cut response must not look whole.
-    fn drop(&mut self) {
-        self.reset(Code::H3_INTERNAL_ERROR);
     }
 }
 
@@ -208,7 +91,7 @@ impl Session for H3Session {
     }
 
     async fn read_body_bytes(&mut self) -> Result<Option<Bytes>> {
-        let chunk = self.next_chunk().await?;
+        let chunk = self.io.next_chunk().await?;
         if let Some(c) = &chunk {
             self.body_read += c.len();
             if let Some(buffer) = self.retry.as_mut() {
@@ -237,19 +120,16 @@ impl Session for H3Session {
     ) -> Result<()> {
         // h3 sends one header block per response: informational ones are dropped, as
         // Pingora's HTTP/2 session does.
-        if self.ended || self.response.is_some() || resp.status.is_informational() {
+        if self.io.ended || self.response.is_some() || resp.status.is_informational() {
             return Ok(());
         }
         resp.insert_header(header::DATE, get_cached_date())?;
         strip_connection_fields(&mut resp);
         let parts: http::response::Parts = resp.as_owned_parts();
-        self.send()
-            .send_response(Response::from_parts(parts, ()))
-            .await
-            .or_err(ErrorType::WriteError, "writing the HTTP/3 response header")?;
+        self.io.send_header(parts).await?;
         self.response = Some(resp);
         if end {
-            self.finish_stream().await?;
+            self.io.finish().await?;
         }
         Ok(())
     }
@@ -260,24 +140,20 @@ impl Session for H3Session {
     }
 
     async fn write_body(&mut self, data: Bytes, end: bool) -> Result<()> {
-        if self.ended {
+        if self.io.ended {
             return Ok(());
         }
         if self.response.is_none() {
             return Error::e_explain(ErrorType::WriteError, "HTTP/3 body before the header");
         }
-        self.send_body(data, end).await
+        self.io.send_body(data, end).await
     }
 
     async fn write_trailers(&mut self, trailers: HeaderMap) -> Result<()> {
-        if self.ended {
+        if self.io.ended {
             return Ok(());
         }
-        self.send().send_trailers(trailers).await.or_err(
-            ErrorType::WriteError,
-            "writing the HTTP/3 response trailers",
-        )?;
-        self.finish_stream().await
+        self.io.send_trailers(trailers).await
     }
 
     async fn response_duplex_vec(&mut self, tasks: Vec<HttpTask>) -> Result<bool> {
@@ -312,25 +188,25 @@ impl Session for H3Session {
             end_stream = end_stream || end;
         }
         if end_stream {
-            self.finish_stream().await.map_err(|e| e.into_down())?;
+            self.io.finish().await.map_err(|e| e.into_down())?;
         }
         Ok(end_stream)
     }
 
     fn set_read_timeout(&mut self, timeout: Option<Duration>) {
-        self.read_timeout = timeout;
+        self.io.read_timeout = timeout;
     }
 
     fn get_read_timeout(&self) -> Option<Duration> {
-        self.read_timeout
+        self.io.read_timeout
     }
 
     fn set_write_timeout(&mut self, timeout: Option<Duration>) {
-        self.write_timeout = timeout;
+        self.io.write_timeout = timeout;
     }
 
     fn get_write_timeout(&self) -> Option<Duration> {
-        self.write_timeout
+        self.io.write_timeout
     }
 
     fn set_total_drain_timeout(&mut self, timeout: Option<Duration>) {
@@ -355,29 +231,29 @@ impl Session for H3Session {
     }
 
     async fn shutdown(&mut self, _code: u32, _ctx: &str) {
-        self.reset(Code::H3_INTERNAL_ERROR);
+        self.io.reset(Code::H3_INTERNAL_ERROR);
     }
 
     async fn abandon(&mut self, _ctx: &str) {
         // A reset, never a FIN: the client must not take a cut response as whole.
-        self.reset(Code::H3_INTERNAL_ERROR);
+        self.io.reset(Code::H3_INTERNAL_ERROR);
     }
 
     fn is_body_done(&mut self) -> bool {
-        self.is_body_empty() || (self.first.is_none() && self.body_done)
+        self.is_body_empty() || (self.io.first.is_none() && self.io.body_done)
     }
 
     async fn finish(&mut self) -> Result<()> {
         if self.response.is_some() {
-            self.finish_stream().await?;
+            self.io.finish().await?;
         }
         Ok(())
     }
 
     fn is_body_empty(&mut self) -> bool {
         self.body_read == 0
-            && self.first.is_none()
-            && (self.body_done
+            && self.io.first.is_none()
+            && (self.io.body_done
                 || self
                     .req
                     .headers
@@ -397,7 +273,7 @@ impl Session for H3Session {
     }
 
     fn body_bytes_sent(&self) -> usize {
-        self.body_sent
+        self.io.body_sent
     }
 
     fn body_bytes_read(&self) -> usize {

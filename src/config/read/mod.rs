@@ -106,20 +106,30 @@ fn item<T>(
     }
 }
 
+/// The list under `key` (empty when it is not written); `scalar_ok` takes a lone value
+/// as a list of one.
+fn key_list<T>(
+    d: &mut Decoder,
+    m: &mut Map,
+    key: &'static str,
+    scalar_ok: bool,
+    item: impl FnMut(&mut Decoder, &Node, &str) -> Option<T>,
+) -> Vec<T> {
+    get_with(d, m, key, |d, n, path| {
+        Some(d.list(n, path, scalar_ok, item))
+    })
+    .unwrap_or_default()
+}
+
 fn cidr_list(d: &mut Decoder, m: &mut Map, key: &'static str) -> Vec<IpNet> {
-    let path = m.child(key);
-    m.get(key)
-        .map(|n| {
-            d.list(n, &path, false, |d, n, p| {
-                d.parse(
-                    n,
-                    p,
-                    "a CIDR such as 10.0.0.0/8 or an IP address",
-                    parse_cidr,
-                )
-            })
-        })
-        .unwrap_or_default()
+    key_list(d, m, key, false, |d, n, p| {
+        d.parse(
+            n,
+            p,
+            "a CIDR such as 10.0.0.0/8 or an IP address",
+            parse_cidr,
+        )
+    })
 }
 
 fn opt_string(d: &mut Decoder, m: &mut Map, key: &'static str) -> Option<String> {
@@ -140,14 +150,15 @@ fn required<T>(
     key: &'static str,
     read: impl FnOnce(&mut Decoder, &Node, &str) -> Option<T>,
 ) -> Option<T> {
-    let path = m.child(key);
-    match m.get(key) {
-        Some(n) => read(d, n, &path),
-        None => {
-            d.error(m.pos, &path, "is required");
-            None
-        }
+    let mut missing = true;
+    let value = get_with(d, m, key, |d, n, path| {
+        missing = false;
+        read(d, n, path)
+    });
+    if missing {
+        d.error(m.pos, &m.child(key), "is required");
     }
+    value
 }
 
 fn required_string(d: &mut Decoder, m: &mut Map, key: &'static str) -> Option<String> {
@@ -315,10 +326,7 @@ fn choice<T: Keyword>(d: &mut Decoder, m: &mut Map, key: &'static str, default: 
 }
 
 fn name_list(d: &mut Decoder, m: &mut Map, key: &'static str, scalar_ok: bool) -> Vec<String> {
-    let path = m.child(key);
-    m.get(key)
-        .map(|n| d.list(n, &path, scalar_ok, |d, n, p| d.string(n, p)))
-        .unwrap_or_default()
+    key_list(d, m, key, scalar_ok, |d, n, p| d.string(n, p))
 }
 
 fn listen_addr(d: &mut Decoder, m: &mut Map, key: &'static str) -> Option<(SocketAddr, Pos)> {

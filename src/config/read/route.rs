@@ -10,32 +10,20 @@ pub(super) fn read_route(d: &mut Decoder, node: &Node, path: &str) -> Option<Rou
     d.spans.set(path, pos);
     let name = required_string(d, &mut m, "name");
     let listeners = name_list(d, &mut m, "listeners", false);
-    let hosts_path = m.child("host");
-    let hosts = m
-        .get("host")
-        .map(|n| {
-            d.list(n, &hosts_path, true, |d, n, p| {
-                d.parse(n, p, "a host name or *.domain", parse_host_pattern)
-            })
-        })
-        .unwrap_or_default();
+    let hosts = key_list(d, &mut m, "host", true, |d, n, p| {
+        d.parse(n, p, "a host name or *.domain", parse_host_pattern)
+    });
     let path_prefix = get_with(d, &mut m, "path_prefix", |d, n, p| {
         d.parse(n, p, "a path starting with /", |s| {
             s.starts_with('/').then(|| s.to_string())
         })
     });
-    let methods_path = m.child("methods");
-    let methods = m
-        .get("methods")
-        .map(|n| {
-            d.list(n, &methods_path, true, |d, n, p| {
-                d.parse(n, p, "an HTTP method such as GET", |s| {
-                    let up = s.to_ascii_uppercase();
-                    Method::from_bytes(up.as_bytes()).ok()
-                })
-            })
+    let methods = key_list(d, &mut m, "methods", true, |d, n, p| {
+        d.parse(n, p, "an HTTP method such as GET", |s| {
+            let up = s.to_ascii_uppercase();
+            Method::from_bytes(up.as_bytes()).ok()
         })
-        .unwrap_or_default();
+    });
     let headers = get_with(d, &mut m, "headers", |d, n, p| {
         header_map(d, n, p, |d, v, kp| d.string(v, kp))
     })
@@ -111,15 +99,9 @@ pub(super) fn read_header_edits(d: &mut Decoder, node: &Node, path: &str) -> Opt
     };
     let set = pairs(d, &mut m, "set");
     let add = pairs(d, &mut m, "add");
-    let remove_path = m.child("remove");
-    let remove = m
-        .get("remove")
-        .map(|n| {
-            d.list(n, &remove_path, false, |d, n, p| {
-                d.parse(n, p, "a header name", parse_header_name)
-            })
-        })
-        .unwrap_or_default();
+    let remove = key_list(d, &mut m, "remove", false, |d, n, p| {
+        d.parse(n, p, "a header name", parse_header_name)
+    });
     m.finish(d, |_| None);
     Some(HeaderEdits { set, add, remove })
 }

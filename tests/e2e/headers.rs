@@ -1,18 +1,18 @@
 //! Headers end to end (SPEC §4, §9): forwarding headers and the client IP, X-Request-Id,
 //! per-route request/response `set`/`add`/`remove`, and security headers.
+use crate::common::config::*;
 use crate::common::*;
+use serde_json::{json, Value};
 
-/// Switchyard on a new port with `server` (TEST_SERVER or a variant): one listener, pool
-/// `p` with backend `b` and route `r` with `route_keys` (each line indented by 4 spaces).
-fn start(server: &str, b: &Backend, route_keys: &str) -> (Switchyard, u16) {
+/// Switchyard on a new port with `server_keys` added to the test `server:` section: one
+/// listener, pool `p` with backend `b` and route `r` with `route_keys`.
+fn start(server_keys: Value, b: &Backend, route_keys: Value) -> (Switchyard, u16) {
     let port = listen_port();
-    let yaml = config_yaml(
-        server,
-        &listener_yaml("web", port),
-        &pool_yaml("p", "", &[b.address()]),
-        &format!("  - name: r\n    pool: p\n{route_keys}"),
-    );
-    (Switchyard::start(&yaml, &[port]), port)
+    let mut config = with(test_config(), json!({ "server": server_keys }));
+    config["listeners"] = json!([listener("web", port)]);
+    config["pools"] = json!([pool("p", &[b.address()])]);
+    config["routes"] = json!([with(route("r", "p"), route_keys)]);
+    (Switchyard::start(&config_text(&config), &[port]), port)
 }
 
 fn is_sane_id(id: &str) -> bool {
@@ -25,7 +25,7 @@ fn is_sane_id(id: &str) -> bool {
 #[test]
 fn forwarding_headers_reach_the_backend() {
     let b = Backend::start("a");
-    let (_sy, port) = start(TEST_SERVER, &b, "");
+    let (_sy, port) = start(json!({}), &b, json!({}));
 
     let r = request(
         port,
@@ -76,8 +76,8 @@ fn forwarding_headers_reach_the_backend() {
 #[test]
 fn real_ip_behind_a_trusted_proxy_is_the_rightmost_untrusted_entry() {
     let b = Backend::start("a");
-    let server = test_server_with("  trusted_proxies: [127.0.0.1/32, 10.0.0.0/8]\n");
-    let (_sy, port) = start(&server, &b, "");
+    let trusted = json!({ "trusted_proxies": ["127.0.0.1/32", "10.0.0.0/8"] });
+    let (_sy, port) = start(trusted, &b, json!({}));
 
     let xff = "198.51.100.1, 203.0.113.9, 10.1.2.3";
     let r = request(port, "GET", "/", &[("X-Forwarded-For", xff)], b"");
@@ -99,11 +99,7 @@ fn real_ip_behind_a_trusted_proxy_is_the_rightmost_untrusted_entry() {
 fn real_ip_ignores_forwarded_for_from_an_untrusted_peer() {
     let b = Backend::start("a");
     // 127.0.0.1 is not trusted here.
-    let (_sy, port) = start(
-        &test_server_with("  trusted_proxies: [10.0.0.0/8]\n"),
-        &b,
-        "",
-    );
+    let (_sy, port) = start(json!({ "trusted_proxies": ["10.0.0.0/8"] }), &b, json!({}));
     let r = request(port, "GET", "/", &[("X-Forwarded-For", "203.0.113.9")], b"");
     assert_eq!(r.status, 200);
     let seen = b.last().expect("backend saw the request");
@@ -117,7 +113,7 @@ fn real_ip_ignores_forwarded_for_from_an_untrusted_peer() {
 #[test]
 fn a_sane_request_id_is_kept_and_echoed() {
     let b = Backend::start("a");
-    let (_sy, port) = start(TEST_SERVER, &b, "");
+    let (_sy, port) = start(json!({}), &b, json!({}));
     let long = "a".repeat(128);
     for id in ["abc-123_X.y:Z", "7", long.as_str()] {
         let r = request(port, "GET", "/", &[("X-Request-Id", id)], b"");
@@ -135,7 +131,7 @@ fn a_sane_request_id_is_kept_and_echoed() {
 #[test]
 fn an_insane_request_id_is_replaced_by_a_generated_one() {
     let b = Backend::start("a");
-    let (_sy, port) = start(TEST_SERVER, &b, "");
+    let (_sy, port) = start(json!({}), &b, json!({}));
     let too_long = "a".repeat(129);
     for id in ["bad id", "bad/id", "x<script>", "a,b", too_long.as_str()] {
         let r = request(port, "GET", "/", &[("X-Request-Id", id)], b"");
@@ -164,7 +160,7 @@ fn an_insane_request_id_is_replaced_by_a_generated_one() {
 #[test]
 fn a_missing_request_id_is_generated_unique_and_echoed() {
     let b = Backend::start("a");
-    let (_sy, port) = start(TEST_SERVER, &b, "");
+    let (_sy, port) = start(json!({}), &b, json!({}));
     let mut ids = Vec::new();
     for _ in 0..5 {
         let r = get(port, "/");
@@ -184,12 +180,12 @@ fn a_missing_request_id_is_generated_unique_and_echoed() {
 #[test]
 fn request_headers_set_add_remove() {
     let b = Backend::start("a");
-    let extra = "    request_headers:
-      set: { X-Env: prod, X-New: \"1\" }
-      add: { X-Tag: added }
-      remove: [X-Secret]
-";
-    let (_sy, port) = start(TEST_SERVER, &b, extra);
+    let extra = json!({ "request_headers": {
+        "set": { "X-Env": "prod", "X-New": "1" },
+        "add": { "X-Tag": "added" },
+        "remove": ["X-Secret"],
+    }});
+    let (_sy, port) = start(json!({}), &b, extra);
     let r = request(
         port,
         "GET",
@@ -236,12 +232,12 @@ fn response_headers_set_add_remove() {
             ("X-Untouched", "yes"),
         ]),
     );
-    let extra = "    response_headers:
-      set: { Cache-Control: no-store, X-Served-By: switchyard }
-      add: { X-Keep: proxy }
-      remove: [X-Powered-By]
-";
-    let (_sy, port) = start(TEST_SERVER, &b, extra);
+    let extra = json!({ "response_headers": {
+        "set": { "Cache-Control": "no-store", "X-Served-By": "switchyard" },
+        "add": { "X-Keep": "proxy" },
+        "remove": ["X-Powered-By"],
+    }});
+    let (_sy, port) = start(json!({}), &b, extra);
     let r = get(port, "/");
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(
@@ -267,7 +263,7 @@ fn response_headers_set_add_remove() {
 #[test]
 fn security_headers_are_added_without_hsts_on_plaintext() {
     let b = Backend::start("a");
-    let (_sy, port) = start(TEST_SERVER, &b, "    security_headers: true\n");
+    let (_sy, port) = start(json!({}), &b, json!({ "security_headers": true }));
     let r = get(port, "/");
     assert_eq!(r.status, 200);
     assert_eq!(r.header_all("x-content-type-options"), vec!["nosniff"]);
@@ -291,7 +287,7 @@ fn security_headers_do_not_override_the_backend() {
             ("Referrer-Policy", "no-referrer"),
         ]),
     );
-    let (_sy, port) = start(TEST_SERVER, &b, "    security_headers: true\n");
+    let (_sy, port) = start(json!({}), &b, json!({ "security_headers": true }));
     let r = get(port, "/");
     assert_eq!(r.status, 200);
     assert_eq!(r.header_all("x-frame-options"), vec!["SAMEORIGIN"]);
@@ -302,7 +298,7 @@ fn security_headers_do_not_override_the_backend() {
 #[test]
 fn security_headers_are_off_by_default() {
     let b = Backend::start("a");
-    let (_sy, port) = start(TEST_SERVER, &b, "");
+    let (_sy, port) = start(json!({}), &b, json!({}));
     let r = get(port, "/");
     assert_eq!(r.status, 200);
     for h in [
@@ -320,13 +316,11 @@ fn over_tls_proto_is_https_and_security_headers_include_hsts() {
     let b = Backend::start("a");
     let port = listen_port();
     let (_certs, cert, key) = tls_test_cert_files();
-    let yaml = config_yaml(
-        TEST_SERVER,
-        &tls_listener_yaml("secure", port, &cert, &key),
-        &pool_yaml("p", "", &[b.address()]),
-        "  - name: r\n    pool: p\n    security_headers: true\n",
-    );
-    let _sy = Switchyard::start(&yaml, &[port]);
+    let mut config = test_config();
+    config["listeners"] = json!([tls_listener("secure", port, &cert, &key)]);
+    config["pools"] = json!([pool("p", &[b.address()])]);
+    config["routes"] = json!([with(route("r", "p"), json!({ "security_headers": true }))]);
+    let _sy = Switchyard::start(&config_text(&config), &[port]);
     let r = tls_request(port, "GET", "/s", &[("Host", "example.com")]);
     assert_eq!(r.status, 200, "{r:?}");
     let seen = b.last().expect("backend saw the request");

@@ -3,10 +3,11 @@
 //! Every wait is bounded; every process is killed on drop.
 //!
 //! Split by concern: [`backend`] (servers behind switchyard), [`proc`] (the switchyard
-//! process), [`yaml`] (config fragments), [`http`] (clients and metrics), [`tls`],
+//! process), [`config`] (typed configurations), [`yaml`] (YAML fragments), [`http`] (clients and metrics), [`tls`],
 //! [`tools`] (external programs), [`db`] (PostgreSQL, MariaDB) and [`redis`].
 
 mod backend;
+pub mod config;
 mod db;
 mod http;
 mod proc;

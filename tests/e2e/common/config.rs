@@ -1,0 +1,69 @@
+//! Test configurations built as typed values rather than glued YAML text: `serde_json`
+//! values, written out as JSON, which Switchyard reads as the YAML it is (JSON is YAML).
+//! `{dir}` in a string is the test's temporary directory, as in the YAML fragments.
+
+use serde_json::{json, Value};
+
+/// TEST_SERVER's `server:` and `log:` sections, with empty `listeners`, `pools` and
+/// `routes` to push entries onto.
+pub fn test_config() -> Value {
+    json!({
+        "server": {
+            "threads": 1,
+            "pid_file": "{dir}/switchyard.pid",
+            "upgrade_sock": "{dir}/upgrade.sock",
+            "grace_period": "1s",
+            "shutdown_timeout": "1s",
+        },
+        "log": { "level": "info", "access_log": "{dir}/access.log" },
+        "listeners": [],
+        "pools": [],
+        "routes": [],
+    })
+}
+
+/// A plaintext listener `name` on 127.0.0.1:`port`.
+pub fn listener(name: &str, port: u16) -> Value {
+    json!({ "name": name, "listen": format!("127.0.0.1:{port}") })
+}
+
+/// A TLS listener `name` on 127.0.0.1:`port` serving one certificate (file paths).
+pub fn tls_listener(name: &str, port: u16, cert_file: &str, key_file: &str) -> Value {
+    let mut l = listener(name, port);
+    l["tls"] = json!({ "certificates": [{ "cert_file": cert_file, "key_file": key_file }] });
+    l
+}
+
+/// A pool `name` with one backend per address.
+pub fn pool(name: &str, addresses: &[String]) -> Value {
+    let backends: Vec<Value> = addresses.iter().map(|a| json!({ "address": a })).collect();
+    json!({ "name": name, "backends": backends })
+}
+
+/// A route `name` to pool `pool`.
+pub fn route(name: &str, pool: &str) -> Value {
+    json!({ "name": name, "pool": pool })
+}
+
+/// `base` with the keys of `patch` laid over it: objects merge key by key, anything else
+/// (lists included) is replaced.
+pub fn with(mut base: Value, patch: Value) -> Value {
+    merge(&mut base, patch);
+    base
+}
+
+fn merge(base: &mut Value, patch: Value) {
+    match (base, patch) {
+        (Value::Object(b), Value::Object(p)) => {
+            for (k, v) in p {
+                merge(b.entry(k).or_insert(Value::Null), v);
+            }
+        }
+        (b, p) => *b = p,
+    }
+}
+
+/// The configuration file's text.
+pub fn config_text(config: &Value) -> String {
+    serde_json::to_string_pretty(config).expect("a JSON value serialises")
+}

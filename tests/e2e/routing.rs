@@ -1,35 +1,54 @@
 //! Routing end to end (SPEC §3 routes, §4, §9): listeners, hosts, path prefixes,
 //! methods, headers, file order, strip_prefix, allow/deny, the global `server.deny` and
 //! redirect_https.
+use crate::common::config::*;
 use crate::common::*;
+use serde_json::{json, Value};
 
 /// One pool per backend, each named after its backend.
-fn pools_of(backends: &[&Backend]) -> String {
+fn pools_of(backends: &[&Backend]) -> Value {
     backends
         .iter()
-        .map(|b| pool_yaml(&b.name, "", &[b.address()]))
+        .map(|b| pool(&b.name, &[b.address()]))
         .collect()
 }
 
-/// Switchyard on a new port: `head` (TEST_SERVER or a variant), one plaintext listener
-/// `web`, a pool per backend and `routes`.
-fn start(head: &str, backends: &[&Backend], routes: &str) -> (Switchyard, u16) {
-    let port = listen_port();
-    let yaml = config_yaml(
-        head,
-        &listener_yaml("web", port),
-        &pools_of(backends),
-        routes,
+/// Switchyard on `ports` with the test configuration, `listeners`, a pool per backend
+/// and `routes`; `server_keys` are added to its `server:` section.
+fn start_with(
+    server_keys: Value,
+    listeners: Value,
+    backends: &[&Backend],
+    routes: Value,
+    ports: &[u16],
+) -> Switchyard {
+    let config = with(
+        test_config(),
+        json!({
+            "server": server_keys,
+            "listeners": listeners,
+            "pools": pools_of(backends),
+            "routes": routes,
+        }),
     );
-    (Switchyard::start(&yaml, &[port]), port)
+    Switchyard::start(&config_text(&config), ports)
+}
+
+/// Switchyard on a new port: one plaintext listener `web`, a pool per backend and
+/// `routes`; `server_keys` are added to the test `server:` section.
+fn start(server_keys: Value, backends: &[&Backend], routes: Value) -> (Switchyard, u16) {
+    let port = listen_port();
+    let listeners = json!([listener("web", port)]);
+    let sy = start_with(server_keys, listeners, backends, routes, &[port]);
+    (sy, port)
 }
 
 /// Backend `a` behind two plaintext listeners, `one` and `two`, with `routes`.
-fn start_two_listeners(a: &Backend, routes: &str) -> (Switchyard, u16, u16) {
+fn start_two_listeners(a: &Backend, routes: Value) -> (Switchyard, u16, u16) {
     let (one, two) = (listen_port(), listen_port());
-    let listeners = listener_yaml("one", one) + &listener_yaml("two", two);
-    let yaml = config_yaml(TEST_SERVER, &listeners, &pools_of(&[a]), routes);
-    (Switchyard::start(&yaml, &[one, two]), one, two)
+    let listeners = json!([listener("one", one), listener("two", two)]);
+    let sy = start_with(json!({}), listeners, &[a], routes, &[one, two]);
+    (sy, one, two)
 }
 
 /// GET `path` with the given Host; returns (status, X-Backend or "").
@@ -41,7 +60,7 @@ fn hit(port: u16, host: &str, path: &str) -> (u16, String) {
 #[test]
 fn route_restricted_to_a_listener_is_404_on_the_other() {
     let a = Backend::start("a");
-    let routes = "  - name: only-one\n    listeners: [one]\n    pool: a\n";
+    let routes = json!([{ "name": "only-one", "listeners": ["one"], "pool": "a" }]);
     let (_sy, one, two) = start_two_listeners(&a, routes);
     let r = get(one, "/x");
     assert_eq!(r.status, 200, "listener one: {r:?}");
@@ -58,7 +77,7 @@ fn route_restricted_to_a_listener_is_404_on_the_other() {
 #[test]
 fn route_without_listeners_serves_every_listener() {
     let a = Backend::start("a");
-    let (_sy, one, two) = start_two_listeners(&a, "  - name: everywhere\n    pool: a\n");
+    let (_sy, one, two) = start_two_listeners(&a, json!([route("everywhere", "a")]));
     assert_eq!(get(one, "/").status, 200);
     assert_eq!(get(two, "/").status, 200);
     assert_eq!(a.count(), 2);
@@ -67,11 +86,8 @@ fn route_without_listeners_serves_every_listener() {
 #[test]
 fn exact_host_is_case_insensitive_and_ignores_the_port() {
     let a = Backend::start("a");
-    let routes = "  - name: api
-    host: api.example.com
-    pool: a
-";
-    let (_sy, port) = start(TEST_SERVER, &[&a], routes);
+    let routes = json!([{ "name": "api", "host": "api.example.com", "pool": "a" }]);
+    let (_sy, port) = start(json!({}), &[&a], routes);
     assert_eq!(hit(port, "api.example.com", "/"), (200, "a".into()));
     assert_eq!(hit(port, "API.Example.COM", "/"), (200, "a".into()));
     assert_eq!(hit(port, "api.example.com:8080", "/"), (200, "a".into()));
@@ -86,11 +102,8 @@ fn exact_host_is_case_insensitive_and_ignores_the_port() {
 #[test]
 fn wildcard_host_matches_any_subdomain_depth_but_not_the_apex() {
     let a = Backend::start("a");
-    let routes = "  - name: wild
-    host: \"*.example.com\"
-    pool: a
-";
-    let (_sy, port) = start(TEST_SERVER, &[&a], routes);
+    let routes = json!([{ "name": "wild", "host": "*.example.com", "pool": "a" }]);
+    let (_sy, port) = start(json!({}), &[&a], routes);
     assert_eq!(hit(port, "a.example.com", "/"), (200, "a".into()));
     assert_eq!(hit(port, "a.b.example.com", "/"), (200, "a".into()));
     assert_eq!(hit(port, "A.B.C.Example.Com:8443", "/"), (200, "a".into()));
@@ -107,13 +120,11 @@ fn wildcard_host_matches_any_subdomain_depth_but_not_the_apex() {
 #[test]
 fn host_given_as_a_list_matches_any_entry() {
     let [a, b] = Backend::start_each(["a", "b"]);
-    let routes = "  - name: listed
-    host: [one.test, \"*.two.test\"]
-    pool: a
-  - name: rest
-    pool: b
-";
-    let (_sy, port) = start(TEST_SERVER, &[&a, &b], routes);
+    let routes = json!([
+        { "name": "listed", "host": ["one.test", "*.two.test"], "pool": "a" },
+        route("rest", "b"),
+    ]);
+    let (_sy, port) = start(json!({}), &[&a, &b], routes);
     assert_eq!(hit(port, "one.test", "/"), (200, "a".into()));
     assert_eq!(hit(port, "x.two.test", "/"), (200, "a".into()));
     assert_eq!(hit(port, "three.test", "/"), (200, "b".into()));
@@ -123,11 +134,8 @@ fn host_given_as_a_list_matches_any_entry() {
 #[test]
 fn path_prefix_matches_on_segment_boundaries() {
     let a = Backend::start("a");
-    let routes = "  - name: v1
-    path_prefix: /v1
-    pool: a
-";
-    let (_sy, port) = start(TEST_SERVER, &[&a], routes);
+    let routes = json!([{ "name": "v1", "path_prefix": "/v1", "pool": "a" }]);
+    let (_sy, port) = start(json!({}), &[&a], routes);
     for path in ["/v1", "/v1/", "/v1/x", "/v1/x/y", "/v1?q=1"] {
         let r = get(port, path);
         assert_eq!(r.status, 200, "{path} must match /v1: {r:?}");
@@ -142,11 +150,8 @@ fn path_prefix_matches_on_segment_boundaries() {
 #[test]
 fn methods_restrict_the_route() {
     let a = Backend::start("a");
-    let routes = "  - name: rw
-    methods: [GET, POST]
-    pool: a
-";
-    let (_sy, port) = start(TEST_SERVER, &[&a], routes);
+    let routes = json!([{ "name": "rw", "methods": ["GET", "POST"], "pool": "a" }]);
+    let (_sy, port) = start(json!({}), &[&a], routes);
     assert_eq!(request(port, "GET", "/", &[], b"").status, 200);
     assert_eq!(request(port, "POST", "/", &[], b"data").status, 200);
     assert_eq!(a.last().map(|s| s.method), Some("POST".to_string()));
@@ -158,13 +163,11 @@ fn methods_restrict_the_route() {
 #[test]
 fn header_match_needs_every_header_exactly() {
     let [a, b] = Backend::start_each(["canary", "stable"]);
-    let routes = "  - name: canary
-    headers: { X-Canary: \"1\", X-Team: blue }
-    pool: canary
-  - name: stable
-    pool: stable
-";
-    let (_sy, port) = start(TEST_SERVER, &[&a, &b], routes);
+    let routes = json!([
+        { "name": "canary", "headers": { "X-Canary": "1", "X-Team": "blue" }, "pool": "canary" },
+        route("stable", "stable"),
+    ]);
+    let (_sy, port) = start(json!({}), &[&a, &b], routes);
     let with = |h: &[(&str, &str)]| {
         request(port, "GET", "/", h, b"")
             .header("x-backend")
@@ -190,16 +193,12 @@ fn header_match_needs_every_header_exactly() {
 fn first_matching_route_in_file_order_wins() {
     let [a, b, c] = Backend::start_each(["a", "b", "c"]);
     // The broad /api route comes first, so the /api/v2 route below it never matches.
-    let routes = "  - name: api
-    path_prefix: /api
-    pool: a
-  - name: api-v2
-    path_prefix: /api/v2
-    pool: b
-  - name: catch-all
-    pool: c
-";
-    let (_sy, port) = start(TEST_SERVER, &[&a, &b, &c], routes);
+    let routes = json!([
+        { "name": "api", "path_prefix": "/api", "pool": "a" },
+        { "name": "api-v2", "path_prefix": "/api/v2", "pool": "b" },
+        route("catch-all", "c"),
+    ]);
+    let (_sy, port) = start(json!({}), &[&a, &b, &c], routes);
     assert_eq!(hit(port, "localhost", "/api/v2/x"), (200, "a".into()));
     assert_eq!(hit(port, "localhost", "/api"), (200, "a".into()));
     assert_eq!(hit(port, "localhost", "/other"), (200, "c".into()));
@@ -209,14 +208,11 @@ fn first_matching_route_in_file_order_wins() {
 #[test]
 fn specific_route_first_takes_its_requests() {
     let [a, b] = Backend::start_each(["a", "b"]);
-    let routes = "  - name: api-v2
-    path_prefix: /api/v2
-    pool: b
-  - name: api
-    path_prefix: /api
-    pool: a
-";
-    let (_sy, port) = start(TEST_SERVER, &[&a, &b], routes);
+    let routes = json!([
+        { "name": "api-v2", "path_prefix": "/api/v2", "pool": "b" },
+        { "name": "api", "path_prefix": "/api", "pool": "a" },
+    ]);
+    let (_sy, port) = start(json!({}), &[&a, &b], routes);
     assert_eq!(hit(port, "localhost", "/api/v2/x"), (200, "b".into()));
     assert_eq!(hit(port, "localhost", "/api/v1"), (200, "a".into()));
     assert_eq!(hit(port, "localhost", "/api/v2x"), (200, "a".into()));
@@ -226,12 +222,10 @@ fn specific_route_first_takes_its_requests() {
 #[test]
 fn no_matching_route_is_404_and_no_backend_is_contacted() {
     let a = Backend::start("a");
-    let routes = "  - name: only
-    host: only.test
-    path_prefix: /only
-    pool: a
-";
-    let (_sy, port) = start(TEST_SERVER, &[&a], routes);
+    let routes = json!([
+        { "name": "only", "host": "only.test", "path_prefix": "/only", "pool": "a" },
+    ]);
+    let (_sy, port) = start(json!({}), &[&a], routes);
     assert_eq!(hit(port, "only.test", "/elsewhere").0, 404);
     assert_eq!(hit(port, "other.test", "/only").0, 404);
     assert_eq!(hit(port, "localhost", "/").0, 404);
@@ -243,15 +237,11 @@ fn no_matching_route_is_404_and_no_backend_is_contacted() {
 #[test]
 fn strip_prefix_removes_the_prefix_and_keeps_the_query() {
     let [a, b] = Backend::start_each(["a", "b"]);
-    let routes = "  - name: api
-    path_prefix: /api
-    strip_prefix: true
-    pool: a
-  - name: plain
-    path_prefix: /keep
-    pool: b
-";
-    let (_sy, port) = start(TEST_SERVER, &[&a, &b], routes);
+    let routes = json!([
+        { "name": "api", "path_prefix": "/api", "strip_prefix": true, "pool": "a" },
+        { "name": "plain", "path_prefix": "/keep", "pool": "b" },
+    ]);
+    let (_sy, port) = start(json!({}), &[&a, &b], routes);
     for (sent, seen) in [
         ("/api/users?x=1", "/users?x=1"),
         ("/api/users/7", "/users/7"),
@@ -274,12 +264,11 @@ fn strip_prefix_removes_the_prefix_and_keeps_the_query() {
 
 /// Backend `a` behind route `guarded` with `acl` keys, trusting 127.0.0.1 as a proxy, so
 /// the `X-Forwarded-For` the test sends decides the client IP.
-fn start_acl(a: &Backend, acl: &str) -> (Switchyard, u16) {
-    let server = test_server_with("  trusted_proxies: [127.0.0.1/32]\n");
+fn start_acl(a: &Backend, acl: Value) -> (Switchyard, u16) {
     start(
-        &server,
+        json!({ "trusted_proxies": ["127.0.0.1/32"] }),
         &[a],
-        &format!("  - name: guarded\n    pool: a\n{acl}"),
+        json!([with(route("guarded", "a"), acl)]),
     )
 }
 
@@ -290,7 +279,7 @@ fn from_ip(port: u16, ip: &str) -> u16 {
 #[test]
 fn deny_list_answers_403() {
     let a = Backend::start("a");
-    let (_sy, port) = start_acl(&a, "    deny: [203.0.113.0/24]\n");
+    let (_sy, port) = start_acl(&a, json!({ "deny": ["203.0.113.0/24"] }));
     assert_eq!(from_ip(port, "203.0.113.9"), 403);
     assert_eq!(from_ip(port, "198.51.100.7"), 200);
     assert_eq!(get(port, "/").status, 200, "127.0.0.1 itself is not denied");
@@ -300,7 +289,7 @@ fn deny_list_answers_403() {
 #[test]
 fn allow_list_answers_403_to_everyone_else() {
     let a = Backend::start("a");
-    let (_sy, port) = start_acl(&a, "    allow: [198.51.100.0/24]\n");
+    let (_sy, port) = start_acl(&a, json!({ "allow": ["198.51.100.0/24"] }));
     assert_eq!(from_ip(port, "198.51.100.7"), 200);
     assert_eq!(from_ip(port, "203.0.113.9"), 403);
     assert_eq!(
@@ -316,7 +305,7 @@ fn deny_is_checked_before_allow() {
     let a = Backend::start("a");
     let (_sy, port) = start_acl(
         &a,
-        "    allow: [203.0.113.0/24]\n    deny: [203.0.113.9/32]\n",
+        json!({ "allow": ["203.0.113.0/24"], "deny": ["203.0.113.9/32"] }),
     );
     assert_eq!(from_ip(port, "203.0.113.9"), 403);
     assert_eq!(from_ip(port, "203.0.113.10"), 200);
@@ -328,19 +317,13 @@ fn deny_is_checked_before_allow() {
 fn acl_uses_the_peer_when_it_is_not_a_trusted_proxy() {
     let a = Backend::start("a");
     // No trusted_proxies: X-Forwarded-For is the client's claim and must not count.
-    let routes = "  - name: guarded
-    pool: a
-    deny: [203.0.113.0/24]
-";
-    let (_sy, port) = start(TEST_SERVER, &[&a], routes);
+    let routes = json!([{ "name": "guarded", "pool": "a", "deny": ["203.0.113.0/24"] }]);
+    let (_sy, port) = start(json!({}), &[&a], routes);
     assert_eq!(from_ip(port, "203.0.113.9"), 200);
 
     let b = Backend::start("b");
-    let routes = "  - name: local-denied
-    pool: b
-    deny: [127.0.0.0/8]
-";
-    let (_sy2, port2) = start(TEST_SERVER, &[&b], routes);
+    let routes = json!([{ "name": "local-denied", "pool": "b", "deny": ["127.0.0.0/8"] }]);
+    let (_sy2, port2) = start(json!({}), &[&b], routes);
     assert_eq!(get(port2, "/").status, 403);
     assert_eq!(
         from_ip(port2, "198.51.100.7"),
@@ -350,19 +333,19 @@ fn acl_uses_the_peer_when_it_is_not_a_trusted_proxy() {
     assert_eq!(b.count(), 0);
 }
 
-/// Backend `a` behind one route on `/app`, with `server.deny: [deny]`.
-fn start_server_deny(a: &Backend, deny: &str) -> (Switchyard, u16) {
+/// Backend `a` behind one route on `/app`, with `server.deny: deny`.
+fn start_server_deny(a: &Backend, deny: &[&str]) -> (Switchyard, u16) {
     start(
-        &test_server_with(&format!("  deny: [{deny}]\n")),
+        json!({ "deny": deny }),
         &[a],
-        "  - name: app\n    pool: a\n    path_prefix: /app\n",
+        json!([{ "name": "app", "pool": "a", "path_prefix": "/app" }]),
     )
 }
 
 #[test]
 fn server_deny_answers_403_on_every_path_before_routing() {
     let a = Backend::start("a");
-    let (_sy, port) = start_server_deny(&a, "127.0.0.0/8");
+    let (_sy, port) = start_server_deny(&a, &["127.0.0.0/8"]);
     let r = get(port, "/app/x");
     assert_eq!(r.status, 403, "{r:?}");
     assert!(r.body.contains("forbidden"), "{r:?}");
@@ -373,7 +356,7 @@ fn server_deny_answers_403_on_every_path_before_routing() {
 
     // A list the client is not in changes nothing.
     let b = Backend::start("a");
-    let (_sy2, port2) = start_server_deny(&b, "10.0.0.0/8, \"2001:db8::/32\"");
+    let (_sy2, port2) = start_server_deny(&b, &["10.0.0.0/8", "2001:db8::/32"]);
     assert_eq!(get(port2, "/app/x").status, 200);
     assert_eq!(get(port2, "/nowhere").status, 404);
     assert_eq!(b.count(), 1);
@@ -382,11 +365,8 @@ fn server_deny_answers_403_on_every_path_before_routing() {
 #[test]
 fn redirect_https_without_tls_listener_uses_port_443() {
     let a = Backend::start("a");
-    let routes = "  - name: secure
-    redirect_https: true
-    pool: a
-";
-    let (_sy, port) = start(TEST_SERVER, &[&a], routes);
+    let routes = json!([{ "name": "secure", "redirect_https": true, "pool": "a" }]);
+    let (_sy, port) = start(json!({}), &[&a], routes);
     let r = request(port, "GET", "/a/b?x=1&y=2", &[("Host", "example.com")], b"");
     assert_eq!(r.status, 308, "{r:?}");
     assert_eq!(
@@ -404,15 +384,13 @@ fn redirect_https_uses_the_first_tls_listener_port() {
     let a = Backend::start("a");
     let (web, tls1, tls2) = (listen_port(), listen_port(), listen_port());
     let (_certs, cert, key) = tls_test_cert_files();
-    let listeners = [
-        listener_yaml("web", web),
-        tls_listener_yaml("secure1", tls1, &cert, &key),
-        tls_listener_yaml("secure2", tls2, &cert, &key),
-    ]
-    .concat();
-    let routes = "  - name: secure\n    redirect_https: true\n    pool: a\n";
-    let yaml = config_yaml(TEST_SERVER, &listeners, &pools_of(&[&a]), routes);
-    let _sy = Switchyard::start(&yaml, &[web, tls1, tls2]);
+    let listeners = json!([
+        listener("web", web),
+        tls_listener("secure1", tls1, &cert, &key),
+        tls_listener("secure2", tls2, &cert, &key),
+    ]);
+    let routes = json!([{ "name": "secure", "redirect_https": true, "pool": "a" }]);
+    let _sy = start_with(json!({}), listeners, &[&a], routes, &[web, tls1, tls2]);
     let r = request(web, "GET", "/p/q?z=9", &[("Host", "example.com")], b"");
     assert_eq!(r.status, 308, "{r:?}");
     assert_eq!(
@@ -440,10 +418,12 @@ fn redirect_https_route_is_served_over_tls() {
     let a = Backend::start("a");
     let (web, secure) = (listen_port(), listen_port());
     let (_certs, cert, key) = tls_test_cert_files();
-    let listeners = listener_yaml("web", web) + &tls_listener_yaml("secure", secure, &cert, &key);
-    let routes = "  - name: app\n    redirect_https: true\n    pool: a\n";
-    let yaml = config_yaml(TEST_SERVER, &listeners, &pools_of(&[&a]), routes);
-    let _sy = Switchyard::start(&yaml, &[web, secure]);
+    let listeners = json!([
+        listener("web", web),
+        tls_listener("secure", secure, &cert, &key),
+    ]);
+    let routes = json!([{ "name": "app", "redirect_https": true, "pool": "a" }]);
+    let _sy = start_with(json!({}), listeners, &[&a], routes, &[web, secure]);
     // Already on HTTPS: no redirect loop, the backend answers.
     let r = tls_request(secure, "GET", "/x?y=1", &[("Host", "example.com")]);
     assert_eq!(r.status, 200, "{r:?}");

@@ -1,7 +1,8 @@
 //! The JSON access log end to end (SPEC §7): one line per request with exactly the
 //! documented fields, and the `log.access_log` targets (file, stdout, stderr, off).
+use crate::common::config::*;
 use crate::common::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::{Child, Command};
 use std::time::{Duration, Instant};
@@ -78,19 +79,22 @@ fn assert_exact_fields(e: &Value) {
     }
 }
 
-/// One listener, pool `web` with backend `b`, and `routes` (a YAML list body).
-fn web(port: u16, b: &Backend, routes: &str) -> String {
-    web_with_head(TEST_SERVER, port, b, routes)
+/// The test configuration with listener `web` on `port`, pool `web` with backend `b`,
+/// and `routes`.
+fn web_config(port: u16, b: &Backend, routes: Value) -> Value {
+    with(
+        test_config(),
+        json!({
+            "listeners": [listener("web", port)],
+            "pools": [pool("web", &[b.address()])],
+            "routes": routes,
+        }),
+    )
 }
 
-/// Like `web` with `head` in place of TEST_SERVER.
-fn web_with_head(head: &str, port: u16, b: &Backend, routes: &str) -> String {
-    config_yaml(
-        head,
-        &listener_yaml("web", port),
-        &pool_yaml("web", "", &[b.address()]),
-        routes,
-    )
+/// `web_config`'s text.
+fn web(port: u16, b: &Backend, routes: Value) -> String {
+    config_text(&web_config(port, b, routes))
 }
 
 /// The access log's one entry (waited for), with exactly the SPEC fields.
@@ -101,18 +105,19 @@ fn only_entry(sy: &Switchyard) -> Value {
     entries[0].clone()
 }
 
-const API_ROUTE: &str = "  - name: api
-    host: api.example.com
-    pool: web
-";
+fn api_route() -> Value {
+    json!([{ "name": "api", "host": "api.example.com", "pool": "web" }])
+}
 
-const ROUTE_ALL: &str = "  - name: all\n    pool: web\n";
+fn route_all() -> Value {
+    json!([route("all", "web")])
+}
 
 #[test]
 fn a_request_writes_one_line_with_exactly_the_spec_fields() {
     let b = Backend::start("a");
     let port = listen_port();
-    let sy = Switchyard::start(&web(port, &b, API_ROUTE), &[port]);
+    let sy = Switchyard::start(&web(port, &b, api_route()), &[port]);
     let r = request(
         port,
         "GET",
@@ -141,16 +146,9 @@ fn a_request_writes_one_line_with_exactly_the_spec_fields() {
 fn requests_refused_while_their_header_is_read_are_logged_too() {
     let b = Backend::start("a");
     let port = listen_port();
-    let yaml = config_yaml(
-        TEST_SERVER,
-        &format!(
-            "{}    limits: {{ header_timeout: 1s }}\n",
-            listener_yaml("web", port)
-        ),
-        &pool_yaml("web", "", &[b.address()]),
-        ROUTE_ALL,
-    );
-    let sy = Switchyard::start(&yaml, &[port]);
+    let mut config = web_config(port, &b, route_all());
+    config["listeners"][0]["limits"] = json!({ "header_timeout": "1s" });
+    let sy = Switchyard::start(&config_text(&config), &[port]);
     // Pingora's parser refuses a space before the colon (no hook runs for it).
     let reply = raw_exchange(port, b"GET / HTTP/1.1\r\nHost : a\r\n\r\n");
     assert!(reply.starts_with("HTTP/1.1 400"), "{reply:?}");
@@ -173,7 +171,7 @@ fn requests_refused_while_their_header_is_read_are_logged_too() {
 fn a_post_is_logged_with_its_method_and_status() {
     let b = Backend::start_with("a", Behaviour::with_status(201));
     let port = listen_port();
-    let sy = Switchyard::start(&web(port, &b, API_ROUTE), &[port]);
+    let sy = Switchyard::start(&web(port, &b, api_route()), &[port]);
     let r = request(
         port,
         "POST",
@@ -193,7 +191,7 @@ fn a_post_is_logged_with_its_method_and_status() {
 fn an_http_10_request_is_logged_as_http_10() {
     let b = Backend::start("a");
     let port = listen_port();
-    let sy = Switchyard::start(&web(port, &b, API_ROUTE), &[port]);
+    let sy = Switchyard::start(&web(port, &b, api_route()), &[port]);
     let text = raw_exchange(
         port,
         b"GET /old?q=1 HTTP/1.0\r\nHost: api.example.com\r\n\r\n",
@@ -210,7 +208,7 @@ fn an_http_10_request_is_logged_as_http_10() {
 fn an_unmatched_request_has_empty_route_and_pool() {
     let b = Backend::start("a");
     let port = listen_port();
-    let sy = Switchyard::start(&web(port, &b, API_ROUTE), &[port]);
+    let sy = Switchyard::start(&web(port, &b, api_route()), &[port]);
     let r = request(port, "GET", "/nowhere?z=1", &[("Host", "other.test")], b"");
     assert_eq!(r.status, 404);
     let e = &only_entry(&sy);
@@ -227,7 +225,7 @@ fn an_unmatched_request_has_empty_route_and_pool() {
 fn every_request_writes_exactly_one_line() {
     let b = Backend::start("a");
     let port = listen_port();
-    let sy = Switchyard::start(&web(port, &b, API_ROUTE), &[port]);
+    let sy = Switchyard::start(&web(port, &b, api_route()), &[port]);
     let mut ids = Vec::new();
     for (host, path) in [
         ("api.example.com", "/1"),
@@ -262,19 +260,17 @@ fn errors_are_logged_with_their_status_route_and_pool() {
     let b = Backend::start("a");
     let port = listen_port();
     let dead = dead_port();
-    let pools = [
-        pool_yaml(
-            "dead",
-            "    retries: 0\n    health_check: { kind: none }\n",
-            &[format!("127.0.0.1:{dead}")],
-        ),
-        pool_yaml("web", "", &[b.address()]),
-    ]
-    .concat();
-    let routes = "  - name: broken\n    path_prefix: /broken\n    pool: dead\n  \
-                  - name: guarded\n    pool: web\n    deny: [127.0.0.0/8]\n";
-    let yaml = config_yaml(TEST_SERVER, &listener_yaml("web", port), &pools, routes);
-    let sy = Switchyard::start(&yaml, &[port]);
+    let routes = json!([
+        { "name": "broken", "path_prefix": "/broken", "pool": "dead" },
+        { "name": "guarded", "pool": "web", "deny": ["127.0.0.0/8"] },
+    ]);
+    let mut config = web_config(port, &b, routes);
+    let dead_pool = with(
+        pool("dead", &[format!("127.0.0.1:{dead}")]),
+        json!({ "retries": 0, "health_check": { "kind": "none" } }),
+    );
+    config["pools"] = json!([dead_pool, pool("web", &[b.address()])]);
+    let sy = Switchyard::start(&config_text(&config), &[port]);
     let r502 = get(port, "/broken");
     assert_eq!(r502.status, 502);
     let r403 = get(port, "/other");
@@ -304,13 +300,11 @@ fn errors_are_logged_with_their_status_route_and_pool() {
 fn client_ip_behind_a_trusted_proxy_is_the_forwarded_client() {
     let b = Backend::start("a");
     let port = listen_port();
-    let yaml = web_with_head(
-        &test_server_with("  trusted_proxies: [127.0.0.1/32]\n"),
-        port,
-        &b,
-        ROUTE_ALL,
+    let config = with(
+        web_config(port, &b, route_all()),
+        json!({ "server": { "trusted_proxies": ["127.0.0.1/32"] } }),
     );
-    let sy = Switchyard::start(&yaml, &[port]);
+    let sy = Switchyard::start(&config_text(&config), &[port]);
     let r = request(port, "GET", "/", &[("X-Forwarded-For", "203.0.113.9")], b"");
     assert_eq!(r.status, 200);
     let entries = sy.access_entries(1);
@@ -323,13 +317,9 @@ fn a_tls_request_is_logged_with_tls_true() {
     let b = Backend::start("a");
     let port = listen_port();
     let (_certs, cert, key) = tls_test_cert_files();
-    let yaml = config_yaml(
-        TEST_SERVER,
-        &tls_listener_yaml("secure", port, &cert, &key),
-        &pool_yaml("web", "", &[b.address()]),
-        ROUTE_ALL,
-    );
-    let sy = Switchyard::start(&yaml, &[port]);
+    let mut config = web_config(port, &b, route_all());
+    config["listeners"] = json!([tls_listener("secure", port, &cert, &key)]);
+    let sy = Switchyard::start(&config_text(&config), &[port]);
     let r = tls_request(port, "GET", "/t", &[("Host", "example.com")]);
     assert_eq!(r.status, 200);
     let e = &only_entry(&sy);
@@ -351,7 +341,7 @@ struct Captured {
 
 impl Captured {
     /// Starts it on a new port with `log` as the `log:` section.
-    fn start(log: &str) -> Captured {
+    fn start(log: Value) -> Captured {
         let backend = Backend::start("a");
         let port = listen_port();
         let (dir, config) = write_config(&with_log(port, &backend, log));
@@ -424,31 +414,29 @@ impl Drop for Captured {
     }
 }
 
-/// A config whose `log:` section is `log` (TEST_SERVER's server part, no access-log file).
-fn with_log(port: u16, b: &Backend, log: &str) -> String {
-    let server = TEST_SERVER
-        .split("log:")
-        .next()
-        .expect("TEST_SERVER has a server section");
-    web_with_head(&format!("{server}{log}"), port, b, ROUTE_ALL)
+/// A config whose `log:` section is `log` (the test `server:` section, no access-log file).
+fn with_log(port: u16, b: &Backend, log: Value) -> String {
+    let mut config = web_config(port, b, route_all());
+    config["log"] = log;
+    config_text(&config)
 }
 
 #[test]
 fn access_log_stderr_writes_lines_to_stderr() {
-    let p = Captured::start("log:\n  level: info\n  access_log: stderr\n");
+    let p = Captured::start(json!({ "level": "info", "access_log": "stderr" }));
     p.get_logged_once("/to-stderr", &p.stderr, "stderr");
     assert!(p.json_lines(&p.stdout, 0).is_empty(), "nothing on stdout");
 }
 
 #[test]
 fn access_log_defaults_to_stdout() {
-    let p = Captured::start("log:\n  level: info\n");
+    let p = Captured::start(json!({ "level": "info" }));
     p.get_logged_once("/to-stdout", &p.stdout, "stdout");
 }
 
 #[test]
 fn access_log_off_writes_nothing() {
-    let p = Captured::start("log:\n  level: info\n  access_log: off\n");
+    let p = Captured::start(json!({ "level": "info", "access_log": "off" }));
     let port = p.port;
     let mut ids = Vec::new();
     for path in ["/a", "/b?c=d", "/c"] {

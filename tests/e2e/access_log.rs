@@ -82,13 +82,10 @@ fn assert_exact_fields(e: &Value) {
 /// The test configuration with listener `web` on `port`, pool `web` with backend `b`,
 /// and `routes`.
 fn web_config(port: u16, b: &Backend, routes: Value) -> Value {
-    with(
-        test_config(),
-        json!({
-            "listeners": [listener("web", port)],
-            "pools": [pool("web", &[b.address()])],
-            "routes": routes,
-        }),
+    config_of(
+        json!([listener("web", port)]),
+        json!([pool("web", &[b.address()])]),
+        routes,
     )
 }
 
@@ -148,7 +145,7 @@ fn requests_refused_while_their_header_is_read_are_logged_too() {
     let port = listen_port();
     let mut config = web_config(port, &b, route_all());
     config["listeners"][0]["limits"] = json!({ "header_timeout": "1s" });
-    let sy = Switchyard::start(&config_text(&config), &[port]);
+    let sy = Switchyard::start_config(&config, &[port]);
     // Pingora's parser refuses a space before the colon (no hook runs for it).
     let reply = raw_exchange(port, b"GET / HTTP/1.1\r\nHost : a\r\n\r\n");
     assert!(reply.starts_with("HTTP/1.1 400"), "{reply:?}");
@@ -270,7 +267,7 @@ fn errors_are_logged_with_their_status_route_and_pool() {
         json!({ "retries": 0, "health_check": { "kind": "none" } }),
     );
     config["pools"] = json!([dead_pool, pool("web", &[b.address()])]);
-    let sy = Switchyard::start(&config_text(&config), &[port]);
+    let sy = Switchyard::start_config(&config, &[port]);
     let r502 = get(port, "/broken");
     assert_eq!(r502.status, 502);
     let r403 = get(port, "/other");
@@ -304,7 +301,7 @@ fn client_ip_behind_a_trusted_proxy_is_the_forwarded_client() {
         web_config(port, &b, route_all()),
         json!({ "server": { "trusted_proxies": ["127.0.0.1/32"] } }),
     );
-    let sy = Switchyard::start(&config_text(&config), &[port]);
+    let sy = Switchyard::start_config(&config, &[port]);
     let r = request(port, "GET", "/", &[("X-Forwarded-For", "203.0.113.9")], b"");
     assert_eq!(r.status, 200);
     let entries = sy.access_entries(1);
@@ -319,7 +316,7 @@ fn a_tls_request_is_logged_with_tls_true() {
     let (_certs, cert, key) = tls_test_cert_files();
     let mut config = web_config(port, &b, route_all());
     config["listeners"] = json!([tls_listener("secure", port, &cert, &key)]);
-    let sy = Switchyard::start(&config_text(&config), &[port]);
+    let sy = Switchyard::start_config(&config, &[port]);
     let r = tls_request(port, "GET", "/t", &[("Host", "example.com")]);
     assert_eq!(r.status, 200);
     let e = &only_entry(&sy);

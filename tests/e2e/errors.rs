@@ -1,23 +1,30 @@
 //! Error answers end to end (SPEC §4, §9): 404, 403, 502, 504 bodies and headers,
 //! backend 5xx passed through, retries only on connect failure, malformed requests.
+use crate::common::config::*;
 use crate::common::*;
+use serde_json::{json, Value};
 use std::time::Duration;
 
-/// Switchyard on a new port with one plaintext listener; `pools` and `routes` are the
-/// YAML list bodies.
-fn start(pools: &str, routes: &str) -> (Switchyard, u16) {
+/// Switchyard on a new port with one plaintext listener, pool `p` over `backends` with
+/// `pool_keys`, and `routes`.
+fn start(backends: &[String], pool_keys: Value, routes: Value) -> (Switchyard, u16) {
     let port = listen_port();
-    let yaml = config_yaml(TEST_SERVER, &listener_yaml("web", port), pools, routes);
-    (Switchyard::start(&yaml, &[port]), port)
+    let config = config_of(
+        json!([listener("web", port)]),
+        json!([with(pool("p", backends), pool_keys)]),
+        routes,
+    );
+    (Switchyard::start_config(&config, &[port]), port)
 }
 
-const ROUTE_ALL: &str = "  - name: all\n    pool: p\n";
+fn route_all() -> Value {
+    json!([route("all", "p")])
+}
 
-/// Pool keys: no retry, no health check.
-const NO_RETRY_NO_CHECK: &str = "    retries: 0\n    health_check: { kind: none }\n";
-
-/// Pool keys: one retry, no health check.
-const ONE_RETRY_NO_CHECK: &str = "    retries: 1\n    health_check: { kind: none }\n";
+/// Pool keys: `retries`, no health check.
+fn no_check(retries: u32) -> Value {
+    json!({ "retries": retries, "health_check": { "kind": "none" } })
+}
 
 /// SPEC §9: an error answer is text/plain, under 1 KiB, with an X-Request-Id.
 fn assert_error_answer(r: &Reply, status: u16) {
@@ -49,8 +56,8 @@ fn assert_error_answers(port: u16, status: u16, path: &str, id_path: &str, id: &
 #[test]
 fn no_route_is_404_plain_text_with_request_id() {
     let a = Backend::start("a");
-    let routes = "  - name: only\n    path_prefix: /only\n    pool: p\n";
-    let (_sy, port) = start(&pool_yaml("p", "", &[a.address()]), routes);
+    let routes = json!([{ "name": "only", "path_prefix": "/only", "pool": "p" }]);
+    let (_sy, port) = start(&[a.address()], json!({}), routes);
     // A sane client id is kept on errors too.
     assert_error_answers(port, 404, "/elsewhere", "/x", "err-404.test");
     assert_eq!(a.count(), 0);
@@ -59,8 +66,8 @@ fn no_route_is_404_plain_text_with_request_id() {
 #[test]
 fn acl_refusal_is_403_plain_text_with_request_id() {
     let a = Backend::start("a");
-    let routes = "  - name: all\n    pool: p\n    deny: [127.0.0.0/8]\n";
-    let (_sy, port) = start(&pool_yaml("p", "", &[a.address()]), routes);
+    let routes = json!([{ "name": "all", "pool": "p", "deny": ["127.0.0.0/8"] }]);
+    let (_sy, port) = start(&[a.address()], json!({}), routes);
     assert_error_answers(port, 403, "/", "/", "err-403");
     assert_eq!(a.count(), 0);
 }
@@ -68,7 +75,7 @@ fn acl_refusal_is_403_plain_text_with_request_id() {
 #[test]
 fn closed_backend_is_502_plain_text_with_request_id() {
     let dead = format!("127.0.0.1:{}", dead_port());
-    let (_sy, port) = start(&pool_yaml("p", NO_RETRY_NO_CHECK, &[dead]), ROUTE_ALL);
+    let (_sy, port) = start(&[dead], no_check(0), route_all());
     assert_error_answers(port, 502, "/", "/", "err-502");
 }
 
@@ -79,12 +86,8 @@ fn slow_backend_is_504_and_is_not_retried() {
         Backend::start_with("a", slow.clone()),
         Backend::start_with("b", slow),
     );
-    let pools = pool_yaml(
-        "p",
-        "    retries: 1\n    timeouts: { read: 300ms }\n    health_check: { kind: none }\n",
-        &[a.address(), b.address()],
-    );
-    let (_sy, port) = start(&pools, ROUTE_ALL);
+    let keys = with(no_check(1), json!({ "timeouts": { "read": "300ms" } }));
+    let (_sy, port) = start(&[a.address(), b.address()], keys, route_all());
     let r = request(port, "GET", "/", &[("X-Request-Id", "err-504")], b"");
     assert_error_answer(&r, 504);
     assert_eq!(r.header("x-request-id"), Some("err-504"));
@@ -109,8 +112,7 @@ fn backend_5xx_passes_through_unchanged_without_retry() {
             Backend::start_with("a", beh.clone()),
             Backend::start_with("b", beh),
         );
-        let pools = pool_yaml("p", ONE_RETRY_NO_CHECK, &[a.address(), b.address()]);
-        let (_sy, port) = start(&pools, ROUTE_ALL);
+        let (_sy, port) = start(&[a.address(), b.address()], no_check(1), route_all());
         for i in 1..=4 {
             let r = get(port, "/");
             assert_eq!(r.status, status, "{r:?}");
@@ -130,8 +132,7 @@ fn backend_5xx_passes_through_unchanged_without_retry() {
 fn retries_move_past_a_closed_backend() {
     let live = Backend::start("live");
     let dead = format!("127.0.0.1:{}", dead_port());
-    let pools = pool_yaml("p", ONE_RETRY_NO_CHECK, &[dead, live.address()]);
-    let (_sy, port) = start(&pools, ROUTE_ALL);
+    let (_sy, port) = start(&[dead, live.address()], no_check(1), route_all());
     for _ in 0..10 {
         let r = get(port, "/");
         assert_eq!(r.status, 200, "{r:?}");
@@ -144,8 +145,7 @@ fn retries_move_past_a_closed_backend() {
 fn without_retries_a_closed_backend_gives_502s() {
     let live = Backend::start("live");
     let dead = format!("127.0.0.1:{}", dead_port());
-    let pools = pool_yaml("p", NO_RETRY_NO_CHECK, &[dead, live.address()]);
-    let (_sy, port) = start(&pools, ROUTE_ALL);
+    let (_sy, port) = start(&[dead, live.address()], no_check(0), route_all());
     let mut codes = Vec::new();
     for _ in 0..10 {
         let r = get(port, "/");
@@ -168,7 +168,7 @@ fn without_retries_a_closed_backend_gives_502s() {
 /// backend must not see anything; afterwards a normal request still gets 200.
 fn assert_rejected(what: &str, bytes: &[u8]) {
     let b = Backend::start("a");
-    let (_sy, port) = start(&pool_yaml("p", "", &[b.address()]), ROUTE_ALL);
+    let (_sy, port) = start(&[b.address()], json!({}), route_all());
     let text = raw_exchange(port, bytes);
     let statuses: Vec<u16> = text
         .split("\r\n")
@@ -219,7 +219,7 @@ fn a_smuggled_request_never_reaches_the_backend() {
     // never be forwarded as a request of its own (with or without keep-alive).
     for close in ["Connection: close\r\n", ""] {
         let b = Backend::start("a");
-        let (_sy, port) = start(&pool_yaml("p", "", &[b.address()]), ROUTE_ALL);
+        let (_sy, port) = start(&[b.address()], json!({}), route_all());
         let raw = format!(
             "POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: 48\r\nTransfer-Encoding: chunked\r\n{close}\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: localhost\r\n\r\n"
         );

@@ -12,7 +12,7 @@ fn start(server_keys: Value, b: &Backend, route_keys: Value) -> (Switchyard, u16
     config["listeners"] = json!([listener("web", port)]);
     config["pools"] = json!([pool("p", &[b.address()])]);
     config["routes"] = json!([with(route("r", "p"), route_keys)]);
-    (Switchyard::start(&config_text(&config), &[port]), port)
+    (Switchyard::start_config(&config, &[port]), port)
 }
 
 fn is_sane_id(id: &str) -> bool {
@@ -320,7 +320,7 @@ fn over_tls_proto_is_https_and_security_headers_include_hsts() {
     config["listeners"] = json!([tls_listener("secure", port, &cert, &key)]);
     config["pools"] = json!([pool("p", &[b.address()])]);
     config["routes"] = json!([with(route("r", "p"), json!({ "security_headers": true }))]);
-    let _sy = Switchyard::start(&config_text(&config), &[port]);
+    let _sy = Switchyard::start_config(&config, &[port]);
     let r = tls_request(port, "GET", "/s", &[("Host", "example.com")]);
     assert_eq!(r.status, 200, "{r:?}");
     let seen = b.last().expect("backend saw the request");

@@ -1,23 +1,23 @@
 //! Path normalisation end to end (SPEC §10): a route's `deny` cannot be walked around by
 //! spelling the path differently, encoded separators and NUL get 400 without reaching a
 //! backend, and the backend receives the normalised path with the query as sent.
+use crate::common::config::*;
 use crate::common::*;
+use serde_json::{json, Value};
 
 /// Switchyard with `/flag` denied to 127.0.0.0/8 ahead of a catch-all route, both to the
-/// one backend; `extra` is added to the listener (e.g. `http2: true`).
-fn start(app: &Backend, extra: &str) -> (Switchyard, u16) {
+/// one backend; `listener_keys` are added to the listener (e.g. `http2: true`).
+fn start(app: &Backend, listener_keys: Value) -> (Switchyard, u16) {
     let port = listen_port();
-    let routes = concat!(
-        "  - name: flag\n    path_prefix: /flag\n    deny: ['127.0.0.0/8']\n    pool: app\n",
-        "  - name: all\n    pool: app\n",
+    let config = config_of(
+        json!([with(listener("web", port), listener_keys)]),
+        json!([pool("app", &[app.address()])]),
+        json!([
+            { "name": "flag", "path_prefix": "/flag", "deny": ["127.0.0.0/8"], "pool": "app" },
+            route("all", "app"),
+        ]),
     );
-    let yaml = config_yaml(
-        TEST_SERVER,
-        &(listener_yaml("web", port) + extra),
-        &pool_yaml("app", "", &[app.address()]),
-        routes,
-    );
-    (Switchyard::start(&yaml, &[port]), port)
+    (Switchyard::start_config(&config, &[port]), port)
 }
 
 /// Sends `target` verbatim in a request line (no client-side normalisation).
@@ -44,7 +44,7 @@ const BYPASSES: [&str; 9] = [
 #[test]
 fn a_denied_route_cannot_be_reached_by_another_spelling_of_its_path() {
     let app = Backend::start("app");
-    let (sy, port) = start(&app, "");
+    let (sy, port) = start(&app, json!({}));
     // The catch-all works, so a 403 below is the ACL, not a broken backend.
     assert_eq!(raw_get(port, b"/other").status, 200);
     for target in BYPASSES {
@@ -73,7 +73,7 @@ fn a_denied_route_cannot_be_reached_by_another_spelling_of_its_path() {
 #[test]
 fn encoded_slash_backslash_and_nul_get_400_and_reach_no_backend() {
     let app = Backend::start("app");
-    let (sy, port) = start(&app, "");
+    let (sy, port) = start(&app, json!({}));
     let targets: [&[u8]; 7] = [
         b"/flag%2fx",
         b"/flag%2Fx",
@@ -115,7 +115,7 @@ fn encoded_slash_backslash_and_nul_get_400_and_reach_no_backend() {
 #[test]
 fn the_backend_receives_the_normalised_path_with_the_query_as_sent() {
     let app = Backend::start("app");
-    let (_sy, port) = start(&app, "");
+    let (_sy, port) = start(&app, json!({}));
     let cases = [
         ("/a/./b/../c?x=/../%2e&y=1", "/a/c?x=/../%2e&y=1"),
         ("//a///b/", "/a/b/"),
@@ -134,7 +134,7 @@ fn the_backend_receives_the_normalised_path_with_the_query_as_sent() {
 #[test]
 fn an_absolute_form_target_is_normalised_too() {
     let app = Backend::start("app");
-    let (_sy, port) = start(&app, "");
+    let (_sy, port) = start(&app, json!({}));
     let r = raw_get(port, b"http://localhost/x/%2e%2e/flag");
     assert_eq!(r.status, 403, "{r:?}");
     let r = raw_get(port, b"http://localhost/a/../b?q=1");
@@ -150,7 +150,7 @@ fn an_absolute_form_target_is_normalised_too() {
 #[test]
 fn http2_requests_are_normalised_the_same_way() {
     let app = Backend::start("app");
-    let (_sy, port) = start(&app, "    http2: true\n");
+    let (_sy, port) = start(&app, json!({ "http2": true }));
     let fetch = |path: &str| {
         let url = format!("http://127.0.0.1:{port}{path}");
         let (ok, out, err) = curl(&[

@@ -31,7 +31,7 @@ fn start_with(
             "routes": routes,
         }),
     );
-    Switchyard::start(&config_text(&config), ports)
+    Switchyard::start_config(&config, ports)
 }
 
 /// Switchyard on a new port: one plaintext listener `web`, a pool per backend and

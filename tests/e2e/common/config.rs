@@ -22,6 +22,14 @@ pub fn test_config() -> Value {
     })
 }
 
+/// The test configuration with these `listeners`, `pools` and `routes` (JSON lists).
+pub fn config_of(listeners: Value, pools: Value, routes: Value) -> Value {
+    with(
+        test_config(),
+        json!({ "listeners": listeners, "pools": pools, "routes": routes }),
+    )
+}
+
 /// A plaintext listener `name` on 127.0.0.1:`port`.
 pub fn listener(name: &str, port: u16) -> Value {
     json!({ "name": name, "listen": format!("127.0.0.1:{port}") })

@@ -35,6 +35,11 @@ impl Switchyard {
         Self::start_with_env(yaml, ports, &[])
     }
 
+    /// `start` with a typed configuration (`common::config`).
+    pub fn start_config(config: &serde_json::Value, ports: &[u16]) -> Switchyard {
+        Self::start(&super::config::config_text(config), ports)
+    }
+
     pub fn start_with_env(yaml: &str, ports: &[u16], env: &[(&str, &str)]) -> Switchyard {
         let (dir, config_path) = write_config(yaml);
         let stderr_path = dir.path().join("stderr.log");

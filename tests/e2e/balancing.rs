@@ -1,27 +1,41 @@
 //! Load-balancing algorithms with weights, backups and upstream keep-alive
 //! (SPEC §3 pools, §4 least_conn / consistent_hash, §9 settled details).
+use crate::common::config::*;
 use crate::common::*;
+use serde_json::{json, Value};
 
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-/// Switchyard on a new port in front of one pool `p` (every route goes there): `server`
-/// is TEST_SERVER or a variant, `pool_keys` the indented pool keys and `backends` are
-/// (address, extra backend keys).
-fn start(server: &str, pool_keys: &str, backends: &[(String, &str)]) -> (Switchyard, u16) {
+/// Switchyard on a new port in front of one pool `p` (every route goes there):
+/// `server_keys` are added to the test `server:` section, `pool_keys` to the pool, and
+/// `backends` are its `backends:` entries.
+fn start(server_keys: Value, pool_keys: Value, backends: Vec<Value>) -> (Switchyard, u16) {
     let port = free_port();
-    let yaml = config_yaml(
-        server,
-        &listener_yaml("web", port),
-        &pool_yaml_with_backend_keys("p", pool_keys, backends),
-        "  - name: all\n    pool: p\n",
+    let mut p = with(pool("p", &[]), pool_keys);
+    p["backends"] = Value::Array(backends);
+    let config = with(
+        config_of(
+            json!([listener("web", port)]),
+            json!([p]),
+            json!([route("all", "p")]),
+        ),
+        json!({ "server": server_keys }),
     );
-    (Switchyard::start(&yaml, &[port]), port)
+    (Switchyard::start_config(&config, &[port]), port)
 }
 
-/// (address, no extra keys) of each backend.
-fn plain(backends: &[&Backend]) -> Vec<(String, &'static str)> {
-    backends.iter().map(|b| (b.address(), "")).collect()
+/// A `backends:` entry for `address` with `keys` (e.g. its weight).
+fn entry(address: String, keys: Value) -> Value {
+    with(json!({ "address": address }), keys)
+}
+
+/// The `backends:` entries of each backend, without extra keys.
+fn plain(backends: &[&Backend]) -> Vec<Value> {
+    backends
+        .iter()
+        .map(|b| entry(b.address(), json!({})))
+        .collect()
 }
 
 /// The backend names of `n` sequential GETs, in order.
@@ -47,9 +61,12 @@ fn backend_for(port: u16, path: &str, headers: &[(&str, &str)]) -> String {
 fn round_robin_weights_3_to_1_are_exact_and_smooth() {
     let [a, b] = Backend::start_each(["a", "b"]);
     let (_sy, port) = start(
-        TEST_SERVER,
-        "    algorithm: round_robin\n",
-        &[(a.address(), "weight: 3"), (b.address(), "weight: 1")],
+        json!({}),
+        json!({ "algorithm": "round_robin" }),
+        vec![
+            entry(a.address(), json!({ "weight": 3 })),
+            entry(b.address(), json!({ "weight": 1 })),
+        ],
     );
     let seq = sequence(port, 40);
     let count = |n: &str| seq.iter().filter(|s| *s == n).count();
@@ -68,9 +85,12 @@ fn round_robin_weights_3_to_1_are_exact_and_smooth() {
 fn round_robin_equal_weights_split_equally() {
     let [a, b] = Backend::start_each(["a", "b"]);
     let (_sy, port) = start(
-        TEST_SERVER,
-        "",
-        &[(a.address(), "weight: 5"), (b.address(), "weight: 5")],
+        json!({}),
+        json!({}),
+        vec![
+            entry(a.address(), json!({ "weight": 5 })),
+            entry(b.address(), json!({ "weight": 5 })),
+        ],
     );
     let counts = spread(port, "/", 40);
     assert_eq!(counts.get("a"), Some(&20), "{counts:?}");
@@ -81,9 +101,12 @@ fn round_robin_equal_weights_split_equally() {
 fn random_respects_weights() {
     let [a, b] = Backend::start_each(["heavy", "light"]);
     let (_sy, port) = start(
-        TEST_SERVER,
-        "    algorithm: random\n",
-        &[(a.address(), "weight: 3"), (b.address(), "weight: 1")],
+        json!({}),
+        json!({ "algorithm": "random" }),
+        vec![
+            entry(a.address(), json!({ "weight": 3 })),
+            entry(b.address(), json!({ "weight": 1 })),
+        ],
     );
     let counts = spread(port, "/", 400);
     let heavy = counts.get("heavy").copied().unwrap_or(0);
@@ -100,9 +123,9 @@ fn random_respects_weights() {
 fn ip_hash_keeps_a_client_on_one_backend() {
     let bs = Backend::start_each(["a", "b", "c"]);
     let (_sy, port) = start(
-        TEST_SERVER,
-        "    algorithm: ip_hash\n",
-        &plain(&[&bs[0], &bs[1], &bs[2]]),
+        json!({}),
+        json!({ "algorithm": "ip_hash" }),
+        plain(&[&bs[0], &bs[1], &bs[2]]),
     );
     let counts = spread(port, "/", 20);
     assert_eq!(counts.len(), 1, "one client, one backend: {counts:?}");
@@ -112,9 +135,9 @@ fn ip_hash_keeps_a_client_on_one_backend() {
 fn ip_hash_uses_the_forwarded_client_ip_from_a_trusted_proxy() {
     let bs = Backend::start_each(["a", "b", "c"]);
     let (_sy, port) = start(
-        &test_server_with("  trusted_proxies: [127.0.0.1/32]\n"),
-        "    algorithm: ip_hash\n",
-        &plain(&[&bs[0], &bs[1], &bs[2]]),
+        json!({ "trusted_proxies": ["127.0.0.1/32"] }),
+        json!({ "algorithm": "ip_hash" }),
+        plain(&[&bs[0], &bs[1], &bs[2]]),
     );
     let clients: Vec<String> = (0..30u32)
         .map(|i| {
@@ -138,8 +161,8 @@ fn ip_hash_uses_the_forwarded_client_ip_from_a_trusted_proxy() {
 
 /// Switchyard on a new port in front of a consistent_hash pool on `key` over `backends`.
 fn start_hashed(key: &str, backends: &[&Backend]) -> (Switchyard, u16) {
-    let keys = format!("    algorithm: consistent_hash\n    hash_key: \"{key}\"\n");
-    start(TEST_SERVER, &keys, &plain(backends))
+    let keys = json!({ "algorithm": "consistent_hash", "hash_key": key });
+    start(json!({}), keys, plain(backends))
 }
 
 /// For each of `keys` (`what` names one in the failure), asserts 3 requests built by
@@ -248,9 +271,9 @@ fn least_conn_prefers_the_backend_with_fewer_requests_in_flight() {
     let slow = Backend::start_with("slow", Behaviour::with_delay(Duration::from_millis(300)));
     let fast = Backend::start("fast");
     let (_sy, port) = start(
-        TEST_SERVER,
-        "    algorithm: least_conn\n",
-        &[(slow.address(), ""), (fast.address(), "")],
+        json!({}),
+        json!({ "algorithm": "least_conn" }),
+        plain(&[&slow, &fast]),
     );
     // 20 overlapping requests, one connection each, started 15 ms apart so that the
     // slow backend's requests are still in flight while the later ones are balanced.
@@ -285,12 +308,12 @@ fn least_conn_prefers_the_backend_with_fewer_requests_in_flight() {
 fn backups_get_nothing_while_a_primary_answers() {
     let [p1, p2, backup] = Backend::start_each(["p1", "p2", "backup"]);
     let (_sy, port) = start(
-        TEST_SERVER,
-        "",
-        &[
-            (p1.address(), ""),
-            (backup.address(), "backup: true"),
-            (p2.address(), ""),
+        json!({}),
+        json!({}),
+        vec![
+            entry(p1.address(), json!({})),
+            entry(backup.address(), json!({ "backup": true })),
+            entry(p2.address(), json!({})),
         ],
     );
     let counts = spread(port, "/", 20);
@@ -304,11 +327,11 @@ fn backups_get_nothing_while_a_primary_answers() {
 fn backup_takes_the_traffic_when_every_primary_is_down() {
     let backup = Backend::start("backup");
     let (_sy, port) = start(
-        TEST_SERVER,
-        "    retries: 1\n",
-        &[
-            (format!("127.0.0.1:{}", closed_port()), ""),
-            (backup.address(), "backup: true"),
+        json!({}),
+        json!({ "retries": 1 }),
+        vec![
+            entry(format!("127.0.0.1:{}", closed_port()), json!({})),
+            entry(backup.address(), json!({ "backup": true })),
         ],
     );
     for i in 0..5 {
@@ -323,9 +346,9 @@ fn upstream_connections_are_kept_alive() {
     let b = Backend::start("a");
     // No health check, so every connection the backend counts is the proxy's.
     let (_sy, port) = start(
-        TEST_SERVER,
-        "    health_check: {kind: none}\n",
-        &[(b.address(), "")],
+        json!({}),
+        json!({ "health_check": { "kind": "none" } }),
+        plain(&[&b]),
     );
     for _ in 0..20 {
         assert_eq!(get(port, "/").status, 200);

@@ -1,37 +1,57 @@
 //! Edge limits end to end (SPEC §10): listener and route limits, connection caps per
 //! listener, per client IP and for the process's file limit, and the refusal counters
 //! `switchyard_http_refused_total` / `switchyard_tcp_refused_total`.
+use crate::common::config::*;
 use crate::common::*;
+use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-const ROUTE_ALL: &str = "  - name: all\n    pool: p\n";
-const NO_CHECK: &str = "    health_check: { kind: none }\n";
+fn route_all() -> Value {
+    json!([route("all", "p")])
+}
 
-/// Switchyard with one listener `web` (its `limits` keys, indented by six spaces, and
-/// extra listener keys), a metrics listener, and `routes` to a pool `p` over `backend`.
+/// The test configuration with listener `web` on `port`, a metrics listener on
+/// `metrics`, pool `p` over `backends` with `pool_keys`, and `routes`.
+fn edge_config(
+    port: u16,
+    metrics: u16,
+    backends: &[String],
+    pool_keys: Value,
+    routes: Value,
+) -> Value {
+    with(
+        config_of(
+            json!([listener("web", port)]),
+            json!([with(pool("p", backends), pool_keys)]),
+            routes,
+        ),
+        json!({ "metrics": { "listen": format!("127.0.0.1:{metrics}") } }),
+    )
+}
+
+fn no_check() -> Value {
+    json!({ "health_check": { "kind": "none" } })
+}
+
+/// Switchyard with one listener `web` with `limits`, a metrics listener, and `routes` to
+/// a pool `p` over `backend`.
 struct Edge {
     sy: Switchyard,
     port: u16,
     metrics: u16,
 }
 
-fn start(limits: &str, routes: &str, backend: &Backend) -> Edge {
-    start_with(limits, routes, &backend.address(), "")
+fn start(limits: Value, routes: Value, backend: &Backend) -> Edge {
+    start_with(limits, routes, &backend.address())
 }
 
-fn start_with(limits: &str, routes: &str, backend: &str, head_extra: &str) -> Edge {
+fn start_with(limits: Value, routes: Value, backend: &str) -> Edge {
     let (port, metrics) = (listen_port(), listen_port());
-    let listener = format!("{}    limits:\n{limits}", listener_yaml("web", port));
-    let head = format!("{TEST_SERVER}metrics:\n  listen: 127.0.0.1:{metrics}\n{head_extra}");
-    let yaml = config_yaml(
-        &head,
-        &listener,
-        &pool_yaml("p", NO_CHECK, &[backend.to_string()]),
-        routes,
-    );
-    let sy = Switchyard::start(&yaml, &[port, metrics]);
+    let mut config = edge_config(port, metrics, &[backend.to_string()], no_check(), routes);
+    config["listeners"][0]["limits"] = limits;
+    let sy = Switchyard::start_config(&config, &[port, metrics]);
     Edge { sy, port, metrics }
 }
 
@@ -96,7 +116,7 @@ fn status_of(text: &str) -> u16 {
 #[test]
 fn a_header_trickled_past_header_timeout_gets_408_and_the_backend_nothing() {
     let a = Backend::start("a");
-    let edge = start("      header_timeout: 1s\n", ROUTE_ALL, &a);
+    let edge = start(json!({ "header_timeout": "1s" }), route_all(), &a);
     let mut s = edge.connect();
     s.write_all(b"GET /slow HTTP/1.1\r\nHost: a\r\n").unwrap();
     // A byte every 200 ms: each read is quick, the header never completes in time.
@@ -128,7 +148,7 @@ fn a_header_trickled_past_header_timeout_gets_408_and_the_backend_nothing() {
 #[test]
 fn an_idle_connection_is_closed_after_header_timeout_without_an_answer() {
     let a = Backend::start("a");
-    let edge = start("      header_timeout: 1s\n", ROUTE_ALL, &a);
+    let edge = start(json!({ "header_timeout": "1s" }), route_all(), &a);
     let mut s = edge.connect();
     let (text, closed) = read_to_close(&mut s, Duration::from_secs(5));
     assert!(closed, "an idle connection is closed");
@@ -138,7 +158,7 @@ fn an_idle_connection_is_closed_after_header_timeout_without_an_answer() {
 #[test]
 fn keepalive_timeout_closes_an_idle_keepalive_connection_and_zero_closes_after_each_response() {
     let a = Backend::start("a");
-    let edge = start("      keepalive_timeout: 1s\n", ROUTE_ALL, &a);
+    let edge = start(json!({ "keepalive_timeout": "1s" }), route_all(), &a);
     let mut s = edge.connect();
     s.write_all(b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
     let reply = read_reply(&mut s).expect("reply");
@@ -153,7 +173,7 @@ fn keepalive_timeout_closes_an_idle_keepalive_connection_and_zero_closes_after_e
     );
     drop(edge);
 
-    let edge = start("      keepalive_timeout: 0s\n", ROUTE_ALL, &a);
+    let edge = start(json!({ "keepalive_timeout": "0s" }), route_all(), &a);
     let mut s = edge.connect();
     s.write_all(b"GET /1 HTTP/1.1\r\nHost: a\r\n\r\n").unwrap();
     let reply = read_reply(&mut s).expect("reply");
@@ -166,7 +186,7 @@ fn keepalive_timeout_closes_an_idle_keepalive_connection_and_zero_closes_after_e
 #[test]
 fn max_requests_per_connection_closes_after_that_many() {
     let a = Backend::start("a");
-    let edge = start("      max_requests_per_connection: 3\n", ROUTE_ALL, &a);
+    let edge = start(json!({ "max_requests_per_connection": 3 }), route_all(), &a);
     let mut s = edge.connect();
     for i in 1..=3 {
         s.write_all(format!("GET /{i} HTTP/1.1\r\nHost: a\r\n\r\n").as_bytes())
@@ -186,8 +206,8 @@ fn max_requests_per_connection_closes_after_that_many() {
 fn header_size_and_count_limits_answer_431_and_close() {
     let a = Backend::start("a");
     let edge = start(
-        "      max_header_bytes: 2048\n      max_headers: 5\n",
-        ROUTE_ALL,
+        json!({ "max_header_bytes": 2048, "max_headers": 5 }),
+        route_all(),
         &a,
     );
     let big = format!(
@@ -217,8 +237,11 @@ fn header_size_and_count_limits_answer_431_and_close() {
 #[test]
 fn a_body_over_max_body_bytes_is_413_declared_or_streamed_and_a_route_may_allow_more() {
     let a = Backend::start("a");
-    let routes = "  - name: upload\n    path_prefix: /upload\n    max_body_bytes: 1000\n    pool: p\n  - name: all\n    pool: p\n";
-    let edge = start("      max_body_bytes: 100\n", routes, &a);
+    let routes = json!([
+        { "name": "upload", "path_prefix": "/upload", "max_body_bytes": 1000, "pool": "p" },
+        route("all", "p"),
+    ]);
+    let edge = start(json!({ "max_body_bytes": 100 }), routes, &a);
     // Declared: refused before any backend is contacted.
     let text = raw_exchange(
         edge.port,
@@ -256,7 +279,7 @@ fn a_body_over_max_body_bytes_is_413_declared_or_streamed_and_a_route_may_allow_
 #[test]
 fn a_body_that_stalls_past_body_timeout_gets_408() {
     let a = Backend::start("a");
-    let edge = start("      body_timeout: 1s\n", ROUTE_ALL, &a);
+    let edge = start(json!({ "body_timeout": "1s" }), route_all(), &a);
     let mut s = edge.connect();
     s.write_all(b"POST /x HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\nabc")
         .unwrap();
@@ -284,7 +307,7 @@ fn served(s: &mut TcpStream) -> bool {
 #[test]
 fn max_connections_refuses_the_next_connection_until_one_closes() {
     let a = Backend::start("a");
-    let edge = start("      max_connections: 2\n", ROUTE_ALL, &a);
+    let edge = start(json!({ "max_connections": 2 }), route_all(), &a);
     settle();
     let mut first = edge.connect();
     let mut second = edge.connect();
@@ -303,7 +326,7 @@ fn max_connections_refuses_the_next_connection_until_one_closes() {
 #[test]
 fn max_connections_per_ip_counts_each_client_address_apart() {
     let a = Backend::start("a");
-    let edge = start("      max_connections_per_ip: 1\n", ROUTE_ALL, &a);
+    let edge = start(json!({ "max_connections_per_ip": 1 }), route_all(), &a);
     settle();
     eprintln!("start {}", edge.refused("per_ip_limit"));
     let mut one = connect_from("127.0.0.1", edge.port);
@@ -333,18 +356,10 @@ fn max_connections_per_ip_counts_each_client_address_apart() {
 fn h2_max_concurrent_streams_is_announced_in_settings() {
     let a = Backend::start("a");
     let (port, metrics) = (listen_port(), listen_port());
-    let listener = format!(
-        "{}    http2: true\n    limits:\n      h2_max_concurrent_streams: 7\n",
-        listener_yaml("web", port)
-    );
-    let head = format!("{TEST_SERVER}metrics:\n  listen: 127.0.0.1:{metrics}\n");
-    let yaml = config_yaml(
-        &head,
-        &listener,
-        &pool_yaml("p", NO_CHECK, &[a.address()]),
-        ROUTE_ALL,
-    );
-    let _sy = Switchyard::start(&yaml, &[port]);
+    let mut config = edge_config(port, metrics, &[a.address()], no_check(), route_all());
+    config["listeners"][0]["http2"] = json!(true);
+    config["listeners"][0]["limits"] = json!({ "h2_max_concurrent_streams": 7 });
+    let _sy = Switchyard::start_config(&config, &[port]);
     let out = std::process::Command::new("nghttp")
         .args(["-nv", &format!("http://127.0.0.1:{port}/")])
         .output()
@@ -361,11 +376,16 @@ fn h2_max_concurrent_streams_is_announced_in_settings() {
 fn tcp_service_caps_refuse_and_count() {
     let echo = TcpServer::echo();
     let (port, metrics) = (listen_port(), listen_port());
-    let yaml = format!(
-        "{TEST_SERVER}metrics:\n  listen: 127.0.0.1:{metrics}\npools:\n{}tcp_services:\n  - name: t\n    listen: 127.0.0.1:{port}\n    pool: p\n    max_connections: 2\n    max_connections_per_ip: 1\n",
-        pool_yaml("p", NO_CHECK, &[echo.address()])
-    );
-    let _sy = Switchyard::start(&yaml, &[port, metrics]);
+    let mut config = edge_config(port, metrics, &[echo.address()], no_check(), json!([]));
+    config["listeners"] = json!([]);
+    config["tcp_services"] = json!([{
+        "name": "t",
+        "listen": format!("127.0.0.1:{port}"),
+        "pool": "p",
+        "max_connections": 2,
+        "max_connections_per_ip": 1,
+    }]);
+    let _sy = Switchyard::start_config(&config, &[port, metrics]);
     settle();
     let echoes = |s: &mut TcpStream| -> bool {
         let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
@@ -410,14 +430,11 @@ fn tcp_service_caps_refuse_and_count() {
 fn a_connection_flood_stops_short_of_the_file_limit_and_is_logged_once() {
     let a = Backend::start("a");
     let (port, metrics) = (listen_port(), listen_port());
-    let head = format!("{TEST_SERVER}metrics:\n  listen: 127.0.0.1:{metrics}\n");
-    let pool = pool_yaml(
-        "p",
-        "    health_check: { kind: http, path: /health, interval: 200ms, timeout: 1s }\n",
-        &[a.address()],
-    );
-    let yaml = config_yaml(&head, &listener_yaml("web", port), &pool, ROUTE_ALL);
-    let (dir, config) = write_config(&yaml);
+    let check = json!({ "health_check": {
+        "kind": "http", "path": "/health", "interval": "200ms", "timeout": "1s",
+    }});
+    let config = edge_config(port, metrics, &[a.address()], check, route_all());
+    let (dir, config) = write_config(&config_text(&config));
     let stderr_path = dir.path().join("stderr.log");
     let stderr = std::fs::File::create(&stderr_path).unwrap();
     let child = std::process::Command::new("prlimit")
@@ -480,7 +497,7 @@ fn a_connection_flood_stops_short_of_the_file_limit_and_is_logged_once() {
 #[test]
 fn a_failure_repeated_on_every_request_is_logged_a_few_times_not_per_request() {
     let dead = format!("127.0.0.1:{}", closed_port());
-    let edge = start_with("      max_headers: 100\n", ROUTE_ALL, &dead, "");
+    let edge = start_with(json!({ "max_headers": 100 }), route_all(), &dead);
     let mut statuses = std::collections::HashMap::new();
     for _ in 0..200 {
         *statuses.entry(get(edge.port, "/").status).or_insert(0) += 1;
@@ -500,7 +517,7 @@ fn a_failure_repeated_on_every_request_is_logged_a_few_times_not_per_request() {
 #[test]
 fn requests_the_http1_parser_rejects_are_counted_as_malformed() {
     let a = Backend::start("a");
-    let edge = start("      max_headers: 100\n", ROUTE_ALL, &a);
+    let edge = start(json!({ "max_headers": 100 }), route_all(), &a);
     // Each of these is refused by Pingora's parser before any hook runs.
     for raw in [
         &b"GET / HTTP/1.1\r\nHost : a\r\n\r\n"[..],

@@ -2,47 +2,60 @@
 //! `switchyard_rate_limited_total`, §9 "Rate limits"): token-bucket and sliding-window
 //! counts, the 429 answer, each key kind, the ACL running first, the metric, state kept
 //! across an unrelated reload, and memory under a flood of distinct keys.
+use crate::common::config::*;
 use crate::common::*;
+use serde_json::{json, Value};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// TEST_SERVER trusting 127.0.0.1 as a proxy, so X-Forwarded-For names the client.
-fn trusting_localhost() -> String {
-    test_server_with("  trusted_proxies: [127.0.0.1/32]\n")
+/// Server keys trusting 127.0.0.1 as a proxy, so X-Forwarded-For names the client.
+fn trusting_localhost() -> Value {
+    json!({ "trusted_proxies": ["127.0.0.1/32"] })
 }
 
 /// One plaintext listener `web` on `port`, an optional metrics listener, one pool `p`
-/// with backend `b`, and `routes` (a YAML list body, every route on pool `p`).
-fn config(server: &str, port: u16, metrics: Option<u16>, b: &Backend, routes: &str) -> String {
-    let metrics = metrics
-        .map(|m| format!("metrics:\n  listen: 127.0.0.1:{m}\n"))
-        .unwrap_or_default();
-    config_yaml(
-        &format!("{server}{metrics}"),
-        &listener_yaml("web", port),
-        &pool_yaml("p", "", &[b.address()]),
-        routes,
-    )
+/// with backend `b`, and `routes` (every route on pool `p`); `server_keys` are added to
+/// the test `server:` section.
+fn config(
+    server_keys: Value,
+    port: u16,
+    metrics: Option<u16>,
+    b: &Backend,
+    routes: Value,
+) -> Value {
+    let mut c = with(
+        config_of(
+            json!([listener("web", port)]),
+            json!([pool("p", &[b.address()])]),
+            routes,
+        ),
+        json!({ "server": server_keys }),
+    );
+    if let Some(m) = metrics {
+        c["metrics"] = json!({ "listen": format!("127.0.0.1:{m}") });
+    }
+    c
 }
 
-/// Backend `a` behind switchyard (`server` section) on a new port with one catch-all
-/// route `lim`: `rate_limit: {limit}` and `extra` keys.
-fn start_limited(server: &str, limit: &str, extra: &str) -> (Backend, Switchyard, u16) {
+/// Backend `a` behind switchyard on a new port with one catch-all route `lim`:
+/// `rate_limit: limit` and `extra` route keys.
+fn start_limited(server_keys: Value, limit: Value, extra: Value) -> (Backend, Switchyard, u16) {
     let b = Backend::start("a");
     let port = listen_port();
-    let yaml = config(server, port, None, &b, &route("lim", None, limit, extra));
-    let sy = Switchyard::start(&yaml, &[port]);
+    let routes = json!([with(limited("lim", None, limit), extra)]);
+    let sy = Switchyard::start_config(&config(server_keys, port, None, &b, routes), &[port]);
     (b, sy, port)
 }
 
-/// One route `name` (catch-all unless `prefix` is given) with `rate_limit: {limit}` and
-/// `extra` keys (each line indented by 4 spaces).
-fn route(name: &str, prefix: Option<&str>, limit: &str, extra: &str) -> String {
-    let prefix = prefix
-        .map(|p| format!("    path_prefix: {p}\n"))
-        .unwrap_or_default();
-    format!("  - name: {name}\n    pool: p\n{prefix}    rate_limit: {{ {limit} }}\n{extra}")
+/// One route `name` on pool `p` (catch-all unless `prefix` is given) with `rate_limit:
+/// limit`.
+fn limited(name: &str, prefix: Option<&str>, limit: Value) -> Value {
+    let mut r = with(route(name, "p"), json!({ "rate_limit": limit }));
+    if let Some(p) = prefix {
+        r["path_prefix"] = json!(p);
+    }
+    r
 }
 
 /// Sends `n` GETs of `path` back to back on one keep-alive connection; the statuses.
@@ -81,7 +94,7 @@ fn sleep_until(at: Instant) {
 
 #[test]
 fn token_bucket_admits_the_burst_then_answers_429_with_retry_after() {
-    let (b, _sy, port) = start_limited(TEST_SERVER, "rate: 1, burst: 5", "");
+    let (b, _sy, port) = start_limited(json!({}), json!({ "rate": 1, "burst": 5 }), json!({}));
 
     // Ten requests in well under a second: the bucket of 5, nothing refilled yet.
     let mut c = HttpConn::new(port);
@@ -127,14 +140,18 @@ fn token_bucket_admits_the_burst_then_answers_429_with_retry_after() {
 
 #[test]
 fn burst_defaults_to_rate() {
-    let (_b, _sy, port) = start_limited(TEST_SERVER, "rate: 3", "");
+    let (_b, _sy, port) = start_limited(json!({}), json!({ "rate": 3 }), json!({}));
     let statuses = burst(port, "/", &[], 8);
     assert_admits_then_refuses(&statuses, 3, "rate 3 without burst: a bucket of 3");
 }
 
 #[test]
 fn sliding_window_admits_at_most_rate_in_any_rolling_second() {
-    let (b, _sy, port) = start_limited(TEST_SERVER, "rate: 3, algorithm: sliding_window", "");
+    let (b, _sy, port) = start_limited(
+        json!({}),
+        json!({ "rate": 3, "algorithm": "sliding_window" }),
+        json!({}),
+    );
     let mut c = HttpConn::new(port);
     let mut get = |what: &str| {
         let r = c
@@ -181,9 +198,9 @@ fn sliding_window_admits_at_most_rate_in_any_rolling_second() {
 #[test]
 fn client_ip_key_gives_each_client_behind_a_trusted_proxy_its_own_bucket() {
     let (b, _sy, port) = start_limited(
-        &trusting_localhost(),
-        "rate: 1, burst: 2, key: client_ip",
-        "",
+        trusting_localhost(),
+        json!({ "rate": 1, "burst": 2, "key": "client_ip" }),
+        json!({}),
     );
 
     let one = [("X-Forwarded-For", "203.0.113.1")];
@@ -205,7 +222,7 @@ fn client_ip_key_gives_each_client_behind_a_trusted_proxy_its_own_bucket() {
 
 #[test]
 fn client_ip_key_without_trusted_proxies_ignores_x_forwarded_for() {
-    let (_b, _sy, port) = start_limited(TEST_SERVER, "rate: 1, burst: 2", "");
+    let (_b, _sy, port) = start_limited(json!({}), json!({ "rate": 1, "burst": 2 }), json!({}));
     // Forged X-Forwarded-For values from an untrusted peer are one client: 127.0.0.1.
     let mut statuses = Vec::new();
     for i in 0..5 {
@@ -218,9 +235,9 @@ fn client_ip_key_without_trusted_proxies_ignores_x_forwarded_for() {
 #[test]
 fn header_key_gives_each_value_its_own_bucket_and_falls_back_to_the_client_ip() {
     let (_b, _sy, port) = start_limited(
-        &trusting_localhost(),
-        "rate: 1, burst: 2, key: \"header:X-Api-Key\"",
-        "",
+        trusting_localhost(),
+        json!({ "rate": 1, "burst": 2, "key": "header:X-Api-Key" }),
+        json!({}),
     );
 
     let a = [("X-Api-Key", "key-a")];
@@ -258,13 +275,22 @@ fn header_key_gives_each_value_its_own_bucket_and_falls_back_to_the_client_ip() 
 fn route_key_shares_one_bucket_between_all_clients_and_routes_are_separate() {
     let b = Backend::start("a");
     let port = listen_port();
-    let routes = format!(
-        "{}{}",
-        route("one", Some("/one"), "rate: 1, burst: 3, key: route", ""),
-        route("two", Some("/two"), "rate: 1, burst: 2, key: route", "")
+    let routes = json!([
+        limited(
+            "one",
+            Some("/one"),
+            json!({ "rate": 1, "burst": 3, "key": "route" })
+        ),
+        limited(
+            "two",
+            Some("/two"),
+            json!({ "rate": 1, "burst": 2, "key": "route" })
+        ),
+    ]);
+    let _sy = Switchyard::start_config(
+        &config(trusting_localhost(), port, None, &b, routes),
+        &[port],
     );
-    let yaml = config(&trusting_localhost(), port, None, &b, &routes);
-    let _sy = Switchyard::start(&yaml, &[port]);
 
     let clients: [&[(&str, &str)]; 4] = [
         &[("X-Forwarded-For", "203.0.113.1")],
@@ -289,9 +315,9 @@ fn route_key_shares_one_bucket_between_all_clients_and_routes_are_separate() {
 #[test]
 fn requests_denied_by_the_acl_are_403_and_take_no_token() {
     let (b, _sy, port) = start_limited(
-        &trusting_localhost(),
-        "rate: 1, burst: 3, key: route",
-        "    deny: [198.51.100.0/24]\n",
+        trusting_localhost(),
+        json!({ "rate": 1, "burst": 3, "key": "route" }),
+        json!({ "deny": ["198.51.100.0/24"] }),
     );
 
     let denied = [("X-Forwarded-For", "198.51.100.7")];
@@ -319,19 +345,17 @@ fn rate_limited_total_counts_the_429s_per_route() {
     let b = Backend::start("a");
     let port = listen_port();
     let mport = listen_port();
-    let routes = format!(
-        "{}{}{}",
-        route("lim_a", Some("/a"), "rate: 1, burst: 2", ""),
-        route(
+    let routes = json!([
+        limited("lim_a", Some("/a"), json!({ "rate": 1, "burst": 2 })),
+        limited(
             "lim_b",
             Some("/b"),
-            "rate: 1, burst: 1, algorithm: sliding_window",
-            ""
+            json!({ "rate": 1, "burst": 1, "algorithm": "sliding_window" }),
         ),
-        "  - name: free\n    pool: p\n"
-    );
-    let yaml = config(TEST_SERVER, port, Some(mport), &b, &routes);
-    let _sy = Switchyard::start(&yaml, &[port, mport]);
+        route("free", "p"),
+    ]);
+    let config = config(json!({}), port, Some(mport), &b, routes);
+    let _sy = Switchyard::start_config(&config, &[port, mport]);
 
     assert_admits_then_refuses(&burst(port, "/a", &[], 7), 2, "/a");
     assert_admits_then_refuses(&burst(port, "/b", &[], 3), 1, "/b");
@@ -367,22 +391,17 @@ fn a_limit_keeps_its_state_across_an_unrelated_reload() {
     let mport = listen_port();
     // rate 1, burst 10: a fresh bucket would admit 10 at once, the kept one ~1 per
     // second since it was emptied.
-    let lim = route("lim", None, "rate: 1, burst: 10", "");
-    let yaml = config(TEST_SERVER, port, Some(mport), &b, &lim);
-    let sy = Switchyard::start(&yaml, &[port, mport]);
+    let lim = limited("lim", None, json!({ "rate": 1, "burst": 10 }));
+    let first = config(json!({}), port, Some(mport), &b, json!([lim.clone()]));
+    let sy = Switchyard::start_config(&first, &[port, mport]);
 
     assert_admits_then_refuses(&burst(port, "/", &[], 12), 10, "before the reload");
     let emptied = Instant::now();
 
     // Reload with a new route in front of `lim` (its index changes, its name does not).
-    let other = "  - name: other\n    pool: p\n    path_prefix: /other\n";
-    sy.rewrite_config(&config(
-        TEST_SERVER,
-        port,
-        Some(mport),
-        &b,
-        &format!("{other}{lim}"),
-    ));
+    let other = json!({ "name": "other", "pool": "p", "path_prefix": "/other" });
+    let second = config(json!({}), port, Some(mport), &b, json!([other, lim]));
+    sy.rewrite_config(&config_text(&second));
     sy.reload_counted(mport);
     // Until the new route answers, `/other/x` is `lim`'s (and refused).
     let mut refused_while_waiting = 0;
@@ -423,8 +442,9 @@ fn a_limit_keeps_its_state_across_an_unrelated_reload() {
 fn key_flood(algorithm: &str) {
     const FLOOD: usize = 20_000;
     const THREADS: usize = 4;
-    let limit = format!("rate: 100, burst: 100, key: \"header:X-Api-Key\", algorithm: {algorithm}");
-    let (_b, sy, port) = start_limited(TEST_SERVER, &limit, "");
+    let limit =
+        json!({ "rate": 100, "burst": 100, "key": "header:X-Api-Key", "algorithm": algorithm });
+    let (_b, sy, port) = start_limited(json!({}), limit, json!({}));
     let pid = sy.pid();
 
     // Warm up (connections, buffers, the backend pool) before the baseline.

@@ -213,3 +213,7 @@ pub fn weight_field(v: &Value) -> Result<Option<u32>, Reply> {
         },
     }
 }
+
+#[cfg(test)]
+#[path = "backends_api_tests.rs"]
+mod tests;

@@ -115,18 +115,17 @@ impl RequestCtx {
 
     /// The matched route's pool in this request's runtime snapshot.
     pub fn pool(&self) -> Option<&Arc<crate::pool::Pool>> {
-        let rt = self.runtime.as_ref()?;
-        rt.pools.get(self.pool?)
+        pool_in(&self.runtime, self.pool)
     }
 
     /// The matched pool (borrowed from the snapshot) beside the upstream state to change.
     pub fn pool_and_upstream(&mut self) -> (Option<&Arc<crate::pool::Pool>>, &mut Upstream) {
-        let pool = match (&self.runtime, self.pool) {
-            (Some(rt), Some(i)) => rt.pools.get(i),
-            _ => None,
-        };
-        (pool, &mut self.upstream)
+        (pool_in(&self.runtime, self.pool), &mut self.upstream)
     }
+}
+
+fn pool_in(runtime: &Option<Arc<Runtime>>, pool: Option<usize>) -> Option<&Arc<crate::pool::Pool>> {
+    runtime.as_ref()?.pools.get(pool?)
 }
 
 impl Default for RequestCtx {

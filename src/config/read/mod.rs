@@ -150,15 +150,14 @@ fn required<T>(
     key: &'static str,
     read: impl FnOnce(&mut Decoder, &Node, &str) -> Option<T>,
 ) -> Option<T> {
-    let mut missing = true;
-    let value = get_with(d, m, key, |d, n, path| {
-        missing = false;
-        read(d, n, path)
-    });
-    if missing {
-        d.error(m.pos, &m.child(key), "is required");
+    let path = m.child(key);
+    match m.get(key) {
+        Some(n) => read(d, n, &path),
+        None => {
+            d.error(m.pos, &path, "is required");
+            None
+        }
     }
-    value
 }
 
 fn required_string(d: &mut Decoder, m: &mut Map, key: &'static str) -> Option<String> {

@@ -2,9 +2,11 @@
 
 use super::*;
 
-fn field(r: Reply) -> (StatusCode, String) {
+/// The field a 400 reply names.
+fn rejected_field(r: Reply) -> String {
+    assert_eq!(r.status, StatusCode::BAD_REQUEST);
     let v: Value = serde_json::from_slice(&r.body).unwrap();
-    (r.status, v["field"].as_str().unwrap().to_string())
+    v["field"].as_str().unwrap().to_string()
 }
 
 #[test]
@@ -15,17 +17,14 @@ fn add_bodies() {
     assert_eq!(address, "10.0.0.5:80");
     // The weight is checked later (after the lookup), here it is still in the value.
     assert!(weight_field(&v).is_err());
-    let bad = |b: &[u8]| field(add_body(b).err().unwrap());
-    assert_eq!(bad(b"[1]"), (StatusCode::BAD_REQUEST, "body".into()));
-    assert_eq!(
-        bad(br#"{"weight":1}"#),
-        (StatusCode::BAD_REQUEST, "address".into())
-    );
-    assert_eq!(
-        bad(br#"{"address":1}"#),
-        (StatusCode::BAD_REQUEST, "address".into())
-    );
-    assert_eq!(bad(br#"{"x":1}"#), (StatusCode::BAD_REQUEST, "x".into()));
+    for (body, field) in [
+        (&b"[1]"[..], "body"),
+        (br#"{"weight":1}"#, "address"),
+        (br#"{"address":1}"#, "address"),
+        (br#"{"x":1}"#, "x"),
+    ] {
+        assert_eq!(rejected_field(add_body(body).err().unwrap()), field);
+    }
 }
 
 #[test]
@@ -35,19 +34,13 @@ fn patch_bodies() {
         patch_body(br#"{"draining":true,"weight":1000}"#).ok(),
         Some((Some(1000), Some(true)))
     );
-    let bad = |b: &[u8]| field(patch_body(b).err().unwrap());
-    assert_eq!(bad(b"{}"), (StatusCode::BAD_REQUEST, "body".into()));
-    assert_eq!(
-        bad(br#"{"weight":1001}"#),
-        (StatusCode::BAD_REQUEST, "weight".into())
-    );
-    assert_eq!(
-        bad(br#"{"weight":2.5}"#),
-        (StatusCode::BAD_REQUEST, "weight".into())
-    );
-    assert_eq!(
-        bad(br#"{"draining":1}"#),
-        (StatusCode::BAD_REQUEST, "draining".into())
-    );
-    assert_eq!(bad(b"\xff"), (StatusCode::BAD_REQUEST, "body".into()));
+    for (body, field) in [
+        (&b"{}"[..], "body"),
+        (br#"{"weight":1001}"#, "weight"),
+        (br#"{"weight":2.5}"#, "weight"),
+        (br#"{"draining":1}"#, "draining"),
+        (b"\xff", "body"),
+    ] {
+        assert_eq!(rejected_field(patch_body(body).err().unwrap()), field);
+    }
 }

@@ -6,19 +6,14 @@
 //! are not opened otherwise). Purges made while Redis is away wait in a bounded queue and
 //! are published once it answers; the request path never waits for Redis.
 
-use super::sync::{bounded, SyncError};
+use super::redis_link::{bounded, Link, Presence, Session, SyncError};
 use crate::cache::Store;
-use crate::ops::tasks::Forever;
 use async_trait::async_trait;
-use futures_util::StreamExt;
 use once_cell::sync::OnceCell;
 use serde::{Deserialize, Serialize};
-use std::time::Duration;
 use tokio::sync::{mpsc, Mutex};
 
 pub const CHANNEL: &str = "switchyard:cache:purge";
-const TIMEOUT: Duration = Duration::from_secs(1);
-const RETRY: Duration = Duration::from_secs(1);
 /// Purges waiting for Redis beyond this many are dropped (and logged).
 const QUEUE: usize = 1024;
 
@@ -103,7 +98,14 @@ pub fn publish(purge: Purge) {
 pub struct CacheSync {
     url: String,
     origin: String,
-    outbox: Mutex<mpsc::Receiver<Purge>>,
+    outbox: Mutex<Outbox>,
+}
+
+/// Purges made here, on their way to Redis.
+struct Outbox {
+    queue: mpsc::Receiver<Purge>,
+    /// Taken from the queue but not yet published (kept across a failed session).
+    pending: Option<Purge>,
 }
 
 impl CacheSync {
@@ -113,53 +115,10 @@ impl CacheSync {
         CacheSync {
             url: url.to_string(),
             origin: fastrand::u64(..).to_string(),
-            outbox: Mutex::new(rx),
-        }
-    }
-
-    /// One connection: subscribe, then publish ours and apply theirs until Redis fails.
-    async fn session(
-        &self,
-        client: &redis::Client,
-        outbox: &mut mpsc::Receiver<Purge>,
-        pending: &mut Option<Purge>,
-    ) -> Result<(), SyncError> {
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(TIMEOUT))
-            .set_response_timeout(Some(TIMEOUT));
-        let mut conn =
-            bounded(client.get_multiplexed_async_connection_with_config(&config)).await?;
-        let mut pubsub = bounded(client.get_async_pubsub()).await?;
-        bounded(pubsub.subscribe(CHANNEL)).await?;
-        let mut messages = pubsub.on_message();
-        log::info!("cache sync: purges are shared with the other instances over Redis");
-        let mut ping = tokio::time::interval(RETRY);
-        loop {
-            if let Some(p) = pending.as_ref() {
-                let json = serde_json::to_string(&Message::of(&self.origin, p))?;
-                let _: i64 = bounded(
-                    redis::cmd("PUBLISH")
-                        .arg(CHANNEL)
-                        .arg(&json)
-                        .query_async(&mut conn),
-                )
-                .await?;
-                *pending = None;
-                continue;
-            }
-            tokio::select! {
-                message = messages.next() => match message {
-                    Some(m) => self.receive(&m),
-                    None => return Err(SyncError::SubscriptionClosed),
-                },
-                next = outbox.recv() => match next {
-                    Some(p) => *pending = Some(p),
-                    None => return Ok(()),
-                },
-                _ = ping.tick() => {
-                    let _: String = bounded(redis::cmd("PING").query_async(&mut conn)).await?;
-                }
-            }
+            outbox: Mutex::new(Outbox {
+                queue: rx,
+                pending: None,
+            }),
         }
     }
 
@@ -186,32 +145,50 @@ impl CacheSync {
 }
 
 #[async_trait]
-impl Forever for CacheSync {
-    async fn run(&self) {
-        let client = match redis::Client::open(self.url.as_str()) {
-            Ok(c) => c,
-            Err(e) => {
-                log::error!(
-                    "cache sync: cluster.redis is unusable ({e}); purges stay on this instance"
-                );
-                return;
-            }
-        };
-        let at = crate::limits::cluster::log_address(&self.url);
+impl Session for CacheSync {
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn presence(&self) -> Presence {
+        Presence::new(
+            "cache sync",
+            &self.url,
+            "purges are shared with the other instances",
+            "purges stay on this instance",
+        )
+    }
+
+    /// Subscribes, then publishes ours and applies theirs until Redis fails; `Ok` once
+    /// the queue is gone (the process is ending).
+    async fn session(
+        &self,
+        client: &redis::Client,
+        presence: &mut Presence,
+    ) -> Result<(), SyncError> {
+        let mut link = Link::open(client, CHANNEL).await?;
+        presence.connected();
         let mut outbox = self.outbox.lock().await;
-        let mut degraded = false;
-        // A purge taken from the queue but not yet published (kept across a failure).
-        let mut pending: Option<Purge> = None;
         loop {
-            match self.session(&client, &mut outbox, &mut pending).await {
-                Ok(()) => return,
-                Err(e) if !degraded => {
-                    log::warn!("cache sync: Redis at {at} unavailable ({e}); purges are published when it answers again");
-                    degraded = true;
-                }
-                Err(e) => log::debug!("cache sync: Redis at {at}: {e}"),
+            if let Some(p) = outbox.pending.as_ref() {
+                let json = serde_json::to_string(&Message::of(&self.origin, p))?;
+                let _: i64 = bounded(
+                    redis::cmd("PUBLISH")
+                        .arg(CHANNEL)
+                        .arg(&json)
+                        .query_async(&mut link.conn),
+                )
+                .await?;
+                outbox.pending = None;
+                continue;
             }
-            tokio::time::sleep(RETRY).await;
+            tokio::select! {
+                message = link.next_message() => self.receive(&message?),
+                next = outbox.queue.recv() => match next {
+                    Some(p) => outbox.pending = Some(p),
+                    None => return Ok(()),
+                },
+            }
         }
     }
 }

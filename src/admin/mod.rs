@@ -9,6 +9,7 @@ pub mod backends_api;
 pub mod cache_api;
 pub mod cache_sync;
 pub mod jwt;
+mod redis_link;
 pub mod roles;
 pub mod rollout;
 mod rollout_api;

@@ -19,27 +19,19 @@
 //! is ignored (the push that follows it wins in Redis too). All of it runs in one
 //! background task: the request path never waits for Redis.
 
-use crate::ops::tasks::Forever;
+use super::redis_link::{bounded, Link, Presence, Session, SyncError};
 use crate::pool::overlay::PoolOverlay;
 use crate::runtime::SharedRuntime;
 use crate::state::store::StateStore;
 use async_trait::async_trait;
-use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 use tokio::sync::watch;
 
 pub const POOLS_KEY: &str = "switchyard:admin:pools";
 pub const EPOCH_KEY: &str = "switchyard:admin:epoch";
 pub const CHANNEL: &str = "switchyard:admin:changes";
-
-/// Connecting and every Redis command are bounded by this.
-const TIMEOUT: Duration = Duration::from_secs(1);
-/// Pause between connection attempts, and between liveness pings.
-const RETRY: Duration = Duration::from_secs(1);
 
 /// KEYS: pools hash, epoch. ARGV: pool name, overlay JSON ('' = no changes), channel,
 /// origin as a JSON string, pool name as a JSON string. Returns the new epoch.
@@ -124,46 +116,6 @@ impl AdminSync {
             reloaded,
             push: redis::Script::new(PUSH),
             seed: redis::Script::new(SEED),
-        }
-    }
-
-    /// One connection: subscribe, catch up, then publish and apply changes until a
-    /// Redis operation fails (the error is returned).
-    async fn session(
-        &self,
-        client: &redis::Client,
-        reloaded: &mut watch::Receiver<u64>,
-        on_ready: impl FnOnce(),
-    ) -> Result<(), SyncError> {
-        let config = redis::AsyncConnectionConfig::new()
-            .set_connection_timeout(Some(TIMEOUT))
-            .set_response_timeout(Some(TIMEOUT));
-        let mut conn =
-            bounded(client.get_multiplexed_async_connection_with_config(&config)).await?;
-        let mut pubsub = bounded(client.get_async_pubsub()).await?;
-        // Subscribed before catching up: no change falls between the two.
-        bounded(pubsub.subscribe(CHANNEL)).await?;
-        let mut messages = pubsub.on_message();
-        let mut versions = self.catch_up(&mut conn).await?;
-        on_ready();
-        let mut ping = tokio::time::interval(RETRY);
-        // False once the reloader is gone (its channel would then answer at once).
-        let mut reloads = true;
-        loop {
-            tokio::select! {
-                message = messages.next() => match message {
-                    Some(m) => self.receive(&m, &mut versions),
-                    None => return Err(SyncError::SubscriptionClosed),
-                },
-                _ = self.state.changed() => self.push_unpublished(&mut conn, &mut versions).await?,
-                changed = reloaded.changed(), if reloads => match changed {
-                    Ok(()) => self.reapply(),
-                    Err(_) => reloads = false,
-                },
-                _ = ping.tick() => {
-                    let _: String = bounded(redis::cmd("PING").query_async(&mut conn)).await?;
-                }
-            }
         }
     }
 
@@ -315,66 +267,50 @@ impl AdminSync {
     }
 }
 
-/// Why a session with Redis ended (the service reconnects after a pause).
-#[derive(Debug, thiserror::Error)]
-pub(super) enum SyncError {
-    #[error(transparent)]
-    Redis(#[from] redis::RedisError),
-    #[error("no answer within {0:?}")]
-    Timeout(Duration),
-    #[error("the subscription connection closed")]
-    SubscriptionClosed,
-    #[error("cannot encode an overlay: {0}")]
-    Encode(#[from] serde_json::Error),
-}
-
 fn to_json<T: Serialize>(value: &T) -> Result<String, SyncError> {
     Ok(serde_json::to_string(value)?)
 }
 
-/// Runs one Redis operation, giving up after `TIMEOUT`.
-pub(super) async fn bounded<T>(
-    op: impl Future<Output = redis::RedisResult<T>>,
-) -> Result<T, SyncError> {
-    match tokio::time::timeout(TIMEOUT, op).await {
-        Ok(result) => Ok(result?),
-        Err(_) => Err(SyncError::Timeout(TIMEOUT)),
-    }
-}
-
 #[async_trait]
-impl Forever for AdminSync {
-    async fn run(&self) {
-        let client = match redis::Client::open(self.url.as_str()) {
-            Ok(c) => c,
-            Err(e) => {
-                log::error!("admin sync: cluster.redis is unusable ({e}); admin API changes stay on this instance");
-                return;
-            }
-        };
-        let at = crate::limits::cluster::log_address(&self.url);
+impl Session for AdminSync {
+    fn url(&self) -> &str {
+        &self.url
+    }
+
+    fn presence(&self) -> Presence {
+        Presence::new(
+            "admin sync",
+            &self.url,
+            "admin API changes are shared with the other instances",
+            "admin API changes stay on this instance",
+        )
+    }
+
+    /// Subscribes, catches up, then publishes and applies changes until a Redis
+    /// operation fails.
+    async fn session(
+        &self,
+        client: &redis::Client,
+        presence: &mut Presence,
+    ) -> Result<(), SyncError> {
+        // Reloads before this point are covered by the catch-up.
         let mut reloaded = self.reloaded.clone();
-        let mut ever_connected = false;
-        let mut degraded = false;
+        reloaded.mark_unchanged();
+        // Subscribed before catching up: no change falls between the two.
+        let mut link = Link::open(client, CHANNEL).await?;
+        let mut versions = self.catch_up(&mut link.conn).await?;
+        presence.connected();
+        // False once the reloader is gone (its channel would then answer at once).
+        let mut reloads = true;
         loop {
-            let end = self
-                .session(&client, &mut reloaded, || {
-                    if degraded || !ever_connected {
-                        log::info!("admin sync: connected to Redis at {at}; admin API changes are shared with the other instances");
-                    }
-                    degraded = false;
-                    ever_connected = true;
-                })
-                .await;
-            if let Err(e) = end {
-                if !degraded {
-                    log::warn!("admin sync: Redis at {at} unavailable ({e}); admin API changes stay on this instance and are published when it answers again");
-                    degraded = true;
-                } else {
-                    log::debug!("admin sync: Redis at {at}: {e}");
-                }
+            tokio::select! {
+                message = link.next_message() => self.receive(&message?, &mut versions),
+                _ = self.state.changed() => self.push_unpublished(&mut link.conn, &mut versions).await?,
+                changed = reloaded.changed(), if reloads => match changed {
+                    Ok(()) => self.reapply(),
+                    Err(_) => reloads = false,
+                },
             }
-            tokio::time::sleep(RETRY).await;
         }
     }
 }

@@ -286,10 +286,10 @@ fn a_purge_reaches_the_other_instance_over_redis() {
     let b = start(&o, &top);
     assert!(b
         .sy
-        .wait_stderr("cache sync: purges are shared", 1, Duration::from_secs(10)));
+        .wait_stderr("cache sync: connected to Redis", 1, Duration::from_secs(10)));
     assert!(a
         .sy
-        .wait_stderr("cache sync: purges are shared", 1, Duration::from_secs(10)));
+        .wait_stderr("cache sync: connected to Redis", 1, Duration::from_secs(10)));
     for s in [&a, &b] {
         fill(&o, s.port, &[("a.test", "/shared"), ("a.test", "/other")]);
     }

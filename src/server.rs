@@ -20,7 +20,7 @@ use crate::runtime::{self, Runtime, SharedRuntime};
 use crate::serve::metrics;
 use crate::state::store::StateStore;
 use crate::tcp::TcpProxy;
-use crate::tls::acme::AcmeService;
+use crate::tls::acme::{AcmeService, Challenges};
 use crate::tls::{self, store::CertStore};
 use pingora::apps::http_app::HttpServer;
 use pingora::listeners::{L4BufferSettings, ListenerConfig as Endpoint};
@@ -151,10 +151,13 @@ fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), StartError> {
     crate::observe::tracing::configure(config.tracing.as_ref());
     let ready = Arc::new(AtomicBool::new(true));
     let mut cert_stores = Vec::new();
+    let challenges = Arc::new(Challenges::default());
     for (index, listener) in config.listeners.iter().enumerate() {
-        if let Some(store) = add_listener(&mut server, index, listener, &runtime, &ready)? {
+        let store = add_listener(&mut server, index, listener, &runtime, &ready, &challenges)?;
+        if let Some(store) = store {
             if let Some(acme) = listener.tls.as_ref().and_then(|t| t.acme.as_ref()) {
-                let service = AcmeService::prepare(&listener.name, acme, &store)?;
+                let service =
+                    AcmeService::prepare(&listener.name, acme, &store, challenges.clone())?;
                 server.add_service(background_service(
                     &format!("acme {}", listener.name),
                     service,
@@ -302,12 +305,14 @@ fn client_buffers(tls: bool) -> L4BufferSettings {
     }
 }
 
+/// Adds listener `l` (number `index`) and its HTTP/3 side; its certificate store when TLS.
 fn add_listener(
     server: &mut Server,
     index: usize,
     l: &ListenerConfig,
     runtime: &SharedRuntime,
     ready: &Arc<AtomicBool>,
+    challenges: &Arc<Challenges>,
 ) -> Result<Option<Arc<CertStore>>, StartError> {
     let proxy = Proxy {
         listener: index,
@@ -315,6 +320,7 @@ fn add_listener(
         runtime: runtime.clone(),
         ready: ready.clone(),
         alt_svc: l.http3.then(|| crate::quic::alt_svc(l.listen.port())),
+        challenges: challenges.clone(),
     };
     let mut http = HttpProxy::new(proxy, server.configuration.clone());
     http.handle_init_modules();

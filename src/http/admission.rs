@@ -13,7 +13,7 @@ use crate::net::canonical;
 use crate::observe::refusal::{self, Reason};
 use crate::routing::RequestFacts;
 use crate::runtime::Runtime;
-use crate::tls::acme;
+use crate::tls::acme::Challenges;
 use pingora::http::RequestHeader;
 use std::borrow::Cow;
 use std::net::IpAddr;
@@ -29,6 +29,8 @@ pub struct Request<'a> {
     /// The status for a malformed request: the header guard's (`guard::refuse`), else
     /// 400 for a path `normalize_target` refused.
     pub refused: Option<u16>,
+    /// The ACME HTTP-01 answers, on a plaintext listener (the CA never asks over TLS).
+    pub challenges: Option<&'a Challenges>,
     /// Size of the request line and headers as received (HTTP/1; 0 for HTTP/2, whose
     /// header list Pingora's h2 options bound).
     pub header_bytes: usize,
@@ -73,10 +75,8 @@ pub async fn admit(req: &Request<'_>, rt: &Runtime, ctx: &mut RequestCtx) -> Ver
         return refuse(rt, req, peer, Reason::Malformed, status);
     }
     // The CA validates from anywhere, for a host no route may know.
-    if !req.tls {
-        if let Some(body) = acme::challenge::answer(header.uri.path()) {
-            return Verdict::Answer(Answer::Text(body));
-        }
+    if let Some(body) = req.challenges.and_then(|c| c.answer(header.uri.path())) {
+        return Verdict::Answer(Answer::Text(body));
     }
     ctx.client_ip = peer.map(|p| headers::client_ip(p, &header.headers, &rt.trusted_proxies));
     if rt.deny.refuses(ctx.client_ip) {

@@ -60,6 +60,7 @@ fn run(
         listener: 0,
         tls,
         refused,
+        challenges: None,
         header_bytes: 0,
     };
     let verdict = futures_lite(admit(&req, rt, &mut ctx));
@@ -112,6 +113,30 @@ fn the_guard_answers_first_and_closes() {
     assert_eq!(v, Verdict::Answer(Answer::Close(431)));
     assert!(!ctx.request_id.is_empty(), "the answer still carries an id");
     assert!(ctx.route.is_none());
+}
+
+#[test]
+fn a_pending_acme_token_is_answered_before_deny_and_routing() {
+    let rt = runtime();
+    let challenges = Challenges::default();
+    challenges.publish("tok", "tok.thumb");
+    let h = header("/.well-known/acme-challenge/tok", "unrouted.test", &[]);
+    let mut ctx = RequestCtx::new();
+    let req = Request {
+        header: &h,
+        // A denied client: the CA connects from anywhere.
+        peer: Some(IpAddr::from([10, 9, 1, 1])),
+        listener: 0,
+        tls: false,
+        refused: None,
+        challenges: Some(&challenges),
+        header_bytes: 0,
+    };
+    let verdict = futures_lite(admit(&req, &rt, &mut ctx));
+    assert_eq!(verdict, Verdict::Answer(Answer::Text("tok.thumb".into())));
+    // Without the table (a TLS listener) the path is routed like any other: 403 here.
+    let (v, _) = run(&rt, &h, [10, 9, 1, 1], true, None);
+    assert_eq!(v, Verdict::Answer(Answer::Status(403)));
 }
 
 #[test]

@@ -17,6 +17,7 @@ use crate::edge::header_clock;
 use crate::http::log as access_log;
 use crate::observe::refusal;
 use crate::runtime::SharedRuntime;
+use crate::tls::acme::Challenges;
 use async_trait::async_trait;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::upstreams::peer::HttpPeer;
@@ -36,11 +37,13 @@ pub struct Proxy {
     pub ready: Arc<AtomicBool>,
     /// `Alt-Svc` for TCP responses when the listener also serves HTTP/3.
     pub alt_svc: Option<http::HeaderValue>,
+    /// The ACME HTTP-01 answers this listener gives when plaintext.
+    pub challenges: Arc<Challenges>,
 }
 
 impl Proxy {
     fn admission_request<'a>(
-        &self,
+        &'a self,
         session: &'a Session,
         path_refused: Option<u16>,
     ) -> admission::Request<'a> {
@@ -52,6 +55,7 @@ impl Proxy {
                 .map(|a| a.ip()),
             listener: self.listener,
             tls: self.tls,
+            challenges: (!self.tls).then_some(&*self.challenges),
             refused: guard::refuse(session).or(path_refused),
             header_bytes: limits::header_bytes(session),
         }

@@ -4,7 +4,7 @@
 //! 30 days before expiry, retrying with backoff while the current certificate (or the
 //! placeholder) keeps serving.
 
-pub mod challenge;
+mod challenge;
 mod error;
 mod order;
 mod storage;
@@ -12,6 +12,7 @@ mod storage;
 use crate::config::AcmeConfig;
 use crate::tls::store::{unix_time, CertStore, Certified};
 use async_trait::async_trait;
+pub use challenge::Challenges;
 pub use error::AcmeError;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -37,6 +38,8 @@ pub struct AcmeService {
     store: Arc<CertStore>,
     /// When the stored certificate installed at startup is due for renewal (Unix s).
     stored_due: Option<i64>,
+    /// Where the orders publish their HTTP-01 answers.
+    challenges: Arc<Challenges>,
 }
 
 impl AcmeService {
@@ -47,6 +50,7 @@ impl AcmeService {
         listener: &str,
         config: &AcmeConfig,
         store: &Arc<CertStore>,
+        challenges: Arc<Challenges>,
     ) -> Result<AcmeService, AcmeError> {
         let storage = storage::Storage::new(&config.storage, &config.domains);
         let domains = config.domains.join(", ");
@@ -83,6 +87,7 @@ impl AcmeService {
             storage,
             store: store.clone(),
             stored_due,
+            challenges,
         })
     }
 
@@ -133,7 +138,7 @@ impl BackgroundService for AcmeService {
             }
             let ordered = tokio::select! {
                 _ = shutdown.changed() => return,
-                r = tokio::time::timeout(ORDER_TIMEOUT, order::obtain(&self.config, &self.storage)) => r,
+                r = tokio::time::timeout(ORDER_TIMEOUT, order::obtain(&self.config, &self.storage, &self.challenges)) => r,
             };
             let installed = ordered
                 .map_err(|_| AcmeError::Timeout(ORDER_TIMEOUT))

@@ -2,7 +2,7 @@
 //! stored), an HTTP-01 answer published per authorization, finalize with a fresh key,
 //! and the issued full chain.
 
-use super::challenge;
+use super::challenge::Challenges;
 use super::error::AcmeError;
 use super::storage::Storage;
 use crate::config::AcmeConfig;
@@ -21,7 +21,11 @@ pub struct Issued {
 }
 
 /// Runs a whole order; the error says which step failed and the CA's problem detail.
-pub async fn obtain(cfg: &AcmeConfig, storage: &Storage) -> Result<Issued, AcmeError> {
+pub async fn obtain(
+    cfg: &AcmeConfig,
+    storage: &Storage,
+    challenges: &Challenges,
+) -> Result<Issued, AcmeError> {
     let identifiers: Vec<Identifier> = cfg
         .domains
         .iter()
@@ -45,7 +49,7 @@ pub async fn obtain(cfg: &AcmeConfig, storage: &Storage) -> Result<Issued, AcmeE
         }
         Err(e) => return Err(AcmeError::ca("new order")(e)),
     };
-    let mut published = Published(Vec::new());
+    let mut published = Published(challenges, Vec::new());
     let mut authorizations = order.authorizations();
     while let Some(next) = authorizations.next().await {
         let mut authz = next.map_err(AcmeError::ca("authorization"))?;
@@ -63,8 +67,8 @@ pub async fn obtain(cfg: &AcmeConfig, storage: &Storage) -> Result<Issued, AcmeE
         let mut challenge = authz
             .challenge(ChallengeType::Http01)
             .ok_or_else(|| AcmeError::NoHttp01(domain.clone()))?;
-        challenge::publish(&challenge.token, challenge.key_authorization().as_str());
-        published.0.push(challenge.token.clone());
+        challenges.publish(&challenge.token, challenge.key_authorization().as_str());
+        published.1.push(challenge.token.clone());
         challenge
             .set_ready()
             .await
@@ -186,12 +190,12 @@ async fn invalid_reason(order: &mut instant_acme::Order) -> String {
 }
 
 /// Withdraws the published HTTP-01 answers when the order ends, however it ends.
-struct Published(Vec<String>);
+struct Published<'a>(&'a Challenges, Vec<String>);
 
-impl Drop for Published {
+impl Drop for Published<'_> {
     fn drop(&mut self) {
-        for token in &self.0 {
-            challenge::withdraw(token);
+        for token in &self.1 {
+            self.0.withdraw(token);
         }
     }
 }

@@ -7,6 +7,7 @@ use crate::config::RateLimitConfig;
 use crate::config::{
     Config, HeaderEdits, HealthKind, ListenerConfig, ListenerLimits, PoolConfig, TcpProtocol,
 };
+use crate::limits::cluster::Cluster;
 use crate::limits::rate::RateLimiter;
 use crate::limits::Acl;
 use crate::observe::access_log::AccessLog;
@@ -124,6 +125,12 @@ pub struct Runtime {
     pub listeners: Vec<ListenerInfo>,
     /// What the process was started with and only an upgrade changes.
     pub process: Arc<ProcessConfig>,
+    /// The Redis link of `cluster.redis`, made with the first runtime and kept by every
+    /// reload (its URL is process configuration).
+    pub cluster: Option<Arc<Cluster>>,
+    /// The cache storage, made with the first configuration that has `cache` and kept
+    /// by every reload after it (the admin purge works on it).
+    pub cache_store: Option<&'static crate::cache::Store>,
     pub trusted_proxies: Vec<IpNet>,
     /// `server.deny`: refused on every HTTP listener and tcp_service before routing.
     pub deny: Acl,
@@ -160,10 +167,20 @@ impl Runtime {
             || Arc::new(ProcessConfig::of(config)),
             |old| old.process.clone(),
         );
+        let cluster = previous.map_or_else(
+            || {
+                config
+                    .cluster
+                    .as_ref()
+                    .map(|c| Cluster::new(&c.redis, c.timeout))
+            },
+            |old| old.cluster.clone(),
+        );
         let listener_index = |name: &str| process.listener_index(name);
         let pool_index = |name: &str| config.pools.iter().position(|p| p.name == name);
-        // Made once per process: a reload keeps every stored object.
-        let store = crate::cache::store_for(config.cache.as_ref());
+        let cache_store =
+            crate::cache::open_store(previous.and_then(|o| o.cache_store), config.cache.as_ref());
+        let store = config.cache.as_ref().and(cache_store);
         let routes =
             config
                 .routes
@@ -185,7 +202,7 @@ impl Runtime {
                             .and_then(|old| old.routes.iter().find(|o| o.name == r.name))
                             .and_then(|o| o.rate_limit.clone())
                             .filter(|l| same_limit(&l.config, c))
-                            .unwrap_or_else(|| Arc::new(RateLimiter::new(c)))
+                            .unwrap_or_else(|| Arc::new(RateLimiter::new(c, cluster.as_ref())))
                     }),
                     mirror: r.traffic.mirror.as_ref().and_then(|m| {
                         Some(RouteMirror::new(&r.name, pool_index(&m.pool)?, m.percent))
@@ -281,6 +298,8 @@ impl Runtime {
                     .map(Arc::new)
             }),
             process,
+            cluster,
+            cache_store,
         }
     }
 }

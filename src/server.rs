@@ -2,6 +2,7 @@
 //! one proxy service per listener, then run (SPEC §1, §2).
 
 use crate::admin::api::Api;
+use crate::admin::cache_sync::CacheSync;
 use crate::admin::sync::AdminSync;
 use crate::admin::AdminApp;
 use crate::cli::Cli;
@@ -10,7 +11,6 @@ use crate::edge::app::Side;
 use crate::edge::{fd_budget, EarlyGate, EdgeApp, Gate, PreTlsHeader};
 use crate::http::limits;
 use crate::http::proxy::Proxy;
-use crate::limits::cluster::{Cluster, CLUSTER};
 use crate::observe::process_log;
 use crate::ops::reload::{on_sighup, on_sigusr1, Reloader};
 use crate::ops::shutdown::Signals;
@@ -196,6 +196,13 @@ fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), StartError> {
         state.clone(),
         cert_stores,
     );
+    // Its own two Redis connections, only for a process that caches.
+    let mut purges = None;
+    if let (Some(cluster), Some(_)) = (&config.cluster, &config.cache) {
+        let (sync, queue) = CacheSync::new(&cluster.redis, runtime.clone());
+        server.add_service(background_service("cache purge sync", UntilShutdown(sync)));
+        purges = Some(queue);
+    }
     if let Some(admin) = &config.admin {
         let api = Api {
             runtime: runtime.clone(),
@@ -204,6 +211,7 @@ fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), StartError> {
             ready: ready.clone(),
             guard: Default::default(),
             rollouts: Default::default(),
+            purges,
         };
         let mut service = Service::new("admin".to_string(), HttpServer::new_app(AdminApp(api)));
         service.add_tcp(&admin.listen.to_string());
@@ -221,12 +229,12 @@ fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), StartError> {
         server.add_service(service);
     }
     if let Some(cluster) = &config.cluster {
-        let link = Cluster::new(&cluster.redis, cluster.timeout);
-        let _ = CLUSTER.set(link.clone());
-        server.add_service(background_service(
-            "cluster link",
-            UntilShutdown(ClusterLink(link)),
-        ));
+        if let Some(link) = runtime.load().cluster.clone() {
+            server.add_service(background_service(
+                "cluster link",
+                UntilShutdown(ClusterLink(link)),
+            ));
+        }
         server.add_service(background_service(
             "admin sync",
             UntilShutdown(AdminSync::new(
@@ -236,13 +244,6 @@ fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), StartError> {
                 reloaded.clone(),
             )),
         ));
-        // Its own two Redis connections, only for a process that caches.
-        if config.cache.is_some() {
-            server.add_service(background_service(
-                "cache purge sync",
-                UntilShutdown(crate::admin::cache_sync::CacheSync::new(&cluster.redis)),
-            ));
-        }
     }
     server.add_service(background_service(
         "pool tasks",

@@ -55,6 +55,8 @@ pub struct Api {
     pub guard: Guard,
     /// Each pool's latest rollout (SPEC §13).
     pub rollouts: Arc<super::rollout::Rollouts>,
+    /// With `cluster.redis` and `cache`: purges made here go to the other instances.
+    pub purges: Option<super::cache_sync::PurgeQueue>,
 }
 
 /// One parsed request.
@@ -179,7 +181,10 @@ impl Api {
             }
             ["pools", name, "rollout"] if m == Method::GET => self.rollout_progress(name),
             ["pools", name, "rollout"] if m == Method::DELETE => self.stop_rollout(name),
-            ["cache"] if m == Method::DELETE => super::cache_api::purge(r.query),
+            ["cache"] if m == Method::DELETE => {
+                let store = self.runtime.load().cache_store;
+                super::cache_api::purge(r.query, store, self.purges.as_ref())
+            }
             ["reload"] if m == Method::POST => match self.reloader.reload() {
                 Ok(()) => json_reply(StatusCode::OK, json!({"status": "ok"})),
                 Err(errors) => json_reply(

@@ -3,7 +3,8 @@
 //! the purge to `cache_sync` for the other instances.
 
 use super::api::{bad_field, error, json_reply, Reply};
-use super::cache_sync::{self, Purge};
+use super::cache_sync::{Purge, PurgeQueue};
+use crate::cache::Store;
 use http::StatusCode;
 use serde_json::json;
 
@@ -54,17 +55,19 @@ pub fn parse(query: Option<&str>) -> Result<Purge, Reply> {
     }
 }
 
-/// Runs the purge here and publishes it.
-pub fn purge(query: Option<&str>) -> Reply {
+/// Runs the purge on `store` and publishes it through `queue` (with `cluster.redis`).
+pub fn purge(query: Option<&str>, store: Option<&Store>, queue: Option<&PurgeQueue>) -> Reply {
     let purge = match parse(query) {
         Ok(p) => p,
         Err(reply) => return reply,
     };
-    let Some(store) = crate::cache::store() else {
+    let Some(store) = store else {
         return error(StatusCode::NOT_FOUND, "no cache is configured");
     };
     let purged = purge.apply(store);
-    cache_sync::publish(purge);
+    if let Some(queue) = queue {
+        queue.publish(purge);
+    }
     json_reply(StatusCode::OK, json!({ "purged": purged }))
 }
 

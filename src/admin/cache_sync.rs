@@ -8,8 +8,8 @@
 
 use super::redis_link::{bounded, Link, Presence, Session, SyncError};
 use crate::cache::Store;
+use crate::runtime::SharedRuntime;
 use async_trait::async_trait;
-use once_cell::sync::OnceCell;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Mutex};
 
@@ -83,12 +83,14 @@ impl Message {
     }
 }
 
-static OUTBOX: OnceCell<mpsc::Sender<Purge>> = OnceCell::new();
+/// Where the admin API hands the purges it made to the sync service.
+#[derive(Clone)]
+pub struct PurgeQueue(mpsc::Sender<Purge>);
 
-/// Hands a purge made here to the sync service (nothing happens without one).
-pub fn publish(purge: Purge) {
-    if let Some(tx) = OUTBOX.get() {
-        if tx.try_send(purge).is_err() {
+impl PurgeQueue {
+    /// Queues `purge` for the other instances (dropped, and logged, when full).
+    pub fn publish(&self, purge: Purge) {
+        if self.0.try_send(purge).is_err() {
             log::warn!("cache sync: {QUEUE} purges are waiting for Redis already; this one stays on this instance");
         }
     }
@@ -97,6 +99,8 @@ pub fn publish(purge: Purge) {
 /// The background service (with `cluster.redis` and `cache` at start).
 pub struct CacheSync {
     url: String,
+    /// Whose cache storage the other instances' purges apply to.
+    runtime: SharedRuntime,
     origin: String,
     outbox: Mutex<Outbox>,
 }
@@ -109,17 +113,19 @@ struct Outbox {
 }
 
 impl CacheSync {
-    pub fn new(url: &str) -> CacheSync {
+    /// The service, and the queue the admin API publishes through.
+    pub fn new(url: &str, runtime: SharedRuntime) -> (CacheSync, PurgeQueue) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let _ = OUTBOX.set(tx);
-        CacheSync {
+        let sync = CacheSync {
             url: url.to_string(),
+            runtime,
             origin: fastrand::u64(..).to_string(),
             outbox: Mutex::new(Outbox {
                 queue: rx,
                 pending: None,
             }),
-        }
+        };
+        (sync, PurgeQueue(tx))
     }
 
     fn receive(&self, m: &redis::Msg) {
@@ -137,7 +143,7 @@ impl CacheSync {
             log::warn!("cache sync: ignored a purge message on {CHANNEL} of no known form");
             return;
         };
-        if let Some(store) = crate::cache::store() {
+        if let Some(store) = self.runtime.load().cache_store {
             let n = purge.apply(store);
             log::info!("cache sync: another instance purged {purge:?}; {n} object(s) dropped here");
         }

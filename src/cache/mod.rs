@@ -16,16 +16,22 @@ use std::sync::Mutex;
 use std::time::Duration;
 pub use store::Store;
 
-static STORE: OnceCell<&'static Store> = OnceCell::new();
-
-/// The process's storage, made on the first configuration that has `cache`. It lives as
-/// long as the process, so a reload keeps every object; new `cache.memory` or
+/// The process's storage: `kept` (the running one) or, on the first configuration that
+/// has `cache`, a new one. It lives as long as the process (Pingora's cache wants
+/// `'static` storage), so a reload keeps every object; new `cache.memory` or
 /// `cache.max_object` values take effect at the next start or upgrade.
-pub fn store_for(config: Option<&CacheConfig>) -> Option<&'static Store> {
-    let config = config?;
+pub fn open_store(
+    kept: Option<&'static Store>,
+    config: Option<&CacheConfig>,
+) -> Option<&'static Store> {
+    let Some(config) = config else {
+        return kept;
+    };
     let memory = usize::try_from(config.memory).unwrap_or(usize::MAX);
     let max_object = usize::try_from(config.max_object).unwrap_or(usize::MAX);
-    let store = *STORE.get_or_init(|| Box::leak(Box::new(Store::new(memory, max_object))));
+    let Some(store) = kept else {
+        return Some(Box::leak(Box::new(Store::new(memory, max_object))));
+    };
     if store.memory != memory || store.max_object != max_object {
         log::warn!(
             "cache.memory / cache.max_object changed; the running cache keeps {} / {} bytes until the next start or upgrade",
@@ -34,11 +40,6 @@ pub fn store_for(config: Option<&CacheConfig>) -> Option<&'static Store> {
         );
     }
     Some(store)
-}
-
-/// The running storage, if any configuration had `cache` (the admin purge uses it).
-pub fn store() -> Option<&'static Store> {
-    STORE.get().copied()
 }
 
 /// One lock table per `lock_timeout` value, shared by every route and reload with it:

@@ -9,7 +9,6 @@
 
 use crate::config::{RateLimitAlgorithm, RateLimitConfig};
 use arc_swap::ArcSwapOption;
-use once_cell::sync::OnceCell;
 use redis::aio::ConnectionManager;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -120,10 +119,6 @@ pub struct Cluster {
     degraded: AtomicBool,
     sequence: AtomicU64,
 }
-
-/// Set at startup when `cluster.redis` is configured (one Redis per process; a changed
-/// URL needs a restart or upgrade).
-pub static CLUSTER: OnceCell<Arc<Cluster>> = OnceCell::new();
 
 impl Cluster {
     pub fn new(url: &str, timeout: Duration) -> Arc<Self> {

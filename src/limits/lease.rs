@@ -227,25 +227,27 @@ impl Share {
     }
 }
 
-/// The leases of one cluster-scope limit, per key.
-#[derive(Default)]
+/// The leases of one cluster-scope limit, per key, from the process's Redis link.
 pub struct Shares {
     map: DashMap<Key, Arc<Share>>,
+    cluster: Arc<Cluster>,
 }
 
 /// A request's first look: decided at once, or the step that needs Redis.
 type FirstLook = Result<Option<Result<(), u64>>, (Arc<Share>, Step)>;
 
 impl Shares {
+    pub fn new(cluster: Arc<Cluster>) -> Self {
+        Shares {
+            map: DashMap::new(),
+            cluster,
+        }
+    }
+
     /// `Some(Ok)` admitted, `Some(Err(seconds))` refused, `None`: Redis could not decide
     /// and the local limiter applies.
-    pub async fn check(
-        &self,
-        cluster: &'static Cluster,
-        limit: Limit,
-        route: &str,
-        key: &Key,
-    ) -> Option<Result<(), u64>> {
+    pub async fn check(&self, limit: Limit, route: &str, key: &Key) -> Option<Result<(), u64>> {
+        let cluster = &self.cluster;
         let cap = cap(limit.rate);
         let first = match self.map.get(key) {
             Some(share) => look(&share, cluster, limit, cap),
@@ -277,7 +279,7 @@ impl Shares {
     }
 
     /// Gives idle token-bucket leases back to Redis and forgets idle keys (once a second).
-    pub fn sweep(&self, cluster: Option<&'static Cluster>, limit: Limit) {
+    pub fn sweep(&self, limit: Limit) {
         let now = Instant::now();
         let runtime = tokio::runtime::Handle::try_current().ok();
         self.map.retain(|_, share| {
@@ -286,8 +288,8 @@ impl Shares {
                 return false;
             };
             if back > 0 {
-                if let (Some(cluster), Some(rt)) = (cluster, &runtime) {
-                    let share = share.clone();
+                if let Some(rt) = &runtime {
+                    let (cluster, share) = (self.cluster.clone(), share.clone());
                     rt.spawn(async move { cluster.give_back(&share.redis_key, limit, back).await });
                 }
             }
@@ -298,7 +300,7 @@ impl Shares {
 }
 
 /// The first step of a request under the key's lock; what needs no wait is done here.
-fn look(share: &Arc<Share>, cluster: &'static Cluster, limit: Limit, cap: u32) -> FirstLook {
+fn look(share: &Arc<Share>, cluster: &Arc<Cluster>, limit: Limit, cap: u32) -> FirstLook {
     let Some(mut state) = share.lock() else {
         return Ok(None);
     };
@@ -319,7 +321,7 @@ fn look(share: &Arc<Share>, cluster: &'static Cluster, limit: Limit, cap: u32) -
 
 /// Asks or waits for the answer to an ask, then looks again, up to `MAX_ROUNDS` times.
 async fn settle(
-    cluster: &'static Cluster,
+    cluster: &Arc<Cluster>,
     limit: Limit,
     share: Arc<Share>,
     cap: u32,
@@ -370,7 +372,8 @@ fn decision(grant: Grant) -> Result<(), u64> {
 
 /// Asks Redis for `n` tokens in a task of its own (a request that goes away does not
 /// leave the key "asking"), then wakes the key's waiters.
-fn spawn_ask(cluster: &'static Cluster, limit: Limit, share: Arc<Share>, n: u32) {
+fn spawn_ask(cluster: &Arc<Cluster>, limit: Limit, share: Arc<Share>, n: u32) {
+    let cluster = cluster.clone();
     tokio::spawn(async move {
         let sent = Instant::now();
         let grant = cluster.lease(&share.redis_key, limit, n).await;

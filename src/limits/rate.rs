@@ -9,7 +9,7 @@
 //! and every token-bucket key (governor's store cannot be queried), share one overflow
 //! bucket until idle keys are dropped.
 
-use super::cluster::{Limit, CLUSTER};
+use super::cluster::{Cluster, Limit};
 use super::lease::Shares;
 use crate::config::{RateLimitAlgorithm, RateLimitConfig, RateLimitKey, Scope};
 use dashmap::DashMap;
@@ -19,7 +19,7 @@ use std::collections::VecDeque;
 use std::hash::Hash;
 use std::net::IpAddr;
 use std::num::NonZeroU32;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Distinct keys kept per route before new keys share the overflow bucket.
@@ -72,7 +72,9 @@ pub struct RateLimiter {
 const WINDOW: Duration = Duration::from_secs(1);
 
 impl RateLimiter {
-    pub fn new(c: &RateLimitConfig) -> Self {
+    /// `cluster`: the process's Redis link (`cluster.redis`); without one a `scope:
+    /// cluster` limit is counted here only.
+    pub fn new(c: &RateLimitConfig, cluster: Option<&Arc<Cluster>>) -> Self {
         let rate = NonZeroU32::new(c.rate).unwrap_or(NonZeroU32::MIN);
         let algorithm = match c.algorithm {
             RateLimitAlgorithm::TokenBucket => {
@@ -89,7 +91,9 @@ impl RateLimiter {
         RateLimiter {
             config: c.clone(),
             algorithm,
-            shares: (c.scope == Scope::Cluster).then(Shares::default),
+            shares: cluster
+                .filter(|_| c.scope == Scope::Cluster)
+                .map(|link| Shares::new(link.clone())),
         }
     }
 
@@ -105,9 +109,9 @@ impl RateLimiter {
     /// for more when it runs low) and falls back to the local limiter when Redis cannot
     /// decide.
     pub async fn check(&self, route: &str, key: Key) -> Result<(), u64> {
-        if let (Some(shares), Some(cluster)) = (&self.shares, CLUSTER.get()) {
+        if let Some(shares) = &self.shares {
             let limit = Limit::from(&self.config);
-            if let Some(answer) = shares.check(cluster, limit, route, &key).await {
+            if let Some(answer) = shares.check(limit, route, &key).await {
                 return answer;
             }
         }
@@ -164,7 +168,7 @@ impl RateLimiter {
     /// (called once a second).
     pub fn forget_idle(&self) {
         if let Some(shares) = &self.shares {
-            shares.sweep(CLUSTER.get().map(|c| &**c), Limit::from(&self.config));
+            shares.sweep(Limit::from(&self.config));
         }
         match &self.algorithm {
             Algorithm::Token(l) => {
@@ -207,13 +211,16 @@ mod tests {
     use super::*;
 
     fn limiter(rate: u32, burst: u32, algorithm: RateLimitAlgorithm) -> RateLimiter {
-        RateLimiter::new(&RateLimitConfig {
-            rate,
-            burst,
-            key: RateLimitKey::ClientIp,
-            algorithm,
-            scope: Scope::Local,
-        })
+        RateLimiter::new(
+            &RateLimitConfig {
+                rate,
+                burst,
+                key: RateLimitKey::ClientIp,
+                algorithm,
+                scope: Scope::Local,
+            },
+            None,
+        )
     }
 
     fn ip(n: u8) -> Key {

@@ -13,7 +13,7 @@ use crate::http::limits;
 use crate::http::proxy::Proxy;
 use crate::observe::process_log;
 use crate::ops::reload::{on_sighup, on_sigusr1, Reloader};
-use crate::ops::shutdown::Signals;
+use crate::ops::shutdown::{Signals, WorkCount};
 use crate::ops::tasks::{ClusterLink, LimiterJanitor, PoolTasks, UntilShutdown};
 use crate::quic::QuicListener;
 use crate::runtime::{self, Runtime, SharedRuntime};
@@ -152,8 +152,17 @@ fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), StartError> {
     let ready = Arc::new(AtomicBool::new(true));
     let mut cert_stores = Vec::new();
     let challenges = Arc::new(Challenges::default());
+    let work = WorkCount::default();
     for (index, listener) in config.listeners.iter().enumerate() {
-        let store = add_listener(&mut server, index, listener, &runtime, &ready, &challenges)?;
+        let store = add_listener(
+            &mut server,
+            index,
+            listener,
+            &runtime,
+            &ready,
+            &challenges,
+            &work,
+        )?;
         if let Some(store) = store {
             if let Some(acme) = listener.tls.as_ref().and_then(|t| t.acme.as_ref()) {
                 let service =
@@ -174,6 +183,7 @@ fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), StartError> {
             inner: Arc::new(TcpProxy {
                 service: t.name.clone(),
                 runtime: runtime.clone(),
+                work: work.clone(),
             }),
             header_before_tls: false,
         };
@@ -271,6 +281,7 @@ fn serve(cli: &Cli, path: &Path, config: Config) -> Result<(), StartError> {
     server.run(RunArgs {
         shutdown_signal: Box::new(Signals {
             ready,
+            work,
             shutdown_timeout: config.server.shutdown_timeout,
         }),
     });
@@ -314,6 +325,7 @@ fn add_listener(
     runtime: &SharedRuntime,
     ready: &Arc<AtomicBool>,
     challenges: &Arc<Challenges>,
+    work: &WorkCount,
 ) -> Result<Option<Arc<CertStore>>, StartError> {
     let proxy = Proxy {
         listener: index,
@@ -322,6 +334,7 @@ fn add_listener(
         ready: ready.clone(),
         alt_svc: l.http3.then(|| crate::quic::alt_svc(l.listen.port())),
         challenges: challenges.clone(),
+        work: work.clone(),
     };
     let mut http = HttpProxy::new(proxy, server.configuration.clone());
     http.handle_init_modules();

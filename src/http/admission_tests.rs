@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::config::parse_str;
+use crate::ops::shutdown::WorkCount;
 use crate::state::store::StateStore;
 
 const YAML: &str = "
@@ -53,7 +54,7 @@ fn run(
     tls: bool,
     refused: Option<u16>,
 ) -> (Verdict, RequestCtx) {
-    let mut ctx = RequestCtx::new();
+    let mut ctx = RequestCtx::new(WorkCount::default().start());
     let req = Request {
         header,
         peer: Some(IpAddr::from(peer)),
@@ -121,7 +122,7 @@ fn a_pending_acme_token_is_answered_before_deny_and_routing() {
     let challenges = Challenges::default();
     challenges.publish("tok", "tok.thumb");
     let h = header("/.well-known/acme-challenge/tok", "unrouted.test", &[]);
-    let mut ctx = RequestCtx::new();
+    let mut ctx = RequestCtx::new(WorkCount::default().start());
     let req = Request {
         header: &h,
         // A denied client: the CA connects from anywhere.
@@ -206,7 +207,7 @@ fn redirect_https_on_plain_http_and_404_without_a_pool_on_tls() {
 
 fn normalized(target: &str) -> (Option<u16>, RequestHeader, RequestCtx) {
     let mut h = header(target, "app.example.com", &[]);
-    let mut ctx = RequestCtx::new();
+    let mut ctx = RequestCtx::new(WorkCount::default().start());
     (normalize_target(&mut h, &mut ctx), h, ctx)
 }
 

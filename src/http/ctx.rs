@@ -39,9 +39,10 @@ pub struct RequestCtx {
 }
 
 impl RequestCtx {
-    pub fn new() -> Self {
+    /// A request's state; `work` keeps graceful shutdown waiting for it.
+    pub fn new(work: Work) -> Self {
         RequestCtx {
-            _work: Work::start(),
+            _work: work,
             start: Instant::now(),
             runtime: None,
             request_id: String::new(),
@@ -126,10 +127,4 @@ impl RequestCtx {
 
 fn pool_in(runtime: &Option<Arc<Runtime>>, pool: Option<usize>) -> Option<&Arc<crate::pool::Pool>> {
     runtime.as_ref()?.pools.get(pool?)
-}
-
-impl Default for RequestCtx {
-    fn default() -> Self {
-        Self::new()
-    }
 }

@@ -16,6 +16,7 @@ use super::wait;
 use crate::edge::header_clock;
 use crate::http::log as access_log;
 use crate::observe::refusal;
+use crate::ops::shutdown::WorkCount;
 use crate::runtime::SharedRuntime;
 use crate::tls::acme::Challenges;
 use async_trait::async_trait;
@@ -39,6 +40,8 @@ pub struct Proxy {
     pub alt_svc: Option<http::HeaderValue>,
     /// The ACME HTTP-01 answers this listener gives when plaintext.
     pub challenges: Arc<Challenges>,
+    /// Requests in flight (SIGTERM waits for them).
+    pub work: WorkCount,
 }
 
 impl Proxy {
@@ -67,7 +70,7 @@ impl ProxyHttp for Proxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::new()
+        RequestCtx::new(self.work.start())
     }
 
     async fn early_request_filter(

@@ -12,31 +12,35 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::signal::unix::{signal, SignalKind};
 
-/// HTTP requests and TCP sessions in progress.
-static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
+/// How many HTTP requests and TCP sessions are in progress: the listeners count them,
+/// SIGTERM waits for them. One per process, made by the server wiring.
+#[derive(Clone, Default)]
+pub struct WorkCount(Arc<AtomicUsize>);
 
-fn requests_in_flight() -> usize {
-    IN_FLIGHT.load(Ordering::Relaxed)
-}
+impl WorkCount {
+    /// Counts one request or session until the `Work` is dropped.
+    pub fn start(&self) -> Work {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        Work(self.0.clone())
+    }
 
-/// Counts one request or session as in flight until dropped.
-pub struct Work(());
-
-impl Work {
-    pub fn start() -> Self {
-        IN_FLIGHT.fetch_add(1, Ordering::Relaxed);
-        Work(())
+    fn current(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
     }
 }
 
+/// One request or session in flight.
+pub struct Work(Arc<AtomicUsize>);
+
 impl Drop for Work {
     fn drop(&mut self) {
-        IN_FLIGHT.fetch_sub(1, Ordering::Relaxed);
+        self.0.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
 pub struct Signals {
     pub ready: Arc<AtomicBool>,
+    pub work: WorkCount,
     pub shutdown_timeout: Duration,
 }
 
@@ -60,7 +64,7 @@ impl ShutdownSignalWatch for Signals {
             _ = term.recv() => {
                 self.ready.store(false, Ordering::Relaxed);
                 log::info!("SIGTERM: stopping; waiting up to {:?} for in-flight requests", self.shutdown_timeout);
-                exit_when_idle(self.shutdown_timeout);
+                exit_when_idle(self.work.clone(), self.shutdown_timeout);
                 ShutdownSignal::GracefulTerminate
             }
             _ = int.recv() => ShutdownSignal::FastShutdown,
@@ -70,16 +74,16 @@ impl ShutdownSignalWatch for Signals {
 
 /// Exits 0 once nothing is in flight (after a short settle, so requests already
 /// accepted get counted) or when `limit` has passed.
-fn exit_when_idle(limit: Duration) {
+fn exit_when_idle(work: WorkCount, limit: Duration) {
     let spawned = std::thread::Builder::new()
         .name("shutdown".into())
         .spawn(move || {
             let start = Instant::now();
             std::thread::sleep(Duration::from_millis(200));
-            while requests_in_flight() > 0 && start.elapsed() < limit {
+            while work.current() > 0 && start.elapsed() < limit {
                 std::thread::sleep(Duration::from_millis(20));
             }
-            let left = requests_in_flight();
+            let left = work.current();
             if left > 0 {
                 log::warn!("shutdown_timeout reached with {left} request(s) still in flight");
             }

@@ -7,6 +7,7 @@
 pub mod copy;
 pub mod session;
 
+use crate::ops::shutdown::WorkCount;
 use crate::runtime::SharedRuntime;
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
@@ -18,6 +19,8 @@ pub struct TcpProxy {
     /// The tcp_service's name (its listener is fixed until an upgrade).
     pub service: String,
     pub runtime: SharedRuntime,
+    /// Sessions in flight (SIGTERM waits for them).
+    pub work: WorkCount,
 }
 
 /// A tcp_service has no HTTP/1 requests: the default (Pingora's loop) is never reached.
@@ -31,7 +34,7 @@ impl ServerApp for TcpProxy {
         _shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         // The session keeps the runtime (and pool membership) it started with.
-        session::run(self.runtime.load_full(), &self.service, io).await;
+        session::run(self.runtime.load_full(), &self.service, &self.work, io).await;
         None
     }
 }

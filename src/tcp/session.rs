@@ -8,7 +8,7 @@ use crate::edge::app::client_ip;
 use crate::net::ip_key;
 use crate::observe::access_log::{millis, timestamp};
 use crate::observe::refusal::{self, Reason};
-use crate::ops::shutdown::Work;
+use crate::ops::shutdown::WorkCount;
 use crate::pool::proxy_out;
 use crate::pool::{Claim, Members, Pool};
 use crate::runtime::{Runtime, TcpService};
@@ -34,8 +34,8 @@ struct TcpEntry<'a> {
     bytes_tx: u64,
 }
 
-/// Serves the connection `io` for the tcp_service `service` of `rt`.
-pub async fn run(rt: Arc<Runtime>, service: &str, io: Stream) {
+/// Serves the connection `io` for the tcp_service `service` of `rt`, counted in `work`.
+pub async fn run(rt: Arc<Runtime>, service: &str, work: &WorkCount, io: Stream) {
     let start = Instant::now();
     let Some(svc) = rt.tcp_services.iter().find(|s| s.name == service) else {
         return;
@@ -50,7 +50,7 @@ pub async fn run(rt: Arc<Runtime>, service: &str, io: Stream) {
         );
         return;
     }
-    let _work = Work::start();
+    let _work = work.start();
     let Some(pool) = rt.pools.get(svc.pool) else {
         return;
     };

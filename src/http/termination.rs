@@ -61,6 +61,12 @@ pub fn code(e: Option<&Error>, attempts: &Attempts, status: u16) -> &'static str
 mod tests {
     use super::*;
 
+    enum Side {
+        Up,
+        Down,
+    }
+    use Side::*;
+
     fn attempted(status: Option<u16>) -> Attempts {
         let mut a = Attempts::default();
         a.start();
@@ -81,40 +87,22 @@ mod tests {
         );
         assert_eq!(code(None, &none, 403), "PR");
         assert_eq!(code(None, &none, 429), "PR");
-        let up = |t| Error::new_up(t);
+        // (error, side, response header from the backend, status, code)
+        for (error, side, header, status, want) in [
+            (ErrorType::ConnectRefused, Up, None, 502, "SC"),
+            (ErrorType::ReadTimedout, Up, None, 504, "SH"),
+            (ErrorType::ReadTimedout, Up, Some(200), 200, "SD"),
+            (ErrorType::ConnectionClosed, Up, Some(200), 200, "SD"),
+            (ErrorType::ConnectionClosed, Down, None, 0, "CD"),
+        ] {
+            let e = match side {
+                Up => Error::new_up(error),
+                Down => Error::new_down(error),
+            };
+            let got = code(Some(&e), &attempted(header), status);
+            assert_eq!(got, want, "{e} with {header:?}, {status}");
+        }
         let down = |t| Error::new_down(t);
-        assert_eq!(
-            code(Some(&up(ErrorType::ConnectRefused)), &attempted(None), 502),
-            "SC"
-        );
-        assert_eq!(
-            code(Some(&up(ErrorType::ReadTimedout)), &attempted(None), 504),
-            "SH"
-        );
-        assert_eq!(
-            code(
-                Some(&up(ErrorType::ReadTimedout)),
-                &attempted(Some(200)),
-                200
-            ),
-            "SD"
-        );
-        assert_eq!(
-            code(
-                Some(&up(ErrorType::ConnectionClosed)),
-                &attempted(Some(200)),
-                200
-            ),
-            "SD"
-        );
-        assert_eq!(
-            code(
-                Some(&down(ErrorType::ConnectionClosed)),
-                &attempted(None),
-                0
-            ),
-            "CD"
-        );
         assert_eq!(code(Some(&down(ErrorType::ReadTimedout)), &none, 408), "CT");
         let status = |s| Error::new(ErrorType::HTTPStatus(s));
         assert_eq!(code(Some(&status(413)), &none, 413), "PR");

@@ -109,37 +109,19 @@ pub fn unchanged_providers(
     old: &crate::config::DiscoveryConfig,
     new: &crate::config::DiscoveryConfig,
 ) -> Vec<Source> {
-    let mut same = Vec::new();
-    let mut keep = |source, old_set: bool, new_set: bool, equal: bool| {
-        if old_set && new_set && equal {
-            same.push(source);
-        }
-    };
-    keep(
-        Source::Dns,
-        old.dns.is_some(),
-        new.dns.is_some(),
-        old.dns == new.dns,
-    );
-    keep(
-        Source::DnsSrv,
-        old.dns_srv.is_some(),
-        new.dns_srv.is_some(),
-        old.dns_srv == new.dns_srv,
-    );
-    keep(
-        Source::Docker,
-        old.docker.is_some(),
-        new.docker.is_some(),
-        old.docker == new.docker,
-    );
-    keep(
-        Source::Kubernetes,
-        old.kubernetes.is_some(),
-        new.kubernetes.is_some(),
-        old.kubernetes == new.kubernetes,
-    );
-    same
+    /// Set in both, and set the same way.
+    fn kept<T: PartialEq>(old: &Option<T>, new: &Option<T>) -> bool {
+        old.is_some() && old == new
+    }
+    [
+        (Source::Dns, kept(&old.dns, &new.dns)),
+        (Source::DnsSrv, kept(&old.dns_srv, &new.dns_srv)),
+        (Source::Docker, kept(&old.docker, &new.docker)),
+        (Source::Kubernetes, kept(&old.kubernetes, &new.kubernetes)),
+    ]
+    .into_iter()
+    .filter_map(|(source, same)| same.then_some(source))
+    .collect()
 }
 
 #[cfg(test)]

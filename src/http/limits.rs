@@ -5,6 +5,7 @@
 use crate::config::{ListenerConfig, ListenerLimits};
 use crate::observe::refusal::Reason;
 use pingora::apps::HttpServerOptions;
+use pingora::{Error, ErrorType, Result};
 use pingora_core::protocols::http::server::Session as HttpSession;
 use pingora_core::protocols::http::v2::server::{default_h2_options, H2Options};
 use pingora_proxy::Session;
@@ -100,6 +101,22 @@ impl BodyBudget {
     }
 }
 
+/// Spends `chunk` from the request's body budget, if it has one; 413 once the body has
+/// passed `max_body_bytes`.
+pub fn spend_body(budget: Option<&mut BodyBudget>, chunk: Option<&bytes::Bytes>) -> Result<()> {
+    let within = match (budget, chunk) {
+        (Some(budget), Some(chunk)) => budget.take(chunk.len()),
+        _ => true,
+    };
+    if within {
+        return Ok(());
+    }
+    Err(Error::explain(
+        ErrorType::HTTPStatus(413),
+        "request body passed max_body_bytes",
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -126,6 +143,20 @@ mod tests {
         assert_eq!(body_limit(&l, Some(5)), Some(5));
         assert_eq!(body_limit(&l, Some(0)), None);
         assert_eq!(body_limit(&ListenerLimits::default(), None), None);
+    }
+
+    #[test]
+    fn a_body_past_its_budget_is_413_and_no_budget_is_unlimited() {
+        let chunk = bytes::Bytes::from_static(b"abc");
+        let mut b = BodyBudget::new(5);
+        assert!(spend_body(Some(&mut b), Some(&chunk)).is_ok());
+        let e = spend_body(Some(&mut b), Some(&chunk)).err();
+        assert_eq!(
+            e.map(|e| e.etype().clone()),
+            Some(ErrorType::HTTPStatus(413))
+        );
+        assert!(spend_body(None, Some(&chunk)).is_ok());
+        assert!(spend_body(Some(&mut BodyBudget::new(0)), None).is_ok());
     }
 
     #[test]

@@ -157,17 +157,7 @@ impl ProxyHttp for Proxy {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         mirror::collect(ctx, body.as_ref());
-        let within = match (ctx.body_budget.as_mut(), body.as_ref()) {
-            (Some(budget), Some(chunk)) => budget.take(chunk.len()),
-            _ => true,
-        };
-        if within {
-            return Ok(());
-        }
-        Err(Error::explain(
-            ErrorType::HTTPStatus(413),
-            "request body passed max_body_bytes",
-        ))
+        limits::spend_body(ctx.body_budget.as_mut(), body.as_ref())
     }
 
     async fn upstream_peer(
@@ -306,13 +296,14 @@ impl ProxyHttp for Proxy {
     ) -> FailToProxy {
         let error_code = errors::answer_failure(session, e, ctx).await;
         if let Some(reason) = errors::edge_refusal(e) {
-            let listener = self.runtime.load();
-            let name = listener
-                .listeners
-                .get(self.listener)
-                .map_or("", |l| l.name.as_str());
+            let rt = self.runtime.load();
+            let listener = rt.listeners.get(self.listener).map_or("", |l| &l.name);
             let who = ctx.peer_ip.map(|p| p.to_string()).unwrap_or_default();
-            refusal::http(name, reason, &format_args!("client {who}: {error_code}"));
+            refusal::http(
+                listener,
+                reason,
+                &format_args!("client {who}: {error_code}"),
+            );
         }
         FailToProxy {
             error_code,

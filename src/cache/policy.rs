@@ -190,8 +190,14 @@ mod tests {
         RouteCacheConfig::default()
     }
 
-    fn fresh_for(r: RespCacheable, now: SystemTime) -> Option<Duration> {
-        match r {
+    /// How long `r` is fresh from `now` when stored, or None when it is not stored.
+    fn freshness(
+        r: &ResponseHeader,
+        c: &RouteCacheConfig,
+        authorized: bool,
+        now: SystemTime,
+    ) -> Option<Duration> {
+        match response_cacheable(r, c, authorized, now) {
             RespCacheable::Cacheable(m) => {
                 Some(m.fresh_until().duration_since(now).unwrap_or_default())
             }
@@ -204,12 +210,12 @@ mod tests {
         let now = SystemTime::now();
         let r = resp(200, &[("Cache-Control", "max-age=60")]);
         assert_eq!(
-            fresh_for(response_cacheable(&r, &cfg(), false, now), now),
+            freshness(&r, &cfg(), false, now),
             Some(Duration::from_secs(60))
         );
         let r = resp(200, &[("Cache-Control", "max-age=60, s-maxage=120")]);
         assert_eq!(
-            fresh_for(response_cacheable(&r, &cfg(), false, now), now),
+            freshness(&r, &cfg(), false, now),
             Some(Duration::from_secs(120))
         );
     }
@@ -219,7 +225,7 @@ mod tests {
         let now = SystemTime::now();
         let r = resp(200, &[("Cache-Control", "max-age=60"), ("Age", "20")]);
         assert_eq!(
-            fresh_for(response_cacheable(&r, &cfg(), false, now), now),
+            freshness(&r, &cfg(), false, now),
             Some(Duration::from_secs(40))
         );
     }
@@ -237,10 +243,7 @@ mod tests {
             if h.0 != "Cache-Control" {
                 r.append_header("Cache-Control", "max-age=60").unwrap();
             }
-            assert!(
-                fresh_for(response_cacheable(&r, &cfg(), false, now), now).is_none(),
-                "{h:?}"
-            );
+            assert!(freshness(&r, &cfg(), false, now).is_none(), "{h:?}");
         }
     }
 
@@ -248,19 +251,16 @@ mod tests {
     fn default_ttl_applies_only_without_freshness_and_max_ttl_caps() {
         let now = SystemTime::now();
         let r = resp(200, &[]);
-        assert!(fresh_for(response_cacheable(&r, &cfg(), false, now), now).is_none());
+        assert!(freshness(&r, &cfg(), false, now).is_none());
         let c = RouteCacheConfig {
             default_ttl: Duration::from_secs(30),
             max_ttl: Duration::from_secs(100),
             ..cfg()
         };
-        assert_eq!(
-            fresh_for(response_cacheable(&r, &c, false, now), now),
-            Some(Duration::from_secs(30))
-        );
+        assert_eq!(freshness(&r, &c, false, now), Some(Duration::from_secs(30)));
         let long = resp(200, &[("Cache-Control", "max-age=86400")]);
         assert_eq!(
-            fresh_for(response_cacheable(&long, &c, false, now), now),
+            freshness(&long, &c, false, now),
             Some(Duration::from_secs(100))
         );
     }
@@ -270,7 +270,7 @@ mod tests {
         let now = SystemTime::now();
         let when = httpdate::fmt_http_date(now + Duration::from_secs(300));
         let r = resp(200, &[("Expires", when.as_str())]);
-        let got = fresh_for(response_cacheable(&r, &cfg(), false, now), now).unwrap();
+        let got = freshness(&r, &cfg(), false, now).unwrap();
         assert!(got > Duration::from_secs(290) && got <= Duration::from_secs(300));
     }
 
@@ -278,9 +278,9 @@ mod tests {
     fn authorization_needs_public_or_s_maxage() {
         let now = SystemTime::now();
         let plain = resp(200, &[("Cache-Control", "max-age=60")]);
-        assert!(fresh_for(response_cacheable(&plain, &cfg(), true, now), now).is_none());
+        assert!(freshness(&plain, &cfg(), true, now).is_none());
         let public = resp(200, &[("Cache-Control", "public, max-age=60")]);
-        assert!(fresh_for(response_cacheable(&public, &cfg(), true, now), now).is_some());
+        assert!(freshness(&public, &cfg(), true, now).is_some());
         let shared = resp(200, &[("Cache-Control", "s-maxage=60")]);
         assert!(shareable_with_authorization(&shared));
         assert!(!shareable_with_authorization(&plain));
@@ -291,13 +291,10 @@ mod tests {
         let now = SystemTime::now();
         for s in [206, 302, 500, 503] {
             let r = resp(s, &[("Cache-Control", "max-age=60")]);
-            assert!(
-                fresh_for(response_cacheable(&r, &cfg(), false, now), now).is_none(),
-                "{s}"
-            );
+            assert!(freshness(&r, &cfg(), false, now).is_none(), "{s}");
         }
         let r = resp(404, &[("Cache-Control", "max-age=60")]);
-        assert!(fresh_for(response_cacheable(&r, &cfg(), false, now), now).is_some());
+        assert!(freshness(&r, &cfg(), false, now).is_some());
     }
 
     #[test]

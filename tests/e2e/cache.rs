@@ -3,45 +3,56 @@
 //! stale-if-error, coalescing, keys, streaming and `max_object`, against an origin
 //! (`origin`) whose behaviour each test sets and whose requests each test counts.
 //! Purge, sync, reload, metrics and the memory bound are in `cache_ops`.
+use crate::common::config::*;
 use crate::common::*;
 
 pub mod origin;
 
 use origin::{Origin, Resource};
+use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-/// Switchyard in front of `origin` with `top` (extra top-level sections, after the
-/// server) and one route `static` whose `cache:` keys are `route_cache` (each line
-/// indented by 6 spaces; empty = defaults), plus a route `plain` under `/plain` that
-/// does not cache.
+/// Switchyard in front of `origin` with `top` (extra top-level sections, laid over the
+/// test configuration) and one route `static` whose `cache:` keys are `route_cache`
+/// (`{}` = defaults), plus a route `plain` under `/plain` that does not cache.
 pub struct Cached {
     pub sy: Switchyard,
     pub port: u16,
 }
 
-pub fn cached(origin: &Origin, top: &str, route_cache: &str) -> Cached {
+pub fn cached(origin: &Origin, top: Value, route_cache: Value) -> Cached {
     let port = listen_port();
-    let cache_keys = if route_cache.is_empty() {
-        "    cache: {}\n".to_string()
-    } else {
-        format!("    cache:\n{route_cache}")
-    };
-    let yaml = config_yaml(
-        &format!("{TEST_SERVER}{top}"),
-        &listener_yaml("web", port),
-        &pool_yaml("p", "", &[origin.address()]),
-        &format!(
-            "  - name: plain\n    path_prefix: /plain\n    pool: p\n  - name: static\n    pool: p\n{cache_keys}"
+    let routes = json!([
+        { "name": "plain", "path_prefix": "/plain", "pool": "p" },
+        { "name": "static", "pool": "p", "cache": route_cache },
+    ]);
+    let config = with(
+        config_of(
+            json!([listener("web", port)]),
+            json!([pool("p", &[origin.address()])]),
+            routes,
         ),
+        top,
     );
-    let sy = Switchyard::start(&yaml, &[port]);
+    let sy = Switchyard::start_config(&config, &[port]);
     Cached { sy, port }
 }
 
-/// The default storage section.
+/// The default storage section, as YAML text: kept as text because `cache_ops` glues it
+/// into its configurations; this module uses `storage`.
 pub const CACHE: &str = "cache:\n  memory: 64MiB\n  max_object: 8MiB\n";
+
+/// The storage section (64 MiB of memory) with objects up to `max_object`.
+fn storage(max_object: &str) -> Value {
+    json!({ "cache": { "memory": "64MiB", "max_object": max_object } })
+}
+
+/// The default storage section (objects up to 8 MiB).
+fn default_storage() -> Value {
+    storage("8MiB")
+}
 
 pub fn get_h(port: u16, path: &str, headers: &[(&str, &str)]) -> Reply {
     request(port, "GET", path, headers, b"")
@@ -62,7 +73,7 @@ fn a_fresh_response_is_served_from_the_cache_with_age_until_it_expires() {
         "/a",
         Resource::new(&[("Cache-Control", "max-age=1")], "alpha"),
     );
-    let c = cached(&o, CACHE, "");
+    let c = cached(&o, default_storage(), json!({}));
     let first = get(c.port, "/a");
     assert_eq!(
         (first.status, first.body.as_str(), x_cache(&first)),
@@ -108,7 +119,7 @@ fn no_store_private_set_cookie_vary_star_and_no_freshness_are_never_stored() {
         let r = Resource::new(headers, "x");
         o.set(path, if *path == "/error" { r.status(500) } else { r });
     }
-    let c = cached(&o, CACHE, "");
+    let c = cached(&o, default_storage(), json!({}));
     for (path, _) in &cases {
         let a = get(c.port, path);
         let b = get(c.port, path);
@@ -135,7 +146,11 @@ fn expires_and_s_maxage_give_freshness_and_default_and_max_ttl_apply() {
         "/long",
         Resource::new(&[("Cache-Control", "max-age=86400")], "l"),
     );
-    let c = cached(&o, CACHE, "      default_ttl: 60s\n      max_ttl: 1s\n");
+    let c = cached(
+        &o,
+        default_storage(),
+        json!({ "default_ttl": "60s", "max_ttl": "1s" }),
+    );
     for path in ["/expires", "/shared", "/bare", "/long"] {
         assert_eq!(x_cache(&get(c.port, path)), "MISS", "{path}");
         assert_eq!(x_cache(&get(c.port, path)), "HIT", "{path} stored");
@@ -161,7 +176,7 @@ fn vary_keeps_one_entry_per_value_of_the_named_headers() {
             "v",
         ),
     );
-    let c = cached(&o, CACHE, "");
+    let c = cached(&o, default_storage(), json!({}));
     let de = [("Accept-Language", "de")];
     let en = [("Accept-Language", "en")];
     assert_eq!(x_cache(&get_h(c.port, "/v", &de)), "MISS");
@@ -188,7 +203,7 @@ fn authorization_is_answered_from_the_cache_only_by_public_or_s_maxage_responses
         "/pub",
         Resource::new(&[("Cache-Control", "public, max-age=60")], "pub"),
     );
-    let c = cached(&o, CACHE, "");
+    let c = cached(&o, default_storage(), json!({}));
     let auth = [("Authorization", "Bearer t")];
     // Not stored for an authorized request...
     get_h(c.port, "/mine", &auth);
@@ -221,7 +236,7 @@ fn head_is_answered_from_a_get_entry_and_a_head_miss_fills_it() {
         "/h",
         Resource::new(&[("Cache-Control", "max-age=60")], "head first"),
     );
-    let c = cached(&o, CACHE, "");
+    let c = cached(&o, default_storage(), json!({}));
     assert_eq!(get(c.port, "/g").body, "get body");
     let head = request(c.port, "HEAD", "/g", &[], b"");
     assert_eq!(
@@ -256,7 +271,7 @@ fn an_expired_entry_with_an_etag_is_revalidated_and_a_304_refreshes_it() {
             "stored body",
         ),
     );
-    let c = cached(&o, CACHE, "");
+    let c = cached(&o, default_storage(), json!({}));
     assert_eq!(x_cache(&get(c.port, "/e")), "MISS");
     pause(Duration::from_millis(2100));
     let r = get(c.port, "/e");
@@ -286,7 +301,11 @@ fn stale_while_revalidate_serves_the_old_body_while_one_background_refresh_runs(
         "/s",
         Resource::new(&[("Cache-Control", "max-age=1")], "old"),
     );
-    let c = cached(&o, CACHE, "      stale_while_revalidate: 30s\n");
+    let c = cached(
+        &o,
+        default_storage(),
+        json!({ "stale_while_revalidate": "30s" }),
+    );
     assert_eq!(get(c.port, "/s").body, "old");
     pause(Duration::from_millis(2100));
     o.set(
@@ -319,7 +338,7 @@ fn stale_if_error_serves_the_old_body_on_a_5xx_and_with_the_origin_stopped() {
         "/f",
         Resource::new(&[("Cache-Control", "max-age=1")], "kept"),
     );
-    let c = cached(&o, CACHE, "      stale_if_error: 60s\n");
+    let c = cached(&o, default_storage(), json!({ "stale_if_error": "60s" }));
     assert_eq!(get(c.port, "/f").body, "kept");
     pause(Duration::from_millis(2100));
     o.set("/f", Resource::new(&[], "broken").status(503));
@@ -358,7 +377,7 @@ fn fifty_concurrent_misses_make_one_origin_request_and_the_wait_is_logged() {
         Resource::new(&[("Cache-Control", "max-age=60")], "slow body")
             .delay(Duration::from_millis(500)),
     );
-    let c = cached(&o, CACHE, "");
+    let c = cached(&o, default_storage(), json!({}));
     let replies = concurrent_gets(c.port, "/slow", 50);
     for r in &replies {
         assert_eq!((r.status, r.body.as_str()), (200, "slow body"), "{r:?}");
@@ -388,7 +407,7 @@ fn a_failed_fetch_releases_the_waiters_to_fetch_themselves() {
             .status(500)
             .delay(Duration::from_millis(300)),
     );
-    let c = cached(&o, CACHE, "");
+    let c = cached(&o, default_storage(), json!({}));
     let replies = concurrent_gets(c.port, "/fails", 8);
     assert!(replies.iter().all(|r| r.status == 500), "{replies:?}");
     assert_eq!(o.hits("/fails"), 8, "every waiter fetched for itself");
@@ -401,7 +420,7 @@ fn other_methods_bypass_the_cache() {
         "/form",
         Resource::new(&[("Cache-Control", "max-age=60")], "posted"),
     );
-    let c = cached(&o, CACHE, "");
+    let c = cached(&o, default_storage(), json!({}));
     let r = request(c.port, "POST", "/form", &[], b"a=1");
     assert_eq!((r.status, x_cache(&r)), (200, "BYPASS"));
     let r = request(c.port, "POST", "/form", &[], b"a=1");
@@ -420,8 +439,8 @@ fn the_key_holds_the_configured_parts_only() {
     o.set("/k", Resource::new(&[("Cache-Control", "max-age=60")], "k"));
     let c = cached(
         &o,
-        CACHE,
-        "      key: [path, header:X-Tenant, cookie:tier]\n",
+        default_storage(),
+        json!({ "key": ["path", "header:X-Tenant", "cookie:tier"] }),
     );
     let a = [("X-Tenant", "a"), ("Cookie", "x=1; tier=gold")];
     assert_eq!(x_cache(&get_h(c.port, "/k?v=1", &a)), "MISS");
@@ -512,7 +531,7 @@ fn a_large_miss_streams_to_the_client_before_the_origin_finished_and_is_then_sto
             .bytes(body.clone())
             .gated(256 * 1024),
     );
-    let c = cached(&o, CACHE, "");
+    let c = cached(&o, default_storage(), json!({}));
     let (mut s, got) = read_some(c.port, "/big", 1000);
     assert!(got.len() > 1000, "the first bytes arrived");
     assert_eq!(
@@ -546,7 +565,7 @@ fn an_object_over_max_object_passes_through_uncached() {
             .gated(1024),
     );
     o.open_gate();
-    let c = cached(&o, "cache:\n  memory: 64MiB\n  max_object: 1MiB\n", "");
+    let c = cached(&o, storage("1MiB"), json!({}));
     for path in ["/huge", "/huge-chunked"] {
         for _ in 0..2 {
             let r = get(c.port, path);
@@ -571,7 +590,7 @@ fn a_client_that_goes_away_mid_miss_does_not_poison_the_entry() {
             .bytes(body.clone())
             .gated(100 * 1024),
     );
-    let c = cached(&o, CACHE, "");
+    let c = cached(&o, default_storage(), json!({}));
     let (s, got) = read_some(c.port, "/gone", 1000);
     assert!(got.len() > 1000);
     drop(s);
@@ -585,24 +604,35 @@ fn a_client_that_goes_away_mid_miss_does_not_poison_the_entry() {
     }
 }
 
+/// A configuration on port 18080 with one route `r` to pool `p` carrying `route_cache`
+/// as its `cache:` keys, and `top` laid over it.
+fn checked(top: Value, route_cache: Value) -> Value {
+    let r = with(route("r", "p"), json!({ "cache": route_cache }));
+    with(
+        config_of(
+            json!([listener("web", 18080)]),
+            json!([pool("p", &["127.0.0.1:1".to_string()])]),
+            json!([r]),
+        ),
+        top,
+    )
+}
+
 #[test]
 fn cache_settings_are_checked_before_start() {
-    let (out, _, _dir) = check_config(&format!(
-        "{TEST_SERVER}listeners:\n{}pools:\n{}routes:\n  - name: r\n    pool: p\n    cache: {{default_ttl: 10s}}\n",
-        listener_yaml("web", 18080),
-        pool_yaml("p", "", &["127.0.0.1:1".to_string()]),
-    ));
+    let config = checked(json!({}), json!({ "default_ttl": "10s" }));
+    let (out, _, _dir) = check_config(&config_text(&config));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(
         err.contains("routes[0].cache") && err.contains("top-level cache"),
         "{err}"
     );
-    let (out, _, _dir) = check_config(&format!(
-        "{TEST_SERVER}cache:\n  memory: lots\n  max_object: 2GiB\nlisteners:\n{}pools:\n{}routes:\n  - name: r\n    pool: p\n    cache:\n      key: [path, scheme]\n      lock_timeout: forever\n",
-        listener_yaml("web", 18080),
-        pool_yaml("p", "", &["127.0.0.1:1".to_string()]),
-    ));
+    let config = checked(
+        json!({ "cache": { "memory": "lots", "max_object": "2GiB" } }),
+        json!({ "key": ["path", "scheme"], "lock_timeout": "forever" }),
+    );
+    let (out, _, _dir) = check_config(&config_text(&config));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     for needle in [

@@ -6,8 +6,9 @@
 //! changes (made on one instance, applied by every other within a second, picked up by
 //! an instance that starts later, and not lost while Redis is down). Skipped when
 //! redis-server is not installed.
+use crate::common::config::*;
 use crate::common::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 /// Redis connections one instance keeps: the rate limits' link (one multiplexed
@@ -15,27 +16,31 @@ use std::time::{Duration, Instant};
 /// sync's command and subscription connections.
 const CONNECTIONS_PER_INSTANCE: usize = 3;
 
-/// One instance: listener on `port`, `cluster.redis: url` (and `extra` top-level
-/// sections), pool `p` with backend `b`, and `routes` (a YAML list body).
-fn config(port: u16, url: &str, extra: &str, b: &Backend, routes: &str) -> String {
-    config_yaml(
-        &format!("{TEST_SERVER}cluster:\n  redis: {url}\n{extra}"),
-        &listener_yaml("web", port),
-        &pool_yaml("p", "", &[b.address()]),
-        routes,
-    )
+/// One instance: listener on `port`, `cluster.redis: url` (with `cluster.timeout` when
+/// given), pool `p` with backend `b`, and `routes` (a JSON list).
+fn config(port: u16, url: &str, timeout: Option<&str>, b: &Backend, routes: &Value) -> Value {
+    let mut c = with(
+        config_of(
+            json!([listener("web", port)]),
+            json!([pool("p", &[b.address()])]),
+            routes.clone(),
+        ),
+        json!({ "cluster": { "redis": url } }),
+    );
+    if let Some(t) = timeout {
+        c["cluster"]["timeout"] = json!(t);
+    }
+    c
 }
 
-/// A route `name` on path prefix `prefix` with `rate_limit: {limit, scope: cluster}`.
-fn route(name: &str, prefix: &str, limit: &str) -> String {
-    format!(
-        "  - name: {name}\n    pool: p\n    path_prefix: {prefix}\n    \
-         rate_limit: {{ {limit}, scope: cluster }}\n"
-    )
+/// A route `name` on path prefix `prefix` with `rate_limit: limit` and `scope: cluster`.
+fn cluster_route(name: &str, prefix: &str, limit: Value) -> Value {
+    let limit = with(limit, json!({ "scope": "cluster" }));
+    json!({ "name": name, "pool": "p", "path_prefix": prefix, "rate_limit": limit })
 }
 
 /// Two instances A and B with the same routes, both connected to `redis`.
-fn start_pair(redis: &Redis, b: &Backend, routes: &str) -> (Switchyard, u16, Switchyard, u16) {
+fn start_pair(redis: &Redis, b: &Backend, routes: &Value) -> (Switchyard, u16, Switchyard, u16) {
     let pair = start_pair_unchecked(redis, b, routes);
     wait_for_clients(redis, 2, &[&pair.0, &pair.2]);
     pair
@@ -46,15 +51,15 @@ fn start_pair(redis: &Redis, b: &Backend, routes: &str) -> (Switchyard, u16, Swi
 fn start_pair_unchecked(
     redis: &Redis,
     b: &Backend,
-    routes: &str,
+    routes: &Value,
 ) -> (Switchyard, u16, Switchyard, u16) {
     let (pa, pb) = (listen_port(), listen_port());
     // A Redis answer slower than cluster.timeout (20 ms by default) sends an instance to
     // its local limit for a second, which a loaded test machine can cause on its own; the
     // tests here are about a Redis that answers, stops or comes back, not a slow one.
-    let slow_machine = "  timeout: 250ms\n";
-    let a = Switchyard::start(&config(pa, &redis.url(), slow_machine, b, routes), &[pa]);
-    let bb = Switchyard::start(&config(pb, &redis.url(), slow_machine, b, routes), &[pb]);
+    let slow_machine = Some("250ms");
+    let a = Switchyard::start_config(&config(pa, &redis.url(), slow_machine, b, routes), &[pa]);
+    let bb = Switchyard::start_config(&config(pb, &redis.url(), slow_machine, b, routes), &[pb]);
     (a, pa, bb, pb)
 }
 
@@ -176,12 +181,15 @@ fn assert_shared_limit(ports: [u16; 2], label: &str, what: &str) {
 }
 
 /// `/lim` (rate 10, burst 10, one bucket per route) and `/probe` (rate 1000), cluster-wide.
-fn lim_and_probe_routes() -> String {
-    format!(
-        "{}{}",
-        route("lim", "/lim", "rate: 10, burst: 10, key: route"),
-        route("probe", "/probe", "rate: 1000, key: route")
-    )
+fn lim_and_probe_routes() -> Value {
+    json!([
+        cluster_route(
+            "lim",
+            "/lim",
+            json!({ "rate": 10, "burst": 10, "key": "route" })
+        ),
+        cluster_route("probe", "/probe", json!({ "rate": 1000, "key": "route" })),
+    ])
 }
 
 fn assert_within_10_percent(got: usize, want: f64, what: &str) {
@@ -197,15 +205,18 @@ fn assert_within_10_percent(got: usize, want: f64, what: &str) {
 fn two_instances_sharing_redis_hold_one_combined_limit() {
     let Some(redis) = Redis::start() else { return };
     let b = Backend::start("a");
-    let routes = format!(
-        "{}{}",
-        route("lim", "/lim", "rate: 20, burst: 20, key: route"),
-        route(
+    let routes = json!([
+        cluster_route(
+            "lim",
+            "/lim",
+            json!({ "rate": 20, "burst": 20, "key": "route" })
+        ),
+        cluster_route(
             "keyed",
             "/keyed",
-            "rate: 5, key: \"header:X-Api-Key\", algorithm: sliding_window"
-        )
-    );
+            json!({ "rate": 5, "key": "header:X-Api-Key", "algorithm": "sliding_window" }),
+        ),
+    ]);
     let (a, pa, bb, pb) = start_pair(&redis, &b, &routes);
 
     // 200 requests in 3 s alternating A and B: one bucket of 20 refilled at 20/s in all,
@@ -271,7 +282,11 @@ fn two_instances_under_unequal_load_admit_one_shared_rate() {
     let Some(redis) = Redis::start() else { return };
     let b = Backend::start("a");
     // burst defaults to rate: a bucket of one second's worth.
-    let routes = route("lim", "/lim", "rate: 100, key: route");
+    let routes = json!([cluster_route(
+        "lim",
+        "/lim",
+        json!({ "rate": 100, "key": "route" })
+    )]);
     let (a, pa, bb, pb) = start_pair(&redis, &b, &routes);
 
     // 200 requests a second for 10 s, 70 % through A and 30 % through B: twice the
@@ -308,7 +323,11 @@ fn two_instances_under_unequal_load_admit_one_shared_rate() {
 fn a_limit_far_from_its_end_is_not_asked_of_redis_per_request() {
     let Some(redis) = Redis::start() else { return };
     let b = Backend::start("a");
-    let routes = route("big", "/big", "rate: 100000, key: route");
+    let routes = json!([cluster_route(
+        "big",
+        "/big",
+        json!({ "rate": 100000, "key": "route" })
+    )]);
     let (a, pa, bb, pb) = start_pair(&redis, &b, &routes);
     let before = script_calls(&redis);
 
@@ -489,10 +508,14 @@ fn a_reload_that_changes_cluster_redis_is_applied_or_logged() {
     let Some(r2) = Redis::start() else { return };
     let b = Backend::start("a");
     let (port, mport) = (listen_port(), listen_port());
-    let routes = route("lim", "/lim", "rate: 100, key: route");
-    let metrics = format!("metrics:\n  listen: 127.0.0.1:{mport}\n");
-    let with_metrics = |url: &str| config(port, url, &metrics, &b, &routes);
-    let sy = Switchyard::start(&with_metrics(&r1.url()), &[port, mport]);
+    let routes = json!([cluster_route(
+        "lim",
+        "/lim",
+        json!({ "rate": 100, "key": "route" })
+    )]);
+    let metrics = json!({ "metrics": { "listen": format!("127.0.0.1:{mport}") } });
+    let with_metrics = |url: &str| with(config(port, url, None, &b, &routes), metrics.clone());
+    let sy = Switchyard::start_config(&with_metrics(&r1.url()), &[port, mport]);
     wait_for_clients(&r1, 1, &[&sy]);
     let key = "switchyard:rl:lim:route";
     assert_eq!(get(port, "/lim").status, 200);
@@ -503,7 +526,7 @@ fn a_reload_that_changes_cluster_redis_is_applied_or_logged() {
     );
 
     let logged_before = sy.stderr().len();
-    sy.rewrite_config(&with_metrics(&r2.url()));
+    sy.rewrite_config(&config_text(&with_metrics(&r2.url())));
     sy.reload_counted(mport);
 
     // Either the new Redis is used from now on (allowing a few seconds to connect)...
@@ -539,16 +562,21 @@ const PROPAGATION: Duration = Duration::from_secs(1);
 
 /// One instance for the admin-sync tests: listener `port`, admin API on loopback
 /// `admin` (no token needed there) with its own state file, pool `p` over `backends`.
-fn sync_config(port: u16, admin: u16, url: &str, backends: &[&Backend]) -> String {
+fn sync_config(port: u16, admin: u16, url: &str, backends: &[&Backend]) -> Value {
     let addresses: Vec<String> = backends.iter().map(|b| b.address()).collect();
-    config_yaml(
-        &format!(
-            "{TEST_SERVER}cluster:\n  redis: {url}\nadmin:\n  listen: 127.0.0.1:{admin}\n  \
-             state_file: {{dir}}/state.json\n"
+    with(
+        config_of(
+            json!([listener("web", port)]),
+            json!([pool("p", &addresses)]),
+            json!([route("all", "p")]),
         ),
-        &listener_yaml("web", port),
-        &pool_yaml("p", "", &addresses),
-        "  - name: all\n    pool: p\n",
+        json!({
+            "cluster": { "redis": url },
+            "admin": {
+                "listen": format!("127.0.0.1:{admin}"),
+                "state_file": "{dir}/state.json",
+            },
+        }),
     )
 }
 
@@ -563,7 +591,7 @@ impl Instance {
     /// Starts an instance (ports up); does not wait for Redis.
     fn start(redis: &Redis, backends: &[&Backend]) -> Instance {
         let (port, admin) = (listen_port(), listen_port());
-        let sy = Switchyard::start(
+        let sy = Switchyard::start_config(
             &sync_config(port, admin, &redis.url(), backends),
             &[port, admin],
         );
@@ -883,12 +911,16 @@ fn a_rediss_url_shares_limits_over_tls() {
     let b = Backend::start("a");
     let url = format!("rediss://127.0.0.1:{}/0", redis.port);
     // Three requests in all, refilled at one a second: shared, A and B together get 3.
-    let routes = route("tls", "/tls", "rate: 1, burst: 3, key: route");
+    let routes = json!([cluster_route(
+        "tls",
+        "/tls",
+        json!({ "rate": 1, "burst": 3, "key": "route" }),
+    )]);
     let env = [("SSL_CERT_FILE", redis.ca_file.as_str())];
     let (pa, pb) = (listen_port(), listen_port());
-    let yaml = |port| config(port, &url, "  timeout: 500ms\n", &b, &routes);
-    let a = Switchyard::start_with_env(&yaml(pa), &[pa], &env);
-    let bb = Switchyard::start_with_env(&yaml(pb), &[pb], &env);
+    let text = |port| config_text(&config(port, &url, Some("500ms"), &b, &routes));
+    let a = Switchyard::start_with_env(&text(pa), &[pa], &env);
+    let bb = Switchyard::start_with_env(&text(pb), &[pb], &env);
     for (name, sy) in [("A", &a), ("B", &bb)] {
         assert!(
             sy.wait_stderr(

@@ -2,19 +2,53 @@
 //! ejection and panic mode, access-log termination codes and timings, retries, slow
 //! start, queueing, mirroring and geo routing, against real backends that fail on
 //! command.
+use crate::common::config::*;
 use crate::common::*;
 
 mod mmdb;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::collections::HashMap;
+use std::path::Path;
 use std::time::Duration;
 
 const TOKEN: &str = "traffic-token-0123456789";
 
 /// The admin section with the test token.
-fn admin_section(port: u16) -> String {
-    format!("admin:\n  listen: 127.0.0.1:{port}\n  tokens: [\"{TOKEN}\"]\n  state_file: {{dir}}/state.json\n")
+fn admin_section(port: u16) -> Value {
+    json!({
+        "admin": {
+            "listen": format!("127.0.0.1:{port}"),
+            "tokens": [TOKEN],
+            "state_file": "{dir}/state.json",
+        }
+    })
+}
+
+/// `server.geoip.database: db`.
+fn geoip_section(db: &Path) -> Value {
+    json!({ "server": { "geoip": { "database": db.display().to_string() } } })
+}
+
+/// Pool `name` over one backend per address, with `keys`.
+fn pool_with(name: &str, keys: Value, addresses: &[String]) -> Value {
+    with(pool(name, addresses), keys)
+}
+
+/// A route `name` for paths under `prefix`, to pool `pool`.
+fn prefixed(name: &str, prefix: &str, pool: &str) -> Value {
+    json!({ "name": name, "path_prefix": prefix, "pool": pool })
+}
+
+/// The test configuration with one plaintext listener `web` on `port`, `pools` and
+/// `routes`.
+fn web_config(port: u16, pools: Value, routes: Value) -> Value {
+    config_of(json!([listener("web", port)]), pools, routes)
+}
+
+/// `web_config` with the admin API on `admin`.
+fn with_admin(port: u16, admin: u16, pools: Value, routes: Value) -> Value {
+    with(web_config(port, pools, routes), admin_section(admin))
 }
 
 fn admin_get(port: u16, path: &str) -> Value {
@@ -33,21 +67,34 @@ fn every_section_13_key_is_shown_in_the_running_config() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("country.mmdb");
     std::fs::write(&db, mmdb::country_db(&[("127.0.0.2", "DE")])).expect("write mmdb");
-    let pools = pool_yaml(
-        "p",
-        "    outlier_detection: { consecutive_5xx: 4, consecutive_gateway_failures: 2, base_ejection_time: 10s, max_ejection_time: 2m, max_ejection_percent: 30 }\n    panic_threshold: 40\n    slow_start: 20s\n    queue: { max: 10, timeout: 2s }\n    try_duration: 3s\n    retry_on: [connect_failure, reset, 502, 503, 504]\n    retry_budget: 25\n    circuit_breaker: { max_connections: 5 }\n",
-        &[a.address()],
-    ) + &pool_yaml("shadow", "", &[shadow.address()]);
-    let routes = "  - name: all\n    pool: p\n    mirror: { pool: shadow, percent: 10 }\n    geo: { countries: [de, FR] }\n";
-    let head = format!(
-        "{}{}",
-        test_server_with(&format!("  geoip: {{ database: {} }}\n", db.display())),
-        admin_section(admin)
-    );
-    let _sy = Switchyard::start(
-        &config_yaml(&head, &listener_yaml("web", web), &pools, routes),
-        &[admin, web],
-    );
+    let keys = json!({
+        "outlier_detection": {
+            "consecutive_5xx": 4,
+            "consecutive_gateway_failures": 2,
+            "base_ejection_time": "10s",
+            "max_ejection_time": "2m",
+            "max_ejection_percent": 30,
+        },
+        "panic_threshold": 40,
+        "slow_start": "20s",
+        "queue": { "max": 10, "timeout": "2s" },
+        "try_duration": "3s",
+        "retry_on": ["connect_failure", "reset", 502, 503, 504],
+        "retry_budget": 25,
+        "circuit_breaker": { "max_connections": 5 },
+    });
+    let pools = json!([
+        pool_with("p", keys, &[a.address()]),
+        pool("shadow", &[shadow.address()]),
+    ]);
+    let routes = json!([{
+        "name": "all",
+        "pool": "p",
+        "mirror": { "pool": "shadow", "percent": 10 },
+        "geo": { "countries": ["de", "FR"] },
+    }]);
+    let config = with(with_admin(web, admin, pools, routes), geoip_section(&db));
+    let _sy = Switchyard::start_config(&config, &[admin, web]);
     let v = admin_get(admin, "/api/v1/config");
     let p = &v["pools"][0];
     assert_eq!(
@@ -98,13 +145,22 @@ fn every_section_13_key_is_shown_in_the_running_config() {
 
 #[test]
 fn section_13_mistakes_are_refused_with_their_place() {
-    let yaml = config_yaml(
-        TEST_SERVER,
-        &listener_yaml("web", 18080),
-        &pool_yaml("p", "    retry_on: [connect_failure, 500]\n    outlier_detection: { max_ejection_percent: 120 }\n", &["127.0.0.1:18081".into()]),
-        "  - name: all\n    pool: p\n    mirror: { pool: nowhere }\n    geo: { countries: [DE] }\n",
+    let keys = json!({
+        "retry_on": ["connect_failure", 500],
+        "outlier_detection": { "max_ejection_percent": 120 },
+    });
+    let routes = json!([{
+        "name": "all",
+        "pool": "p",
+        "mirror": { "pool": "nowhere" },
+        "geo": { "countries": ["DE"] },
+    }]);
+    let config = web_config(
+        18080,
+        json!([pool_with("p", keys, &["127.0.0.1:18081".into()])]),
+        routes,
     );
-    let (out, _, _dir) = check_config(&yaml);
+    let (out, _, _dir) = check_config(&config_text(&config));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     for want in [
@@ -116,11 +172,14 @@ fn section_13_mistakes_are_refused_with_their_place() {
         assert!(err.contains(want), "missing {want:?} in:\n{err}");
     }
 }
-fn metrics_section(port: u16) -> String {
-    format!("metrics:\n  listen: 127.0.0.1:{port}\n")
+
+fn metrics_section(port: u16) -> Value {
+    json!({ "metrics": { "listen": format!("127.0.0.1:{port}") } })
 }
 
-const ROUTE_ALL: &str = "  - name: all\n    pool: p\n";
+fn route_all() -> Value {
+    json!([route("all", "p")])
+}
 
 /// Counts which backend (X-Backend) answered each of `n` GETs; Switchyard's own
 /// answers count under their status ("503").
@@ -138,13 +197,8 @@ fn answered_by(port: u16, path: &str, n: usize) -> HashMap<String, usize> {
 }
 
 /// One plaintext listener and a metrics listener.
-fn with_metrics(port: u16, metrics: u16, pools: &str, routes: &str) -> String {
-    config_yaml(
-        &format!("{TEST_SERVER}{}", metrics_section(metrics)),
-        &listener_yaml("web", port),
-        pools,
-        routes,
-    )
+fn with_metrics(port: u16, metrics: u16, pools: Value, routes: Value) -> Value {
+    with(web_config(port, pools, routes), metrics_section(metrics))
 }
 
 // ---------------------------------------------------------------- outlier detection
@@ -154,13 +208,17 @@ fn a_backend_answering_5xx_is_ejected_after_the_streak_and_returns_after_its_tim
     let [good, bad] = Backend::start_each(["good", "bad"]);
     bad.set(Behaviour::with_status(500));
     let (port, metrics) = (listen_port(), listen_port());
-    let pools = pool_yaml(
-        "p",
-        "    retries: 0\n    outlier_detection: { consecutive_5xx: 3, base_ejection_time: 2s, max_ejection_time: 1m }\n",
-        &[good.address(), bad.address()],
-    );
-    let sy = Switchyard::start(
-        &with_metrics(port, metrics, &pools, ROUTE_ALL),
+    let keys = json!({
+        "retries": 0,
+        "outlier_detection": {
+            "consecutive_5xx": 3,
+            "base_ejection_time": "2s",
+            "max_ejection_time": "1m",
+        },
+    });
+    let pools = json!([pool_with("p", keys, &[good.address(), bad.address()])]);
+    let sy = Switchyard::start_config(
+        &with_metrics(port, metrics, pools, route_all()),
         &[port, metrics],
     );
     let labels =
@@ -233,18 +291,18 @@ fn gateway_failures_eject_and_the_admin_api_shows_ejected() {
     let good = Backend::start("good");
     let refused = closed_port();
     let (port, admin) = (listen_port(), listen_port());
-    let pools = pool_yaml(
-        "p",
-        "    retries: 0\n    health_check: { kind: none }\n    outlier_detection: { consecutive_5xx: 0, consecutive_gateway_failures: 2, base_ejection_time: 1m }\n",
-        &[good.address(), format!("127.0.0.1:{refused}")],
-    );
-    let yaml = config_yaml(
-        &format!("{TEST_SERVER}{}", admin_section(admin)),
-        &listener_yaml("web", port),
-        &pools,
-        ROUTE_ALL,
-    );
-    let sy = Switchyard::start(&yaml, &[port, admin]);
+    let keys = json!({
+        "retries": 0,
+        "health_check": { "kind": "none" },
+        "outlier_detection": {
+            "consecutive_5xx": 0,
+            "consecutive_gateway_failures": 2,
+            "base_ejection_time": "1m",
+        },
+    });
+    let addresses = [good.address(), format!("127.0.0.1:{refused}")];
+    let pools = json!([pool_with("p", keys, &addresses)]);
+    let sy = Switchyard::start_config(&with_admin(port, admin, pools, route_all()), &[port, admin]);
     let counts = answered_by(port, "/", 12);
     assert_eq!(
         counts.get("good"),
@@ -283,13 +341,17 @@ fn max_ejection_percent_keeps_the_rest_of_the_pool_in() {
     }
     let (port, metrics) = (listen_port(), listen_port());
     let addresses: Vec<String> = backends.iter().map(Backend::address).collect();
-    let pools = pool_yaml(
-        "p",
-        "    retries: 0\n    outlier_detection: { consecutive_5xx: 2, base_ejection_time: 1m, max_ejection_percent: 50 }\n",
-        &addresses,
-    );
-    let sy = Switchyard::start(
-        &with_metrics(port, metrics, &pools, ROUTE_ALL),
+    let keys = json!({
+        "retries": 0,
+        "outlier_detection": {
+            "consecutive_5xx": 2,
+            "base_ejection_time": "1m",
+            "max_ejection_percent": 50,
+        },
+    });
+    let pools = json!([pool_with("p", keys, &addresses)]);
+    let sy = Switchyard::start_config(
+        &with_metrics(port, metrics, pools, route_all()),
         &[port, metrics],
     );
     let counts = answered_by(port, "/", 40);
@@ -324,15 +386,25 @@ fn panic_threshold_balances_across_every_primary_when_too_few_are_usable() {
     }
     let port = listen_port();
     let keys = |panic: u32| {
-        format!("    retries: 0\n    panic_threshold: {panic}\n    outlier_detection: {{ consecutive_5xx: 1, base_ejection_time: 1m, max_ejection_percent: 100 }}\n")
+        json!({
+            "retries": 0,
+            "panic_threshold": panic,
+            "outlier_detection": {
+                "consecutive_5xx": 1,
+                "base_ejection_time": "1m",
+                "max_ejection_percent": 100,
+            },
+        })
     };
-    let pools = pool_yaml("calm", &keys(0), &[a.address(), b.address()])
-        + &pool_yaml("panicky", &keys(50), &[c.address(), d.address()]);
-    let routes = "  - name: calm\n    path_prefix: /calm\n    pool: calm\n  - name: panicky\n    pool: panicky\n";
-    let _sy = Switchyard::start(
-        &config_yaml(TEST_SERVER, &listener_yaml("web", port), &pools, routes),
-        &[port],
-    );
+    let pools = json!([
+        pool_with("calm", keys(0), &[a.address(), b.address()]),
+        pool_with("panicky", keys(50), &[c.address(), d.address()]),
+    ]);
+    let routes = json!([
+        prefixed("calm", "/calm", "calm"),
+        route("panicky", "panicky"),
+    ]);
+    let _sy = Switchyard::start_config(&web_config(port, pools, routes), &[port]);
     // One 500 each ejects both backends of both pools.
     let calm = answered_by(port, "/calm", 6);
     assert_eq!((a.count(), b.count()), (1, 1), "{calm:?}");
@@ -375,27 +447,38 @@ fn the_access_log_says_who_ended_each_exchange_and_where_the_time_went() {
     let truncating = truncating_backend();
     let refused = closed_port();
     let port = listen_port();
-    let pools = [
-        pool_yaml("ok", "", &[ok.address()]),
-        pool_yaml("slow", "    timeouts: { read: 300ms }\n", &[slow.address()]),
-        pool_yaml("cut", "", &[truncating.address()]),
-        pool_yaml(
+    let pools = json!([
+        pool("ok", &[ok.address()]),
+        pool_with(
+            "slow",
+            json!({ "timeouts": { "read": "300ms" } }),
+            &[slow.address()],
+        ),
+        pool("cut", &[truncating.address()]),
+        pool_with(
             "refused",
-            "    retries: 1\n    health_check: { kind: none }\n",
+            json!({ "retries": 1, "health_check": { "kind": "none" } }),
             &[
                 format!("127.0.0.1:{refused}"),
                 format!("127.0.0.1:{}", closed_port()),
             ],
         ),
-    ]
-    .concat();
-    let routes = "  - name: denied\n    path_prefix: /denied\n    deny: [127.0.0.0/8]\n    pool: ok\n  - name: slow\n    path_prefix: /slow\n    pool: slow\n  - name: cut\n    path_prefix: /cut\n    pool: cut\n  - name: refused\n    path_prefix: /refused\n    pool: refused\n  - name: ok\n    pool: ok\n";
-    let head = TEST_SERVER.to_string();
-    let listener = format!(
-        "{}    limits: {{ body_timeout: 500ms }}\n",
-        listener_yaml("web", port)
+    ]);
+    let routes = json!([
+        with(
+            prefixed("denied", "/denied", "ok"),
+            json!({ "deny": ["127.0.0.0/8"] }),
+        ),
+        prefixed("slow", "/slow", "slow"),
+        prefixed("cut", "/cut", "cut"),
+        prefixed("refused", "/refused", "refused"),
+        route("ok", "ok"),
+    ]);
+    let web = with(
+        listener("web", port),
+        json!({ "limits": { "body_timeout": "500ms" } }),
     );
-    let sy = Switchyard::start(&config_yaml(&head, &listener, &pools, routes), &[port]);
+    let sy = Switchyard::start_config(&config_of(json!([web]), pools, routes), &[port]);
 
     assert_eq!(get(port, "/fine").status, 200);
     assert_eq!(get(port, "/denied").status, 403);
@@ -476,11 +559,8 @@ fn the_access_log_says_who_ended_each_exchange_and_where_the_time_went() {
 fn a_client_that_hangs_up_while_waiting_is_logged_as_cd() {
     let slow = Backend::start_with("slow", Behaviour::with_delay(Duration::from_millis(1500)));
     let port = listen_port();
-    let pools = pool_yaml("p", "", &[slow.address()]);
-    let sy = Switchyard::start(
-        &config_yaml(TEST_SERVER, &listener_yaml("web", port), &pools, ROUTE_ALL),
-        &[port],
-    );
+    let pools = json!([pool("p", &[slow.address()])]);
+    let sy = Switchyard::start_config(&web_config(port, pools, route_all()), &[port]);
     {
         use std::io::Write;
         let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
@@ -514,26 +594,27 @@ fn resetting_backend() -> TcpServer {
     })
 }
 
+/// Route `plain` under `/plain` to pool `plain`, and `all` to pool `p`.
+fn plain_then_all() -> Value {
+    json!([prefixed("plain", "/plain", "plain"), route("all", "p")])
+}
+
 #[test]
 fn retry_on_statuses_moves_idempotent_requests_to_another_backend() {
     let [bad, good] = Backend::start_each(["bad", "good"]);
     bad.set(Behaviour::with_status(502));
     let port = listen_port();
-    let pools = pool_yaml(
-        "p",
-        "    retries: 1\n    retry_on: [connect_failure, 502]\n",
-        &[bad.address(), good.address()],
-    ) + &pool_yaml(
-        "plain",
-        "    retries: 1\n",
-        &[bad.address(), good.address()],
-    );
-    let routes =
-        "  - name: plain\n    path_prefix: /plain\n    pool: plain\n  - name: all\n    pool: p\n";
-    let sy = Switchyard::start(
-        &config_yaml(TEST_SERVER, &listener_yaml("web", port), &pools, routes),
-        &[port],
-    );
+    let backends = [bad.address(), good.address()];
+    let pools = json!([
+        pool_with(
+            "p",
+            json!({ "retries": 1, "retry_on": ["connect_failure", 502] }),
+            &backends,
+        ),
+        pool_with("plain", json!({ "retries": 1 }), &backends),
+    ]);
+    let routes = plain_then_all();
+    let sy = Switchyard::start_config(&web_config(port, pools, routes), &[port]);
     let counts = answered_by(port, "/", 10);
     assert_eq!(
         counts.get("good"),
@@ -573,17 +654,15 @@ fn retry_on_reset_hides_a_backend_that_hangs_up() {
     let good = Backend::start("good");
     let port = listen_port();
     let backends = [resetting.address(), good.address()];
-    let pools = pool_yaml(
-        "p",
-        "    retries: 1\n    retry_on: [connect_failure, reset]\n",
-        &backends,
-    ) + &pool_yaml("plain", "    retries: 1\n", &backends);
-    let routes =
-        "  - name: plain\n    path_prefix: /plain\n    pool: plain\n  - name: all\n    pool: p\n";
-    let _sy = Switchyard::start(
-        &config_yaml(TEST_SERVER, &listener_yaml("web", port), &pools, routes),
-        &[port],
-    );
+    let pools = json!([
+        pool_with(
+            "p",
+            json!({ "retries": 1, "retry_on": ["connect_failure", "reset"] }),
+            &backends,
+        ),
+        pool_with("plain", json!({ "retries": 1 }), &backends),
+    ]);
+    let _sy = Switchyard::start_config(&web_config(port, pools, plain_then_all()), &[port]);
     let counts = answered_by(port, "/", 10);
     assert_eq!(counts.get("good"), Some(&10), "{counts:?}");
     let plain = answered_by(port, "/plain", 10);
@@ -600,17 +679,13 @@ fn a_zero_retry_budget_turns_retries_off() {
     let good = Backend::start("good");
     let refused = format!("127.0.0.1:{}", closed_port());
     let port = listen_port();
-    let keys = |budget: u32| {
-        format!("    retries: 1\n    retry_budget: {budget}\n    health_check: {{ kind: none }}\n")
-    };
-    let pools = pool_yaml("p", &keys(20), &[refused.clone(), good.address()])
-        + &pool_yaml("none", &keys(0), &[refused, good.address()]);
-    let routes =
-        "  - name: none\n    path_prefix: /none\n    pool: none\n  - name: all\n    pool: p\n";
-    let _sy = Switchyard::start(
-        &config_yaml(TEST_SERVER, &listener_yaml("web", port), &pools, routes),
-        &[port],
-    );
+    let keys = |budget: u32| json!({ "retries": 1, "retry_budget": budget, "health_check": { "kind": "none" } });
+    let pools = json!([
+        pool_with("p", keys(20), &[refused.clone(), good.address()]),
+        pool_with("none", keys(0), &[refused, good.address()]),
+    ]);
+    let routes = json!([prefixed("none", "/none", "none"), route("all", "p")]);
+    let _sy = Switchyard::start_config(&web_config(port, pools, routes), &[port]);
     let counts = answered_by(port, "/", 10);
     assert_eq!(
         counts.get("good"),
@@ -630,17 +705,17 @@ fn try_duration_holds_requests_while_the_only_backend_restarts() {
     let port = listen_port();
     let backend_port = listen_port();
     let address = format!("127.0.0.1:{backend_port}");
-    let pools = pool_yaml(
-        "p",
-        "    try_duration: 10s\n    health_check: { kind: none }\n",
-        std::slice::from_ref(&address),
-    ) + &pool_yaml("quick", "    health_check: { kind: none }\n", &[address]);
-    let routes =
-        "  - name: quick\n    path_prefix: /quick\n    pool: quick\n  - name: all\n    pool: p\n";
-    let sy = Switchyard::start(
-        &config_yaml(TEST_SERVER, &listener_yaml("web", port), &pools, routes),
-        &[port],
-    );
+    let no_check = json!({ "health_check": { "kind": "none" } });
+    let pools = json!([
+        pool_with(
+            "p",
+            with(no_check.clone(), json!({ "try_duration": "10s" })),
+            std::slice::from_ref(&address),
+        ),
+        pool_with("quick", no_check, &[address]),
+    ]);
+    let routes = json!([prefixed("quick", "/quick", "quick"), route("all", "p")]);
+    let sy = Switchyard::start_config(&web_config(port, pools, routes), &[port]);
     assert_eq!(
         get(port, "/quick").status,
         502,
@@ -692,14 +767,13 @@ fn admin_send(port: u16, method: &str, path: &str, body: &str) -> Reply {
 fn a_backend_joining_a_running_pool_ramps_up_over_slow_start() {
     let [old, new] = Backend::start_each(["old", "new"]);
     let (port, admin) = (listen_port(), listen_port());
-    let pools = pool_yaml("p", "    slow_start: 5s\n", &[old.address()]);
-    let yaml = config_yaml(
-        &format!("{TEST_SERVER}{}", admin_section(admin)),
-        &listener_yaml("web", port),
-        &pools,
-        ROUTE_ALL,
-    );
-    let _sy = Switchyard::start(&yaml, &[port, admin]);
+    let pools = json!([pool_with(
+        "p",
+        json!({ "slow_start": "5s" }),
+        &[old.address()]
+    )]);
+    let _sy =
+        Switchyard::start_config(&with_admin(port, admin, pools, route_all()), &[port, admin]);
     // The pool's first members take their full share at once.
     assert_eq!(answered_by(port, "/", 4).get("old"), Some(&4));
     let added = admin_send(
@@ -753,21 +827,24 @@ fn concurrent_statuses(port: u16, path: &str, n: usize) -> Vec<u16> {
 fn a_full_backend_queues_requests_up_to_queue_max_then_answers_503() {
     let slow = Backend::start_with("slow", Behaviour::with_delay(Duration::from_millis(700)));
     let (port, metrics) = (listen_port(), listen_port());
-    let keys = |queue: &str| {
-        format!(
-            "    retries: 0\n    circuit_breaker: {{ max_connections: 1 }}\n    queue: {queue}\n"
-        )
-    };
-    let pools = pool_yaml("p", &keys("{ max: 2, timeout: 5s }"), &[slow.address()])
-        + &pool_yaml(
+    let keys = |queue: Value| json!({ "retries": 0, "circuit_breaker": { "max_connections": 1 }, "queue": queue });
+    let slow_only = [slow.address()];
+    let pools = json!([
+        pool_with("p", keys(json!({ "max": 2, "timeout": "5s" })), &slow_only),
+        pool_with(
             "short",
-            &keys("{ max: 5, timeout: 300ms }"),
-            &[slow.address()],
-        )
-        + &pool_yaml("none", &keys("{ max: 0 }"), &[slow.address()]);
-    let routes = "  - name: short\n    path_prefix: /short\n    pool: short\n  - name: none\n    path_prefix: /none\n    pool: none\n  - name: all\n    pool: p\n";
-    let sy = Switchyard::start(
-        &with_metrics(port, metrics, &pools, routes),
+            keys(json!({ "max": 5, "timeout": "300ms" })),
+            &slow_only,
+        ),
+        pool_with("none", keys(json!({ "max": 0 })), &slow_only),
+    ]);
+    let routes = json!([
+        prefixed("short", "/short", "short"),
+        prefixed("none", "/none", "none"),
+        route("all", "p"),
+    ]);
+    let sy = Switchyard::start_config(
+        &with_metrics(port, metrics, pools, routes),
         &[port, metrics],
     );
 
@@ -862,18 +939,31 @@ fn mirrored_copies_reach_the_shadow_pool_and_never_change_the_answer() {
     let sleepy = Backend::start_with("sleepy", Behaviour::with_delay(Duration::from_secs(3)));
     let gone = closed_port();
     let (port, metrics) = (listen_port(), listen_port());
-    let pools = pool_yaml("p", "", &[main.address()])
-        + &pool_yaml("shadow", "", &[shadow.address()])
-        + &pool_yaml("sleepy", "", &[sleepy.address()])
-        + &pool_yaml(
+    let pools = json!([
+        pool("p", &[main.address()]),
+        pool("shadow", &[shadow.address()]),
+        pool("sleepy", &[sleepy.address()]),
+        pool_with(
             "gone",
-            "    health_check: { kind: none }\n",
+            json!({ "health_check": { "kind": "none" } }),
             &[format!("127.0.0.1:{gone}")],
-        )
-        + &pool_yaml("half", "", &[shadow.address()]);
-    let routes = "  - name: slow\n    path_prefix: /slow\n    pool: p\n    mirror: { pool: sleepy }\n  - name: gone\n    path_prefix: /gone\n    pool: p\n    mirror: { pool: gone }\n  - name: half\n    path_prefix: /half\n    pool: p\n    mirror: { pool: half, percent: 50 }\n  - name: all\n    pool: p\n    mirror: { pool: shadow, percent: 100 }\n";
-    let _sy = Switchyard::start(
-        &with_metrics(port, metrics, &pools, routes),
+        ),
+        pool("half", &[shadow.address()]),
+    ]);
+    let mirrored = |name: &str, prefix: &str, mirror: Value| {
+        with(prefixed(name, prefix, "p"), json!({ "mirror": mirror }))
+    };
+    let routes = json!([
+        mirrored("slow", "/slow", json!({ "pool": "sleepy" })),
+        mirrored("gone", "/gone", json!({ "pool": "gone" })),
+        mirrored("half", "/half", json!({ "pool": "half", "percent": 50 })),
+        with(
+            route("all", "p"),
+            json!({ "mirror": { "pool": "shadow", "percent": 100 } }),
+        ),
+    ]);
+    let _sy = Switchyard::start_config(
+        &with_metrics(port, metrics, pools, routes),
         &[port, metrics],
     );
     let counted = |route: &str, outcome: &str| {
@@ -988,17 +1078,16 @@ fn geo_routes_by_the_clients_country_and_tells_backends_and_the_log() {
         mmdb::country_db(&[("127.0.0.2", "DE"), ("127.0.0.3", "FR")]),
     )
     .expect("db");
-    let pools = pool_yaml("de", "", &[de.address()]) + &pool_yaml("rest", "", &[rest.address()]);
-    let routes = "  - name: dach\n    geo: { countries: [DE, AT, CH] }\n    pool: de\n  - name: all\n    pool: rest\n";
-    let head = format!(
-        "{}{}",
-        test_server_with(&format!("  geoip: {{ database: {} }}\n", db.display())),
-        metrics_section(metrics)
+    let pools = json!([pool("de", &[de.address()]), pool("rest", &[rest.address()])]);
+    let routes = json!([
+        { "name": "dach", "geo": { "countries": ["DE", "AT", "CH"] }, "pool": "de" },
+        route("all", "rest"),
+    ]);
+    let config = with(
+        with_metrics(port, metrics, pools, routes),
+        geoip_section(&db),
     );
-    let sy = Switchyard::start(
-        &config_yaml(&head, &listener_yaml("web", port), &pools, routes),
-        &[port, metrics],
-    );
+    let sy = Switchyard::start_config(&config, &[port, metrics]);
 
     let r = get_from("127.0.0.2", port, "/a", "X-Client-Country: US\r\n");
     assert_eq!(
@@ -1070,13 +1159,15 @@ fn an_unreadable_geoip_database_is_a_config_error() {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("broken.mmdb");
     std::fs::write(&db, b"not a maxmind database").expect("write");
-    let yaml = config_yaml(
-        &test_server_with(&format!("  geoip: {{ database: {} }}\n", db.display())),
-        &listener_yaml("web", 18080),
-        &pool_yaml("p", "", &["127.0.0.1:18081".into()]),
-        ROUTE_ALL,
+    let config = with(
+        web_config(
+            18080,
+            json!([pool("p", &["127.0.0.1:18081".into()])]),
+            route_all(),
+        ),
+        geoip_section(&db),
     );
-    let (out, _, _tmp) = check_config(&yaml);
+    let (out, _, _tmp) = check_config(&config_text(&config));
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -1086,6 +1177,11 @@ fn an_unreadable_geoip_database_is_a_config_error() {
 }
 
 // ---------------------------------------------------------------- rollout
+
+/// A health check every 200 ms that moves a backend on one result.
+fn quick_check() -> Value {
+    json!({ "interval": "200ms", "timeout": "200ms", "healthy_threshold": 1, "unhealthy_threshold": 1 })
+}
 
 fn pool_addresses(admin: u16, pool: &str) -> Vec<String> {
     let v = admin_get(admin, &format!("/api/v1/pools/{pool}"));
@@ -1103,18 +1199,10 @@ fn pool_addresses(admin: u16, pool: &str) -> Vec<String> {
 fn a_rollout_replaces_the_backends_batch_by_batch_without_failing_a_request() {
     let [old1, old2, new1, new2] = Backend::start_each(["old1", "old2", "new1", "new2"]);
     let (port, admin) = (listen_port(), listen_port());
-    let pools = pool_yaml(
-        "p",
-        "    health_check: { interval: 200ms, timeout: 200ms, healthy_threshold: 1, unhealthy_threshold: 1 }\n",
-        &[old1.address(), old2.address()],
-    );
-    let yaml = config_yaml(
-        &format!("{TEST_SERVER}{}", admin_section(admin)),
-        &listener_yaml("web", port),
-        &pools,
-        ROUTE_ALL,
-    );
-    let _sy = Switchyard::start(&yaml, &[port, admin]);
+    let keys = json!({ "health_check": quick_check() });
+    let pools = json!([pool_with("p", keys, &[old1.address(), old2.address()])]);
+    let _sy =
+        Switchyard::start_config(&with_admin(port, admin, pools, route_all()), &[port, admin]);
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     let traffic = {
         let stop = stop.clone();
@@ -1182,14 +1270,9 @@ fn a_rollout_replaces_the_backends_batch_by_batch_without_failing_a_request() {
 fn deleting_a_rollout_puts_the_old_backends_back() {
     let [old, new] = Backend::start_each(["old", "new"]);
     let (port, admin) = (listen_port(), listen_port());
-    let pools = pool_yaml("p", "", &[old.address()]);
-    let yaml = config_yaml(
-        &format!("{TEST_SERVER}{}", admin_section(admin)),
-        &listener_yaml("web", port),
-        &pools,
-        ROUTE_ALL,
-    );
-    let _sy = Switchyard::start(&yaml, &[port, admin]);
+    let pools = json!([pool("p", &[old.address()])]);
+    let _sy =
+        Switchyard::start_config(&with_admin(port, admin, pools, route_all()), &[port, admin]);
     assert_eq!(
         admin_send(admin, "GET", "/api/v1/pools/p/rollout", "").status,
         404
@@ -1236,11 +1319,16 @@ fn mirror_copies_carry_the_request_body_up_to_1_mib() {
     let main = Backend::start("main");
     let (recorder, bodies) = recording_backend();
     let (port, metrics) = (listen_port(), listen_port());
-    let pools =
-        pool_yaml("p", "", &[main.address()]) + &pool_yaml("rec", "", &[recorder.address()]);
-    let routes = "  - name: all\n    pool: p\n    mirror: { pool: rec }\n";
-    let _sy = Switchyard::start(
-        &with_metrics(port, metrics, &pools, routes),
+    let pools = json!([
+        pool("p", &[main.address()]),
+        pool("rec", &[recorder.address()])
+    ]);
+    let routes = json!([with(
+        route("all", "p"),
+        json!({ "mirror": { "pool": "rec" } })
+    )]);
+    let _sy = Switchyard::start_config(
+        &with_metrics(port, metrics, pools, routes),
         &[port, metrics],
     );
     let small = b"{\"order\":42}".to_vec();
@@ -1277,15 +1365,9 @@ fn a_backend_that_comes_back_healthy_ramps_up_again() {
     let b = Backend::start_on("b", b_port);
     let b_addr = b.address();
     let port = listen_port();
-    let pools = pool_yaml(
-        "p",
-        "    retries: 0\n    slow_start: 5s\n    health_check: { interval: 200ms, timeout: 200ms, healthy_threshold: 1, unhealthy_threshold: 1 }\n",
-        &[a.address(), b.address()],
-    );
-    let sy = Switchyard::start(
-        &config_yaml(TEST_SERVER, &listener_yaml("web", port), &pools, ROUTE_ALL),
-        &[port],
-    );
+    let keys = json!({ "retries": 0, "slow_start": "5s", "health_check": quick_check() });
+    let pools = json!([pool_with("p", keys, &[a.address(), b.address()])]);
+    let sy = Switchyard::start_config(&web_config(port, pools, route_all()), &[port]);
     let first = answered_by(port, "/", 10);
     assert_eq!(
         first.get("b"),
@@ -1313,18 +1395,17 @@ fn the_retry_budget_caps_retries_in_progress_under_load() {
     let bad = Backend::start_with("bad", Behaviour::with_status(503));
     let good = Backend::start_with("good", Behaviour::with_delay(Duration::from_millis(1500)));
     let port = listen_port();
-    let keys = |budget: u32| {
-        format!(
-            "    retries: 1\n    retry_on: [connect_failure, 503]\n    retry_budget: {budget}\n"
-        )
-    };
-    let pools = pool_yaml("tight", &keys(20), &[bad.address(), good.address()])
-        + &pool_yaml("loose", &keys(100), &[bad.address(), good.address()]);
-    let routes = "  - name: loose\n    path_prefix: /loose\n    pool: loose\n  - name: tight\n    pool: tight\n";
-    let sy = Switchyard::start(
-        &config_yaml(TEST_SERVER, &listener_yaml("web", port), &pools, routes),
-        &[port],
-    );
+    let keys = |budget: u32| json!({ "retries": 1, "retry_on": ["connect_failure", 503], "retry_budget": budget });
+    let backends = [bad.address(), good.address()];
+    let pools = json!([
+        pool_with("tight", keys(20), &backends),
+        pool_with("loose", keys(100), &backends),
+    ]);
+    let routes = json!([
+        prefixed("loose", "/loose", "loose"),
+        route("tight", "tight")
+    ]);
+    let sy = Switchyard::start_config(&web_config(port, pools, routes), &[port]);
     let burst = |path: &'static str| -> Vec<u16> {
         let handles: Vec<_> = (0..24)
             .map(|_| std::thread::spawn(move || get(port, path).status))
@@ -1360,18 +1441,9 @@ fn a_rollout_to_a_dead_backend_fails_and_rolls_back() {
     let old = Backend::start("old");
     let dead = format!("127.0.0.1:{}", closed_port());
     let (port, admin) = (listen_port(), listen_port());
-    let pools = pool_yaml(
-        "p",
-        "    retries: 0\n    health_check: { interval: 200ms, timeout: 200ms, healthy_threshold: 1, unhealthy_threshold: 1 }\n",
-        &[old.address()],
-    );
-    let yaml = config_yaml(
-        &format!("{TEST_SERVER}{}", admin_section(admin)),
-        &listener_yaml("web", port),
-        &pools,
-        ROUTE_ALL,
-    );
-    let sy = Switchyard::start(&yaml, &[port, admin]);
+    let keys = json!({ "retries": 0, "health_check": quick_check() });
+    let pools = json!([pool_with("p", keys, &[old.address()])]);
+    let sy = Switchyard::start_config(&with_admin(port, admin, pools, route_all()), &[port, admin]);
     let body = format!("{{\"backends\":[{{\"address\":\"{dead}\"}}],\"interval\":\"100ms\"}}");
     assert_eq!(
         admin_send(admin, "POST", "/api/v1/pools/p/rollout", &body).status,
@@ -1407,15 +1479,16 @@ fn repeated_ejections_double_up_to_max_ejection_time() {
     let [good, bad] = Backend::start_each(["good", "bad"]);
     bad.set(Behaviour::with_status(500));
     let port = listen_port();
-    let pools = pool_yaml(
-        "p",
-        "    retries: 0\n    outlier_detection: { consecutive_5xx: 1, base_ejection_time: 1s, max_ejection_time: 1500ms }\n",
-        &[good.address(), bad.address()],
-    );
-    let sy = Switchyard::start(
-        &config_yaml(TEST_SERVER, &listener_yaml("web", port), &pools, ROUTE_ALL),
-        &[port],
-    );
+    let keys = json!({
+        "retries": 0,
+        "outlier_detection": {
+            "consecutive_5xx": 1,
+            "base_ejection_time": "1s",
+            "max_ejection_time": "1500ms",
+        },
+    });
+    let pools = json!([pool_with("p", keys, &[good.address(), bad.address()])]);
+    let sy = Switchyard::start_config(&web_config(port, pools, route_all()), &[port]);
     let ejected = |n: usize, time: &str| {
         let needle = format!(
             "backend {} ejected for {time} (consecutive 5xx)",

@@ -981,7 +981,10 @@ fn state_survives_reloads_and_restarts() {
     );
     drop(sy);
     let (admin, web) = (listen_port(), listen_port());
-    let sy = Switchyard::start(&file_text(admin, web, json!({ "retries": 0 })), &[admin, web]);
+    let sy = Switchyard::start(
+        &file_text(admin, web, json!({ "retries": 0 })),
+        &[admin, web],
+    );
     assert_changed_state(admin, &aa, &ba, &ca, &da, "after a restart");
     let counts = served_by(web, "/", 6);
     assert_eq!(counts.get("d"), Some(&6), "after restart: {counts:?}");

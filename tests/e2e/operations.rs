@@ -333,7 +333,10 @@ fn tagged_config(port: u16, a: &Backend, b: &Backend, tag: &str, n: usize) -> Va
     config_of(
         json!([listener("web", port)]),
         json!([pool("web", &[a.address(), b.address()])]),
-        json!([with(route("all", "web"), json!({ "response_headers": headers }))]),
+        json!([with(
+            route("all", "web"),
+            json!({ "response_headers": headers })
+        )]),
     )
 }
 
@@ -713,7 +716,11 @@ fn try_get(port: u16, path: &str) -> Result<Reply, String> {
 fn daemon_writes_its_pid_file_and_a_daemonised_upgrade_replaces_it() {
     let b = Backend::start("daemon");
     let port = listen_port();
-    let (dir, config) = write_config(&config_text(&single_backend_config(test_config(), port, &b)));
+    let (dir, config) = write_config(&config_text(&single_backend_config(
+        test_config(),
+        port,
+        &b,
+    )));
     let pid_file = dir.path().join("switchyard.pid");
     let mut guard = PidGuard(Vec::new());
 

@@ -3,6 +3,7 @@
 //! backends with the traffic following at once, input validation with the offending
 //! field, reload through the API, the redacted configuration, the OpenAPI description,
 //! and the state file: kept across reloads and restarts, never corrupt after kill -9.
+use crate::common::config::*;
 use crate::common::*;
 
 use serde_json::{json, Value};
@@ -53,39 +54,38 @@ fn json_of(r: &Reply) -> Value {
 }
 
 /// The `admin:` section with the test token and a state file in `{dir}`.
-fn admin_section(port: u16) -> String {
-    format!(
-        "admin:
-  listen: 127.0.0.1:{port}
-  tokens: [\"{TOKEN}\"]
-  state_file: {{dir}}/state.json
-"
-    )
+fn admin_section(port: u16) -> Value {
+    json!({
+        "listen": format!("127.0.0.1:{port}"),
+        "tokens": [TOKEN],
+        "state_file": "{dir}/state.json",
+    })
 }
 
 /// Pools `web` (a, b; round robin) and `other` (c; least_conn); `/other` goes to
 /// `other`, everything else to `web`. `pool_keys` is added to both pools.
-fn config(admin: &str, web: u16, addrs: [&str; 3], pool_keys: &str) -> String {
+fn config(admin: Value, web: u16, addrs: [&str; 3], pool_keys: Value) -> Value {
     let [a, b, c] = addrs.map(str::to_string);
-    let pools = pool_yaml("web", pool_keys, &[a, b])
-        + &pool_yaml(
-            "other",
-            &format!("    algorithm: least_conn\n{pool_keys}"),
-            &[c],
-        );
-    config_yaml(
-        &format!("{TEST_SERVER}{admin}"),
-        &listener_yaml("web", web),
-        &pools,
-        "  - name: other\n    path_prefix: /other\n    pool: other\n  - name: all\n    pool: web\n",
+    let other = with(pool("other", &[c]), json!({ "algorithm": "least_conn" }));
+    let pools = json!([
+        with(pool("web", &[a, b]), pool_keys.clone()),
+        with(other, pool_keys),
+    ]);
+    let routes = json!([
+        { "name": "other", "path_prefix": "/other", "pool": "other" },
+        route("all", "web"),
+    ]);
+    with(
+        config_of(json!([listener("web", web)]), pools, routes),
+        json!({ "admin": admin }),
     )
 }
 
 /// The `admin:` section with the test token and the state file at `state_file`.
-fn admin_with_state_file(port: u16, state_file: &Path) -> String {
-    format!(
-        "admin:\n  listen: 127.0.0.1:{port}\n  tokens: [\"{TOKEN}\"]\n  state_file: {}\n",
-        state_file.display()
+fn admin_with_state_file(port: u16, state_file: &Path) -> Value {
+    with(
+        admin_section(port),
+        json!({ "state_file": state_file.display().to_string() }),
     )
 }
 
@@ -103,13 +103,13 @@ impl Setup {
     fn start() -> Setup {
         let [a, b, c] = Backend::start_each(["a", "b", "c"]);
         let (admin, web) = (listen_port(), listen_port());
-        let yaml = config(
-            &admin_section(admin),
+        let config = config(
+            admin_section(admin),
             web,
             [&a.address(), &b.address(), &c.address()],
-            "",
+            json!({}),
         );
-        let sy = Switchyard::start(&yaml, &[admin, web]);
+        let sy = Switchyard::start_config(&config, &[admin, web]);
         Setup {
             sy,
             admin,
@@ -299,16 +299,17 @@ fn every_api_route_needs_a_valid_bearer_token() {
 fn any_of_several_tokens_is_accepted() {
     let [a, b, c] = Backend::start_each(["a", "b", "c"]);
     let (admin, web) = (listen_port(), listen_port());
-    let section = format!(
-        "admin:\n  listen: 127.0.0.1:{admin}\n  tokens: [first-t0ken, \"{TOKEN}\"]\n  state_file: {{dir}}/state.json\n"
+    let section = with(
+        admin_section(admin),
+        json!({ "tokens": ["first-t0ken", TOKEN] }),
     );
-    let yaml = config(
-        &section,
+    let config = config(
+        section,
         web,
         [&a.address(), &b.address(), &c.address()],
-        "",
+        json!({}),
     );
-    let _sy = Switchyard::start(&yaml, &[admin, web]);
+    let _sy = Switchyard::start_config(&config, &[admin, web]);
     for t in ["first-t0ken", TOKEN] {
         let r = api(
             admin,
@@ -327,17 +328,15 @@ fn any_of_several_tokens_is_accepted() {
 fn a_client_outside_allow_gets_403() {
     let a = Backend::start("a");
     let (admin, web) = (listen_port(), listen_port());
-    let section = format!(
-        "admin:\n  listen: 127.0.0.1:{admin}\n  tokens: [\"{TOKEN}\"]\n  allow: [10.0.0.0/8]\n  state_file: {{dir}}/state.json\n"
-    );
+    let section = with(admin_section(admin), json!({ "allow": ["10.0.0.0/8"] }));
     let [b, c] = Backend::start_each(["b", "c"]);
-    let yaml = config(
-        &section,
+    let config = config(
+        section,
         web,
         [&a.address(), &b.address(), &c.address()],
-        "",
+        json!({}),
     );
-    let _sy = Switchyard::start(&yaml, &[admin, web]);
+    let _sy = Switchyard::start_config(&config, &[admin, web]);
     for (method, path, body) in [
         ("GET", "/api/v1/pools", ""),
         ("GET", "/api/v1/pools/web", ""),
@@ -708,11 +707,10 @@ fn reload_through_the_api() {
 
     // A broken file: 422 with every error, key path included; the old config serves.
     let [a, b, c] = s.addrs();
-    let broken = config(&admin_section(s.admin), s.web, [&a, &b, &c], "").replace(
-        &format!("      - address: {a}\n"),
-        "      - address: not-an-address\n",
-    );
-    s.sy.rewrite_config(&broken.replace("    algorithm: least_conn\n", "    algorithm: fastest\n"));
+    let mut broken = config(admin_section(s.admin), s.web, [&a, &b, &c], json!({}));
+    broken["pools"][0]["backends"][0]["address"] = json!("not-an-address");
+    broken["pools"][1]["algorithm"] = json!("fastest");
+    s.sy.rewrite_config(&config_text(&broken));
     let r = authed(s.admin, "POST", "/api/v1/reload", "");
     assert_eq!(r.status, 422, "{r:?}");
     let v = json_of(&r);
@@ -745,12 +743,12 @@ fn reload_through_the_api() {
 
     // A valid change applies.
     let d = Backend::start("d");
-    s.sy.rewrite_config(&config(
-        &admin_section(s.admin),
+    s.sy.rewrite_config(&config_text(&config(
+        admin_section(s.admin),
         s.web,
         [&a, &d.address(), &c],
-        "",
-    ));
+        json!({}),
+    )));
     let r = authed(s.admin, "POST", "/api/v1/reload", "");
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(
@@ -768,19 +766,17 @@ fn config_is_served_with_secrets_redacted() {
     let (_certs, cert, key) = tls_test_cert_files();
     let [a, b, c] = Backend::start_each(["a", "b", "c"]);
     let (admin, web, tls) = (listen_port(), listen_port(), listen_port());
-    let yaml = config(
-        &admin_section(admin),
+    let mut config = config(
+        admin_section(admin),
         web,
         [&a.address(), &b.address(), &c.address()],
-        "",
-    )
-    .replace(
-        "pools:\n",
-        &format!(
-            "  - name: websecure\n    listen: 127.0.0.1:{tls}\n    tls:\n      certificates:\n        - cert_file: {cert}\n          key_file: {key}\npools:\n"
-        ),
+        json!({}),
     );
-    let _sy = Switchyard::start(&yaml, &[admin, web, tls]);
+    config["listeners"]
+        .as_array_mut()
+        .expect("listeners")
+        .push(tls_listener("websecure", tls, &cert, &key));
+    let _sy = Switchyard::start_config(&config, &[admin, web, tls]);
     let r = authed(admin, "GET", "/api/v1/config", "");
     assert_eq!(r.status, 200, "{r:?}");
     let v = json_of(&r);
@@ -901,16 +897,16 @@ fn state_survives_reloads_and_restarts() {
     let state = state_dir.path().join("state.json");
     let [a, b, c, d] = Backend::start_each(["a", "b", "c", "d"]);
     let [aa, ba, ca, da] = [a.address(), b.address(), c.address(), d.address()];
-    let yaml = |admin: u16, web: u16, pool_keys: &str| {
-        config(
-            &admin_with_state_file(admin, &state),
+    let file_text = |admin: u16, web: u16, pool_keys: Value| {
+        config_text(&config(
+            admin_with_state_file(admin, &state),
             web,
             [&aa, &ba, &ca],
             pool_keys,
-        )
+        ))
     };
     let (admin, web) = (listen_port(), listen_port());
-    let mut sy = Switchyard::start(&yaml(admin, web, ""), &[admin, web]);
+    let mut sy = Switchyard::start(&file_text(admin, web, json!({})), &[admin, web]);
     let ok = |r: Reply, want: u16| assert_eq!(r.status, want, "{r:?}");
     ok(
         authed(
@@ -964,7 +960,7 @@ fn state_survives_reloads_and_restarts() {
     assert_changed_state(admin, &aa, &ba, &ca, &da, "after SIGHUP");
     // SIGHUP with changed pool definitions: the pools are rebuilt from the file and the
     // overlay is applied again.
-    sy.rewrite_config(&yaml(admin, web, "    retries: 0\n"));
+    sy.rewrite_config(&file_text(admin, web, json!({ "retries": 0 })));
     sy.signal("-HUP");
     assert!(
         sy.wait_stderr("reloaded", 2, Duration::from_secs(10)),
@@ -985,7 +981,10 @@ fn state_survives_reloads_and_restarts() {
     );
     drop(sy);
     let (admin, web) = (listen_port(), listen_port());
-    let sy = Switchyard::start(&yaml(admin, web, "    retries: 0\n"), &[admin, web]);
+    let sy = Switchyard::start(
+        &file_text(admin, web, json!({ "retries": 0 })),
+        &[admin, web],
+    );
     assert_changed_state(admin, &aa, &ba, &ca, &da, "after a restart");
     let counts = served_by(web, "/", 6);
     assert_eq!(counts.get("d"), Some(&6), "after restart: {counts:?}");
@@ -1004,18 +1003,18 @@ fn kill_9_during_state_writes_never_corrupts_the_file() {
     let [a, b, c] = Backend::start_each(["a", "b", "c"]);
     let extra = Backend::start("extra");
     let [aa, ba, ca] = [a.address(), b.address(), c.address()];
-    let yaml = |admin: u16, web: u16| {
-        config(
-            &admin_with_state_file(admin, &state),
+    let file_text = |admin: u16, web: u16| {
+        config_text(&config(
+            admin_with_state_file(admin, &state),
             web,
             [&aa, &ba, &ca],
-            "",
-        )
+            json!({}),
+        ))
     };
     let mut writes = 0usize;
     for round in 0..30u64 {
         let (admin, web) = (listen_port(), listen_port());
-        let mut sy = Switchyard::start(&yaml(admin, web), &[admin, web]);
+        let mut sy = Switchyard::start(&file_text(admin, web), &[admin, web]);
         let stop = Arc::new(AtomicBool::new(false));
         let done = Arc::new(AtomicUsize::new(0));
         let firing: Vec<_> = (0..3)
@@ -1091,7 +1090,7 @@ fn kill_9_during_state_writes_never_corrupts_the_file() {
 
     // It starts with whatever the last complete write left, and shows exactly that.
     let (admin, web) = (listen_port(), listen_port());
-    let sy = Switchyard::start(&yaml(admin, web), &[admin, web]);
+    let sy = Switchyard::start(&file_text(admin, web), &[admin, web]);
     let saved: Value =
         serde_json::from_str(&std::fs::read_to_string(&state).expect("read state")).expect("JSON");
     let web_pool = {
@@ -1155,15 +1154,17 @@ fn base64_helper_matches_the_rfc_examples() {
 
 /// Switchyard with the admin listener in front of pool `p` over `backends` with `keys`
 /// (one route to it): the admin and the web port.
-fn start_single_pool(backends: &[String], keys: &str) -> (Switchyard, u16, u16) {
+fn start_single_pool(backends: &[String], keys: Value) -> (Switchyard, u16, u16) {
     let (admin, web) = (listen_port(), listen_port());
-    let yaml = config_yaml(
-        &format!("{TEST_SERVER}{}", admin_section(admin)),
-        &listener_yaml("web", web),
-        &pool_yaml("p", keys, backends),
-        "  - name: all\n    pool: p\n",
+    let config = with(
+        config_of(
+            json!([listener("web", web)]),
+            json!([with(pool("p", backends), keys)]),
+            json!([route("all", "p")]),
+        ),
+        json!({ "admin": admin_section(admin) }),
     );
-    (Switchyard::start(&yaml, &[admin, web]), admin, web)
+    (Switchyard::start_config(&config, &[admin, web]), admin, web)
 }
 
 /// Waits (10 s at most) until the admin API shows backend `address` of pool `p`
@@ -1189,7 +1190,15 @@ fn wait_unhealthy(sy: &Switchyard, admin: u16, address: &str, what: &str) {
 fn changing_the_weight_keeps_a_backend_unhealthy() {
     let ok = Backend::start("ok");
     let dead = format!("127.0.0.1:{}", closed_port());
-    let keys = "    retries: 0\n    health_check: { interval: 3s, timeout: 500ms, healthy_threshold: 1, unhealthy_threshold: 1 }\n";
+    let keys = json!({
+        "retries": 0,
+        "health_check": {
+            "interval": "3s",
+            "timeout": "500ms",
+            "healthy_threshold": 1,
+            "unhealthy_threshold": 1,
+        },
+    });
     let (sy, admin, web) = start_single_pool(&[ok.address(), dead.clone()], keys);
     wait_unhealthy(&sy, admin, &dead, "the closed port");
     let r = authed(
@@ -1220,7 +1229,7 @@ fn changing_the_weight_keeps_a_backend_unhealthy() {
 fn changing_the_weight_keeps_an_open_circuit_open() {
     let ok = Backend::start("ok");
     let bad = Backend::start_with("bad", Behaviour::with_status(500));
-    let keys = "    circuit_breaker: { failure_threshold: 2, open_for: 10m }\n";
+    let keys = json!({ "circuit_breaker": { "failure_threshold": 2, "open_for": "10m" } });
     let (_sy, admin, web) = start_single_pool(&[ok.address(), bad.address()], keys);
     let mut fails = 0;
     for _ in 0..8 {
@@ -1257,7 +1266,15 @@ fn changing_the_weight_keeps_an_open_circuit_open() {
 fn an_added_backend_is_health_checked() {
     let ok = Backend::start("ok");
     let dead = format!("127.0.0.1:{}", closed_port());
-    let keys = "    retries: 0\n    health_check: { interval: 200ms, timeout: 200ms, healthy_threshold: 1, unhealthy_threshold: 1 }\n";
+    let keys = json!({
+        "retries": 0,
+        "health_check": {
+            "interval": "200ms",
+            "timeout": "200ms",
+            "healthy_threshold": 1,
+            "unhealthy_threshold": 1,
+        },
+    });
     let (sy, admin, web) = start_single_pool(&[ok.address()], keys);
     let r = authed(
         admin,
@@ -1279,26 +1296,27 @@ fn a_reload_applies_new_tokens_and_allow_at_once() {
     let (admin, web) = (listen_port(), listen_port());
     let addrs = [a.address(), b.address(), c.address()];
     let section = |token: &str, allow: &str| {
-        format!(
-            "admin:\n  listen: 127.0.0.1:{admin}\n  tokens: [\"{token}\"]\n  allow: [{allow}]\n  state_file: {{dir}}/state.json\n"
+        with(
+            admin_section(admin),
+            json!({ "tokens": [token], "allow": [allow] }),
         )
     };
-    let yaml = |token: &str, allow: &str| {
-        config(
-            &section(token, allow),
+    let file_text = |token: &str, allow: &str| {
+        config_text(&config(
+            section(token, allow),
             web,
             [&addrs[0], &addrs[1], &addrs[2]],
-            "",
-        )
+            json!({}),
+        ))
     };
-    let sy = Switchyard::start(&yaml("old-t0ken", "127.0.0.0/8"), &[admin, web]);
+    let sy = Switchyard::start(&file_text("old-t0ken", "127.0.0.0/8"), &[admin, web]);
     let bearer = |t: &str| format!("Bearer {t}");
     let pools = |t: &str| api(admin, "GET", "/api/v1/pools", Some(&bearer(t)), "");
     assert_eq!(pools("old-t0ken").status, 200);
     assert_eq!(pools("new-t0ken").status, 401);
 
     // Rotate the token; the reload is asked for with the old one, which was valid then.
-    sy.rewrite_config(&yaml("new-t0ken", "127.0.0.0/8"));
+    sy.rewrite_config(&file_text("new-t0ken", "127.0.0.0/8"));
     let r = api(
         admin,
         "POST",
@@ -1320,7 +1338,7 @@ fn a_reload_applies_new_tokens_and_allow_at_once() {
     assert_eq!(pools("new-t0ken").status, 200);
 
     // Narrow `allow` to a network the test client is not in (reload by SIGHUP).
-    sy.rewrite_config(&yaml("new-t0ken", "10.0.0.0/8"));
+    sy.rewrite_config(&file_text("new-t0ken", "10.0.0.0/8"));
     sy.signal("-HUP");
     assert!(
         sy.wait_stderr("reloaded", 2, Duration::from_secs(10)),

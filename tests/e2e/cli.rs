@@ -1,7 +1,9 @@
 //! The command line (SPEC §1, §2): -V, -t, -c/--config, $SWITCHYARD_CONFIG, the default
 //! path, $SWITCHYARD_LOG, -d (daemon with pid_file) and -u with SIGQUIT (graceful upgrade).
+use crate::common::config::*;
 use crate::common::*;
 
+use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -12,28 +14,26 @@ fn stderr_of(out: &Output) -> String {
     String::from_utf8_lossy(&out.stderr).to_string()
 }
 
-fn valid_yaml(port: u16, backend: &str) -> String {
-    config_yaml(
-        TEST_SERVER,
-        &listener_yaml("web", port),
-        &pool_yaml("web", "", &[backend.to_string()]),
-        "  - name: all\n    pool: web\n",
+fn valid_config(port: u16, backend: &str) -> Value {
+    config_of(
+        json!([listener("web", port)]),
+        json!([pool("web", &[backend.to_string()])]),
+        json!([route("all", "web")]),
     )
 }
 
-const INVALID_YAML: &str = "
-pools:
-  - name: web
-    backends:
-      - address: 127.0.0.1:18081
-        weight: 0
-";
+/// Only a pool, and its backend has weight 0.
+fn invalid_config() -> Value {
+    json!({
+        "pools": [{ "name": "web", "backends": [{ "address": "127.0.0.1:18081", "weight": 0 }] }],
+    })
+}
 
 /// A valid and an invalid configuration file (keep the directories alive).
 fn good_and_bad(backend: &str) -> ((tempfile::TempDir, PathBuf), (tempfile::TempDir, PathBuf)) {
     (
-        write_config(&valid_yaml(free_port(), backend)),
-        write_config(INVALID_YAML),
+        write_config(&config_text(&valid_config(free_port(), backend))),
+        write_config(&config_text(&invalid_config())),
     )
 }
 
@@ -172,17 +172,19 @@ fn default_config_path_is_used_without_c_or_env() {
     );
 }
 
-fn error_level_yaml(port: u16, backend: &str) -> String {
-    valid_yaml(port, backend).replace("  level: info", "  level: error")
+fn error_level_config(port: u16, backend: &str) -> Value {
+    with(
+        valid_config(port, backend),
+        json!({ "log": { "level": "error" } }),
+    )
 }
 
 #[test]
 fn switchyard_log_env_overrides_log_level() {
     let b = Backend::start("a");
     let port = free_port();
-    let yaml = error_level_yaml(port, &b.address());
-    assert!(yaml.contains("level: error"), "test bug: {yaml}");
-    let sy = Switchyard::start_with_env(&yaml, &[port], &[("SWITCHYARD_LOG", "info")]);
+    let text = config_text(&error_level_config(port, &b.address()));
+    let sy = Switchyard::start_with_env(&text, &[port], &[("SWITCHYARD_LOG", "info")]);
     assert_eq!(get(port, "/").status, 200);
     assert!(
         sy.wait_stderr("starting", 1, Duration::from_secs(5)),
@@ -195,8 +197,7 @@ fn switchyard_log_env_overrides_log_level() {
 fn log_level_error_hides_the_startup_line() {
     let b = Backend::start("a");
     let port = free_port();
-    let yaml = error_level_yaml(port, &b.address());
-    let (dir, path) = write_config(&yaml);
+    let (dir, path) = write_config(&config_text(&error_level_config(port, &b.address())));
     let stderr_path = dir.path().join("stderr.log");
     let child = switchyard_command()
         .arg("-c")
@@ -224,7 +225,7 @@ fn log_level_error_hides_the_startup_line() {
 fn daemon_mode_writes_pid_file_and_serves() {
     let b = Backend::start("d");
     let port = free_port();
-    let (dir, path) = write_config(&valid_yaml(port, &b.address()));
+    let (dir, path) = write_config(&config_text(&valid_config(port, &b.address())));
     let pid_file: PathBuf = dir.path().join("switchyard.pid");
     let launcher_stderr = dir.path().join("launcher-stderr.log");
     let mut launcher = ChildGuard(
@@ -276,8 +277,7 @@ fn daemon_mode_writes_pid_file_and_serves() {
 fn sigquit_with_upgrade_hands_over_without_failed_requests() {
     let b = Backend::start("u");
     let port = free_port();
-    let yaml = valid_yaml(port, &b.address());
-    let mut old = Switchyard::start(&yaml, &[port]);
+    let mut old = Switchyard::start_config(&valid_config(port, &b.address()), &[port]);
     assert_eq!(get(port, "/").status, 200);
 
     // Instance 2 with -u and the same configuration; it waits on upgrade_sock.

@@ -5,6 +5,7 @@
 //! to target/cockpit-artefacts/ (SWITCHYARD_DASHBOARD_PNG=path keeps one elsewhere too).
 //!
 //! Chromium comes from Debian's `chromium` package; without it the test prints SKIP.
+use crate::common::config::*;
 use crate::common::*;
 
 use futures_util::{SinkExt, StreamExt};
@@ -205,13 +206,22 @@ fn the_dashboard_shows_live_stats_and_its_drain_button_drains_the_backend() {
     }
     let [a, b] = Backend::start_each(["a", "b"]);
     let (admin, web) = (listen_port(), listen_port());
-    let yaml = config_yaml(
-        &format!("{TEST_SERVER}admin:\n  listen: 127.0.0.1:{admin}\n  state_file: {{dir}}/state.json\n  tokens: [\"{FULL}\"]\n  read_only_tokens: [\"{READ_ONLY}\"]\n"),
-        &listener_yaml("web", web),
-        &pool_yaml("web", "", &[a.address(), b.address()]),
-        "  - name: site\n    pool: web\n",
+    let config = with(
+        config_of(
+            json!([listener("web", web)]),
+            json!([pool("web", &[a.address(), b.address()])]),
+            json!([route("site", "web")]),
+        ),
+        json!({
+            "admin": {
+                "listen": format!("127.0.0.1:{admin}"),
+                "state_file": "{dir}/state.json",
+                "tokens": [FULL],
+                "read_only_tokens": [READ_ONLY],
+            },
+        }),
     );
-    let _sy = Switchyard::start(&yaml, &[admin, web]);
+    let _sy = Switchyard::start_config(&config, &[admin, web]);
     for _ in 0..10 {
         assert_eq!(get(web, "/").status, 200);
     }

@@ -5,9 +5,10 @@
 //!
 //! Chromium comes from Debian's `chromium` package; without /usr/bin/chromium the browser
 //! tests print SKIP and return. Set SWITCHYARD_DASHBOARD_PNG=path to keep the screenshot.
+use crate::common::config::*;
 use crate::common::*;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use std::io::Read;
 use std::os::unix::process::CommandExt;
@@ -165,23 +166,40 @@ struct Setup {
     _c: Backend,
 }
 
-fn start(tokens: &str) -> Setup {
+/// `tokens` are `admin.tokens`; none leaves the key out.
+fn start(tokens: &[&str]) -> Setup {
     let [a, b, c] = Backend::start_each(["a", "b", "c"]);
     let dead = format!("127.0.0.1:{}", closed_port());
     let (admin, web) = (listen_port(), listen_port());
-    let admin_section =
-        format!("admin:\n  listen: 127.0.0.1:{admin}\n{tokens}  state_file: {{dir}}/state.json\n");
-    let check = "    algorithm: least_conn\n    health_check: { interval: 200ms, timeout: 200ms, \
-                 healthy_threshold: 1, unhealthy_threshold: 1 }\n";
-    let pools = pool_yaml("web", "", &[a.address(), b.address()])
-        + &pool_yaml("other", check, &[c.address(), dead.clone()]);
-    let yaml = config_yaml(
-        &format!("{TEST_SERVER}{admin_section}"),
-        &listener_yaml("web", web),
-        &pools,
-        "  - name: other\n    path_prefix: /other\n    pool: other\n  - name: all\n    pool: web\n",
+    let mut admin_section = json!({
+        "listen": format!("127.0.0.1:{admin}"),
+        "state_file": "{dir}/state.json",
+    });
+    if !tokens.is_empty() {
+        admin_section["tokens"] = json!(tokens);
+    }
+    let check = json!({
+        "algorithm": "least_conn",
+        "health_check": {
+            "interval": "200ms",
+            "timeout": "200ms",
+            "healthy_threshold": 1,
+            "unhealthy_threshold": 1,
+        },
+    });
+    let pools = json!([
+        pool("web", &[a.address(), b.address()]),
+        with(pool("other", &[c.address(), dead.clone()]), check),
+    ]);
+    let routes = json!([
+        { "name": "other", "path_prefix": "/other", "pool": "other" },
+        route("all", "web"),
+    ]);
+    let config = with(
+        config_of(json!([listener("web", web)]), pools, routes),
+        json!({ "admin": admin_section }),
     );
-    let sy = Switchyard::start(&yaml, &[admin, web]);
+    let sy = Switchyard::start_config(&config, &[admin, web]);
     Setup {
         sy,
         admin,
@@ -226,7 +244,7 @@ fn wait_unhealthy(s: &Setup) {
 
 #[test]
 fn the_page_is_static_html_with_no_external_reference() {
-    let s = start("  tokens: [dash-t0ken]\n");
+    let s = start(&["dash-t0ken"]);
     let r = get(s.admin, "/");
     assert_eq!(r.status, 200, "GET / needs no token: {r:?}");
     let ct = r.header("content-type").unwrap_or("");
@@ -268,7 +286,7 @@ fn chromium_renders_every_pool_and_backend_with_its_health() {
     if !have_chromium() {
         return;
     }
-    let s = start("");
+    let s = start(&[]);
     // Some traffic, so the counters are not all zero.
     for _ in 0..6 {
         assert_eq!(get(s.web, "/").status, 200);
@@ -367,7 +385,7 @@ fn chromium_shows_the_token_prompt_when_the_api_answers_401() {
     if !have_chromium() {
         return;
     }
-    let s = start("  tokens: [dash-t0ken]\n");
+    let s = start(&["dash-t0ken"]);
     assert_eq!(get(s.admin, "/api/v1/pools").status, 401);
     let profile = tempfile::tempdir().expect("profile dir");
     let url = format!("http://127.0.0.1:{}/", s.admin);

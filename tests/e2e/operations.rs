@@ -2,8 +2,10 @@
 //! under a keep-alive client load, SIGTERM with requests in flight, SIGUSR1 access-log
 //! reopen, the upgrade of a daemonised process with its pid file, and `/readyz` while
 //! draining.
+use crate::common::config::*;
 use crate::common::*;
 
+use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -326,15 +328,15 @@ fn set_phase(phase: &Mutex<String>, text: String) {
 // 1. Reloads and upgrades under load
 
 /// Two backends; the route stamps `X-Config: TAG` and `X-Reload: N` on every response.
-fn tagged_config(port: u16, a: &Backend, b: &Backend, tag: &str, n: usize) -> String {
-    config_yaml(
-        TEST_SERVER,
-        &listener_yaml("web", port),
-        &pool_yaml("web", "", &[a.address(), b.address()]),
-        &format!(
-            "  - name: all\n    pool: web\n    response_headers:\n      \
-             set: {{ X-Config: {tag}, X-Reload: \"{n}\" }}\n"
-        ),
+fn tagged_config(port: u16, a: &Backend, b: &Backend, tag: &str, n: usize) -> Value {
+    let headers = json!({ "set": { "X-Config": tag, "X-Reload": n.to_string() } });
+    config_of(
+        json!([listener("web", port)]),
+        json!([pool("web", &[a.address(), b.address()])]),
+        json!([with(
+            route("all", "web"),
+            json!({ "response_headers": headers })
+        )]),
     )
 }
 
@@ -343,7 +345,7 @@ fn reloads_and_upgrades_under_keepalive_load_fail_no_request() {
     let a = Backend::start("a");
     let b = Backend::start("b");
     let port = listen_port();
-    let mut first = Switchyard::start(&tagged_config(port, &a, &b, "A", 0), &[port]);
+    let mut first = Switchyard::start_config(&tagged_config(port, &a, &b, "A", 0), &[port]);
     let dir = first.dir.path().to_path_buf();
     let r = get(port, "/");
     assert_eq!(r.status, 200);
@@ -358,9 +360,10 @@ fn reloads_and_upgrades_under_keepalive_load_fail_no_request() {
     for i in 1..=20usize {
         if i == 11 {
             set_phase(&phase, "invalid reload".into());
-            first.rewrite_config(
-                "pools:\n  - name: web\n    backends:\n      - address: 127.0.0.1:1\n        weight: 0\n",
-            );
+            let invalid = json!({
+                "pools": [{ "name": "web", "backends": [{ "address": "127.0.0.1:1", "weight": 0 }] }],
+            });
+            first.rewrite_config(&config_text(&invalid));
             first.signal("-HUP");
             assert!(
                 first.wait_stderr(
@@ -378,7 +381,7 @@ fn reloads_and_upgrades_under_keepalive_load_fail_no_request() {
         }
         let tag = if i % 2 == 1 { "B" } else { "A" };
         set_phase(&phase, format!("reload {i} to {tag}"));
-        first.rewrite_config(&tagged_config(port, &a, &b, tag, i));
+        first.rewrite_config(&config_text(&tagged_config(port, &a, &b, tag, i)));
         first.signal("-HUP");
         assert!(
             first.wait_stderr("reloaded ", i, Duration::from_secs(10)),
@@ -476,23 +479,27 @@ fn reloads_and_upgrades_under_keepalive_load_fail_no_request() {
 // ---------------------------------------------------------------------------------------
 // 2. SIGTERM
 
-fn with_shutdown_timeout(timeout: &str) -> String {
-    let s = TEST_SERVER.replace(
-        "  shutdown_timeout: 1s\n",
-        &format!("  shutdown_timeout: {timeout}\n"),
-    );
-    assert!(s.contains(timeout), "TEST_SERVER changed shape");
-    s
+fn with_shutdown_timeout(timeout: &str) -> Value {
+    with(
+        test_config(),
+        json!({ "server": { "shutdown_timeout": timeout } }),
+    )
 }
 
-/// `head` (TEST_SERVER or a variant, and any other sections), listener `web` on `port`
-/// and pool `web` with backend `b` (no health check) behind route `all`.
-fn single_backend_config(head: &str, port: u16, b: &Backend) -> String {
-    config_yaml(
+/// `head` (the test configuration or a variant, and any other sections), listener `web`
+/// on `port` and pool `web` with backend `b` (no health check) behind route `all`.
+fn single_backend_config(head: Value, port: u16, b: &Backend) -> Value {
+    let web = with(
+        pool("web", &[b.address()]),
+        json!({ "health_check": { "kind": "none" } }),
+    );
+    with(
         head,
-        &listener_yaml("web", port),
-        &pool_yaml("web", "    health_check: { kind: none }\n", &[b.address()]),
-        "  - name: all\n    pool: web\n",
+        json!({
+            "listeners": [listener("web", port)],
+            "pools": [web],
+            "routes": [route("all", "web")],
+        }),
     )
 }
 
@@ -509,8 +516,8 @@ impl InFlight {
     fn start(name: &str, delay: Duration, shutdown_timeout: &str, path: &str) -> InFlight {
         let b = Backend::start_with(name, Behaviour::with_delay(delay));
         let port = listen_port();
-        let yaml = single_backend_config(&with_shutdown_timeout(shutdown_timeout), port, &b);
-        let sy = Switchyard::start(&yaml, &[port]);
+        let config = single_backend_config(with_shutdown_timeout(shutdown_timeout), port, &b);
+        let sy = Switchyard::start_config(&config, &[port]);
         let request = get_in_background(port, path);
         assert!(
             b.wait_count(1, Duration::from_secs(5)),
@@ -654,7 +661,7 @@ fn wait_access(path: &Path, n: usize, limit: Duration) -> Vec<String> {
 fn sigusr1_reopens_the_access_log_after_a_rename() {
     let b = Backend::start("logged");
     let port = listen_port();
-    let sy = Switchyard::start(&single_backend_config(TEST_SERVER, port, &b), &[port]);
+    let sy = Switchyard::start_config(&single_backend_config(test_config(), port, &b), &[port]);
     let log = sy.access_log.clone();
     let rotated = sy.dir.path().join("access.log.1");
     for i in 0..5 {
@@ -709,7 +716,11 @@ fn try_get(port: u16, path: &str) -> Result<Reply, String> {
 fn daemon_writes_its_pid_file_and_a_daemonised_upgrade_replaces_it() {
     let b = Backend::start("daemon");
     let port = listen_port();
-    let (dir, config) = write_config(&single_backend_config(TEST_SERVER, port, &b));
+    let (dir, config) = write_config(&config_text(&single_backend_config(
+        test_config(),
+        port,
+        &b,
+    )));
     let pid_file = dir.path().join("switchyard.pid");
     let mut guard = PidGuard(Vec::new());
 
@@ -826,19 +837,18 @@ fn readyz_answers_503_on_an_open_connection_after_sigterm() {
     let b = Backend::start_with("busy", Behaviour::with_delay(Duration::from_secs(3)));
     let port = listen_port();
     let admin = listen_port();
-    let admin_section =
-        format!("admin:\n  listen: 127.0.0.1:{admin}\n  state_file: {{dir}}/state.json\n");
     // grace_period 10s: the process lives until the slow request is done (exit when idle).
-    let server =
-        with_shutdown_timeout("5s").replace("  grace_period: 1s\n", "  grace_period: 10s\n");
-    assert!(
-        server.contains("grace_period: 10s"),
-        "TEST_SERVER changed shape"
+    let head = with(
+        with_shutdown_timeout("5s"),
+        json!({
+            "server": { "grace_period": "10s" },
+            "admin": {
+                "listen": format!("127.0.0.1:{admin}"),
+                "state_file": "{dir}/state.json",
+            },
+        }),
     );
-    let mut sy = Switchyard::start(
-        &single_backend_config(&format!("{server}{admin_section}"), port, &b),
-        &[port, admin],
-    );
+    let mut sy = Switchyard::start_config(&single_backend_config(head, port, &b), &[port, admin]);
     let mut conn = TcpStream::connect(("127.0.0.1", admin)).expect("connect admin");
     let _ = conn.set_read_timeout(Some(Duration::from_secs(5)));
     let (r, close) = keepalive_get(&mut conn, "/readyz").expect("readyz before SIGTERM");
@@ -886,13 +896,16 @@ fn readyz_answers_503_on_an_open_connection_after_sigterm() {
 fn sighup_and_sigusr1_right_after_start_do_not_kill_the_process() {
     let a = Backend::start("a");
     let port = listen_port();
-    let yaml = config_yaml(
-        TEST_SERVER,
-        &listener_yaml("web", port),
-        &pool_yaml("p", "    health_check: { kind: none }\n", &[a.address()]),
-        "  - name: all\n    pool: p\n",
+    let p = with(
+        pool("p", &[a.address()]),
+        json!({ "health_check": { "kind": "none" } }),
     );
-    let (dir, config) = write_config(&yaml);
+    let config = config_of(
+        json!([listener("web", port)]),
+        json!([p]),
+        json!([route("all", "p")]),
+    );
+    let (dir, config) = write_config(&config_text(&config));
     let stderr = std::fs::File::create(dir.path().join("stderr.log")).unwrap();
     let child = std::process::Command::new(BIN)
         .arg("-c")

@@ -587,11 +587,7 @@ fn acme_configuration_errors_are_reported() {
     };
     let mut wildcard = good.clone();
     acme_of(&mut wildcard)["domains"][0] = json!("*.switchyard.test");
-    refused(
-        &wildcard,
-        "listeners[1].tls.acme.domains[0]",
-        "DNS-01",
-    );
+    refused(&wildcard, "listeners[1].tls.acme.domains[0]", "DNS-01");
     // No plaintext listener: the CA could never validate.
     let mut no_web = good.clone();
     no_web["listeners"] = json!([good["listeners"][1]]);

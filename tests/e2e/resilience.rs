@@ -787,7 +787,11 @@ fn a_reload_that_reorders_or_drops_listeners_keeps_each_socket_on_its_own_routes
 fn invalid_config_on_sighup_keeps_the_old_one_serving() {
     let a = Backend::start("a");
     let port = listen_port();
-    let pools = json!([pool_with("p", json!({ "health_check": no_check() }), &[a.address()])]);
+    let pools = json!([pool_with(
+        "p",
+        json!({ "health_check": no_check() }),
+        &[a.address()]
+    )]);
     let mut sy = Switchyard::start_config(&config(port, pools, route_all()), &[port]);
     assert_eq!(get(port, "/").status, 200);
 

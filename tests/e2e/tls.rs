@@ -135,7 +135,11 @@ fn start_plain_and_tls(pki: &Pki, backend: &Backend, route_keys: Value) -> (Swit
         tls_listener_with("websecure", secure, &[&pki.a], json!({})),
     ]);
     let config = one_pool_config(listeners, &backend.address(), route_keys);
-    (Switchyard::start_config(&config, &[plain, secure]), plain, secure)
+    (
+        Switchyard::start_config(&config, &[plain, secure]),
+        plain,
+        secure,
+    )
 }
 
 /// Client certificates from `ca_file` under `client_auth` (`require` or `optional`).
@@ -883,7 +887,8 @@ fn alpn_offers_h2_on_tls_listeners_unless_http2_is_off() {
 fn security_headers_add_hsts_only_over_tls() {
     let pki = Pki::new();
     let backend = Backend::start("a");
-    let (_sy, plain, secure) = start_plain_and_tls(&pki, &backend, json!({ "security_headers": true }));
+    let (_sy, plain, secure) =
+        start_plain_and_tls(&pki, &backend, json!({ "security_headers": true }));
     let r = ok_reply(pki.client("a.example.com").get(secure, "/", &[]), "TLS");
     assert_eq!(
         r.header("strict-transport-security"),

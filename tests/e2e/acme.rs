@@ -3,8 +3,10 @@
 //! to 127.0.0.1) and its HTTP-01 validation pointed at Switchyard's plaintext listener:
 //! first certificate, restart reusing it, renewal of a certificate inside the 30-day
 //! window under steady requests, CA unreachable, and configuration errors.
+use crate::common::config::*;
 use crate::common::*;
 use openssl::x509::X509;
+use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -170,38 +172,37 @@ fn acme_config(
     storage: &Path,
     ca_file: Option<&str>,
     backend: &str,
-) -> String {
-    let ca_line = ca_file
-        .map(|f| format!("        ca_file: {f}\n"))
-        .unwrap_or_default();
-    format!(
-        "{TEST_SERVER}
-metrics:
-  listen: 127.0.0.1:{metrics}
-listeners:
-  - name: web
-    listen: 127.0.0.1:{http}
-  - name: websecure
-    listen: 127.0.0.1:{https}
-    tls:
-      acme:
-        email: ops@switchyard.test
-        directory: {directory}
-        domains: [{domains}]
-        storage: {storage}
-{ca_line}pools:
-  - name: app
-    health_check: {{ kind: none }}
-    backends:
-      - address: {backend}
-routes:
-  - name: all
-    pool: app
-    redirect_https: true          # challenges are answered before this
-",
-        domains = DOMAINS.join(", "),
-        storage = storage.display()
+) -> Value {
+    let mut acme = json!({
+        "email": "ops@switchyard.test",
+        "directory": directory,
+        "domains": DOMAINS,
+        "storage": storage.display().to_string(),
+    });
+    if let Some(f) = ca_file {
+        acme["ca_file"] = json!(f);
+    }
+    let mut secure = listener("websecure", https);
+    secure["tls"] = json!({ "acme": acme });
+    let app = with(
+        pool("app", &[backend.to_string()]),
+        json!({ "health_check": { "kind": "none" } }),
+    );
+    // Challenges are answered before the redirect.
+    let all = with(route("all", "app"), json!({ "redirect_https": true }));
+    with(
+        config_of(
+            json!([listener("web", http), secure]),
+            json!([app]),
+            json!([all]),
+        ),
+        json!({ "metrics": { "listen": format!("127.0.0.1:{metrics}") } }),
     )
+}
+
+/// The `tls.acme` section of `acme_config`'s ACME listener.
+fn acme_of(config: &mut Value) -> &mut Value {
+    &mut config["listeners"][1]["tls"]["acme"]
 }
 
 /// The leaf certificate served for `domain` (no verification).
@@ -280,7 +281,7 @@ struct Rig {
     pebble: Pebble,
     backend: Backend,
     storage: PathBuf,
-    config: String,
+    config: Value,
     _state: tempfile::TempDir,
 }
 
@@ -311,8 +312,8 @@ impl Rig {
 
     /// Starts Switchyard with `config` and waits (60 s at most) until it serves a
     /// certificate for `domain` that verifies against Pebble's current root.
-    fn obtain(&self, config: &str, domain: &str) -> (Switchyard, X509) {
-        let sy = Switchyard::start(config, &[self.http, self.https]);
+    fn obtain(&self, config: &Value, domain: &str) -> (Switchyard, X509) {
+        let sy = Switchyard::start_config(config, &[self.http, self.https]);
         let root = self.pebble.root();
         let issued = wait_for(Duration::from_secs(60), || {
             verifies(self.https, domain, &root).ok()
@@ -382,7 +383,7 @@ fn obtains_a_certificate_and_reuses_it_after_a_restart() {
 
     // Without the CA, a restart serves the stored certificate and orders nothing.
     rig.pebble.stop();
-    let again = Switchyard::start(&rig.config, &[http, https]);
+    let again = Switchyard::start_config(&rig.config, &[http, https]);
     let served_again = served(https, DOMAINS[0]).expect("handshake after restart");
     assert_eq!(fingerprint(&served_again), fingerprint(&issued));
     std::thread::sleep(Duration::from_secs(2));
@@ -414,7 +415,7 @@ fn renews_a_certificate_inside_the_30_day_window_under_steady_requests() {
         &backend.address(),
     );
     let sy = Switchyard::start_with_env(
-        &config,
+        &config_text(&config),
         &[http, https, metrics],
         &[("SSL_CERT_FILE", pebble.https_ca_file.as_str())],
     );
@@ -514,7 +515,7 @@ fn an_unreachable_ca_keeps_the_current_certificate_and_logs_why() {
         None,
         &backend.address(),
     );
-    let sy = Switchyard::start(&config, &[http, https]);
+    let sy = Switchyard::start_config(&config, &[http, https]);
     let logged = wait_for(Duration::from_secs(20), || {
         sy.stderr()
             .contains("ACME order for switchyard.test")
@@ -545,7 +546,7 @@ fn without_any_certificate_a_self_signed_placeholder_serves() {
         None,
         &backend.address(),
     );
-    let sy = Switchyard::start(&config, &[http, https]);
+    let sy = Switchyard::start_config(&config, &[http, https]);
     let cert = served(https, DOMAINS[1]).expect("handshake with the placeholder");
     assert_eq!(
         cert.issuer_name().to_der().ok(),
@@ -573,41 +574,38 @@ fn acme_configuration_errors_are_reported() {
         None,
         "127.0.0.1:9",
     );
-    let refused = |yaml: &str, key: &str, why: &str| {
-        let (out, _, _) = check_config(yaml);
+    let refused = |config: &Value, key: &str, why: &str| {
+        let (out, _, _) = check_config(&config_text(config));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{key} must be refused");
         assert!(err.contains(key) && err.contains(why), "{err}");
     };
-    let accepted = |yaml: &str| {
-        let (out, _, _) = check_config(yaml);
+    let accepted = |config: &Value| {
+        let (out, _, _) = check_config(&config_text(config));
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{err}");
     };
-    refused(
-        &good.replace("[switchyard.test,", "[\"*.switchyard.test\","),
-        "listeners[1].tls.acme.domains[0]",
-        "DNS-01",
-    );
+    let mut wildcard = good.clone();
+    acme_of(&mut wildcard)["domains"][0] = json!("*.switchyard.test");
+    refused(&wildcard, "listeners[1].tls.acme.domains[0]", "DNS-01");
     // No plaintext listener: the CA could never validate.
-    let web = good.find("  - name: web").expect("web listener");
-    let secure = good.find("  - name: websecure").expect("tls listener");
+    let mut no_web = good.clone();
+    no_web["listeners"] = json!([good["listeners"][1]]);
+    refused(&no_web, "listeners[0].tls.acme", "plaintext listener");
+    let mut bad_email = good.clone();
+    acme_of(&mut bad_email)["email"] = json!("ops at switchyard");
     refused(
-        &format!("{}{}", &good[..web], &good[secure..]),
-        "listeners[0].tls.acme",
-        "plaintext listener",
-    );
-    refused(
-        &good.replace("ops@switchyard.test", "ops at switchyard"),
+        &bad_email,
         "listeners[1].tls.acme.email",
         "not an email address",
     );
     accepted(&good);
     // No email (the CA then has no contact) and a single-label name are the CA's call.
-    let minimal = good
-        .replace("        email: ops@switchyard.test\n", "")
-        .replace("[switchyard.test,", "[localhost, switchyard.test,");
-    assert!(!minimal.contains("email"));
+    let mut minimal = good.clone();
+    let acme = acme_of(&mut minimal);
+    acme.as_object_mut().expect("acme").remove("email");
+    acme["domains"] = json!(["localhost", DOMAINS[0], DOMAINS[1]]);
+    assert!(!config_text(&minimal).contains("email"));
     accepted(&minimal);
 }
 
@@ -620,10 +618,8 @@ fn a_ca_that_forgot_the_account_gets_a_new_one() {
     // the restarted Switchyard orders with its stored, now unknown, account.
     rig.pebble.stop();
     rig.pebble.launch();
-    let more = rig.config.replace(
-        "domains: [switchyard.test,",
-        "domains: [api.switchyard.test, switchyard.test,",
-    );
+    let mut more = rig.config.clone();
+    acme_of(&mut more)["domains"] = json!(["api.switchyard.test", DOMAINS[0], DOMAINS[1]]);
     assert_ne!(more, rig.config);
     let (sy, issued) = rig.obtain(&more, "api.switchyard.test");
     assert_eq!(dns_sans(&issued).len(), 3, "{:?}", dns_sans(&issued));

@@ -3,9 +3,11 @@
 //! headers to the backend, the access log's `protocol`, SNI certificate choice and
 //! reload, ACLs, rate limits and connection caps, `Alt-Svc` on the TCP side, and the
 //! zero-downtime upgrade with the UDP socket handed over.
+use crate::common::config::*;
 use crate::common::*;
 use openssl::pkey::{PKey, Private};
 use openssl::x509::X509;
+use serde_json::{json, Value};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::time::Duration;
@@ -48,42 +50,36 @@ fn leaf(ca: &TestCa, dir: &std::path::Path, stem: &str, name: &str) -> Leaf {
     }
 }
 
-/// A TLS listener `websecure` on `port` with `http3: true` (unless `http3` is false),
-/// certificates a then b, and `extra` listener keys.
-fn listener(pki: &Pki, name: &str, port: u16, http3: bool, extra: &str) -> String {
-    let certs: String = [&pki.a, &pki.b]
+/// A TLS listener `name` on `port` with `http3: true` (unless `http3` is false),
+/// certificates a then b, and `keys` (more listener keys).
+fn h3_listener(pki: &Pki, name: &str, port: u16, http3: bool, keys: Value) -> Value {
+    let certificates: Vec<Value> = [&pki.a, &pki.b]
         .iter()
-        .map(|c| {
-            format!(
-                "        - cert_file: {}\n          key_file: {}\n",
-                c.cert_file, c.key_file
-            )
-        })
+        .map(|c| json!({ "cert_file": c.cert_file, "key_file": c.key_file }))
         .collect();
-    format!(
-        "{}    http3: {http3}\n{extra}    tls:\n      certificates:\n{certs}",
-        listener_yaml(name, port)
-    )
+    let mut l = with(listener(name, port), keys);
+    l["http3"] = json!(http3);
+    l["tls"] = json!({ "certificates": certificates });
+    l
 }
 
-fn config(head: &str, listeners: &str, backend: &str, route_keys: &str) -> String {
-    config_yaml(
-        head,
+/// `listeners`, one pool `p` over `backend` and one route `r` (with `route_keys`) to it.
+fn one_pool_config(listeners: Value, backend: &str, route_keys: Value) -> Value {
+    config_of(
         listeners,
-        &pool_yaml("p", "", &[backend.to_string()]),
-        &format!("  - name: r\n    pool: p\n{route_keys}"),
+        json!([pool("p", &[backend.to_string()])]),
+        json!([with(route("r", "p"), route_keys)]),
     )
 }
 
-fn start(pki: &Pki, backend: &str, route_keys: &str) -> (Switchyard, u16) {
+fn start(pki: &Pki, backend: &str, route_keys: Value) -> (Switchyard, u16) {
     let port = listen_port();
-    let yaml = config(
-        TEST_SERVER,
-        &listener(pki, "websecure", port, true, ""),
+    let config = one_pool_config(
+        json!([h3_listener(pki, "websecure", port, true, json!({}))]),
         backend,
         route_keys,
     );
-    let sy = Switchyard::start(&yaml, &[port]);
+    let sy = Switchyard::start_config(&config, &[port]);
     assert!(
         sy.wait_stderr("HTTP/3 on udp", 1, Duration::from_secs(10)),
         "no QUIC listener; stderr:\n{}",
@@ -210,7 +206,7 @@ fn echo_connection(s: TcpStream) -> std::io::Result<()> {
 fn get_and_post_stream_bodies_both_ways() {
     let pki = Pki::new();
     let echo = EchoBackend::start();
-    let (sy, port) = start(&pki, &echo.addr, "");
+    let (sy, port) = start(&pki, &echo.addr, json!({}));
     let client = pki.client();
     let mut conn = client.connect(port, "a.example.com").expect("connect");
 
@@ -275,7 +271,7 @@ fn get_and_post_stream_bodies_both_ways() {
 fn requests_reach_the_backend_with_forwarding_headers_and_are_logged_as_http3() {
     let pki = Pki::new();
     let backend = Backend::start("a");
-    let (sy, port) = start(&pki, &backend.address(), "    path_prefix: /app\n");
+    let (sy, port) = start(&pki, &backend.address(), json!({ "path_prefix": "/app" }));
     let client = pki.client();
     let mut conn = client.connect(port, "a.example.com").expect("connect");
     let r = ok(
@@ -329,7 +325,7 @@ fn requests_reach_the_backend_with_forwarding_headers_and_are_logged_as_http3() 
 fn sni_picks_the_certificate_and_a_reload_replaces_it() {
     let pki = Pki::new();
     let backend = Backend::start("a");
-    let (sy, port) = start(&pki, &backend.address(), "");
+    let (sy, port) = start(&pki, &backend.address(), json!({}));
     let client = pki.client();
     for (sni, want) in [("a.example.com", &pki.a), ("b.example.com", &pki.b)] {
         let conn = client
@@ -369,10 +365,12 @@ fn alt_svc_is_added_to_the_tcp_responses_of_an_http3_listener_only() {
     let pki = Pki::new();
     let backend = Backend::start("a");
     let (h3, plain) = (listen_port(), listen_port());
-    let listeners =
-        listener(&pki, "websecure", h3, true, "") + &listener(&pki, "other", plain, false, "");
-    let yaml = config(TEST_SERVER, &listeners, &backend.address(), "");
-    let sy = Switchyard::start(&yaml, &[h3, plain]);
+    let listeners = json!([
+        h3_listener(&pki, "websecure", h3, true, json!({})),
+        h3_listener(&pki, "other", plain, false, json!({})),
+    ]);
+    let config = one_pool_config(listeners, &backend.address(), json!({}));
+    let sy = Switchyard::start_config(&config, &[h3, plain]);
     let tcp = |port| {
         TlsClient {
             sni: Some("a.example.com".into()),
@@ -405,14 +403,21 @@ fn acl_and_rate_limit_apply_to_http3_requests() {
     let pki = Pki::new();
     let backend = Backend::start("a");
     let port = listen_port();
-    let routes = "  - name: closed\n    pool: p\n    path_prefix: /closed\n    deny: [127.0.0.0/8]\n  - name: limited\n    pool: p\n    path_prefix: /limited\n    rate_limit: { rate: 1, burst: 2 }\n";
-    let yaml = config_yaml(
-        TEST_SERVER,
-        &listener(&pki, "websecure", port, true, ""),
-        &pool_yaml("p", "", &[backend.address()]),
+    let routes = json!([
+        { "name": "closed", "pool": "p", "path_prefix": "/closed", "deny": ["127.0.0.0/8"] },
+        {
+            "name": "limited",
+            "pool": "p",
+            "path_prefix": "/limited",
+            "rate_limit": { "rate": 1, "burst": 2 },
+        },
+    ]);
+    let config = config_of(
+        json!([h3_listener(&pki, "websecure", port, true, json!({}))]),
+        json!([pool("p", &[backend.address()])]),
         routes,
     );
-    let sy = Switchyard::start(&yaml, &[port]);
+    let sy = Switchyard::start_config(&config, &[port]);
     assert!(sy.wait_stderr("HTTP/3 on udp", 1, Duration::from_secs(10)));
     let client = pki.client();
     let mut conn = client.connect(port, "a.example.com").expect("connect");
@@ -451,19 +456,18 @@ fn quic_connections_count_against_the_listeners_connection_caps() {
     let pki = Pki::new();
     let backend = Backend::start("a");
     let port = listen_port();
-    let yaml = config(
-        TEST_SERVER,
-        &listener(
+    let config = one_pool_config(
+        json!([h3_listener(
             &pki,
             "websecure",
             port,
             true,
-            "    limits:\n      max_connections_per_ip: 1\n",
-        ),
+            json!({ "limits": { "max_connections_per_ip": 1 } }),
+        )]),
         &backend.address(),
-        "",
+        json!({}),
     );
-    let sy = Switchyard::start(&yaml, &[port]);
+    let sy = Switchyard::start_config(&config, &[port]);
     assert!(sy.wait_stderr("HTTP/3 on udp", 1, Duration::from_secs(10)));
     let client = pki.client();
     let mut first = client.connect(port, "a.example.com").expect("first");
@@ -575,7 +579,7 @@ fn h3_loop(
 fn an_upgrade_under_http3_load_fails_no_request() {
     let pki = Pki::new();
     let backend = Backend::start("a");
-    let (old, port) = start(&pki, &backend.address(), "");
+    let (old, port) = start(&pki, &backend.address(), json!({}));
     ok(
         pki.client().get(port, "a.example.com", "/"),
         "before the upgrade",
@@ -650,14 +654,18 @@ fn listener_limits_apply_to_http3() {
     let pki = Pki::new();
     let echo = EchoBackend::start();
     let port = listen_port();
-    let limits = "    limits:\n      max_body_bytes: 100000\n      max_header_bytes: 4096\n      max_requests_per_connection: 3\n      keepalive_timeout: 1s\n";
-    let yaml = config(
-        TEST_SERVER,
-        &listener(&pki, "websecure", port, true, limits),
+    let limits = json!({ "limits": {
+        "max_body_bytes": 100000,
+        "max_header_bytes": 4096,
+        "max_requests_per_connection": 3,
+        "keepalive_timeout": "1s",
+    } });
+    let config = one_pool_config(
+        json!([h3_listener(&pki, "websecure", port, true, limits)]),
         &echo.addr,
-        "",
+        json!({}),
     );
-    let sy = Switchyard::start(&yaml, &[port]);
+    let sy = Switchyard::start_config(&config, &[port]);
     assert!(sy.wait_stderr("HTTP/3 on udp", 1, Duration::from_secs(10)));
     let client = pki.client();
 
@@ -745,17 +753,15 @@ fn grpc_over_http3_reaches_an_h2c_backend_with_its_trailers() {
     let pki = Pki::new();
     let grpc = crate::protocols::GrpcBackend::start();
     let port = listen_port();
-    let yaml = config_yaml(
-        TEST_SERVER,
-        &listener(&pki, "websecure", port, true, ""),
-        &pool_yaml(
-            "p",
-            "    upstream: { protocol: h2c }\n",
-            &[format!("127.0.0.1:{}", grpc.port)],
-        ),
-        "  - name: r\n    pool: p\n",
+    let config = config_of(
+        json!([h3_listener(&pki, "websecure", port, true, json!({}))]),
+        json!([with(
+            pool("p", &[format!("127.0.0.1:{}", grpc.port)]),
+            json!({ "upstream": { "protocol": "h2c" } }),
+        )]),
+        json!([route("r", "p")]),
     );
-    let sy = Switchyard::start(&yaml, &[port]);
+    let sy = Switchyard::start_config(&config, &[port]);
     assert!(sy.wait_stderr("HTTP/3 on udp", 1, Duration::from_secs(10)));
     let client = pki.client();
     let mut conn = client.connect(port, "a.example.com").expect("connect");

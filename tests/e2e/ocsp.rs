@@ -5,7 +5,9 @@
 //! (a real 1-minute validity, so the refresh comes after 30 s), no responder URL, a
 //! responder that is down, and who may sign a response (the issuer or its delegated
 //! OCSP signer, not another certificate of the same CA).
+use crate::common::config::*;
 use crate::common::*;
+use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
@@ -209,12 +211,11 @@ fn s_client_status(port: u16) -> String {
     text
 }
 
-fn one_listener(port: u16, cert: &str, key: &str, backend: &Backend) -> String {
-    config_yaml(
-        TEST_SERVER,
-        &tls_listener_yaml("websecure", port, cert, key),
-        &pool_yaml("p", "", &[backend.address()]),
-        "  - name: r\n    pool: p\n",
+fn one_listener(port: u16, cert: &str, key: &str, backend: &Backend) -> Value {
+    config_of(
+        json!([tls_listener("websecure", port, cert, key)]),
+        json!([pool("p", &[backend.address()])]),
+        json!([route("r", "p")]),
     )
 }
 
@@ -234,7 +235,7 @@ fn a_good_response_is_stapled_and_a_revocation_replaces_it_at_the_refresh() {
     let responder = pki.responder(responder_port);
     let backend = Backend::start("a");
     let port = listen_port();
-    let sy = Switchyard::start(&one_listener(port, &cert, &key, &backend), &[port]);
+    let sy = Switchyard::start_config(&one_listener(port, &cert, &key, &backend), &[port]);
     sy.expect_stderr(
         &format!("stapling responses from {url}"),
         1,
@@ -279,7 +280,7 @@ fn a_certificate_without_a_responder_url_is_served_without_a_staple_or_an_error(
     let (cert, key) = pki.leaf("plain", None);
     let backend = Backend::start("a");
     let port = listen_port();
-    let sy = Switchyard::start(&one_listener(port, &cert, &key, &backend), &[port]);
+    let sy = Switchyard::start_config(&one_listener(port, &cert, &key, &backend), &[port]);
     let out = s_client_status(port);
     assert!(out.contains("OCSP response: no response sent"), "{out}");
     let reply = tls_request(port, "GET", "/", &[]);
@@ -294,7 +295,7 @@ fn a_responder_that_is_down_costs_no_handshake_and_one_log_line() {
     let (cert, key) = pki.leaf("leaf", Some(&url));
     let backend = Backend::start("a");
     let port = listen_port();
-    let sy = Switchyard::start(&one_listener(port, &cert, &key, &backend), &[port]);
+    let sy = Switchyard::start_config(&one_listener(port, &cert, &key, &backend), &[port]);
     sy.expect_stderr(
         "nothing is stapled; next try in 60 s",
         1,
@@ -340,12 +341,12 @@ fn only_the_issuer_or_a_delegated_ocsp_signer_may_answer() {
         "impostor.ext",
     );
     let backend = Backend::start("a");
-    let yaml_at = |p: u16| one_listener(p, &cert, &key, &backend);
+    let config_at = |p: u16| one_listener(p, &cert, &key, &backend);
 
     // Another certificate of the same CA, not delegated OCSP signing, answers: refused.
     let impostor = pki.responder_as(responder_port, "impostor", "root");
     let port = listen_port();
-    let sy = Switchyard::start(&yaml_at(port), &[port]);
+    let sy = Switchyard::start_config(&config_at(port), &[port]);
     sy.expect_stderr("signature does not verify", 1, Duration::from_secs(10));
     let out = s_client_status(port);
     assert!(out.contains("OCSP response: no response sent"), "{out}");
@@ -355,7 +356,7 @@ fn only_the_issuer_or_a_delegated_ocsp_signer_may_answer() {
     // A responder certificate with the OCSP-signing purpose, issued by the CA: stapled.
     let _delegate = pki.responder_as(responder_port, "delegate", "root");
     let port = listen_port();
-    let sy = Switchyard::start(&yaml_at(port), &[port]);
+    let sy = Switchyard::start_config(&config_at(port), &[port]);
     assert!(
         wait_until(Duration::from_secs(15), Duration::from_millis(200), || {
             staple_says(port, "good")

@@ -2,22 +2,58 @@
 //! Sticky, DNS discovery, §2 SIGHUP): active health checks take backends out and bring
 //! them back, HTTP checks and expect_status, the circuit breaker's exact counts,
 //! max_connections, backups, sticky cookies, DNS discovery and reloads that keep state.
+use crate::common::config::*;
 use crate::common::*;
+use serde_json::{json, Value};
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// One plaintext listener; `pools` and `routes` are the YAML list bodies.
-fn config(port: u16, pools: &str, routes: &str) -> String {
-    config_yaml(TEST_SERVER, &listener_yaml("web", port), pools, routes)
+/// One plaintext listener `web` on `port`; `pools` and `routes` are JSON lists.
+fn config(port: u16, pools: Value, routes: Value) -> Value {
+    config_of(json!([listener("web", port)]), pools, routes)
 }
 
-const ROUTE_ALL: &str = "  - name: all\n    pool: p\n";
+fn route_all() -> Value {
+    json!([route("all", "p")])
+}
+
+/// One route per name: `path_prefix: /name` to the pool of that name.
+fn prefix_routes(names: &[&str]) -> Value {
+    names
+        .iter()
+        .map(|n| json!({ "name": n, "path_prefix": format!("/{n}"), "pool": n }))
+        .collect()
+}
 
 /// A TCP check (the default kind) every 200 ms, flipping after two results.
-const FAST_CHECK: &str = "    health_check: { interval: 200ms, timeout: 200ms, healthy_threshold: 2, unhealthy_threshold: 2 }\n";
+fn fast_check() -> Value {
+    json!({
+        "interval": "200ms",
+        "timeout": "200ms",
+        "healthy_threshold": 2,
+        "unhealthy_threshold": 2,
+    })
+}
+
+/// An HTTP check of /health at fast_check's pace, with `keys` added.
+fn http_check(keys: Value) -> Value {
+    with(
+        fast_check(),
+        with(json!({ "kind": "http", "path": "/health" }), keys),
+    )
+}
+
+/// Pool `name` over `addresses` with `keys` (retries, health_check, …).
+fn pool_with(name: &str, keys: Value, addresses: &[String]) -> Value {
+    with(pool(name, addresses), keys)
+}
+
+fn no_check() -> Value {
+    json!({ "kind": "none" })
+}
 
 /// Generous bound for a health transition that should take interval × threshold
 /// (~400 ms here): the machine may be busy.
@@ -59,12 +95,12 @@ fn a_stopped_backend_drops_out_and_comes_back_after_a_restart() {
     let b = Backend::start_on("b", b_port);
     let b_addr = b.address();
     let port = listen_port();
-    let pools = pool_yaml(
+    let pools = json!([pool_with(
         "p",
-        &format!("    retries: 0\n{FAST_CHECK}"),
+        json!({ "retries": 0, "health_check": fast_check() }),
         &[a.address(), b.address()],
-    );
-    let sy = Switchyard::start(&config(port, &pools, ROUTE_ALL), &[port]);
+    )]);
+    let sy = Switchyard::start_config(&config(port, pools, route_all()), &[port]);
     let counts = served_by(port, "/", 10);
     assert_eq!(counts.get("a"), Some(&5), "{counts:?}");
     assert_eq!(counts.get("b"), Some(&5), "{counts:?}");
@@ -90,8 +126,12 @@ fn http_check_failing_with_500_takes_the_backend_out_and_back() {
     let sick = Backend::start_with("sick", Behaviour::with_status(500));
     let well = Backend::start("well");
     let port = listen_port();
-    let pools = pool_yaml("p", "    retries: 0\n    health_check: { kind: http, path: /health, interval: 200ms, timeout: 200ms, healthy_threshold: 2, unhealthy_threshold: 2 }\n", &[sick.address(), well.address()]);
-    let sy = Switchyard::start(&config(port, &pools, ROUTE_ALL), &[port]);
+    let pools = json!([pool_with(
+        "p",
+        json!({ "retries": 0, "health_check": http_check(json!({})) }),
+        &[sick.address(), well.address()],
+    )]);
+    let sy = Switchyard::start_config(&config(port, pools, route_all()), &[port]);
     sy.expect_stderr(&went_down(&sick.address()), 1, TRANSITION);
 
     let counts = served_by(port, "/app", 20);
@@ -127,19 +167,19 @@ fn expect_status_ranges_decide_health() {
     let exact = with_status("exact", 202);
     let range = with_status("range", 202);
     let check = |expect: &str| {
-        format!(
-            "    retries: 0\n    health_check: {{ kind: http, path: /health, expect_status: \"{expect}\", interval: 200ms, timeout: 200ms, healthy_threshold: 2, unhealthy_threshold: 2 }}\n"
-        )
+        json!({
+            "retries": 0,
+            "health_check": http_check(json!({ "expect_status": expect })),
+        })
     };
-    let pools = [
-        pool_yaml("five", &check("500-599"), &[five.address()]),
-        pool_yaml("exact", &check("200"), &[exact.address()]),
-        pool_yaml("range", &check("200-202"), &[range.address()]),
-    ]
-    .concat();
-    let routes = "  - name: five\n    path_prefix: /five\n    pool: five\n  - name: exact\n    path_prefix: /exact\n    pool: exact\n  - name: range\n    path_prefix: /range\n    pool: range\n";
+    let pools = json!([
+        pool_with("five", check("500-599"), &[five.address()]),
+        pool_with("exact", check("200"), &[exact.address()]),
+        pool_with("range", check("200-202"), &[range.address()]),
+    ]);
+    let routes = prefix_routes(&["five", "exact", "range"]);
     let port = listen_port();
-    let sy = Switchyard::start(&config(port, &pools, routes), &[port]);
+    let sy = Switchyard::start_config(&config(port, pools, routes), &[port]);
     sy.expect_stderr(&went_down(&exact.address()), 1, TRANSITION);
     // Several rounds have passed for the other two as well.
     assert!(five.wait_count(3, TRANSITION) && range.wait_count(3, TRANSITION));
@@ -176,16 +216,16 @@ fn backups_take_over_and_hand_back() {
     let spare = Backend::start("spare");
     let (a_addr, b_addr) = (a.address(), b.address());
     let port = listen_port();
-    let pools = pool_yaml_with_backend_keys(
+    let mut p = pool_with(
         "p",
-        &format!("    retries: 0\n{FAST_CHECK}"),
-        &[
-            (a.address(), ""),
-            (b.address(), ""),
-            (spare.address(), "backup: true"),
-        ],
+        json!({ "retries": 0, "health_check": fast_check() }),
+        &[a.address(), b.address()],
     );
-    let sy = Switchyard::start(&config(port, &pools, ROUTE_ALL), &[port]);
+    p["backends"]
+        .as_array_mut()
+        .expect("backends")
+        .push(json!({ "address": spare.address(), "backup": true }));
+    let sy = Switchyard::start_config(&config(port, json!([p]), route_all()), &[port]);
     let counts = served_by(port, "/", 10);
     assert_eq!(counts.get("spare"), None, "{counts:?}");
 
@@ -221,20 +261,24 @@ fn circuit_opens_after_exactly_failure_threshold_5xx() {
     let good = Backend::start("good");
     let solo = Backend::start_with("solo", failing.clone());
     let lenient = Backend::start_with("lenient", failing);
-    let breaker = |extra: &str| {
-        format!(
-            "    health_check: {{ kind: none }}\n    circuit_breaker: {{ failure_threshold: 3, open_for: 1h{extra} }}\n"
-        )
+    let breaker = |extra: Value| {
+        json!({
+            "health_check": no_check(),
+            "circuit_breaker": with(json!({ "failure_threshold": 3, "open_for": "1h" }), extra),
+        })
     };
-    let pools = [
-        pool_yaml("pair", &breaker(""), &[bad.address(), good.address()]),
-        pool_yaml("solo", &breaker(""), &[solo.address()]),
-        pool_yaml("lenient", &breaker(", on_5xx: false"), &[lenient.address()]),
-    ]
-    .concat();
-    let routes = "  - name: pair\n    path_prefix: /pair\n    pool: pair\n  - name: solo\n    path_prefix: /solo\n    pool: solo\n  - name: lenient\n    path_prefix: /lenient\n    pool: lenient\n";
+    let pools = json!([
+        pool_with("pair", breaker(json!({})), &[bad.address(), good.address()]),
+        pool_with("solo", breaker(json!({})), &[solo.address()]),
+        pool_with(
+            "lenient",
+            breaker(json!({ "on_5xx": false })),
+            &[lenient.address()]
+        ),
+    ]);
+    let routes = prefix_routes(&["pair", "solo", "lenient"]);
     let port = listen_port();
-    let _sy = Switchyard::start(&config(port, &pools, routes), &[port]);
+    let _sy = Switchyard::start_config(&config(port, pools, routes), &[port]);
 
     // Two backends: the failing one sees exactly 3 requests, then everything goes to
     // the other; its 500s reach the client as they are.
@@ -275,9 +319,16 @@ fn circuit_opens_after_exactly_failure_threshold_5xx() {
 #[test]
 fn half_open_admits_exactly_the_trial_requests() {
     let x = Backend::start_with("x", Behaviour::with_status(500));
-    let pools = pool_yaml("p", "    health_check: { kind: none }\n    circuit_breaker: { failure_threshold: 2, open_for: 500ms, half_open_requests: 2 }\n", &[x.address()]);
+    let pools = json!([pool_with(
+        "p",
+        json!({
+            "health_check": no_check(),
+            "circuit_breaker": { "failure_threshold": 2, "open_for": "500ms", "half_open_requests": 2 },
+        }),
+        &[x.address()],
+    )]);
     let port = listen_port();
-    let _sy = Switchyard::start(&config(port, &pools, ROUTE_ALL), &[port]);
+    let _sy = Switchyard::start_config(&config(port, pools, route_all()), &[port]);
     for _ in 0..2 {
         assert_eq!(get(port, "/").status, 500);
     }
@@ -328,13 +379,13 @@ fn max_connections_skips_full_backends_and_refuses_at_once_when_all_are_full() {
     let slow = Behaviour::with_delay(Duration::from_millis(1000));
     let s1 = Backend::start_with("s1", slow.clone());
     let s2 = Backend::start_with("s2", slow);
-    let pools = pool_yaml(
+    let pools = json!([pool_with(
         "p",
-        "    health_check: { kind: none }\n    circuit_breaker: { max_connections: 1 }\n",
+        json!({ "health_check": no_check(), "circuit_breaker": { "max_connections": 1 } }),
         &[s1.address(), s2.address()],
-    );
+    )]);
     let port = listen_port();
-    let _sy = Switchyard::start(&config(port, &pools, ROUTE_ALL), &[port]);
+    let _sy = Switchyard::start_config(&config(port, pools, route_all()), &[port]);
 
     let busy = |n: usize| {
         let deadline = Instant::now() + Duration::from_secs(3);
@@ -441,13 +492,17 @@ fn sticky_client_stays_put_and_moves_when_its_backend_dies() {
         .map(|b| (b.name.clone(), b.address()))
         .collect();
     let list: Vec<String> = backends.iter().flatten().map(|b| b.address()).collect();
-    let pools = pool_yaml(
+    let pools = json!([pool_with(
         "p",
-        &format!("    retries: 0\n    sticky: {{ cookie: SY, ttl: 1h }}\n{FAST_CHECK}"),
+        json!({
+            "retries": 0,
+            "sticky": { "cookie": "SY", "ttl": "1h" },
+            "health_check": fast_check(),
+        }),
         &list,
-    );
+    )]);
     let port = listen_port();
-    let sy = Switchyard::start(&config(port, &pools, ROUTE_ALL), &[port]);
+    let sy = Switchyard::start_config(&config(port, pools, route_all()), &[port]);
 
     let first = get(port, "/");
     assert_eq!(first.status, 200, "{first:?}");
@@ -494,22 +549,24 @@ fn sticky_client_stays_put_and_moves_when_its_backend_dies() {
 fn sticky_cookie_attributes_and_forged_values() {
     let [a, b] = Backend::start_each(["a", "b"]);
     let [c, d] = Backend::start_each(["c", "d"]);
-    let pools = [
-        pool_yaml(
+    let pools = json!([
+        pool_with(
             "p",
-            "    health_check: { kind: none }\n    sticky: { cookie: SY, ttl: 1h }\n",
+            json!({ "health_check": no_check(), "sticky": { "cookie": "SY", "ttl": "1h" } }),
             &[a.address(), b.address()],
         ),
-        pool_yaml(
+        pool_with(
             "session",
-            "    health_check: { kind: none }\n    sticky: { cookie: SESS }\n",
+            json!({ "health_check": no_check(), "sticky": { "cookie": "SESS" } }),
             &[c.address(), d.address()],
         ),
-    ]
-    .concat();
-    let routes = "  - name: session\n    path_prefix: /session\n    pool: session\n  - name: all\n    pool: p\n";
+    ]);
+    let routes = json!([
+        { "name": "session", "path_prefix": "/session", "pool": "session" },
+        route("all", "p"),
+    ]);
     let port = listen_port();
-    let _sy = Switchyard::start(&config(port, &pools, routes), &[port]);
+    let _sy = Switchyard::start_config(&config(port, pools, routes), &[port]);
 
     let r = get(port, "/");
     let (value, header) = set_cookie(&r, "SY").unwrap_or_else(|| panic!("{r:?}"));
@@ -565,10 +622,13 @@ fn dns_discovery_of_localhost_adds_127_0_0_1() {
     let found = Backend::start("found");
     let backend_port = found.addr.port();
     let port = listen_port();
-    let pools = format!(
-        "  - name: p\n    discovery:\n      dns: {{ name: localhost, port: {backend_port}, interval: 1s }}\n    retries: 1\n{FAST_CHECK}"
-    );
-    let sy = Switchyard::start(&config(port, &pools, ROUTE_ALL), &[port]);
+    let pools = json!([{
+        "name": "p",
+        "discovery": { "dns": { "name": "localhost", "port": backend_port, "interval": "1s" } },
+        "retries": 1,
+        "health_check": fast_check(),
+    }]);
+    let sy = Switchyard::start_config(&config(port, pools, route_all()), &[port]);
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut last = get(port, "/");
     while last.status != 200 && Instant::now() < deadline {
@@ -596,20 +656,26 @@ fn reload_keeps_state_of_unchanged_pools_and_refreshes_changed_ones() {
     let port = listen_port();
     let members = [a.address(), b.address()];
     let pools_with = |timeout: &str| {
-        pool_yaml(
+        json!([pool_with(
             "p",
-            &format!("    retries: 0\n    health_check: {{ interval: 200ms, timeout: {timeout}, healthy_threshold: 2, unhealthy_threshold: 2 }}\n"),
+            json!({
+                "retries": 0,
+                "health_check": with(fast_check(), json!({ "timeout": timeout })),
+            }),
             &members,
-        )
+        )])
     };
     let pools = pools_with("200ms");
-    let sy = Switchyard::start(&config(port, &pools, ROUTE_ALL), &[port]);
+    let sy = Switchyard::start_config(&config(port, pools.clone(), route_all()), &[port]);
     drop(b);
     sy.expect_stderr(&went_down(&b_addr), 1, TRANSITION);
 
     // A reload that only adds a route: pool p keeps b out, with no window.
-    let routes = format!("  - name: extra\n    path_prefix: /extra\n    pool: p\n{ROUTE_ALL}");
-    sy.rewrite_config(&config(port, &pools, &routes));
+    let routes = json!([
+        { "name": "extra", "path_prefix": "/extra", "pool": "p" },
+        route("all", "p"),
+    ]);
+    sy.rewrite_config(&config_text(&config(port, pools, routes.clone())));
     sy.signal("-HUP");
     assert!(
         sy.wait_stderr("reloaded ", 1, Duration::from_secs(5)),
@@ -629,7 +695,7 @@ fn reload_keeps_state_of_unchanged_pools_and_refreshes_changed_ones() {
 
     // A reload that changes the pool starts it fresh: b begins healthy and is taken
     // out again by the new pool's checks.
-    sy.rewrite_config(&config(port, &pools_with("300ms"), &routes));
+    sy.rewrite_config(&config_text(&config(port, pools_with("300ms"), routes)));
     sy.signal("-HUP");
     assert!(
         sy.wait_stderr("reloaded ", 2, Duration::from_secs(5)),
@@ -645,28 +711,26 @@ fn reload_keeps_state_of_unchanged_pools_and_refreshes_changed_ones() {
 fn a_reload_that_reorders_or_drops_listeners_keeps_each_socket_on_its_own_routes() {
     let (a, b) = (Backend::start("a"), Backend::start("b"));
     let (pa, pb) = (listen_port(), listen_port());
-    let pools = format!(
-        "{}{}",
-        pool_yaml("pa", "    health_check: { kind: none }\n", &[a.address()]),
-        pool_yaml("pb", "    health_check: { kind: none }\n", &[b.address()])
-    );
-    let routes = |listeners: &[&str]| {
-        let mut r = String::new();
-        for l in listeners {
-            let pool = if *l == "first" { "pa" } else { "pb" };
-            r.push_str(&format!(
-                "  - name: to-{pool}\n    listeners: [{l}]\n    pool: {pool}\n"
-            ));
-        }
-        r
+    let pools = json!([
+        pool_with("pa", json!({ "health_check": no_check() }), &[a.address()]),
+        pool_with("pb", json!({ "health_check": no_check() }), &[b.address()]),
+    ]);
+    let routes = |listeners: &[&str]| -> Value {
+        listeners
+            .iter()
+            .map(|l| {
+                let pool = if *l == "first" { "pa" } else { "pb" };
+                json!({ "name": format!("to-{pool}"), "listeners": [l], "pool": pool })
+            })
+            .collect()
     };
-    let first = listener_yaml("first", pa);
-    let second = listener_yaml("second", pb);
-    let yaml = |listeners: &str, names: &[&str]| {
-        config_yaml(TEST_SERVER, listeners, &pools, &routes(names))
+    let first = listener("first", pa);
+    let second = listener("second", pb);
+    let text = |listeners: Value, names: &[&str]| {
+        config_text(&config_of(listeners, pools.clone(), routes(names)))
     };
     let sy = Switchyard::start(
-        &yaml(&format!("{first}{second}"), &["first", "second"]),
+        &text(json!([first, second]), &["first", "second"]),
         &[pa, pb],
     );
     assert_eq!(served_by(pa, "/", 3).get("a"), Some(&3));
@@ -683,7 +747,7 @@ fn a_reload_that_reorders_or_drops_listeners_keeps_each_socket_on_its_own_routes
     };
 
     // The same listeners in the other order: each port keeps its own routes.
-    reload(yaml(&format!("{second}{first}"), &["second", "first"]), 1);
+    reload(text(json!([second, first]), &["second", "first"]), 1);
     assert_eq!(
         served_by(pa, "/", 3).get("a"),
         Some(&3),
@@ -699,7 +763,7 @@ fn a_reload_that_reorders_or_drops_listeners_keeps_each_socket_on_its_own_routes
 
     // "first" removed: its socket stays open until an upgrade and the reload says so;
     // "second" still serves its own route.
-    reload(yaml(&second, &["second"]), 2);
+    reload(text(json!([second]), &["second"]), 2);
     assert_eq!(
         sy.stderr_count("listener first changes from"),
         1,
@@ -723,21 +787,25 @@ fn a_reload_that_reorders_or_drops_listeners_keeps_each_socket_on_its_own_routes
 fn invalid_config_on_sighup_keeps_the_old_one_serving() {
     let a = Backend::start("a");
     let port = listen_port();
-    let pools = pool_yaml("p", "    health_check: { kind: none }\n", &[a.address()]);
-    let mut sy = Switchyard::start(&config(port, &pools, ROUTE_ALL), &[port]);
+    let pools = json!([pool_with(
+        "p",
+        json!({ "health_check": no_check() }),
+        &[a.address()]
+    )]);
+    let mut sy = Switchyard::start_config(&config(port, pools, route_all()), &[port]);
     assert_eq!(get(port, "/").status, 200);
 
     // A route to a missing pool and a typo'd key.
     let broken = config(
         port,
-        &pool_yaml(
+        json!([pool_with(
             "p",
-            "    health_check: { kind: none }\n    retires: 2\n",
+            json!({ "health_check": no_check(), "retires": 2 }),
             &[a.address()],
-        ),
-        "  - name: all\n    pool: nowhere\n",
+        )]),
+        json!([route("all", "nowhere")]),
     );
-    sy.rewrite_config(&broken);
+    sy.rewrite_config(&config_text(&broken));
     sy.signal("-HUP");
     assert!(
         sy.wait_stderr("reload rejected", 1, Duration::from_secs(5)),
@@ -764,8 +832,12 @@ fn killing_one_of_three_backends_under_load_fails_no_request() {
     let b_addr = b.address();
     let port = listen_port();
     let members = [a.address(), b.address(), c.address()];
-    let pools = pool_yaml("p", &format!("    retries: 1\n{FAST_CHECK}"), &members);
-    let sy = Switchyard::start(&config(port, &pools, ROUTE_ALL), &[port]);
+    let pools = json!([pool_with(
+        "p",
+        json!({ "retries": 1, "health_check": fast_check() }),
+        &members,
+    )]);
+    let sy = Switchyard::start_config(&config(port, pools, route_all()), &[port]);
 
     let stop = Arc::new(AtomicBool::new(false));
     let failures: Arc<Mutex<Vec<String>>> = Arc::default();

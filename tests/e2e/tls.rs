@@ -2,10 +2,12 @@
 //! reload): SNI certificate selection, protocol versions, reload of new file contents at
 //! unchanged paths, mutual TLS, ALPN h2, upstream TLS verification, HSTS and `-t` checks.
 //! Certificates come from a private CA made at test time; clients are OpenSSL (and curl).
+use crate::common::config::*;
 use crate::common::*;
 use openssl::pkey::{PKey, Private};
 use openssl::ssl::SslVersion;
 use openssl::x509::X509;
+use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpListener as StdListener;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -42,11 +44,9 @@ impl Leaf {
         }
     }
 
-    fn yaml(&self) -> String {
-        format!(
-            "        - cert_file: {}\n          key_file: {}\n",
-            self.cert_file, self.key_file
-        )
+    /// Its `certificates:` entry.
+    fn entry(&self) -> Value {
+        json!({ "cert_file": self.cert_file, "key_file": self.key_file })
     }
 }
 
@@ -89,40 +89,38 @@ impl Pki {
     }
 }
 
-/// A TLS listener `name` on `port` with `certs` and `tls_extra` keys under `tls:`.
-fn tls_listener(name: &str, port: u16, certs: &[&Leaf], tls_extra: &str) -> String {
-    let list: String = certs.iter().map(|c| c.yaml()).collect();
-    format!(
-        "{}    tls:\n      certificates:\n{list}{tls_extra}",
-        listener_yaml(name, port)
-    )
+/// A TLS listener `name` on `port` with `certs` and `tls_keys` added under `tls:`.
+fn tls_listener_with(name: &str, port: u16, certs: &[&Leaf], tls_keys: Value) -> Value {
+    let certificates: Vec<Value> = certs.iter().map(|c| c.entry()).collect();
+    let mut l = listener(name, port);
+    l["tls"] = with(json!({ "certificates": certificates }), tls_keys);
+    l
 }
 
 /// `listeners`, one pool `p` over `backend` and one route `r` (with `route_keys`) to it.
-fn one_pool_config(listeners: &str, backend: &str, route_keys: &str) -> String {
-    config_yaml(
-        TEST_SERVER,
+fn one_pool_config(listeners: Value, backend: &str, route_keys: Value) -> Value {
+    config_of(
         listeners,
-        &pool_yaml("p", "", &[backend.to_string()]),
-        &format!("  - name: r\n    pool: p\n{route_keys}"),
+        json!([pool("p", &[backend.to_string()])]),
+        json!([with(route("r", "p"), route_keys)]),
     )
 }
 
-/// One TLS listener with `certs` and `tls_extra` keys under `tls:`, one pool, one route.
-fn tls_config(port: u16, backend: &str, certs: &[&Leaf], tls_extra: &str) -> String {
+/// One TLS listener with `certs` and `tls_keys` under `tls:`, one pool, one route.
+fn tls_config(port: u16, backend: &str, certs: &[&Leaf], tls_keys: Value) -> Value {
     one_pool_config(
-        &tls_listener("websecure", port, certs, tls_extra),
+        json!([tls_listener_with("websecure", port, certs, tls_keys)]),
         backend,
-        "",
+        json!({}),
     )
 }
 
 /// Backend `a` behind `tls_config` on a new port.
-fn start_tls(certs: &[&Leaf], tls_extra: &str) -> (Backend, Switchyard, u16) {
+fn start_tls(certs: &[&Leaf], tls_keys: Value) -> (Backend, Switchyard, u16) {
     let backend = Backend::start("a");
     let port = listen_port();
-    let sy = Switchyard::start(
-        &tls_config(port, &backend.address(), certs, tls_extra),
+    let sy = Switchyard::start_config(
+        &tls_config(port, &backend.address(), certs, tls_keys),
         &[port],
     );
     (backend, sy, port)
@@ -130,11 +128,23 @@ fn start_tls(certs: &[&Leaf], tls_extra: &str) -> (Backend, Switchyard, u16) {
 
 /// A plaintext listener `web` and a TLS listener `websecure` (a.example.com) in front of
 /// `backend`, route `r` with `route_keys`: the plaintext and the TLS port.
-fn start_plain_and_tls(pki: &Pki, backend: &Backend, route_keys: &str) -> (Switchyard, u16, u16) {
+fn start_plain_and_tls(pki: &Pki, backend: &Backend, route_keys: Value) -> (Switchyard, u16, u16) {
     let (plain, secure) = (listen_port(), listen_port());
-    let listeners = listener_yaml("web", plain) + &tls_listener("websecure", secure, &[&pki.a], "");
-    let yaml = one_pool_config(&listeners, &backend.address(), route_keys);
-    (Switchyard::start(&yaml, &[plain, secure]), plain, secure)
+    let listeners = json!([
+        listener("web", plain),
+        tls_listener_with("websecure", secure, &[&pki.a], json!({})),
+    ]);
+    let config = one_pool_config(listeners, &backend.address(), route_keys);
+    (
+        Switchyard::start_config(&config, &[plain, secure]),
+        plain,
+        secure,
+    )
+}
+
+/// Client certificates from `ca_file` under `client_auth` (`require` or `optional`).
+fn client_auth(ca_file: &str, mode: &str) -> Value {
+    json!({ "client_ca_file": ca_file, "client_auth": mode })
 }
 
 /// curl offering HTTP/2 to https://a.example.com:`port``path` (resolved to 127.0.0.1,
@@ -165,7 +175,7 @@ fn ok_reply(r: Result<Reply, String>, what: &str) -> Reply {
 #[test]
 fn sni_picks_each_certificate_and_the_first_is_the_default() {
     let pki = Pki::new();
-    let (backend, _sy, port) = start_tls(&[&pki.a, &pki.b, &pki.wild], "");
+    let (backend, _sy, port) = start_tls(&[&pki.a, &pki.b, &pki.wild], json!({}));
 
     // Each name gets its own certificate, verified against the CA and the name.
     for (sni, want) in [
@@ -205,7 +215,7 @@ fn sni_picks_each_certificate_and_the_first_is_the_default() {
 #[test]
 fn the_default_certificate_is_the_first_listed_not_the_alphabetical_one() {
     let pki = Pki::new();
-    let (_backend, _sy, port) = start_tls(&[&pki.b, &pki.wild, &pki.a], "");
+    let (_backend, _sy, port) = start_tls(&[&pki.b, &pki.wild, &pki.a], json!({}));
     let s = TlsClient::sni("nothing.here")
         .connect(port)
         .expect("handshake");
@@ -235,7 +245,7 @@ fn the_full_chain_is_served() {
         cert_file,
         key_file,
     };
-    let (_backend, _sy, port) = start_tls(&[&pki.a, &leaf], "");
+    let (_backend, _sy, port) = start_tls(&[&pki.a, &leaf], json!({}));
     let s = pki
         .client("chain.example.com")
         .connect(port)
@@ -252,7 +262,7 @@ fn the_full_chain_is_served() {
 #[test]
 fn a_wildcard_san_covers_exactly_one_label() {
     let pki = Pki::new();
-    let (_backend, _sy, port) = start_tls(&[&pki.a, &pki.wild], "");
+    let (_backend, _sy, port) = start_tls(&[&pki.a, &pki.wild], json!({}));
 
     for sni in ["x.wild.test", "Deep.WILD.test", "wild-card.wild.test"] {
         // Verified by the client: chain and host name.
@@ -277,7 +287,7 @@ fn a_wildcard_san_covers_exactly_one_label() {
 #[test]
 fn tls_1_1_is_refused_and_1_2_and_1_3_are_accepted() {
     let pki = Pki::new();
-    let (backend, _sy, port) = start_tls(&[&pki.a], "");
+    let (backend, _sy, port) = start_tls(&[&pki.a], json!({}));
 
     for v in [SslVersion::TLS1_1, SslVersion::TLS1] {
         let old = TlsClient {
@@ -325,7 +335,7 @@ fn tls_1_1_is_refused_and_1_2_and_1_3_are_accepted() {
 #[test]
 fn min_version_1_3_refuses_tls_1_2() {
     let pki = Pki::new();
-    let (backend, _sy, port) = start_tls(&[&pki.a], "      min_version: \"1.3\"\n");
+    let (backend, _sy, port) = start_tls(&[&pki.a], json!({ "min_version": "1.3" }));
 
     let tls12 = TlsClient {
         max_version: Some(SslVersion::TLS1_2),
@@ -356,7 +366,7 @@ struct Sample {
 #[test]
 fn sighup_reloads_new_certificate_contents_at_unchanged_paths_without_failures() {
     let pki = Pki::new();
-    let (_backend, sy, port) = start_tls(&[&pki.a, &pki.b], "");
+    let (_backend, sy, port) = start_tls(&[&pki.a, &pki.b], json!({}));
     let old_a = fingerprint(&pki.a.cert);
 
     // A keep-alive connection opened before the reload must keep working after it.
@@ -514,7 +524,7 @@ fn sighup_follows_certificate_symlinks_to_new_files() {
         cert_file: live_cert.display().to_string(),
         key_file: live_key.display().to_string(),
     };
-    let (_backend, sy, port) = start_tls(&[&live], "");
+    let (_backend, sy, port) = start_tls(&[&live], json!({}));
     let s = pki
         .client("a.example.com")
         .connect(port)
@@ -552,7 +562,7 @@ fn sighup_follows_certificate_symlinks_to_new_files() {
 #[test]
 fn a_mismatched_key_on_reload_is_rejected_and_the_old_certificate_keeps_serving() {
     let pki = Pki::new();
-    let (_backend, sy, port) = start_tls(&[&pki.a], "");
+    let (_backend, sy, port) = start_tls(&[&pki.a], json!({}));
     let old_a = fingerprint(&pki.a.cert);
 
     // A new certificate with the old key's file replaced by an unrelated key.
@@ -652,11 +662,7 @@ const FORGED: (&str, &str) = ("X-Client-Cert-Subject", "CN=admin,O=Forged");
 fn mtls_require_admits_only_a_trusted_client_certificate() {
     let pki = Pki::new();
     let c = clients(&pki);
-    let tls_extra = format!(
-        "      client_ca_file: {}\n      client_auth: require\n",
-        c.ca_file
-    );
-    let (backend, _sy, port) = start_tls(&[&pki.a], &tls_extra);
+    let (backend, _sy, port) = start_tls(&[&pki.a], client_auth(&c.ca_file, "require"));
 
     let with = |id: &(X509, PKey<Private>)| TlsClient {
         identity: Some(id.clone()),
@@ -746,11 +752,7 @@ fn mtls_require_admits_only_a_trusted_client_certificate() {
 fn mtls_optional_lets_a_missing_certificate_through_but_not_an_untrusted_one() {
     let pki = Pki::new();
     let c = clients(&pki);
-    let tls_extra = format!(
-        "      client_ca_file: {}\n      client_auth: optional\n",
-        c.ca_file
-    );
-    let (backend, _sy, port) = start_tls(&[&pki.a], &tls_extra);
+    let (backend, _sy, port) = start_tls(&[&pki.a], client_auth(&c.ca_file, "optional"));
 
     // Missing: 200 without the header, even when the client sent one.
     ok_reply(
@@ -804,7 +806,7 @@ fn mtls_optional_lets_a_missing_certificate_through_but_not_an_untrusted_one() {
 fn a_client_sent_cert_subject_is_removed_without_mutual_tls() {
     let pki = Pki::new();
     let backend = Backend::start("a");
-    let (_sy, plain, secure) = start_plain_and_tls(&pki, &backend, "");
+    let (_sy, plain, secure) = start_plain_and_tls(&pki, &backend, json!({}));
     ok_reply(
         pki.client("a.example.com").get(secure, "/", &[FORGED]),
         "TLS",
@@ -828,14 +830,13 @@ fn alpn_offers_h2_on_tls_listeners_unless_http2_is_off() {
     let pki = Pki::new();
     let backend = Backend::start("a");
     let (on, off) = (listen_port(), listen_port());
-    let h1 = format!(
-        "{}    http2: false\n    tls:\n      certificates:\n{}",
-        listener_yaml("h1", off),
-        pki.a.yaml()
+    let h1 = with(
+        tls_listener_with("h1", off, &[&pki.a], json!({})),
+        json!({ "http2": false }),
     );
-    let listeners = tls_listener("h2", on, &[&pki.a], "") + &h1;
-    let yaml = one_pool_config(&listeners, &backend.address(), "");
-    let _sy = Switchyard::start(&yaml, &[on, off]);
+    let listeners = json!([tls_listener_with("h2", on, &[&pki.a], json!({})), h1]);
+    let config = one_pool_config(listeners, &backend.address(), json!({}));
+    let _sy = Switchyard::start_config(&config, &[on, off]);
     let offer = TlsClient {
         alpn: vec!["h2", "http/1.1"],
         ..pki.client("a.example.com")
@@ -886,7 +887,8 @@ fn alpn_offers_h2_on_tls_listeners_unless_http2_is_off() {
 fn security_headers_add_hsts_only_over_tls() {
     let pki = Pki::new();
     let backend = Backend::start("a");
-    let (_sy, plain, secure) = start_plain_and_tls(&pki, &backend, "    security_headers: true\n");
+    let (_sy, plain, secure) =
+        start_plain_and_tls(&pki, &backend, json!({ "security_headers": true }));
     let r = ok_reply(pki.client("a.example.com").get(secure, "/", &[]), "TLS");
     assert_eq!(
         r.header("strict-transport-security"),
@@ -1005,20 +1007,25 @@ impl Drop for TlsBackend {
     }
 }
 
+/// Pool `name` over `backend` (no health check, no retries) with `upstream: {tls: ...}`.
+fn upstream_pool(name: &str, backend: &TlsBackend, upstream_tls: Value) -> Value {
+    with(
+        pool(name, &[backend.addr.to_string()]),
+        json!({
+            "health_check": { "kind": "none" },
+            "retries": 0,
+            "upstream": { "tls": upstream_tls },
+        }),
+    )
+}
+
 /// A plaintext listener in front of one pool whose backend speaks TLS (`upstream_tls`
-/// is the flow mapping under `upstream: {tls: ...}`).
-fn upstream_config(port: u16, backend: &TlsBackend, upstream_tls: &str) -> String {
-    config_yaml(
-        TEST_SERVER,
-        &listener_yaml("web", port),
-        &pool_yaml(
-            "p",
-            &format!(
-                "    health_check: {{ kind: none }}\n    retries: 0\n    upstream:\n      tls: {upstream_tls}\n"
-            ),
-            &[backend.addr.to_string()],
-        ),
-        "  - name: r\n    pool: p\n",
+/// is the mapping under `upstream: {tls: ...}`).
+fn upstream_config(port: u16, backend: &TlsBackend, upstream_tls: Value) -> Value {
+    config_of(
+        json!([listener("web", port)]),
+        json!([upstream_pool("p", backend, upstream_tls)]),
+        json!([route("r", "p")]),
     )
 }
 
@@ -1047,15 +1054,12 @@ fn backend_pki() -> (Pki, TlsBackend) {
 fn upstream_tls_verified_against_a_trusted_ca_file_passes() {
     let (pki, backend) = backend_pki();
     let port = listen_port();
-    let yaml = upstream_config(
+    let config = upstream_config(
         port,
         &backend,
-        &format!(
-            "{{ sni: localhost, verify: true, ca_file: {} }}",
-            pki.ca_file
-        ),
+        json!({ "sni": "localhost", "verify": true, "ca_file": pki.ca_file }),
     );
-    let _sy = Switchyard::start(&yaml, &[port]);
+    let _sy = Switchyard::start_config(&config, &[port]);
     let r = get(port, "/up");
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.body, "tls backend\n");
@@ -1076,22 +1080,19 @@ fn upstream_tls_verify_is_on_by_default_and_an_untrusted_backend_gets_502() {
     let other_ca = TestCa::new("Some Other CA");
     let other_ca_file = other_ca.write(pki.dir.path(), "other-ca.pem");
     for (what, tls) in [
-        (
-            "no ca_file (system store)",
-            "{ sni: localhost }".to_string(),
-        ),
+        ("no ca_file (system store)", json!({ "sni": "localhost" })),
         (
             "the wrong CA",
-            format!("{{ sni: localhost, verify: true, ca_file: {other_ca_file} }}"),
+            json!({ "sni": "localhost", "verify": true, "ca_file": other_ca_file }),
         ),
         // Trusted CA, but the certificate does not name the SNI.
         (
             "a name mismatch",
-            format!("{{ sni: elsewhere.test, ca_file: {} }}", pki.ca_file),
+            json!({ "sni": "elsewhere.test", "ca_file": pki.ca_file }),
         ),
     ] {
         let port = listen_port();
-        let _sy = Switchyard::start(&upstream_config(port, &backend, &tls), &[port]);
+        let _sy = Switchyard::start_config(&upstream_config(port, &backend, tls), &[port]);
         let r = get(port, "/up");
         assert_eq!(r.status, 502, "{what}: {r:?}");
         assert_eq!(
@@ -1111,22 +1112,25 @@ fn a_pool_that_does_not_trust_a_backend_never_reuses_another_pools_connection() 
     let (pki, backend) = localhost_only_backend(true);
     let other_ca_file = TestCa::new("Some Other CA").write(pki.dir.path(), "other-ca.pem");
     let port = listen_port();
-    let pool = |name: &str, ca_file: &str| {
-        pool_yaml(
+    let trusting = |name: &str, ca_file: &str| {
+        upstream_pool(
             name,
-            &format!(
-                "    health_check: {{ kind: none }}\n    retries: 0\n    upstream:\n      tls: {{ sni: localhost, ca_file: {ca_file} }}\n"
-            ),
-            &[backend.addr.to_string()],
+            &backend,
+            json!({ "sni": "localhost", "ca_file": ca_file }),
         )
     };
-    let yaml = config_yaml(
-        TEST_SERVER,
-        &listener_yaml("web", port),
-        &(pool("trusting", &pki.ca_file) + &pool("untrusting", &other_ca_file)),
-        "  - name: t\n    path_prefix: /t\n    pool: trusting\n  - name: u\n    path_prefix: /u\n    pool: untrusting\n",
+    let config = config_of(
+        json!([listener("web", port)]),
+        json!([
+            trusting("trusting", &pki.ca_file),
+            trusting("untrusting", &other_ca_file),
+        ]),
+        json!([
+            { "name": "t", "path_prefix": "/t", "pool": "trusting" },
+            { "name": "u", "path_prefix": "/u", "pool": "untrusting" },
+        ]),
     );
-    let _sy = Switchyard::start(&yaml, &[port]);
+    let _sy = Switchyard::start_config(&config, &[port]);
     for round in 0..3 {
         let r = get(port, "/t");
         assert_eq!(r.status, 200, "round {round}, trusting pool: {r:?}");
@@ -1147,8 +1151,8 @@ fn a_pool_that_does_not_trust_a_backend_never_reuses_another_pools_connection() 
 fn upstream_tls_with_verify_off_accepts_any_certificate() {
     let (_pki, backend) = backend_pki();
     let port = listen_port();
-    let yaml = upstream_config(port, &backend, "{ verify: false }");
-    let _sy = Switchyard::start(&yaml, &[port]);
+    let config = upstream_config(port, &backend, json!({ "verify": false }));
+    let _sy = Switchyard::start_config(&config, &[port]);
     let r = get(port, "/up");
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.body, "tls backend\n");
@@ -1159,8 +1163,8 @@ fn upstream_tls_to_an_ip_address_verifies_its_ip_san() {
     // No `sni`: the backend is addressed as 127.0.0.1 and its certificate names that IP.
     let (pki, backend) = backend_pki();
     let port = listen_port();
-    let yaml = upstream_config(port, &backend, &format!("{{ ca_file: {} }}", pki.ca_file));
-    let _sy = Switchyard::start(&yaml, &[port]);
+    let config = upstream_config(port, &backend, json!({ "ca_file": pki.ca_file }));
+    let _sy = Switchyard::start_config(&config, &[port]);
     let r = get(port, "/up");
     assert_eq!(
         r.status, 200,
@@ -1178,8 +1182,8 @@ fn upstream_tls_to_an_ip_address_without_that_ip_san_is_refused() {
     // Trusted chain, but the certificate names only localhost, not 127.0.0.1.
     let (pki, backend) = localhost_only_backend(false);
     let port = listen_port();
-    let yaml = upstream_config(port, &backend, &format!("{{ ca_file: {} }}", pki.ca_file));
-    let _sy = Switchyard::start(&yaml, &[port]);
+    let config = upstream_config(port, &backend, json!({ "ca_file": pki.ca_file }));
+    let _sy = Switchyard::start_config(&config, &[port]);
     let r = get(port, "/up");
     assert_eq!(r.status, 502, "no IP SAN for the backend's address: {r:?}");
     assert_eq!(
@@ -1193,8 +1197,8 @@ fn upstream_tls_to_an_ip_address_without_that_ip_san_is_refused() {
 // `-t` opens every certificate, key and CA file
 // ---------------------------------------------------------------------------------------
 
-fn check(yaml: &str) -> (bool, String) {
-    let (out, _path, _dir) = check_config(yaml);
+fn check(config: &Value) -> (bool, String) {
+    let (out, _path, _dir) = check_config(&config_text(config));
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stderr).to_string(),
@@ -1204,7 +1208,7 @@ fn check(yaml: &str) -> (bool, String) {
 #[test]
 fn dash_t_accepts_matching_pairs_and_rejects_a_mismatched_pair() {
     let pki = Pki::new();
-    let good = tls_config(1, "127.0.0.1:1", &[&pki.a, &pki.b], "");
+    let good = tls_config(1, "127.0.0.1:1", &[&pki.a, &pki.b], json!({}));
     let (ok, err) = check(&good);
     assert!(ok, "a valid TLS configuration fails -t:\n{err}");
 
@@ -1215,8 +1219,8 @@ fn dash_t_accepts_matching_pairs_and_rejects_a_mismatched_pair() {
         cert_file: pki.b.cert_file.clone(),
         key_file: pki.a.key_file.clone(),
     };
-    let yaml = tls_config(1, "127.0.0.1:1", &[&pki.a, &mismatched], "");
-    let (ok, err) = check(&yaml);
+    let config = tls_config(1, "127.0.0.1:1", &[&pki.a, &mismatched], json!({}));
+    let (ok, err) = check(&config);
     assert!(!ok, "-t passed a mismatched pair");
     assert!(err.contains("does not match"), "{err}");
     assert!(
@@ -1238,7 +1242,7 @@ fn dash_t_accepts_matching_pairs_and_rejects_a_mismatched_pair() {
             cert_file: cert.to_string(),
             key_file: key.to_string(),
         };
-        let (ok, err) = check(&tls_config(1, "127.0.0.1:1", &[&bad], ""));
+        let (ok, err) = check(&tls_config(1, "127.0.0.1:1", &[&bad], json!({})));
         assert!(!ok, "-t passed an unparsable file");
         assert!(err.contains(&junk), "{err}");
     }
@@ -1255,32 +1259,29 @@ fn dash_t_rejects_unparsable_ca_files() {
     .expect("write junk");
     let junk = junk.display().to_string();
 
-    let client_ca = format!("      client_ca_file: {junk}\n      client_auth: require\n");
-    let (ok, err) = check(&tls_config(1, "127.0.0.1:1", &[&pki.a], &client_ca));
+    let client_ca = client_auth(&junk, "require");
+    let (ok, err) = check(&tls_config(1, "127.0.0.1:1", &[&pki.a], client_ca));
     assert!(!ok, "-t passed an unparsable client_ca_file");
     assert!(
         err.contains("client_ca_file") && err.contains(&junk),
         "{err}"
     );
 
-    let good_client_ca = format!(
-        "      client_ca_file: {}\n      client_auth: require\n",
-        pki.ca_file
-    );
-    let (ok, err) = check(&tls_config(1, "127.0.0.1:1", &[&pki.a], &good_client_ca));
+    let good_client_ca = client_auth(&pki.ca_file, "require");
+    let (ok, err) = check(&tls_config(1, "127.0.0.1:1", &[&pki.a], good_client_ca));
     assert!(ok, "a valid client_ca_file fails -t:\n{err}");
 
-    let yaml = format!(
-        "{TEST_SERVER}
-pools:
-  - name: p
-    upstream:
-      tls: {{ ca_file: {junk} }}
-    backends:
-      - address: 127.0.0.1:1
-"
-    );
-    let (ok, err) = check(&yaml);
+    // Only a pool (no listeners or routes) whose upstream trusts `ca_file`.
+    let upstream_ca = |ca_file: &str| {
+        with(
+            test_config(),
+            json!({ "pools": [with(
+                pool("p", &["127.0.0.1:1".to_string()]),
+                json!({ "upstream": { "tls": { "ca_file": ca_file } } }),
+            )] }),
+        )
+    };
+    let (ok, err) = check(&upstream_ca(&junk));
     assert!(!ok, "-t passed an unparsable upstream ca_file");
     assert!(
         err.contains("upstream.tls.ca_file") && err.contains(&junk),
@@ -1288,7 +1289,7 @@ pools:
     );
 
     let missing = format!("{}/nope.pem", pki.dir.path().display());
-    let (ok, err) = check(&yaml.replace(&junk, &missing));
+    let (ok, err) = check(&upstream_ca(&missing));
     assert!(!ok, "-t passed a missing upstream ca_file");
     assert!(err.contains(&missing), "{err}");
 }
@@ -1303,8 +1304,12 @@ fn a_failed_handshake_is_logged_at_debug_not_error() {
     let backend = Backend::start("a");
     for (level, shown) in [("info", false), ("debug", true)] {
         let port = listen_port();
-        let yaml = tls_config(port, &backend.address(), &[&pki.a], "");
-        let sy = Switchyard::start_with_env(&yaml, &[port], &[("SWITCHYARD_LOG", level)]);
+        let config = tls_config(port, &backend.address(), &[&pki.a], json!({}));
+        let sy = Switchyard::start_with_env(
+            &config_text(&config),
+            &[port],
+            &[("SWITCHYARD_LOG", level)],
+        );
         // Plain HTTP to the TLS port: the handshake fails.
         let _ = raw_exchange(port, b"GET / HTTP/1.1\r\nHost: a.example.com\r\n\r\n");
         // A working handshake afterwards proves the failed one was processed.

@@ -261,7 +261,12 @@ fn postgres_instance_stopped_or_frozen_is_taken_out_and_comes_back() {
     let cfg = config(
         None,
         json!([service("pg", lp, "postgres", "pg", "1h")]),
-        json!([pool_of("pg", "round_robin", &[a.address(), b.address()], keys)]),
+        json!([pool_of(
+            "pg",
+            "round_robin",
+            &[a.address(), b.address()],
+            keys
+        )]),
     );
     let sy = Switchyard::start_without_probe(&cfg, &[lp]);
     let seen = answers(&sy, 4, || b.psql(lp, PG_PORT));
@@ -736,7 +741,12 @@ fn tcp_idle_timeout_closes_idle_sessions_only() {
     let cfg = config(
         None,
         json!([service("echo", lp, "tcp", "echo", "500ms")]),
-        json!([pool_of("echo", "round_robin", &[echo.address()], no_check())]),
+        json!([pool_of(
+            "echo",
+            "round_robin",
+            &[echo.address()],
+            no_check()
+        )]),
     );
     let sy = Switchyard::start_without_probe(&cfg, &[lp]);
     let mut idle = connect(lp);
@@ -909,10 +919,8 @@ fn tcp_session_log_line_and_metrics_count_bytes() {
     let server = reply_bytes_after_eof(REPLY);
     let (lp, mp) = (listen_port(), listen_port());
     let (svc, pl) = tcp_service(lp, "app", &[server.address()], json!({}));
-    let sy = Switchyard::start_without_probe(
-        &config(Some(mp), json!([svc]), json!([pl])),
-        &[lp, mp],
-    );
+    let sy =
+        Switchyard::start_without_probe(&config(Some(mp), json!([svc]), json!([pl])), &[lp, mp]);
     let svc_label = [("service", "app")];
     let rx = [("service", "app"), ("direction", "rx")];
     let tx = [("service", "app"), ("direction", "tx")];

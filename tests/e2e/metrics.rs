@@ -850,8 +850,7 @@ fn a_real_prometheus_scrapes_the_target_up() {
             "static_configs": [{ "targets": [format!("127.0.0.1:{}", f.metrics)] }],
         }],
     });
-    std::fs::write(&config, config_text(&prometheus_yml))
-    .expect("write prometheus.yml");
+    std::fs::write(&config, config_text(&prometheus_yml)).expect("write prometheus.yml");
     let port = listen_port();
     let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log file");
     let child = Command::new(&prometheus)

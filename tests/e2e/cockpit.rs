@@ -2,6 +2,7 @@
 //! on changes), bearer JWTs checked against a JWKS file or URL (RS256 and ES256 keys
 //! made with openssl, tokens signed here), 401 for every bad token, role changes applied
 //! by a reload, and one audit line per change, reopened on SIGUSR1.
+use crate::common::config::*;
 use crate::common::*;
 
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
@@ -29,15 +30,22 @@ fn api(port: u16, method: &str, path: &str, bearer: Option<&str>, body: &str) ->
     request(port, method, path, &headers, body.as_bytes())
 }
 
-fn config(admin_port: u16, web: u16, backend: &str, admin_keys: &str) -> String {
-    config_yaml(
-        &format!(
-            "{TEST_SERVER}admin:\n  listen: 127.0.0.1:{admin_port}\n  state_file: {{dir}}/state.json\n{admin_keys}"
-        ),
-        &listener_yaml("web", web),
-        &pool_yaml("web", "", &[backend.to_string()]),
-        "  - name: all\n    pool: web\n",
-    )
+/// `config` with an admin API on `admin_port` (state in `{dir}`) and `admin_keys`.
+fn with_admin(config: Value, admin_port: u16, admin_keys: Value) -> Value {
+    let admin = json!({
+        "listen": format!("127.0.0.1:{admin_port}"),
+        "state_file": "{dir}/state.json",
+    });
+    with(config, json!({ "admin": with(admin, admin_keys) }))
+}
+
+fn config(admin_port: u16, web: u16, backend: &str, admin_keys: Value) -> Value {
+    let config = config_of(
+        json!([listener("web", web)]),
+        json!([pool("web", &[backend.to_string()])]),
+        json!([route("all", "web")]),
+    );
+    with_admin(config, admin_port, admin_keys)
 }
 
 fn drain_path(backend: &str) -> String {
@@ -149,8 +157,11 @@ fn jwks(keys: &[&Key]) -> String {
     json!({"keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()}).to_string()
 }
 
-fn jwt_section(source: &str) -> String {
-    format!("  jwt:\n    {source}\n    issuer: {ISSUER}\n    audience: {AUDIENCE}\n    role_claim: switchyard_role\n")
+/// `admin.jwt` with `source` (`jwks_file` or `jwks_url`) and the test's issuer,
+/// audience and role claim.
+fn jwt_section(source: Value) -> Value {
+    let jwt = json!({ "issuer": ISSUER, "audience": AUDIENCE, "role_claim": "switchyard_role" });
+    json!({ "jwt": with(source, jwt) })
 }
 
 /// An HTTP server answering every request with the current JWKS text; counts requests.
@@ -179,8 +190,8 @@ fn jwks_server(body: Arc<Mutex<String>>) -> TcpServer {
 fn read_only_tokens_read_and_get_403_for_changes_and_a_reload_rotates_them() {
     let b = Backend::start("b");
     let (admin, web) = (listen_port(), listen_port());
-    let keys = format!("  tokens: [\"{FULL}\"]\n  read_only_tokens: [\"{READ_ONLY}\"]\n");
-    let sy = Switchyard::start(&config(admin, web, &b.address(), &keys), &[admin, web]);
+    let keys = json!({ "tokens": [FULL], "read_only_tokens": [READ_ONLY] });
+    let sy = Switchyard::start_config(&config(admin, web, &b.address(), keys), &[admin, web]);
 
     let pools = api(admin, "GET", "/api/v1/pools", Some(READ_ONLY), "");
     assert_eq!(pools.status, 200, "{pools:?}");
@@ -234,8 +245,8 @@ fn read_only_tokens_read_and_get_403_for_changes_and_a_reload_rotates_them() {
     assert_eq!(r.status, 200, "{r:?}");
 
     // A reload that rotates the read-only token applies at once.
-    let keys = format!("  tokens: [\"{FULL}\"]\n  read_only_tokens: [\"ro-rotated\"]\n");
-    sy.rewrite_config(&config(admin, web, &b.address(), &keys));
+    let keys = json!({ "tokens": [FULL], "read_only_tokens": ["ro-rotated"] });
+    sy.rewrite_config(&config_text(&config(admin, web, &b.address(), keys)));
     assert_eq!(
         api(admin, "POST", "/api/v1/reload", Some(FULL), "").status,
         200
@@ -270,11 +281,11 @@ fn jwts_from_a_jwks_file_carry_their_role_and_bad_ones_get_401() {
 
     let b = Backend::start("b");
     let (admin, web) = (listen_port(), listen_port());
-    let keys = format!(
-        "  tokens: [\"{FULL}\"]\n{}",
-        jwt_section(&format!("jwks_file: {}", jwks_file.display()))
+    let keys = with(
+        json!({ "tokens": [FULL] }),
+        jwt_section(json!({ "jwks_file": jwks_file.display().to_string() })),
     );
-    let _sy = Switchyard::start(&config(admin, web, &b.address(), &keys), &[admin, web]);
+    let _sy = Switchyard::start_config(&config(admin, web, &b.address(), keys), &[admin, web]);
     let drain = drain_path(&b.address());
 
     // RS256 with the admin role: may change things.
@@ -380,9 +391,9 @@ fn a_jwks_url_is_fetched_and_refetched_for_a_new_key() {
 
     let b = Backend::start("b");
     let (admin, web) = (listen_port(), listen_port());
-    let url = format!("jwks_url: http://{}/jwks.json", server.address());
-    let keys = format!("  tokens: [\"{FULL}\"]\n{}", jwt_section(&url));
-    let sy = Switchyard::start(&config(admin, web, &b.address(), &keys), &[admin, web]);
+    let url = json!({ "jwks_url": format!("http://{}/jwks.json", server.address()) });
+    let keys = with(json!({ "tokens": [FULL] }), jwt_section(url));
+    let sy = Switchyard::start_config(&config(admin, web, &b.address(), keys), &[admin, web]);
 
     let old_token = old.token("ops", json!({"switchyard_role": "admin"}));
     let new_token = new.token("ops2", json!({"switchyard_role": "admin"}));
@@ -424,15 +435,34 @@ fn a_jwks_url_is_fetched_and_refetched_for_a_new_key() {
 #[test]
 fn jwt_settings_are_checked_by_t() {
     let cases = [
-        ("  jwt:\n    issuer: a\n    audience: b\n", "needs jwks_file or jwks_url"),
-        ("  jwt:\n    jwks_file: /x\n    jwks_url: https://id.test/k\n    issuer: a\n    audience: b\n", "not both"),
-        ("  jwt:\n    jwks_file: /x\n    audience: b\n", "admin.jwt.issuer"),
-        ("  jwt:\n    jwks_url: ftp://id.test/k\n    issuer: a\n    audience: b\n", "admin.jwt.jwks_url"),
-        ("  read_only_tokens: [\"\"]\n", "admin.read_only_tokens[0]"),
+        (
+            json!({ "jwt": { "issuer": "a", "audience": "b" } }),
+            "needs jwks_file or jwks_url",
+        ),
+        (
+            json!({ "jwt": {
+                "jwks_file": "/x",
+                "jwks_url": "https://id.test/k",
+                "issuer": "a",
+                "audience": "b",
+            } }),
+            "not both",
+        ),
+        (
+            json!({ "jwt": { "jwks_file": "/x", "audience": "b" } }),
+            "admin.jwt.issuer",
+        ),
+        (
+            json!({ "jwt": { "jwks_url": "ftp://id.test/k", "issuer": "a", "audience": "b" } }),
+            "admin.jwt.jwks_url",
+        ),
+        (
+            json!({ "read_only_tokens": [""] }),
+            "admin.read_only_tokens[0]",
+        ),
     ];
     for (section, needle) in cases {
-        let yaml = format!("admin:\n  listen: 127.0.0.1:9\n{section}");
-        let (out, _, _) = check_config(&yaml);
+        let (out, _, _) = check_config(&config_text(&admin_only("127.0.0.1:9", section.clone())));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{section}: {stderr}");
         assert!(
@@ -441,10 +471,10 @@ fn jwt_settings_are_checked_by_t() {
         );
     }
     // -t opens the JWKS file.
-    let (out, _, dir) = check_config(&format!(
-        "admin:\n  listen: 127.0.0.1:9\n{}",
-        jwt_section("jwks_file: {dir}/jwks.json")
-    ));
+    let (out, _, dir) = check_config(&config_text(&admin_only(
+        "127.0.0.1:9",
+        jwt_section(json!({ "jwks_file": "{dir}/jwks.json" })),
+    )));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(
@@ -473,12 +503,20 @@ fn jwt_settings_are_checked_by_t() {
         String::from_utf8_lossy(&ok.stderr)
     );
     // A non-loopback admin listener with only read-only tokens asks for them: valid.
-    let (out, _, _) = check_config("admin:\n  listen: 0.0.0.0:9\n  read_only_tokens: [ro]\n");
+    let (out, _, _) = check_config(&config_text(&admin_only(
+        "0.0.0.0:9",
+        json!({ "read_only_tokens": ["ro"] }),
+    )));
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// A configuration of only an `admin:` section listening on `listen`, with `keys`.
+fn admin_only(listen: &str, keys: Value) -> Value {
+    json!({ "admin": with(json!({ "listen": listen }), keys) })
 }
 
 // ---------------------------------------------------------------- audit log
@@ -499,11 +537,15 @@ fn every_change_writes_one_audit_line_and_sigusr1_reopens_the_file() {
     std::fs::write(&jwks_file, jwks(&[&rsa])).unwrap();
     let b = Backend::start("b");
     let (admin, web) = (listen_port(), listen_port());
-    let keys = format!(
-        "  tokens: [\"other\", \"{FULL}\"]\n  read_only_tokens: [\"{READ_ONLY}\"]\n  audit_log: {{dir}}/audit.log\n{}",
-        jwt_section(&format!("jwks_file: {}", jwks_file.display()))
+    let keys = with(
+        json!({
+            "tokens": ["other", FULL],
+            "read_only_tokens": [READ_ONLY],
+            "audit_log": "{dir}/audit.log",
+        }),
+        jwt_section(json!({ "jwks_file": jwks_file.display().to_string() })),
     );
-    let sy = Switchyard::start(&config(admin, web, &b.address(), &keys), &[admin, web]);
+    let sy = Switchyard::start_config(&config(admin, web, &b.address(), keys), &[admin, web]);
     let log = sy.dir.path().join("audit.log");
     let drain = drain_path(&b.address());
 
@@ -626,22 +668,24 @@ fn stats_show_the_last_minute_per_route_backend_listener_and_tcp_service() {
     let broken = Backend::start_with("broken", Behaviour::with_status(503));
     let echo = TcpServer::echo();
     let (admin, web, tcp) = (listen_port(), listen_port(), listen_port());
-    let pools = pool_yaml("fast", "", &[fast.address()])
-        + &pool_yaml("slow", "", &[slow.address()])
-        + &pool_yaml("broken", "", &[broken.address()])
-        + &pool_yaml("echo", "", &[echo.address()]);
-    let yaml = format!(
-        "{}tcp_services:\n  - {{name: echo, listen: 127.0.0.1:{tcp}, pool: echo}}\n",
-        config_yaml(
-            &format!(
-                "{TEST_SERVER}admin:\n  listen: 127.0.0.1:{admin}\n  state_file: {{dir}}/state.json\n  tokens: [\"{FULL}\"]\n  read_only_tokens: [\"{READ_ONLY}\"]\n"
-            ),
-            &listener_yaml("web", web),
-            &pools,
-            "  - name: slow\n    path_prefix: /slow\n    pool: slow\n  - name: broken\n    path_prefix: /broken\n    pool: broken\n  - name: fast\n    pool: fast\n",
-        )
+    let pools = json!([
+        pool("fast", &[fast.address()]),
+        pool("slow", &[slow.address()]),
+        pool("broken", &[broken.address()]),
+        pool("echo", &[echo.address()]),
+    ]);
+    let routes = json!([
+        { "name": "slow", "path_prefix": "/slow", "pool": "slow" },
+        { "name": "broken", "path_prefix": "/broken", "pool": "broken" },
+        route("fast", "fast"),
+    ]);
+    let service = json!({ "name": "echo", "listen": format!("127.0.0.1:{tcp}"), "pool": "echo" });
+    let config = with(
+        config_of(json!([listener("web", web)]), pools, routes),
+        json!({ "tcp_services": [service] }),
     );
-    let _sy = Switchyard::start(&yaml, &[admin, web, tcp]);
+    let keys = json!({ "tokens": [FULL], "read_only_tokens": [READ_ONLY] });
+    let _sy = Switchyard::start_config(&with_admin(config, admin, keys), &[admin, web, tcp]);
     let before = stats(admin);
     assert_eq!(before["window_seconds"], json!(60));
     assert_eq!(
@@ -740,13 +784,13 @@ fn stats_list_every_served_certificate_with_its_days_to_expiry() {
     let (_certs, cert, key) = tls_test_cert_files();
     let b = Backend::start("b");
     let (admin, secure) = (listen_port(), listen_port());
-    let yaml = config_yaml(
-        &format!("{TEST_SERVER}admin:\n  listen: 127.0.0.1:{admin}\n  state_file: {{dir}}/state.json\n  read_only_tokens: [\"{READ_ONLY}\"]\n"),
-        &tls_listener_yaml("websecure", secure, &cert, &key),
-        &pool_yaml("web", "", &[b.address()]),
-        "  - name: all\n    pool: web\n",
+    let config = config_of(
+        json!([tls_listener("websecure", secure, &cert, &key)]),
+        json!([pool("web", &[b.address()])]),
+        json!([route("all", "web")]),
     );
-    let _sy = Switchyard::start(&yaml, &[admin, secure]);
+    let keys = json!({ "read_only_tokens": [READ_ONLY] });
+    let _sy = Switchyard::start_config(&with_admin(config, admin, keys), &[admin, secure]);
     let s = stats(admin);
     let c = entry(&s["certificates"], "listener", "websecure");
     assert_eq!(c["name"], json!("localhost"));

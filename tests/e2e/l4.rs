@@ -7,44 +7,72 @@
 //!
 //! The database tests print `SKIP` and pass when PostgreSQL / MariaDB are not installed
 //! (CI installs `postgresql`, `mariadb-server` and `mariadb-client`).
+use crate::common::config::*;
 use crate::common::*;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::collections::HashMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::time::{Duration, Instant};
 
-/// `tcp_services` and `pools` (YAML list bodies) after TEST_SERVER, with a metrics
+/// The test configuration with `tcp_services` and `pools` (JSON lists), and a metrics
 /// listener when `metrics` is set.
-fn config(metrics: Option<u16>, services: &str, pools: &str) -> String {
-    let metrics = metrics
-        .map(|p| format!("metrics:\n  listen: 127.0.0.1:{p}\n"))
-        .unwrap_or_default();
-    format!("{TEST_SERVER}{metrics}tcp_services:\n{services}pools:\n{pools}")
+fn services_config(metrics: Option<u16>, services: Value, pools: Value) -> Value {
+    let mut config = with(
+        test_config(),
+        json!({ "tcp_services": services, "pools": pools }),
+    );
+    if let Some(p) = metrics {
+        config["metrics"] = json!({ "listen": format!("127.0.0.1:{p}") });
+    }
+    config
 }
 
-fn service(name: &str, port: u16, protocol: &str, pool: &str, idle: &str) -> String {
-    format!(
-        "  - {{name: {name}, listen: 127.0.0.1:{port}, protocol: {protocol}, pool: {pool}, idle_timeout: {idle}}}\n"
-    )
+/// `services_config`'s file text.
+fn config(metrics: Option<u16>, services: Value, pools: Value) -> String {
+    config_text(&services_config(metrics, services, pools))
 }
 
-/// A pool over `backends` with extra keys (`keys`, indented by four spaces).
-fn pool(name: &str, algorithm: &str, backends: &[String], keys: &str) -> String {
-    pool_yaml(
-        name,
-        &format!("    algorithm: {algorithm}\n{keys}"),
-        backends,
+fn service(name: &str, port: u16, protocol: &str, pool: &str, idle: &str) -> Value {
+    json!({
+        "name": name,
+        "listen": format!("127.0.0.1:{port}"),
+        "protocol": protocol,
+        "pool": pool,
+        "idle_timeout": idle,
+    })
+}
+
+/// A pool over `backends` balanced by `algorithm`, with extra pool keys `keys`.
+fn pool_of(name: &str, algorithm: &str, backends: &[String], keys: Value) -> Value {
+    with(
+        pool(name, backends),
+        with(json!({ "algorithm": algorithm }), keys),
     )
 }
 
 /// The database check of the issue: fast, flipping on one result, logging in as the
 /// health-check user. The kind is left to the default of the service's protocol.
-const DB_CHECK: &str = "    health_check: {interval: 300ms, timeout: 1s, healthy_threshold: 1, unhealthy_threshold: 1, user: switchyard_health}\n";
+fn db_check() -> Value {
+    json!({ "health_check": {
+        "interval": "300ms",
+        "timeout": "1s",
+        "healthy_threshold": 1,
+        "unhealthy_threshold": 1,
+        "user": "switchyard_health",
+    } })
+}
 
 /// No active check: the proxy itself has to cope with whatever the backend does.
-const NO_CHECK: &str = "    health_check: {kind: none}\n";
+fn no_check() -> Value {
+    json!({ "health_check": { "kind": "none" } })
+}
+
+/// `keys` with `retries: 0`.
+fn no_retries(keys: Value) -> Value {
+    with(json!({ "retries": 0 }), keys)
+}
 
 /// Generous bound for a health transition of a 300 ms check on a busy machine.
 const TRANSITION: Duration = Duration::from_secs(15);
@@ -121,8 +149,13 @@ fn postgres_round_robin_spreads_queries_and_logs_each_session() {
     let lp = listen_port();
     let cfg = config(
         None,
-        &service("pg", lp, "postgres", "pg", "1h"),
-        &pool("pg", "round_robin", &[a.address(), b.address()], DB_CHECK),
+        json!([service("pg", lp, "postgres", "pg", "1h")]),
+        json!([pool_of(
+            "pg",
+            "round_robin",
+            &[a.address(), b.address()],
+            db_check()
+        )]),
     );
     let sy = Switchyard::start_without_probe(&cfg, &[lp]);
     let seen = answers(&sy, 10, || a.psql(lp, PG_PORT));
@@ -162,8 +195,13 @@ fn postgres_least_conn_sends_new_sessions_to_the_less_busy_instance() {
     let (lp, mp) = (listen_port(), listen_port());
     let cfg = config(
         Some(mp),
-        &service("pg", lp, "postgres", "pg", "1h"),
-        &pool("pg", "least_conn", &[a.address(), b.address()], DB_CHECK),
+        json!([service("pg", lp, "postgres", "pg", "1h")]),
+        json!([pool_of(
+            "pg",
+            "least_conn",
+            &[a.address(), b.address()],
+            db_check()
+        )]),
     );
     let sy = Switchyard::start_without_probe(&cfg, &[lp, mp]);
     let active = |want: f64| {
@@ -219,11 +257,16 @@ fn postgres_instance_stopped_or_frozen_is_taken_out_and_comes_back() {
     let lp = listen_port();
     // retries: 0, so a connection sent to a dead instance would fail: every query below
     // succeeding shows the check, not a retry, kept the instance out.
-    let keys = format!("    retries: 0\n{DB_CHECK}");
+    let keys = no_retries(db_check());
     let cfg = config(
         None,
-        &service("pg", lp, "postgres", "pg", "1h"),
-        &pool("pg", "round_robin", &[a.address(), b.address()], &keys),
+        json!([service("pg", lp, "postgres", "pg", "1h")]),
+        json!([pool_of(
+            "pg",
+            "round_robin",
+            &[a.address(), b.address()],
+            keys
+        )]),
     );
     let sy = Switchyard::start_without_probe(&cfg, &[lp]);
     let seen = answers(&sy, 4, || b.psql(lp, PG_PORT));
@@ -271,23 +314,26 @@ fn postgres_check_user_rejected_by_pg_hba_takes_the_instance_out() {
     }
     replica.prepend_hba("host all primary_only 127.0.0.1/32 reject");
     let (writes, reads) = (listen_port(), listen_port());
-    let services = format!(
-        "{}{}",
+    let services = json!([
         service("writes", writes, "postgres", "writes", "1h"),
-        service("reads", reads, "postgres", "reads", "1h")
-    );
+        service("reads", reads, "postgres", "reads", "1h"),
+    ]);
     let check = |user: &str| {
-        format!(
-            "    retries: 0\n    health_check: {{interval: 300ms, timeout: 1s, healthy_threshold: 1, unhealthy_threshold: 1, user: {user}, database: postgres}}\n"
-        )
+        no_retries(json!({ "health_check": {
+            "interval": "300ms",
+            "timeout": "1s",
+            "healthy_threshold": 1,
+            "unhealthy_threshold": 1,
+            "user": user,
+            "database": "postgres",
+        } }))
     };
     let both = [primary.address(), replica.address()];
-    let pools = format!(
-        "{}{}",
-        pool("writes", "round_robin", &both, &check("primary_only")),
-        pool("reads", "round_robin", &both, &check("switchyard_health"))
-    );
-    let sy = Switchyard::start_without_probe(&config(None, &services, &pools), &[writes, reads]);
+    let pools = json!([
+        pool_of("writes", "round_robin", &both, check("primary_only")),
+        pool_of("reads", "round_robin", &both, check("switchyard_health")),
+    ]);
+    let sy = Switchyard::start_without_probe(&config(None, services, pools), &[writes, reads]);
     let down = format!("pool writes {}", went_down(&replica.address()));
     sy.expect_stderr(&down, 1, TRANSITION);
     let line = sy
@@ -325,26 +371,21 @@ fn mariadb_round_robin_and_failover() {
         return;
     };
     let lp = listen_port();
-    let keys = format!("    retries: 0\n{DB_CHECK}");
+    let keys = no_retries(db_check());
     // Beside it, a pool whose check user does not exist: its login must fail.
     let nouser = listen_port();
+    let mut nouser_check = db_check();
+    nouser_check["health_check"]["user"] = json!("no_such_user");
     let cfg = config(
         None,
-        &format!(
-            "{}{}",
+        json!([
             service("my", lp, "mysql", "my", "1h"),
-            service("nouser", nouser, "mysql", "nouser", "1h")
-        ),
-        &format!(
-            "{}{}",
-            pool("my", "round_robin", &[a.address(), b.address()], &keys),
-            pool(
-                "nouser",
-                "round_robin",
-                &[b.address()],
-                &DB_CHECK.replace("switchyard_health", "no_such_user")
-            )
-        ),
+            service("nouser", nouser, "mysql", "nouser", "1h"),
+        ]),
+        json!([
+            pool_of("my", "round_robin", &[a.address(), b.address()], keys),
+            pool_of("nouser", "round_robin", &[b.address()], nouser_check),
+        ]),
     );
     let sy = Switchyard::start_without_probe(&cfg, &[lp, nouser]);
     sy.expect_stderr(
@@ -401,13 +442,19 @@ fn mariadb_500_checks_leave_the_server_accepting_connections() {
     let mut mine = 0; // status queries of this test, each one connection
     let cfg = config(
         None,
-        &service("my", lp, "mysql", "my", "1h"),
-        &pool(
+        json!([service("my", lp, "mysql", "my", "1h")]),
+        json!([pool_of(
             "my",
             "round_robin",
             &[db.address()],
-            "    health_check: {interval: 10ms, timeout: 1s, healthy_threshold: 1, unhealthy_threshold: 1, user: switchyard_health}\n",
-        ),
+            json!({ "health_check": {
+                "interval": "10ms",
+                "timeout": "1s",
+                "healthy_threshold": 1,
+                "unhealthy_threshold": 1,
+                "user": "switchyard_health",
+            } }),
+        )]),
     );
     let sy = Switchyard::start_without_probe(&cfg, &[lp]);
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -606,10 +653,10 @@ fn connect(port: u16) -> TcpStream {
 }
 
 /// One TCP service `name` on `port` in front of `backends`.
-fn tcp_service(port: u16, name: &str, backends: &[String], keys: &str) -> (String, String) {
+fn tcp_service(port: u16, name: &str, backends: &[String], keys: Value) -> (Value, Value) {
     (
         service(name, port, "tcp", name, "1h"),
-        pool(name, "round_robin", backends, keys),
+        pool_of(name, "round_robin", backends, keys),
     )
 }
 
@@ -618,8 +665,8 @@ fn tcp_echo_64_mib_both_ways_at_once() {
     const MIB: usize = 64;
     let echo = TcpServer::echo();
     let lp = listen_port();
-    let (svc, pl) = tcp_service(lp, "echo", &[echo.address()], "");
-    let sy = Switchyard::start_without_probe(&config(None, &svc, &pl), &[lp]);
+    let (svc, pl) = tcp_service(lp, "echo", &[echo.address()], json!({}));
+    let sy = Switchyard::start_without_probe(&config(None, json!([svc]), json!([pl])), &[lp]);
     let mut reader = connect(lp);
     let mut writer = reader.try_clone().expect("clone stream");
     let sender = std::thread::spawn(move || {
@@ -648,8 +695,8 @@ fn tcp_echo_64_mib_both_ways_at_once() {
 fn tcp_half_close_client_still_gets_the_whole_reply() {
     let server = reply_after_eof(4);
     let lp = listen_port();
-    let (svc, pl) = tcp_service(lp, "half", &[server.address()], "");
-    let sy = Switchyard::start_without_probe(&config(None, &svc, &pl), &[lp]);
+    let (svc, pl) = tcp_service(lp, "half", &[server.address()], json!({}));
+    let sy = Switchyard::start_without_probe(&config(None, json!([svc]), json!([pl])), &[lp]);
     let mut s = connect(lp);
     let sent = send_data(&mut s, 5, 1).expect("send 1 MiB");
     s.shutdown(Shutdown::Write).expect("half-close");
@@ -693,8 +740,13 @@ fn tcp_idle_timeout_closes_idle_sessions_only() {
     let lp = listen_port();
     let cfg = config(
         None,
-        &service("echo", lp, "tcp", "echo", "500ms"),
-        &pool("echo", "round_robin", &[echo.address()], NO_CHECK),
+        json!([service("echo", lp, "tcp", "echo", "500ms")]),
+        json!([pool_of(
+            "echo",
+            "round_robin",
+            &[echo.address()],
+            no_check()
+        )]),
     );
     let sy = Switchyard::start_without_probe(&cfg, &[lp]);
     let mut idle = connect(lp);
@@ -766,16 +818,20 @@ fn tcp_refused_backend_closes_the_client_and_the_proxy_keeps_running() {
         p_unchecked,
         "unchecked",
         std::slice::from_ref(&dead),
-        &format!("    retries: 0\n{NO_CHECK}"),
+        no_retries(no_check()),
     );
     let (s2, pl2) = tcp_service(
         p_checked,
         "checked",
         std::slice::from_ref(&dead),
-        "    retries: 0\n    health_check: {interval: 200ms, timeout: 1s, unhealthy_threshold: 1}\n",
+        no_retries(json!({ "health_check": {
+            "interval": "200ms",
+            "timeout": "1s",
+            "unhealthy_threshold": 1,
+        } })),
     );
-    let (s3, pl3) = tcp_service(p_echo, "echo", &[echo.address()], "");
-    let cfg = config(None, &format!("{s1}{s2}{s3}"), &format!("{pl1}{pl2}{pl3}"));
+    let (s3, pl3) = tcp_service(p_echo, "echo", &[echo.address()], json!({}));
+    let cfg = config(None, json!([s1, s2, s3]), json!([pl1, pl2, pl3]));
     let mut sy = Switchyard::start_without_probe(&cfg, &[p_unchecked, p_checked, p_echo]);
     for port in [p_unchecked, p_checked] {
         for i in 0..20 {
@@ -817,14 +873,12 @@ fn tcp_refused_backend_closes_the_client_and_the_proxy_keeps_running() {
 #[test]
 fn tcp_server_deny_closes_a_denied_connection() {
     let with_deny = |port: u16, backend: &TcpServer, deny: &str| {
-        let (svc, pl) = tcp_service(port, "echo", &[backend.address()], NO_CHECK);
-        let yaml = config(None, &svc, &pl).replacen(
-            "  shutdown_timeout: 1s\n",
-            &format!("  shutdown_timeout: 1s\n  deny: [{deny}]\n"),
-            1,
+        let (svc, pl) = tcp_service(port, "echo", &[backend.address()], no_check());
+        let config = with(
+            services_config(None, json!([svc]), json!([pl])),
+            json!({ "server": { "deny": [deny] } }),
         );
-        assert!(yaml.contains("  deny: ["), "TEST_SERVER changed shape");
-        Switchyard::start_without_probe(&yaml, &[port])
+        Switchyard::start_without_probe(&config_text(&config), &[port])
     };
 
     let echo = TcpServer::echo();
@@ -864,8 +918,9 @@ fn tcp_session_log_line_and_metrics_count_bytes() {
     const REPLY: usize = 54_321;
     let server = reply_bytes_after_eof(REPLY);
     let (lp, mp) = (listen_port(), listen_port());
-    let (svc, pl) = tcp_service(lp, "app", &[server.address()], "");
-    let sy = Switchyard::start_without_probe(&config(Some(mp), &svc, &pl), &[lp, mp]);
+    let (svc, pl) = tcp_service(lp, "app", &[server.address()], json!({}));
+    let sy =
+        Switchyard::start_without_probe(&config(Some(mp), json!([svc]), json!([pl])), &[lp, mp]);
     let svc_label = [("service", "app")];
     let rx = [("service", "app"), ("direction", "rx")];
     let tx = [("service", "app"), ("direction", "tx")];
@@ -931,10 +986,10 @@ fn tcp_reset_on_one_side_closes_the_other_side() {
         drop(s);
     });
     let (p_echo, p_reset) = (listen_port(), listen_port());
-    let (s1, pl1) = tcp_service(p_echo, "echo", &[echo.address()], NO_CHECK);
-    let (s2, pl2) = tcp_service(p_reset, "reset", &[resetting.address()], NO_CHECK);
+    let (s1, pl1) = tcp_service(p_echo, "echo", &[echo.address()], no_check());
+    let (s2, pl2) = tcp_service(p_reset, "reset", &[resetting.address()], no_check());
     let sy = Switchyard::start_without_probe(
-        &config(None, &format!("{s1}{s2}"), &format!("{pl1}{pl2}")),
+        &config(None, json!([s1, s2]), json!([pl1, pl2])),
         &[p_echo, p_reset],
     );
 

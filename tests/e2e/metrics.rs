@@ -5,9 +5,10 @@
 //!
 //! `promtool` and `prometheus` come from Debian's `prometheus` package; when they are
 //! missing the tests that need them print SKIP and return.
+use crate::common::config::*;
 use crate::common::*;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -273,42 +274,41 @@ struct Fixture {
     down: String,
 }
 
-fn fixture_yaml(f: &FixtureAddrs, extra_pool: &str) -> String {
+/// The fixture's configuration, with `extra_pools` after its own four.
+fn fixture_config(f: &FixtureAddrs, extra_pools: &[Value]) -> Value {
+    let mut pools = vec![
+        pool("web", &[f.ok1.clone(), f.ok2.clone()]),
+        with(
+            pool("flaky", std::slice::from_ref(&f.bad)),
+            json!({ "circuit_breaker": { "failure_threshold": 3, "open_for": "10m" } }),
+        ),
+        pool("plain5xx", std::slice::from_ref(&f.err)),
+        json!({
+            "name": "idle",
+            "health_check": {
+                "interval": "200ms",
+                "timeout": "200ms",
+                "healthy_threshold": 1,
+                "unhealthy_threshold": 1,
+            },
+            "backends": [{ "address": f.spare }, { "address": f.down, "backup": true }],
+        }),
+    ];
+    pools.extend_from_slice(extra_pools);
+    let routes = json!([
+        { "name": "site", "path_prefix": "/site", "pool": "web" },
+        { "name": "fail", "path_prefix": "/fail", "pool": "flaky" },
+        { "name": "err", "path_prefix": "/err", "pool": "plain5xx" },
+    ]);
+    let config = config_of(json!([listener("web", f.web)]), Value::from(pools), routes);
     // Trust 127.0.0.1 as a proxy so the client IP becomes the X-Forwarded-For entry,
     // an address that must never show up in a label.
-    let server = test_server_with("  trusted_proxies: [127.0.0.0/8]\n");
-    let pools = [
-        pool_yaml("web", "", &[f.ok1.clone(), f.ok2.clone()]),
-        pool_yaml(
-            "flaky",
-            "    circuit_breaker: { failure_threshold: 3, open_for: 10m }\n",
-            std::slice::from_ref(&f.bad),
-        ),
-        pool_yaml("plain5xx", "", std::slice::from_ref(&f.err)),
-        pool_yaml_with_backend_keys(
-            "idle",
-            "    health_check: { interval: 200ms, timeout: 200ms, healthy_threshold: 1, \
-             unhealthy_threshold: 1 }\n",
-            &[(f.spare.clone(), ""), (f.down.clone(), "backup: true")],
-        ),
-        extra_pool.to_string(),
-    ]
-    .concat();
-    let routes = "  - name: site
-    path_prefix: /site
-    pool: web
-  - name: fail
-    path_prefix: /fail
-    pool: flaky
-  - name: err
-    path_prefix: /err
-    pool: plain5xx
-";
-    config_yaml(
-        &format!("{server}metrics:\n  listen: 127.0.0.1:{}\n", f.metrics),
-        &listener_yaml("web", f.web),
-        &pools,
-        routes,
+    with(
+        config,
+        json!({
+            "server": { "trusted_proxies": ["127.0.0.0/8"] },
+            "metrics": { "listen": format!("127.0.0.1:{}", f.metrics) },
+        }),
     )
 }
 
@@ -343,7 +343,7 @@ impl Fixture {
             spare: spare.address(),
             down: down.clone(),
         };
-        let sy = Switchyard::start(&fixture_yaml(&addrs, ""), &[web, metrics]);
+        let sy = Switchyard::start_config(&fixture_config(&addrs, &[]), &[web, metrics]);
         Fixture {
             sy,
             web,
@@ -767,8 +767,8 @@ fn reloads_are_counted_by_result_and_new_pools_get_gauges() {
 
     // A valid reload that adds a pool.
     let extra = Backend::start("extra");
-    let extra_pool = pool_yaml("added", "", &[extra.address()]);
-    f.sy.rewrite_config(&fixture_yaml(&f.addrs(), &extra_pool));
+    let extra_pool = pool("added", &[extra.address()]);
+    f.sy.rewrite_config(&config_text(&fixture_config(&f.addrs(), &[extra_pool])));
     f.sy.signal("-HUP");
     let labels = [("pool", "added"), ("backend", &*extra.address())];
     // The new pool's members are built by the pool tasks once the reload is announced,
@@ -788,10 +788,9 @@ fn reloads_are_counted_by_result_and_new_pools_get_gauges() {
     );
 
     // An invalid file is rejected and counted; the old configuration keeps serving.
-    f.sy.rewrite_config(&fixture_yaml(&f.addrs(), "").replace(
-        "    path_prefix: /site\n",
-        "    path_prefix: /site\n    no_such_key: 1\n",
-    ));
+    let mut invalid = fixture_config(&f.addrs(), &[]);
+    invalid["routes"][0]["no_such_key"] = json!(1);
+    f.sy.rewrite_config(&config_text(&invalid));
     f.sy.signal("-HUP");
     let e = scrape_until(f.metrics, "config_reloads_total{result=failure} 1", |e| {
         reloads(e, "failure") == Some(1.0)
@@ -843,22 +842,15 @@ fn a_real_prometheus_scrapes_the_target_up() {
     f.traffic();
     let dir = tempfile::tempdir().expect("tempdir");
     let config = dir.path().join("prometheus.yml");
-    std::fs::write(
-        &config,
-        format!(
-            "global:
-  scrape_interval: 1s
-  scrape_timeout: 1s
-  evaluation_interval: 1s
-scrape_configs:
-  - job_name: switchyard
-    static_configs:
-      - targets: ['127.0.0.1:{}']
-",
-            f.metrics
-        ),
-    )
-    .expect("write prometheus.yml");
+    // Prometheus reads JSON as the YAML it is, like Switchyard.
+    let prometheus_yml = json!({
+        "global": { "scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s" },
+        "scrape_configs": [{
+            "job_name": "switchyard",
+            "static_configs": [{ "targets": [format!("127.0.0.1:{}", f.metrics)] }],
+        }],
+    });
+    std::fs::write(&config, config_text(&prometheus_yml)).expect("write prometheus.yml");
     let port = listen_port();
     let log = std::fs::File::create(dir.path().join("prometheus.log")).expect("log file");
     let child = Command::new(&prometheus)
@@ -927,13 +919,15 @@ fn tls_certificate_expiry_is_exported() {
     let (_certs, cert, key) = tls_test_cert_files();
     let backend = Backend::start("a");
     let (web, metrics) = (listen_port(), listen_port());
-    let yaml = config_yaml(
-        &format!("{TEST_SERVER}metrics:\n  listen: 127.0.0.1:{metrics}\n"),
-        &tls_listener_yaml("websecure", web, &cert, &key),
-        &pool_yaml("p", "", &[backend.address()]),
-        "  - name: all\n    pool: p\n",
+    let config = with(
+        config_of(
+            json!([tls_listener("websecure", web, &cert, &key)]),
+            json!([pool("p", &[backend.address()])]),
+            json!([route("all", "p")]),
+        ),
+        json!({ "metrics": { "listen": format!("127.0.0.1:{metrics}") } }),
     );
-    let _sy = Switchyard::start(&yaml, &[web, metrics]);
+    let _sy = Switchyard::start_config(&config, &[web, metrics]);
     assert_eq!(tls_request(web, "GET", "/", &[]).status, 200);
     let text = scrape(metrics);
     let e = Exposition::parse(&text);

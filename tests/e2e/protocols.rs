@@ -2,8 +2,10 @@
 //! upstream.protocol, §4): h2c prior knowledge on a plaintext listener, a real gRPC
 //! server and client (tonic) through the proxy — unary, server streaming, metadata and
 //! trailers — and WebSocket echo through the proxy with a fast and a slow upstream.
+use crate::common::config::*;
 use crate::common::*;
 use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
 use std::net::TcpListener as StdListener;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -35,15 +37,16 @@ fn bind_local() -> (StdListener, u16) {
 fn h2c_prior_knowledge_works_on_a_plaintext_listener_with_http2() {
     let backend = Backend::start("a");
     let (h2c, plain) = (listen_port(), listen_port());
-    let listeners =
-        listener_yaml("h2c", h2c) + "    http2: true\n" + &listener_yaml("plain", plain);
-    let yaml = config_yaml(
-        TEST_SERVER,
-        &listeners,
-        &pool_yaml("p", "", &[backend.address()]),
-        "  - name: r\n    pool: p\n",
+    let listeners = json!([
+        with(listener("h2c", h2c), json!({ "http2": true })),
+        listener("plain", plain),
+    ]);
+    let config = config_of(
+        listeners,
+        json!([pool("p", &[backend.address()])]),
+        json!([route("r", "p")]),
     );
-    let _sy = Switchyard::start(&yaml, &[h2c, plain]);
+    let _sy = Switchyard::start_config(&config, &[h2c, plain]);
 
     let url = format!("http://127.0.0.1:{h2c}/h2c?x=1");
     let (ok, out, err) = curl(&[
@@ -440,23 +443,22 @@ async fn server_streaming(
 
 /// Switchyard with an `http2: true` plaintext listener in front of one h2c pool.
 fn grpc_proxy(backend: &GrpcBackend) -> (Switchyard, u16) {
-    grpc_proxy_with(backend, "      protocol: h2c\n")
+    grpc_proxy_with(backend, json!({ "protocol": "h2c" }))
 }
 
-/// Like `grpc_proxy` with `upstream` (the lines under `upstream:`) given.
-fn grpc_proxy_with(backend: &GrpcBackend, upstream: &str) -> (Switchyard, u16) {
+/// Like `grpc_proxy` with the pool's `upstream` given.
+fn grpc_proxy_with(backend: &GrpcBackend, upstream: Value) -> (Switchyard, u16) {
     let port = listen_port();
-    let yaml = config_yaml(
-        TEST_SERVER,
-        &(listener_yaml("grpc", port) + "    http2: true\n"),
-        &pool_yaml(
-            "grpc",
-            &format!("    upstream:\n{upstream}"),
-            &[format!("127.0.0.1:{}", backend.port)],
-        ),
-        "  - name: echo\n    path_prefix: /test.Echo\n    pool: grpc\n",
+    let grpc = with(
+        pool("grpc", &[format!("127.0.0.1:{}", backend.port)]),
+        json!({ "upstream": upstream }),
     );
-    (Switchyard::start(&yaml, &[port]), port)
+    let config = config_of(
+        json!([with(listener("grpc", port), json!({ "http2": true }))]),
+        json!([grpc]),
+        json!([{ "name": "echo", "path_prefix": "/test.Echo", "pool": "grpc" }]),
+    );
+    (Switchyard::start_config(&config, &[port]), port)
 }
 
 #[test]
@@ -598,9 +600,8 @@ fn grpc_passes_through_to_an_h2_upstream_over_verified_tls() {
     let ca_file = ca.write(dir.path(), "ca.pem");
     let (cert, key) = ca.issue(&[("CN", "localhost")], &["DNS:localhost"], CertUse::Server);
     let backend = GrpcBackend::start_tls(&cert, &key);
-    let upstream =
-        format!("      protocol: h2\n      tls: {{ sni: localhost, ca_file: {ca_file} }}\n");
-    let (_sy, port) = grpc_proxy_with(&backend, &upstream);
+    let upstream = json!({ "protocol": "h2", "tls": { "sni": "localhost", "ca_file": ca_file } });
+    let (_sy, port) = grpc_proxy_with(&backend, upstream);
     let rt = runtime();
     rt.block_on(async {
         let mut client = grpc_client(port).await;
@@ -716,34 +717,35 @@ impl Drop for WsBackend {
     }
 }
 
-/// Switchyard in front of one WebSocket backend; `pool_extra` goes under the pool.
-fn ws_proxy(backend: &WsBackend, listener_extra: &str, pool_extra: &str) -> (Switchyard, u16) {
-    ws_proxy_with(backend, listener_extra, pool_extra, "")
+/// Switchyard in front of one WebSocket backend; the `*_extra` keys go into the
+/// listener and the pool.
+fn ws_proxy(backend: &WsBackend, listener_extra: Value, pool_extra: Value) -> (Switchyard, u16) {
+    ws_proxy_with(backend, listener_extra, pool_extra, json!({}))
 }
 
 fn ws_proxy_with(
     backend: &WsBackend,
-    listener_extra: &str,
-    pool_extra: &str,
-    route_extra: &str,
+    listener_extra: Value,
+    pool_extra: Value,
+    route_extra: Value,
 ) -> (Switchyard, u16) {
     let port = listen_port();
-    let yaml = config_yaml(
-        TEST_SERVER,
-        &(listener_yaml("web", port) + listener_extra),
-        &pool_yaml("ws", pool_extra, &[format!("127.0.0.1:{}", backend.port)]),
-        &format!(
-            "  - name: ws
-    path_prefix: /ws
-    pool: ws
-    request_headers:
-      set: {{ X-Route: ws-route }}
-    response_headers:
-      set: {{ X-Route-Response: ws-route }}
-{route_extra}"
-        ),
+    let ws_route = json!({
+        "name": "ws",
+        "path_prefix": "/ws",
+        "pool": "ws",
+        "request_headers": { "set": { "X-Route": "ws-route" } },
+        "response_headers": { "set": { "X-Route-Response": "ws-route" } },
+    });
+    let config = config_of(
+        json!([with(listener("web", port), listener_extra)]),
+        json!([with(
+            pool("ws", &[format!("127.0.0.1:{}", backend.port)]),
+            pool_extra
+        )]),
+        json!([with(ws_route, route_extra)]),
     );
-    (Switchyard::start(&yaml, &[port]), port)
+    (Switchyard::start_config(&config, &[port]), port)
 }
 
 /// Opens a WebSocket through the proxy and round-trips several text and binary
@@ -796,7 +798,7 @@ async fn ws_echo_session(port: u16, tag: String) -> http::HeaderMap {
 #[test]
 fn websocket_echo_through_the_proxy_with_a_fast_upstream() {
     let backend = WsBackend::start(Duration::ZERO);
-    let (_sy, port) = ws_proxy(&backend, "", "");
+    let (_sy, port) = ws_proxy(&backend, json!({}), json!({}));
     let rt = runtime();
     // Many sessions: a fast upstream answers the upgrade before the proxy has handled the
     // request's (empty) body, the ordering in which a tunnel can be torn down at once.
@@ -835,7 +837,7 @@ fn websocket_echo_through_the_proxy_with_a_fast_upstream() {
 fn websocket_echo_through_the_proxy_with_a_slow_upstream() {
     // The upstream answers the upgrade only after a second.
     let backend = WsBackend::start(Duration::from_secs(1));
-    let (_sy, port) = ws_proxy(&backend, "", "");
+    let (_sy, port) = ws_proxy(&backend, json!({}), json!({}));
     let rt = runtime();
     rt.block_on(async {
         let sessions: Vec<_> = (0..3)
@@ -854,8 +856,8 @@ fn websocket_upgrades_use_http1_even_for_an_h2c_pool_on_an_h2c_listener() {
     let backend = WsBackend::start(Duration::ZERO);
     let (_sy, port) = ws_proxy(
         &backend,
-        "    http2: true\n",
-        "    upstream:\n      protocol: h2c\n",
+        json!({ "http2": true }),
+        json!({ "upstream": { "protocol": "h2c" } }),
     );
     let rt = runtime();
     rt.block_on(async {
@@ -869,7 +871,12 @@ fn websocket_upgrades_use_http1_even_for_an_h2c_pool_on_an_h2c_listener() {
 #[test]
 fn a_route_acl_applies_to_websocket_upgrades() {
     let backend = WsBackend::start(Duration::ZERO);
-    let (_sy, port) = ws_proxy_with(&backend, "", "", "    deny: [127.0.0.0/8]\n");
+    let (_sy, port) = ws_proxy_with(
+        &backend,
+        json!({}),
+        json!({}),
+        json!({ "deny": ["127.0.0.0/8"] }),
+    );
     let rt = runtime();
     rt.block_on(async {
         let url = format!("ws://127.0.0.1:{port}/ws/denied");

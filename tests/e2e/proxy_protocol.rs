@@ -7,9 +7,10 @@
 //! HAProxy comes from Debian's `haproxy` package (scripts/test installs it); without it
 //! these tests fail rather than pass unexercised.
 
+use crate::common::config::*;
 use crate::common::*;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
@@ -81,39 +82,46 @@ fn closed_silently(s: &mut TcpStream) -> bool {
     }
 }
 
-fn metrics_yaml(port: u16) -> String {
-    format!("metrics:\n  listen: 127.0.0.1:{port}\n")
+/// `config` with `server.trusted_proxies: [trusted]` and a metrics listener on `mport`.
+fn trusting(config: Value, trusted: &str, mport: u16) -> Value {
+    with(
+        config,
+        json!({
+            "server": { "trusted_proxies": [trusted] },
+            "metrics": { "listen": format!("127.0.0.1:{mport}") },
+        }),
+    )
 }
 
-/// Switchyard with one listener `edge` on `port` (extra listener keys `keys`, indented
-/// by four spaces) taking PROXY headers from `trusted`, a pool over `b`, a route
-/// `/denied` that denies 127.0.0.5 and a catch-all route.
-fn edge(port: u16, mport: u16, trusted: &str, keys: &str, b: &Backend) -> Switchyard {
-    let head = format!(
-        "{}{}",
-        test_server_with(&format!("  trusted_proxies: [{trusted}]\n")),
-        metrics_yaml(mport)
+/// A pool `hap` over 127.0.0.1:`back` sending PROXY headers (`send`: v1 or v2), with
+/// `health_check`.
+fn hap_pool(back: u16, send: &str, health_check: Value) -> Value {
+    with(
+        pool("hap", &[format!("127.0.0.1:{back}")]),
+        json!({ "health_check": health_check, "upstream": { "proxy_protocol": send } }),
+    )
+}
+
+/// Switchyard with one listener `edge` on `port` (extra listener keys `keys`) taking
+/// PROXY headers from `trusted`, a pool over `b`, a route `/denied` that denies
+/// 127.0.0.5 and a catch-all route.
+fn edge(port: u16, mport: u16, trusted: &str, keys: Value, b: &Backend) -> Switchyard {
+    let edge = with(
+        listener("edge", port),
+        with(json!({ "proxy_protocol": true }), keys),
     );
-    let listener = format!(
-        "{}    proxy_protocol: true\n{keys}",
-        listener_yaml("edge", port)
-    );
-    let routes =
-        "  - name: denied\n    path_prefix: /denied\n    pool: web\n    deny: [127.0.0.5/32]\n  \
-                  - name: all\n    pool: web\n";
-    let yaml = config_yaml(
-        &head,
-        &listener,
-        &pool_yaml("web", "", &[b.address()]),
-        routes,
-    );
-    Switchyard::start(&yaml, &[port, mport])
+    let routes = json!([
+        { "name": "denied", "path_prefix": "/denied", "pool": "web", "deny": ["127.0.0.5/32"] },
+        route("all", "web"),
+    ]);
+    let config = config_of(json!([edge]), json!([pool("web", &[b.address()])]), routes);
+    Switchyard::start_config(&trusting(config, trusted, mport), &[port, mport])
 }
 
 fn through_haproxy(send: &str) {
     let b = Backend::start("a");
     let (port, mport, hport) = (listen_port(), listen_port(), listen_port());
-    let sy = edge(port, mport, "127.0.0.1", "", &b);
+    let sy = edge(port, mport, "127.0.0.1", json!({}), &b);
     let Some(_h) = haproxy(
         &format!(
             "frontend fe\n  mode tcp\n  bind 127.0.0.1:{hport}\n  default_backend sy\n\
@@ -165,7 +173,7 @@ fn connections_without_a_good_header_are_closed_and_counted() {
         port,
         mport,
         "127.0.0.1",
-        "    limits: { header_timeout: 1s }\n",
+        json!({ "limits": { "header_timeout": "1s" } }),
         &b,
     );
     let labels = [("listener", "edge"), ("reason", "malformed")];
@@ -217,22 +225,16 @@ fn tls_listener_reads_the_header_before_the_handshake() {
     let b = Backend::start("a");
     let (_certs, cert, key) = tls_test_cert_files();
     let (port, mport) = (listen_port(), listen_port());
-    let head = format!(
-        "{}{}",
-        test_server_with("  trusted_proxies: [127.0.0.1]\n"),
-        metrics_yaml(mport)
+    let edge = with(
+        tls_listener("edge", port, &cert, &key),
+        json!({ "proxy_protocol": true }),
     );
-    let listener = format!(
-        "{}    proxy_protocol: true\n",
-        tls_listener_yaml("edge", port, &cert, &key)
+    let config = config_of(
+        json!([edge]),
+        json!([pool("web", &[b.address()])]),
+        json!([route("all", "web")]),
     );
-    let yaml = config_yaml(
-        &head,
-        &listener,
-        &pool_yaml("web", "", &[b.address()]),
-        "  - name: all\n    pool: web\n",
-    );
-    let sy = Switchyard::start(&yaml, &[port, mport]);
+    let sy = Switchyard::start_config(&trusting(config, "127.0.0.1", mport), &[port, mport]);
     // A v2 PROXY header for 192.0.2.9:4444 -> 198.51.100.1:443, written by hand.
     let mut header = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
     header.extend_from_slice(&[192, 0, 2, 9, 198, 51, 100, 1, 0x11, 0x5c, 0x01, 0xbb]);
@@ -275,17 +277,23 @@ fn accept_proxy_frontend(name: &str, port: u16, backend: &str) -> String {
 fn tcp_service_takes_v2_and_sends_v2() {
     let b = Backend::start("a");
     let (port, mport, front, back) = (listen_port(), listen_port(), listen_port(), listen_port());
-    let yaml = format!(
-        "{}{}tcp_services:\n  - {{name: pp, listen: 127.0.0.1:{port}, protocol: tcp, pool: hap, idle_timeout: 10s, proxy_protocol: true}}\npools:\n{}",
-        test_server_with("  trusted_proxies: [127.0.0.1]\n"),
-        metrics_yaml(mport),
-        pool_yaml(
-            "hap",
-            "    health_check: { kind: none }\n    upstream: { proxy_protocol: v2 }\n",
-            &[format!("127.0.0.1:{back}")]
-        )
+    let service = json!({
+        "name": "pp",
+        "listen": format!("127.0.0.1:{port}"),
+        "protocol": "tcp",
+        "pool": "hap",
+        "idle_timeout": "10s",
+        "proxy_protocol": true,
+    });
+    let config = with(
+        config_of(
+            json!([]),
+            json!([hap_pool(back, "v2", json!({ "kind": "none" }))]),
+            json!([]),
+        ),
+        json!({ "tcp_services": [service] }),
     );
-    let sy = Switchyard::start(&yaml, &[port, mport]);
+    let sy = Switchyard::start_config(&trusting(config, "127.0.0.1", mport), &[port, mport]);
     let Some(_h) = haproxy(
         &format!(
             "frontend fe\n  mode tcp\n  bind 127.0.0.1:{front}\n  default_backend sy\n\
@@ -333,17 +341,12 @@ fn tcp_service_takes_v2_and_sends_v2() {
 fn http_pool_sends_v1_and_never_shares_a_connection_between_clients() {
     let b = Backend::start("a");
     let (port, back) = (listen_port(), listen_port());
-    let yaml = config_yaml(
-        TEST_SERVER,
-        &listener_yaml("web", port),
-        &pool_yaml(
-            "hap",
-            "    health_check: { kind: none }\n    upstream: { proxy_protocol: v1 }\n",
-            &[format!("127.0.0.1:{back}")],
-        ),
-        "  - name: all\n    pool: hap\n",
+    let config = config_of(
+        json!([listener("web", port)]),
+        json!([hap_pool(back, "v1", json!({ "kind": "none" }))]),
+        json!([route("all", "hap")]),
     );
-    let sy = Switchyard::start(&yaml, &[port]);
+    let sy = Switchyard::start_config(&config, &[port]);
     let Some(_h) = haproxy(&accept_proxy_frontend("in", back, &b.address()), &[back]) else {
         return;
     };
@@ -376,19 +379,20 @@ fn health_checks_send_the_header_too() {
     for send in ["v1", "v2"] {
         let port = listen_port();
         let before = b.paths().iter().filter(|p| *p == "/health").count();
-        let yaml = config_yaml(
-            TEST_SERVER,
-            &listener_yaml("web", port),
-            &pool_yaml(
-                "hap",
-                &format!(
-                    "    health_check: {{ kind: http, path: /health, interval: 200ms, timeout: 1s, healthy_threshold: 1, unhealthy_threshold: 1 }}\n    upstream: {{ proxy_protocol: {send} }}\n"
-                ),
-                &[format!("127.0.0.1:{back}")],
-            ),
-            "  - name: all\n    pool: hap\n",
+        let health_check = json!({
+            "kind": "http",
+            "path": "/health",
+            "interval": "200ms",
+            "timeout": "1s",
+            "healthy_threshold": 1,
+            "unhealthy_threshold": 1,
+        });
+        let config = config_of(
+            json!([listener("web", port)]),
+            json!([hap_pool(back, send, health_check)]),
+            json!([route("all", "hap")]),
         );
-        let sy = Switchyard::start(&yaml, &[port]);
+        let sy = Switchyard::start_config(&config, &[port]);
         // HAProxy's accept-proxy closes a connection without a header: each check would
         // fail and take the backend out.
         let checked = wait_until(Duration::from_secs(5), Duration::from_millis(50), || {

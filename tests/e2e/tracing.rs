@@ -125,7 +125,11 @@ fn a_request_makes_a_server_span_and_an_attempt_span_whose_id_reaches_the_backen
     let web = listen_port();
     let pool = pool("web", &[backend.address()]);
     let _sy = Switchyard::start_config(
-        &config(web, &pool, tracing_section(&collector.endpoint(), json!(1.0))),
+        &config(
+            web,
+            &pool,
+            tracing_section(&collector.endpoint(), json!(1.0)),
+        ),
         &[web],
     );
 

@@ -2,9 +2,10 @@
 //! instance over `cluster.redis`, a reload keeping the cache, the four metrics, the
 //! per-route hit ratio of `GET /api/v1/stats`, and the memory bound.
 use crate::cache::origin::{Origin, Resource};
-use crate::cache::{get_h, x_cache, CACHE};
+use crate::cache::{get_h, x_cache};
+use crate::common::config::*;
 use crate::common::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::time::Duration;
 
 const TOKEN: &str = "cache-token-0123456789";
@@ -16,20 +17,36 @@ struct Ops {
     metrics: u16,
 }
 
-fn config(origin: &Origin, port: u16, admin: u16, metrics: u16, top: &str) -> String {
-    config_yaml(
-        &format!(
-            "{TEST_SERVER}{top}admin:\n  listen: 127.0.0.1:{admin}\n  tokens: [\"{TOKEN}\"]\n  read_only_tokens: [\"ro-{TOKEN}\"]\n  state_file: {{dir}}/state.json\nmetrics:\n  listen: 127.0.0.1:{metrics}\n"
-        ),
-        &listener_yaml("web", port),
-        &pool_yaml("p", "", &[origin.address()]),
-        "  - name: static\n    pool: p\n    cache: {}\n",
-    )
+/// `cache:` with the cache tests' usual bounds (64MiB in memory, 8MiB objects).
+fn cache() -> Value {
+    json!({ "cache": { "memory": "64MiB", "max_object": "8MiB" } })
 }
 
-fn start(origin: &Origin, top: &str) -> Ops {
+/// The configuration with the sections of `top` (a JSON object), an admin API, metrics,
+/// and a cached route `static` to pool `p` over `origin`.
+fn config(origin: &Origin, port: u16, admin: u16, metrics: u16, top: Value) -> Value {
+    let base = with(
+        config_of(
+            json!([listener("web", port)]),
+            json!([pool("p", &[origin.address()])]),
+            json!([{ "name": "static", "pool": "p", "cache": {} }]),
+        ),
+        json!({
+            "admin": {
+                "listen": format!("127.0.0.1:{admin}"),
+                "tokens": [TOKEN],
+                "read_only_tokens": [format!("ro-{TOKEN}")],
+                "state_file": "{dir}/state.json",
+            },
+            "metrics": { "listen": format!("127.0.0.1:{metrics}") },
+        }),
+    );
+    with(base, top)
+}
+
+fn start(origin: &Origin, top: Value) -> Ops {
     let (port, admin, metrics) = (listen_port(), listen_port(), listen_port());
-    let sy = Switchyard::start(
+    let sy = Switchyard::start_config(
         &config(origin, port, admin, metrics, top),
         &[port, admin, metrics],
     );
@@ -80,7 +97,7 @@ fn fill(o: &Origin, port: u16, urls: &[(&str, &str)]) {
 #[test]
 fn purge_by_url_by_prefix_and_everything_answers_how_many_went() {
     let o = Origin::start();
-    let s = start(&o, CACHE);
+    let s = start(&o, cache());
     let urls = [
         ("a.test", "/page"),
         ("a.test", "/page?v=2"),
@@ -142,7 +159,7 @@ fn purge_by_url_by_prefix_and_everything_answers_how_many_went() {
 #[test]
 fn a_reload_keeps_the_cache() {
     let o = Origin::start();
-    let s = start(&o, CACHE);
+    let s = start(&o, cache());
     fill(&o, s.port, &[("a.test", "/kept")]);
     s.sy.reload_counted(s.metrics);
     assert_eq!(
@@ -159,7 +176,7 @@ fn metric(port: u16, name: &str, labels: &[(&str, &str)]) -> f64 {
 #[test]
 fn the_cache_metrics_and_the_hit_ratio_per_route() {
     let o = Origin::start();
-    let s = start(&o, CACHE);
+    let s = start(&o, cache());
     o.set(
         "/m",
         Resource::new(&[("Cache-Control", "max-age=600")], "metered"),
@@ -231,7 +248,7 @@ fn filling_three_times_the_memory_bound_evicts_and_rss_stays_near_the_bound() {
     let memory: u64 = 32 << 20;
     let s = start(
         &o,
-        &format!("cache:\n  memory: {memory}\n  max_object: 1MiB\n"),
+        json!({ "cache": { "memory": memory, "max_object": "1MiB" } }),
     );
     let object = 64 * 1024;
     let body: Vec<u8> = (0..object).map(|i| b'a' + (i % 26) as u8).collect();
@@ -281,9 +298,9 @@ fn filling_three_times_the_memory_bound_evicts_and_rss_stays_near_the_bound() {
 fn a_purge_reaches_the_other_instance_over_redis() {
     let Some(redis) = Redis::start() else { return };
     let o = Origin::start();
-    let top = format!("{CACHE}cluster:\n  redis: {}\n", redis.url());
-    let a = start(&o, &top);
-    let b = start(&o, &top);
+    let top = with(cache(), json!({ "cluster": { "redis": redis.url() } }));
+    let a = start(&o, top.clone());
+    let b = start(&o, top);
     assert!(b
         .sy
         .wait_stderr("cache sync: connected to Redis", 1, Duration::from_secs(10)));

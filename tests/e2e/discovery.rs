@@ -5,8 +5,9 @@
 //! BACKEND `source`, `switchyard_discovery_errors_total`, and reloads that keep a
 //! provider's backends.
 
+use crate::common::config::{config_of, config_text, listener, pool, with};
 use crate::common::*;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
 mod dns_srv;
@@ -29,24 +30,70 @@ pub struct Setup {
     pub metrics: u16,
 }
 
-/// The whole configuration around `pools` (the `pools:` entries).
-pub fn config(web: u16, admin: u16, metrics: u16, pools: &str) -> String {
-    let head = format!(
-        "{TEST_SERVER}admin:\n  listen: 127.0.0.1:{admin}\n  tokens: [\"{TOKEN}\"]\n  state_file: {{dir}}/state.json\nmetrics:\n  listen: 127.0.0.1:{metrics}\n"
+/// The `pools:` of a discovery configuration: a typed list, or the YAML text of its
+/// entries as the provider modules (discovery/*.rs) still write them.
+pub enum Pools {
+    Typed(Value),
+    Text(String),
+}
+
+impl From<Value> for Pools {
+    fn from(pools: Value) -> Pools {
+        Pools::Typed(pools)
+    }
+}
+
+impl From<&str> for Pools {
+    fn from(pools: &str) -> Pools {
+        Pools::Text(pools.to_string())
+    }
+}
+
+impl From<&String> for Pools {
+    fn from(pools: &String) -> Pools {
+        Pools::Text(pools.clone())
+    }
+}
+
+/// The whole configuration's text around `pools`.
+pub fn config(web: u16, admin: u16, metrics: u16, pools: Pools) -> String {
+    let around = with(
+        config_of(
+            json!([listener("web", web)]),
+            json!([]),
+            json!([{ "name": "all", "path_prefix": "/", "pool": "p" }]),
+        ),
+        json!({
+            "admin": {
+                "listen": format!("127.0.0.1:{admin}"),
+                "tokens": [TOKEN],
+                "state_file": "{dir}/state.json",
+            },
+            "metrics": { "listen": format!("127.0.0.1:{metrics}") },
+        }),
     );
-    config_yaml(
-        &head,
-        &listener_yaml("web", web),
-        pools,
-        "  - name: all\n    path_prefix: /\n    pool: p\n",
-    )
+    match pools {
+        Pools::Typed(pools) => config_text(&with(around, json!({ "pools": pools }))),
+        // Text is a block list, so the other sections go before it as block keys whose
+        // values are JSON (flow) text, continuation lines indented.
+        Pools::Text(pools) => {
+            let mut text = String::new();
+            for (key, value) in around.as_object().expect("an object") {
+                if key != "pools" {
+                    let value = config_text(value).replace('\n', "\n  ");
+                    text.push_str(&format!("{key}: {value}\n"));
+                }
+            }
+            text + "pools:\n" + &pools
+        }
+    }
 }
 
 impl Setup {
-    pub fn start(pools: &str, env: &[(&str, &str)]) -> Setup {
+    pub fn start(pools: impl Into<Pools>, env: &[(&str, &str)]) -> Setup {
         let (web, admin, metrics) = (listen_port(), listen_port(), listen_port());
         let sy = Switchyard::start_with_env(
-            &config(web, admin, metrics, pools),
+            &config(web, admin, metrics, pools.into()),
             &[web, admin, metrics],
             env,
         );
@@ -60,7 +107,7 @@ impl Setup {
 
     /// Rewrites the config with new `pools` and reloads (SIGHUP), waiting until the
     /// reload counter moves.
-    pub fn reload(&self, pools: &str) {
+    pub fn reload(&self, pools: impl Into<Pools>) {
         let reloads = |m| {
             metric(
                 m,
@@ -71,7 +118,7 @@ impl Setup {
         };
         let before = reloads(self.metrics);
         self.sy
-            .rewrite_config(&config(self.web, self.admin, self.metrics, pools));
+            .rewrite_config(&config(self.web, self.admin, self.metrics, pools.into()));
         self.sy.signal("-HUP");
         let now = wait_metric(
             self.metrics,
@@ -176,16 +223,20 @@ impl Setup {
 
 // ---------------------------------------------------------------- the seam: dns + static
 
+/// Pool `p` over `file`, plus what DNS finds for `name` (port `port`), every second.
+fn dns_pool(file: &Backend, name: &str, port: u16) -> Value {
+    let dns = json!({ "name": name, "port": port, "interval": "1s" });
+    json!([with(
+        pool("p", &[file.address()]),
+        json!({ "discovery": { "dns": dns } }),
+    )])
+}
+
 #[test]
 fn dns_backends_carry_their_source_beside_static_ones_and_failures_are_counted() {
     let file = Backend::start("file");
     let found = Backend::start("found");
-    let pools = format!(
-        "  - name: p\n    discovery:\n      dns: {{ name: localhost, port: {}, interval: 1s }}\n    backends:\n      - address: {}\n",
-        found.addr.port(),
-        file.address()
-    );
-    let s = Setup::start(&pools, &[]);
+    let s = Setup::start(dns_pool(&file, "localhost", found.addr.port()), &[]);
     let discovered = format!("127.0.0.1:{}", found.addr.port());
     s.wait_members(
         &[file.address(), discovered.clone()],
@@ -232,11 +283,7 @@ fn dns_backends_carry_their_source_beside_static_ones_and_failures_are_counted()
     );
 
     // A name that does not resolve: counted, logged once, the static backend serves on.
-    let pools = format!(
-        "  - name: p\n    discovery:\n      dns: {{ name: nothing.invalid, port: 80, interval: 1s }}\n    backends:\n      - address: {}\n",
-        file.address()
-    );
-    s.reload(&pools);
+    s.reload(dns_pool(&file, "nothing.invalid", 80));
     let errors = s.wait_errors_above("dns", 0.0);
     s.wait_errors_above("dns", errors);
     assert_eq!(

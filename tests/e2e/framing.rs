@@ -3,7 +3,9 @@
 //! never reaches the backend; `Upgrade: h2c` is never forwarded; pipelined requests are
 //! all answered in order, and none after a refused one is processed. Raw bytes on a
 //! TcpStream; the backend records every byte it receives.
+use crate::common::config::*;
 use crate::common::*;
+use serde_json::json;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
@@ -147,13 +149,12 @@ fn record(
 /// Switchyard with one listener whose only route sends everything to `backend`.
 fn start(backend: &Recorder) -> (Switchyard, u16) {
     let port = listen_port();
-    let yaml = config_yaml(
-        TEST_SERVER,
-        &listener_yaml("web", port),
-        &pool_yaml("p", "", &[backend.address()]),
-        "  - name: all\n    pool: p\n",
+    let config = config_of(
+        json!([listener("web", port)]),
+        json!([pool("p", &[backend.address()])]),
+        json!([route("all", "p")]),
     );
-    (Switchyard::start(&yaml, &[port]), port)
+    (Switchyard::start_config(&config, &[port]), port)
 }
 
 /// What a client got for raw bytes: every response in order, and whether the

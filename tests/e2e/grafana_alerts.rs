@@ -5,9 +5,10 @@
 //! real Prometheus scraping a live Switchyard (the main ones must return data).
 //!
 //! `promtool` and `prometheus` come from Debian's `prometheus` package (scripts/test).
+use crate::common::config::*;
 use crate::common::*;
 
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -291,17 +292,26 @@ fn every_panel_query_runs_in_prometheus_against_a_live_switchyard() {
     let backend = Backend::start("a");
     let echo = TcpServer::echo();
     let (web, secure, tcp, metrics) = (listen_port(), listen_port(), listen_port(), listen_port());
-    let yaml = format!(
-        "{}tcp_services:\n  - {{name: echo, listen: 127.0.0.1:{tcp}, pool: echo}}\n",
-        config_yaml(
-            &format!("{TEST_SERVER}metrics:\n  listen: 127.0.0.1:{metrics}\n"),
-            &(listener_yaml("web", web) + &tls_listener_yaml("websecure", secure, &cert, &key)),
-            &(pool_yaml("web", "", &[backend.address()])
-                + &pool_yaml("echo", "", &[echo.address()])),
-            "  - name: site\n    pool: web\n",
-        )
+    let config = with(
+        config_of(
+            json!([
+                listener("web", web),
+                tls_listener("websecure", secure, &cert, &key),
+            ]),
+            json!([
+                pool("web", &[backend.address()]),
+                pool("echo", &[echo.address()]),
+            ]),
+            json!([route("site", "web")]),
+        ),
+        json!({
+            "metrics": { "listen": format!("127.0.0.1:{metrics}") },
+            "tcp_services": [
+                { "name": "echo", "listen": format!("127.0.0.1:{tcp}"), "pool": "echo" },
+            ],
+        }),
     );
-    let _sy = Switchyard::start(&yaml, &[web, secure, tcp, metrics]);
+    let _sy = Switchyard::start_config(&config, &[web, secure, tcp, metrics]);
     let traffic = || {
         for _ in 0..5 {
             assert_eq!(get(web, "/").status, 200);
@@ -319,7 +329,14 @@ fn every_panel_query_runs_in_prometheus_against_a_live_switchyard() {
     let config = dir.path().join("prometheus.yml");
     std::fs::write(
         &config,
-        format!("global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\nscrape_configs:\n  - job_name: switchyard\n    static_configs:\n      - targets: ['127.0.0.1:{metrics}']\n"),
+        // Prometheus's own configuration, also as a typed value (its YAML reads JSON).
+        config_text(&json!({
+            "global": { "scrape_interval": "1s", "evaluation_interval": "1s" },
+            "scrape_configs": [{
+                "job_name": "switchyard",
+                "static_configs": [{ "targets": [format!("127.0.0.1:{metrics}")] }],
+            }],
+        })),
     )
     .unwrap();
     let port = listen_port();

@@ -2,7 +2,9 @@
 //! a PING flood, each written as raw frames on an h2c connection. The abusive connection
 //! is sent a GOAWAY or closed, `switchyard_http_refused_total{reason="h2_abuse"}` counts
 //! it, and another client is served meanwhile.
+use crate::common::config::*;
 use crate::common::*;
+use serde_json::json;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
@@ -38,19 +40,16 @@ struct H2Edge {
 fn start() -> H2Edge {
     let backend = Backend::start("a");
     let (port, metrics) = (listen_port(), listen_port());
-    let listener = format!("{}    http2: true\n", listener_yaml("web", port));
-    let head = format!("{TEST_SERVER}metrics:\n  listen: 127.0.0.1:{metrics}\n");
-    let yaml = config_yaml(
-        &head,
-        &listener,
-        &pool_yaml(
-            "p",
-            "    health_check: { kind: none }\n",
-            &[backend.address()],
-        ),
-        "  - name: all\n    pool: p\n",
+    let web = with(listener("web", port), json!({ "http2": true }));
+    let p = with(
+        pool("p", &[backend.address()]),
+        json!({ "health_check": { "kind": "none" } }),
     );
-    let sy = Switchyard::start(&yaml, &[port, metrics]);
+    let config = with(
+        config_of(json!([web]), json!([p]), json!([route("all", "p")])),
+        json!({ "metrics": { "listen": format!("127.0.0.1:{metrics}") } }),
+    );
+    let sy = Switchyard::start_config(&config, &[port, metrics]);
     H2Edge {
         _sy: sy,
         _backend: backend,

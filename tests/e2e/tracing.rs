@@ -4,6 +4,7 @@
 //! attempt, W3C `traceparent`/`tracestate` continued from the client and passed to the
 //! backend with the attempt's span id, parent-based sampling, and a collector that is
 //! down costing no request.
+use crate::common::config::*;
 use crate::common::*;
 
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -11,6 +12,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as Any;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use prost::Message;
+use serde_json::{json, Value};
 use std::io::{Read, Write};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -99,17 +101,21 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn config(web: u16, pool: &str, tracing: &str) -> String {
-    config_yaml(
-        &format!("{TEST_SERVER}{tracing}"),
-        &listener_yaml("web", web),
-        pool,
-        "  - name: site\n    pool: web\n",
+/// The test configuration with listener `web`, `pool` (named `web`), route `site` to
+/// it, and the `tracing` section.
+fn config(web: u16, pool: &Value, tracing: Value) -> Value {
+    with(
+        config_of(
+            json!([listener("web", web)]),
+            json!([pool]),
+            json!([route("site", "web")]),
+        ),
+        json!({ "tracing": tracing }),
     )
 }
 
-fn tracing_section(endpoint: &str, ratio: &str) -> String {
-    format!("tracing:\n  otlp_endpoint: {endpoint}\n  sample_ratio: {ratio}\n  service_name: edge-test\n")
+fn tracing_section(endpoint: &str, ratio: Value) -> Value {
+    json!({ "otlp_endpoint": endpoint, "sample_ratio": ratio, "service_name": "edge-test" })
 }
 
 #[test]
@@ -117,9 +123,13 @@ fn a_request_makes_a_server_span_and_an_attempt_span_whose_id_reaches_the_backen
     let collector = Collector::start();
     let backend = Backend::start("a");
     let web = listen_port();
-    let pool = pool_yaml("web", "", &[backend.address()]);
-    let _sy = Switchyard::start(
-        &config(web, &pool, &tracing_section(&collector.endpoint(), "1.0")),
+    let pool = pool("web", &[backend.address()]);
+    let _sy = Switchyard::start_config(
+        &config(
+            web,
+            &pool,
+            tracing_section(&collector.endpoint(), json!(1.0)),
+        ),
         &[web],
     );
 
@@ -184,13 +194,12 @@ fn a_failed_connect_is_an_attempt_span_of_its_own() {
     let backend = Backend::start("a");
     let web = listen_port();
     let dead = format!("127.0.0.1:{}", closed_port());
-    let pool = pool_yaml(
-        "web",
-        "    retries: 1\n    health_check: { kind: none }\n",
-        &[dead.clone(), backend.address()],
+    let pool = with(
+        pool("web", &[dead.clone(), backend.address()]),
+        json!({ "retries": 1, "health_check": { "kind": "none" } }),
     );
-    let _sy = Switchyard::start(
-        &config(web, &pool, &tracing_section(&collector.endpoint(), "1")),
+    let _sy = Switchyard::start_config(
+        &config(web, &pool, tracing_section(&collector.endpoint(), json!(1))),
         &[web],
     );
     for _ in 0..4 {
@@ -232,9 +241,9 @@ fn sampling_follows_the_ratio_and_a_sampled_parent_and_a_dead_collector_costs_no
     let collector = Collector::start();
     let backend = Backend::start("a");
     let web = listen_port();
-    let pool = pool_yaml("web", "", &[backend.address()]);
-    let _sy = Switchyard::start(
-        &config(web, &pool, &tracing_section(&collector.endpoint(), "0")),
+    let pool = pool("web", &[backend.address()]);
+    let _sy = Switchyard::start_config(
+        &config(web, &pool, tracing_section(&collector.endpoint(), json!(0))),
         &[web],
     );
     for _ in 0..5 {
@@ -268,8 +277,8 @@ fn sampling_follows_the_ratio_and_a_sampled_parent_and_a_dead_collector_costs_no
     // A collector that accepts nothing: requests are answered as before.
     let dead = format!("http://127.0.0.1:{}/v1/traces", closed_port());
     let web2 = listen_port();
-    let sy2 = Switchyard::start(
-        &config(web2, &pool, &tracing_section(&dead, "1.0")),
+    let sy2 = Switchyard::start_config(
+        &config(web2, &pool, tracing_section(&dead, json!(1.0))),
         &[web2],
     );
     for _ in 0..50 {
@@ -286,22 +295,24 @@ fn sampling_follows_the_ratio_and_a_sampled_parent_and_a_dead_collector_costs_no
 
 #[test]
 fn tracing_settings_are_checked() {
-    for (section, needle) in [
-        ("tracing:\n  sample_ratio: 0.5\n", "tracing.otlp_endpoint"),
+    let endpoint = "http://127.0.0.1:4318/v1/traces";
+    for (tracing, needle) in [
+        (json!({ "sample_ratio": 0.5 }), "tracing.otlp_endpoint"),
         (
-            "tracing:\n  otlp_endpoint: localhost:4318\n",
+            json!({ "otlp_endpoint": "localhost:4318" }),
             "tracing.otlp_endpoint",
         ),
         (
-            "tracing:\n  otlp_endpoint: http://127.0.0.1:4318/v1/traces\n  sample_ratio: 1.5\n",
+            json!({ "otlp_endpoint": endpoint, "sample_ratio": 1.5 }),
             "tracing.sample_ratio",
         ),
         (
-            "tracing:\n  otlp_endpoint: http://127.0.0.1:4318/v1/traces\n  sampler: always\n",
+            json!({ "otlp_endpoint": endpoint, "sampler": "always" }),
             "tracing.sampler",
         ),
     ] {
-        let (out, _, _) = check_config(section);
+        let section = json!({ "tracing": tracing });
+        let (out, _, _) = check_config(&config_text(&section));
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{section}: {stderr}");
         assert!(
@@ -309,8 +320,8 @@ fn tracing_settings_are_checked() {
             "{section}: want {needle} in {stderr}"
         );
     }
-    let (out, _, _) =
-        check_config("tracing:\n  otlp_endpoint: https://otel.example.com/v1/traces\n");
+    let section = json!({ "tracing": { "otlp_endpoint": "https://otel.example.com/v1/traces" } });
+    let (out, _, _) = check_config(&config_text(&section));
     assert!(
         out.status.success(),
         "{}",

@@ -1,7 +1,9 @@
 //! Pingora #946 end to end (SPEC §10): a backend that answers the WebSocket upgrade the
 //! moment it accepts, before it has read the request, still gets a working tunnel, in
 //! every one of 3,000 upgrades.
+use crate::common::config::*;
 use crate::common::*;
+use serde_json::json;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
@@ -69,17 +71,16 @@ fn one_tunnel(port: u16, i: usize) -> Result<(), String> {
 fn a_backend_answering_101_at_accept_gets_a_working_tunnel_every_time() {
     let backend = instant_101_backend();
     let port = listen_port();
-    let yaml = config_yaml(
-        TEST_SERVER,
-        &listener_yaml("web", port),
-        &pool_yaml(
-            "p",
-            "    health_check: { kind: none }\n",
-            &[backend.address()],
-        ),
-        "  - name: all\n    pool: p\n",
+    let p = with(
+        pool("p", &[backend.address()]),
+        json!({ "health_check": { "kind": "none" } }),
     );
-    let _sy = Switchyard::start(&yaml, &[port]);
+    let config = config_of(
+        json!([listener("web", port)]),
+        json!([p]),
+        json!([route("all", "p")]),
+    );
+    let _sy = Switchyard::start_config(&config, &[port]);
     let failures: Vec<String> = (0..3000)
         .filter_map(|i| one_tunnel(port, i).err().map(|e| format!("#{i}: {e}")))
         .collect();

@@ -40,17 +40,13 @@ pub fn cached(origin: &Origin, top: Value, route_cache: Value) -> Cached {
     Cached { sy, port }
 }
 
-/// The default storage section, as YAML text: kept as text because `cache_ops` glues it
-/// into its configurations; this module uses `storage`.
-pub const CACHE: &str = "cache:\n  memory: 64MiB\n  max_object: 8MiB\n";
-
 /// The storage section (64 MiB of memory) with objects up to `max_object`.
 fn storage(max_object: &str) -> Value {
     json!({ "cache": { "memory": "64MiB", "max_object": max_object } })
 }
 
 /// The default storage section (objects up to 8 MiB).
-fn default_storage() -> Value {
+pub fn default_storage() -> Value {
     storage("8MiB")
 }
 

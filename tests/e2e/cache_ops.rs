@@ -2,7 +2,7 @@
 //! instance over `cluster.redis`, a reload keeping the cache, the four metrics, the
 //! per-route hit ratio of `GET /api/v1/stats`, and the memory bound.
 use crate::cache::origin::{Origin, Resource};
-use crate::cache::{get_h, x_cache};
+use crate::cache::{default_storage, get_h, x_cache};
 use crate::common::config::*;
 use crate::common::*;
 use serde_json::{json, Value};
@@ -15,11 +15,6 @@ struct Ops {
     port: u16,
     admin: u16,
     metrics: u16,
-}
-
-/// `cache:` with the cache tests' usual bounds (64MiB in memory, 8MiB objects).
-fn cache() -> Value {
-    json!({ "cache": { "memory": "64MiB", "max_object": "8MiB" } })
 }
 
 /// The configuration with the sections of `top` (a JSON object), an admin API, metrics,
@@ -97,7 +92,7 @@ fn fill(o: &Origin, port: u16, urls: &[(&str, &str)]) {
 #[test]
 fn purge_by_url_by_prefix_and_everything_answers_how_many_went() {
     let o = Origin::start();
-    let s = start(&o, cache());
+    let s = start(&o, default_storage());
     let urls = [
         ("a.test", "/page"),
         ("a.test", "/page?v=2"),
@@ -159,7 +154,7 @@ fn purge_by_url_by_prefix_and_everything_answers_how_many_went() {
 #[test]
 fn a_reload_keeps_the_cache() {
     let o = Origin::start();
-    let s = start(&o, cache());
+    let s = start(&o, default_storage());
     fill(&o, s.port, &[("a.test", "/kept")]);
     s.sy.reload_counted(s.metrics);
     assert_eq!(
@@ -176,7 +171,7 @@ fn metric(port: u16, name: &str, labels: &[(&str, &str)]) -> f64 {
 #[test]
 fn the_cache_metrics_and_the_hit_ratio_per_route() {
     let o = Origin::start();
-    let s = start(&o, cache());
+    let s = start(&o, default_storage());
     o.set(
         "/m",
         Resource::new(&[("Cache-Control", "max-age=600")], "metered"),
@@ -298,7 +293,10 @@ fn filling_three_times_the_memory_bound_evicts_and_rss_stays_near_the_bound() {
 fn a_purge_reaches_the_other_instance_over_redis() {
     let Some(redis) = Redis::start() else { return };
     let o = Origin::start();
-    let top = with(cache(), json!({ "cluster": { "redis": redis.url() } }));
+    let top = with(
+        default_storage(),
+        json!({ "cluster": { "redis": redis.url() } }),
+    );
     let a = start(&o, top.clone());
     let b = start(&o, top);
     assert!(b

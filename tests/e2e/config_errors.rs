@@ -7,6 +7,20 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+/// The tests' `server:` and `log:` sections as YAML text: this module checks errors by
+/// file:line:col, so its configurations stay text.
+const TEST_SERVER: &str = "
+server:
+  threads: 1
+  pid_file: {dir}/switchyard.pid
+  upgrade_sock: {dir}/upgrade.sock
+  grace_period: 1s
+  shutdown_timeout: 1s
+log:
+  level: info
+  access_log: {dir}/access.log
+";
+
 /// 1-based (line, column) of the start of the `nth` (0-based) occurrence of `needle`.
 fn locate(yaml: &str, needle: &str, nth: usize) -> (usize, usize) {
     let offset = yaml

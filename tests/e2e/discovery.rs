@@ -30,37 +30,12 @@ pub struct Setup {
     pub metrics: u16,
 }
 
-/// The `pools:` of a discovery configuration: a typed list, or the YAML text of its
-/// entries as the provider modules (discovery/*.rs) still write them.
-pub enum Pools {
-    Typed(Value),
-    Text(String),
-}
-
-impl From<Value> for Pools {
-    fn from(pools: Value) -> Pools {
-        Pools::Typed(pools)
-    }
-}
-
-impl From<&str> for Pools {
-    fn from(pools: &str) -> Pools {
-        Pools::Text(pools.to_string())
-    }
-}
-
-impl From<&String> for Pools {
-    fn from(pools: &String) -> Pools {
-        Pools::Text(pools.clone())
-    }
-}
-
-/// The whole configuration's text around `pools`.
-pub fn config(web: u16, admin: u16, metrics: u16, pools: Pools) -> String {
-    let around = with(
+/// The whole configuration's text with these `pools`.
+pub fn config(web: u16, admin: u16, metrics: u16, pools: Value) -> String {
+    let config = with(
         config_of(
             json!([listener("web", web)]),
-            json!([]),
+            pools,
             json!([{ "name": "all", "path_prefix": "/", "pool": "p" }]),
         ),
         json!({
@@ -72,28 +47,14 @@ pub fn config(web: u16, admin: u16, metrics: u16, pools: Pools) -> String {
             "metrics": { "listen": format!("127.0.0.1:{metrics}") },
         }),
     );
-    match pools {
-        Pools::Typed(pools) => config_text(&with(around, json!({ "pools": pools }))),
-        // Text is a block list, so the other sections go before it as block keys whose
-        // values are JSON (flow) text, continuation lines indented.
-        Pools::Text(pools) => {
-            let mut text = String::new();
-            for (key, value) in around.as_object().expect("an object") {
-                if key != "pools" {
-                    let value = config_text(value).replace('\n', "\n  ");
-                    text.push_str(&format!("{key}: {value}\n"));
-                }
-            }
-            text + "pools:\n" + &pools
-        }
-    }
+    config_text(&config)
 }
 
 impl Setup {
-    pub fn start(pools: impl Into<Pools>, env: &[(&str, &str)]) -> Setup {
+    pub fn start(pools: Value, env: &[(&str, &str)]) -> Setup {
         let (web, admin, metrics) = (listen_port(), listen_port(), listen_port());
         let sy = Switchyard::start_with_env(
-            &config(web, admin, metrics, pools.into()),
+            &config(web, admin, metrics, pools),
             &[web, admin, metrics],
             env,
         );
@@ -107,7 +68,7 @@ impl Setup {
 
     /// Rewrites the config with new `pools` and reloads (SIGHUP), waiting until the
     /// reload counter moves.
-    pub fn reload(&self, pools: impl Into<Pools>) {
+    pub fn reload(&self, pools: Value) {
         let reloads = |m| {
             metric(
                 m,
@@ -118,7 +79,7 @@ impl Setup {
         };
         let before = reloads(self.metrics);
         self.sy
-            .rewrite_config(&config(self.web, self.admin, self.metrics, pools.into()));
+            .rewrite_config(&config(self.web, self.admin, self.metrics, pools));
         self.sy.signal("-HUP");
         let now = wait_metric(
             self.metrics,

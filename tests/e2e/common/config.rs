@@ -1,11 +1,11 @@
 //! Test configurations built as typed values rather than glued YAML text: `serde_json`
 //! values, written out as JSON, which Switchyard reads as the YAML it is (JSON is YAML).
-//! `{dir}` in a string is the test's temporary directory, as in the YAML fragments.
+//! `{dir}` in a string is the test's temporary directory.
 
 use serde_json::{json, Value};
 
-/// TEST_SERVER's `server:` and `log:` sections, with empty `listeners`, `pools` and
-/// `routes` to push entries onto.
+/// The tests' `server:` and `log:` sections (files in `{dir}`, access log to a file),
+/// with empty `listeners`, `pools` and `routes` to push entries onto.
 pub fn test_config() -> Value {
     json!({
         "server": {

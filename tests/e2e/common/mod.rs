@@ -3,7 +3,7 @@
 //! Every wait is bounded; every process is killed on drop.
 //!
 //! Split by concern: [`backend`] (servers behind switchyard), [`proc`] (the switchyard
-//! process), [`config`] (typed configurations), [`yaml`] (YAML fragments), [`http`] (clients and metrics), [`tls`],
+//! process), [`config`] (typed configurations), [`http`] (clients and metrics), [`tls`],
 //! [`tools`] (external programs), [`db`] (PostgreSQL, MariaDB) and [`redis`].
 
 mod backend;
@@ -15,7 +15,6 @@ mod quic_client;
 mod redis;
 mod tls;
 mod tools;
-mod yaml;
 
 pub use backend::*;
 pub use db::*;
@@ -25,7 +24,6 @@ pub use quic_client::*;
 pub use redis::*;
 pub use tls::*;
 pub use tools::*;
-pub use yaml::*;
 
 use std::net::{TcpListener as StdListener, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};

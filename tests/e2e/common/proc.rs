@@ -29,7 +29,7 @@ pub fn write_config(yaml: &str) -> (tempfile::TempDir, PathBuf) {
 }
 
 impl Switchyard {
-    /// Starts switchyard with `yaml` (prefix it with TEST_SERVER) and waits until every
+    /// Starts switchyard with `yaml` (a configuration's text) and waits until every
     /// port in `ports` accepts connections (10 s at most).
     pub fn start(yaml: &str, ports: &[u16]) -> Switchyard {
         Self::start_with_env(yaml, ports, &[])

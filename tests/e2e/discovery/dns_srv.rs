@@ -87,7 +87,14 @@ impl Dnsmasq {
     }
 }
 
-const POOL: &str = "  - name: p\n    discovery:\n      dns_srv: { name: _http._tcp.web.srv.test, interval: 1s }\n    retries: 0\n";
+/// Pool `p` from the SRV records of `_http._tcp.web.srv.test`, looked up every `interval`.
+fn srv_pool(interval: &str) -> Value {
+    json!([{
+        "name": "p",
+        "discovery": { "dns_srv": { "name": "_http._tcp.web.srv.test", "interval": interval } },
+        "retries": 0,
+    }])
+}
 
 fn addr(b: &Backend) -> String {
     b.address()
@@ -107,8 +114,7 @@ fn srv_priorities_make_primaries_and_backups_and_weights_apply() {
     };
     let env = dns.env();
     // A 30 s interval: the records' 1 s TTL brings the next lookup forward.
-    let pool = POOL.replace("interval: 1s", "interval: 30s");
-    let s = Setup::start(&pool, &[("SWITCHYARD_NAMESERVER", env.as_str())]);
+    let s = Setup::start(srv_pool("30s"), &[("SWITCHYARD_NAMESERVER", env.as_str())]);
     s.wait_members(&[addr(&a), addr(&b), addr(&c)], Duration::from_secs(5));
     for (backend, weight, backup) in [(&a, 3, false), (&b, 1, false), (&c, 5, true)] {
         let v = s.backend(&addr(backend));
@@ -133,7 +139,7 @@ fn new_records_apply_and_a_dead_nameserver_keeps_the_last_set() {
         return;
     };
     let env = dns.env();
-    let s = Setup::start(POOL, &[("SWITCHYARD_NAMESERVER", env.as_str())]);
+    let s = Setup::start(srv_pool("1s"), &[("SWITCHYARD_NAMESERVER", env.as_str())]);
     s.wait_members(&[addr(&a)], Duration::from_secs(5));
 
     // New records: b joins, a leaves (re-resolved within the 1 s interval).

@@ -4,11 +4,10 @@
 use super::docker_api::{Container, DockerApi};
 use super::*;
 
-fn pool(socket: &std::path::Path, extra: &str) -> String {
-    format!(
-        "  - name: p\n    retries: 0\n    discovery:\n      docker: {{ socket: {}{extra} }}\n",
-        socket.display()
-    )
+/// Pool `p` from the Docker API on `socket`, with `keys` laid over `discovery.docker`.
+fn pool(socket: &std::path::Path, keys: Value) -> Value {
+    let docker = with(json!({ "socket": socket.display().to_string() }), keys);
+    json!([{ "name": "p", "retries": 0, "discovery": { "docker": docker } }])
 }
 
 fn labelled(id: &str, port: u16, more: &[(&str, &str)]) -> Container {
@@ -69,7 +68,7 @@ fn labelled_containers_serve_and_events_change_the_pool_at_once() {
     );
     // Every container sits on two networks; the pool names the one to use (the other
     // sorts first, so the default would pick it).
-    let s = Setup::start(&pool(&socket, ", network: backend"), &[]);
+    let s = Setup::start(pool(&socket, json!({ "network": "backend" })), &[]);
     s.wait_members(&[a.address()], Duration::from_secs(5));
     assert_eq!(s.backend(&a.address())["source"], "docker");
     wait_stream(&api, &s);
@@ -140,7 +139,7 @@ fn an_unhealthy_container_is_drained_and_the_engine_going_away_keeps_the_set() {
             one_network(labelled("bbbb", b.addr.port(), &[])),
         ],
     );
-    let s = Setup::start(&pool(&socket, ""), &[]);
+    let s = Setup::start(pool(&socket, json!({})), &[]);
     s.wait_members(&[a.address(), b.address()], Duration::from_secs(5));
     wait_stream(&api, &s);
 
@@ -198,12 +197,15 @@ fn a_real_engine_when_docker_host_is_set() {
         return;
     };
     let file = Backend::start("file");
-    let pools = format!(
-        "  - name: p\n    discovery:\n      docker: {{ socket: {socket}, label: switchyard.e2e.{} }}\n    backends:\n      - address: {}\n",
-        std::process::id(),
-        file.address()
-    );
-    let s = Setup::start(&pools, &[]);
+    let pools = json!([{
+        "name": "p",
+        "discovery": { "docker": {
+            "socket": socket,
+            "label": format!("switchyard.e2e.{}", std::process::id()),
+        } },
+        "backends": [{ "address": file.address() }],
+    }]);
+    let s = Setup::start(pools, &[]);
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(s.errors("docker"), 0.0, "stderr:\n{}", s.sy.stderr());
     assert_eq!(s.addresses(), [file.address()]);
@@ -233,9 +235,12 @@ fn the_label_keys_are_configurable() {
             )),
         ],
     );
-    let keys =
-        ", label: com.example.lb, port_label: com.example.port, weight_label: com.example.weight";
-    let s = Setup::start(&pool(&socket, keys), &[]);
+    let keys = json!({
+        "label": "com.example.lb",
+        "port_label": "com.example.port",
+        "weight_label": "com.example.weight",
+    });
+    let s = Setup::start(pool(&socket, keys), &[]);
     s.wait_members(&[a.address()], Duration::from_secs(5));
     assert_eq!(s.backend(&a.address())["weight"], 4);
     drop(api);

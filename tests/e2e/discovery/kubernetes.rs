@@ -5,11 +5,18 @@
 use super::kube_api::{slice, KubeApi};
 use super::*;
 
-fn pool(kubeconfig: &std::path::Path, port: &str) -> String {
-    format!(
-        "  - name: p\n    retries: 0\n    discovery:\n      kubernetes:\n        namespace: default\n        service: web\n        port: {port}\n        kubeconfig: {}\n",
-        kubeconfig.display()
-    )
+/// Pool `p` from Service web's `port` in namespace default, through `kubeconfig`.
+fn pool(kubeconfig: &std::path::Path, port: &str) -> Value {
+    json!([{
+        "name": "p",
+        "retries": 0,
+        "discovery": { "kubernetes": {
+            "namespace": "default",
+            "service": "web",
+            "port": port,
+            "kubeconfig": kubeconfig.display().to_string(),
+        } },
+    }])
 }
 
 /// A slice of Service web with one endpoint at 127.0.0.1 on `b`'s port (named http,
@@ -60,7 +67,7 @@ fn ready_endpoints_serve_terminating_ones_drain_and_removed_ones_leave() {
             &[("127.0.0.1", false, false)],
         ),
     ]);
-    let s = Setup::start(&pool(&kubeconfig, "http"), &[]);
+    let s = Setup::start(pool(&kubeconfig, "http"), &[]);
     s.wait_members(&[a.address()], Duration::from_secs(5));
     assert_eq!(s.backend(&a.address())["source"], "kubernetes");
     wait_watch(&api, &s);
@@ -126,7 +133,7 @@ fn ready_endpoints_serve_terminating_ones_drain_and_removed_ones_leave() {
 fn the_watch_resumes_from_its_version_and_lists_again_after_410_gone() {
     let [a, b] = Backend::start_each(["a", "b"]);
     let (api, _dir, kubeconfig) = start(&[one("web-a", &a, true, false)]);
-    let s = Setup::start(&pool(&kubeconfig, "http"), &[]);
+    let s = Setup::start(pool(&kubeconfig, "http"), &[]);
     s.wait_members(&[a.address()], Duration::from_secs(5));
     wait_watch(&api, &s);
     assert_eq!(api.lists(), 1);
@@ -209,13 +216,13 @@ fn the_watch_resumes_from_its_version_and_lists_again_after_410_gone() {
 fn without_a_kubeconfig_key_kubeconfig_env_is_used() {
     let b = Backend::start("b");
     let (_api, _dir, kubeconfig) = start(&[one("web-b", &b, true, false)]);
-    let pools = format!(
-        "  - name: p\n    discovery:\n      kubernetes: {{ service: web, port: {} }}\n",
-        b.addr.port()
-    );
+    let pools = json!([{
+        "name": "p",
+        "discovery": { "kubernetes": { "service": "web", "port": b.addr.port() } },
+    }]);
     let env = kubeconfig.display().to_string();
     let s = Setup::start(
-        &pools,
+        pools,
         &[
             ("KUBECONFIG", env.as_str()),
             ("KUBERNETES_SERVICE_HOST", ""),
@@ -236,11 +243,17 @@ fn a_real_cluster_when_kubeconfig_is_set() {
         return;
     };
     let file = Backend::start("file");
-    let pools = format!(
-        "  - name: p\n    discovery:\n      kubernetes: {{ namespace: default, service: kubernetes, port: https, kubeconfig: {path} }}\n    backends:\n      - address: {}\n",
-        file.address()
-    );
-    let s = Setup::start(&pools, &[]);
+    let pools = json!([{
+        "name": "p",
+        "discovery": { "kubernetes": {
+            "namespace": "default",
+            "service": "kubernetes",
+            "port": "https",
+            "kubeconfig": path,
+        } },
+        "backends": [{ "address": file.address() }],
+    }]);
+    let s = Setup::start(pools, &[]);
     let found = wait_until(Duration::from_secs(10), Duration::from_millis(100), || {
         s.backends().iter().any(|b| b["source"] == "kubernetes")
     });
@@ -258,8 +271,9 @@ fn the_namespace_key_picks_the_slices_namespace() {
     let mut in_shop = one("web-a", &a, true, false);
     in_shop["metadata"]["namespace"] = serde_json::json!("shop");
     let (_api, _dir, kubeconfig) = start(&[in_shop, one("web-b", &b, true, false)]);
-    let pools = pool(&kubeconfig, "http").replace("namespace: default", "namespace: shop");
-    let s = Setup::start(&pools, &[]);
+    let mut pools = pool(&kubeconfig, "http");
+    pools[0]["discovery"]["kubernetes"]["namespace"] = json!("shop");
+    let s = Setup::start(pools, &[]);
     s.wait_members(&[a.address()], Duration::from_secs(5));
     let counts = s.spread(4);
     assert_eq!(counts.get("a"), Some(&4), "{counts:?}");

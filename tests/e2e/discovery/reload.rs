@@ -5,11 +5,18 @@
 use super::docker_api::{Container, DockerApi};
 use super::*;
 
-fn pools(socket: &std::path::Path, dns_port: u16, docker_keys: &str, check: &str) -> String {
-    format!(
-        "  - name: p\n    retries: 0\n    health_check: {check}\n    discovery:\n      dns: {{ name: localhost, port: {dns_port}, interval: 1s }}\n      docker: {{ socket: {}{docker_keys} }}\n",
-        socket.display()
-    )
+/// Pool `p` from DNS (localhost on `dns_port`) and from the Docker API on `socket` (with
+/// `docker_keys` laid over its settings), health-checked with `check`.
+fn pools(socket: &std::path::Path, dns_port: u16, docker_keys: Value, check: Value) -> Value {
+    json!([{
+        "name": "p",
+        "retries": 0,
+        "health_check": check,
+        "discovery": {
+            "dns": { "name": "localhost", "port": dns_port, "interval": "1s" },
+            "docker": with(json!({ "socket": socket.display().to_string() }), docker_keys),
+        },
+    }])
 }
 
 #[test]
@@ -31,8 +38,16 @@ fn unchanged_settings_keep_backends_and_health_and_a_change_restarts_only_that_p
         &socket,
         vec![container("aaaa", a.addr.port()), container("dddd", dead)],
     );
-    let fast = "{ interval: 200ms, timeout: 200ms, healthy_threshold: 1, unhealthy_threshold: 1 }";
-    let s = Setup::start(&pools(&socket, from_dns.addr.port(), "", fast), &[]);
+    let check = |interval: &str, unhealthy: u32| {
+        json!({
+            "interval": interval,
+            "timeout": "200ms",
+            "healthy_threshold": 1,
+            "unhealthy_threshold": unhealthy,
+        })
+    };
+    let (fast, slow) = (check("200ms", 1), check("1s", 3));
+    let s = Setup::start(pools(&socket, from_dns.addr.port(), json!({}), fast), &[]);
     let dead_addr = format!("127.0.0.1:{dead}");
     let dns_addr = format!("127.0.0.1:{}", from_dns.addr.port());
     s.wait_members(
@@ -56,8 +71,12 @@ fn unchanged_settings_keep_backends_and_health_and_a_change_restarts_only_that_p
     // The pool changes (a slower check that needs 3 failures), discovery does not: the
     // new pool starts with the discovered backends and their health, at once, and
     // the Docker provider keeps its connection (no new list).
-    let slow = "{ interval: 1s, timeout: 200ms, healthy_threshold: 1, unhealthy_threshold: 3 }";
-    s.reload(&pools(&socket, from_dns.addr.port(), "", slow));
+    s.reload(pools(
+        &socket,
+        from_dns.addr.port(),
+        json!({}),
+        slow.clone(),
+    ));
     let v = s.pool();
     let mut now: Vec<String> = v["backends"]
         .as_array()
@@ -83,10 +102,10 @@ fn unchanged_settings_keep_backends_and_health_and_a_change_restarts_only_that_p
     assert_eq!(s.sy.stderr_count("pool p docker: stopped"), 0);
 
     // Docker's settings change: that provider restarts (lists again), DNS keeps going.
-    s.reload(&pools(
+    s.reload(pools(
         &socket,
         from_dns.addr.port(),
-        ", weight_label: app.weight",
+        json!({ "weight_label": "app.weight" }),
         slow,
     ));
     assert!(

@@ -636,7 +636,8 @@ fn every_change_writes_one_audit_line_and_sigusr1_reopens_the_file() {
     let rotated = sy.dir.path().join("audit.log.1");
     std::fs::rename(&log, &rotated).unwrap();
     sy.signal("-USR1");
-    sy.expect_stderr("SIGUSR1", 1, Duration::from_secs(5));
+    // The reopen line, not just "SIGUSR1": the start-up log names the signal's service.
+    sy.expect_stderr("SIGUSR1: reopening", 1, Duration::from_secs(5));
     assert_eq!(
         api(admin, "PATCH", &drain, Some(FULL), r#"{"draining":false}"#).status,
         200

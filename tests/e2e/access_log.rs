@@ -81,17 +81,13 @@ fn assert_exact_fields(e: &Value) {
 
 /// The test configuration with listener `web` on `port`, pool `web` with backend `b`,
 /// and `routes`.
-fn web_config(port: u16, b: &Backend, routes: Value) -> Value {
-    config_of(
-        json!([listener("web", port)]),
-        json!([pool("web", &[b.address()])]),
-        routes,
-    )
+fn web_pool_config(port: u16, b: &Backend, routes: Value) -> Value {
+    web_config(port, json!([pool("web", &[b.address()])]), routes)
 }
 
-/// `web_config`'s text.
+/// `web_pool_config`'s text.
 fn web(port: u16, b: &Backend, routes: Value) -> String {
-    config_text(&web_config(port, b, routes))
+    config_text(&web_pool_config(port, b, routes))
 }
 
 /// The access log's one entry (waited for), with exactly the SPEC fields.
@@ -143,7 +139,7 @@ fn a_request_writes_one_line_with_exactly_the_spec_fields() {
 fn requests_refused_while_their_header_is_read_are_logged_too() {
     let b = Backend::start("a");
     let port = listen_port();
-    let mut config = web_config(port, &b, route_all());
+    let mut config = web_pool_config(port, &b, route_all());
     config["listeners"][0]["limits"] = json!({ "header_timeout": "1s" });
     let sy = Switchyard::start_config(&config, &[port]);
     // Pingora's parser refuses a space before the colon (no hook runs for it).
@@ -261,7 +257,7 @@ fn errors_are_logged_with_their_status_route_and_pool() {
         { "name": "broken", "path_prefix": "/broken", "pool": "dead" },
         { "name": "guarded", "pool": "web", "deny": ["127.0.0.0/8"] },
     ]);
-    let mut config = web_config(port, &b, routes);
+    let mut config = web_pool_config(port, &b, routes);
     let dead_pool = with(
         pool("dead", &[format!("127.0.0.1:{dead}")]),
         json!({ "retries": 0, "health_check": { "kind": "none" } }),
@@ -298,7 +294,7 @@ fn client_ip_behind_a_trusted_proxy_is_the_forwarded_client() {
     let b = Backend::start("a");
     let port = listen_port();
     let config = with(
-        web_config(port, &b, route_all()),
+        web_pool_config(port, &b, route_all()),
         json!({ "server": { "trusted_proxies": ["127.0.0.1/32"] } }),
     );
     let sy = Switchyard::start_config(&config, &[port]);
@@ -314,7 +310,7 @@ fn a_tls_request_is_logged_with_tls_true() {
     let b = Backend::start("a");
     let port = listen_port();
     let (_certs, cert, key) = tls_test_cert_files();
-    let mut config = web_config(port, &b, route_all());
+    let mut config = web_pool_config(port, &b, route_all());
     config["listeners"] = json!([tls_listener("secure", port, &cert, &key)]);
     let sy = Switchyard::start_config(&config, &[port]);
     let r = tls_request(port, "GET", "/t", &[("Host", "example.com")]);
@@ -413,7 +409,7 @@ impl Drop for Captured {
 
 /// A config whose `log:` section is `log` (the test `server:` section, no access-log file).
 fn with_log(port: u16, b: &Backend, log: Value) -> String {
-    let mut config = web_config(port, b, route_all());
+    let mut config = web_pool_config(port, b, route_all());
     config["log"] = log;
     config_text(&config)
 }

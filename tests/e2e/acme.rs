@@ -196,7 +196,7 @@ fn acme_config(
             json!([app]),
             json!([all]),
         ),
-        json!({ "metrics": { "listen": format!("127.0.0.1:{metrics}") } }),
+        metrics_on(metrics),
     )
 }
 

@@ -75,10 +75,7 @@ fn config(admin: Value, web: u16, addrs: [&str; 3], pool_keys: Value) -> Value {
         { "name": "other", "path_prefix": "/other", "pool": "other" },
         route("all", "web"),
     ]);
-    with(
-        config_of(json!([listener("web", web)]), pools, routes),
-        json!({ "admin": admin }),
-    )
+    with(web_config(web, pools, routes), json!({ "admin": admin }))
 }
 
 /// The `admin:` section with the test token and the state file at `state_file`.

@@ -20,23 +20,16 @@ struct Ops {
 /// The configuration with the sections of `top` (a JSON object), an admin API, metrics,
 /// and a cached route `static` to pool `p` over `origin`.
 fn config(origin: &Origin, port: u16, admin: u16, metrics: u16, top: Value) -> Value {
-    let base = with(
-        config_of(
-            json!([listener("web", port)]),
-            json!([pool("p", &[origin.address()])]),
-            json!([{ "name": "static", "pool": "p", "cache": {} }]),
-        ),
-        json!({
-            "admin": {
-                "listen": format!("127.0.0.1:{admin}"),
-                "tokens": [TOKEN],
-                "read_only_tokens": [format!("ro-{TOKEN}")],
-                "state_file": "{dir}/state.json",
-            },
-            "metrics": { "listen": format!("127.0.0.1:{metrics}") },
-        }),
+    let base = web_config(
+        port,
+        json!([pool("p", &[origin.address()])]),
+        json!([{ "name": "static", "pool": "p", "cache": {} }]),
     );
-    with(base, top)
+    let admin = with(
+        admin_on(admin, &[TOKEN]),
+        json!({ "admin": { "read_only_tokens": [format!("ro-{TOKEN}")] } }),
+    );
+    with(with(with(base, admin), metrics_on(metrics)), top)
 }
 
 fn start(origin: &Origin, top: Value) -> Ops {

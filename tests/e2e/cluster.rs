@@ -513,7 +513,7 @@ fn a_reload_that_changes_cluster_redis_is_applied_or_logged() {
         "/lim",
         json!({ "rate": 100, "key": "route" })
     )]);
-    let metrics = json!({ "metrics": { "listen": format!("127.0.0.1:{mport}") } });
+    let metrics = metrics_on(mport);
     let with_metrics = |url: &str| with(config(port, url, None, &b, &routes), metrics.clone());
     let sy = Switchyard::start_config(&with_metrics(&r1.url()), &[port, mport]);
     wait_for_clients(&r1, 1, &[&sy]);
@@ -564,20 +564,13 @@ const PROPAGATION: Duration = Duration::from_secs(1);
 /// `admin` (no token needed there) with its own state file, pool `p` over `backends`.
 fn sync_config(port: u16, admin: u16, url: &str, backends: &[&Backend]) -> Value {
     let addresses: Vec<String> = backends.iter().map(|b| b.address()).collect();
-    with(
-        config_of(
-            json!([listener("web", port)]),
-            json!([pool("p", &addresses)]),
-            json!([route("all", "p")]),
-        ),
-        json!({
-            "cluster": { "redis": url },
-            "admin": {
-                "listen": format!("127.0.0.1:{admin}"),
-                "state_file": "{dir}/state.json",
-            },
-        }),
-    )
+    let config = web_config(
+        port,
+        json!([pool("p", &addresses)]),
+        json!([route("all", "p")]),
+    );
+    let cluster = with(admin_on(admin, &[]), json!({ "cluster": { "redis": url } }));
+    with(config, cluster)
 }
 
 /// A running instance with its listener and admin ports.

@@ -32,11 +32,8 @@ fn api(port: u16, method: &str, path: &str, bearer: Option<&str>, body: &str) ->
 
 /// `config` with an admin API on `admin_port` (state in `{dir}`) and `admin_keys`.
 fn with_admin(config: Value, admin_port: u16, admin_keys: Value) -> Value {
-    let admin = json!({
-        "listen": format!("127.0.0.1:{admin_port}"),
-        "state_file": "{dir}/state.json",
-    });
-    with(config, json!({ "admin": with(admin, admin_keys) }))
+    let admin = with(admin_on(admin_port, &[]), json!({ "admin": admin_keys }));
+    with(config, admin)
 }
 
 fn config(admin_port: u16, web: u16, backend: &str, admin_keys: Value) -> Value {
@@ -682,7 +679,7 @@ fn stats_show_the_last_minute_per_route_backend_listener_and_tcp_service() {
     ]);
     let service = json!({ "name": "echo", "listen": format!("127.0.0.1:{tcp}"), "pool": "echo" });
     let config = with(
-        config_of(json!([listener("web", web)]), pools, routes),
+        web_config(web, pools, routes),
         json!({ "tcp_services": [service] }),
     );
     let keys = json!({ "tokens": [FULL], "read_only_tokens": [READ_ONLY] });

@@ -207,19 +207,15 @@ fn the_dashboard_shows_live_stats_and_its_drain_button_drains_the_backend() {
     let [a, b] = Backend::start_each(["a", "b"]);
     let (admin, web) = (listen_port(), listen_port());
     let config = with(
-        config_of(
-            json!([listener("web", web)]),
+        web_config(
+            web,
             json!([pool("web", &[a.address(), b.address()])]),
             json!([route("site", "web")]),
         ),
-        json!({
-            "admin": {
-                "listen": format!("127.0.0.1:{admin}"),
-                "state_file": "{dir}/state.json",
-                "tokens": [FULL],
-                "read_only_tokens": [READ_ONLY],
-            },
-        }),
+        with(
+            admin_on(admin, &[FULL]),
+            json!({ "admin": { "read_only_tokens": [READ_ONLY] } }),
+        ),
     );
     let _sy = Switchyard::start_config(&config, &[admin, web]);
     for _ in 0..10 {

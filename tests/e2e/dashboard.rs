@@ -171,13 +171,6 @@ fn start(tokens: &[&str]) -> Setup {
     let [a, b, c] = Backend::start_each(["a", "b", "c"]);
     let dead = format!("127.0.0.1:{}", closed_port());
     let (admin, web) = (listen_port(), listen_port());
-    let mut admin_section = json!({
-        "listen": format!("127.0.0.1:{admin}"),
-        "state_file": "{dir}/state.json",
-    });
-    if !tokens.is_empty() {
-        admin_section["tokens"] = json!(tokens);
-    }
     let check = json!({
         "algorithm": "least_conn",
         "health_check": {
@@ -195,10 +188,7 @@ fn start(tokens: &[&str]) -> Setup {
         { "name": "other", "path_prefix": "/other", "pool": "other" },
         route("all", "web"),
     ]);
-    let config = with(
-        config_of(json!([listener("web", web)]), pools, routes),
-        json!({ "admin": admin_section }),
-    );
+    let config = with(web_config(web, pools, routes), admin_on(admin, tokens));
     let sy = Switchyard::start_config(&config, &[admin, web]);
     Setup {
         sy,

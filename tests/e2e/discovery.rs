@@ -5,7 +5,7 @@
 //! BACKEND `source`, `switchyard_discovery_errors_total`, and reloads that keep a
 //! provider's backends.
 
-use crate::common::config::{config_of, config_text, listener, pool, with};
+use crate::common::config::{admin_on, config_text, metrics_on, pool, web_config, with};
 use crate::common::*;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -32,22 +32,9 @@ pub struct Setup {
 
 /// The whole configuration's text with these `pools`.
 pub fn config(web: u16, admin: u16, metrics: u16, pools: Value) -> String {
-    let config = with(
-        config_of(
-            json!([listener("web", web)]),
-            pools,
-            json!([{ "name": "all", "path_prefix": "/", "pool": "p" }]),
-        ),
-        json!({
-            "admin": {
-                "listen": format!("127.0.0.1:{admin}"),
-                "tokens": [TOKEN],
-                "state_file": "{dir}/state.json",
-            },
-            "metrics": { "listen": format!("127.0.0.1:{metrics}") },
-        }),
-    );
-    config_text(&config)
+    let routes = json!([{ "name": "all", "path_prefix": "/", "pool": "p" }]);
+    let config = with(web_config(web, pools, routes), admin_on(admin, &[TOKEN]));
+    config_text(&with(config, metrics_on(metrics)))
 }
 
 impl Setup {

@@ -9,11 +9,7 @@ use std::time::Duration;
 /// `pool_keys`, and `routes`.
 fn start(backends: &[String], pool_keys: Value, routes: Value) -> (Switchyard, u16) {
     let port = listen_port();
-    let config = config_of(
-        json!([listener("web", port)]),
-        json!([with(pool("p", backends), pool_keys)]),
-        routes,
-    );
+    let config = web_config(port, json!([pool_with("p", pool_keys, backends)]), routes);
     (Switchyard::start_config(&config, &[port]), port)
 }
 

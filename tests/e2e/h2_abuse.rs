@@ -41,13 +41,10 @@ fn start() -> H2Edge {
     let backend = Backend::start("a");
     let (port, metrics) = (listen_port(), listen_port());
     let web = with(listener("web", port), json!({ "http2": true }));
-    let p = with(
-        pool("p", &[backend.address()]),
-        json!({ "health_check": { "kind": "none" } }),
-    );
+    let p = pool_with("p", no_health_check(), &[backend.address()]);
     let config = with(
         config_of(json!([web]), json!([p]), json!([route("all", "p")])),
-        json!({ "metrics": { "listen": format!("127.0.0.1:{metrics}") } }),
+        metrics_on(metrics),
     );
     let sy = Switchyard::start_config(&config, &[port, metrics]);
     H2Edge {

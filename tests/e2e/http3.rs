@@ -55,21 +55,12 @@ fn leaf(ca: &TestCa, dir: &std::path::Path, stem: &str, name: &str) -> Leaf {
 fn h3_listener(pki: &Pki, name: &str, port: u16, http3: bool, keys: Value) -> Value {
     let certificates: Vec<Value> = [&pki.a, &pki.b]
         .iter()
-        .map(|c| json!({ "cert_file": c.cert_file, "key_file": c.key_file }))
+        .map(|c| certificate(&c.cert_file, &c.key_file))
         .collect();
     let mut l = with(listener(name, port), keys);
     l["http3"] = json!(http3);
     l["tls"] = json!({ "certificates": certificates });
     l
-}
-
-/// `listeners`, one pool `p` over `backend` and one route `r` (with `route_keys`) to it.
-fn one_pool_config(listeners: Value, backend: &str, route_keys: Value) -> Value {
-    config_of(
-        listeners,
-        json!([pool("p", &[backend.to_string()])]),
-        json!([with(route("r", "p"), route_keys)]),
-    )
 }
 
 fn start(pki: &Pki, backend: &str, route_keys: Value) -> (Switchyard, u16) {

@@ -64,11 +64,6 @@ fn db_check() -> Value {
     } })
 }
 
-/// No active check: the proxy itself has to cope with whatever the backend does.
-fn no_check() -> Value {
-    json!({ "health_check": { "kind": "none" } })
-}
-
 /// `keys` with `retries: 0`.
 fn no_retries(keys: Value) -> Value {
     with(json!({ "retries": 0 }), keys)
@@ -745,7 +740,7 @@ fn tcp_idle_timeout_closes_idle_sessions_only() {
             "echo",
             "round_robin",
             &[echo.address()],
-            no_check()
+            no_health_check()
         )]),
     );
     let sy = Switchyard::start_without_probe(&cfg, &[lp]);
@@ -818,7 +813,7 @@ fn tcp_refused_backend_closes_the_client_and_the_proxy_keeps_running() {
         p_unchecked,
         "unchecked",
         std::slice::from_ref(&dead),
-        no_retries(no_check()),
+        no_retries(no_health_check()),
     );
     let (s2, pl2) = tcp_service(
         p_checked,
@@ -873,7 +868,7 @@ fn tcp_refused_backend_closes_the_client_and_the_proxy_keeps_running() {
 #[test]
 fn tcp_server_deny_closes_a_denied_connection() {
     let with_deny = |port: u16, backend: &TcpServer, deny: &str| {
-        let (svc, pl) = tcp_service(port, "echo", &[backend.address()], no_check());
+        let (svc, pl) = tcp_service(port, "echo", &[backend.address()], no_health_check());
         let config = with(
             services_config(None, json!([svc]), json!([pl])),
             json!({ "server": { "deny": [deny] } }),
@@ -986,8 +981,8 @@ fn tcp_reset_on_one_side_closes_the_other_side() {
         drop(s);
     });
     let (p_echo, p_reset) = (listen_port(), listen_port());
-    let (s1, pl1) = tcp_service(p_echo, "echo", &[echo.address()], no_check());
-    let (s2, pl2) = tcp_service(p_reset, "reset", &[resetting.address()], no_check());
+    let (s1, pl1) = tcp_service(p_echo, "echo", &[echo.address()], no_health_check());
+    let (s2, pl2) = tcp_service(p_reset, "reset", &[resetting.address()], no_health_check());
     let sy = Switchyard::start_without_probe(
         &config(None, json!([s1, s2]), json!([pl1, pl2])),
         &[p_echo, p_reset],

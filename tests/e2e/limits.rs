@@ -21,18 +21,8 @@ fn edge_config(
     pool_keys: Value,
     routes: Value,
 ) -> Value {
-    with(
-        config_of(
-            json!([listener("web", port)]),
-            json!([with(pool("p", backends), pool_keys)]),
-            routes,
-        ),
-        json!({ "metrics": { "listen": format!("127.0.0.1:{metrics}") } }),
-    )
-}
-
-fn no_check() -> Value {
-    json!({ "health_check": { "kind": "none" } })
+    let pools = json!([pool_with("p", pool_keys, backends)]);
+    with(web_config(port, pools, routes), metrics_on(metrics))
 }
 
 /// Switchyard with one listener `web` with `limits`, a metrics listener, and `routes` to
@@ -49,7 +39,13 @@ fn start(limits: Value, routes: Value, backend: &Backend) -> Edge {
 
 fn start_with(limits: Value, routes: Value, backend: &str) -> Edge {
     let (port, metrics) = (listen_port(), listen_port());
-    let mut config = edge_config(port, metrics, &[backend.to_string()], no_check(), routes);
+    let mut config = edge_config(
+        port,
+        metrics,
+        &[backend.to_string()],
+        no_health_check(),
+        routes,
+    );
     config["listeners"][0]["limits"] = limits;
     let sy = Switchyard::start_config(&config, &[port, metrics]);
     Edge { sy, port, metrics }
@@ -356,7 +352,13 @@ fn max_connections_per_ip_counts_each_client_address_apart() {
 fn h2_max_concurrent_streams_is_announced_in_settings() {
     let a = Backend::start("a");
     let (port, metrics) = (listen_port(), listen_port());
-    let mut config = edge_config(port, metrics, &[a.address()], no_check(), route_all());
+    let mut config = edge_config(
+        port,
+        metrics,
+        &[a.address()],
+        no_health_check(),
+        route_all(),
+    );
     config["listeners"][0]["http2"] = json!(true);
     config["listeners"][0]["limits"] = json!({ "h2_max_concurrent_streams": 7 });
     let _sy = Switchyard::start_config(&config, &[port]);
@@ -376,7 +378,13 @@ fn h2_max_concurrent_streams_is_announced_in_settings() {
 fn tcp_service_caps_refuse_and_count() {
     let echo = TcpServer::echo();
     let (port, metrics) = (listen_port(), listen_port());
-    let mut config = edge_config(port, metrics, &[echo.address()], no_check(), json!([]));
+    let mut config = edge_config(
+        port,
+        metrics,
+        &[echo.address()],
+        no_health_check(),
+        json!([]),
+    );
     config["listeners"] = json!([]);
     config["tcp_services"] = json!([{
         "name": "t",

@@ -300,7 +300,7 @@ fn fixture_config(f: &FixtureAddrs, extra_pools: &[Value]) -> Value {
         { "name": "fail", "path_prefix": "/fail", "pool": "flaky" },
         { "name": "err", "path_prefix": "/err", "pool": "plain5xx" },
     ]);
-    let config = config_of(json!([listener("web", f.web)]), Value::from(pools), routes);
+    let config = web_config(f.web, Value::from(pools), routes);
     // Trust 127.0.0.1 as a proxy so the client IP becomes the X-Forwarded-For entry,
     // an address that must never show up in a label.
     with(
@@ -925,7 +925,7 @@ fn tls_certificate_expiry_is_exported() {
             json!([pool("p", &[backend.address()])]),
             json!([route("all", "p")]),
         ),
-        json!({ "metrics": { "listen": format!("127.0.0.1:{metrics}") } }),
+        metrics_on(metrics),
     );
     let _sy = Switchyard::start_config(&config, &[web, metrics]);
     assert_eq!(tls_request(web, "GET", "/", &[]).status, 200);

@@ -839,14 +839,8 @@ fn readyz_answers_503_on_an_open_connection_after_sigterm() {
     let admin = listen_port();
     // grace_period 10s: the process lives until the slow request is done (exit when idle).
     let head = with(
-        with_shutdown_timeout("5s"),
-        json!({
-            "server": { "grace_period": "10s" },
-            "admin": {
-                "listen": format!("127.0.0.1:{admin}"),
-                "state_file": "{dir}/state.json",
-            },
-        }),
+        with(with_shutdown_timeout("5s"), admin_on(admin, &[])),
+        json!({ "server": { "grace_period": "10s" } }),
     );
     let mut sy = Switchyard::start_config(&single_backend_config(head, port, &b), &[port, admin]);
     let mut conn = TcpStream::connect(("127.0.0.1", admin)).expect("connect admin");

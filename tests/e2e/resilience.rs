@@ -11,11 +11,6 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// One plaintext listener `web` on `port`; `pools` and `routes` are JSON lists.
-fn config(port: u16, pools: Value, routes: Value) -> Value {
-    config_of(json!([listener("web", port)]), pools, routes)
-}
-
 fn route_all() -> Value {
     json!([route("all", "p")])
 }
@@ -44,11 +39,6 @@ fn http_check(keys: Value) -> Value {
         fast_check(),
         with(json!({ "kind": "http", "path": "/health" }), keys),
     )
-}
-
-/// Pool `name` over `addresses` with `keys` (retries, health_check, …).
-fn pool_with(name: &str, keys: Value, addresses: &[String]) -> Value {
-    with(pool(name, addresses), keys)
 }
 
 fn no_check() -> Value {
@@ -100,7 +90,7 @@ fn a_stopped_backend_drops_out_and_comes_back_after_a_restart() {
         json!({ "retries": 0, "health_check": fast_check() }),
         &[a.address(), b.address()],
     )]);
-    let sy = Switchyard::start_config(&config(port, pools, route_all()), &[port]);
+    let sy = Switchyard::start_config(&web_config(port, pools, route_all()), &[port]);
     let counts = served_by(port, "/", 10);
     assert_eq!(counts.get("a"), Some(&5), "{counts:?}");
     assert_eq!(counts.get("b"), Some(&5), "{counts:?}");
@@ -131,7 +121,7 @@ fn http_check_failing_with_500_takes_the_backend_out_and_back() {
         json!({ "retries": 0, "health_check": http_check(json!({})) }),
         &[sick.address(), well.address()],
     )]);
-    let sy = Switchyard::start_config(&config(port, pools, route_all()), &[port]);
+    let sy = Switchyard::start_config(&web_config(port, pools, route_all()), &[port]);
     sy.expect_stderr(&went_down(&sick.address()), 1, TRANSITION);
 
     let counts = served_by(port, "/app", 20);
@@ -179,7 +169,7 @@ fn expect_status_ranges_decide_health() {
     ]);
     let routes = prefix_routes(&["five", "exact", "range"]);
     let port = listen_port();
-    let sy = Switchyard::start_config(&config(port, pools, routes), &[port]);
+    let sy = Switchyard::start_config(&web_config(port, pools, routes), &[port]);
     sy.expect_stderr(&went_down(&exact.address()), 1, TRANSITION);
     // Several rounds have passed for the other two as well.
     assert!(five.wait_count(3, TRANSITION) && range.wait_count(3, TRANSITION));
@@ -225,7 +215,7 @@ fn backups_take_over_and_hand_back() {
         .as_array_mut()
         .expect("backends")
         .push(json!({ "address": spare.address(), "backup": true }));
-    let sy = Switchyard::start_config(&config(port, json!([p]), route_all()), &[port]);
+    let sy = Switchyard::start_config(&web_config(port, json!([p]), route_all()), &[port]);
     let counts = served_by(port, "/", 10);
     assert_eq!(counts.get("spare"), None, "{counts:?}");
 
@@ -278,7 +268,7 @@ fn circuit_opens_after_exactly_failure_threshold_5xx() {
     ]);
     let routes = prefix_routes(&["pair", "solo", "lenient"]);
     let port = listen_port();
-    let _sy = Switchyard::start_config(&config(port, pools, routes), &[port]);
+    let _sy = Switchyard::start_config(&web_config(port, pools, routes), &[port]);
 
     // Two backends: the failing one sees exactly 3 requests, then everything goes to
     // the other; its 500s reach the client as they are.
@@ -328,7 +318,7 @@ fn half_open_admits_exactly_the_trial_requests() {
         &[x.address()],
     )]);
     let port = listen_port();
-    let _sy = Switchyard::start_config(&config(port, pools, route_all()), &[port]);
+    let _sy = Switchyard::start_config(&web_config(port, pools, route_all()), &[port]);
     for _ in 0..2 {
         assert_eq!(get(port, "/").status, 500);
     }
@@ -385,7 +375,7 @@ fn max_connections_skips_full_backends_and_refuses_at_once_when_all_are_full() {
         &[s1.address(), s2.address()],
     )]);
     let port = listen_port();
-    let _sy = Switchyard::start_config(&config(port, pools, route_all()), &[port]);
+    let _sy = Switchyard::start_config(&web_config(port, pools, route_all()), &[port]);
 
     let busy = |n: usize| {
         let deadline = Instant::now() + Duration::from_secs(3);
@@ -502,7 +492,7 @@ fn sticky_client_stays_put_and_moves_when_its_backend_dies() {
         &list,
     )]);
     let port = listen_port();
-    let sy = Switchyard::start_config(&config(port, pools, route_all()), &[port]);
+    let sy = Switchyard::start_config(&web_config(port, pools, route_all()), &[port]);
 
     let first = get(port, "/");
     assert_eq!(first.status, 200, "{first:?}");
@@ -566,7 +556,7 @@ fn sticky_cookie_attributes_and_forged_values() {
         route("all", "p"),
     ]);
     let port = listen_port();
-    let _sy = Switchyard::start_config(&config(port, pools, routes), &[port]);
+    let _sy = Switchyard::start_config(&web_config(port, pools, routes), &[port]);
 
     let r = get(port, "/");
     let (value, header) = set_cookie(&r, "SY").unwrap_or_else(|| panic!("{r:?}"));
@@ -628,7 +618,7 @@ fn dns_discovery_of_localhost_adds_127_0_0_1() {
         "retries": 1,
         "health_check": fast_check(),
     }]);
-    let sy = Switchyard::start_config(&config(port, pools, route_all()), &[port]);
+    let sy = Switchyard::start_config(&web_config(port, pools, route_all()), &[port]);
     let deadline = Instant::now() + Duration::from_secs(5);
     let mut last = get(port, "/");
     while last.status != 200 && Instant::now() < deadline {
@@ -666,7 +656,7 @@ fn reload_keeps_state_of_unchanged_pools_and_refreshes_changed_ones() {
         )])
     };
     let pools = pools_with("200ms");
-    let sy = Switchyard::start_config(&config(port, pools.clone(), route_all()), &[port]);
+    let sy = Switchyard::start_config(&web_config(port, pools.clone(), route_all()), &[port]);
     drop(b);
     sy.expect_stderr(&went_down(&b_addr), 1, TRANSITION);
 
@@ -675,7 +665,7 @@ fn reload_keeps_state_of_unchanged_pools_and_refreshes_changed_ones() {
         { "name": "extra", "path_prefix": "/extra", "pool": "p" },
         route("all", "p"),
     ]);
-    sy.rewrite_config(&config_text(&config(port, pools, routes.clone())));
+    sy.rewrite_config(&config_text(&web_config(port, pools, routes.clone())));
     sy.signal("-HUP");
     assert!(
         sy.wait_stderr("reloaded ", 1, Duration::from_secs(5)),
@@ -695,7 +685,7 @@ fn reload_keeps_state_of_unchanged_pools_and_refreshes_changed_ones() {
 
     // A reload that changes the pool starts it fresh: b begins healthy and is taken
     // out again by the new pool's checks.
-    sy.rewrite_config(&config_text(&config(port, pools_with("300ms"), routes)));
+    sy.rewrite_config(&config_text(&web_config(port, pools_with("300ms"), routes)));
     sy.signal("-HUP");
     assert!(
         sy.wait_stderr("reloaded ", 2, Duration::from_secs(5)),
@@ -792,11 +782,11 @@ fn invalid_config_on_sighup_keeps_the_old_one_serving() {
         json!({ "health_check": no_check() }),
         &[a.address()]
     )]);
-    let mut sy = Switchyard::start_config(&config(port, pools, route_all()), &[port]);
+    let mut sy = Switchyard::start_config(&web_config(port, pools, route_all()), &[port]);
     assert_eq!(get(port, "/").status, 200);
 
     // A route to a missing pool and a typo'd key.
-    let broken = config(
+    let broken = web_config(
         port,
         json!([pool_with(
             "p",
@@ -837,7 +827,7 @@ fn killing_one_of_three_backends_under_load_fails_no_request() {
         json!({ "retries": 1, "health_check": fast_check() }),
         &members,
     )]);
-    let sy = Switchyard::start_config(&config(port, pools, route_all()), &[port]);
+    let sy = Switchyard::start_config(&web_config(port, pools, route_all()), &[port]);
 
     let stop = Arc::new(AtomicBool::new(false));
     let failures: Arc<Mutex<Vec<String>>> = Arc::default();

@@ -46,7 +46,7 @@ impl Leaf {
 
     /// Its `certificates:` entry.
     fn entry(&self) -> Value {
-        json!({ "cert_file": self.cert_file, "key_file": self.key_file })
+        certificate(&self.cert_file, &self.key_file)
     }
 }
 
@@ -95,15 +95,6 @@ fn tls_listener_with(name: &str, port: u16, certs: &[&Leaf], tls_keys: Value) ->
     let mut l = listener(name, port);
     l["tls"] = with(json!({ "certificates": certificates }), tls_keys);
     l
-}
-
-/// `listeners`, one pool `p` over `backend` and one route `r` (with `route_keys`) to it.
-fn one_pool_config(listeners: Value, backend: &str, route_keys: Value) -> Value {
-    config_of(
-        listeners,
-        json!([pool("p", &[backend.to_string()])]),
-        json!([with(route("r", "p"), route_keys)]),
-    )
 }
 
 /// One TLS listener with `certs` and `tls_keys` under `tls:`, one pool, one route.

@@ -14,25 +14,9 @@ use std::time::Duration;
 
 const TOKEN: &str = "traffic-token-0123456789";
 
-/// The admin section with the test token.
-fn admin_section(port: u16) -> Value {
-    json!({
-        "admin": {
-            "listen": format!("127.0.0.1:{port}"),
-            "tokens": [TOKEN],
-            "state_file": "{dir}/state.json",
-        }
-    })
-}
-
 /// `server.geoip.database: db`.
 fn geoip_section(db: &Path) -> Value {
     json!({ "server": { "geoip": { "database": db.display().to_string() } } })
-}
-
-/// Pool `name` over one backend per address, with `keys`.
-fn pool_with(name: &str, keys: Value, addresses: &[String]) -> Value {
-    with(pool(name, addresses), keys)
 }
 
 /// A route `name` for paths under `prefix`, to pool `pool`.
@@ -40,15 +24,9 @@ fn prefixed(name: &str, prefix: &str, pool: &str) -> Value {
     json!({ "name": name, "path_prefix": prefix, "pool": pool })
 }
 
-/// The test configuration with one plaintext listener `web` on `port`, `pools` and
-/// `routes`.
-fn web_config(port: u16, pools: Value, routes: Value) -> Value {
-    config_of(json!([listener("web", port)]), pools, routes)
-}
-
 /// `web_config` with the admin API on `admin`.
 fn with_admin(port: u16, admin: u16, pools: Value, routes: Value) -> Value {
-    with(web_config(port, pools, routes), admin_section(admin))
+    with(web_config(port, pools, routes), admin_on(admin, &[TOKEN]))
 }
 
 fn admin_get(port: u16, path: &str) -> Value {
@@ -173,10 +151,6 @@ fn section_13_mistakes_are_refused_with_their_place() {
     }
 }
 
-fn metrics_section(port: u16) -> Value {
-    json!({ "metrics": { "listen": format!("127.0.0.1:{port}") } })
-}
-
 fn route_all() -> Value {
     json!([route("all", "p")])
 }
@@ -198,7 +172,7 @@ fn answered_by(port: u16, path: &str, n: usize) -> HashMap<String, usize> {
 
 /// One plaintext listener and a metrics listener.
 fn with_metrics(port: u16, metrics: u16, pools: Value, routes: Value) -> Value {
-    with(web_config(port, pools, routes), metrics_section(metrics))
+    with(web_config(port, pools, routes), metrics_on(metrics))
 }
 
 // ---------------------------------------------------------------- outlier detection
